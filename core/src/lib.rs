@@ -1,0 +1,18 @@
+//! overlay-core: the sans-IO heart of overlay.
+//!
+//! Everything that decides lives here as plain types and functions: the address plan, the peer
+//! table and the routing decision for every decrypted packet, the classification of datagrams on
+//! the relay's one UDP port, wire formats and configuration files. Nothing here opens a socket or
+//! reads the clock; callers pass `now` in and perform the actions that come back.
+
+pub mod addressing;
+pub mod counters;
+pub mod datagram;
+pub mod join;
+pub mod key;
+pub mod packet;
+pub mod peers;
+pub mod prefix;
+pub mod statefile;
+pub mod token;
+pub mod wgconfig;

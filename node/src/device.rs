@@ -1,0 +1,39 @@
+//! The TUN device and the routes through it.
+
+use overlay_core::prefix::Ipv4Prefix;
+use std::net::Ipv4Addr;
+use tun_rs::{AsyncDevice, DeviceBuilder};
+
+/// Creates the TUN device `name` with `addr` inside `network` and the network's route on it.
+///
+/// The address gets the network's prefix length, so the kernel adds the network route itself
+/// and removes it with the device: nothing is left behind if the daemon dies.
+pub fn create(
+    name: &str,
+    addr: Ipv4Addr,
+    network: Ipv4Prefix,
+    mtu: u16,
+) -> anyhow::Result<AsyncDevice> {
+    DeviceBuilder::new()
+        .name(name)
+        .ipv4(addr, network.len(), None)
+        .mtu(mtu)
+        .build_async()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the TUN device {name} ({e}); overlay needs root (or CAP_NET_ADMIN) and /dev/net/tun"
+            )
+        })
+}
+
+/// Adds a route for an extra prefix through the device (for AllowedIPs beyond the network).
+pub fn add_route(dev: &str, prefix: Ipv4Prefix) -> anyhow::Result<()> {
+    let status = std::process::Command::new("ip")
+        .args(["route", "replace", &prefix.to_string(), "dev", dev])
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run `ip route` to add {prefix}: {e}"))?;
+    if !status.success() {
+        anyhow::bail!("`ip route replace {prefix} dev {dev}` failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! `overlay`: the node side of the overlay (daemon and CLI).
+
+mod control;
+mod daemon;
+mod device;
+mod paths;
+mod status;
+mod tunnel;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// overlay: every service gets a stable address and name, wherever it runs.
+#[derive(Parser, Debug)]
+#[command(name = "overlay", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the node daemon in the foreground (what a service manager runs).
+    Daemon(daemon::DaemonArgs),
+    /// Show the connection state.
+    Status(status::StatusArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("overlay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Daemon(a) => daemon::run(a).await,
+            Command::Status(a) => status::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("overlay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

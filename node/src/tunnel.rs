@@ -1,0 +1,278 @@
+//! The node's data path: TUN <-> boringtun <-> UDP to the relay.
+//!
+//! Two tasks move packets, one per direction, so encryption and decryption use both cores; the
+//! `Tunn` sits behind a mutex that is held only for the cryptographic call, never across I/O.
+//! A third task drives the WireGuard timers.
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use overlay_core::packet;
+use overlay_core::prefix::Ipv4Prefix;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tun_rs::AsyncDevice;
+
+const BUF: usize = 65536;
+const TIMER_TICK: Duration = Duration::from_millis(250);
+
+/// Settings of one tunnel to the relay.
+pub struct TunnelConfig {
+    /// The node's private key.
+    pub private_key: [u8; 32],
+    /// The relay's public key.
+    pub relay_key: [u8; 32],
+    /// The relay's endpoint as configured (`host:port`).
+    pub endpoint: String,
+    /// Inner source addresses accepted from the relay.
+    pub allowed: Vec<Ipv4Prefix>,
+    /// Persistent keepalive in seconds.
+    pub keepalive: Option<u16>,
+}
+
+/// Counters of the data path, readable while it runs.
+#[derive(Default)]
+pub struct Stats {
+    rx_bytes: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_packets: AtomicU64,
+    tx_packets: AtomicU64,
+    drop_tun_invalid: AtomicU64,
+    drop_rejected: AtomicU64,
+    drop_foreign_source: AtomicU64,
+    drop_unknown_sender: AtomicU64,
+}
+
+/// A snapshot of the tunnel for `overlay status`.
+#[derive(Serialize, Debug)]
+pub struct TunnelStatus {
+    /// The relay endpoint in use.
+    pub endpoint: String,
+    /// Seconds since the last completed handshake.
+    pub last_handshake_secs: Option<u64>,
+    /// Inner bytes received.
+    pub rx_bytes: u64,
+    /// Inner bytes sent.
+    pub tx_bytes: u64,
+    /// Inner packets received.
+    pub rx_packets: u64,
+    /// Inner packets sent.
+    pub tx_packets: u64,
+    /// Drops by reason.
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// A running tunnel.
+pub struct Tunnel {
+    tunn: Mutex<Tunn>,
+    sock: UdpSocket,
+    relay: RwLock<SocketAddr>,
+    endpoint: String,
+    allowed: Vec<Ipv4Prefix>,
+    stats: Stats,
+}
+
+impl Tunnel {
+    /// Binds the UDP socket and resolves the relay; does not send anything yet.
+    pub async fn new(cfg: TunnelConfig) -> anyhow::Result<Arc<Tunnel>> {
+        let relay = resolve(&cfg.endpoint).await?;
+        let bind: SocketAddr = if relay.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sock = UdpSocket::bind(bind).await?;
+        let tunn = Tunn::new(
+            StaticSecret::from(cfg.private_key),
+            PublicKey::from(cfg.relay_key),
+            None,
+            cfg.keepalive,
+            rand::random::<u32>() & 0x00ff_ffff,
+            None,
+        );
+        Ok(Arc::new(Tunnel {
+            tunn: Mutex::new(tunn),
+            sock,
+            relay: RwLock::new(relay),
+            endpoint: cfg.endpoint,
+            allowed: cfg.allowed,
+            stats: Stats::default(),
+        }))
+    }
+
+    fn relay(&self) -> SocketAddr {
+        *self.relay.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tunn> {
+        self.tunn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the handshake and runs both directions and the timers until one fails.
+    pub async fn run(self: Arc<Self>, dev: Arc<AsyncDevice>) -> anyhow::Result<()> {
+        self.initiate().await;
+        let up = tokio::spawn(self.clone().tun_to_udp(dev.clone()));
+        let down = tokio::spawn(self.clone().udp_to_tun(dev));
+        let timers = tokio::spawn(self.clone().timers());
+        tokio::select! {
+            r = up => r?,
+            r = down => r?,
+            r = timers => r?,
+        }
+    }
+
+    async fn initiate(&self) {
+        let mut buf = vec![0u8; 256];
+        let r = self.lock().format_handshake_initiation(&mut buf, false);
+        if let TunnResult::WriteToNetwork(p) = r {
+            let _ = self.sock.send_to(p, self.relay()).await;
+        }
+    }
+
+    async fn tun_to_udp(self: Arc<Self>, dev: Arc<AsyncDevice>) -> anyhow::Result<()> {
+        let mut pkt = vec![0u8; BUF];
+        let mut out = vec![0u8; BUF];
+        loop {
+            let n = dev.recv(&mut pkt).await?;
+            let p = &pkt[..n];
+            if packet::Ipv4Packet::new_checked(p).is_err() {
+                // IPv6 router solicitations and the like: not carried yet.
+                self.stats.drop_tun_invalid.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let r = self.lock().encapsulate(p, &mut out);
+            match r {
+                TunnResult::WriteToNetwork(d) => {
+                    self.stats.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.sock.send_to(d, self.relay()).await;
+                }
+                TunnResult::Err(e) => tracing::debug!("encapsulate: {e:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    async fn udp_to_tun(self: Arc<Self>, dev: Arc<AsyncDevice>) -> anyhow::Result<()> {
+        let mut d = vec![0u8; BUF];
+        let mut out = vec![0u8; BUF];
+        loop {
+            let (n, from) = match self.sock.recv_from(&mut d).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!("udp receive: {e}");
+                    continue;
+                }
+            };
+            if from != self.relay() {
+                self.stats
+                    .drop_unknown_sender
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let r = self.lock().decapsulate(Some(from.ip()), &d[..n], &mut out);
+            match r {
+                TunnResult::WriteToNetwork(p) => {
+                    let _ = self.sock.send_to(p, from).await;
+                    loop {
+                        let r = self.lock().decapsulate(None, &[], &mut out);
+                        match r {
+                            TunnResult::WriteToNetwork(p) => {
+                                let _ = self.sock.send_to(p, from).await;
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+                TunnResult::WriteToTunnelV4(p, src) => {
+                    if !self.allowed.iter().any(|a| a.contains(src)) {
+                        self.stats
+                            .drop_foreign_source
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    self.stats
+                        .rx_bytes
+                        .fetch_add(p.len() as u64, Ordering::Relaxed);
+                    self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = dev.send(p).await {
+                        tracing::debug!("tun write: {e}");
+                    }
+                }
+                TunnResult::WriteToTunnelV6(..) => {
+                    self.stats
+                        .drop_foreign_source
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                TunnResult::Done => {}
+                TunnResult::Err(e) => {
+                    tracing::debug!("decapsulate: {e:?}");
+                    self.stats.drop_rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    async fn timers(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut buf = vec![0u8; BUF];
+        let mut tick = tokio::time::interval(TIMER_TICK);
+        loop {
+            tick.tick().await;
+            let r = self.lock().update_timers(&mut buf);
+            match r {
+                TunnResult::WriteToNetwork(p) => {
+                    let _ = self.sock.send_to(p, self.relay()).await;
+                }
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {
+                    // Keep trying for as long as we run; the relay may have moved (DNS).
+                    if let Ok(addr) = resolve(&self.endpoint).await {
+                        *self.relay.write().unwrap_or_else(|e| e.into_inner()) = addr;
+                    }
+                    self.initiate().await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The tunnel's counters and handshake age.
+    pub fn status(&self) -> TunnelStatus {
+        let (hs, ..) = self.lock().stats();
+        let s = &self.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut drops = std::collections::BTreeMap::new();
+        for (k, v) in [
+            ("tun_invalid", get(&s.drop_tun_invalid)),
+            ("rejected", get(&s.drop_rejected)),
+            ("foreign_source", get(&s.drop_foreign_source)),
+            ("unknown_sender", get(&s.drop_unknown_sender)),
+        ] {
+            if v > 0 {
+                drops.insert(k, v);
+            }
+        }
+        TunnelStatus {
+            endpoint: self.relay().to_string(),
+            last_handshake_secs: hs.map(|d| d.as_secs()),
+            rx_bytes: get(&s.rx_bytes),
+            tx_bytes: get(&s.tx_bytes),
+            rx_packets: get(&s.rx_packets),
+            tx_packets: get(&s.tx_packets),
+            drops,
+        }
+    }
+}
+
+async fn resolve(endpoint: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(endpoint)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot resolve the relay endpoint {endpoint}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the relay endpoint {endpoint} resolves to no address"))
+}

@@ -1,0 +1,221 @@
+//! `overlay-relay`: the WireGuard hub and control plane that runs in the remote environment.
+
+mod admin;
+mod hub;
+mod serve;
+mod state;
+
+use admin::AdminRequest;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The overlay relay: WireGuard hub, control plane and gateway into the remote environment.
+#[derive(Parser, Debug)]
+#[command(name = "overlay-relay", version, about)]
+struct Cli {
+    /// State directory (key, peers, admin socket).
+    #[arg(
+        long,
+        global = true,
+        env = "OVERLAY_RELAY_STATE",
+        default_value = "/var/lib/overlay-relay"
+    )]
+    state: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the relay in the foreground.
+    Serve(serve::ServeArgs),
+    /// Manage plain WireGuard peers.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// List registered nodes with their counters.
+    Nodes(ListArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum PeerCommand {
+    /// Register a peer and print its configuration.
+    Add(PeerAddArgs),
+    /// Remove a peer.
+    Remove {
+        /// The peer's name.
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct PeerAddArgs {
+    /// A unique name (lower-case letters, digits, '-').
+    name: String,
+    /// The peer's public key; without it a key pair is generated and the private key printed.
+    #[arg(long)]
+    public_key: Option<String>,
+    /// Print a wg-quick configuration for stock WireGuard clients (and `overlay daemon --config`).
+    #[arg(long)]
+    wireguard_config: bool,
+}
+
+#[derive(Args, Debug)]
+struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("overlay-relay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("overlay-relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let sock = cli.state.join("admin.sock");
+    match cli.command {
+        Command::Serve(args) => serve::serve(&cli.state, args).await,
+        Command::Peer(PeerCommand::Add(args)) => peer_add(&sock, args).await,
+        Command::Peer(PeerCommand::Remove { name }) => {
+            admin::call(&sock, &AdminRequest::PeerRemove { name: name.clone() }).await?;
+            println!("removed {name}");
+            Ok(())
+        }
+        Command::Nodes(args) => {
+            let data = admin::call(&sock, &AdminRequest::Nodes).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                print_nodes(&data);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn peer_add(sock: &std::path::Path, args: PeerAddArgs) -> anyhow::Result<()> {
+    use overlay_core::wgconfig::{Interface, Peer, WgConfig};
+    let (private, public) = match &args.public_key {
+        Some(k) => (None, overlay_core::key::decode(k)?),
+        None => {
+            let secret = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+            let public = x25519_dalek::PublicKey::from(&secret);
+            (Some(secret.to_bytes()), *public.as_bytes())
+        }
+    };
+    let req = AdminRequest::PeerAdd {
+        name: args.name.clone(),
+        public_key: overlay_core::key::encode(&public),
+    };
+    let data = admin::call(sock, &req).await?;
+    let field = |k: &str| {
+        data.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    if !args.wireguard_config {
+        println!(
+            "added {} at {} (prefix {})",
+            field("name"),
+            field("address"),
+            field("prefix")
+        );
+        if let Some(p) = private {
+            println!("private key: {}", overlay_core::key::encode(&p));
+        }
+        return Ok(());
+    }
+    let address: std::net::Ipv4Addr = field("address").parse()?;
+    let network = field("network").parse()?;
+    let relay_key = overlay_core::key::decode(&field("relay_public_key"))?;
+    let mtu = data.get("mtu").and_then(|v| v.as_u64()).unwrap_or(1420) as u16;
+    let cfg = WgConfig {
+        interface: Interface {
+            private_key: private.unwrap_or([0; 32]),
+            addresses: vec![(address, 32)],
+            mtu: Some(mtu),
+            ..Default::default()
+        },
+        peers: vec![Peer {
+            public_key: relay_key,
+            endpoint: Some(field("endpoint")),
+            allowed_ips: vec![network],
+            persistent_keepalive: Some(25),
+            ..Default::default()
+        }],
+    };
+    println!(
+        "# overlay peer '{}', prefix {}",
+        field("name"),
+        field("prefix")
+    );
+    print!("{}", cfg.render(private.is_some()));
+    Ok(())
+}
+
+fn print_nodes(data: &serde_json::Value) {
+    println!(
+        "{:<20} {:<15} {:<17} {:<22} {:>9} {:>12} {:>12} DROPS",
+        "NAME", "ADDRESS", "PREFIX", "ENDPOINT", "HANDSHAKE", "RX", "TX"
+    );
+    for n in data.as_array().into_iter().flatten() {
+        let s = |k: &str| n.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+        let hs = n
+            .get("last_handshake_secs")
+            .and_then(|v| v.as_u64())
+            .map(|s| format!("{s}s ago"))
+            .unwrap_or_else(|| "never".into());
+        let c = n.get("counters");
+        let num = |k: &str| {
+            c.and_then(|c| c.get(k))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0)
+        };
+        let drops = c
+            .and_then(|c| c.get("drops"))
+            .and_then(|d| d.as_object())
+            .map(|d| {
+                d.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<20} {:<15} {:<17} {:<22} {:>9} {:>12} {:>12} {}",
+            s("name"),
+            s("address"),
+            s("prefix"),
+            s("endpoint"),
+            hs,
+            num("rx_bytes"),
+            num("tx_bytes"),
+            if drops.is_empty() { "-".into() } else { drops }
+        );
+    }
+}

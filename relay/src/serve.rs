@@ -1,0 +1,75 @@
+//! `overlay-relay serve`: load state, bind the port, run the hub and the admin socket.
+
+use crate::hub::{Hub, HubConfig};
+use crate::state::StateDir;
+use clap::Args;
+use overlay_core::addressing::AddressPlan;
+use overlay_core::prefix::Ipv4Prefix;
+use std::net::SocketAddr;
+use std::path::Path;
+use tokio::net::UdpSocket;
+
+/// Flags of `serve`; each is also an `OVERLAY_RELAY_<FLAG>` environment variable.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// UDP address for WireGuard and joins.
+    #[arg(long, env = "OVERLAY_RELAY_LISTEN", default_value = "0.0.0.0:51820")]
+    listen: SocketAddr,
+    /// The overlay network.
+    #[arg(long, env = "OVERLAY_RELAY_NETWORK", default_value = "100.64.0.0/10")]
+    network: Ipv4Prefix,
+    /// The DNS domain of the overlay.
+    #[arg(long, env = "OVERLAY_RELAY_DOMAIN", default_value = "ovl.internal")]
+    domain: String,
+    /// HOST:PORT nodes reach the relay at (defaults to --listen).
+    #[arg(long, env = "OVERLAY_RELAY_PUBLIC_ENDPOINT")]
+    public_endpoint: Option<String>,
+    /// Inner MTU handed to peers.
+    #[arg(long, env = "OVERLAY_RELAY_MTU", default_value_t = 1420)]
+    mtu: u16,
+}
+
+/// Runs the relay until it is killed.
+pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
+    let plan = AddressPlan::new(args.network)?;
+    let dir = StateDir::open(state)?;
+    let private_key = dir.load_or_create_key()?;
+    let peers = dir.load()?;
+    let public_endpoint = args
+        .public_endpoint
+        .unwrap_or_else(|| args.listen.to_string());
+    let sock = UdpSocket::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on udp {}: {e}", args.listen))?;
+    let hub = Hub::new(
+        HubConfig {
+            private_key,
+            plan,
+            public_endpoint: public_endpoint.clone(),
+            mtu: args.mtu,
+        },
+        peers,
+        dir.clone(),
+    )?;
+    tracing::info!(
+        listen = %args.listen,
+        endpoint = %public_endpoint,
+        network = %plan.network(),
+        domain = %args.domain,
+        public_key = %overlay_core::key::encode(&hub.public_key()),
+        "relay serving"
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let admin_path = dir.admin_socket();
+    let admin = tokio::spawn(async move { crate::admin::serve(&admin_path, tx).await });
+    let hub = tokio::spawn(hub.run(sock, rx));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = admin => r??,
+        r = hub => r??,
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
+        _ = term.recv() => tracing::info!("terminated, stopping"),
+    }
+    let _ = std::fs::remove_file(dir.admin_socket());
+    Ok(())
+}
