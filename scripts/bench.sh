@@ -98,19 +98,16 @@ world_require_tools ip iperf3 ping wg wireguard-go timeout awk sort flock || exi
 # ---------------------------------------------------------------------------------------------
 # run-wide state, lock, cleanup
 
+exec 9>/run/ovb-bench.lock
+flock -n 9 || { echo "another bench.sh is already running." >&2; exit 1; }
+
 OUT_DIR=$ROOT/target/bench
 LOG_DIR=$OUT_DIR/logs
 TARGET_EXISTED=0
 [[ -d $ROOT/target ]] && TARGET_EXISTED=1
-rm -rf "$LOG_DIR"
-mkdir -p "$LOG_DIR"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/ovb-bench.XXXXXX")
 WG_RUN_EXISTED=0
 [[ -d /var/run/wireguard ]] && WG_RUN_EXISTED=1
 RC=0 # becomes 1 when a component failed to run; figures never change it
-
-exec 9>/run/ovb-bench.lock
-flock -n 9 || { echo "another bench.sh is already running." >&2; exit 1; }
 
 give_back_outputs() {
     # Under sudo, leave target/bench owned by the invoking user so cargo and editors keep working.
@@ -120,10 +117,20 @@ give_back_outputs() {
     fi
 }
 
+rm -rf "$LOG_DIR"
+mkdir -p "$LOG_DIR"
+give_back_outputs # now, so that a build run as the invoking user can write to target/
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ovb-bench.XXXXXX")
+
+# The traps can run while a command's output is redirected to a file (world_run ... >FILE): they
+# write to the script's original stdout/stderr, saved here.
+exec 7>&1 8>&2
+
 CLEANED=0
 cleanup() {
     ((CLEANED)) && return 0
     CLEANED=1
+    trap - ERR
     set +e
     world_cleanup
     rm -f /var/run/wireguard/ovbwg*.sock
@@ -133,23 +140,26 @@ cleanup() {
 }
 on_exit() {
     local rc=$?
+    exec 1>&7 2>&8
     cleanup
     if ((rc != 0 && rc != 2)); then
         echo "bench.sh stopped (exit $rc); logs are in ${LOG_DIR#"$ROOT"/}/." >&2
     fi
     exit "$rc"
 }
-on_signal() {
+on_signal() { # $1: exit status, 128 + signal number
     trap - INT TERM
+    exec 1>&7 2>&8
     echo "bench.sh: interrupted, cleaning up." >&2
     cleanup
-    exit 130
+    exit "$1"
 }
 on_err() {
-    echo "bench.sh: '$BASH_COMMAND' failed (line ${BASH_LINENO[0]})." >&2
+    echo "bench.sh: '$BASH_COMMAND' failed (line ${BASH_LINENO[0]})." >&8
 }
 trap on_exit EXIT
-trap on_signal INT TERM
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
 trap on_err ERR
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -397,7 +407,7 @@ setup_overlay() {
     fi
 
     for n in a b; do
-        world_bg "ovb-$n" "$LOG_DIR/node-$n.log" env RUST_LOG="$rust_log" \
+        world_bg_shielded "ovb-$n" "$LOG_DIR/node-$n.log" env RUST_LOG="$rust_log" \
             OVERLAY_STATE_DIR="$d/$n/state" OVERLAY_RUN_DIR="$d/$n/run" \
             "$OVERLAY_BIN" daemon --config "$d/$n.conf" --interface ovl0
         pids+=("$WORLD_LAST_PID")

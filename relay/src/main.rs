@@ -35,6 +35,8 @@ enum Command {
     Peer(PeerCommand),
     /// List registered nodes with their counters.
     Nodes(ListArgs),
+    /// Relay-wide counters (drops not attributable to a peer, uptime).
+    Stats(ListArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,6 +113,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&data)?);
             } else {
                 print_nodes(&data);
+            }
+            Ok(())
+        }
+        Command::Stats(args) => {
+            let data = admin::call(&sock, &AdminRequest::Stats).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                println!("peers:      {}", data["peers"]);
+                println!("uptime:     {}s", data["uptime_secs"]);
+                println!(
+                    "public key: {}",
+                    data["relay_public_key"].as_str().unwrap_or("-")
+                );
+                println!("drops:      {}", data["global"]["drops"]);
             }
             Ok(())
         }

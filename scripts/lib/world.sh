@@ -47,9 +47,12 @@ world_require_tools() {
 # and runs the trap at once; waiting in the foreground instead, bash drops the SIGINT when the child
 # handles it itself (ping, iperf3 do). The child's pid is in $WORLD_FG_PID for cleanup.
 world_run() {
+    local rc=0
     "$@" &
     WORLD_FG_PID=$!
-    wait "$WORLD_FG_PID"
+    wait "$WORLD_FG_PID" || rc=$?
+    WORLD_FG_PID=
+    return "$rc"
 }
 
 # world_wait TIMEOUT_S DESCRIPTION CMD... : run CMD every 0.1 s until it succeeds or the time is up.
@@ -160,45 +163,75 @@ world_bg() {
     WORLD_PIDS+=("$WORLD_LAST_PID")
 }
 
-# world_alive PID: the process exists and is not a zombie (an exited child we have not reaped yet).
-world_alive() {
-    [[ -r /proc/$1/status ]] || return 1
-    awk '/^State:/ { dead = ($2 == "Z" || $2 == "X") } END { exit dead }' "/proc/$1/status" 2>/dev/null
+# world_bg_shielded NS LOGFILE CMD...: like world_bg, for programs that may try to change the
+# system's DNS (the overlay node daemon). `ip netns exec` gives each command a private mount
+# namespace; in it, the system bus and systemd-resolved's runtime directory are covered by empty
+# tmpfs mounts, so resolvectl / D-Bus calls cannot reach the host's resolver, and /etc/resolv.conf
+# is the namespace's own copy (see world_ns_add). Nothing of this is visible outside.
+world_bg_shielded() {
+    local ns=$1 log=$2
+    shift 2
+    # shellcheck disable=SC2016 # expanded by the inner sh
+    world_bg "$ns" "$log" sh -c '
+        for d in /run/dbus /run/systemd/resolve /run/NetworkManager; do
+            if [ -d "$d" ]; then mount -t tmpfs -o size=64k,mode=755 ovb-shield "$d" || exit 1; fi
+        done
+        exec "$@"' sh "$@"
 }
 
-# world_stop PID...: TERM the processes, KILL whatever is still there after 3 s.
+# world_state PID: the process state letter (R, S, Z...) if PID is a child of this script, else
+# nothing. The parent check guards against a recycled pid after bash reaped the child.
+world_state() {
+    local stat state ppid
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    stat=${stat##*) } # drop "pid (comm) ", comm may hold spaces and parentheses
+    read -r state ppid _ <<<"$stat"
+    [[ $ppid == "$$" ]] && printf '%s' "$state"
+    return 0
+}
+
+# world_alive PID: our child, running (not an exited, unreaped zombie).
+world_alive() {
+    local st
+    st=$(world_state "$1")
+    [[ -n $st && $st != Z && $st != X ]]
+}
+
+# world_stop PID...: TERM those of the processes that are still our children, KILL whatever is
+# left after 3 s.
 world_stop() {
-    local pid i left
-    (($#)) || return 0
-    kill "$@" 2>/dev/null || true
+    local pid i pids=()
+    for pid in "$@"; do
+        [[ -n $(world_state "$pid") ]] && pids+=("$pid")
+    done
+    ((${#pids[@]})) || return 0
+    kill "${pids[@]}" 2>/dev/null || true
     for ((i = 0; i < 30; i++)); do
-        left=0
-        for pid in "$@"; do
-            world_alive "$pid" && left=1
+        local left=()
+        for pid in "${pids[@]}"; do
+            world_alive "$pid" && left+=("$pid")
         done
-        ((left)) || break
+        ((${#left[@]})) || break
         sleep 0.1
     done
-    kill -9 "$@" 2>/dev/null || true
-    for pid in "$@"; do
+    for pid in "${pids[@]}"; do
+        world_alive "$pid" && kill -9 "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null || true
     done
 }
 
-# world_cleanup: kill every process we started and delete every namespace we created.
+# world_cleanup: kill every process we started and delete every namespace we created. Everything
+# started with world_bg runs inside one of our namespaces, so killing by namespace covers it.
 world_cleanup() {
-    local pid ns i
-    [[ -n $WORLD_FG_PID ]] && kill "$WORLD_FG_PID" 2>/dev/null
-    for pid in "${WORLD_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
+    local ns i
+    if [[ -n $WORLD_FG_PID ]]; then
+        kill "$WORLD_FG_PID" 2>/dev/null || true
+    fi
     for ((i = ${#WORLD_NAMESPACES[@]} - 1; i >= 0; i--)); do
         ns=${WORLD_NAMESPACES[i]}
         world_ns_del "$ns"
     done
-    for pid in "${WORLD_PIDS[@]}"; do
-        kill -9 "$pid" 2>/dev/null || true
-    done
+    world_stop "${WORLD_PIDS[@]}"
     WORLD_PIDS=()
     WORLD_NAMESPACES=()
     ((WORLD_ETC_NETNS_EXISTED)) || rmdir /etc/netns 2>/dev/null || true

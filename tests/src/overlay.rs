@@ -1,0 +1,177 @@
+//! Helpers that drive the overlay binaries inside a [`World`].
+
+use crate::world::{bin, wait_until, Host, World};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A relay running in the world's hub namespace.
+pub struct Relay {
+    /// Its state directory.
+    pub state: PathBuf,
+    /// Its pid (changes on restart).
+    pub pid: u32,
+    /// The UDP endpoint nodes use.
+    pub endpoint: String,
+}
+
+/// Starts `overlay-relay serve` in the hub and waits for its admin socket.
+pub fn start_relay(w: &World, extra: &[&str]) -> Relay {
+    let state = w.hub.dir.join("relay-state");
+    let endpoint = format!("{}:51820", w.hub.ip);
+    let mut relay = Relay {
+        state,
+        pid: 0,
+        endpoint,
+    };
+    relay.pid = spawn_relay(w, &relay, extra);
+    relay
+}
+
+fn spawn_relay(w: &World, r: &Relay, extra: &[&str]) -> u32 {
+    let _ = std::fs::remove_file(r.state.join("admin.sock"));
+    let relay_bin = bin("overlay-relay");
+    let state = r.state.to_string_lossy().into_owned();
+    let mut cmd = vec![
+        relay_bin.to_str().expect("utf-8 path"),
+        "--state",
+        &state,
+        "serve",
+        "--listen",
+        &r.endpoint,
+    ];
+    cmd.extend_from_slice(extra);
+    let pid = w.spawn(&w.hub, "relay", &[("RUST_LOG", "info")], &cmd);
+    let sock = r.state.join("admin.sock");
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()),
+        "relay did not start: {}",
+        w.log(&w.hub, "relay")
+    );
+    pid
+}
+
+impl Relay {
+    /// Kills the relay with SIGKILL and starts it again with the same state.
+    pub fn kill_and_restart(&mut self, w: &World, pause: Duration, extra: &[&str]) {
+        crate::world::sh(&format!("kill -9 {}", self.pid));
+        std::thread::sleep(pause);
+        self.pid = spawn_relay(w, self, extra);
+    }
+
+    /// Runs an `overlay-relay` admin command in the hub and returns stdout.
+    pub fn admin(&self, w: &World, args: &str) -> String {
+        w.exec_ok(
+            &w.hub,
+            &format!(
+                "{} --state {} {args}",
+                bin("overlay-relay").display(),
+                self.state.display()
+            ),
+        )
+    }
+
+    /// Registers a peer and writes its wg-quick config to `<host dir>/<name>.conf`.
+    pub fn peer_add(&self, w: &World, host: &Host, name: &str) -> PathBuf {
+        let conf = self.admin(w, &format!("peer add {name} --wireguard-config"));
+        let path = host.dir.join(format!("{name}.conf"));
+        std::fs::write(&path, conf).expect("write config");
+        path
+    }
+
+    /// `overlay-relay nodes --json`.
+    pub fn nodes(&self, w: &World) -> serde_json::Value {
+        serde_json::from_str(&self.admin(w, "nodes --json")).expect("nodes json")
+    }
+
+    /// `overlay-relay stats --json`.
+    pub fn stats(&self, w: &World) -> serde_json::Value {
+        serde_json::from_str(&self.admin(w, "stats --json")).expect("stats json")
+    }
+}
+
+/// The `Address =` of a wg-quick config, without the length.
+pub fn config_address(conf: &PathBuf) -> String {
+    let text = std::fs::read_to_string(conf).expect("read config");
+    text.lines()
+        .find_map(|l| l.strip_prefix("Address = "))
+        .and_then(|a| a.split('/').next())
+        .expect("config has an Address")
+        .to_string()
+}
+
+/// A node daemon in a host.
+pub struct Node {
+    /// The host it runs in.
+    pub host: Host,
+    /// Its overlay address.
+    pub address: String,
+    /// Its pid.
+    pub pid: u32,
+}
+
+impl Node {
+    /// The environment that points `overlay` at this node's directories.
+    pub fn env(&self) -> String {
+        format!(
+            "OVERLAY_STATE_DIR={0}/state OVERLAY_RUN_DIR={0}/run",
+            self.host.dir.display()
+        )
+    }
+
+    /// Runs an `overlay` command against this node.
+    pub fn overlay(&self, w: &World, args: &str) -> std::process::Output {
+        w.exec(
+            &self.host,
+            &format!("{} {} {args}", self.env(), bin("overlay").display()),
+        )
+    }
+
+    /// `overlay status --json`, if the daemon answers.
+    pub fn status(&self, w: &World) -> Option<serde_json::Value> {
+        let out = self.overlay(w, "status --json");
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+}
+
+/// Starts `overlay daemon --config` in `host` and waits until it has a handshake.
+pub fn start_node(w: &World, host: &Host, conf: &PathBuf) -> Node {
+    let d = host.dir.display().to_string();
+    let state = format!("{d}/state");
+    let run = format!("{d}/run");
+    let node_bin = bin("overlay");
+    let pid = w.spawn(
+        host,
+        "node",
+        &[
+            ("OVERLAY_STATE_DIR", &state),
+            ("OVERLAY_RUN_DIR", &run),
+            ("RUST_LOG", "info"),
+        ],
+        &[
+            node_bin.to_str().expect("utf-8 path"),
+            "daemon",
+            "--config",
+            conf.to_str().expect("utf-8 path"),
+        ],
+    );
+    let node = Node {
+        host: host.clone(),
+        address: config_address(conf),
+        pid,
+    };
+    let up = wait_until(Duration::from_secs(10), || {
+        node.status(w)
+            .map(|s| s["state"] == "connected")
+            .unwrap_or(false)
+    });
+    assert!(
+        up,
+        "node in {} did not connect: {}",
+        host.ns,
+        w.log(host, "node")
+    );
+    node
+}

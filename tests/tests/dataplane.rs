@@ -1,0 +1,250 @@
+//! The data plane end to end: relay and nodes in namespaces, real traffic through the tunnel.
+
+use overlay_tests::overlay::{config_address, start_node, start_relay};
+use overlay_tests::world::{wait_until, World};
+use std::time::Duration;
+
+/// A 3-host world: relay in the hub, nodes `a` and `b`.
+fn two_nodes(
+    tag: &str,
+) -> (
+    World,
+    overlay_tests::overlay::Relay,
+    overlay_tests::overlay::Node,
+    overlay_tests::overlay::Node,
+) {
+    let mut w = World::new(tag);
+    let relay = start_relay(&w, &[]);
+    let ha = w.add_host("a", 2);
+    let hb = w.add_host("b", 3);
+    let ca = relay.peer_add(&w, &ha, "node-a");
+    let cb = relay.peer_add(&w, &hb, "node-b");
+    let a = start_node(&w, &ha, &ca);
+    let b = start_node(&w, &hb, &cb);
+    (w, relay, a, b)
+}
+
+#[test]
+fn ping_relay_and_node_to_node() {
+    let (w, relay, a, b) = two_nodes("ping");
+    w.exec_ok(&a.host, "ping -c 3 -i 0.2 -W 2 100.64.0.1");
+    let out = w.exec_ok(&a.host, &format!("ping -c 5 -i 0.2 -W 2 {}", b.address));
+    assert!(out.contains("5 received"), "{out}");
+    w.exec_ok(&b.host, &format!("ping -c 3 -i 0.2 -W 2 {}", a.address));
+    // Both nodes are connected and counted on the relay.
+    let nodes = relay.nodes(&w);
+    let list = nodes.as_array().expect("list");
+    assert_eq!(list.len(), 2);
+    for n in list {
+        assert!(
+            n["counters"]["rx_packets"].as_u64().unwrap_or(0) >= 3,
+            "{n}"
+        );
+        assert!(n["last_handshake_secs"].is_u64(), "{n}");
+    }
+    let st = a.status(&w).expect("status");
+    assert_eq!(st["state"], "connected");
+    assert_eq!(st["address"], a.address.as_str());
+    assert!(st["rx_bytes"].as_u64().unwrap_or(0) > 0);
+}
+
+#[test]
+fn tcp_transfer_content_checked() {
+    let (w, _relay, a, b) = two_nodes("tcp");
+    let src = a.host.dir.join("payload");
+    let dst = b.host.dir.join("received");
+    w.exec_ok(
+        &a.host,
+        &format!("head -c 20000000 /dev/urandom > {}", src.display()),
+    );
+    w.spawn(
+        &b.host,
+        "sink",
+        &[],
+        &[
+            "socat",
+            "-u",
+            "TCP-LISTEN:9000,reuseaddr",
+            &format!("CREATE:{}", dst.display()),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    w.exec_ok(
+        &a.host,
+        &format!(
+            "timeout 60 socat -u FILE:{} TCP:{}:9000,retry=20,interval=0.2",
+            src.display(),
+            b.address
+        ),
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::metadata(&dst)
+            .map(|m| m.len() == 20_000_000)
+            .unwrap_or(false)
+    }));
+    let sum = |p: &std::path::Path| w.exec_ok(&a.host, &format!("sha256sum < {}", p.display()));
+    assert_eq!(sum(&src), sum(&dst), "content differs after the transfer");
+}
+
+#[test]
+fn forged_source_is_dropped_and_counted() {
+    let (w, relay, a, b) = two_nodes("spoof");
+    // a claims an address in b's prefix: 100.64.4.70 belongs to node-b (100.64.4.64/26).
+    w.exec_ok(&a.host, "ip addr add 100.64.4.70/32 dev ovl0");
+    let forged = w.exec(
+        &a.host,
+        &format!("ping -c 3 -i 0.2 -W 1 -I 100.64.4.70 {}", b.address),
+    );
+    assert!(
+        !forged.status.success(),
+        "a packet with a forged source got an answer"
+    );
+    let nodes = relay.nodes(&w);
+    let a_entry = nodes
+        .as_array()
+        .and_then(|l| l.iter().find(|n| n["name"] == "node-a"))
+        .expect("node-a listed")
+        .clone();
+    assert!(
+        a_entry["counters"]["drops"]["spoofed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3,
+        "{a_entry}"
+    );
+    // Honest traffic still flows.
+    w.exec_ok(&a.host, &format!("ping -c 2 -i 0.2 -W 2 {}", b.address));
+}
+
+#[test]
+fn relay_restart_mid_transfer_resumes_without_rejoin() {
+    let (w, mut relay, a, b) = two_nodes("restart");
+    let src = a.host.dir.join("payload");
+    let dst = b.host.dir.join("received");
+    // 4 MB sent in 40 paced chunks over about 4 s, so the relay dies in the middle of it.
+    w.exec_ok(
+        &a.host,
+        &format!("head -c 4000000 /dev/urandom > {}", src.display()),
+    );
+    w.spawn(
+        &b.host,
+        "sink",
+        &[],
+        &[
+            "socat",
+            "-u",
+            "TCP-LISTEN:9000,reuseaddr",
+            &format!("CREATE:{}", dst.display()),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sender = format!(
+        "(for i in $(seq 0 39); do dd if={} bs=100000 skip=$i count=1 status=none; sleep 0.1; done) | \
+         socat -u - TCP:{}:9000,retry=20,interval=0.2",
+        src.display(),
+        b.address
+    );
+    w.spawn(&a.host, "sender", &[], &["bash", "-c", &sender]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let partial = std::fs::metadata(&dst).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        partial > 0 && partial < 4_000_000,
+        "transfer not in progress at restart: {partial} bytes"
+    );
+    relay.kill_and_restart(&w, Duration::from_millis(500), &[]);
+    let done = wait_until(Duration::from_secs(60), || {
+        std::fs::metadata(&dst)
+            .map(|m| m.len() == 4_000_000)
+            .unwrap_or(false)
+    });
+    assert!(
+        done,
+        "transfer did not finish after the relay restart; relay log:\n{}",
+        w.log(&w.hub, "relay")
+    );
+    let sum = |p: &std::path::Path| w.exec_ok(&a.host, &format!("sha256sum < {}", p.display()));
+    assert_eq!(sum(&src), sum(&dst));
+    // Same addresses, no new registration: the relay still knows exactly these two peers.
+    let nodes = relay.nodes(&w);
+    assert_eq!(nodes.as_array().map(|l| l.len()), Some(2));
+    assert_eq!(a.status(&w).expect("status")["address"], a.address.as_str());
+}
+
+#[test]
+fn stock_wireguard_go_peer_joins_from_wireguard_config() {
+    let (mut w, relay, a, _b) = two_nodes("wggo");
+    let hc = w.add_host("wg", 4);
+    let conf = relay.peer_add(&w, &hc, "ci-runner");
+    let addr = config_address(&conf);
+    // Configure wireguard-go exactly as wg-quick would, from the printed config only.
+    let stripped = hc.dir.join("wg.conf");
+    w.exec_ok(
+        &hc,
+        &format!(
+            "grep -vE '^(Address|MTU|DNS) =' {} > {}",
+            conf.display(),
+            stripped.display()
+        ),
+    );
+    // wireguard-go daemonises; its output must not hold our pipe open.
+    w.exec_ok(
+        &hc,
+        "LOG_LEVEL=error wireguard-go wg0 >/dev/null 2>&1 </dev/null",
+    );
+    w.exec_ok(
+        &hc,
+        &format!(
+            "wg setconf wg0 {} && ip addr add {addr}/32 dev wg0 && ip link set wg0 mtu 1420 up && \
+             ip route add 100.64.0.0/10 dev wg0",
+            stripped.display()
+        ),
+    );
+    let out = w.exec_ok(&hc, "ping -c 3 -i 0.3 -W 3 100.64.0.1");
+    assert!(out.contains("3 received"), "{out}");
+    let out = w.exec_ok(&hc, &format!("ping -c 3 -i 0.3 -W 3 {}", a.address));
+    assert!(out.contains("3 received"), "{out}");
+    w.exec_ok(&a.host, &format!("ping -c 2 -i 0.3 -W 3 {addr}"));
+}
+
+#[test]
+fn bad_datagrams_are_counted_and_harmless() {
+    let (w, relay, a, b) = two_nodes("baddgram");
+    let target = format!("UDP:{}", relay.endpoint);
+    // Random, truncated, oversized, and WireGuard-shaped garbage.
+    for cmd in [
+        "head -c 200 /dev/urandom",
+        "printf '\\x04\\x00\\x00\\x00'",
+        "printf '\\x01\\x00\\x00\\x00'; head -c 144 /dev/urandom",
+        "printf '\\x04\\x00\\x00\\x00'; head -c 1000 /dev/urandom",
+        "head -c 60000 /dev/urandom",
+        "printf 'OVJ\\x01garbage'",
+    ] {
+        for _ in 0..5 {
+            w.exec_ok(&a.host, &format!("({cmd}) | socat -u - {target}"));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = relay.stats(&w);
+    let drops = &stats["global"]["drops"];
+    let total: u64 = drops
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+        .unwrap_or(0);
+    let per_peer: u64 = relay
+        .nodes(&w)
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|n| {
+                    n["counters"]["drops"]
+                        .as_object()
+                        .map(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>())
+                        .unwrap_or(0)
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(total + per_peer >= 25, "drops not counted: {stats}");
+    // The relay still serves.
+    w.exec_ok(&a.host, &format!("ping -c 2 -i 0.2 -W 2 {}", b.address));
+}
