@@ -87,9 +87,12 @@ pub struct JoinRequest {
     /// Secret of the token being used (base64url in JSON).
     #[serde(with = "secret_base64")]
     pub token_secret: [u8; 32],
-    /// Node name wanted, if any.
+    /// Node name wanted, if any; refused if another node has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// A name to start from when `name` is absent (the host name); a suffix is added if taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     /// When the node made the request, unix seconds.
     pub timestamp: u64,
 }
@@ -601,6 +604,7 @@ mod tests {
             token_id: "0123456789abcdef".into(),
             token_secret: [0xa5; 32],
             name: Some("laptop".into()),
+            hint: None,
             timestamp: NOW,
         }
     }
@@ -726,6 +730,7 @@ mod tests {
         assert_eq!(json, r#"{"result":"rejected","reason":"no"}"#);
         let json = String::from_utf8(to_json(&JoinRequest {
             name: None,
+            hint: None,
             ..request()
         }))
         .unwrap();
@@ -996,6 +1001,7 @@ mod tests {
         // A request with a huge name is built but refused.
         let long = JoinRequest {
             name: Some("n".repeat(2000)),
+            hint: None,
             ..request()
         };
         let (_, datagram) = JoinInitiator::new(&node(), public(&relay()), &long).unwrap();

@@ -6,13 +6,16 @@
 //! reads the clock; callers pass `now` in and perform the actions that come back.
 
 pub mod addressing;
+pub mod control;
 pub mod counters;
 pub mod datagram;
+pub mod duration;
 pub mod join;
 pub mod key;
 pub mod packet;
 pub mod peers;
 pub mod prefix;
+pub mod relay;
 pub mod statefile;
 pub mod token;
 pub mod wgconfig;

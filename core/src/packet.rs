@@ -183,6 +183,66 @@ pub fn build_echo_request(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16, data:
     build_ipv4(src, dst, proto::ICMP, &icmp)
 }
 
+/// A UDP datagram inside an IPv4 packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpView<'a> {
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// The UDP datagram in `p`, if it is one and its length field is consistent.
+pub fn udp<'a>(p: &Ipv4Packet<'a>) -> Option<UdpView<'a>> {
+    if p.protocol() != proto::UDP {
+        return None;
+    }
+    let u = p.payload();
+    if u.len() < 8 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([u[4], u[5]]));
+    if len < 8 || len > u.len() {
+        return None;
+    }
+    Some(UdpView {
+        src_port: u16::from_be_bytes([u[0], u[1]]),
+        dst_port: u16::from_be_bytes([u[2], u[3]]),
+        payload: &u[8..len],
+    })
+}
+
+/// Builds an IPv4/UDP packet with correct checksums.
+pub fn build_udp(
+    src: Ipv4Addr,
+    src_port: u16,
+    dst: Ipv4Addr,
+    dst_port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let len = 8 + payload.len();
+    let mut u = Vec::with_capacity(len);
+    u.extend_from_slice(&src_port.to_be_bytes());
+    u.extend_from_slice(&dst_port.to_be_bytes());
+    u.extend_from_slice(&(len as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    let mut pseudo = Vec::with_capacity(12 + len);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, proto::UDP]);
+    pseudo.extend_from_slice(&(len as u16).to_be_bytes());
+    pseudo.extend_from_slice(&u);
+    let sum = match checksum(&pseudo) {
+        0 => 0xffff,
+        s => s,
+    };
+    u[6..8].copy_from_slice(&sum.to_be_bytes());
+    build_ipv4(src, dst, proto::UDP, &u)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +286,27 @@ mod tests {
             Ipv4Packet::new_checked(&padded).unwrap().as_bytes().len(),
             p.len()
         );
+    }
+
+    #[test]
+    fn udp_roundtrip() {
+        let p = build_udp(A, 4000, R, 53, b"query");
+        let v = Ipv4Packet::new_checked(&p).unwrap();
+        let u = udp(&v).unwrap();
+        assert_eq!(
+            (u.src_port, u.dst_port, u.payload),
+            (4000, 53, &b"query"[..])
+        );
+        // The checksum over the pseudo header verifies to zero.
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&A.octets());
+        pseudo.extend_from_slice(&R.octets());
+        pseudo.extend_from_slice(&[0, proto::UDP, 0, 13]);
+        pseudo.extend_from_slice(v.payload());
+        assert_eq!(checksum(&pseudo), 0);
+        let mut bad_len = p.clone();
+        bad_len[24..26].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(udp(&Ipv4Packet::new_checked(&bad_len).unwrap()), None);
     }
 
     #[test]

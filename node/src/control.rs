@@ -17,6 +17,10 @@ const MAX_REQUEST: u64 = 64 * 1024;
 pub enum Request {
     /// Connection state and counters.
     Status,
+    /// Stop the daemon (`overlay down`).
+    Shutdown,
+    /// Deregister from the relay, then stop (`overlay leave`).
+    Leave,
 }
 
 /// The daemon's answer.
@@ -38,7 +42,7 @@ pub enum Response {
 /// Answers requests; implemented by the daemon.
 pub trait Handler: Send + Sync + 'static {
     /// Handles one request.
-    fn handle(&self, req: Request) -> Response;
+    fn handle(&self, req: Request) -> impl std::future::Future<Output = Response> + Send;
 }
 
 /// Serves the control socket at `path`, allowing root and `owner_uid`.
@@ -84,7 +88,7 @@ async fn handle<H: Handler>(stream: UnixStream, h: std::sync::Arc<H>) -> anyhow:
     let mut lines = BufReader::new(r.take(MAX_REQUEST)).lines();
     while let Some(line) = lines.next_line().await? {
         let resp = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => h.handle(req),
+            Ok(req) => h.handle(req).await,
             Err(e) => Response::Error {
                 message: format!("bad request: {e}"),
             },

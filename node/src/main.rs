@@ -3,7 +3,10 @@
 mod control;
 mod daemon;
 mod device;
+mod join;
+mod lifecycle;
 mod paths;
+mod settings;
 mod status;
 mod tunnel;
 
@@ -20,6 +23,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Join an overlay with a token from the relay's operator (needs root).
+    Join(join::JoinArgs),
+    /// Start the daemon again after `overlay down`.
+    Up,
+    /// Stop the daemon; routes and DNS are restored.
+    Down,
+    /// Deregister from the relay and remove this node's state.
+    Leave,
     /// Run the node daemon in the foreground (what a service manager runs).
     Daemon(daemon::DaemonArgs),
     /// Show the connection state.
@@ -47,6 +58,10 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
+            Command::Join(a) => join::run(a).await,
+            Command::Up => lifecycle::up().await,
+            Command::Down => lifecycle::down().await,
+            Command::Leave => lifecycle::leave().await,
             Command::Daemon(a) => daemon::run(a).await,
             Command::Status(a) => status::run(a).await,
         }

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 /// The state directory (keys, settings), default `/var/lib/overlay`.
-#[allow(dead_code)] // used by `join` (next issue)
 pub fn state_dir() -> PathBuf {
     std::env::var_os("OVERLAY_STATE_DIR")
         .map(PathBuf::from)

@@ -2,6 +2,7 @@
 
 use crate::control::{self, Request};
 use crate::paths;
+use crate::settings::NodeFiles;
 use clap::Args;
 
 /// Flags of `overlay status`.
@@ -14,7 +15,25 @@ pub struct StatusArgs {
 
 /// Prints the daemon's status.
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let data = control::call(&paths::control_socket(), &Request::Status).await?;
+    let data = match control::call(&paths::control_socket(), &Request::Status).await {
+        Ok(d) => d,
+        Err(e) => {
+            // No daemon: say so, with what the node would be, rather than fail.
+            let Ok(s) = NodeFiles::new(&paths::state_dir()).load() else {
+                return Err(e);
+            };
+            serde_json::json!({
+                "state": "down",
+                "node": s.name,
+                "address": s.address.to_string(),
+                "prefix": s.prefix.to_string(),
+                "domain": s.domain,
+                "relay": {"endpoint": s.endpoints.first(), "last_handshake_secs": null},
+                "rx_bytes": 0,
+                "tx_bytes": 0,
+            })
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&data)?);
         return Ok(());

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Largest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -31,6 +31,22 @@ pub enum AdminRequest {
     Nodes,
     /// Relay-wide counters.
     Stats,
+    /// Create a join token.
+    TokenCreate {
+        /// Joins it allows.
+        uses: u32,
+        /// Lifetime in seconds.
+        ttl_secs: u64,
+        /// Prefix for node names.
+        name_prefix: Option<String>,
+    },
+    /// List tokens.
+    TokenList,
+    /// Revoke a token.
+    TokenRevoke {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// The answer: a JSON value or one sentence saying what went wrong.
@@ -53,7 +69,7 @@ pub enum AdminResponse {
 pub type AdminCall = (AdminRequest, oneshot::Sender<AdminResponse>);
 
 /// Serves the admin socket, handing each request to the hub through `tx`.
-pub async fn serve(path: &Path, tx: mpsc::Sender<AdminCall>) -> anyhow::Result<()> {
+pub async fn serve(path: &Path, tx: std::sync::mpsc::Sender<AdminCall>) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)
         .map_err(|e| anyhow::anyhow!("cannot create the admin socket {}: {e}", path.display()))?;
@@ -69,14 +85,15 @@ pub async fn serve(path: &Path, tx: mpsc::Sender<AdminCall>) -> anyhow::Result<(
     }
 }
 
-async fn handle(stream: UnixStream, tx: mpsc::Sender<AdminCall>) -> anyhow::Result<()> {
+async fn handle(stream: UnixStream, tx: std::sync::mpsc::Sender<AdminCall>) -> anyhow::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(MAX_REQUEST as u64)).lines();
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<AdminRequest>(&line) {
             Ok(req) => {
                 let (otx, orx) = oneshot::channel();
-                tx.send((req, otx)).await?;
+                tx.send((req, otx))
+                    .map_err(|_| anyhow::anyhow!("the relay is shutting down"))?;
                 orx.await.unwrap_or(AdminResponse::Error {
                     message: "the relay is shutting down".into(),
                 })

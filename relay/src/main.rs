@@ -37,6 +37,32 @@ enum Command {
     Nodes(ListArgs),
     /// Relay-wide counters (drops not attributable to a peer, uptime).
     Stats(ListArgs),
+    /// Manage join tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token and print it (one line to paste into `overlay join`).
+    Create {
+        /// How many nodes may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it stays valid (e.g. 30m, 24h, 7d).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// Prefix for the names of nodes that join with it.
+        #[arg(long)]
+        name_prefix: Option<String>,
+    },
+    /// List tokens (secrets are never shown: only their hashes are kept).
+    List(ListArgs),
+    /// Revoke a token by id.
+    Revoke {
+        /// The token id, as shown by `token list`.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,6 +140,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print_nodes(&data);
             }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create {
+            uses,
+            ttl,
+            name_prefix,
+        }) => {
+            let ttl_secs = overlay_core::duration::parse_secs(&ttl)?;
+            let data = admin::call(
+                &sock,
+                &AdminRequest::TokenCreate {
+                    uses,
+                    ttl_secs,
+                    name_prefix,
+                },
+            )
+            .await?;
+            println!("{}", data["token"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        Command::Token(TokenCommand::List(args)) => {
+            let data = admin::call(&sock, &AdminRequest::TokenList).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                print_tokens(&data);
+            }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            admin::call(&sock, &AdminRequest::TokenRevoke { id: id.clone() }).await?;
+            println!("revoked {id}");
             Ok(())
         }
         Command::Stats(args) => {
@@ -233,6 +291,49 @@ fn print_nodes(data: &serde_json::Value) {
             num("rx_bytes"),
             num("tx_bytes"),
             if drops.is_empty() { "-".into() } else { drops }
+        );
+    }
+}
+
+fn print_tokens(data: &serde_json::Value) {
+    let now = hub::unix_now();
+    println!(
+        "{:<18} {:<10} {:>9} {:<22} USED BY",
+        "ID", "STATE", "USES LEFT", "EXPIRES"
+    );
+    for t in data.as_array().into_iter().flatten() {
+        let expires = t["expires"].as_u64().unwrap_or(0);
+        let state = if t["revoked"].as_bool().unwrap_or(false) {
+            "revoked"
+        } else if expires <= now {
+            "expired"
+        } else if t["uses_left"].as_u64() == Some(0) {
+            "used up"
+        } else {
+            "valid"
+        };
+        let left = expires.saturating_sub(now);
+        let used: Vec<&str> = t["used_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        println!(
+            "{:<18} {:<10} {:>9} {:<22} {}",
+            t["id"].as_str().unwrap_or("-"),
+            state,
+            t["uses_left"],
+            if left > 0 {
+                format!("in {}h{:02}m", left / 3600, left % 3600 / 60)
+            } else {
+                "-".into()
+            },
+            if used.is_empty() {
+                "-".into()
+            } else {
+                used.join(",")
+            }
         );
     }
 }

@@ -1,13 +1,13 @@
 //! `overlay-relay serve`: load state, bind the port, run the hub and the admin socket.
 
-use crate::hub::{Hub, HubConfig};
+use crate::hub::unix_now;
 use crate::state::StateDir;
 use clap::Args;
 use overlay_core::addressing::AddressPlan;
 use overlay_core::prefix::Ipv4Prefix;
+use overlay_core::relay::{Hub, HubConfig};
 use std::net::SocketAddr;
 use std::path::Path;
-use tokio::net::UdpSocket;
 
 /// Flags of `serve`; each is also an `OVERLAY_RELAY_<FLAG>` environment variable.
 #[derive(Args, Debug)]
@@ -34,22 +34,23 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let plan = AddressPlan::new(args.network)?;
     let dir = StateDir::open(state)?;
     let private_key = dir.load_or_create_key()?;
-    let peers = dir.load()?;
+    let persisted = dir.load()?;
     let public_endpoint = args
         .public_endpoint
         .unwrap_or_else(|| args.listen.to_string());
-    let sock = UdpSocket::bind(args.listen)
-        .await
+    let sock = std::net::UdpSocket::bind(args.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on udp {}: {e}", args.listen))?;
     let hub = Hub::new(
         HubConfig {
             private_key,
             plan,
-            public_endpoint: public_endpoint.clone(),
+            endpoints: vec![public_endpoint.clone()],
+            domain: args.domain.clone(),
             mtu: args.mtu,
         },
-        peers,
+        persisted,
         dir.clone(),
+        unix_now(),
     )?;
     tracing::info!(
         listen = %args.listen,
@@ -59,17 +60,23 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         public_key = %overlay_core::key::encode(&hub.public_key()),
         "relay serving"
     );
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("hub".into())
+        .spawn(move || {
+            let r = crate::hub::run(hub, sock, rx);
+            let _ = done_tx.send(r);
+        })?;
     let admin_path = dir.admin_socket();
     let admin = tokio::spawn(async move { crate::admin::serve(&admin_path, tx).await });
-    let hub = tokio::spawn(hub.run(sock, rx));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = admin => r??,
-        r = hub => r??,
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
-        _ = term.recv() => tracing::info!("terminated, stopping"),
-    }
+    let result = tokio::select! {
+        r = admin => r.map_err(anyhow::Error::from).and_then(|r| r),
+        r = done_rx => r.unwrap_or_else(|_| Err(anyhow::anyhow!("the hub thread stopped"))),
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted, stopping"); Ok(()) }
+        _ = term.recv() => { tracing::info!("terminated, stopping"); Ok(()) }
+    };
     let _ = std::fs::remove_file(dir.admin_socket());
-    Ok(())
+    result
 }

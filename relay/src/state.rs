@@ -1,46 +1,12 @@
-//! What the relay remembers across restarts: its key and its peers, written atomically.
+//! The relay's state directory: its key and the persisted state, written atomically.
 
 use overlay_core::key;
-use overlay_core::prefix::Ipv4Prefix;
+use overlay_core::relay::state::{RelayState, StateFile};
+use overlay_core::relay::Store;
 use overlay_core::statefile::{self, StateFileError};
-use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// The persisted relay state, versioned so that later versions can migrate it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "version")]
-pub enum StateFile {
-    /// Version 1.
-    #[serde(rename = "1")]
-    V1(RelayState),
-}
-
-/// The relay's registered peers and network settings.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct RelayState {
-    /// Registered peers (nodes and stock WireGuard peers).
-    pub peers: Vec<PeerRecord>,
-}
-
-/// One registered peer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PeerRecord {
-    /// Unique name.
-    pub name: String,
-    /// Base64 WireGuard public key.
-    pub public_key: String,
-    /// Its prefix.
-    pub prefix: Ipv4Prefix,
-    /// The last outer address it was seen at, so the relay can reach it first after a restart.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<SocketAddr>,
-    /// Unix time of registration.
-    #[serde(default)]
-    pub created: u64,
-}
-
-/// Errors loading or saving relay state.
+/// Errors loading relay state.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// File I/O failed.
@@ -76,6 +42,10 @@ impl StateDir {
         self.dir.join("admin.sock")
     }
 
+    fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
     /// Loads the relay's private key, creating one on first start.
     pub fn load_or_create_key(&self) -> Result<[u8; 32], StateError> {
         let path = self.dir.join("private.key");
@@ -96,9 +66,9 @@ impl StateDir {
         Ok(bytes)
     }
 
-    /// Loads the peers; an absent file is an empty state, a damaged one an error.
+    /// Loads the state; an absent file is an empty state, a damaged one an error.
     pub fn load(&self) -> Result<RelayState, StateError> {
-        let path = self.dir.join("state.json");
+        let path = self.state_file();
         match statefile::read_optional(&path)? {
             None => Ok(RelayState::default()),
             Some(bytes) => match serde_json::from_slice::<StateFile>(&bytes) {
@@ -110,18 +80,13 @@ impl StateDir {
             },
         }
     }
+}
 
-    /// Saves the peers atomically.
-    pub fn save(&self, state: &RelayState) -> Result<(), StateError> {
-        let path = self.dir.join("state.json");
-        let mut bytes = serde_json::to_vec_pretty(&StateFile::V1(state.clone())).map_err(|e| {
-            StateError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+impl Store for StateDir {
+    fn save(&mut self, state: &RelayState) -> Result<(), String> {
+        let mut bytes =
+            serde_json::to_vec_pretty(&StateFile::V1(state.clone())).map_err(|e| e.to_string())?;
         bytes.push(b'\n');
-        statefile::write_atomic(&path, &bytes, 0o600)?;
-        Ok(())
+        statefile::write_atomic(&self.state_file(), &bytes, 0o600).map_err(|e| e.to_string())
     }
 }

@@ -175,3 +175,59 @@ pub fn start_node(w: &World, host: &Host, conf: &PathBuf) -> Node {
     );
     node
 }
+
+impl Relay {
+    /// `overlay-relay token create` with extra flags; returns the token line.
+    pub fn token(&self, w: &World, flags: &str) -> String {
+        self.admin(w, &format!("token create {flags}"))
+            .trim()
+            .to_string()
+    }
+
+    /// The bytes of the relay's state file.
+    pub fn state_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.state.join("state.json")).unwrap_or_default()
+    }
+}
+
+/// The environment that points `overlay` at a host's own directories.
+pub fn node_env(host: &Host) -> String {
+    format!(
+        "OVERLAY_STATE_DIR={0}/state OVERLAY_RUN_DIR={0}/run",
+        host.dir.display()
+    )
+}
+
+/// Runs an `overlay` command in `host` with its directories.
+pub fn overlay(w: &World, host: &Host, args: &str) -> std::process::Output {
+    w.exec(
+        host,
+        &format!("{} {} {args}", node_env(host), bin("overlay").display()),
+    )
+}
+
+/// `overlay join TOKEN [flags]` through the real CLI; returns the node once it is connected.
+pub fn join_node(w: &World, host: &Host, token: &str, flags: &str) -> Node {
+    let out = overlay(w, host, &format!("join {token} {flags}"));
+    assert!(
+        out.status.success(),
+        "join failed in {}: {}{}",
+        host.ns,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let address = text
+        .lines()
+        .find_map(|l| l.strip_prefix("address: "))
+        .map(|a| a.trim().to_string())
+        .unwrap_or_else(|| panic!("join printed no address: {text}"));
+    let node = Node {
+        host: host.clone(),
+        address,
+        pid: 0,
+    };
+    let st = node.status(w).expect("status after join");
+    assert_eq!(st["state"], "connected", "{st}");
+    node
+}

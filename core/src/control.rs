@@ -1,0 +1,138 @@
+//! The control channel between a node and the relay, inside the tunnel.
+//!
+//! A node sends a UDP datagram from its own overlay address to the relay's overlay address,
+//! port [`CONTROL_PORT`]; WireGuard has already authenticated the sender, and the relay's
+//! anti-spoofing check ties the source address to the node. Requests and replies are JSON,
+//! one per datagram, matched by `id`; the node retries until it gets the reply.
+
+use serde::{Deserialize, Serialize};
+
+/// The relay's control port on its overlay address.
+pub const CONTROL_PORT: u16 = 4100;
+
+/// Largest control datagram payload.
+pub const MAX_CONTROL_LEN: usize = 1200;
+
+/// What a node asks the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Liveness and round trip.
+    Ping,
+    /// Deregister this node: its name and prefix become free.
+    Leave,
+}
+
+/// A request with its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlMessage {
+    /// Chosen by the node; echoed in the reply.
+    pub id: u64,
+    /// The request.
+    #[serde(flatten)]
+    pub request: ControlRequest,
+}
+
+/// The relay's reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ControlReply {
+    /// Done.
+    Ok {
+        /// The request's id.
+        id: u64,
+        /// Any result.
+        #[serde(default)]
+        data: serde_json::Value,
+    },
+    /// Refused or failed.
+    Error {
+        /// The request's id.
+        id: u64,
+        /// One sentence.
+        message: String,
+    },
+}
+
+impl ControlReply {
+    /// The id this reply answers.
+    pub fn id(&self) -> u64 {
+        match self {
+            ControlReply::Ok { id, .. } | ControlReply::Error { id, .. } => *id,
+        }
+    }
+}
+
+/// Why a control datagram was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// Larger than [`MAX_CONTROL_LEN`].
+    #[error("control message too large ({0} bytes)")]
+    TooLarge(usize),
+    /// Not valid JSON of the expected shape.
+    #[error("malformed control message: {0}")]
+    Malformed(String),
+}
+
+/// Parses a control request payload.
+pub fn parse_request(payload: &[u8]) -> Result<ControlMessage, ControlError> {
+    if payload.len() > MAX_CONTROL_LEN {
+        return Err(ControlError::TooLarge(payload.len()));
+    }
+    serde_json::from_slice(payload).map_err(|e| ControlError::Malformed(e.to_string()))
+}
+
+/// Parses a control reply payload.
+pub fn parse_reply(payload: &[u8]) -> Result<ControlReply, ControlError> {
+    if payload.len() > MAX_CONTROL_LEN {
+        return Err(ControlError::TooLarge(payload.len()));
+    }
+    serde_json::from_slice(payload).map_err(|e| ControlError::Malformed(e.to_string()))
+}
+
+/// Encodes a message (request or reply) as a datagram payload.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    serde_json::to_vec(msg).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_roundtrip() {
+        let m = ControlMessage {
+            id: 7,
+            request: ControlRequest::Leave,
+        };
+        let bytes = encode(&m);
+        assert_eq!(bytes, br#"{"id":7,"op":"leave"}"#);
+        assert_eq!(parse_request(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn reply_roundtrip() {
+        let r = ControlReply::Error {
+            id: 3,
+            message: "no".into(),
+        };
+        assert_eq!(parse_reply(&encode(&r)).unwrap(), r);
+        assert_eq!(r.id(), 3);
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        assert!(matches!(
+            parse_request(b"{"),
+            Err(ControlError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_request(br#"{"id":1,"op":"fly"}"#),
+            Err(ControlError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_request(&[b' '; 2000]),
+            Err(ControlError::TooLarge(2000))
+        ));
+    }
+}

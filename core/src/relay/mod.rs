@@ -1,0 +1,475 @@
+//! The relay as a sans-IO state machine: WireGuard hub, join handling, control channel.
+//!
+//! The caller feeds datagrams ([`Hub::on_datagram`]) and timer ticks ([`Hub::on_tick`]) and
+//! passes a [`Wire`] that sends what comes out; persistence goes through a [`Store`], always
+//! before memory changes, so what the relay acknowledged is on disk. Nothing here opens a socket.
+
+mod admin;
+mod guess;
+mod join;
+pub mod state;
+
+pub use admin::{NodeInfo, PeerAdded, RelayStats, TokenCreated};
+
+use crate::addressing::AddressPlan;
+use crate::control::{self, ControlMessage, ControlReply, ControlRequest, CONTROL_PORT};
+use crate::counters::{Counters, DropReason};
+use crate::datagram::{self, Datagram};
+use crate::join::ReplayGuard;
+use crate::key;
+use crate::packet::{self, icmp_echo_reply, Ipv4Packet};
+use crate::peers::{PeerId, PeerTable, Route};
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use state::{PeerRecord, RelayState};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Handshakes per second (each counted twice: our check and the Tunn's) before cookies are required.
+const HANDSHAKE_RATE_LIMIT: u64 = 2000;
+/// Buffer size for any datagram or packet.
+const BUF: usize = 65536;
+
+/// Sends datagrams for the hub.
+pub trait Wire {
+    /// Sends `datagram` to `to` (best effort, like UDP).
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]);
+}
+
+/// Persists the relay state; called before any change takes effect.
+pub trait Store {
+    /// Saves the whole state atomically, or says why it could not.
+    fn save(&mut self, state: &RelayState) -> Result<(), String>;
+}
+
+/// Static settings of a hub.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// The relay's private key.
+    pub private_key: [u8; 32],
+    /// The address plan.
+    pub plan: AddressPlan,
+    /// Where nodes reach the relay (`host:port`), first preferred.
+    pub endpoints: Vec<String>,
+    /// The overlay DNS domain.
+    pub domain: String,
+    /// Inner MTU given to nodes.
+    pub mtu: u16,
+}
+
+/// Errors of hub operations, each one sentence for the operator.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HubError {
+    /// The stored state is inconsistent.
+    #[error("the relay state is inconsistent: {0}")]
+    BadState(String),
+    /// The state could not be saved; nothing changed.
+    #[error("the change was not made because the state could not be saved: {0}")]
+    Store(String),
+    /// Invalid name.
+    #[error("'{0}' is not a valid name: use 1 to 63 lower-case letters, digits and '-'")]
+    InvalidName(String),
+    /// Name taken.
+    #[error("the name '{0}' is already used by another node; choose another name")]
+    NameTaken(String),
+    /// Key taken.
+    #[error("this public key is already registered as '{0}'")]
+    KeyTaken(String),
+    /// Bad key.
+    #[error("{0}")]
+    BadKey(String),
+    /// The network is full.
+    #[error("the network {0} has no free node prefix left")]
+    NetworkFull(String),
+    /// No such peer.
+    #[error("there is no node named '{0}'")]
+    NoSuchPeer(String),
+    /// No such token.
+    #[error("there is no token with id '{0}'")]
+    NoSuchToken(String),
+    /// Bad token parameters.
+    #[error("{0}")]
+    BadToken(String),
+}
+
+/// A peer's live state beside its table entry.
+struct Live {
+    tunn: Tunn,
+    endpoint: Option<SocketAddr>,
+    counters: Counters,
+}
+
+/// The relay hub.
+pub struct Hub<S: Store> {
+    cfg: HubConfig,
+    secret: StaticSecret,
+    public: PublicKey,
+    limiter: Arc<RateLimiter>,
+    table: PeerTable,
+    live: HashMap<PeerId, Live>,
+    /// The persisted model; memory follows it only after a successful save.
+    state: RelayState,
+    store: S,
+    replay: ReplayGuard,
+    guesses: guess::GuessLimiter,
+    /// Drops not attributable to a peer.
+    global: Counters,
+    endpoints_dirty: bool,
+    /// A peer whose leave is saved; removed once the reply went out.
+    pending_leave: Option<PeerId>,
+    last_limiter_reset: u64,
+    started: u64,
+    dec: Vec<u8>,
+    enc: Vec<u8>,
+    aux: Vec<u8>,
+}
+
+impl<S: Store> Hub<S> {
+    /// A hub with the peers and tokens of `state`.
+    pub fn new(cfg: HubConfig, state: RelayState, store: S, now: u64) -> Result<Self, HubError> {
+        let secret = StaticSecret::from(cfg.private_key);
+        let public = PublicKey::from(&secret);
+        let limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
+        let mut hub = Hub {
+            cfg,
+            secret,
+            public,
+            limiter,
+            table: PeerTable::new(),
+            live: HashMap::new(),
+            state: RelayState::default(),
+            store,
+            replay: ReplayGuard::new(),
+            guesses: guess::GuessLimiter::default(),
+            global: Counters::default(),
+            endpoints_dirty: false,
+            pending_leave: None,
+            last_limiter_reset: now,
+            started: now,
+            dec: vec![0; BUF],
+            enc: vec![0; BUF],
+            aux: vec![0; BUF],
+        };
+        for rec in &state.peers {
+            hub.activate(rec)?;
+        }
+        hub.state = state;
+        Ok(hub)
+    }
+
+    /// Puts a persisted peer into the routing table with a fresh tunnel.
+    fn activate(&mut self, rec: &PeerRecord) -> Result<PeerId, HubError> {
+        let pk = key::decode(&rec.public_key)
+            .map_err(|e| HubError::BadState(format!("peer '{}': {e}", rec.name)))?;
+        let id = self
+            .table
+            .insert(&rec.name, pk, rec.prefix)
+            .map_err(|e| HubError::BadState(format!("peer '{}': {e}", rec.name)))?;
+        let tunn = Tunn::new(
+            self.secret.clone(),
+            PublicKey::from(pk),
+            None,
+            None,
+            id,
+            Some(self.limiter.clone()),
+        );
+        self.live.insert(
+            id,
+            Live {
+                tunn,
+                endpoint: rec.endpoint,
+                counters: Counters::default(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// Saves `next` and makes it the persisted model.
+    fn commit(&mut self, next: RelayState) -> Result<(), HubError> {
+        self.store.save(&next).map_err(HubError::Store)?;
+        self.state = next;
+        Ok(())
+    }
+
+    /// The relay's public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        *self.public.as_bytes()
+    }
+
+    /// The hub's configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.cfg
+    }
+
+    /// The persisted model as it stands.
+    pub fn state(&self) -> &RelayState {
+        &self.state
+    }
+
+    /// After a restart sessions are gone: start a handshake with every peer whose address we
+    /// remember, so it reconnects at once instead of after its own rekey timeout.
+    pub fn greet(&mut self, wire: &mut impl Wire) {
+        for l in self.live.values_mut() {
+            let Some(ep) = l.endpoint else { continue };
+            if let TunnResult::WriteToNetwork(p) =
+                l.tunn.format_handshake_initiation(&mut self.enc, false)
+            {
+                wire.send(ep, p);
+            }
+        }
+    }
+
+    /// Handles one datagram from `from`; `now` is unix seconds.
+    pub fn on_datagram(&mut self, from: SocketAddr, d: &[u8], now: u64, wire: &mut impl Wire) {
+        let id = match datagram::classify(d) {
+            Datagram::ForPeer(id) => id,
+            Datagram::HandshakeInit => match self.identify_initiator(d, from) {
+                Ok(id) => id,
+                Err(Some(n)) => {
+                    self.global.drop(DropReason::RateLimited);
+                    wire.send(from, &self.aux[..n]);
+                    return;
+                }
+                Err(None) => return,
+            },
+            Datagram::Join => {
+                self.on_join(from, d, now, wire);
+                return;
+            }
+            Datagram::Invalid => {
+                self.global.drop(DropReason::InvalidDatagram);
+                return;
+            }
+        };
+        let Some(l) = self.live.get_mut(&id) else {
+            self.global.drop(DropReason::Rejected);
+            return;
+        };
+        let len = match l.tunn.decapsulate(Some(from.ip()), d, &mut self.dec) {
+            TunnResult::WriteToNetwork(p) => {
+                wire.send(from, p);
+                roam(&mut l.endpoint, from, &mut self.endpoints_dirty);
+                // Packets queued while the handshake was pending go out now.
+                while let TunnResult::WriteToNetwork(p) =
+                    l.tunn.decapsulate(None, &[], &mut self.dec)
+                {
+                    wire.send(from, p);
+                }
+                return;
+            }
+            TunnResult::WriteToTunnelV4(p, _) => {
+                roam(&mut l.endpoint, from, &mut self.endpoints_dirty);
+                l.counters.rx(p.len());
+                p.len()
+            }
+            TunnResult::WriteToTunnelV6(..) => {
+                l.counters.drop(DropReason::NotIpv4);
+                return;
+            }
+            TunnResult::Done => {
+                // A keepalive, or a handshake message that needed no answer.
+                roam(&mut l.endpoint, from, &mut self.endpoints_dirty);
+                return;
+            }
+            TunnResult::Err(e) => {
+                tracing::trace!(peer = id, "rejected datagram: {e:?}");
+                l.counters.drop(DropReason::Rejected);
+                return;
+            }
+        };
+        // Move the packet out of `dec` so forwarding can reuse the buffers.
+        std::mem::swap(&mut self.dec, &mut self.aux);
+        self.route(id, len, now, wire);
+        std::mem::swap(&mut self.dec, &mut self.aux);
+    }
+
+    /// Finds the peer behind a handshake initiation. `Err(Some(n))`: a cookie reply of `n`
+    /// bytes is in `aux`; `Err(None)`: dropped and counted.
+    fn identify_initiator(&mut self, d: &[u8], from: SocketAddr) -> Result<PeerId, Option<usize>> {
+        let packet = match self
+            .limiter
+            .verify_packet(Some(from.ip()), d, &mut self.aux)
+        {
+            Ok(p) => p,
+            Err(TunnResult::WriteToNetwork(cookie)) => return Err(Some(cookie.len())),
+            Err(_) => {
+                self.global.drop(DropReason::Rejected);
+                return Err(None);
+            }
+        };
+        let Packet::HandshakeInit(init) = packet else {
+            self.global.drop(DropReason::InvalidDatagram);
+            return Err(None);
+        };
+        let Ok(half) = parse_handshake_anon(&self.secret, &self.public, &init) else {
+            self.global.drop(DropReason::Rejected);
+            return Err(None);
+        };
+        match self.table.by_key(&half.peer_static_public) {
+            Some(e) => Ok(e.id),
+            None => {
+                tracing::debug!(%from, key = %key::short(&half.peer_static_public), "handshake from an unknown key");
+                self.global.drop(DropReason::UnknownPeer);
+                Err(None)
+            }
+        }
+    }
+
+    /// Performs the routing decision for the `len`-byte packet `from` sent (now in `aux`).
+    fn route(&mut self, from: PeerId, len: usize, now: u64, wire: &mut impl Wire) {
+        let relay = self.cfg.plan.relay_addr();
+        match self.table.route(from, relay, &self.aux[..len]) {
+            Route::Peer(to) => {
+                let p = std::mem::take(&mut self.aux);
+                self.send_to_peer(to, &p[..len], wire);
+                self.aux = p;
+            }
+            Route::Relay => {
+                let reply = self.answer_relay_packet(from, len, now);
+                match reply {
+                    Some(r) => self.send_to_peer(from, &r, wire),
+                    None => self.count_drop(from, DropReason::Unsupported),
+                }
+                // A leave is carried out after its reply went out through the old tunnel.
+                self.finish_leave(from);
+            }
+            Route::Drop(reason) => {
+                if reason == DropReason::Spoofed {
+                    tracing::debug!(peer = from, "dropped a packet with a spoofed source");
+                }
+                self.count_drop(from, reason);
+            }
+        }
+    }
+
+    /// Answers a packet addressed to the relay itself: ICMP echo and the control channel.
+    fn answer_relay_packet(&mut self, from: PeerId, len: usize, now: u64) -> Option<Vec<u8>> {
+        let p = Ipv4Packet::new_checked(&self.aux[..len]).ok()?;
+        if p.protocol() == packet::proto::ICMP {
+            let mut out = vec![0u8; len];
+            let n = icmp_echo_reply(&self.aux[..len], &mut out)?;
+            out.truncate(n);
+            return Some(out);
+        }
+        let u = packet::udp(&p)?;
+        if u.dst_port != CONTROL_PORT {
+            return None;
+        }
+        let (src, dst, src_port) = (p.src(), p.dst(), u.src_port);
+        let parsed = control::parse_request(u.payload);
+        let reply = match parsed {
+            Ok(m) => self.on_control(from, m, now),
+            Err(e) => ControlReply::Error {
+                id: 0,
+                message: e.to_string(),
+            },
+        };
+        Some(packet::build_udp(
+            dst,
+            CONTROL_PORT,
+            src,
+            src_port,
+            &control::encode(&reply),
+        ))
+    }
+
+    fn on_control(&mut self, from: PeerId, m: ControlMessage, _now: u64) -> ControlReply {
+        let id = m.id;
+        let result = match m.request {
+            ControlRequest::Ping => Ok(serde_json::json!({"pong": true})),
+            ControlRequest::Leave => self
+                .plan_leave(from)
+                .map(|name| serde_json::json!({"left": name})),
+        };
+        match result {
+            Ok(data) => ControlReply::Ok { id, data },
+            Err(e) => ControlReply::Error {
+                id,
+                message: e.to_string(),
+            },
+        }
+    }
+
+    fn count_drop(&mut self, id: PeerId, reason: DropReason) {
+        match self.live.get_mut(&id) {
+            Some(l) => l.counters.drop(reason),
+            None => self.global.drop(reason),
+        }
+    }
+
+    fn send_to_peer(&mut self, to: PeerId, p: &[u8], wire: &mut impl Wire) {
+        let Some(l) = self.live.get_mut(&to) else {
+            return;
+        };
+        match l.tunn.encapsulate(p, &mut self.enc) {
+            TunnResult::WriteToNetwork(out) => match l.endpoint {
+                Some(ep) => {
+                    l.counters.tx(p.len());
+                    wire.send(ep, out);
+                }
+                None => l.counters.drop(DropReason::Undeliverable),
+            },
+            TunnResult::Err(_) => l.counters.drop(DropReason::Undeliverable),
+            _ => {}
+        }
+    }
+
+    /// Runs WireGuard timers and saves changed endpoints; call every 100 to 250 ms.
+    pub fn on_tick(&mut self, now: u64, wire: &mut impl Wire) {
+        if now != self.last_limiter_reset {
+            self.limiter.reset_count();
+            self.last_limiter_reset = now;
+        }
+        for l in self.live.values_mut() {
+            match l.tunn.update_timers(&mut self.enc) {
+                TunnResult::WriteToNetwork(p) => {
+                    if let Some(ep) = l.endpoint {
+                        wire.send(ep, p);
+                    }
+                }
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {}
+                _ => {}
+            }
+        }
+        if self.endpoints_dirty {
+            self.endpoints_dirty = false;
+            let mut next = self.state.clone();
+            for rec in &mut next.peers {
+                if let Some(e) = self.table.by_name(&rec.name) {
+                    rec.endpoint = self.live.get(&e.id).and_then(|l| l.endpoint);
+                }
+            }
+            if let Err(e) = self.commit(next) {
+                // Endpoints are a hint for restarts; losing one costs a rekey timeout, not data.
+                tracing::warn!("cannot save peer endpoints: {e}");
+            }
+        }
+    }
+}
+
+/// Updates a peer's endpoint after an authenticated datagram from `from` (roaming).
+fn roam(endpoint: &mut Option<SocketAddr>, from: SocketAddr, dirty: &mut bool) {
+    if *endpoint != Some(from) {
+        tracing::info!(old = ?endpoint, new = %from, "peer endpoint changed");
+        *endpoint = Some(from);
+        *dirty = true;
+    }
+}
+
+/// Node names are DNS labels: lower-case letters, digits and '-', 1 to 63 characters.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests;

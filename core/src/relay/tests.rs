@@ -1,0 +1,435 @@
+//! The hub in an in-memory network: real boringtun peers, no sockets, no root.
+
+use super::state::RelayState;
+use super::*;
+use crate::join::{JoinInitiator, JoinRequest, JoinResponse};
+use crate::packet::{build_echo_request, build_udp, Ipv4Packet};
+use crate::token::Token;
+use std::cell::RefCell;
+use std::net::Ipv4Addr;
+use std::rc::Rc;
+
+const NOW: u64 = 1_800_000_000;
+
+/// Datagrams the hub sent.
+#[derive(Default)]
+struct Outbox(Vec<(SocketAddr, Vec<u8>)>);
+
+impl Wire for Outbox {
+    fn send(&mut self, to: SocketAddr, d: &[u8]) {
+        self.0.push((to, d.to_vec()));
+    }
+}
+
+/// A store that keeps the last saved state and can be told to fail.
+#[derive(Clone, Default)]
+struct MemStore {
+    saved: Rc<RefCell<Option<RelayState>>>,
+    fail: Rc<RefCell<bool>>,
+}
+
+impl Store for MemStore {
+    fn save(&mut self, state: &RelayState) -> Result<(), String> {
+        if *self.fail.borrow() {
+            return Err("disk full".into());
+        }
+        *self.saved.borrow_mut() = Some(state.clone());
+        Ok(())
+    }
+}
+
+fn hub_with(state: RelayState, store: MemStore) -> Hub<MemStore> {
+    let cfg = HubConfig {
+        private_key: [9; 32],
+        plan: AddressPlan::new("100.64.0.0/10".parse().unwrap()).unwrap(),
+        endpoints: vec!["10.0.0.1:51820".into()],
+        domain: "ovl.internal".into(),
+        mtu: 1420,
+    };
+    Hub::new(cfg, state, store, NOW).unwrap()
+}
+
+fn hub() -> (Hub<MemStore>, MemStore) {
+    let store = MemStore::default();
+    (hub_with(RelayState::default(), store.clone()), store)
+}
+
+/// What a node received (decrypted packets) and what the hub sent to others.
+type Exchange = (Vec<Vec<u8>>, Vec<(SocketAddr, Vec<u8>)>);
+
+/// A simulated node: its own Tunn towards the hub.
+struct SimNode {
+    tunn: Tunn,
+    addr: SocketAddr,
+    ip: Ipv4Addr,
+}
+
+fn secret(n: u8) -> StaticSecret {
+    StaticSecret::from([n; 32])
+}
+
+fn public(n: u8) -> [u8; 32] {
+    *PublicKey::from(&secret(n)).as_bytes()
+}
+
+impl SimNode {
+    fn new(hub: &Hub<MemStore>, key: u8, ip: Ipv4Addr, port: u16) -> SimNode {
+        SimNode {
+            tunn: Tunn::new(
+                secret(key),
+                PublicKey::from(hub.public_key()),
+                None,
+                None,
+                u32::from(key),
+                None,
+            ),
+            addr: SocketAddr::from(([10, 0, 0, key], port)),
+            ip,
+        }
+    }
+
+    /// Sends `packet` through the tunnel and runs the exchange until quiet; returns what the
+    /// node received (decrypted packets) and what the hub sent to others.
+    fn send(&mut self, hub: &mut Hub<MemStore>, packet: &[u8]) -> Exchange {
+        let mut buf = vec![0u8; 65536];
+        let mut to_hub = Vec::new();
+        if let TunnResult::WriteToNetwork(d) = self.tunn.encapsulate(packet, &mut buf) {
+            to_hub.push(d.to_vec());
+        }
+        self.pump(hub, to_hub)
+    }
+
+    fn pump(&mut self, hub: &mut Hub<MemStore>, mut to_hub: Vec<Vec<u8>>) -> Exchange {
+        let mut buf = vec![0u8; 65536];
+        let mut received = Vec::new();
+        let mut others = Vec::new();
+        for _ in 0..20 {
+            if to_hub.is_empty() {
+                break;
+            }
+            let mut out = Outbox::default();
+            for d in to_hub.drain(..) {
+                hub.on_datagram(self.addr, &d, NOW, &mut out);
+            }
+            for (to, d) in out.0 {
+                if to != self.addr {
+                    others.push((to, d));
+                    continue;
+                }
+                let mut r = self.tunn.decapsulate(Some(to.ip()), &d, &mut buf);
+                loop {
+                    match r {
+                        TunnResult::WriteToNetwork(p) => to_hub.push(p.to_vec()),
+                        TunnResult::WriteToTunnelV4(p, _) => received.push(p.to_vec()),
+                        _ => break,
+                    }
+                    r = self.tunn.decapsulate(None, &[], &mut buf);
+                }
+            }
+        }
+        (received, others)
+    }
+}
+
+fn add(hub: &mut Hub<MemStore>, name: &str, key: u8) -> Ipv4Addr {
+    let a = hub.peer_add(name, &key::encode(&public(key)), NOW).unwrap();
+    a.address.parse().unwrap()
+}
+
+const RELAY: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
+
+#[test]
+fn node_pings_the_relay() {
+    let (mut hub, _) = hub();
+    let ip = add(&mut hub, "a", 1);
+    let mut a = SimNode::new(&hub, 1, ip, 1000);
+    let (got, _) = a.send(&mut hub, &build_echo_request(ip, RELAY, 1, 1, b"hi"));
+    assert_eq!(got.len(), 1, "one echo reply");
+    let p = Ipv4Packet::new_checked(&got[0]).unwrap();
+    assert_eq!((p.src(), p.dst(), p.payload()[0]), (RELAY, ip, 0));
+    let n = &hub.nodes()[0];
+    assert_eq!(n.endpoint.as_deref(), Some("10.0.0.1:1000"));
+    assert_eq!(n.counters.rx_packets, 1);
+}
+
+#[test]
+fn forwards_between_nodes_and_roams() {
+    let (mut hub, store) = hub();
+    let ia = add(&mut hub, "a", 1);
+    let ib = add(&mut hub, "b", 2);
+    let mut a = SimNode::new(&hub, 1, ia, 1000);
+    let mut b = SimNode::new(&hub, 2, ib, 2000);
+    // b connects first so the relay knows where it is.
+    b.send(&mut hub, &build_echo_request(ib, RELAY, 1, 1, b""));
+    let (_, others) = a.send(&mut hub, &build_udp(ia, 5, ib, 6, b"to b"));
+    assert_eq!(others.len(), 1);
+    assert_eq!(others[0].0, b.addr);
+    let mut buf = vec![0u8; 2048];
+    match b.tunn.decapsulate(None, &others[0].1, &mut buf) {
+        TunnResult::WriteToTunnelV4(p, src) => {
+            assert_eq!(src, ia);
+            assert!(p.ends_with(b"to b"));
+        }
+        other => panic!("b did not get the packet: {other:?}"),
+    }
+    // a moves to another port; the next authenticated datagram updates its endpoint.
+    a.addr = SocketAddr::from(([10, 0, 0, 99], 3000));
+    a.send(&mut hub, &build_echo_request(ia, RELAY, 1, 2, b""));
+    let na = hub.nodes().into_iter().find(|n| n.name == "a").unwrap();
+    assert_eq!(na.endpoint.as_deref(), Some("10.0.0.99:3000"));
+    hub.on_tick(NOW, &mut Outbox::default());
+    let saved = store.saved.borrow().clone().unwrap();
+    assert!(saved.peers.iter().any(|p| p.endpoint == Some(a.addr)));
+}
+
+#[test]
+fn spoofed_and_unroutable_packets_are_counted() {
+    let (mut hub, _) = hub();
+    let ia = add(&mut hub, "a", 1);
+    let _ib = add(&mut hub, "b", 2);
+    let mut a = SimNode::new(&hub, 1, ia, 1000);
+    let (got, others) = a.send(
+        &mut hub,
+        &build_echo_request(Ipv4Addr::new(100, 64, 4, 70), RELAY, 1, 1, b""),
+    );
+    assert!(got.is_empty() && others.is_empty());
+    a.send(
+        &mut hub,
+        &build_udp(ia, 1, Ipv4Addr::new(100, 70, 0, 1), 2, b""),
+    );
+    let na = hub.nodes().into_iter().find(|n| n.name == "a").unwrap();
+    assert_eq!(na.counters.drops.get("spoofed"), Some(&1));
+    assert_eq!(na.counters.drops.get("no_route"), Some(&1));
+}
+
+#[test]
+fn unknown_keys_get_nothing() {
+    let (mut hub, _) = hub();
+    let mut stranger = SimNode::new(&hub, 7, Ipv4Addr::new(100, 64, 4, 1), 1000);
+    let (got, others) = stranger.send(&mut hub, &build_echo_request(stranger.ip, RELAY, 1, 1, b""));
+    assert!(got.is_empty() && others.is_empty());
+    assert_eq!(hub.stats(NOW).global.drops.get("unknown_peer"), Some(&1));
+}
+
+#[test]
+fn garbage_never_panics_and_is_counted() {
+    let (mut hub, _) = hub();
+    add(&mut hub, "a", 1);
+    let mut out = Outbox::default();
+    let from = SocketAddr::from(([10, 0, 0, 5], 9));
+    let mut x: u32 = 12345;
+    for len in [
+        0usize, 1, 3, 4, 31, 32, 63, 64, 91, 92, 147, 148, 149, 1500, 65535, 70000,
+    ] {
+        for kind in 0u8..6 {
+            let mut d: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            if len >= 4 {
+                d[0] = kind;
+                d[1..4].copy_from_slice(&[0, 0, 0]);
+            }
+            hub.on_datagram(from, &d, NOW, &mut out);
+        }
+    }
+    assert!(out.0.is_empty());
+    let drops: u64 = hub.stats(NOW).global.drops.values().sum::<u64>()
+        + hub
+            .nodes()
+            .iter()
+            .map(|n| n.counters.drops.values().sum::<u64>())
+            .sum::<u64>();
+    assert_eq!(drops, 16 * 6);
+}
+
+fn join(
+    hub: &mut Hub<MemStore>,
+    tok: &str,
+    key: u8,
+    name: Option<&str>,
+    hint: Option<&str>,
+    from_port: u16,
+) -> Option<JoinResponse> {
+    let t = Token::parse(tok).unwrap();
+    let req = JoinRequest {
+        token_id: t.id.clone(),
+        token_secret: t.secret,
+        name: name.map(String::from),
+        hint: hint.map(String::from),
+        timestamp: NOW,
+    };
+    let (init, d) = JoinInitiator::new(&secret(key), t.relay_key, &req).unwrap();
+    let mut out = Outbox::default();
+    hub.on_join_for_test(SocketAddr::from(([10, 0, 0, key], from_port)), &d, &mut out);
+    let (_, resp) = out.0.first()?;
+    Some(init.open_response(resp).unwrap())
+}
+
+impl Hub<MemStore> {
+    fn on_join_for_test(&mut self, from: SocketAddr, d: &[u8], out: &mut Outbox) {
+        self.on_datagram(from, d, NOW, out);
+    }
+}
+
+fn accepted(r: Option<JoinResponse>) -> (String, String) {
+    match r {
+        Some(JoinResponse::Accepted {
+            node_name, address, ..
+        }) => (node_name, address),
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
+fn rejected(r: Option<JoinResponse>) -> String {
+    match r {
+        Some(JoinResponse::Rejected { reason }) => reason,
+        other => panic!("not rejected: {other:?}"),
+    }
+}
+
+#[test]
+fn join_with_a_token() {
+    let (mut hub, store) = hub();
+    let t = hub.token_create(2, 3600, None, NOW).unwrap();
+    let (name, addr) = accepted(join(&mut hub, &t.token, 1, None, Some("Laptop.local"), 1));
+    assert_eq!((name.as_str(), addr.as_str()), ("laptop", "100.64.4.1"));
+    // Same host name from another key: a suffix, never a takeover.
+    let (name2, addr2) = accepted(join(&mut hub, &t.token, 2, None, Some("laptop"), 2));
+    assert_eq!(
+        (name2.as_str(), addr2.as_str()),
+        ("laptop-2", "100.64.4.65")
+    );
+    // Used up now.
+    assert!(rejected(join(&mut hub, &t.token, 3, None, None, 3)).contains("used up"));
+    // The first key joins again: same name and address, no use consumed.
+    let (again, addr_again) = accepted(join(&mut hub, &t.token, 1, None, Some("other"), 4));
+    assert_eq!((again, addr_again), (name, addr));
+    let saved = store.saved.borrow().clone().unwrap();
+    assert_eq!(saved.peers.len(), 2);
+    assert_eq!(saved.tokens[0].uses_left, 0);
+    assert_eq!(saved.tokens[0].used_by, vec!["laptop", "laptop-2"]);
+    // The secret is not stored, only its hash.
+    let text = serde_json::to_string(&saved).unwrap();
+    let secret = crate::token::Token::parse(&t.token).unwrap().secret;
+    assert!(!text.contains(&super::state::hex(&secret)));
+}
+
+#[test]
+fn join_refusals() {
+    let (mut hub, _) = hub();
+    let t = hub.token_create(5, 3600, None, NOW).unwrap();
+    accepted(join(&mut hub, &t.token, 1, Some("anna"), None, 1));
+    assert!(rejected(join(&mut hub, &t.token, 2, Some("anna"), None, 2)).contains("already used"));
+    assert!(
+        rejected(join(&mut hub, &t.token, 2, Some("Bad Name"), None, 2))
+            .contains("not a valid name")
+    );
+    // A wrong secret.
+    let mut forged = Token::parse(&t.token).unwrap();
+    forged.secret[0] ^= 1;
+    assert!(rejected(join(&mut hub, &forged.encode(), 3, None, None, 3)).contains("not valid"));
+    // Revoked.
+    hub.token_revoke(&t.id).unwrap();
+    assert!(rejected(join(&mut hub, &t.token, 4, None, None, 4)).contains("revoked"));
+    // Expired.
+    let short = hub.token_create(1, 10, None, NOW - 20).unwrap();
+    assert!(rejected(join(&mut hub, &short.token, 5, None, None, 5)).contains("expired"));
+}
+
+#[test]
+fn replayed_join_gets_no_answer() {
+    let (mut hub, _) = hub();
+    let t = hub.token_create(5, 3600, None, NOW).unwrap();
+    let tok = Token::parse(&t.token).unwrap();
+    let req = JoinRequest {
+        token_id: tok.id,
+        token_secret: tok.secret,
+        name: None,
+        hint: None,
+        timestamp: NOW,
+    };
+    let (_, d) = JoinInitiator::new(&secret(1), tok.relay_key, &req).unwrap();
+    let from = SocketAddr::from(([10, 0, 0, 1], 1));
+    let mut out = Outbox::default();
+    hub.on_datagram(from, &d, NOW, &mut out);
+    hub.on_datagram(from, &d, NOW, &mut out);
+    assert_eq!(out.0.len(), 1);
+    assert_eq!(hub.state().tokens[0].uses_left, 4);
+}
+
+#[test]
+fn token_guessing_is_rate_limited() {
+    let (mut hub, _) = hub();
+    let t = hub.token_create(5, 3600, None, NOW).unwrap();
+    let mut forged = Token::parse(&t.token).unwrap();
+    forged.secret[0] ^= 1;
+    let bad = forged.encode();
+    let mut answers = 0;
+    for _ in 0..20 {
+        if join(&mut hub, &bad, 50, None, None, 7).is_some() {
+            answers += 1;
+        }
+    }
+    assert_eq!(answers, guess::MAX_FAILURES);
+    // Even the right token is not answered from that address for now.
+    assert!(join(&mut hub, &t.token, 50, None, None, 7).is_none());
+    // Other addresses are not affected.
+    accepted(join(&mut hub, &t.token, 51, None, None, 7));
+}
+
+#[test]
+fn failed_save_changes_nothing() {
+    let (mut hub, store) = hub();
+    let t = hub.token_create(5, 3600, None, NOW).unwrap();
+    *store.fail.borrow_mut() = true;
+    assert!(matches!(
+        hub.peer_add("x", &key::encode(&public(1)), NOW),
+        Err(HubError::Store(_))
+    ));
+    assert!(rejected(join(&mut hub, &t.token, 2, None, None, 2)).contains("could not save"));
+    assert!(hub.nodes().is_empty());
+    assert_eq!(hub.state().tokens[0].uses_left, 5);
+    *store.fail.borrow_mut() = false;
+    accepted(join(&mut hub, &t.token, 2, None, None, 2));
+}
+
+#[test]
+fn state_survives_a_restart() {
+    let (mut hub, store) = hub();
+    let t = hub.token_create(5, 3600, Some("ci-".into()), NOW).unwrap();
+    let (name, addr) = accepted(join(&mut hub, &t.token, 1, Some("runner"), None, 1));
+    assert_eq!(name, "ci-runner");
+    let saved = store.saved.borrow().clone().unwrap();
+    let hub2 = hub_with(saved, store.clone());
+    let n = &hub2.nodes()[0];
+    assert_eq!((n.name.clone(), n.address.clone()), (name, addr));
+    assert_eq!(hub2.tokens()[0].uses_left, 4);
+}
+
+#[test]
+fn leave_through_the_control_channel() {
+    let (mut hub, store) = hub();
+    let ia = add(&mut hub, "a", 1);
+    let mut a = SimNode::new(&hub, 1, ia, 1000);
+    let req = crate::control::encode(&ControlMessage {
+        id: 42,
+        request: ControlRequest::Leave,
+    });
+    let (got, _) = a.send(&mut hub, &build_udp(ia, 5555, RELAY, CONTROL_PORT, &req));
+    assert_eq!(got.len(), 1, "the reply comes back through the tunnel");
+    let p = Ipv4Packet::new_checked(&got[0]).unwrap();
+    let u = packet::udp(&p).unwrap();
+    assert_eq!(u.dst_port, 5555);
+    let reply = control::parse_reply(u.payload).unwrap();
+    assert!(
+        matches!(reply, ControlReply::Ok { id: 42, .. }),
+        "{reply:?}"
+    );
+    assert!(hub.nodes().is_empty());
+    assert!(store.saved.borrow().as_ref().unwrap().peers.is_empty());
+    // The name and prefix are free again.
+    assert_eq!(add(&mut hub, "a", 2), ia);
+}
