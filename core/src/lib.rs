@@ -16,6 +16,7 @@ pub mod packet;
 pub mod peers;
 pub mod prefix;
 pub mod relay;
+pub mod sockbuf;
 pub mod statefile;
 pub mod token;
 pub mod wgconfig;

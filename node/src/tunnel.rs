@@ -88,6 +88,7 @@ impl Tunnel {
         .parse()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let sock = UdpSocket::bind(bind).await?;
+        overlay_core::sockbuf::enlarge(std::os::fd::AsRawFd::as_raw_fd(&sock));
         let tunn = Tunn::new(
             StaticSecret::from(cfg.private_key),
             PublicKey::from(cfg.relay_key),
@@ -276,3 +277,4 @@ async fn resolve(endpoint: &str) -> anyhow::Result<SocketAddr> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("the relay endpoint {endpoint} resolves to no address"))
 }
+

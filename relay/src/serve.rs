@@ -40,6 +40,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| args.listen.to_string());
     let sock = std::net::UdpSocket::bind(args.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on udp {}: {e}", args.listen))?;
+    overlay_core::sockbuf::enlarge(std::os::fd::AsRawFd::as_raw_fd(&sock));
     let hub = Hub::new(
         HubConfig {
             private_key,
