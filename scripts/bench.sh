@@ -117,10 +117,7 @@ give_back_outputs() {
     fi
 }
 
-rm -rf "$LOG_DIR"
-mkdir -p "$LOG_DIR"
-give_back_outputs # now, so that a build run as the invoking user can write to target/
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/ovb-bench.XXXXXX")
+WORK= # private temporary directory (keys, state), made once the traps are in place
 
 # The traps can run while a command's output is redirected to a file (world_run ... >FILE): they
 # write to the script's original stdout/stderr, saved here.
@@ -135,7 +132,7 @@ cleanup() {
     world_cleanup
     rm -f /var/run/wireguard/ovbwg*.sock
     ((WG_RUN_EXISTED)) || rmdir /var/run/wireguard 2>/dev/null
-    rm -rf "$WORK"
+    [[ -n $WORK ]] && rm -rf "$WORK"
     give_back_outputs
 }
 on_exit() {
@@ -161,6 +158,11 @@ trap on_exit EXIT
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 trap on_err ERR
+
+rm -rf "$LOG_DIR"
+mkdir -p "$LOG_DIR"
+give_back_outputs # now, so that a build run as the invoking user can write to target/
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ovb-bench.XXXXXX")
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -192,13 +194,25 @@ ping_stats() {
              }')
 }
 
-# iperf_once NS ADDR LOG: one iperf3 TCP run from NS to ADDR; sets IPERF_MBPS to the receiver's
-# Mbit/s.
+IPERF_PORT=5201
+
+iperf_server_ready() { ip netns exec "$1" ss -Hltn "sport = :$2" | grep -q .; }
+
+# iperf_once NS SERVER_NS ADDR LOG: one iperf3 TCP run from NS to ADDR (in SERVER_NS); sets
+# IPERF_MBPS to the receiver's Mbit/s. Each run gets a fresh one-off server on a new port: a
+# long-lived iperf3 server sometimes stays "busy" after a test and refuses every later one.
 iperf_once() {
-    local ns=$1 addr=$2 logf=$3 out=$WORK/iperf.out rc=0
+    local ns=$1 srv_ns=$2 addr=$3 logf=$4 out=$WORK/iperf.out rc=0 port=$((IPERF_PORT++)) spid
     IPERF_MBPS=
+    world_bg "$srv_ns" "$LOG_DIR/iperf3-server.log" iperf3 -s -1 -p "$port"
+    spid=$WORLD_LAST_PID
+    if ! world_wait 10 "the iperf3 server in $srv_ns" iperf_server_ready "$srv_ns" "$port"; then
+        world_stop "$spid"
+        return 1
+    fi
     world_run timeout $((TIME + 40)) ip netns exec "$ns" \
-        iperf3 -c "$addr" -t "$TIME" -O 1 -f m --connect-timeout 5000 >"$out" 2>&1 || rc=$?
+        iperf3 -c "$addr" -p "$port" -t "$TIME" -O 1 -f m --connect-timeout 5000 >"$out" 2>&1 || rc=$?
+    world_stop "$spid"
     cat "$out" >>"$logf"
     ((rc == 0)) || return 1
     IPERF_MBPS=$(awk '/receiver/ { for (i = 2; i <= NF; i++) if ($i == "Mbits/sec") v = $(i - 1) }
@@ -239,9 +253,9 @@ setup_failed() {
     return 0
 }
 
-# measure ID NS ADDR: latency then throughput from NS to ADDR (an iperf3 server listens there).
+# measure ID NS SERVER_NS ADDR: latency then throughput from NS to ADDR, which is in SERVER_NS.
 measure() {
-    local id=$1 ns=$2 addr=$3 r runs=() logf="$LOG_DIR/iperf3-$1.log"
+    local id=$1 ns=$2 srv_ns=$3 addr=$4 r runs=() logf="$LOG_DIR/iperf3-$1.log"
     ping_stats "$ns" "$addr" "$LOG_DIR/ping-$id.log"
     if [[ -z $PING_STATS ]]; then
         setup_failed "$id" "no ping replies from $addr" "$LOG_DIR/ping-$id.log"
@@ -254,7 +268,7 @@ measure() {
     S_RECV[$id]=$recv
     log "  ping: median ${S_P50[$id]} µs, p99 ${S_P99[$id]} µs (${S_RECV[$id]}/$PINGS replies)"
     for ((r = 1; r <= RUNS; r++)); do
-        if ! iperf_once "$ns" "$addr" "$logf"; then
+        if ! iperf_once "$ns" "$srv_ns" "$addr" "$logf"; then
             setup_failed "$id" "iperf3 run $r to $addr failed" "$logf"
             return 0
         fi
@@ -281,11 +295,7 @@ dataplane_world() {
     world_bridge ovb-hub br0 "$HUB_UL/24"
     world_attach ovb-a ovb-hub br0 "$A_UL/24"
     world_attach ovb-b ovb-hub br0 "$B_UL/24"
-    world_bg ovb-b "$LOG_DIR/iperf3-server.log" iperf3 -s -p 5201
-    world_wait 10 "the iperf3 server in ovb-b" iperf_server_ready || return 1
 }
-
-iperf_server_ready() { ip netns exec ovb-b ss -Hltn "sport = :5201" | grep -q .; }
 
 setup_veth() {
     setup_begin veth "raw veth (a -> bridge -> b)"
@@ -293,7 +303,7 @@ setup_veth() {
         setup_failed veth "ovb-a cannot reach $B_UL"
         return 0
     fi
-    measure veth ovb-a "$B_UL"
+    measure veth ovb-a ovb-b "$B_UL"
 }
 
 # wg_node NS IFNAME KEYFILE ADDR PEER_PUB PEER_ENDPOINT PEER_ALLOWED
@@ -306,7 +316,7 @@ wg_node() {
     world_wait 5 "wireguard-go $ifn in $ns" test -S "/var/run/wireguard/$ifn.sock" || return 1
     ip netns exec "$ns" wg set "$ifn" private-key "$key" listen-port "$WG_PORT" \
         peer "$ppub" endpoint "$pend" allowed-ips "$pallowed" || return 1
-    ip -n "$ns" addr add "$addr" dev "$ifn"
+    ip -n "$ns" addr add "$addr" dev "$ifn" || return 1
     ip -n "$ns" link set "$ifn" mtu 1420 up
 }
 
@@ -321,12 +331,13 @@ setup_wireguard_go() {
     bpub=$(wg pubkey <"$d/b.key")
     if ! wg_node ovb-a ovbwga "$d/a.key" 10.99.0.1/24 "$bpub" "$B_UL:$WG_PORT" 10.99.0.2/32 ||
         ! wg_node ovb-b ovbwgb "$d/b.key" 10.99.0.2/24 "$apub" "$A_UL:$WG_PORT" 10.99.0.1/32; then
-        setup_failed wggo "wireguard-go did not start" "$LOG_DIR/wireguard-go-ovb-b.log"
+        setup_failed wggo "wireguard-go did not start" "$LOG_DIR/wireguard-go-ovb-a.log"
+        tail_log "$LOG_DIR/wireguard-go-ovb-b.log"
     elif ! world_wait 10 "a WireGuard handshake between ovb-a and ovb-b" \
         ip netns exec ovb-a ping -n -c 1 -W 1 10.99.0.2; then
         setup_failed wggo "no traffic through wireguard-go" "$LOG_DIR/wireguard-go-ovb-a.log"
     else
-        measure wggo ovb-a 10.99.0.2
+        measure wggo ovb-a ovb-b 10.99.0.2
     fi
     world_stop "${WG_PIDS[@]}"
 }
@@ -421,7 +432,7 @@ setup_overlay() {
         tail_log "$LOG_DIR/node-b.log"
         tail_log "$rlog"
     else
-        measure overlay ovb-a "$b_ip"
+        measure overlay ovb-a ovb-b "$b_ip"
     fi
     world_stop "${pids[@]}"
 }
