@@ -10,8 +10,14 @@ use serde::{Deserialize, Serialize};
 /// The relay's control port on its overlay address.
 pub const CONTROL_PORT: u16 = 4100;
 
-/// Largest control datagram payload.
-pub const MAX_CONTROL_LEN: usize = 1200;
+/// Largest control datagram payload (fits one inner packet at MTU 1420 with room to spare).
+pub const MAX_CONTROL_LEN: usize = 1300;
+
+/// Bytes a registry delta may take inside a reply (the rest is the reply's envelope).
+pub const DELTA_BUDGET: usize = crate::registry::sync::MIN_PULL_BYTES;
+
+/// The id of unsolicited notices from the relay (replies never use it).
+pub const NOTICE_ID: u64 = 0;
 
 /// What a node asks the relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +27,32 @@ pub enum ControlRequest {
     Ping,
     /// Deregister this node: its name and prefix become free.
     Leave,
+    /// Register a service of this node; the reply carries the instance with its address.
+    Register {
+        /// Service name.
+        name: String,
+        /// Optional tag.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+        /// Port callers use.
+        port: u16,
+        /// Protocol.
+        #[serde(default)]
+        protocol: crate::registry::Protocol,
+    },
+    /// Remove a service of this node.
+    Unregister {
+        /// Service name.
+        name: String,
+        /// Optional tag.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+    },
+    /// Registry changes or a snapshot page; the reply's data is a `registry::Delta`.
+    Pull {
+        /// What to pull.
+        want: crate::registry::Pull,
+    },
 }
 
 /// A request with its id.
@@ -88,6 +120,15 @@ pub fn parse_reply(payload: &[u8]) -> Result<ControlReply, ControlError> {
         return Err(ControlError::TooLarge(payload.len()));
     }
     serde_json::from_slice(payload).map_err(|e| ControlError::Malformed(e.to_string()))
+}
+
+/// A notice the relay pushes to nodes: the registry moved to this position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryNotice {
+    /// The relay's registry epoch.
+    pub epoch: u64,
+    /// Its sequence number.
+    pub seq: u64,
 }
 
 /// Encodes a message (request or reply) as a datagram payload.

@@ -6,16 +6,20 @@
 //! reads the clock; callers pass `now` in and perform the actions that come back.
 
 pub mod addressing;
+pub mod catalog;
 pub mod control;
 pub mod counters;
 pub mod datagram;
+pub mod dns;
 pub mod duration;
 pub mod join;
 pub mod key;
 pub mod packet;
 pub mod peers;
 pub mod prefix;
+pub mod registry;
 pub mod relay;
+pub mod resolver;
 pub mod sockbuf;
 pub mod statefile;
 pub mod token;

@@ -133,7 +133,13 @@ impl WgConfig {
                     "listenport" => {
                         ifc.listen_port = Some(v.parse().map_err(|_| bad("ListenPort"))?)
                     }
-                    "dns" => ifc.dns.extend(v.split(',').map(|s| s.trim().to_string())),
+                    // Empty entries are dropped, so rendering never grows the file.
+                    "dns" => ifc.dns.extend(
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(String::from),
+                    ),
                     "table" | "preup" | "postup" | "predown" | "postdown" | "saveconfig"
                     | "fwmark" => {}
                     _ => return Err(err(format!("unknown key '{k}' in [Interface]"))),
@@ -307,6 +313,19 @@ PersistentKeepalive = 25
             Err(WgConfigError::Line { line: 1, .. })
         ));
         assert!(WgConfig::parse(&"#".repeat(MAX_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn empty_dns_entries_do_not_grow_on_render() {
+        // Found by the wgconfig fuzz target: `DNS = ,,,,` rendered to twice its size.
+        let text = format!(
+            "[Interface]\nPrivateKey = {}\nDNS = {}\n",
+            key::encode(&[0; 32]),
+            ",".repeat(30000)
+        );
+        let c = WgConfig::parse(&text).unwrap();
+        assert!(c.interface.dns.is_empty());
+        assert_eq!(WgConfig::parse(&c.render(true)).unwrap(), c);
     }
 
     #[test]

@@ -21,6 +21,47 @@ pub enum Request {
     Shutdown,
     /// Deregister from the relay, then stop (`overlay leave`).
     Leave,
+    /// Every service instance the node knows (`overlay services`).
+    Services,
+    /// What a name resolves to and why (`overlay resolve`).
+    Resolve {
+        /// The name asked about.
+        name: String,
+    },
+    /// Register a local service: it gets an overlay address, a DNS name and a listener on
+    /// `address:port` that forwards to `127.0.0.1:target` (`overlay register`, `overlay dev`).
+    Register {
+        /// Service name (a DNS label).
+        name: String,
+        /// Optional variant tag (a DNS label).
+        #[serde(default)]
+        tag: Option<String>,
+        /// The port callers use.
+        port: u16,
+        /// The local port the process listens on; `None` registers the name without a listener
+        /// (the service listens on its overlay address itself).
+        #[serde(default)]
+        target: Option<u16>,
+    },
+    /// Point a service's listener at a new local port, or hold new connections (`None`) while
+    /// the process restarts; held connections wait until a target is set again.
+    Target {
+        /// Service name.
+        name: String,
+        /// Tag.
+        #[serde(default)]
+        tag: Option<String>,
+        /// The new local port, or `None` to hold.
+        target: Option<u16>,
+    },
+    /// Remove a local service and its listener.
+    Unregister {
+        /// Service name.
+        name: String,
+        /// Tag.
+        #[serde(default)]
+        tag: Option<String>,
+    },
 }
 
 /// The daemon's answer.

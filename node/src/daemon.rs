@@ -1,20 +1,32 @@
 //! `overlay daemon`: the node in the foreground: TUN, tunnel, control socket.
 
 use crate::control::{self, Handler, Request, Response};
+use crate::dns::DnsServer;
+use crate::listener::Listener;
+use crate::relaylink::RelayLink;
+use crate::resolvconf;
 use crate::settings::{NodeFiles, Settings};
 use crate::tunnel::{Tunnel, TunnelConfig};
 use crate::{device, paths};
 use clap::Args;
+use overlay_core::addressing::DNS_ADDR;
 use overlay_core::addressing::NODE_PREFIX_LEN;
-use overlay_core::control::{ControlMessage, ControlReply, ControlRequest, CONTROL_PORT};
+use overlay_core::control::ControlRequest;
 use overlay_core::prefix::Ipv4Prefix;
+use overlay_core::registry::{Protocol, ServiceInstance};
+use overlay_core::resolver::{listing, Resolver};
 use overlay_core::wgconfig::WgConfig;
 use serde_json::json;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Notify;
+
+/// The system resolver configuration file.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// Flags of `overlay daemon`.
 #[derive(Args, Debug)]
@@ -29,6 +41,9 @@ pub struct DaemonArgs {
     /// The node's name with --config (default: the config file's name).
     #[arg(long)]
     name: Option<String>,
+    /// Leave the system resolver alone (names work through 100.100.100.100 directly).
+    #[arg(long, env = "OVERLAY_NO_DNS_CONFIG")]
+    no_dns_config: bool,
 }
 
 /// Everything the daemon needs, from either source.
@@ -113,7 +128,17 @@ fn from_state() -> anyhow::Result<NodeConfig> {
 struct Node {
     settings: Settings,
     tunnel: Arc<Tunnel>,
+    link: Arc<RelayLink>,
+    interface: String,
+    /// Services registered through this daemon, with their listeners.
+    local: tokio::sync::Mutex<HashMap<(String, Option<String>), LocalService>>,
     stop: Notify,
+}
+
+/// A service this node registered.
+struct LocalService {
+    instance: ServiceInstance,
+    listener: Option<Listener>,
 }
 
 impl Node {
@@ -142,28 +167,132 @@ impl Node {
 
     /// Asks the relay, through the tunnel, to deregister this node.
     async fn leave(&self) -> anyhow::Result<()> {
-        let sock =
-            tokio::net::UdpSocket::bind(SocketAddr::from((self.settings.address, 0))).await?;
-        let relay = SocketAddr::from((self.settings.relay_address, CONTROL_PORT));
-        let id = rand::random::<u64>();
-        let msg = overlay_core::control::encode(&ControlMessage {
-            id,
-            request: ControlRequest::Leave,
-        });
-        let mut buf = vec![0u8; 2048];
-        for _ in 0..5 {
-            sock.send_to(&msg, relay).await?;
-            let got = tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await;
-            let Ok(Ok((n, _))) = got else { continue };
-            match overlay_core::control::parse_reply(&buf[..n]) {
-                Ok(ControlReply::Ok { id: rid, .. }) if rid == id => return Ok(()),
-                Ok(ControlReply::Error { id: rid, message }) if rid == id => {
-                    anyhow::bail!("the relay refused: {message}")
+        self.link.request(ControlRequest::Leave).await.map(|_| ())
+    }
+}
+
+impl Node {
+    fn services(&self) -> serde_json::Value {
+        let instances = self.link.directory.instances();
+        json!(listing(
+            &instances,
+            &self.settings.name,
+            &self.settings.domain
+        ))
+    }
+
+    fn resolve(&self, name: &str) -> serde_json::Value {
+        let instances = self.link.directory.instances();
+        let s = &self.settings;
+        let nodes = vec![(s.name.clone(), s.address)];
+        let r = Resolver::new(&instances, &nodes, &s.name, &s.domain);
+        let res = r.resolve(name);
+        json!({
+            "name": name,
+            "explanation": res.describe(name, &s.name, &s.domain),
+            "resolution": format!("{res:?}"),
+        })
+    }
+
+    async fn register(
+        &self,
+        name: String,
+        tag: Option<String>,
+        port: u16,
+        target: Option<u16>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut local = self.local.lock().await;
+        let key = (name.clone(), tag.clone());
+        if let Some(existing) = local.get(&key) {
+            if existing.instance.port == port {
+                if let (Some(l), Some(t)) = (&existing.listener, target) {
+                    l.set_target(Some(t));
                 }
-                _ => continue,
+                return Ok(self.registered_json(&existing.instance));
             }
         }
-        anyhow::bail!("the relay did not answer through the tunnel; check `overlay status`")
+        let data = self
+            .link
+            .request(ControlRequest::Register {
+                name: name.clone(),
+                tag: tag.clone(),
+                port,
+                protocol: Protocol::Tcp,
+            })
+            .await?;
+        let instance: ServiceInstance = serde_json::from_value(data)?;
+        device::add_address(&self.interface, instance.address)?;
+        let listener = match target {
+            Some(t) => {
+                let l =
+                    Listener::start(SocketAddr::from((instance.address, port)), Some(t)).await?;
+                tracing::info!(service = %name, listen = %l.addr, target = t, "listener up");
+                Some(l)
+            }
+            None => None,
+        };
+        let out = self.registered_json(&instance);
+        local.insert(key, LocalService { instance, listener });
+        self.link.poke();
+        Ok(out)
+    }
+
+    fn registered_json(&self, i: &ServiceInstance) -> serde_json::Value {
+        json!({
+            "name": i.name,
+            "tag": i.tag,
+            "address": i.address.to_string(),
+            "port": i.port,
+            "hostname": i.hostname(&self.settings.domain),
+            "callback_url": i.callback_url,
+        })
+    }
+
+    async fn set_target(
+        &self,
+        name: String,
+        tag: Option<String>,
+        target: Option<u16>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let local = self.local.lock().await;
+        let svc = local
+            .get(&(name.clone(), tag.clone()))
+            .ok_or_else(|| anyhow::anyhow!("{name} is not registered on this node"))?;
+        let l = svc
+            .listener
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("{name} was registered without a listener"))?;
+        l.set_target(target);
+        Ok(json!({"name": name, "tag": tag, "target": target}))
+    }
+
+    async fn unregister(
+        &self,
+        name: String,
+        tag: Option<String>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let svc = self.local.lock().await.remove(&(name.clone(), tag.clone()));
+        self.link
+            .request(ControlRequest::Unregister {
+                name: name.clone(),
+                tag: tag.clone(),
+            })
+            .await?;
+        if let Some(svc) = svc {
+            drop(svc.listener);
+            device::remove_address(&self.interface, svc.instance.address);
+        }
+        self.link.poke();
+        Ok(json!({"removed": name, "tag": tag}))
+    }
+}
+
+fn reply(r: anyhow::Result<serde_json::Value>) -> Response {
+    match r {
+        Ok(data) => Response::Ok { data },
+        Err(e) => Response::Error {
+            message: format!("{e:#}"),
+        },
     }
 }
 
@@ -190,6 +319,22 @@ impl Handler for Node {
                     message: e.to_string(),
                 },
             },
+            Request::Services => Response::Ok {
+                data: self.services(),
+            },
+            Request::Resolve { name } => Response::Ok {
+                data: self.resolve(&name),
+            },
+            Request::Register {
+                name,
+                tag,
+                port,
+                target,
+            } => reply(self.register(name, tag, port, target).await),
+            Request::Target { name, tag, target } => {
+                reply(self.set_target(name, tag, target).await)
+            }
+            Request::Unregister { name, tag } => reply(self.unregister(name, tag).await),
         }
     }
 }
@@ -226,9 +371,55 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let owner = s
         .owner_uid
         .or_else(|| std::env::var("SUDO_UID").ok().and_then(|v| v.parse().ok()));
+    device::add_address(&args.interface, DNS_ADDR)?;
+    let link = RelayLink::bind(s.address, s.relay_address).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(link.clone().receive());
+    tasks.spawn(link.clone().sync());
+    // The system resolver: only for a node that joined (a --config node is for tests and
+    // service managers, which set DNS up themselves).
+    let resolver_change = if args.config.is_none() && !args.no_dns_config {
+        match resolvconf::apply(
+            &paths::state_dir(),
+            Path::new(RESOLV_CONF),
+            IpAddr::V4(DNS_ADDR),
+            &s.domain,
+            &args.interface,
+        ) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                tracing::warn!("cannot configure the system resolver ({e:#}); overlay names work only through {DNS_ADDR} directly");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let upstream = match &resolver_change {
+        Some((_, up)) => up.servers.clone(),
+        None => {
+            let text = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
+            resolvconf::parse_resolv_conf(&text, IpAddr::V4(DNS_ADDR)).servers
+        }
+    };
+    let dns = DnsServer::new(
+        s.name.clone(),
+        s.address,
+        s.domain.clone(),
+        link.directory.clone(),
+        upstream,
+    );
+    for ip in [DNS_ADDR, s.address] {
+        let addr = SocketAddr::from((ip, 53));
+        tasks.spawn(dns.clone().serve_udp(addr));
+        tasks.spawn(dns.clone().serve_tcp(addr));
+    }
     let node = Arc::new(Node {
         settings: cfg.settings.clone(),
         tunnel: tunnel.clone(),
+        link: link.clone(),
+        interface: args.interface.clone(),
+        local: tokio::sync::Mutex::new(HashMap::new()),
         stop: Notify::new(),
     });
     tracing::info!(node = %node.settings.name, address = %node.settings.address, interface = %args.interface, "node up");
@@ -243,10 +434,16 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let result = tokio::select! {
         r = control => r.map_err(anyhow::Error::from).and_then(|r| r),
         r = data => r.map_err(anyhow::Error::from).and_then(|r| r),
+        Some(r) = tasks.join_next() => r.map_err(anyhow::Error::from).and_then(|r| r),
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = term.recv() => Ok(()),
         _ = node.stop.notified() => Ok(()),
     };
+    if let Some((change, _)) = &resolver_change {
+        if let Err(e) = resolvconf::restore(change) {
+            tracing::error!("cannot restore the system resolver: {e:#}");
+        }
+    }
     let _ = std::fs::remove_file(&sock_path);
     tracing::info!("node down");
     result

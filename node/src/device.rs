@@ -28,12 +28,30 @@ pub fn create(
 
 /// Adds a route for an extra prefix through the device (for AllowedIPs beyond the network).
 pub fn add_route(dev: &str, prefix: Ipv4Prefix) -> anyhow::Result<()> {
-    let status = std::process::Command::new("ip")
-        .args(["route", "replace", &prefix.to_string(), "dev", dev])
-        .status()
-        .map_err(|e| anyhow::anyhow!("cannot run `ip route` to add {prefix}: {e}"))?;
-    if !status.success() {
-        anyhow::bail!("`ip route replace {prefix} dev {dev}` failed");
+    run_ip(&["route", "replace", &prefix.to_string(), "dev", dev])
+}
+
+/// Adds `ip/32` to the device (the DNS address, service addresses).
+pub fn add_address(dev: &str, ip: std::net::Ipv4Addr) -> anyhow::Result<()> {
+    run_ip(&["addr", "replace", &format!("{ip}/32"), "dev", dev])
+}
+
+/// Removes `ip/32` from the device; a missing address is not an error.
+pub fn remove_address(dev: &str, ip: std::net::Ipv4Addr) {
+    let _ = run_ip(&["addr", "del", &format!("{ip}/32"), "dev", dev]);
+}
+
+fn run_ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run `ip {}`: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

@@ -3,9 +3,14 @@
 mod control;
 mod daemon;
 mod device;
+mod dns;
 mod join;
 mod lifecycle;
+mod listener;
 mod paths;
+mod relaylink;
+mod resolvconf;
+mod services;
 mod settings;
 mod status;
 mod tunnel;
@@ -35,6 +40,17 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// Show the connection state.
     Status(status::StatusArgs),
+    /// List every service instance, local, remote and on other nodes.
+    Services(services::ServicesArgs),
+    /// Show what a name resolves to and which rule chose it.
+    Resolve {
+        /// The name, e.g. `orders`, `v2.orders`, `orders.laptop`.
+        name: String,
+    },
+    /// Register a service by hand (`overlay dev` does this for its services).
+    Register(services::RegisterArgs),
+    /// Remove a service registered by hand.
+    Unregister(services::UnregisterArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +80,10 @@ fn main() -> ExitCode {
             Command::Leave => lifecycle::leave().await,
             Command::Daemon(a) => daemon::run(a).await,
             Command::Status(a) => status::run(a).await,
+            Command::Services(a) => services::list(a).await,
+            Command::Resolve { name } => services::resolve(name).await,
+            Command::Register(a) => services::register(a).await,
+            Command::Unregister(a) => services::unregister(a).await,
         }
     });
     match result {

@@ -42,6 +42,8 @@ pub enum AdminRequest {
     },
     /// List tokens.
     TokenList,
+    /// List every service instance.
+    Services,
     /// Revoke a token.
     TokenRevoke {
         /// Its id.

@@ -10,6 +10,7 @@ use overlay_core::relay::{Hub, Wire};
 use serde_json::json;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,12 +37,62 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Watches the catalog file and hands every good version to the hub.
+struct CatalogWatch {
+    path: PathBuf,
+    seen: Option<(SystemTime, u64)>,
+    next_check: Instant,
+}
+
+impl CatalogWatch {
+    /// Re-reads the file when its modification time or size changed; a broken file keeps the
+    /// last good catalog and says which line is wrong.
+    fn poll(&mut self, hub: &mut Hub<StateDir>) {
+        if Instant::now() < self.next_check {
+            return;
+        }
+        self.next_check = Instant::now() + Duration::from_secs(1);
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()));
+        if stamp == self.seen {
+            return;
+        }
+        self.seen = stamp;
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), "cannot read the catalog ({e}); keeping the last good one");
+                return;
+            }
+        };
+        match overlay_core::catalog::parse(&text) {
+            Ok(entries) => match hub.set_catalog(entries) {
+                Ok(u) => {
+                    tracing::info!(file = %self.path.display(), changes = u.changes, "catalog loaded")
+                }
+                Err(e) => tracing::warn!("catalog not applied: {e}"),
+            },
+            Err(e) => tracing::warn!(
+                file = %self.path.display(),
+                "catalog {e}; keeping the last good catalog"
+            ),
+        }
+    }
+}
+
 /// Runs the hub until the socket fails.
 pub fn run(
     mut hub: Hub<StateDir>,
     sock: UdpSocket,
     admin: Receiver<AdminCall>,
+    catalog: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let mut catalog = catalog.map(|path| CatalogWatch {
+        path,
+        seen: None,
+        next_check: Instant::now(),
+    });
     sock.set_read_timeout(Some(TICK))?;
     let mut buf = vec![0u8; 65536];
     hub.greet(&mut UdpWire { sock: &sock });
@@ -61,6 +112,9 @@ pub fn run(
             Err(e) => return Err(anyhow::anyhow!("udp receive failed: {e}")),
         }
         if Instant::now() >= next_tick {
+            if let Some(c) = catalog.as_mut() {
+                c.poll(&mut hub);
+            }
             hub.on_tick(unix_now(), &mut UdpWire { sock: &sock });
             next_tick = Instant::now() + TICK;
         }
@@ -92,6 +146,7 @@ fn answer(hub: &mut Hub<StateDir>, req: AdminRequest) -> AdminResponse {
             .map(|t| json!(t))
             .map_err(|e| e.to_string()),
         AdminRequest::TokenList => Ok(json!(hub.tokens())),
+        AdminRequest::Services => Ok(json!(hub.services())),
         AdminRequest::TokenRevoke { id } => hub
             .token_revoke(&id)
             .map(|_| json!({ "revoked": id }))

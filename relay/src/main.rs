@@ -37,6 +37,8 @@ enum Command {
     Nodes(ListArgs),
     /// Relay-wide counters (drops not attributable to a peer, uptime).
     Stats(ListArgs),
+    /// List every service instance (node services and remote ones).
+    Services(ListArgs),
     /// Manage join tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -172,6 +174,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::Revoke { id }) => {
             admin::call(&sock, &AdminRequest::TokenRevoke { id: id.clone() }).await?;
             println!("revoked {id}");
+            Ok(())
+        }
+        Command::Services(args) => {
+            let data = admin::call(&sock, &AdminRequest::Services).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&data)?);
+            } else {
+                println!(
+                    "{:<16} {:<6} {:<12} {:<21} TARGET",
+                    "NAME", "TAG", "NODE", "ADDRESS"
+                );
+                for s in data.as_array().into_iter().flatten() {
+                    let f = |k: &str| s[k].as_str().unwrap_or("-").to_string();
+                    println!(
+                        "{:<16} {:<6} {:<12} {:<21} {}",
+                        f("name"),
+                        f("tag"),
+                        f("node"),
+                        format!("{}:{}", f("address"), s["port"]),
+                        f("target")
+                    );
+                }
+            }
             Ok(())
         }
         Command::Stats(args) => {

@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// HOST:PORT nodes reach the relay at (defaults to --listen).
     #[arg(long, env = "OVERLAY_RELAY_PUBLIC_ENDPOINT")]
     public_endpoint: Option<String>,
+    /// Catalog of remote services (TOML), re-read when it changes.
+    #[arg(long, env = "OVERLAY_RELAY_CATALOG")]
+    catalog: Option<std::path::PathBuf>,
     /// Inner MTU handed to peers.
     #[arg(long, env = "OVERLAY_RELAY_MTU", default_value_t = 1420)]
     mtu: u16,
@@ -63,10 +66,11 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     );
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let catalog = args.catalog.clone();
     std::thread::Builder::new()
         .name("hub".into())
         .spawn(move || {
-            let r = crate::hub::run(hub, sock, rx);
+            let r = crate::hub::run(hub, sock, rx, catalog);
             let _ = done_tx.send(r);
         })?;
     let admin_path = dir.admin_socket();

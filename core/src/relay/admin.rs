@@ -159,9 +159,7 @@ impl<S: Store> Hub<S> {
             .by_name(name)
             .map(|e| e.id)
             .ok_or_else(|| HubError::NoSuchPeer(name.to_string()))?;
-        let mut next = self.state.clone();
-        next.peers.retain(|r| r.name != name);
-        self.commit(next)?;
+        self.remove_peer_state(name)?;
         self.table.remove(id);
         self.live.remove(&id);
         tracing::info!(name, "peer removed");
@@ -175,12 +173,25 @@ impl<S: Store> Hub<S> {
             .get(from)
             .map(|e| e.name.clone())
             .ok_or_else(|| HubError::NoSuchPeer(format!("#{from}")))?;
-        let mut next = self.state.clone();
-        next.peers.retain(|r| r.name != name);
-        self.commit(next)?;
+        self.remove_peer_state(&name)?;
         self.pending_leave = Some(from);
         tracing::info!(name, "node left");
         Ok(name)
+    }
+
+    /// Saves the state without peer `name` and its services, then makes that live.
+    fn remove_peer_state(&mut self, name: &str) -> Result<(), HubError> {
+        let mut reg = self.registry.clone();
+        let removed = reg.remove_node(name);
+        let mut next = self.state.clone();
+        next.peers.retain(|r| r.name != name);
+        next.registry = reg.snapshot();
+        self.commit(next)?;
+        self.registry = reg;
+        if removed > 0 {
+            self.notice_pending = true;
+        }
+        Ok(())
     }
 
     pub(super) fn finish_leave(&mut self, from: PeerId) {

@@ -7,6 +7,7 @@
 mod admin;
 mod guess;
 mod join;
+mod services;
 pub mod state;
 
 pub use admin::{NodeInfo, PeerAdded, RelayStats, TokenCreated};
@@ -19,6 +20,7 @@ use crate::join::ReplayGuard;
 use crate::key;
 use crate::packet::{self, icmp_echo_reply, Ipv4Packet};
 use crate::peers::{PeerId, PeerTable, Route};
+use crate::registry::{Registry, RegistryConfig};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -94,6 +96,9 @@ pub enum HubError {
     /// Bad token parameters.
     #[error("{0}")]
     BadToken(String),
+    /// The registry refused a change.
+    #[error("{0}")]
+    Registry(String),
 }
 
 /// A peer's live state beside its table entry.
@@ -121,6 +126,10 @@ pub struct Hub<S: Store> {
     endpoints_dirty: bool,
     /// A peer whose leave is saved; removed once the reply went out.
     pending_leave: Option<PeerId>,
+    /// The service registry (persisted inside `state`).
+    registry: Registry,
+    /// The registry changed since the last notices went out.
+    notice_pending: bool,
     last_limiter_reset: u64,
     started: u64,
     dec: Vec<u8>,
@@ -135,7 +144,7 @@ impl<S: Store> Hub<S> {
         let public = PublicKey::from(&secret);
         let limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
         let mut hub = Hub {
-            cfg,
+            cfg: cfg.clone(),
             secret,
             public,
             limiter,
@@ -148,6 +157,13 @@ impl<S: Store> Hub<S> {
             global: Counters::default(),
             endpoints_dirty: false,
             pending_leave: None,
+            registry: Registry::restore(
+                state.registry.clone(),
+                RegistryConfig::new(cfg.plan.remote_block()),
+                rand_core::RngCore::next_u64(&mut rand_core::OsRng),
+            )
+            .map_err(|e| HubError::BadState(e.to_string()))?,
+            notice_pending: false,
             last_limiter_reset: now,
             started: now,
             dec: vec![0; BUF],
@@ -285,6 +301,7 @@ impl<S: Store> Hub<S> {
         std::mem::swap(&mut self.dec, &mut self.aux);
         self.route(id, len, now, wire);
         std::mem::swap(&mut self.dec, &mut self.aux);
+        self.send_notices(wire);
     }
 
     /// Finds the peer behind a handshake initiation. `Err(Some(n))`: a cookie reply of `n`
@@ -384,6 +401,18 @@ impl<S: Store> Hub<S> {
             ControlRequest::Leave => self
                 .plan_leave(from)
                 .map(|name| serde_json::json!({"left": name})),
+            ControlRequest::Register {
+                name,
+                tag,
+                port,
+                protocol,
+            } => self
+                .register_service(from, &name, tag.as_deref(), port, protocol)
+                .map(|i| serde_json::to_value(i).unwrap_or_default()),
+            ControlRequest::Unregister { name, tag } => self
+                .unregister_service(from, &name, tag.as_deref())
+                .map(|removed| serde_json::json!({ "removed": removed })),
+            ControlRequest::Pull { want } => Ok(self.pull(&want)),
         };
         match result {
             Ok(data) => ControlReply::Ok { id, data },
@@ -435,6 +464,7 @@ impl<S: Store> Hub<S> {
                 _ => {}
             }
         }
+        self.send_notices(wire);
         if self.endpoints_dirty {
             self.endpoints_dirty = false;
             let mut next = self.state.clone();

@@ -22,6 +22,9 @@ pub struct RelayState {
     /// Join tokens (secrets hashed).
     #[serde(default)]
     pub tokens: Vec<TokenRecord>,
+    /// The service registry: instances and stable address allocations.
+    #[serde(default)]
+    pub registry: crate::registry::RegistryState,
 }
 
 /// One registered peer.
@@ -139,7 +142,10 @@ mod tests {
     fn state_file_is_versioned() {
         let s = StateFile::V1(RelayState::default());
         let j = serde_json::to_string(&s).unwrap();
-        assert_eq!(j, r#"{"version":"1","peers":[],"tokens":[]}"#);
+        assert!(
+            j.starts_with(r#"{"version":"1","peers":[],"tokens":[],"registry":"#),
+            "{j}"
+        );
         assert!(serde_json::from_str::<StateFile>(r#"{"version":"9"}"#).is_err());
     }
 }

@@ -1,0 +1,135 @@
+//! The relay's catalog of remote services (TOML), as in DESIGN.md:
+//!
+//! ```toml
+//! [services.orders]
+//! address = "orders.staging.svc.cluster.local:8080"   # host:port as seen from the relay
+//! port = 8080                                          # port on the overlay name (default: same)
+//! ```
+
+use crate::registry::{valid_label, valid_target, RemoteEntry};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Largest catalog file accepted.
+pub const MAX_LEN: usize = 1 << 20;
+
+/// A catalog problem, with the line it is on where known.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("line {line}: {reason}")]
+pub struct CatalogError {
+    /// 1-based line (0 when unknown).
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    services: BTreeMap<String, Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    address: String,
+    port: Option<u16>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+/// Parses a catalog; every entry is checked, the first problem is reported.
+pub fn parse(text: &str) -> Result<Vec<RemoteEntry>, CatalogError> {
+    if text.len() > MAX_LEN {
+        return Err(CatalogError {
+            line: 0,
+            reason: format!("the catalog is larger than {MAX_LEN} bytes"),
+        });
+    }
+    let file: File = toml::from_str(text).map_err(|e| CatalogError {
+        line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
+        reason: e.message().to_string(),
+    })?;
+    let header_line = |name: &str| {
+        text.find(&format!("[services.{name}]"))
+            .map(|o| line_of(text, o))
+            .unwrap_or(0)
+    };
+    let mut out = Vec::new();
+    for (name, e) in file.services {
+        let line = header_line(&name);
+        if !valid_label(&name) {
+            return Err(CatalogError {
+                line,
+                reason: format!(
+                    "'{name}' is not a valid service name (lower-case letters, digits, '-')"
+                ),
+            });
+        }
+        if !valid_target(&e.address) {
+            return Err(CatalogError {
+                line,
+                reason: format!("address '{}' of {name} is not host:port", e.address),
+            });
+        }
+        let target_port = e
+            .address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok());
+        let port = match e.port.or(target_port) {
+            Some(p) if p > 0 => p,
+            _ => {
+                return Err(CatalogError {
+                    line,
+                    reason: format!("{name} needs a port (in address or as port = N)"),
+                })
+            }
+        };
+        out.push(RemoteEntry {
+            name,
+            port,
+            target: e.address,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_entries() {
+        let c = parse(
+            "[services.orders]\naddress = \"orders.svc:8080\"\n\n[services.inventory]\naddress = \"10.1.2.3:9000\"\nport = 80\n",
+        )
+        .unwrap();
+        assert_eq!(c.len(), 2);
+        let inv = c.iter().find(|e| e.name == "inventory").unwrap();
+        assert_eq!((inv.port, inv.target.as_str()), (80, "10.1.2.3:9000"));
+        let orders = c.iter().find(|e| e.name == "orders").unwrap();
+        assert_eq!(orders.port, 8080);
+    }
+
+    #[test]
+    fn reports_lines() {
+        let e = parse("[services.orders]\naddress = \"x:1\"\ncolour = 1\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = parse("[services.orders]\naddress = 5\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = parse("\n[services.Bad_Name]\naddress = \"x:1\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = parse("[services.a]\naddress = \"nohostport\"\n").unwrap_err();
+        assert!(e.reason.contains("host:port"), "{e}");
+        assert!(parse("[services.a\n").is_err());
+        assert_eq!(parse("").unwrap(), vec![]);
+    }
+}

@@ -1,0 +1,115 @@
+//! The relay's service registry: node registrations over the control channel, the catalog,
+//! pulls of changes, and notices to every node when something changed.
+
+use super::{Hub, HubError, Store, Wire};
+use crate::control::{self, ControlReply, RegistryNotice, CONTROL_PORT, DELTA_BUDGET, NOTICE_ID};
+use crate::packet;
+use crate::peers::PeerId;
+use crate::registry::{
+    Protocol, Pull, Registry, RegistryError, RemoteEntry, RemoteUpdate, ServiceInstance,
+};
+
+impl<S: Store> Hub<S> {
+    /// Applies `op` to a copy of the registry, saves the result, and only then makes it live.
+    pub(super) fn change_registry<T>(
+        &mut self,
+        op: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
+    ) -> Result<T, HubError> {
+        let mut reg = self.registry.clone();
+        let before = reg.seq();
+        let out = op(&mut reg).map_err(|e| HubError::Registry(e.to_string()))?;
+        if reg.seq() != before {
+            let mut next = self.state.clone();
+            next.registry = reg.snapshot();
+            self.commit(next)?;
+            self.registry = reg;
+            self.notice_pending = true;
+        }
+        Ok(out)
+    }
+
+    /// Registers a service of peer `from` in its own prefix.
+    pub(super) fn register_service(
+        &mut self,
+        from: PeerId,
+        name: &str,
+        tag: Option<&str>,
+        port: u16,
+        protocol: Protocol,
+    ) -> Result<ServiceInstance, HubError> {
+        let (node, prefix) = self.peer_identity(from)?;
+        let inst =
+            self.change_registry(|r| r.register(&node, prefix, name, tag, port, protocol))?;
+        tracing::info!(%node, service = %name, tag = ?tag, address = %inst.address, "service registered");
+        Ok(inst)
+    }
+
+    /// Removes a service of peer `from`.
+    pub(super) fn unregister_service(
+        &mut self,
+        from: PeerId,
+        name: &str,
+        tag: Option<&str>,
+    ) -> Result<bool, HubError> {
+        let (node, _) = self.peer_identity(from)?;
+        let removed = self.change_registry(|r| Ok(r.unregister(&node, name, tag)))?;
+        if removed {
+            tracing::info!(%node, service = %name, tag = ?tag, "service unregistered");
+        }
+        Ok(removed)
+    }
+
+    fn peer_identity(&self, from: PeerId) -> Result<(String, crate::prefix::Ipv4Prefix), HubError> {
+        self.table
+            .get(from)
+            .map(|e| (e.name.clone(), e.prefix))
+            .ok_or_else(|| HubError::NoSuchPeer(format!("#{from}")))
+    }
+
+    /// Answers a pull with a delta that fits one datagram.
+    pub(super) fn pull(&self, want: &Pull) -> serde_json::Value {
+        serde_json::to_value(self.registry.pull(want, DELTA_BUDGET)).unwrap_or_default()
+    }
+
+    /// Replaces the catalog's remote services (the catalog file changed).
+    pub fn set_catalog(&mut self, entries: Vec<RemoteEntry>) -> Result<RemoteUpdate, HubError> {
+        let update = self.change_registry(|r| Ok(r.set_remote(entries)))?;
+        for e in &update.rejected {
+            tracing::warn!("catalog entry not applied: {e}");
+        }
+        Ok(update)
+    }
+
+    /// Every service instance.
+    pub fn services(&self) -> Vec<ServiceInstance> {
+        self.registry.instances().cloned().collect()
+    }
+
+    /// Tells every connected node that the registry moved on, so it pulls right away.
+    pub(super) fn send_notices(&mut self, wire: &mut impl Wire) {
+        if !std::mem::take(&mut self.notice_pending) {
+            return;
+        }
+        let pos = self.registry.position();
+        let notice = ControlReply::Ok {
+            id: NOTICE_ID,
+            data: serde_json::to_value(RegistryNotice {
+                epoch: pos.epoch,
+                seq: pos.seq,
+            })
+            .unwrap_or_default(),
+        };
+        let payload = control::encode(&notice);
+        let relay = self.cfg.plan.relay_addr();
+        let targets: Vec<(PeerId, std::net::Ipv4Addr)> = self
+            .table
+            .iter()
+            .filter(|e| self.live.get(&e.id).is_some_and(|l| l.endpoint.is_some()))
+            .map(|e| (e.id, crate::addressing::AddressPlan::node_addr(&e.prefix)))
+            .collect();
+        for (id, addr) in targets {
+            let p = packet::build_udp(relay, CONTROL_PORT, addr, CONTROL_PORT, &payload);
+            self.send_to_peer(id, &p, wire);
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The node's DNS server on 100.100.100.100:53 and the node address, UDP and TCP.
+//!
+//! Names in the overlay domain are answered from the synced registry (`overlay_core::dns`);
+//! everything else is forwarded to the servers the system used before overlay changed it.
+
+use crate::relaylink::Directory;
+use overlay_core::dns::{answer, DnsContext, DnsOutcome};
+use overlay_core::registry::ServiceInstance;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+
+/// Queries forwarded upstream at once; beyond that they are dropped (clients retry).
+const MAX_FORWARDS: usize = 256;
+/// TCP connections at once.
+const MAX_TCP: usize = 64;
+/// How long an upstream gets to answer.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+/// TTL of overlay answers: short, so moves propagate.
+const TTL: u32 = 5;
+
+/// What the server answers from.
+pub struct DnsServer {
+    /// This node's name.
+    pub node: String,
+    /// This node's address.
+    pub node_addr: Ipv4Addr,
+    /// The overlay domain.
+    pub domain: String,
+    /// The synced registry.
+    pub directory: Arc<Directory>,
+    /// Servers for names outside the domain.
+    pub upstream: Vec<IpAddr>,
+    forwards: Arc<Semaphore>,
+    tcp: Arc<Semaphore>,
+}
+
+impl DnsServer {
+    /// A server answering for `node`.
+    pub fn new(
+        node: String,
+        node_addr: Ipv4Addr,
+        domain: String,
+        directory: Arc<Directory>,
+        upstream: Vec<IpAddr>,
+    ) -> Arc<Self> {
+        Arc::new(DnsServer {
+            node,
+            node_addr,
+            domain,
+            directory,
+            upstream,
+            forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
+            tcp: Arc::new(Semaphore::new(MAX_TCP)),
+        })
+    }
+
+    fn respond(&self, query: &[u8], server_addr: Ipv4Addr, tcp: bool) -> DnsOutcome {
+        let instances = self.directory.instances();
+        let nodes = nodes_of(&instances, &self.node, self.node_addr);
+        let ctx = DnsContext {
+            instances: &instances,
+            nodes: &nodes,
+            local_node: &self.node,
+            domain: &self.domain,
+            server_addr,
+            ttl: TTL,
+            serial: 1,
+        };
+        answer(query, &ctx, tcp)
+    }
+
+    /// Serves UDP on `addr` until the socket fails.
+    pub async fn serve_udp(self: Arc<Self>, addr: SocketAddr) -> anyhow::Result<()> {
+        let sock = Arc::new(
+            UdpSocket::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve DNS on udp {addr}: {e}"))?,
+        );
+        let server_addr = match addr.ip() {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(_) => self.node_addr,
+        };
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (n, from) = match sock.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!("dns receive: {e}");
+                    continue;
+                }
+            };
+            match self.respond(&buf[..n], server_addr, false) {
+                DnsOutcome::Reply(r) => {
+                    let _ = sock.send_to(&r, from).await;
+                }
+                DnsOutcome::Drop => {}
+                DnsOutcome::Forward => {
+                    // Bounded: beyond MAX_FORWARDS the query is dropped and the client retries.
+                    let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
+                        continue;
+                    };
+                    let query = buf[..n].to_vec();
+                    let sock = sock.clone();
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Some(r) = me.forward(&query).await {
+                            let _ = sock.send_to(&r, from).await;
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Forwards a query to the upstream servers in turn; the first answer wins.
+    async fn forward(&self, query: &[u8]) -> Option<Vec<u8>> {
+        for server in &self.upstream {
+            let bind: SocketAddr = if server.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            }
+            .parse()
+            .ok()?;
+            let Ok(sock) = UdpSocket::bind(bind).await else {
+                continue;
+            };
+            if sock.send_to(query, (*server, 53)).await.is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; 4096];
+            if let Ok(Ok((n, _))) =
+                tokio::time::timeout(UPSTREAM_TIMEOUT, sock.recv_from(&mut buf)).await
+            {
+                buf.truncate(n);
+                return Some(buf);
+            }
+        }
+        None
+    }
+
+    /// Serves TCP on `addr` until the listener fails.
+    pub async fn serve_tcp(self: Arc<Self>, addr: SocketAddr) -> anyhow::Result<()> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve DNS on tcp {addr}: {e}"))?;
+        let server_addr = match addr.ip() {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(_) => self.node_addr,
+        };
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let Ok(permit) = self.tcp.clone().try_acquire_owned() else {
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(30), me.tcp_conn(stream, server_addr))
+                        .await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn tcp_conn(&self, mut s: TcpStream, server_addr: Ipv4Addr) -> anyhow::Result<()> {
+        loop {
+            let len = match s.read_u16().await {
+                Ok(l) => usize::from(l),
+                Err(_) => return Ok(()),
+            };
+            let mut q = vec![0u8; len];
+            s.read_exact(&mut q).await?;
+            let reply = match self.respond(&q, server_addr, true) {
+                DnsOutcome::Reply(r) => r,
+                DnsOutcome::Drop => return Ok(()),
+                DnsOutcome::Forward => match self.forward(&q).await {
+                    Some(r) => r,
+                    None => return Ok(()),
+                },
+            };
+            let n = u16::try_from(reply.len()).unwrap_or(u16::MAX);
+            s.write_u16(n).await?;
+            s.write_all(&reply[..usize::from(n)]).await?;
+        }
+    }
+}
+
+/// The nodes that can be named `<node>.<domain>`: this one, and every node with a service.
+fn nodes_of(instances: &[ServiceInstance], me: &str, my_addr: Ipv4Addr) -> Vec<(String, Ipv4Addr)> {
+    let mut v = vec![(me.to_string(), my_addr)];
+    for i in instances {
+        if let Some(n) = &i.node {
+            if v.iter().all(|(name, _)| name != n) {
+                let prefix = overlay_core::prefix::Ipv4Prefix::containing(
+                    i.address,
+                    overlay_core::addressing::NODE_PREFIX_LEN,
+                );
+                v.push((
+                    n.clone(),
+                    overlay_core::addressing::AddressPlan::node_addr(&prefix),
+                ));
+            }
+        }
+    }
+    v
+}

@@ -1,0 +1,168 @@
+//! A local service's listener on its overlay address: accepts callers and forwards each
+//! connection to the process's local port, holding new connections while the process restarts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// How long a held connection waits for the service to come back.
+pub const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections open at once per service; more wait in the kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// A running listener; dropping it stops accepting (open connections finish on their own).
+pub struct Listener {
+    target: watch::Sender<Option<u16>>,
+    task: JoinHandle<()>,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+}
+
+impl Listener {
+    /// Binds `addr` and forwards to `127.0.0.1:target` (or holds while `target` is `None`).
+    pub async fn start(addr: SocketAddr, target: Option<u16>) -> anyhow::Result<Listener> {
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.set_reuseaddr(true)?;
+        sock.bind(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let listener = sock.listen(1024)?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = watch::channel(target);
+        let task = tokio::spawn(accept_loop(listener, rx));
+        Ok(Listener {
+            target: tx,
+            task,
+            addr,
+        })
+    }
+
+    /// Points the listener at a new local port, or holds new connections with `None`.
+    pub fn set_target(&self, target: Option<u16>) {
+        self.target.send_replace(target);
+    }
+
+    /// The current local port.
+    #[cfg(test)]
+    pub fn target(&self) -> Option<u16> {
+        *self.target.borrow()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, target: watch::Receiver<Option<u16>>) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let (client, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let target = target.clone();
+        tokio::spawn(async move {
+            if let Err(e) = forward(client, target).await {
+                tracing::debug!(%peer, "connection: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Waits for a target (while the service restarts) and splices the two connections.
+async fn forward(
+    mut client: TcpStream,
+    mut target: watch::Receiver<Option<u16>>,
+) -> anyhow::Result<()> {
+    let _ = client.set_nodelay(true);
+    let port = tokio::time::timeout(HOLD_TIMEOUT, async {
+        loop {
+            if let Some(p) = *target.borrow_and_update() {
+                return Ok(p);
+            }
+            target.changed().await?;
+        }
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "the service did not come back within {} s",
+            HOLD_TIMEOUT.as_secs()
+        )
+    })?
+    .map_err(|_: watch::error::RecvError| anyhow::anyhow!("the service was removed"))?;
+    let mut upstream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let _ = upstream.set_nodelay(true);
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn echo_server() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    async fn roundtrip(addr: SocketAddr, msg: &[u8]) -> Vec<u8> {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(msg).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        c.read_exact(&mut buf).await.unwrap();
+        buf
+    }
+
+    #[tokio::test]
+    async fn forwards_and_holds_during_a_restart() {
+        let first = echo_server().await;
+        let l = Listener::start("127.0.0.1:0".parse().unwrap(), Some(first))
+            .await
+            .unwrap();
+        assert_eq!(roundtrip(l.addr, b"one").await, b"one");
+        // The process restarts: new callers are held, not refused.
+        l.set_target(None);
+        let addr = l.addr;
+        let held = tokio::spawn(async move { roundtrip(addr, b"held").await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !held.is_finished(),
+            "a held connection must wait for the new process"
+        );
+        let second = echo_server().await;
+        l.set_target(Some(second));
+        let got = tokio::time::timeout(Duration::from_secs(5), held)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"held");
+        assert_eq!(l.target(), Some(second));
+    }
+}

@@ -1,0 +1,189 @@
+//! The node's end of the control channel to the relay, inside the tunnel, and the local copy
+//! of the service registry that it keeps in sync.
+//!
+//! One UDP socket on `node-address:4100` carries requests (matched to replies by id, retried)
+//! and receives the relay's notices; a notice or a timer makes the node pull registry changes.
+//! The view stays as it is while the relay is away, so names keep resolving.
+
+use overlay_core::control::{
+    self, ControlMessage, ControlReply, ControlRequest, RegistryNotice, CONTROL_PORT, NOTICE_ID,
+};
+use overlay_core::registry::{Applied, Delta, RegistryView, ServiceInstance, ViewError};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::{oneshot, Notify};
+
+/// Tries per request before giving up.
+const TRIES: u32 = 4;
+/// Wait per try.
+const TRY_TIMEOUT: Duration = Duration::from_millis(700);
+/// Pull even without a notice this often (a notice may be lost).
+const POLL_EVERY: Duration = Duration::from_secs(10);
+/// Requests in flight at most.
+const MAX_PENDING: usize = 256;
+
+/// The registry as this node sees it; cheap to read from the DNS path.
+#[derive(Default)]
+pub struct Directory {
+    instances: RwLock<Arc<Vec<ServiceInstance>>>,
+}
+
+impl Directory {
+    /// The current instances.
+    pub fn instances(&self) -> Arc<Vec<ServiceInstance>> {
+        self.instances
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set(&self, v: Vec<ServiceInstance>) {
+        *self.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(v);
+    }
+}
+
+/// The control channel client.
+pub struct RelayLink {
+    sock: UdpSocket,
+    relay: SocketAddr,
+    pending: Mutex<HashMap<u64, oneshot::Sender<ControlReply>>>,
+    notified: Notify,
+    /// The synced registry.
+    pub directory: Arc<Directory>,
+}
+
+impl RelayLink {
+    /// Binds the node's control port on its overlay address (which must be configured).
+    pub async fn bind(node: Ipv4Addr, relay: Ipv4Addr) -> anyhow::Result<Arc<RelayLink>> {
+        let sock = UdpSocket::bind(SocketAddr::from((node, CONTROL_PORT)))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot bind the control port {node}:{CONTROL_PORT}: {e}")
+            })?;
+        Ok(Arc::new(RelayLink {
+            sock,
+            relay: SocketAddr::from((relay, CONTROL_PORT)),
+            pending: Mutex::new(HashMap::new()),
+            notified: Notify::new(),
+            directory: Arc::new(Directory::default()),
+        }))
+    }
+
+    /// Sends a request and waits for its reply, retrying; errors are one sentence.
+    pub async fn request(&self, request: ControlRequest) -> anyhow::Result<serde_json::Value> {
+        let id = loop {
+            let id = rand::random::<u64>();
+            if id != NOTICE_ID {
+                break id;
+            }
+        };
+        let (tx, mut rx) = oneshot::channel();
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.len() >= MAX_PENDING {
+                anyhow::bail!("too many requests to the relay are waiting; try again");
+            }
+            p.insert(id, tx);
+        }
+        let msg = control::encode(&ControlMessage { id, request });
+        let mut result = Err(anyhow::anyhow!(
+            "the relay did not answer through the tunnel; check `overlay status`"
+        ));
+        for _ in 0..TRIES {
+            let _ = self.sock.send_to(&msg, self.relay).await;
+            match tokio::time::timeout(TRY_TIMEOUT, &mut rx).await {
+                Ok(Ok(ControlReply::Ok { data, .. })) => {
+                    result = Ok(data);
+                    break;
+                }
+                Ok(Ok(ControlReply::Error { message, .. })) => {
+                    result = Err(anyhow::anyhow!("the relay refused: {message}"));
+                    break;
+                }
+                Ok(Err(_)) => break,
+                Err(_) => continue,
+            }
+        }
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        result
+    }
+
+    /// Receives replies and notices until the socket fails.
+    pub async fn receive(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (n, from) = self.sock.recv_from(&mut buf).await?;
+            if from != self.relay {
+                continue;
+            }
+            let Ok(reply) = control::parse_reply(&buf[..n]) else {
+                tracing::debug!("malformed control reply from the relay");
+                continue;
+            };
+            if reply.id() == NOTICE_ID {
+                if let ControlReply::Ok { data, .. } = &reply {
+                    if serde_json::from_value::<RegistryNotice>(data.clone()).is_ok() {
+                        self.notified.notify_one();
+                    }
+                }
+                continue;
+            }
+            if let Some(tx) = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&reply.id())
+            {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+
+    /// Keeps the directory in sync: pulls on every notice and every [`POLL_EVERY`].
+    pub async fn sync(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut view = RegistryView::new();
+        loop {
+            if let Err(e) = self.pull_until_current(&mut view).await {
+                tracing::debug!("registry sync: {e}");
+            }
+            let _ = tokio::time::timeout(POLL_EVERY, self.notified.notified()).await;
+        }
+    }
+
+    async fn pull_until_current(&self, view: &mut RegistryView) -> anyhow::Result<()> {
+        // Bounded: a registry of any size arrives in at most this many pages per round.
+        for _ in 0..10_000 {
+            let want = view.next_pull();
+            let data = self.request(ControlRequest::Pull { want }).await?;
+            let delta: Delta = serde_json::from_value(data)?;
+            match view.apply(delta) {
+                Ok(Applied::UpToDate) => {
+                    self.directory.set(view.instances().to_vec());
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e @ (ViewError::OtherEpoch { .. } | ViewError::Gap { .. })) => {
+                    // The relay restarted or our log position is gone: start over from a snapshot.
+                    tracing::debug!("registry view reset: {e}");
+                    *view = RegistryView::new();
+                }
+                Err(e) => {
+                    // A late or duplicated reply: it changed nothing.
+                    tracing::debug!("registry reply ignored: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Wakes the sync loop (after this node registered something).
+    pub fn poke(&self) {
+        self.notified.notify_one();
+    }
+}

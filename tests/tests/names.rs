@@ -1,0 +1,239 @@
+//! Names end to end: registry, DNS with real clients (dig, getent), the OS resolver, the catalog.
+
+use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
+use overlay_tests::world::{wait_until, World};
+use std::time::Duration;
+
+const ORIGINAL_RESOLV: &str = "# test namespace: no resolver\n";
+
+fn dig(w: &World, n: &Node, args: &str) -> String {
+    w.exec_ok(
+        &n.host,
+        &format!("dig +time=2 +tries=1 @100.100.100.100 {args}"),
+    )
+}
+
+fn world_with_catalog(tag: &str) -> (World, Relay, Node, Node, std::path::PathBuf) {
+    let mut w = World::new(tag);
+    let catalog = w.hub.dir.join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        "[services.orders]\naddress = \"10.78.0.1:8080\"\n",
+    )
+    .expect("catalog");
+    let relay = start_relay(&w, &["--catalog", catalog.to_str().expect("utf-8")]);
+    let token = relay.token(&w, "--uses 2");
+    let ha = w.add_host("a", 2);
+    let hb = w.add_host("b", 3);
+    let a = join_node(&w, &ha, &token, "--name alpha");
+    let b = join_node(&w, &hb, &token, "--name beta");
+    (w, relay, a, b, catalog)
+}
+
+fn register(w: &World, n: &Node, args: &str) -> serde_json::Value {
+    let out = overlay(w, &n.host, &format!("register {args} --json"));
+    assert!(
+        out.status.success(),
+        "register failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn dns_answers_every_record_type() {
+    let (w, _relay, a, b, _) = world_with_catalog("dns");
+    let api = register(&w, &a, "api --port 8080");
+    let addr = api["address"].as_str().expect("address").to_string();
+    // Propagates to b.
+    assert!(
+        wait_until(Duration::from_secs(5), || dig(
+            &w,
+            &b,
+            "+short api.ovl.internal"
+        )
+        .trim()
+            == addr),
+        "api did not resolve on b"
+    );
+    assert_eq!(dig(&w, &b, "+short api.alpha.ovl.internal").trim(), addr);
+    let srv = dig(&w, &b, "+short SRV _api._tcp.ovl.internal");
+    assert!(srv.contains("8080 api.alpha.ovl.internal."), "{srv}");
+    let txt = dig(&w, &b, "+short TXT api.alpha.ovl.internal");
+    assert!(
+        txt.contains("node=alpha") && txt.contains("where=peer"),
+        "{txt}"
+    );
+    let nx = dig(&w, &b, "nope.ovl.internal");
+    assert!(nx.contains("status: NXDOMAIN"), "{nx}");
+    assert!(nx.contains("SOA"), "NXDOMAIN without the zone SOA: {nx}");
+    let tcp = dig(&w, &b, "+tcp +short api.ovl.internal");
+    assert_eq!(tcp.trim(), addr);
+    let soa = dig(&w, &b, "+short SOA ovl.internal");
+    assert!(!soa.trim().is_empty());
+    // The catalog's remote service.
+    assert!(!dig(&w, &b, "+short orders.ovl.internal").trim().is_empty());
+    // The node address answers too.
+    assert_eq!(
+        dig(&w, &b, "+short api.ovl.internal @100.64.4.65").trim(),
+        addr
+    );
+    // `overlay services --json` has the contract's fields.
+    let out = overlay(&w, &b.host, "services --json");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let api_entry = list
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["name"] == "api"))
+        .expect("api listed");
+    for field in [
+        "name",
+        "tag",
+        "node",
+        "where",
+        "address",
+        "port",
+        "hostname",
+        "callback_url",
+    ] {
+        assert!(
+            api_entry.get(field).is_some(),
+            "missing {field}: {api_entry}"
+        );
+    }
+    assert_eq!(api_entry["where"], "peer");
+    assert_eq!(api_entry["node"], "alpha");
+}
+
+#[test]
+fn plain_names_work_through_the_system_resolver() {
+    let (w, _relay, a, b, _) = world_with_catalog("getent");
+    let api = register(&w, &a, "api --port 80");
+    let addr = api["address"].as_str().expect("address").to_string();
+    let ok = wait_until(Duration::from_secs(5), || {
+        w.exec(&b.host, "getent hosts api")
+            .stdout
+            .starts_with(addr.as_bytes())
+    });
+    assert!(ok, "getent hosts api did not give {addr}");
+    // Tagged variants side by side.
+    let v2 = register(&w, &a, "api --port 80 --tag v2");
+    let v2addr = v2["address"].as_str().expect("address").to_string();
+    assert_ne!(v2addr, addr);
+    assert!(wait_until(Duration::from_secs(5), || {
+        w.exec(&b.host, "getent hosts v2.api")
+            .stdout
+            .starts_with(v2addr.as_bytes())
+    }));
+    // A name unknown in the domain fails like any unknown name.
+    assert!(!w
+        .exec(&b.host, "getent hosts no-such-service")
+        .status
+        .success());
+}
+
+#[test]
+fn local_instance_shadows_remote_on_that_node_only() {
+    let (w, _relay, a, b, _) = world_with_catalog("shadow");
+    let remote = dig(&w, &b, "+short orders.ovl.internal").trim().to_string();
+    assert!(!remote.is_empty());
+    let local = register(&w, &a, "orders --port 8080");
+    let local_addr = local["address"].as_str().expect("address").to_string();
+    assert!(wait_until(Duration::from_secs(5), || dig(
+        &w,
+        &a,
+        "+short orders.ovl.internal"
+    )
+    .trim()
+        == local_addr));
+    // b still prefers the remote one, and can name a's explicitly.
+    assert!(wait_until(Duration::from_secs(5), || dig(
+        &w,
+        &b,
+        "+short orders.alpha.ovl.internal"
+    )
+    .trim()
+        == local_addr));
+    assert_eq!(dig(&w, &b, "+short orders.ovl.internal").trim(), remote);
+    let why = overlay(&w, &a.host, "resolve orders");
+    assert!(
+        String::from_utf8_lossy(&why.stdout).contains("this node"),
+        "{}",
+        String::from_utf8_lossy(&why.stdout)
+    );
+    let srv = dig(&w, &a, "+short SRV _orders._tcp.ovl.internal");
+    assert_eq!(srv.lines().count(), 2, "{srv}");
+    assert!(
+        srv.lines().next().unwrap_or_default().starts_with("0 "),
+        "local first: {srv}"
+    );
+}
+
+#[test]
+fn resolv_conf_is_restored_byte_for_byte() {
+    let (w, _relay, a, _b, _) = world_with_catalog("resolv");
+    let file = std::path::Path::new("/etc/netns")
+        .join(&a.host.ns)
+        .join("resolv.conf");
+    let read = || std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(read().contains("nameserver 100.100.100.100"), "{}", read());
+    // overlay down.
+    assert!(overlay(&w, &a.host, "down").status.success());
+    assert_eq!(read(), ORIGINAL_RESOLV);
+    // SIGTERM.
+    assert!(overlay(&w, &a.host, "up").status.success());
+    assert!(read().contains("100.100.100.100"));
+    let pid = a.status(&w).expect("status")["pid"].as_u64().expect("pid");
+    w.exec_ok(&a.host, &format!("kill -TERM {pid}"));
+    assert!(
+        wait_until(Duration::from_secs(5), || read() == ORIGINAL_RESOLV),
+        "after SIGTERM: {}",
+        read()
+    );
+    // SIGKILL, then the next start restores first (and applies again).
+    assert!(overlay(&w, &a.host, "up").status.success());
+    let pid = a.status(&w).expect("status")["pid"].as_u64().expect("pid");
+    w.exec_ok(&a.host, &format!("kill -KILL {pid}"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(read().contains("100.100.100.100"), "SIGKILL cannot restore");
+    assert!(overlay(&w, &a.host, "up").status.success());
+    assert!(overlay(&w, &a.host, "down").status.success());
+    assert_eq!(read(), ORIGINAL_RESOLV);
+}
+
+#[test]
+fn malformed_queries_and_broken_catalogs_are_harmless() {
+    let (w, _relay, a, b, catalog) = world_with_catalog("baddns");
+    for cmd in [
+        "head -c 300 /dev/urandom",
+        "printf '\\x12\\x34'",
+        "printf '\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\xc0\\x0c\\x00\\x01\\x00\\x01'",
+        "head -c 4000 /dev/zero",
+    ] {
+        for _ in 0..5 {
+            w.exec_ok(&b.host, &format!("({cmd}) | socat -u - UDP:100.100.100.100:53"));
+        }
+    }
+    assert!(
+        !dig(&w, &b, "+short orders.ovl.internal").trim().is_empty(),
+        "DNS died"
+    );
+    // A broken catalog keeps the last good one, and the relay says which line.
+    std::fs::write(
+        &catalog,
+        "[services.orders]\naddress = \"10.78.0.1:8080\"\ncolour = 3\n",
+    )
+    .expect("write");
+    assert!(wait_until(Duration::from_secs(5), || w
+        .log(&w.hub, "relay")
+        .contains("line 3")));
+    assert!(!dig(&w, &a, "+short orders.ovl.internal").trim().is_empty());
+    // A good change is picked up.
+    std::fs::write(&catalog, "[services.orders]\naddress = \"10.78.0.1:8080\"\n[services.billing]\naddress = \"10.78.0.1:9000\"\n").expect("write");
+    assert!(wait_until(Duration::from_secs(5), || !dig(
+        &w,
+        &a,
+        "+short billing.ovl.internal"
+    )
+    .trim()
+    .is_empty()));
+}
