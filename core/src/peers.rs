@@ -56,6 +56,8 @@ pub enum Route {
     Relay,
     /// To another peer.
     Peer(PeerId),
+    /// To a remote service's address: the relay's userspace gateway.
+    Gateway,
     /// Nowhere, for this reason.
     Drop(DropReason),
 }
@@ -68,6 +70,8 @@ pub struct PeerTable {
     by_name: HashMap<String, PeerId>,
     by_prefix: HashMap<Ipv4Prefix, PeerId>,
     next_id: PeerId,
+    /// Addresses served by the gateway (remote services), if there is one.
+    gateway: Option<Ipv4Prefix>,
 }
 
 impl PeerTable {
@@ -77,6 +81,12 @@ impl PeerTable {
             next_id: 1,
             ..Default::default()
         }
+    }
+
+    /// Sends packets for addresses in `block` (other than the relay's own) to the gateway.
+    pub fn with_gateway(mut self, block: Ipv4Prefix) -> Self {
+        self.gateway = Some(block);
+        self
     }
 
     /// Adds a peer and returns its id; names, keys and prefixes stay unique.
@@ -196,6 +206,9 @@ impl PeerTable {
         if dst == relay_addr {
             return Route::Relay;
         }
+        if self.gateway.is_some_and(|g| g.contains(dst)) {
+            return Route::Gateway;
+        }
         match self.owner_of(dst) {
             Some(id) if id == from => Route::Drop(DropReason::Loop),
             Some(id) => Route::Peer(id),
@@ -236,6 +249,23 @@ mod tests {
         // Services inside a peer's prefix are reachable too.
         let p = build_ipv4(ip("100.64.4.66"), ip("100.64.4.2"), proto::UDP, &[0; 8]);
         assert_eq!(t.route(b, RELAY, &p), Route::Peer(a));
+    }
+
+    #[test]
+    fn remote_addresses_go_to_the_gateway() {
+        let (t, a, _) = table();
+        let t = PeerTable {
+            gateway: Some("100.64.0.0/22".parse().unwrap()),
+            ..t
+        };
+        let p = build_ipv4(ip("100.64.4.1"), ip("100.64.0.9"), proto::TCP, &[0; 20]);
+        assert_eq!(t.route(a, RELAY, &p), Route::Gateway);
+        let p = build_ipv4(ip("100.64.4.1"), RELAY, proto::ICMP, &[0; 8]);
+        assert_eq!(t.route(a, RELAY, &p), Route::Relay);
+        // Without a gateway the same packet has no route.
+        let (plain, a, _) = table();
+        let p = build_ipv4(ip("100.64.4.1"), ip("100.64.0.9"), proto::TCP, &[0; 20]);
+        assert_eq!(plain.route(a, RELAY, &p), Route::Drop(DropReason::NoRoute));
     }
 
     #[test]

@@ -135,6 +135,7 @@ fn check_route(data: &[u8], addrs: Option<(Ipv4Addr, Ipv4Addr)>) {
                 assert_eq!(t.table.owner_of(dst), None);
                 assert_ne!(dst, RELAY);
             }
+            Route::Gateway => panic!("routed to a gateway the table does not have"),
             Route::Drop(other) => panic!("{other:?} for a well-formed packet"),
         }
     }

@@ -27,6 +27,15 @@ impl Wire for UdpWire<'_> {
             tracing::debug!(%to, "udp send: {e}");
         }
     }
+
+    fn to_gateway(&mut self, node: &str, target: &str, _packet: &[u8]) {
+        // The userspace gateway is not wired into this driver yet.
+        tracing::debug!(
+            node,
+            target,
+            "no gateway: packet for a remote service dropped"
+        );
+    }
 }
 
 /// Unix seconds now.

@@ -36,10 +36,15 @@ const HANDSHAKE_RATE_LIMIT: u64 = 2000;
 /// Buffer size for any datagram or packet.
 const BUF: usize = 65536;
 
-/// Sends datagrams for the hub.
+/// Sends datagrams for the hub, and hands packets for remote services to the gateway.
 pub trait Wire {
     /// Sends `datagram` to `to` (best effort, like UDP).
     fn send(&mut self, to: SocketAddr, datagram: &[u8]);
+
+    /// Hands an inner packet for a remote service to the userspace gateway (best effort: a
+    /// full gateway queue drops it, and TCP retransmits). `target` is the service's
+    /// `host:port` as seen from the relay; `node` the sending node's name.
+    fn to_gateway(&mut self, node: &str, target: &str, packet: &[u8]);
 }
 
 /// Persists the relay state; called before any change takes effect.
@@ -130,6 +135,8 @@ pub struct Hub<S: Store> {
     registry: Registry,
     /// The registry changed since the last notices went out.
     notice_pending: bool,
+    /// Remote service address -> `host:port` in the remote environment (from the registry).
+    remote_targets: HashMap<std::net::Ipv4Addr, String>,
     last_limiter_reset: u64,
     started: u64,
     dec: Vec<u8>,
@@ -148,7 +155,7 @@ impl<S: Store> Hub<S> {
             secret,
             public,
             limiter,
-            table: PeerTable::new(),
+            table: PeerTable::new().with_gateway(cfg.plan.remote_block()),
             live: HashMap::new(),
             state: RelayState::default(),
             store,
@@ -164,6 +171,7 @@ impl<S: Store> Hub<S> {
             )
             .map_err(|e| HubError::BadState(e.to_string()))?,
             notice_pending: false,
+            remote_targets: HashMap::new(),
             last_limiter_reset: now,
             started: now,
             dec: vec![0; BUF],
@@ -173,6 +181,7 @@ impl<S: Store> Hub<S> {
         for rec in &state.peers {
             hub.activate(rec)?;
         }
+        hub.refresh_remote_targets();
         hub.state = state;
         Ok(hub)
     }
@@ -345,6 +354,7 @@ impl<S: Store> Hub<S> {
                 self.send_to_peer(to, &p[..len], wire);
                 self.aux = p;
             }
+            Route::Gateway => self.to_gateway(from, len, wire),
             Route::Relay => {
                 let reply = self.answer_relay_packet(from, len, now);
                 match reply {
@@ -360,6 +370,37 @@ impl<S: Store> Hub<S> {
                 }
                 self.count_drop(from, reason);
             }
+        }
+    }
+
+    /// Passes a packet for a remote service's address to the gateway, with the service's target.
+    fn to_gateway(&mut self, from: PeerId, len: usize, wire: &mut impl Wire) {
+        let Ok(p) = Ipv4Packet::new_checked(&self.aux[..len]) else {
+            return;
+        };
+        let target = self.remote_targets.get(&p.dst());
+        let node = self.table.get(from).map(|e| e.name.as_str());
+        match (target, node) {
+            (Some(target), Some(node)) => wire.to_gateway(node, target, &self.aux[..len]),
+            _ => self.count_drop(from, DropReason::NoRoute),
+        }
+    }
+
+    /// Delivers a packet from the gateway (a remote service answering, or a callback into a
+    /// node) to the peer that owns its destination.
+    pub fn from_gateway(&mut self, packet: &[u8], wire: &mut impl Wire) {
+        let Ok((src, dst)) = packet::addresses(packet) else {
+            self.global.drop(DropReason::Malformed);
+            return;
+        };
+        // The gateway speaks only from remote-service addresses and the relay's own.
+        if !self.cfg.plan.remote_block().contains(src) {
+            self.global.drop(DropReason::Spoofed);
+            return;
+        }
+        match self.table.owner_of(dst) {
+            Some(to) => self.send_to_peer(to, packet, wire),
+            None => self.global.drop(DropReason::NoRoute),
         }
     }
 

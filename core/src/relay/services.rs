@@ -24,8 +24,18 @@ impl<S: Store> Hub<S> {
             self.commit(next)?;
             self.registry = reg;
             self.notice_pending = true;
+            self.refresh_remote_targets();
         }
         Ok(out)
+    }
+
+    /// Rebuilds the gateway's address -> target map from the registry.
+    pub(super) fn refresh_remote_targets(&mut self) {
+        self.remote_targets = self
+            .registry
+            .instances()
+            .filter_map(|i| i.target.clone().map(|t| (i.address, t)))
+            .collect();
     }
 
     /// Registers a service of peer `from` in its own prefix.

@@ -11,13 +11,18 @@ use std::rc::Rc;
 
 const NOW: u64 = 1_800_000_000;
 
-/// Datagrams the hub sent.
+/// Datagrams the hub sent, and packets it handed to the gateway.
 #[derive(Default)]
-struct Outbox(Vec<(SocketAddr, Vec<u8>)>);
+struct Outbox(Vec<(SocketAddr, Vec<u8>)>, Vec<(String, String, Vec<u8>)>);
 
 impl Wire for Outbox {
     fn send(&mut self, to: SocketAddr, d: &[u8]) {
         self.0.push((to, d.to_vec()));
+    }
+
+    fn to_gateway(&mut self, node: &str, target: &str, packet: &[u8]) {
+        self.1
+            .push((node.to_string(), target.to_string(), packet.to_vec()));
     }
 }
 
@@ -432,4 +437,62 @@ fn leave_through_the_control_channel() {
     assert!(store.saved.borrow().as_ref().unwrap().peers.is_empty());
     // The name and prefix are free again.
     assert_eq!(add(&mut hub, "a", 2), ia);
+}
+
+#[test]
+fn remote_service_packets_go_to_the_gateway_and_back() {
+    let (mut hub, _) = hub();
+    let ia = add(&mut hub, "a", 1);
+    hub.set_catalog(vec![crate::registry::RemoteEntry {
+        name: "orders".into(),
+        port: 8080,
+        target: "orders.svc:8080".into(),
+    }])
+    .unwrap();
+    let orders = hub
+        .services()
+        .into_iter()
+        .find(|s| s.name == "orders")
+        .unwrap()
+        .address;
+    let mut a = SimNode::new(&hub, 1, ia, 1000);
+    a.send(&mut hub, &build_echo_request(ia, RELAY, 1, 1, b""));
+    // Drive one packet by hand so the gateway output is visible.
+    let mut buf = vec![0u8; 2048];
+    let d = match a
+        .tunn
+        .encapsulate(&build_udp(ia, 5, orders, 8080, b"hi"), &mut buf)
+    {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("{other:?}"),
+    };
+    let mut out = Outbox::default();
+    hub.on_datagram(a.addr, &d, NOW, &mut out);
+    assert_eq!(out.1.len(), 1);
+    assert_eq!(
+        (out.1[0].0.as_str(), out.1[0].1.as_str()),
+        ("a", "orders.svc:8080")
+    );
+    // The answer comes back from the service's address to a.
+    let reply = build_udp(orders, 8080, ia, 5, b"hello");
+    let mut out = Outbox::default();
+    hub.from_gateway(&reply, &mut out);
+    assert_eq!(out.0.len(), 1);
+    assert_eq!(out.0[0].0, a.addr);
+    // The gateway cannot speak for node addresses.
+    let forged = build_udp(Ipv4Addr::new(100, 64, 4, 70), 1, ia, 5, b"x");
+    let mut out = Outbox::default();
+    hub.from_gateway(&forged, &mut out);
+    assert!(out.0.is_empty());
+    // An address in the remote block with no service has no route.
+    let mut out = Outbox::default();
+    let d = match a.tunn.encapsulate(
+        &build_udp(ia, 5, Ipv4Addr::new(100, 64, 3, 200), 1, b""),
+        &mut buf,
+    ) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("{other:?}"),
+    };
+    hub.on_datagram(a.addr, &d, NOW, &mut out);
+    assert!(out.1.is_empty());
 }
