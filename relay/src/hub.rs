@@ -28,7 +28,7 @@ impl Wire for UdpWire<'_> {
         }
     }
 
-    fn to_gateway(&mut self, node: &str, target: &str, _packet: &[u8]) {
+    fn send_to_gateway(&mut self, node: &str, target: &str, _packet: &[u8]) {
         // The userspace gateway is not wired into this driver yet.
         tracing::debug!(
             node,

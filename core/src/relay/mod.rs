@@ -44,7 +44,7 @@ pub trait Wire {
     /// Hands an inner packet for a remote service to the userspace gateway (best effort: a
     /// full gateway queue drops it, and TCP retransmits). `target` is the service's
     /// `host:port` as seen from the relay; `node` the sending node's name.
-    fn to_gateway(&mut self, node: &str, target: &str, packet: &[u8]);
+    fn send_to_gateway(&mut self, node: &str, target: &str, packet: &[u8]);
 }
 
 /// Persists the relay state; called before any change takes effect.
@@ -354,7 +354,7 @@ impl<S: Store> Hub<S> {
                 self.send_to_peer(to, &p[..len], wire);
                 self.aux = p;
             }
-            Route::Gateway => self.to_gateway(from, len, wire),
+            Route::Gateway => self.forward_to_gateway(from, len, wire),
             Route::Relay => {
                 let reply = self.answer_relay_packet(from, len, now);
                 match reply {
@@ -374,14 +374,14 @@ impl<S: Store> Hub<S> {
     }
 
     /// Passes a packet for a remote service's address to the gateway, with the service's target.
-    fn to_gateway(&mut self, from: PeerId, len: usize, wire: &mut impl Wire) {
+    fn forward_to_gateway(&mut self, from: PeerId, len: usize, wire: &mut impl Wire) {
         let Ok(p) = Ipv4Packet::new_checked(&self.aux[..len]) else {
             return;
         };
         let target = self.remote_targets.get(&p.dst());
         let node = self.table.get(from).map(|e| e.name.as_str());
         match (target, node) {
-            (Some(target), Some(node)) => wire.to_gateway(node, target, &self.aux[..len]),
+            (Some(target), Some(node)) => wire.send_to_gateway(node, target, &self.aux[..len]),
             _ => self.count_drop(from, DropReason::NoRoute),
         }
     }

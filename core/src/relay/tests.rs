@@ -20,7 +20,7 @@ impl Wire for Outbox {
         self.0.push((to, d.to_vec()));
     }
 
-    fn to_gateway(&mut self, node: &str, target: &str, packet: &[u8]) {
+    fn send_to_gateway(&mut self, node: &str, target: &str, packet: &[u8]) {
         self.1
             .push((node.to_string(), target.to_string(), packet.to_vec()));
     }
