@@ -277,4 +277,3 @@ async fn resolve(endpoint: &str) -> anyhow::Result<SocketAddr> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("the relay endpoint {endpoint} resolves to no address"))
 }
-
