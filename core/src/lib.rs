@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod control;
 pub mod counters;
 pub mod datagram;
+pub mod devconfig;
 pub mod dns;
 pub mod duration;
 pub mod join;

@@ -25,6 +25,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+/// How often the daemon checks that the relay answers.
+const LIVENESS_PING: std::time::Duration = std::time::Duration::from_secs(3);
+/// Without an answer for this long, the node shows as connecting.
+const LIVENESS_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The system resolver configuration file.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -144,8 +149,10 @@ struct LocalService {
 impl Node {
     fn status(&self) -> serde_json::Value {
         let t = self.tunnel.status();
-        let state = match t.last_handshake_secs {
-            Some(s) if s < 180 => "connected",
+        // Connected while the relay answered recently: the liveness pings below make sure it
+        // has something to answer even when no traffic flows.
+        let state = match t.last_rx_secs {
+            Some(s) if s < LIVENESS_WINDOW.as_secs() => "connected",
             _ => "connecting",
         };
         let s = &self.settings;
@@ -155,7 +162,7 @@ impl Node {
             "address": s.address.to_string(),
             "prefix": s.prefix.to_string(),
             "domain": s.domain,
-            "relay": {"endpoint": t.endpoint, "last_handshake_secs": t.last_handshake_secs},
+            "relay": {"endpoint": t.endpoint, "last_handshake_secs": t.last_handshake_secs, "last_seen_secs": t.last_rx_secs},
             "rx_bytes": t.rx_bytes,
             "tx_bytes": t.tx_bytes,
             "rx_packets": t.rx_packets,
@@ -376,6 +383,17 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(link.clone().receive());
     tasks.spawn(link.clone().sync());
+    tasks.spawn({
+        let link = link.clone();
+        async move {
+            loop {
+                tokio::time::sleep(LIVENESS_PING).await;
+                // The answer (or its absence) shows in the tunnel's last_rx; errors are expected
+                // while the relay is away.
+                let _ = link.request(ControlRequest::Ping).await;
+            }
+        }
+    });
     // The system resolver: only for a node that joined (a --config node is for tests and
     // service managers, which set DNS up themselves).
     let resolver_change = if args.config.is_none() && !args.no_dns_config {

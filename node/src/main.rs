@@ -2,6 +2,7 @@
 
 mod control;
 mod daemon;
+mod dev;
 mod device;
 mod dns;
 mod join;
@@ -51,6 +52,18 @@ enum Command {
     Register(services::RegisterArgs),
     /// Remove a service registered by hand.
     Unregister(services::UnregisterArgs),
+    /// Run the local services of overlay.toml or a Procfile, as your user.
+    Dev(dev::DevArgs),
+    /// Run one service ad hoc: `overlay run NAME [--port P] [--tag T] -- CMD ARGS...`.
+    Run(dev::RunArgs),
+    /// Show the logs of `overlay dev` services, one or all merged by time.
+    Logs(dev::LogsArgs),
+    /// Build and restart a service of the running `overlay dev`, without disturbing callers.
+    Restart(dev::ServiceArg),
+    /// Stop a service of the running `overlay dev`.
+    Stop(dev::ServiceArg),
+    /// Start a stopped service of the running `overlay dev`.
+    Start(dev::ServiceArg),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +97,12 @@ fn main() -> ExitCode {
             Command::Resolve { name } => services::resolve(name).await,
             Command::Register(a) => services::register(a).await,
             Command::Unregister(a) => services::unregister(a).await,
+            Command::Dev(a) => dev::dev(a).await,
+            Command::Run(a) => dev::run(a).await,
+            Command::Logs(a) => dev::logs(a).await,
+            Command::Restart(a) => dev::control(dev::Action::Restart, a).await,
+            Command::Stop(a) => dev::control(dev::Action::Stop, a).await,
+            Command::Start(a) => dev::control(dev::Action::Start, a).await,
         }
     });
     match result {

@@ -45,6 +45,8 @@ pub struct Stats {
     drop_rejected: AtomicU64,
     drop_foreign_source: AtomicU64,
     drop_unknown_sender: AtomicU64,
+    /// Milliseconds since `started` when the relay last sent anything that authenticated.
+    last_rx_ms: AtomicU64,
 }
 
 /// A snapshot of the tunnel for `overlay status`.
@@ -64,6 +66,8 @@ pub struct TunnelStatus {
     pub tx_packets: u64,
     /// Drops by reason.
     pub drops: std::collections::BTreeMap<&'static str, u64>,
+    /// Seconds since the relay last sent anything that authenticated.
+    pub last_rx_secs: Option<u64>,
 }
 
 /// A running tunnel.
@@ -74,6 +78,7 @@ pub struct Tunnel {
     endpoint: String,
     allowed: Vec<Ipv4Prefix>,
     stats: Stats,
+    started: std::time::Instant,
 }
 
 impl Tunnel {
@@ -104,6 +109,7 @@ impl Tunnel {
             endpoint: cfg.endpoint,
             allowed: cfg.allowed,
             stats: Stats::default(),
+            started: std::time::Instant::now(),
         }))
     }
 
@@ -178,6 +184,9 @@ impl Tunnel {
                 continue;
             }
             let r = self.lock().decapsulate(Some(from.ip()), &d[..n], &mut out);
+            if !matches!(r, TunnResult::Err(_)) {
+                self.mark_rx();
+            }
             match r {
                 TunnResult::WriteToNetwork(p) => {
                     let _ = self.sock.send_to(p, from).await;
@@ -242,6 +251,11 @@ impl Tunnel {
         }
     }
 
+    fn mark_rx(&self) {
+        let ms = self.started.elapsed().as_millis() as u64 + 1;
+        self.stats.last_rx_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// The tunnel's counters and handshake age.
     pub fn status(&self) -> TunnelStatus {
         let (hs, ..) = self.lock().stats();
@@ -261,6 +275,16 @@ impl Tunnel {
         TunnelStatus {
             endpoint: self.relay().to_string(),
             last_handshake_secs: hs.map(|d| d.as_secs()),
+            last_rx_secs: match get(&s.last_rx_ms) {
+                0 => None,
+                ms => Some(
+                    self.started
+                        .elapsed()
+                        .as_millis()
+                        .saturating_sub(u128::from(ms)) as u64
+                        / 1000,
+                ),
+            },
             rx_bytes: get(&s.rx_bytes),
             tx_bytes: get(&s.tx_bytes),
             rx_packets: get(&s.rx_packets),
