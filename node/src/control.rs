@@ -42,6 +42,10 @@ pub enum Request {
         /// (the service listens on its overlay address itself).
         #[serde(default)]
         target: Option<u16>,
+        /// Start the listener holding new connections (the process is not ready yet); a later
+        /// `Target` releases them.
+        #[serde(default)]
+        hold: bool,
     },
     /// Point a service's listener at a new local port, or hold new connections (`None`) while
     /// the process restarts; held connections wait until a target is set again.

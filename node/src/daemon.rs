@@ -207,13 +207,14 @@ impl Node {
         tag: Option<String>,
         port: u16,
         target: Option<u16>,
+        hold: bool,
     ) -> anyhow::Result<serde_json::Value> {
         let mut local = self.local.lock().await;
         let key = (name.clone(), tag.clone());
         if let Some(existing) = local.get(&key) {
             if existing.instance.port == port {
                 if let (Some(l), Some(t)) = (&existing.listener, target) {
-                    l.set_target(Some(t));
+                    l.set_target(if hold { None } else { Some(t) });
                 }
                 return Ok(self.registered_json(&existing.instance));
             }
@@ -337,7 +338,8 @@ impl Handler for Node {
                 tag,
                 port,
                 target,
-            } => reply(self.register(name, tag, port, target).await),
+                hold,
+            } => reply(self.register(name, tag, port, target, hold).await),
             Request::Target { name, tag, target } => {
                 reply(self.set_target(name, tag, target).await)
             }

@@ -87,6 +87,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
         tag: args.tag,
         port: args.port,
         target: args.target,
+        hold: false,
     })
     .await?;
     if args.json {

@@ -84,6 +84,8 @@ impl Registrar {
                 tag: spec.tag.clone(),
                 port: spec.port,
                 target: Some(local_port),
+                // Callers are held until the process is healthy and the supervisor says so.
+                hold: true,
             })
             .await
             .map_err(|e| {
