@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # overlay benchmarks, run entirely inside throw-away network namespaces (prefix "ovb-").
 #
-#   sudo scripts/bench.sh [all|dataplane]... [--runs N] [--time S] [--pings N] [--no-build]
+#   sudo scripts/bench.sh [all|dataplane|join|dns|registry]... [options, see --help]
 #
 # Parts (run in this order by "all", the default):
 #   dataplane  iperf3 TCP throughput and ping latency for: raw veth, stock wireguard-go point to
-#              point, and overlay node -> relay -> node. Results: stdout (plain and markdown
-#              tables) and target/bench/dataplane.json.
-# New parts (join, dns, gateway, restart, traffic) are added as a function part_NAME plus an
-# entry in PARTS.
+#              point, and overlay node -> relay -> node.
+#   join       time from starting `overlay join TOKEN` to the first ping answered through the
+#              tunnel, and the time `overlay join` itself takes, over fresh joins.
+#   dns        dnsperf against a node's DNS server (100.100.100.100) and against dnsmasq serving
+#              the same names from a hosts file, in the same namespace; node daemon RSS.
+#   registry   propagation: `overlay register` on one node until another node's DNS answers the
+#              name, with no other services and with --fill services registered elsewhere.
+# Each part prints a plain and a markdown table on stdout and writes target/bench/PART.json.
+# New parts (gateway, restart, traffic) are added as a function part_NAME plus an entry in PARTS.
 #
 # Exit status: 0 when every part ran (slow figures never fail the script), 1 when a tool or
 # component failed to run (the remaining setups are still measured and reported), 2 on bad usage.
@@ -23,18 +28,26 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib/world.sh
 source "$ROOT/scripts/lib/world.sh"
 
-PARTS=(dataplane)
+PARTS=(dataplane join dns registry)
 
 usage() {
     cat <<EOF
 usage: scripts/bench.sh [all|$(IFS='|'; echo "${PARTS[*]}")]... [options]
 
-  --runs N     iperf3 runs per setup; the median is reported (default 3)
-  --time S     seconds per iperf3 run, after a 1 s omitted warm-up (default 10)
-  --pings N    pings per setup for the latency figures (default 200, 5 ms apart)
-  --no-build   do not run cargo when the overlay binaries are missing
-  -h, --help   this help
+  --runs N           dataplane: iperf3 runs per setup, the median is reported (default 3);
+                     join: fresh joins measured (default 10)
+  --time S           seconds per iperf3 run, after a 1 s omitted warm-up, and seconds per
+                     dnsperf run (default 10)
+  --pings N          pings per setup for the latency figures (default 200, 5 ms apart)
+  --services N       dns: services registered and queried, 50 per node (default 100)
+  --rate Q           dns: queries per second of the paced dnsperf runs (default 5000)
+  --registrations N  registry: registrations measured per round (default 100)
+  --fill N           registry: services registered on other nodes before the second round
+                     (default 1000; 0 skips that round)
+  --no-build         do not run cargo when the overlay binaries are missing
+  -h, --help         this help
 
+The join and registry parts time with scripts/bench-probe.py (python3): see docs/benchmarks.md.
 Environment: OVERLAY_BIN, OVERLAY_RELAY_BIN (default target/release/overlay{,-relay}),
 OVB_RUST_LOG (RUST_LOG for relay and nodes, default "warn").
 Output: stdout, target/bench/<part>.json, logs in target/bench/logs/.
@@ -51,24 +64,37 @@ die_usage() {
 # ---------------------------------------------------------------------------------------------
 # arguments
 
-RUNS=3
+RUNS= # empty: each part's own default
 TIME=10
 PINGS=200
+SERVICES=100
+RATE=5000
+REGISTRATIONS=100
+FILL=1000
+MAX_PER_NODE=62 # services a node may register (its /26 minus the network and node addresses)
 NO_BUILD=0
 SELECTED=()
 while (($#)); do
     case $1 in
     -h | --help) usage; exit 0 ;;
-    --runs | --time | --pings)
+    --runs | --time | --pings | --services | --rate | --registrations)
         [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die_usage "$1 needs a positive whole number."
         case $1 in
         --runs) RUNS=$2 ;;
         --time) TIME=$2 ;;
         --pings) PINGS=$2 ;;
+        --services) SERVICES=$2 ;;
+        --rate) RATE=$2 ;;
+        --registrations) REGISTRATIONS=$2 ;;
         esac
         shift 2
         ;;
-    --runs=* | --time=* | --pings=*)
+    --fill)
+        [[ $# -ge 2 && $2 =~ ^(0|[1-9][0-9]*)$ ]] || die_usage "$1 needs a whole number."
+        FILL=$2
+        shift 2
+        ;;
+    --runs=* | --time=* | --pings=* | --services=* | --rate=* | --registrations=* | --fill=*)
         set -- "${1%%=*}" "${1#*=}" "${@:2}"
         ;;
     --no-build) NO_BUILD=1; shift ;;
@@ -92,8 +118,22 @@ for p in "${PARTS[@]}"; do
     done
 done
 
+DP_RUNS=${RUNS:-3}
+JOIN_RUNS=${RUNS:-10}
+((SERVICES <= 50 * 200)) || die_usage "--services is at most 10000 (50 per node, 200 nodes)."
+((REGISTRATIONS <= 2 * MAX_PER_NODE)) || die_usage "--registrations is at most $((2 * MAX_PER_NODE)) (two registering nodes)."
+((FILL <= 60 * 200)) || die_usage "--fill is at most 12000 (60 per node, 200 nodes)."
+
 world_require_root "bench.sh needs root: run sudo scripts/bench.sh"
-world_require_tools ip iperf3 ping wg wireguard-go timeout awk sort flock || exit 1
+NEED_TOOLS=(ip timeout awk sort flock)
+for p in "${RUN_PARTS[@]}"; do
+    case $p in
+    dataplane) NEED_TOOLS+=(iperf3 ping wg wireguard-go) ;;
+    join | registry) NEED_TOOLS+=(python3) ;;
+    dns) NEED_TOOLS+=(python3 dig dnsperf dnsmasq) ;;
+    esac
+done
+world_require_tools "${NEED_TOOLS[@]}" || exit 1
 
 # ---------------------------------------------------------------------------------------------
 # run-wide state, lock, cleanup
@@ -267,12 +307,12 @@ measure() {
     S_P99[$id]=$p99
     S_RECV[$id]=$recv
     log "  ping: median ${S_P50[$id]} µs, p99 ${S_P99[$id]} µs (${S_RECV[$id]}/$PINGS replies)"
-    for ((r = 1; r <= RUNS; r++)); do
+    for ((r = 1; r <= DP_RUNS; r++)); do
         if ! iperf_once "$ns" "$srv_ns" "$addr" "$logf"; then
             setup_failed "$id" "iperf3 run $r to $addr failed" "$logf"
             return 0
         fi
-        log "  iperf3 run $r/$RUNS: $IPERF_MBPS Mbit/s"
+        log "  iperf3 run $r/$DP_RUNS: $IPERF_MBPS Mbit/s"
         runs+=("$IPERF_MBPS")
     done
     S_TPUT_RUNS[$id]=${runs[*]}
@@ -459,7 +499,7 @@ dataplane_report() {
     local id
     echo
     echo "dataplane: $host"
-    echo "iperf3 TCP, 1 stream, ${TIME} s per run (after 1 s warm-up), median of $RUNS run(s); $PINGS pings 5 ms apart"
+    echo "iperf3 TCP, 1 stream, ${TIME} s per run (after 1 s warm-up), median of $DP_RUNS run(s); $PINGS pings 5 ms apart"
     echo
     # (µ is two bytes: one more column of width for the headers that contain it)
     printf '%-3s %-34s %18s %16s %14s\n' "" setup "throughput Mbit/s" "ping median µs" "ping p99 µs"
@@ -483,7 +523,7 @@ dataplane_report() {
     echo "markdown (for docs/benchmarks.md):"
     echo
     echo "Measured $when on $host."
-    echo "iperf3 TCP, one stream, $TIME s per run (after 1 s warm-up), median of $RUNS run(s); $PINGS pings 5 ms apart."
+    echo "iperf3 TCP, one stream, $TIME s per run (after 1 s warm-up), median of $DP_RUNS run(s); $PINGS pings 5 ms apart."
     echo
     echo "| setup | throughput (Mbit/s) | ping median (µs) | ping p99 (µs) |"
     echo "| --- | ---: | ---: | ---: |"
@@ -506,7 +546,7 @@ dataplane_report() {
     {
         printf '{\n  "part": "dataplane",\n  "time": "%s",\n  "host": %s,\n' "$when" "$(json_str "$host")"
         printf '  "params": {"iperf3_seconds": %s, "runs": %s, "pings": %s, "ping_interval_ms": 5},\n' \
-            "$TIME" "$RUNS" "$PINGS"
+            "$TIME" "$DP_RUNS" "$PINGS"
         printf '  "setups": [\n'
         for id in "${SETUPS[@]}"; do
             ((first)) || printf ',\n'
@@ -526,12 +566,683 @@ dataplane_report() {
 }
 
 part_dataplane() {
-    log "part dataplane: ${TIME} s x $RUNS iperf3 runs and $PINGS pings per setup"
+    log "part dataplane: ${TIME} s x $DP_RUNS iperf3 runs and $PINGS pings per setup"
     dataplane_world
     setup_veth
     setup_wireguard_go
     setup_overlay
     dataplane_report
+    world_cleanup
+}
+
+# ---------------------------------------------------------------------------------------------
+# overlay relay and nodes joined with a token (parts join, dns, registry)
+
+PROBE=$ROOT/scripts/bench-probe.py
+RELAY_OVL=100.64.0.1 # the relay's overlay address (network 100.64.0.0/10, the default)
+NODE_DNS=100.100.100.100
+OVL_DIR=   # per-part directory in $WORK: relay/, one directory per node
+OVL_LOG=   # the part's log of CLI output
+OVL_TOKEN=
+OVL_RELAY_PID=
+OVL_NODES=() # short names ("a" -> namespace ovb-a, directory $OVL_DIR/a) of the joined nodes
+declare -A OVL_ADDR OVL_RESOLV
+
+host_desc() {
+    local cpu
+    cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+    printf '%s, %s cores, Linux %s' "${cpu:-unknown CPU}" "$(nproc)" "$(uname -r)"
+}
+now_utc() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+
+# stats FILE: "n median p90 p99 min max" of the numbers in FILE, one a line (percentiles by
+# nearest rank: p99 of 100 values is the 99th smallest); nothing when FILE has no numbers.
+stats() {
+    sort -g "$1" | awk '
+        function rank(p,   k) { k = int(p * n); if (k < p * n) k++; if (k < 1) k = 1; return v[k] }
+        NF { v[++n] = $1 }
+        END {
+            if (n == 0) exit
+            med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+            printf "%d %.1f %.1f %.1f %.1f %.1f\n", n, med, rank(0.9), rank(0.99), v[1], v[n]
+        }'
+}
+
+# ovl_begin PART: a fresh world (ovb-hub with the bridge) and directories for PART.
+ovl_begin() {
+    OVL_DIR=$WORK/$1
+    OVL_LOG=$LOG_DIR/$1-cli.log
+    OVL_TOKEN=
+    OVL_RELAY_PID=
+    OVL_NODES=()
+    OVL_ADDR=()
+    OVL_RESOLV=()
+    mkdir -p "$OVL_DIR/relay"
+    world_ns_add ovb-hub
+    world_bridge ovb-hub br0 "$HUB_UL/24"
+}
+
+# ovl_host NAME OCTET: namespace ovb-NAME on the bridge with underlay address 10.77.0.OCTET.
+ovl_host() {
+    world_ns_add "ovb-$1"
+    world_attach "ovb-$1" ovb-hub br0 "10.77.0.$2/24"
+    mkdir -p "$OVL_DIR/$1/state" "$OVL_DIR/$1/run"
+}
+
+# ovl_relay_start PART: overlay-relay in ovb-hub; waits for its admin socket. 1 on failure.
+ovl_relay_start() {
+    local rlog=$LOG_DIR/$1-relay.log
+    world_bg ovb-hub "$rlog" env RUST_LOG="${OVB_RUST_LOG:-warn}" "$RELAY_BIN" --state "$OVL_DIR/relay" \
+        serve --listen "$HUB_UL:$RELAY_PORT"
+    OVL_RELAY_PID=$WORLD_LAST_PID
+    if ! world_wait 10 "the relay's admin socket" relay_ready "$OVL_DIR/relay/admin.sock" "$OVL_RELAY_PID" ||
+        ! world_alive "$OVL_RELAY_PID"; then
+        tail_log "$rlog"
+        return 1
+    fi
+}
+
+# ovl_token USES: a join token in OVL_TOKEN. 1 on failure.
+ovl_token() {
+    OVL_TOKEN=$(world_run timeout 15 ip netns exec ovb-hub "$RELAY_BIN" --state "$OVL_DIR/relay" \
+        token create --uses "$1" --ttl 2h 2>>"$OVL_LOG") || OVL_TOKEN=
+    OVL_TOKEN=${OVL_TOKEN//[[:space:]]/}
+    [[ -n $OVL_TOKEN ]] || { tail_log "$OVL_LOG"; return 1; }
+}
+
+# ovl NAME ARGS...: `overlay ARGS` against node NAME (its namespace and directories), at most
+# 20 s; stderr to the part's CLI log.
+ovl() {
+    local n=$1
+    shift
+    world_run timeout 20 ip netns exec "ovb-$n" env RUST_LOG="${OVB_RUST_LOG:-warn}" \
+        OVERLAY_STATE_DIR="$OVL_DIR/$n/state" OVERLAY_RUN_DIR="$OVL_DIR/$n/run" \
+        "$OVERLAY_BIN" "$@" 2>>"$OVL_LOG"
+}
+
+# ovl_join NAME: `overlay join` in ovb-NAME as node NAME; its address in OVL_ADDR[NAME]. 1 on
+# failure. The namespace's resolv.conf is remembered, to check that `overlay down` restores it.
+ovl_join() {
+    local n=$1 out
+    OVL_RESOLV[$n]=$(cat "/etc/netns/ovb-$n/resolv.conf")
+    out=$(world_run world_exec_shielded 30 "ovb-$n" env RUST_LOG="${OVB_RUST_LOG:-warn}" \
+        OVERLAY_STATE_DIR="$OVL_DIR/$n/state" OVERLAY_RUN_DIR="$OVL_DIR/$n/run" \
+        "$OVERLAY_BIN" join "$OVL_TOKEN" --name "$n" 2>>"$OVL_LOG") || { tail_log "$OVL_LOG"; return 1; }
+    OVL_ADDR[$n]=$(awk '$1 == "address:" { print $2 }' <<<"$out")
+    OVL_NODES+=("$n")
+    [[ -n ${OVL_ADDR[$n]} ]] || { echo "bench.sh: overlay join printed no address for $n." >&2; return 1; }
+}
+
+# no_route NS ADDR: NS has no route to ADDR.
+no_route() { ! ip -n "$1" route get "$2" >/dev/null 2>&1; }
+
+# dig_answers NS SERVER NAME ADDR: dig in NS asking SERVER for NAME gets exactly ADDR.
+dig_answers() { [[ $(ip netns exec "$1" dig +short +tries=1 +time=1 @"$2" "$3" 2>/dev/null) == "$4" ]]; }
+
+# ovl_pid NAME: the node daemon's pid, from `overlay status --json`.
+ovl_pid() {
+    ovl "$1" status --json | awk -F'[:,]' '$1 ~ /"pid"/ { gsub(/[^0-9]/, "", $2); print $2; exit }'
+}
+
+# rss_kb PID: the process's resident set (VmRSS) in kB.
+rss_kb() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+# json_field FIELD: the string value of "FIELD" in the JSON object on stdin (flat objects only).
+json_field() { sed -n "s/.*\"$1\"[[:space:]]*:[[:space:]]*\"\\([^\"]*\\)\".*/\\1/p" | head -n 1; }
+
+# ovl_down_all: `overlay down` on every joined node, then check each namespace's resolv.conf is
+# back to what it was before the join. Problems are reported (RC=1), never fatal.
+ovl_down_all() {
+    local n
+    for n in "${OVL_NODES[@]}"; do
+        if ! ovl "$n" down >/dev/null; then
+            echo "bench.sh: 'overlay down' failed on node $n." >&2
+            RC=1
+        elif [[ $(cat "/etc/netns/ovb-$n/resolv.conf") != "${OVL_RESOLV[$n]}" ]]; then
+            echo "bench.sh: node $n: 'overlay down' did not restore the namespace's resolv.conf." >&2
+            RC=1
+        fi
+    done
+    OVL_NODES=()
+}
+
+# part_failed PART REASON: a component failed to run: say so, the exit status becomes 1.
+part_failed() {
+    echo "bench.sh: $1: $2." >&2
+    RC=1
+}
+
+# ---------------------------------------------------------------------------------------------
+# part: join
+
+J_STATUS=
+J_REACH=() J_CMD=() J_REG=() J_START=() J_PROBES=()
+
+# join_once R: one fresh `overlay join` in ovb-a (new state directory, new node name "jR"),
+# timed by bench-probe.py, then `overlay leave`. 1 when something failed to run.
+join_once() {
+    local r=$1 n=j$1 res=$OVL_DIR/probe-$1 err=$OVL_DIR/join-$1.err
+    mkdir -p "$OVL_DIR/$n/state" "$OVL_DIR/$n/run"
+    # The previous node's route must be gone, or the first ping would not need the new tunnel.
+    if ! no_route ovb-a "$RELAY_OVL" &&
+        ! world_wait 5 "the previous node's route to go" no_route ovb-a "$RELAY_OVL"; then
+        part_failed join "run $r: a route to $RELAY_OVL is left from the previous run"
+        return 1
+    fi
+    : >"$res"
+    world_run world_exec_shielded 40 ovb-a python3 "$PROBE" icmp "$RELAY_OVL" \
+        --timeout 20 --result "$res" --cmd-out "$OVL_DIR/join-$r.out" -- \
+        env RUST_LOG="${OVB_RUST_LOG:-warn}" OVERLAY_STATE_DIR="$OVL_DIR/$n/state" \
+        OVERLAY_RUN_DIR="$OVL_DIR/$n/run" "$OVERLAY_BIN" join "$OVL_TOKEN" --name "$n" 2>"$err" || true
+    { echo "-- run $r"; cat "$err" "$OVL_DIR/join-$r.out" 2>/dev/null; } >>"$LOG_DIR/join-runs.log"
+    local reached cmd rc probes detail
+    read -r reached cmd rc probes detail <"$res" || true
+    if [[ -z ${rc:-} ]]; then
+        part_failed join "run $r: bench-probe.py did not report"
+        tail_log "$err"
+        return 1
+    fi
+    if [[ $rc != 0 ]]; then
+        part_failed join "run $r: overlay join exited with status $rc"
+        tail_log "$err"
+        return 1
+    fi
+    if [[ $reached == -1 ]]; then
+        part_failed join "run $r: no ping answered through the tunnel within 20 s"
+        tail_log "$OVL_DIR/$n/state/daemon.log"
+        return 1
+    fi
+    J_REACH+=("$reached")
+    J_CMD+=("$cmd")
+    J_PROBES+=("$probes")
+    # overlay join's own steps: "registering with the relay ... (N ms)", "starting the daemon ... (N ms)"
+    J_REG+=("$(sed -n 's/.*registering with the relay.*(\([0-9]*\) ms)$/\1/p' "$err" | head -n 1)")
+    J_START+=("$(sed -n 's/.*starting the daemon.*(\([0-9]*\) ms)$/\1/p' "$err" | head -n 1)")
+    log "  run $r/$JOIN_RUNS: first ping through the tunnel after $reached ms, overlay join took $cmd ms ($probes pings sent)"
+
+    local leave_rc=0
+    world_run timeout 20 ip netns exec ovb-a env RUST_LOG="${OVB_RUST_LOG:-warn}" \
+        OVERLAY_STATE_DIR="$OVL_DIR/$n/state" OVERLAY_RUN_DIR="$OVL_DIR/$n/run" \
+        "$OVERLAY_BIN" leave >>"$LOG_DIR/join-runs.log" 2>&1 || leave_rc=$?
+    if ((leave_rc != 0)); then
+        part_failed join "run $r: overlay leave failed (status $leave_rc)"
+        world_ns_kill ovb-a # the daemon, so the next run starts clean
+    elif [[ -e $OVL_DIR/$n/state/node.json ]]; then
+        part_failed join "run $r: overlay leave left the node's state behind"
+    fi
+    return 0
+}
+
+join_report() {
+    local when host n=${#J_REACH[@]} reach cmd reg start f=$OVL_DIR/vals
+    when=$(now_utc)
+    host=$(host_desc)
+    printf '%s\n' "${J_REACH[@]}" >"$f"; reach=$(stats "$f")
+    printf '%s\n' "${J_CMD[@]}" >"$f"; cmd=$(stats "$f")
+    printf '%s\n' "${J_REG[@]}" >"$f"; reg=$(stats "$f")
+    printf '%s\n' "${J_START[@]}" >"$f"; start=$(stats "$f")
+    local r_med r_p90 r_min r_max c_med c_p90 c_min c_max g_med s_med _x
+    read -r _x r_med r_p90 _x r_min r_max <<<"${reach:-0}"
+    read -r _x c_med c_p90 _x c_min c_max <<<"${cmd:-0}"
+    read -r _x g_med _x _x _x _x <<<"${reg:-0}"
+    read -r _x s_med _x _x _x _x <<<"${start:-0}"
+    local status=${J_STATUS:-ok}
+    echo
+    echo "join: $host; $n of $JOIN_RUNS fresh joins measured ($status)"
+    echo
+    if ((n)); then
+        printf '%-44s %10s %10s %10s %10s\n' "" "median ms" "p90 ms" "min ms" "max ms"
+        printf '%-44s %10s %10s %10s %10s\n' "start of overlay join -> first ping through" "$r_med" "$r_p90" "$r_min" "$r_max"
+        printf '%-44s %10s %10s %10s %10s\n' "overlay join (the command)" "$c_med" "$c_p90" "$c_min" "$c_max"
+        echo "overlay join's own steps (medians): registering with the relay ${g_med:-n/a} ms; starting the daemon until connected ${s_med:-n/a} ms"
+        echo "target: first packet through the tunnel in under 500 ms"
+    fi
+    echo
+    echo "markdown (for docs/benchmarks.md):"
+    echo
+    echo "Measured $when on $host; $n fresh joins (new state directory and node name each, \`overlay leave\` in between)."
+    echo
+    echo "| from the start of \`overlay join\` to | median (ms) | p90 (ms) | min (ms) | max (ms) |"
+    echo "| --- | ---: | ---: | ---: | ---: |"
+    if ((n)); then
+        echo "| the first ping answered through the tunnel | $r_med | $r_p90 | $r_min | $r_max |"
+        echo "| \`overlay join\` returning | $c_med | $c_p90 | $c_min | $c_max |"
+        echo "| (step) registering with the relay | ${g_med:-n/a} | | | |"
+        echo "| (step) starting the daemon until connected | ${s_med:-n/a} | | | |"
+    else
+        echo "| the first ping answered through the tunnel | $status | | | |"
+    fi
+    local json=$OUT_DIR/join.json
+    {
+        printf '{\n  "part": "join",\n  "time": "%s",\n  "host": %s,\n  "status": %s,\n' "$when" "$(json_str "$host")" "$(json_str "$status")"
+        printf '  "params": {"runs": %s, "probe_interval_ms": 1, "probe_target": "%s"},\n' "$JOIN_RUNS" "$RELAY_OVL"
+        printf '  "first_ping_ms": {"median": %s, "p90": %s, "min": %s, "max": %s, "runs": [%s]},\n' \
+            "$(json_num "${r_med:-}")" "$(json_num "${r_p90:-}")" "$(json_num "${r_min:-}")" "$(json_num "${r_max:-}")" \
+            "$(IFS=,; echo "${J_REACH[*]}")"
+        printf '  "join_command_ms": {"median": %s, "p90": %s, "min": %s, "max": %s, "runs": [%s]},\n' \
+            "$(json_num "${c_med:-}")" "$(json_num "${c_p90:-}")" "$(json_num "${c_min:-}")" "$(json_num "${c_max:-}")" \
+            "$(IFS=,; echo "${J_CMD[*]}")"
+        printf '  "steps_median_ms": {"register": %s, "daemon_connected": %s},\n' "$(json_num "${g_med:-}")" "$(json_num "${s_med:-}")"
+        printf '  "target_ms": 500\n}\n'
+    } >"$json"
+    echo
+    echo "results: ${json#"$ROOT"/}"
+}
+
+part_join() {
+    log "part join: $JOIN_RUNS fresh joins, each timed from the start of overlay join to the first ping answered by $RELAY_OVL"
+    J_STATUS=ok
+    J_REACH=() J_CMD=() J_REG=() J_START=() J_PROBES=()
+    ovl_begin join
+    ovl_host a 2
+    if ! ensure_binaries; then
+        J_STATUS="n/a (binaries missing)"
+    elif ! ovl_relay_start join; then
+        J_STATUS="failed (the relay did not start)"
+        part_failed join "the relay did not start"
+    elif ! ovl_token $((JOIN_RUNS + 1)); then
+        J_STATUS="failed (no token)"
+        part_failed join "overlay-relay token create failed"
+    else
+        local r
+        for ((r = 1; r <= JOIN_RUNS; r++)); do
+            join_once "$r" || { J_STATUS="failed in run $r"; break; }
+        done
+    fi
+    join_report
+    world_cleanup
+}
+
+# ---------------------------------------------------------------------------------------------
+# part: dns
+
+DNSMASQ_IP=10.88.0.53 # on ovb-a's loopback, next to the node's 100.100.100.100 on its TUN
+D_STATUS=
+D_IDS=()
+declare -A D_TITLE D_QPS D_SENT D_DONE D_NOERR D_P50 D_P99 D_AVG D_MAX
+D_RSS_IDLE=''
+D_RSS_LOAD=''
+D_REG_MS=''
+
+# dnsperf_run ID TITLE SERVER [RATE]: dnsperf for TIME s from ovb-a against SERVER with every
+# name, per-query latencies (-v) turned into p50/p99. 1 when dnsperf failed to run.
+dnsperf_run() {
+    local id=$1 title=$2 server=$3 rate=${4:-} out=$WORK/dnsperf.out logf=$LOG_DIR/dnsperf.log
+    local args=(-s "$server" -d "$OVL_DIR/queries" -l "$TIME" -v)
+    [[ -n $rate ]] && args+=(-Q "$rate")
+    D_IDS+=("$id")
+    D_TITLE[$id]=$title
+    echo "-- $id: dnsperf ${args[*]}" >>"$logf"
+    if ! world_run timeout $((TIME + 30)) ip netns exec ovb-a dnsperf "${args[@]}" >"$out" 2>>"$logf"; then
+        grep -v '^> ' "$out" >>"$logf"
+        rm -f "$out"
+        part_failed dns "dnsperf against $server failed"
+        tail_log "$logf"
+        return 1
+    fi
+    grep -v '^> ' "$out" >>"$logf"
+    D_QPS[$id]=$(awk '/Queries per second:/ { printf "%.0f", $4 }' "$out")
+    D_SENT[$id]=$(awk '/Queries sent:/ { print $3 }' "$out")
+    D_DONE[$id]=$(awk '/Queries completed:/ { print $3 }' "$out")
+    D_NOERR[$id]=$(awk '/Response codes:/ { for (i = 3; i < NF; i++) if ($i == "NOERROR") print $(i + 1) }' "$out")
+    local st _x p50 p99 mx
+    st=$(awk '$1 == ">" { printf "%.0f\n", $NF * 1000000 }' "$out" >"$WORK/lat" && stats "$WORK/lat")
+    read -r _x p50 _x p99 _x mx <<<"${st:-0}"
+    D_P50[$id]=${p50%.*}
+    D_P99[$id]=${p99%.*}
+    D_MAX[$id]=${mx%.*}
+    D_AVG[$id]=$(awk '$1 == ">" { s += $NF; n++ } END { if (n) printf "%.0f", s / n * 1000000 }' "$out")
+    rm -f "$out" "$WORK/lat"
+    log "  $title: ${D_QPS[$id]:-?} queries/s, p50 ${D_P50[$id]:-?} µs, p99 ${D_P99[$id]:-?} µs (${D_NOERR[$id]:-0}/${D_DONE[$id]:-0} NOERROR)"
+}
+
+# dns_all_resolve FILE: every "ADDR NAME" line of FILE answers ADDR at the node's DNS in ovb-a.
+dns_all_resolve() {
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    ip netns exec ovb-a bash -c '
+        while read -r addr name; do
+            [[ $(dig +short +tries=1 +time=1 @"$2" "$name") == "$addr" ]] || exit 1
+        done <"$1"' _ "$1" "$NODE_DNS"
+}
+
+dns_report() {
+    local when host status=${D_STATUS:-ok} id
+    when=$(now_utc)
+    host=$(host_desc)
+    local q_ratio p99_ratio pq_ratio
+    q_ratio=$(fmt_ratio "${D_QPS[overlay]:-}" "${D_QPS[dnsmasq]:-}")
+    p99_ratio=$(fmt_ratio "${D_P99[overlay]:-}" "${D_P99[dnsmasq]:-}")
+    pq_ratio=$(fmt_ratio "${D_P99[overlay-paced]:-}" "${D_P99[dnsmasq-paced]:-}")
+    echo
+    echo "dns: $host ($status)"
+    echo "$SERVICES services ($(( (SERVICES + 49) / 50 )) nodes), A queries for their names from ovb-a, dnsperf $TIME s per run"
+    echo
+    printf '%-40s %10s %9s %9s %9s %12s\n' "" "queries/s" "p50 µs" "p99 µs" "max µs" "NOERROR"
+    for id in "${D_IDS[@]}"; do
+        printf '%-40s %10s %8s %8s %8s %12s\n' "${D_TITLE[$id]}" "${D_QPS[$id]:-n/a}" "${D_P50[$id]:-n/a}" \
+            "${D_P99[$id]:-n/a}" "${D_MAX[$id]:-n/a}" "${D_NOERR[$id]:-0}/${D_DONE[$id]:-0}"
+    done
+    echo
+    echo "queries/s overlay / dnsmasq (unpaced): $q_ratio; p99 overlay / dnsmasq: unpaced $p99_ratio, at $RATE/s $pq_ratio"
+    echo "node daemon RSS with $((SERVICES < 50 ? SERVICES : 50)) services registered: idle $(with_unit "${D_RSS_IDLE:-n/a}" kB), after the dnsperf runs $(with_unit "${D_RSS_LOAD:-n/a}" kB)"
+    echo "registering $SERVICES services one by one with overlay register: $(with_unit "${D_REG_MS:-n/a}" ms)"
+    echo "targets: >= 50000 queries/s and >= dnsmasq; p99 < 1 ms; RSS < 30 MB"
+    echo
+    echo "markdown (for docs/benchmarks.md):"
+    echo
+    echo "Measured $when on $host; $SERVICES services, dnsperf $TIME s per run, client and both servers in one namespace."
+    echo
+    echo "| server, load | queries/s | p50 (µs) | p99 (µs) | max (µs) | NOERROR / completed |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    for id in "${D_IDS[@]}"; do
+        echo "| ${D_TITLE[$id]} | ${D_QPS[$id]:-n/a} | ${D_P50[$id]:-n/a} | ${D_P99[$id]:-n/a} | ${D_MAX[$id]:-n/a} | ${D_NOERR[$id]:-0} / ${D_DONE[$id]:-0} |"
+    done
+    ((${#D_IDS[@]})) || echo "| overlay node DNS | $status | | | | |"
+    echo
+    echo "| ratio or figure (same run) | value |"
+    echo "| --- | ---: |"
+    echo "| queries/s overlay / dnsmasq (unpaced) | $q_ratio |"
+    echo "| p99 overlay / dnsmasq (unpaced) | $p99_ratio |"
+    echo "| p99 overlay / dnsmasq (at $RATE queries/s) | $pq_ratio |"
+    echo "| node daemon RSS, $((SERVICES < 50 ? SERVICES : 50)) services registered, idle | $(with_unit "${D_RSS_IDLE:-n/a}" kB) |"
+    echo "| node daemon RSS after the dnsperf runs | $(with_unit "${D_RSS_LOAD:-n/a}" kB) |"
+    local json=$OUT_DIR/dns.json first=1
+    {
+        printf '{\n  "part": "dns",\n  "time": "%s",\n  "host": %s,\n  "status": %s,\n' "$when" "$(json_str "$host")" "$(json_str "$status")"
+        printf '  "params": {"services": %s, "seconds": %s, "paced_qps": %s, "server": "%s", "dnsmasq": "%s"},\n' \
+            "$SERVICES" "$TIME" "$RATE" "$NODE_DNS" "$DNSMASQ_IP"
+        printf '  "runs": [\n'
+        for id in "${D_IDS[@]}"; do
+            ((first)) || printf ',\n'
+            first=0
+            printf '    {"id": "%s", "title": %s, "qps": %s, "sent": %s, "completed": %s, "noerror": %s, "latency_us": {"p50": %s, "p99": %s, "avg": %s, "max": %s}}' \
+                "$id" "$(json_str "${D_TITLE[$id]}")" "$(json_num "${D_QPS[$id]:-}")" "$(json_num "${D_SENT[$id]:-}")" \
+                "$(json_num "${D_DONE[$id]:-}")" "$(json_num "${D_NOERR[$id]:-}")" "$(json_num "${D_P50[$id]:-}")" \
+                "$(json_num "${D_P99[$id]:-}")" "$(json_num "${D_AVG[$id]:-}")" "$(json_num "${D_MAX[$id]:-}")"
+        done
+        printf '\n  ],\n  "ratios": {"qps_overlay_over_dnsmasq": %s, "p99_overlay_over_dnsmasq": %s, "p99_paced_overlay_over_dnsmasq": %s},\n' \
+            "$(json_num "$q_ratio")" "$(json_num "$p99_ratio")" "$(json_num "$pq_ratio")"
+        printf '  "daemon_rss_kb": {"local_services": %s, "idle": %s, "after_load": %s},\n  "register_all_ms": %s\n}\n' \
+            "$((SERVICES < 50 ? SERVICES : 50))" "$(json_num "${D_RSS_IDLE:-}")" "$(json_num "${D_RSS_LOAD:-}")" "$(json_num "${D_REG_MS:-}")"
+    } >"$json"
+    echo
+    echo "results: ${json#"$ROOT"/}"
+}
+
+# dns_measure: the body of part dns once the world exists; 1 when something failed to run.
+dns_measure() {
+    local nodes=$(((SERVICES + 49) / 50)) i n hosts=$OVL_DIR/hosts out t0
+    ensure_binaries || { D_STATUS="n/a (binaries missing)"; return 0; }
+    ovl_relay_start dns || { part_failed dns "the relay did not start"; return 1; }
+    ovl_token "$nodes" || { part_failed dns "overlay-relay token create failed"; return 1; }
+    for ((i = 0; i < nodes; i++)); do
+        n=$(dns_node "$i")
+        ovl_join "$n" || { part_failed dns "overlay join failed for node $n"; return 1; }
+    done
+    log "  $nodes node(s) joined; registering $SERVICES services (50 per node)"
+    : >"$hosts"
+    : >"$OVL_DIR/queries"
+    t0=$EPOCHREALTIME
+    for ((i = 1; i <= SERVICES; i++)); do
+        n=$(dns_node $(((i - 1) / 50)))
+        out=$(ovl "$n" register "svc$i" --port 80 --json) || { part_failed dns "overlay register svc$i failed on node $n"; tail_log "$OVL_LOG"; return 1; }
+        printf '%s svc%s.ovl.internal\n' "$(json_field address <<<"$out")" "$i" >>"$hosts"
+        printf 'svc%s.ovl.internal A\n' "$i" >>"$OVL_DIR/queries"
+    done
+    D_REG_MS=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
+    cp "$hosts" "$LOG_DIR/dns-hosts.txt"
+    if ! world_wait 30 "every name to resolve at $NODE_DNS in ovb-a" dns_all_resolve "$hosts"; then
+        part_failed dns "the registered names did not all resolve at $NODE_DNS within 30 s"
+        return 1
+    fi
+    local pid
+    pid=$(ovl_pid a) || pid=
+    sleep 2 # idle
+    [[ -n $pid ]] && D_RSS_IDLE=$(rss_kb "$pid")
+    log "  node a daemon (pid ${pid:-?}): RSS ${D_RSS_IDLE:-?} kB idle with $((SERVICES < 50 ? SERVICES : 50)) services"
+
+    ip -n ovb-a addr add "$DNSMASQ_IP/32" dev lo
+    world_bg ovb-a "$LOG_DIR/dnsmasq.log" dnsmasq --no-daemon --no-resolv --no-hosts --addn-hosts="$hosts" \
+        --listen-address="$DNSMASQ_IP" --bind-interfaces --port 53 --pid-file= --log-facility=-
+    local dpid=$WORLD_LAST_PID
+    local first_addr first_name
+    read -r first_addr first_name <"$hosts"
+    if ! world_wait 10 "dnsmasq to answer" dig_answers ovb-a "$DNSMASQ_IP" "$first_name" "$first_addr"; then
+        part_failed dns "dnsmasq did not start"
+        tail_log "$LOG_DIR/dnsmasq.log"
+        world_stop "$dpid"
+        return 1
+    fi
+    # Unpaced (as fast as dnsperf's 100 outstanding queries allow), then paced at RATE; the two
+    # servers alternate so that background load on the machine hits both alike.
+    dnsperf_run overlay "overlay node DNS, unpaced" "$NODE_DNS" || true
+    dnsperf_run dnsmasq "dnsmasq (hosts file), unpaced" "$DNSMASQ_IP" || true
+    dnsperf_run overlay-paced "overlay node DNS, $RATE queries/s" "$NODE_DNS" "$RATE" || true
+    dnsperf_run dnsmasq-paced "dnsmasq (hosts file), $RATE queries/s" "$DNSMASQ_IP" "$RATE" || true
+    [[ -n $pid ]] && D_RSS_LOAD=$(rss_kb "$pid")
+    [[ -n $pid && -z ${D_RSS_LOAD:-} ]] && part_failed dns "the node daemon of a is gone after the dnsperf runs"
+    world_stop "$dpid"
+    return 0
+}
+
+# dns_node I: the short name of the I-th node (0 -> a, 1 -> b, ... then n27, n28, ...).
+dns_node() {
+    local letters=abcdefghijklmnopqrstuvwxyz
+    if (($1 < 26)); then printf '%s' "${letters:$1:1}"; else printf 'n%d' "$1"; fi
+}
+
+part_dns() {
+    local nodes=$(((SERVICES + 49) / 50)) i
+    log "part dns: $SERVICES services on $nodes node(s); dnsperf ${TIME} s per run against the node's DNS and dnsmasq"
+    D_STATUS=ok
+    D_IDS=()
+    D_RSS_IDLE='' D_RSS_LOAD='' D_REG_MS=''
+    ovl_begin dns
+    for ((i = 0; i < nodes; i++)); do
+        ovl_host "$(dns_node "$i")" $((2 + i))
+    done
+    dns_measure || D_STATUS=failed
+    ovl_down_all
+    dns_report
+    world_cleanup
+}
+
+# ---------------------------------------------------------------------------------------------
+# part: registry
+
+R_STATUS=
+R_ROUNDS=()
+declare -A R_TITLE R_FILLED R_STATS R_CMD R_VALUES R_MISMATCH
+R_RSS_B=''
+R_RSS_FILL=''
+R_FILL_MS=''
+R_B_KNOWS=''
+
+# reg_once NODE NAME: `overlay register NAME` on NODE, timed by bench-probe.py from ovb-b until
+# ovb-b's DNS answers NAME. Sets REG_LINE to "reached_ms cmd_ms"; 1 when something failed to run.
+REG_LINE=
+reg_once() {
+    local node=$1 name=$2 res=$OVL_DIR/probe out=$OVL_DIR/register.out
+    : >"$res"
+    world_run timeout 30 ip netns exec ovb-b python3 "$PROBE" dns "$NODE_DNS" "$name.ovl.internal" \
+        --timeout 10 --result "$res" --cmd-out "$out" -- \
+        ip netns exec "ovb-$node" env RUST_LOG="${OVB_RUST_LOG:-warn}" OVERLAY_STATE_DIR="$OVL_DIR/$node/state" \
+        OVERLAY_RUN_DIR="$OVL_DIR/$node/run" "$OVERLAY_BIN" register "$name" --port 80 --json 2>>"$OVL_LOG" || true
+    local reached cmd rc probes detail addr
+    read -r reached cmd rc probes detail <"$res" || true
+    if [[ ${rc:-x} != 0 ]]; then
+        part_failed registry "overlay register $name on node $node failed (status ${rc:-unknown})"
+        tail_log "$OVL_LOG"
+        return 1
+    fi
+    if [[ $reached == -1 ]]; then
+        part_failed registry "$name.ovl.internal did not resolve in ovb-b within 10 s"
+        return 1
+    fi
+    addr=$(json_field address <"$out")
+    [[ $addr == "$detail" ]] || echo "$name: register printed ${addr:-nothing}, DNS answered $detail" >>"$OVL_DIR/mismatch"
+    REG_LINE="$reached $cmd"
+}
+
+# reg_round ID TITLE PREFIX: REGISTRATIONS registrations named PREFIX-I, alternating between
+# nodes a and c; figures under ID. 1 when something failed to run.
+reg_round() {
+    local id=$1 title=$2 prefix=$3 i node line vals=$OVL_DIR/$1.reach cmds=$OVL_DIR/$1.cmd
+    R_ROUNDS+=("$id")
+    R_TITLE[$id]=$title
+    : >"$vals"
+    : >"$cmds"
+    : >"$OVL_DIR/mismatch"
+    for ((i = 1; i <= REGISTRATIONS; i++)); do
+        node=a
+        ((i % 2)) || node=c
+        reg_once "$node" "$prefix-$i" || return 1
+        line=$REG_LINE
+        printf '%s\n' "${line% *}" >>"$vals"
+        printf '%s\n' "${line#* }" >>"$cmds"
+        ((i % 25)) || log "  $title: $i/$REGISTRATIONS registrations"
+    done
+    R_STATS[$id]=$(stats "$vals")
+    R_CMD[$id]=$(stats "$cmds")
+    R_VALUES[$id]=$(paste -sd, "$vals")
+    R_MISMATCH[$id]=$(wc -l <"$OVL_DIR/mismatch")
+    cat "$OVL_DIR/mismatch" >>"$LOG_DIR/registry-mismatch.log"
+    ((R_MISMATCH[$id] == 0)) || part_failed registry "$title: ${R_MISMATCH[$id]} names answered another address than overlay register printed"
+    local _n med _p90 p99
+    read -r _n med _p90 p99 _ <<<"${R_STATS[$id]}"
+    log "  $title: propagation median $med ms, p99 $p99 ms"
+}
+
+# reg_count NODE: how many service instances `overlay services --json` lists on NODE.
+reg_count() { ovl "$1" services --json | grep -c '"name":' || true; }
+reg_lists() { (($(reg_count "$1") >= $2)); }
+
+# reg_fill: FILL services on filler nodes f1, f2, ... (60 each), until ovb-b lists them all.
+reg_fill() {
+    local nodes=$(((FILL + 59) / 60)) i k=0 t0 n
+    for ((i = 1; i <= nodes; i++)); do
+        ovl_host "f$i" $((9 + i))
+        ovl_join "f$i" || { part_failed registry "overlay join failed for filler node f$i"; return 1; }
+    done
+    log "  $nodes filler nodes joined; registering $FILL services on them"
+    t0=$EPOCHREALTIME
+    for ((i = 1; i <= FILL; i++)); do
+        n=f$(((i - 1) / 60 + 1))
+        ovl "$n" register "fill-$i" --port 80 >/dev/null || { part_failed registry "overlay register fill-$i failed on $n"; tail_log "$OVL_LOG"; return 1; }
+        ((i % 200)) || log "  $i/$FILL"
+    done
+    R_FILL_MS=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
+    if ! world_wait 60 "ovb-b to list the $FILL services" reg_lists b "$FILL"; then
+        k=$(reg_count b)
+        part_failed registry "node b lists $k services, not the $FILL registered"
+        return 1
+    fi
+}
+
+registry_report() {
+    local when host status=${R_STATUS:-ok} id
+    when=$(now_utc)
+    host=$(host_desc)
+    echo
+    echo "registry: $host ($status)"
+    echo "$REGISTRATIONS registrations per round on nodes a and c (alternating), each timed until node b's DNS answers the name (probed every 1 ms)"
+    echo
+    printf '%-44s %10s %9s %9s %9s %14s\n' "" "median ms" "p90 ms" "p99 ms" "max ms" "register ms"
+    local n med p90 p99 mn mx _x cmed
+    for id in "${R_ROUNDS[@]}"; do
+        read -r n med p90 p99 mn mx <<<"${R_STATS[$id]:-0}"
+        read -r _x cmed _x <<<"${R_CMD[$id]:-0}"
+        printf '%-44s %10s %9s %9s %9s %14s\n' "${R_TITLE[$id]}" "${med:-n/a}" "${p90:-n/a}" "${p99:-n/a}" "${mx:-n/a}" "${cmed:-n/a}"
+    done
+    echo
+    [[ -n ${R_FILL_MS:-} ]] && echo "registering the $FILL filler services one by one took $R_FILL_MS ms"
+    echo "node daemon RSS: node b (knows ${R_B_KNOWS:-?} services, none local) $(with_unit "${R_RSS_B:-n/a}" kB); filler node f1 (60 local) $(with_unit "${R_RSS_FILL:-n/a}" kB)"
+    echo "target: p99 under 200 ms"
+    echo
+    echo "markdown (for docs/benchmarks.md):"
+    echo
+    echo "Measured $when on $host; $REGISTRATIONS registrations per round, probe every 1 ms."
+    echo
+    echo "| round | median (ms) | p90 (ms) | p99 (ms) | max (ms) | \`overlay register\` median (ms) |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    for id in "${R_ROUNDS[@]}"; do
+        read -r n med p90 p99 mn mx <<<"${R_STATS[$id]:-0}"
+        read -r _x cmed _x <<<"${R_CMD[$id]:-0}"
+        echo "| ${R_TITLE[$id]} | ${med:-n/a} | ${p90:-n/a} | ${p99:-n/a} | ${mx:-n/a} | ${cmed:-n/a} |"
+    done
+    ((${#R_ROUNDS[@]})) || echo "| propagation | $status | | | | |"
+    echo
+    echo "| figure (same run) | value |"
+    echo "| --- | ---: |"
+    echo "| node daemon RSS, node knowing ${R_B_KNOWS:-?} services of other nodes | $(with_unit "${R_RSS_B:-n/a}" kB) |"
+    echo "| node daemon RSS, 60 services registered on it | $(with_unit "${R_RSS_FILL:-n/a}" kB) |"
+    local json=$OUT_DIR/registry.json first=1
+    {
+        printf '{\n  "part": "registry",\n  "time": "%s",\n  "host": %s,\n  "status": %s,\n' "$when" "$(json_str "$host")" "$(json_str "$status")"
+        printf '  "params": {"registrations": %s, "fill": %s, "probe_interval_ms": 1},\n  "rounds": [\n' "$REGISTRATIONS" "$FILL"
+        for id in "${R_ROUNDS[@]}"; do
+            ((first)) || printf ',\n'
+            first=0
+            read -r n med p90 p99 mn mx <<<"${R_STATS[$id]:-0}"
+            read -r _x cmed _x <<<"${R_CMD[$id]:-0}"
+            printf '    {"id": "%s", "title": %s, "other_services": %s, "n": %s, "propagation_ms": {"median": %s, "p90": %s, "p99": %s, "min": %s, "max": %s, "values": [%s]}, "register_command_median_ms": %s, "address_mismatches": %s}' \
+                "$id" "$(json_str "${R_TITLE[$id]}")" "${R_FILLED[$id]:-0}" "${n:-0}" "$(json_num "${med:-}")" "$(json_num "${p90:-}")" \
+                "$(json_num "${p99:-}")" "$(json_num "${mn:-}")" "$(json_num "${mx:-}")" "${R_VALUES[$id]:-}" \
+                "$(json_num "${cmed:-}")" "${R_MISMATCH[$id]:-0}"
+        done
+        printf '\n  ],\n  "fill_register_ms": %s,\n  "daemon_rss_kb": {"observer": %s, "observer_knows_services": %s, "filler_60_local": %s},\n  "target_p99_ms": 200\n}\n' \
+            "$(json_num "${R_FILL_MS:-}")" "$(json_num "${R_RSS_B:-}")" "$(json_num "${R_B_KNOWS:-}")" "$(json_num "${R_RSS_FILL:-}")"
+    } >"$json"
+    echo
+    echo "results: ${json#"$ROOT"/}"
+}
+
+# registry_measure: the body of part registry once a, b and c exist; 1 when something failed.
+registry_measure() {
+    local n i pid
+    ensure_binaries || { R_STATUS="n/a (binaries missing)"; return 0; }
+    ovl_relay_start registry || { part_failed registry "the relay did not start"; return 1; }
+    ovl_token $((3 + (FILL + 59) / 60)) || { part_failed registry "overlay-relay token create failed"; return 1; }
+    for n in b a c; do
+        ovl_join "$n" || { part_failed registry "overlay join failed for node $n"; return 1; }
+    done
+    R_FILLED[empty]=0
+    reg_round empty "no other services" p0 || return 1
+    if ((FILL > 0)); then
+        log "  removing round 1's services, then registering $FILL services on other nodes"
+        for ((i = 1; i <= REGISTRATIONS; i++)); do
+            n=a
+            ((i % 2)) || n=c
+            ovl "$n" unregister "p0-$i" >/dev/null || { part_failed registry "overlay unregister p0-$i failed"; return 1; }
+        done
+        reg_fill || return 1
+        R_FILLED[filled]=$FILL
+        reg_round filled "$FILL services registered on other nodes" p1 || return 1
+    fi
+    R_B_KNOWS=$(reg_count b)
+    pid=$(ovl_pid b) || pid=
+    [[ -n $pid ]] && R_RSS_B=$(rss_kb "$pid")
+    if ((FILL > 0)); then
+        pid=$(ovl_pid f1) || pid=
+        [[ -n $pid ]] && R_RSS_FILL=$(rss_kb "$pid")
+    fi
+    return 0
+}
+
+part_registry() {
+    local again=""
+    ((FILL)) && again="; then again with $FILL services registered on other nodes"
+    log "part registry: $REGISTRATIONS registrations, each timed until another node's DNS answers$again"
+    R_STATUS=ok
+    R_ROUNDS=()
+    R_RSS_B='' R_RSS_FILL='' R_FILL_MS='' R_B_KNOWS=''
+    ovl_begin registry
+    ovl_host a 2
+    ovl_host b 3
+    ovl_host c 4
+    registry_measure || R_STATUS=failed
+    ovl_down_all
+    registry_report
     world_cleanup
 }
 

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// How often the daemon checks that the relay answers.
@@ -241,8 +242,44 @@ impl Node {
         };
         let out = self.registered_json(&instance);
         local.insert(key, LocalService { instance, listener });
+        save_local(&local);
         self.link.poke();
         Ok(out)
+    }
+
+    /// Registers again what this daemon had registered before it was killed: the relay kept the
+    /// addresses, so the services' names and callers are unchanged once the listeners are back.
+    async fn restore_local(self: Arc<Self>) {
+        let saved = load_local();
+        if saved.is_empty() {
+            return;
+        }
+        tracing::info!(
+            count = saved.len(),
+            "re-registering services from before the restart"
+        );
+        for entry in saved {
+            let mut delay = Duration::from_millis(200);
+            for _ in 0..20 {
+                let r = self
+                    .register(
+                        entry.name.clone(),
+                        entry.tag.clone(),
+                        entry.port,
+                        entry.target,
+                        false,
+                    )
+                    .await;
+                match r {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::debug!(service = %entry.name, "re-register: {e:#}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
     }
 
     fn registered_json(&self, i: &ServiceInstance) -> serde_json::Value {
@@ -271,6 +308,11 @@ impl Node {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("{name} was registered without a listener"))?;
         l.set_target(target);
+        // A held listener (None) is saved with its last port: after a crash, forwarding to
+        // the last process beats holding callers for a process nobody will announce.
+        if target.is_some() {
+            save_local(&local);
+        }
         Ok(json!({"name": name, "tag": tag, "target": target}))
     }
 
@@ -279,7 +321,12 @@ impl Node {
         name: String,
         tag: Option<String>,
     ) -> anyhow::Result<serde_json::Value> {
-        let svc = self.local.lock().await.remove(&(name.clone(), tag.clone()));
+        let svc = {
+            let mut local = self.local.lock().await;
+            let svc = local.remove(&(name.clone(), tag.clone()));
+            save_local(&local);
+            svc
+        };
         self.link
             .request(ControlRequest::Unregister {
                 name: name.clone(),
@@ -293,6 +340,44 @@ impl Node {
         self.link.poke();
         Ok(json!({"removed": name, "tag": tag}))
     }
+}
+
+/// A local registration as remembered across daemon restarts.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedService {
+    name: String,
+    tag: Option<String>,
+    port: u16,
+    target: Option<u16>,
+}
+
+/// Where local registrations are remembered: the run directory, so a reboot forgets them
+/// (nothing runs any more) but a killed daemon finds them.
+fn local_file() -> std::path::PathBuf {
+    paths::run_dir().join("services.json")
+}
+
+fn save_local(local: &HashMap<(String, Option<String>), LocalService>) {
+    let list: Vec<SavedService> = local
+        .iter()
+        .map(|((name, tag), svc)| SavedService {
+            name: name.clone(),
+            tag: tag.clone(),
+            port: svc.instance.port,
+            target: svc.listener.as_ref().and_then(|l| l.target()),
+        })
+        .collect();
+    let bytes = serde_json::to_vec(&list).unwrap_or_default();
+    if let Err(e) = overlay_core::statefile::write_atomic(&local_file(), &bytes, 0o600) {
+        tracing::warn!("cannot remember local services: {e}");
+    }
+}
+
+fn load_local() -> Vec<SavedService> {
+    std::fs::read(local_file())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 fn reply(r: anyhow::Result<serde_json::Value>) -> Response {
@@ -318,6 +403,7 @@ impl Handler for Node {
             }
             Request::Leave => match self.leave().await {
                 Ok(()) => {
+                    let _ = std::fs::remove_file(local_file());
                     self.stop.notify_one();
                     Response::Ok {
                         data: json!({"left": self.settings.name}),
@@ -450,6 +536,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         async move { control::serve(&p, owner, n).await }
     });
     let data = tokio::spawn(tunnel.run(dev));
+    tokio::spawn(node.clone().restore_local());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
         r = control => r.map_err(anyhow::Error::from).and_then(|r| r),

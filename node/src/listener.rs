@@ -45,7 +45,6 @@ impl Listener {
     }
 
     /// The current local port.
-    #[cfg(test)]
     pub fn target(&self) -> Option<u16> {
         *self.target.borrow()
     }

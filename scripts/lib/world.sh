@@ -11,6 +11,7 @@
 #   world_bridge ovb-hub br0 10.77.0.1/24
 #   world_attach ovb-a ovb-hub br0 10.77.0.2/24   # veth eth0 in ovb-a, plugged into br0
 #   world_bg ovb-a LOGFILE cmd args...  # background process inside ovb-a; pid in $WORLD_LAST_PID
+#   world_exec_shielded 30 ovb-a cmd... # foreground, at most 30 s, no D-Bus / resolved reachable
 #   world_wait 10 "what" cmd args...    # poll cmd until it succeeds, at most 10 s
 #   world_cleanup                       # kill processes, delete namespaces (use in a trap)
 
@@ -33,12 +34,25 @@ world_require_root() {
 
 # world_require_tools TOOL... : fail with one sentence naming every missing tool.
 world_require_tools() {
-    local missing=() t
+    local missing=() pkgs=() t p
     for t in "$@"; do
-        command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+        command -v "$t" >/dev/null 2>&1 && continue
+        missing+=("$t")
+        case $t in
+        ip) p=iproute2 ;;
+        ping) p=iputils-ping ;;
+        wg) p=wireguard-tools ;;
+        dig) p=bind9-dnsutils ;;
+        dnsmasq) p=dnsmasq-base ;;
+        timeout | sort) p=coreutils ;;
+        flock) p=util-linux ;;
+        awk) p=gawk ;;
+        *) p=$t ;;
+        esac
+        [[ " ${pkgs[*]} " == *" $p "* ]] || pkgs+=("$p")
     done
     if ((${#missing[@]})); then
-        world_log "missing tools: ${missing[*]} (Debian: apt-get install iproute2 iperf3 iputils-ping wireguard-go wireguard-tools)."
+        world_log "missing tools: ${missing[*]} (Debian: apt-get install ${pkgs[*]})."
         return 1
     fi
 }
@@ -168,15 +182,25 @@ world_bg() {
 # namespace; in it, the system bus and systemd-resolved's runtime directory are covered by empty
 # tmpfs mounts, so resolvectl / D-Bus calls cannot reach the host's resolver, and /etc/resolv.conf
 # is the namespace's own copy (see world_ns_add). Nothing of this is visible outside.
+# shellcheck disable=SC2016 # expanded by the inner sh
+WORLD_SHIELD_SH='
+    for d in /run/dbus /run/systemd/resolve /run/NetworkManager; do
+        if [ -d "$d" ]; then mount -t tmpfs -o size=64k,mode=755 ovb-shield "$d" || exit 1; fi
+    done
+    exec "$@"'
 world_bg_shielded() {
     local ns=$1 log=$2
     shift 2
-    # shellcheck disable=SC2016 # expanded by the inner sh
-    world_bg "$ns" "$log" sh -c '
-        for d in /run/dbus /run/systemd/resolve /run/NetworkManager; do
-            if [ -d "$d" ]; then mount -t tmpfs -o size=64k,mode=755 ovb-shield "$d" || exit 1; fi
-        done
-        exec "$@"' sh "$@"
+    world_bg "$ns" "$log" sh -c "$WORLD_SHIELD_SH" sh "$@"
+}
+
+# world_exec_shielded SECONDS NS CMD...: run CMD inside NS in the foreground, shielded like
+# world_bg_shielded (for `overlay join`, which starts the daemon: it inherits the shield), killed
+# after SECONDS. Wrap it in world_run to keep Ctrl-C working.
+world_exec_shielded() {
+    local secs=$1 ns=$2
+    shift 2
+    timeout "$secs" ip netns exec "$ns" sh -c "$WORLD_SHIELD_SH" sh "$@"
 }
 
 # world_state PID: the process state letter (R, S, Z...) if PID is a child of this script, else
