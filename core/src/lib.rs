@@ -7,6 +7,7 @@
 
 pub mod addressing;
 pub mod catalog;
+pub mod cliref;
 pub mod control;
 pub mod counters;
 pub mod datagram;

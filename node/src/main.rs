@@ -29,6 +29,17 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: String,
+    },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Manpage,
+    /// Print the command-line reference as markdown (docs/configuration.md is made from it).
+    #[command(hide = true)]
+    Reference,
     /// Join an overlay with a token from the relay's operator (needs root).
     Join(join::JoinArgs),
     /// Start the daemon again after `overlay down`.
@@ -92,6 +103,21 @@ fn main() -> ExitCode {
             Command::Down => lifecycle::down().await,
             Command::Leave => lifecycle::leave().await,
             Command::Daemon(a) => daemon::run(a).await,
+            Command::Completions { shell } => print_bytes(
+                overlay_core::cliref::completions(
+                    &<Cli as clap::CommandFactory>::command(),
+                    &shell,
+                )
+                .map_err(anyhow::Error::msg),
+            ),
+            Command::Manpage => print_bytes(
+                overlay_core::cliref::man_page(&<Cli as clap::CommandFactory>::command())
+                    .map_err(Into::into),
+            ),
+            Command::Reference => print_bytes(Ok(overlay_core::cliref::markdown(
+                &<Cli as clap::CommandFactory>::command(),
+            )
+            .into_bytes())),
             Command::Status(a) => status::run(a).await,
             Command::Services(a) => services::list(a).await,
             Command::Resolve { name } => services::resolve(name).await,
@@ -112,4 +138,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print_bytes(b: anyhow::Result<Vec<u8>>) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::io::stdout().write_all(&b?)?;
+    Ok(())
 }
