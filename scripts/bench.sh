@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # overlay benchmarks, run entirely inside throw-away network namespaces (prefix "ovb-").
 #
-#   sudo scripts/bench.sh [all|dataplane|join|dns|registry]... [options, see --help]
+#   sudo scripts/bench.sh [all|dataplane|join|dns|registry|gateway]... [options, see --help]
 #
 # Parts (run in this order by "all", the default):
 #   dataplane  iperf3 TCP throughput and ping latency for: raw veth, stock wireguard-go point to
@@ -12,8 +12,11 @@
 #              the same names from a hosts file, in the same namespace; node daemon RSS.
 #   registry   propagation: `overlay register` on one node until another node's DNS answers the
 #              name, with no other services and with --fill services registered elsewhere.
+#   gateway    iperf3 laptop -> remote host through the relay's userspace stack, and the same
+#              through stock wireguard-go with kernel forwarding; relay RSS with 1000 proxied
+#              TCP connections.
 # Each part prints a plain and a markdown table on stdout and writes target/bench/PART.json.
-# New parts (gateway, restart, traffic) are added as a function part_NAME plus an entry in PARTS.
+# New parts (restart, traffic) are added as a function part_NAME plus an entry in PARTS.
 #
 # Exit status: 0 when every part ran (slow figures never fail the script), 1 when a tool or
 # component failed to run (the remaining setups are still measured and reported), 2 on bad usage.
@@ -28,7 +31,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib/world.sh
 source "$ROOT/scripts/lib/world.sh"
 
-PARTS=(dataplane join dns registry)
+PARTS=(dataplane join dns registry gateway)
 
 usage() {
     cat <<EOF
@@ -1243,6 +1246,139 @@ part_registry() {
     registry_measure || R_STATUS=failed
     ovl_down_all
     registry_report
+    world_cleanup
+}
+
+# ---------------------------------------------------------------------------------------------
+# part: gateway
+
+# gateway_iperf ID NS SERVER_NS ADDR: RUNS iperf3 runs (no ping: the gateway carries TCP/UDP).
+gateway_iperf() {
+    local id=$1 ns=$2 srv_ns=$3 addr=$4 r runs=() logf="$LOG_DIR/iperf3-$1.log"
+    for ((r = 1; r <= RUNS; r++)); do
+        if ! iperf_once "$ns" "$srv_ns" "$addr" "$logf"; then
+            setup_failed "$id" "iperf3 run $r to $addr failed" "$logf"
+            return 0
+        fi
+        log "  iperf3 run $r/$RUNS: $IPERF_MBPS Mbit/s"
+        runs+=("$IPERF_MBPS")
+    done
+    S_TPUT_RUNS[$id]=${runs[*]}
+    S_TPUT[$id]=$(median "${runs[@]}")
+}
+
+# ovb-a is the laptop, ovb-b a host in the remote environment, ovb-hub the relay's (or the
+# WireGuard gateway's) host. Through the relay, ovb-a reaches "remote" (catalog -> ovb-b); through
+# stock wireguard-go, ovb-a reaches ovb-b's 10.98.0.3 routed by the hub's kernel.
+part_gateway() {
+    log "part gateway: iperf3 laptop -> remote host through the relay's userspace stack vs wireguard-go + kernel forwarding; relay RSS with 1000 proxied connections"
+    SETUPS=()
+    ovl_begin gateway
+    ovl_host a 2
+    ovl_host b 3
+    local d=$OVL_DIR hole=10.98.0.3 g_rss= g_conns=
+
+    # (1) stock wireguard-go a <-> hub, the hub's kernel forwards to b.
+    setup_begin gw_wggo "wireguard-go + kernel forwarding"
+    WG_PIDS=()
+    mkdir -p "$d/wg"
+    (umask 077 && wg genkey >"$d/wg/a.key" && wg genkey >"$d/wg/h.key")
+    local apub hpub
+    apub=$(wg pubkey <"$d/wg/a.key")
+    hpub=$(wg pubkey <"$d/wg/h.key")
+    ip -n ovb-b addr add "$hole/32" dev lo
+    ip -n ovb-b route add 10.99.0.0/24 via "$HUB_UL"
+    ip -n ovb-hub route add "$hole/32" via 10.77.0.3
+    ip netns exec ovb-hub sysctl -qw net.ipv4.ip_forward=1
+    if ! wg_node ovb-a ovbwga "$d/wg/a.key" 10.99.0.1/24 "$hpub" "$HUB_UL:$WG_PORT" "10.99.0.2/32,10.98.0.0/24" ||
+        ! wg_node ovb-hub ovbwgh "$d/wg/h.key" 10.99.0.2/24 "$apub" "$A_UL:$WG_PORT" 10.99.0.1/32; then
+        setup_failed gw_wggo "wireguard-go did not start" "$LOG_DIR/wireguard-go-ovb-a.log"
+    else
+        ip -n ovb-a route add 10.98.0.0/24 dev ovbwga
+        if world_wait 10 "ovb-a to reach $hole through wireguard-go" ip netns exec ovb-a ping -n -c 1 -W 1 "$hole"; then
+            gateway_iperf gw_wggo ovb-a ovb-b "$hole"
+        else
+            setup_failed gw_wggo "no traffic through wireguard-go" "$LOG_DIR/wireguard-go-ovb-a.log"
+        fi
+    fi
+    world_stop "${WG_PIDS[@]}"
+
+    # (2) the overlay relay's gateway.
+    setup_begin gw_overlay "overlay relay gateway (smoltcp)"
+    if ! ensure_binaries; then
+        setup_na gw_overlay "binaries missing"
+    else
+        printf '[services.remote]\naddress = "10.77.0.3:5201"\n' >"$d/catalog.toml"
+        local rlog=$LOG_DIR/gateway-relay.log
+        world_bg ovb-hub "$rlog" env RUST_LOG="${OVB_RUST_LOG:-warn}" "$RELAY_BIN" --state "$d/relay" \
+            serve --listen "$HUB_UL:$RELAY_PORT" --catalog "$d/catalog.toml"
+        OVL_RELAY_PID=$WORLD_LAST_PID
+        local remote_ip=
+        if ! world_wait 10 "the relay's admin socket" relay_ready "$d/relay/admin.sock" "$OVL_RELAY_PID" ||
+            ! ovl_token 1 || ! ovl_join a; then
+            setup_failed gw_overlay "the relay or the node did not start" "$rlog"
+        elif ! world_wait 10 "ovb-a to resolve remote" ip netns exec ovb-a getent hosts remote; then
+            setup_failed gw_overlay "the name 'remote' does not resolve on the node" "$rlog"
+        else
+            remote_ip=$(ip netns exec ovb-a getent hosts remote | awk '{ print $1; exit }')
+            gateway_iperf gw_overlay ovb-a ovb-b "$remote_ip"
+            # 1000 concurrent proxied TCP connections, each with a little data, held open.
+            cat >"$d/hold-server.py" <<'PY'
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.77.0.3", 7000)); s.listen(4096)
+held = []
+while True:
+    c, _ = s.accept(); held.append(c)
+PY
+            cat >"$d/hold-client.py" <<'PY'
+import socket, sys, time
+ip, n = sys.argv[1], int(sys.argv[2])
+socks = []
+for i in range(n):
+    s = socket.create_connection((ip, 7000), timeout=10); s.sendall(b"x" * 1024); socks.append(s)
+print("open", len(socks), flush=True)
+time.sleep(30)
+PY
+            world_bg ovb-b "$LOG_DIR/gateway-hold-server.log" python3 "$d/hold-server.py"
+            local hs=$WORLD_LAST_PID
+            sleep 0.5
+            world_bg ovb-a "$LOG_DIR/gateway-hold-client.log" bash -c "ulimit -n 4096; exec python3 $d/hold-client.py $remote_ip 1000"
+            local hc=$WORLD_LAST_PID
+            if world_wait 60 "1000 connections through the relay" grep -q "open 1000" "$LOG_DIR/gateway-hold-client.log"; then
+                sleep 2
+                g_rss=$(rss_kb "$OVL_RELAY_PID")
+                g_conns=1000
+                log "  relay RSS with 1000 proxied connections: $g_rss kB"
+            else
+                part_failed gateway "the 1000 connections did not open"
+                tail_log "$LOG_DIR/gateway-hold-client.log"
+            fi
+            world_stop "$hc" "$hs"
+        fi
+        ovl_down_all
+        world_stop "$OVL_RELAY_PID"
+    fi
+
+    local ratio
+    ratio=$(fmt_ratio "${S_TPUT[gw_overlay]:-}" "${S_TPUT[gw_wggo]:-}")
+    echo
+    echo "gateway: $(host_desc)"
+    echo "iperf3 TCP laptop -> remote host, 1 stream, ${TIME} s per run, median of $RUNS run(s)"
+    local id
+    for id in "${SETUPS[@]}"; do
+        if [[ ${S_STATUS[$id]} == ok ]]; then
+            printf '  %-40s %8s Mbit/s\n' "${S_TITLE[$id]}" "$(fmt_num "${S_TPUT[$id]}")"
+        else
+            printf '  %-40s %s\n' "${S_TITLE[$id]}" "${S_STATUS[$id]}"
+        fi
+    done
+    echo "  throughput gateway / wireguard-go: $ratio (target >= 0.7)"
+    echo "  relay RSS with ${g_conns:-n/a} proxied TCP connections: ${g_rss:-n/a} kB (target < 200 MB)"
+    printf '{"part": "gateway", "time": "%s", "host": %s, "throughput_mbps": {"wireguard_go_kernel_forwarding": %s, "overlay_gateway": %s}, "ratio": %s, "relay_rss_kb_1000_connections": %s}\n' \
+        "$(now_utc)" "$(json_str "$(host_desc)")" "$(json_num "${S_TPUT[gw_wggo]:-}")" \
+        "$(json_num "${S_TPUT[gw_overlay]:-}")" "$(json_num "$ratio")" "$(json_num "$g_rss")" >"$OUT_DIR/gateway.json"
+    echo "results: ${OUT_DIR#"$ROOT"/}/gateway.json"
     world_cleanup
 }
 

@@ -53,6 +53,13 @@ pub enum ControlRequest {
         /// What to pull.
         want: crate::registry::Pull,
     },
+    /// Make a name the remote environment resolves reachable (a remote name on demand); the
+    /// reply's data is the `ServiceInstance` it maps to.
+    Lookup {
+        /// The name as the node was asked for it: a single label, or a name under one of the
+        /// relay's on-demand suffixes.
+        name: String,
+    },
 }
 
 /// A request with its id.
@@ -148,6 +155,19 @@ mod tests {
         };
         let bytes = encode(&m);
         assert_eq!(bytes, br#"{"id":7,"op":"leave"}"#);
+        assert_eq!(parse_request(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn lookup_roundtrip() {
+        let m = ControlMessage {
+            id: 9,
+            request: ControlRequest::Lookup {
+                name: "redis".into(),
+            },
+        };
+        let bytes = encode(&m);
+        assert_eq!(bytes, br#"{"id":9,"op":"lookup","name":"redis"}"#);
         assert_eq!(parse_request(&bytes).unwrap(), m);
     }
 

@@ -163,6 +163,38 @@ pub fn answer(query: &[u8], ctx: &DnsContext<'_>, tcp: bool) -> DnsOutcome {
     finish(response, limit)
 }
 
+/// For a query of `x.<domain>` (A, AAAA or ANY) that the registry cannot answer, the label `x`:
+/// a name the relay may find in the remote environment on demand. `None` for everything else.
+pub fn on_demand_candidate(query: &[u8], ctx: &DnsContext<'_>) -> Option<String> {
+    let request = Message::from_vec(query).ok()?;
+    if request.metadata.message_type != MessageType::Query || request.queries.len() != 1 {
+        return None;
+    }
+    let question = request.queries.first()?;
+    if !matches!(
+        question.query_type(),
+        RecordType::A | RecordType::AAAA | RecordType::ANY
+    ) {
+        return None;
+    }
+    let labels: Vec<String> = question
+        .name()
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+        .collect();
+    if labels.len() != domain_labels(ctx.domain) + 1
+        || labels.first().is_some_and(|l| l == NS_LABEL)
+    {
+        return None;
+    }
+    let resolver = Resolver::new(ctx.instances, ctx.nodes, ctx.local_node, ctx.domain);
+    if resolver.resolve_labels(&labels) != Resolution::NxDomain {
+        return None;
+    }
+    let label = labels.into_iter().next()?;
+    crate::registry::valid_label(&label).then_some(label)
+}
+
 fn our_edns() -> Edns {
     let mut e = Edns::new();
     e.set_max_payload(EDNS_PAYLOAD);

@@ -14,6 +14,7 @@ pub mod datagram;
 pub mod devconfig;
 pub mod dns;
 pub mod duration;
+pub mod gateway;
 pub mod join;
 pub mod key;
 pub mod packet;

@@ -4,7 +4,7 @@
 //! everything else is forwarded to the servers the system used before overlay changed it.
 
 use crate::relaylink::Directory;
-use overlay_core::dns::{answer, DnsContext, DnsOutcome};
+use overlay_core::dns::{answer, on_demand_candidate, DnsContext, DnsOutcome};
 use overlay_core::registry::ServiceInstance;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -59,6 +59,17 @@ impl DnsServer {
     }
 
     fn respond(&self, query: &[u8], server_addr: Ipv4Addr, tcp: bool) -> DnsOutcome {
+        self.respond_or_ask(query, server_addr, tcp).0
+    }
+
+    /// The answer, and the label to look up on demand when the answer is NXDOMAIN for an
+    /// unknown single label in the domain.
+    fn respond_or_ask(
+        &self,
+        query: &[u8],
+        server_addr: Ipv4Addr,
+        tcp: bool,
+    ) -> (DnsOutcome, Option<String>) {
         let instances = self.directory.instances();
         let nodes = nodes_of(&instances, &self.node, self.node_addr);
         let ctx = DnsContext {
@@ -70,7 +81,25 @@ impl DnsServer {
             ttl: TTL,
             serial: 1,
         };
-        answer(query, &ctx, tcp)
+        (answer(query, &ctx, tcp), on_demand_candidate(query, &ctx))
+    }
+
+    /// Like `respond`, but first asks the relay for an unknown single label (a remote name on
+    /// demand), so `curl http://redis:6379` works for names only the remote side knows.
+    async fn respond_looking_up(
+        &self,
+        query: &[u8],
+        server_addr: Ipv4Addr,
+        tcp: bool,
+    ) -> DnsOutcome {
+        let (outcome, ask) = self.respond_or_ask(query, server_addr, tcp);
+        let Some(label) = ask else {
+            return outcome;
+        };
+        match self.directory.lookup(&label).await {
+            Some(_) => self.respond(query, server_addr, tcp),
+            None => outcome,
+        }
     }
 
     /// Serves UDP on `addr` until the socket fails.
@@ -93,7 +122,26 @@ impl DnsServer {
                     continue;
                 }
             };
-            match self.respond(&buf[..n], server_addr, false) {
+            let (outcome, ask) = self.respond_or_ask(&buf[..n], server_addr, false);
+            if ask.is_some() {
+                // The relay is asked off this loop; bounded like forwards.
+                let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let query = buf[..n].to_vec();
+                let sock = sock.clone();
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let DnsOutcome::Reply(r) =
+                        me.respond_looking_up(&query, server_addr, false).await
+                    {
+                        let _ = sock.send_to(&r, from).await;
+                    }
+                    drop(permit);
+                });
+                continue;
+            }
+            match outcome {
                 DnsOutcome::Reply(r) => {
                     let _ = sock.send_to(&r, from).await;
                 }
@@ -176,7 +224,7 @@ impl DnsServer {
             };
             let mut q = vec![0u8; len];
             s.read_exact(&mut q).await?;
-            let reply = match self.respond(&q, server_addr, true) {
+            let reply = match self.respond_looking_up(&q, server_addr, true).await {
                 DnsOutcome::Reply(r) => r,
                 DnsOutcome::Drop => return Ok(()),
                 DnsOutcome::Forward => match self.forward(&q).await {

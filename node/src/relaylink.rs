@@ -25,19 +25,86 @@ const POLL_EVERY: Duration = Duration::from_secs(10);
 /// Requests in flight at most.
 const MAX_PENDING: usize = 256;
 
+/// How long a remote name the relay mapped on demand is served from here before the synced
+/// registry has it.
+const LOOKED_UP_KEEP: Duration = Duration::from_secs(60);
+/// How long a name the relay could not find is not asked about again.
+const NEGATIVE_KEEP: Duration = Duration::from_secs(15);
+/// Names remembered either way at most.
+const MAX_REMEMBERED: usize = 1024;
+
 /// The registry as this node sees it; cheap to read from the DNS path.
 #[derive(Default)]
 pub struct Directory {
     instances: RwLock<Arc<Vec<ServiceInstance>>>,
+    /// The control channel, for lookups of remote names on demand.
+    link: std::sync::OnceLock<std::sync::Weak<RelayLink>>,
+    /// Names the relay mapped on demand, until the synced registry has them.
+    looked_up: Mutex<HashMap<String, (ServiceInstance, std::time::Instant)>>,
+    /// Names the relay could not find.
+    not_found: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Directory {
-    /// The current instances.
+    /// The current instances (with names just looked up on demand).
     pub fn instances(&self) -> Arc<Vec<ServiceInstance>> {
-        self.instances
+        let synced = self
+            .instances
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        let mut extra = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
+        extra.retain(|_, (_, at)| at.elapsed() < LOOKED_UP_KEEP);
+        let missing: Vec<ServiceInstance> = extra
+            .values()
+            .filter(|(i, _)| synced.iter().all(|s| s.key() != i.key()))
+            .map(|(i, _)| i.clone())
+            .collect();
+        if missing.is_empty() {
+            return synced;
+        }
+        let mut all = synced.as_ref().clone();
+        all.extend(missing);
+        Arc::new(all)
+    }
+
+    /// Asks the relay to make `name` (a name the remote environment resolves) reachable; the
+    /// instance it maps to, or `None` if it cannot (remembered for a while).
+    pub async fn lookup(&self, name: &str) -> Option<ServiceInstance> {
+        {
+            let mut nf = self.not_found.lock().unwrap_or_else(|e| e.into_inner());
+            nf.retain(|_, at| at.elapsed() < NEGATIVE_KEEP);
+            if nf.contains_key(name) {
+                return None;
+            }
+        }
+        let link = self.link.get()?.upgrade()?;
+        let answer = link
+            .request(ControlRequest::Lookup {
+                name: name.to_string(),
+            })
+            .await;
+        match answer.and_then(|d| Ok(serde_json::from_value::<ServiceInstance>(d)?)) {
+            Ok(inst) => {
+                let mut m = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
+                if m.len() >= MAX_REMEMBERED {
+                    m.clear();
+                }
+                m.insert(name.to_string(), (inst.clone(), std::time::Instant::now()));
+                drop(m);
+                link.poke();
+                Some(inst)
+            }
+            Err(e) => {
+                tracing::debug!(name, "remote name lookup: {e}");
+                let mut nf = self.not_found.lock().unwrap_or_else(|e| e.into_inner());
+                if nf.len() >= MAX_REMEMBERED {
+                    nf.clear();
+                }
+                nf.insert(name.to_string(), std::time::Instant::now());
+                None
+            }
+        }
     }
 
     fn set(&self, v: Vec<ServiceInstance>) {
@@ -63,13 +130,15 @@ impl RelayLink {
             .map_err(|e| {
                 anyhow::anyhow!("cannot bind the control port {node}:{CONTROL_PORT}: {e}")
             })?;
-        Ok(Arc::new(RelayLink {
+        let link = Arc::new(RelayLink {
             sock,
             relay: SocketAddr::from((relay, CONTROL_PORT)),
             pending: Mutex::new(HashMap::new()),
             notified: Notify::new(),
             directory: Arc::new(Directory::default()),
-        }))
+        });
+        let _ = link.directory.link.set(Arc::downgrade(&link));
+        Ok(link)
     }
 
     /// Sends a request and waits for its reply, retrying; errors are one sentence.

@@ -5,20 +5,32 @@
 //! the receive timeout; admin requests arrive over a channel and are served between datagrams.
 
 use crate::admin::{AdminCall, AdminRequest, AdminResponse};
+use crate::gateway::{
+    CallbackListeners, CallbackRoutes, GatewayHandle, GatewayOutput, Resolver, ToGateway,
+};
 use crate::state::StateDir;
-use overlay_core::relay::{Hub, Wire};
+use crate::wake::Wake;
+use overlay_core::relay::{Hub, LookupRequest, Wire};
 use serde_json::json;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often timers run; also the longest an admin request waits while the port is idle.
 const TICK: Duration = Duration::from_millis(100);
+/// Datagrams read per wake-up before the gateway's output gets its turn.
+const RECV_BATCH: usize = 256;
+/// Gateway packets delivered per wake-up before the socket gets its turn.
+const GATEWAY_BATCH: usize = 1024;
 
 struct UdpWire<'a> {
     sock: &'a UdpSocket,
+    gateway: Option<&'a GatewayHandle>,
+    resolver: Option<&'a Resolver>,
 }
 
 impl Wire for UdpWire<'_> {
@@ -28,14 +40,34 @@ impl Wire for UdpWire<'_> {
         }
     }
 
-    fn send_to_gateway(&mut self, node: &str, target: &str, _packet: &[u8]) {
-        // The userspace gateway is not wired into this driver yet.
-        tracing::debug!(
-            node,
-            target,
-            "no gateway: packet for a remote service dropped"
-        );
+    fn send_to_gateway(&mut self, node: &str, target: Option<&str>, packet: &[u8]) {
+        match self.gateway {
+            Some(g) => g.send_packet(ToGateway {
+                node: node.into(),
+                target: target.map(Into::into),
+                packet: packet.to_vec(),
+            }),
+            None => tracing::debug!(node, ?target, "no gateway: packet dropped"),
+        }
     }
+
+    fn resolve(&mut self, request: LookupRequest) {
+        if let Some(r) = self.resolver {
+            r.resolve(request);
+        }
+    }
+}
+
+/// What the hub thread drives besides the UDP socket.
+pub struct Plumbing {
+    /// Wakes the hub thread (gateway output, lookup results).
+    pub wake: Arc<Wake>,
+    /// The gateway, if any.
+    pub gateway: Option<(GatewayHandle, GatewayOutput)>,
+    /// Name lookups for remote names on demand, and their results.
+    pub resolver: Option<(Resolver, Receiver<crate::gateway::resolve::LookupResult>)>,
+    /// Callback listeners to keep up to date.
+    pub callbacks: Option<CallbackListeners>,
 }
 
 /// Unix seconds now.
@@ -90,45 +122,153 @@ impl CatalogWatch {
     }
 }
 
+/// Receives one datagram without blocking.
+fn recv_dontwait(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: buf and ss are valid for the lengths given.
+    let n = unsafe {
+        libc::recvfrom(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let from = match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
+            let a: &libc::sockaddr_in = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in) };
+            SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
+            let a: &libc::sockaddr_in6 =
+                unsafe { &*(&ss as *const _ as *const libc::sockaddr_in6) };
+            SocketAddr::from((
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+            ))
+        }
+        _ => {
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidData,
+                "unknown address family",
+            ))
+        }
+    };
+    Ok((n as usize, from))
+}
+
+/// Sleeps until the socket or the wake-up is readable, or `timeout` passes.
+fn wait(sock: &UdpSocket, wake: &Wake, timeout: Duration) {
+    let mut fds = [
+        libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: fds is a valid array of two pollfd.
+    unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+}
+
 /// Runs the hub until the socket fails.
 pub fn run(
     mut hub: Hub<StateDir>,
     sock: UdpSocket,
     admin: Receiver<AdminCall>,
     catalog: Option<PathBuf>,
+    plumbing: Plumbing,
 ) -> anyhow::Result<()> {
     let mut catalog = catalog.map(|path| CatalogWatch {
         path,
         seen: None,
         next_check: Instant::now(),
     });
-    sock.set_read_timeout(Some(TICK))?;
+    let gateway = plumbing.gateway.as_ref().map(|g| &g.0);
+    let gw_out = plumbing.gateway.as_ref().map(|g| &g.1);
+    let resolver = plumbing.resolver.as_ref().map(|r| &r.0);
+    let lookups = plumbing.resolver.as_ref().map(|r| &r.1);
+    let wake = plumbing.wake.clone();
     let mut buf = vec![0u8; 65536];
-    hub.greet(&mut UdpWire { sock: &sock });
-    let mut next_tick = Instant::now() + TICK;
-    loop {
-        match sock.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                hub.on_datagram(from, &buf[..n], unix_now(), &mut UdpWire { sock: &sock })
+    macro_rules! wire {
+        () => {
+            &mut UdpWire {
+                sock: &sock,
+                gateway,
+                resolver,
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
-            // ICMP errors for earlier sends surface here; they are not fatal.
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
-            Err(e) => return Err(anyhow::anyhow!("udp receive failed: {e}")),
+        };
+    }
+    hub.greet(wire!());
+    let mut next_tick = Instant::now() + TICK;
+    let mut published_seq = None;
+    loop {
+        wait(
+            &sock,
+            &wake,
+            next_tick.saturating_duration_since(Instant::now()),
+        );
+        wake.reset();
+        for _ in 0..RECV_BATCH {
+            match recv_dontwait(&sock, &mut buf) {
+                Ok((n, from)) => hub.on_datagram(from, &buf[..n], unix_now(), wire!()),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                    break
+                }
+                // ICMP errors for earlier sends surface here; they are not fatal.
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(anyhow::anyhow!("udp receive failed: {e}")),
+            }
+        }
+        if let Some(out) = gw_out {
+            let mut n = 0;
+            while n < GATEWAY_BATCH {
+                let Ok(p) = out.packets.try_recv() else { break };
+                hub.from_gateway(&p, wire!());
+                n += 1;
+            }
+            // Possibly more waiting: come back without sleeping.
+            if n == GATEWAY_BATCH {
+                wake.wake();
+            }
+        }
+        if let Some(rx) = lookups {
+            while let Ok((token, result)) = rx.try_recv() {
+                hub.lookup_done(token, result, unix_now(), wire!());
+            }
         }
         if Instant::now() >= next_tick {
             if let Some(c) = catalog.as_mut() {
                 c.poll(&mut hub);
             }
-            hub.on_tick(unix_now(), &mut UdpWire { sock: &sock });
+            hub.on_tick(unix_now(), wire!());
             next_tick = Instant::now() + TICK;
         }
         while let Ok((req, reply)) = admin.try_recv() {
             let _ = reply.send(answer(&mut hub, req));
+        }
+        if let Some(cb) = &plumbing.callbacks {
+            let seq = hub.registry_seq();
+            if published_seq != Some(seq) {
+                published_seq = Some(seq);
+                cb.publish(CallbackRoutes::new(hub.callback_routes()));
+            }
         }
     }
 }

@@ -1,9 +1,12 @@
 //! `overlay-relay`: the WireGuard hub and control plane that runs in the remote environment.
 
 mod admin;
+mod gateway;
 mod hub;
+mod metrics;
 mod serve;
 mod state;
+mod wake;
 
 use admin::AdminRequest;
 use clap::{Args, Parser, Subcommand};
@@ -26,6 +29,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start; the size of the serve variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the relay in the foreground.

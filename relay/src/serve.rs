@@ -4,10 +4,13 @@ use crate::hub::unix_now;
 use crate::state::StateDir;
 use clap::Args;
 use overlay_core::addressing::AddressPlan;
+use overlay_core::gateway::{CallbackPlan, FlowLimits, PortRange};
 use overlay_core::prefix::Ipv4Prefix;
-use overlay_core::relay::{Hub, HubConfig};
+use overlay_core::relay::{Hub, HubConfig, OnDemandConfig};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Flags of `serve`; each is also an `OVERLAY_RELAY_<FLAG>` environment variable.
 #[derive(Args, Debug)]
@@ -30,10 +33,68 @@ pub struct ServeArgs {
     /// Inner MTU handed to peers.
     #[arg(long, env = "OVERLAY_RELAY_MTU", default_value_t = 1420)]
     mtu: u16,
+    /// TCP address of the HTTP callback router (routes by Host `[tag.]service.node.domain`);
+    /// its IP is also where callback ports listen.
+    #[arg(long, env = "OVERLAY_RELAY_CALLBACK_LISTEN")]
+    callback_listen: Option<SocketAddr>,
+    /// TCP ports handed to node services for callbacks, e.g. 30000-30999 (stable per service).
+    #[arg(long, env = "OVERLAY_RELAY_CALLBACK_PORTS")]
+    callback_ports: Option<PortRange>,
+    /// The name or address the remote environment reaches the relay at, for callback URLs
+    /// (default: the callback-listen address, or the public endpoint's host).
+    #[arg(long, env = "OVERLAY_RELAY_CALLBACK_HOST")]
+    callback_host: Option<String>,
+    /// TCP address for Prometheus metrics (/metrics) and the health check (/healthz).
+    #[arg(long, env = "OVERLAY_RELAY_METRICS")]
+    metrics: Option<SocketAddr>,
+    /// Also look up names under this suffix on demand (repeatable, or comma-separated).
+    #[arg(
+        long = "on-demand-suffix",
+        env = "OVERLAY_RELAY_ON_DEMAND_SUFFIX",
+        value_delimiter = ','
+    )]
+    on_demand_suffix: Vec<String>,
+    /// Do not look up remote names on demand (only the catalog is reachable).
+    #[arg(long, env = "OVERLAY_RELAY_NO_ON_DEMAND")]
+    no_on_demand: bool,
+    /// How long a name looked up on demand stays mapped (e.g. 30m, 1h).
+    #[arg(long, env = "OVERLAY_RELAY_ON_DEMAND_TTL", default_value = "1h")]
+    on_demand_ttl: String,
+    /// Most concurrent TCP and UDP flows through the gateway per node.
+    #[arg(long, env = "OVERLAY_RELAY_MAX_FLOWS_PER_NODE", default_value_t = 1024)]
+    max_flows_per_node: usize,
+    /// Most concurrent flows through the gateway in total.
+    #[arg(long, env = "OVERLAY_RELAY_MAX_FLOWS", default_value_t = 8192)]
+    max_flows: usize,
+    /// Buffer per direction of each proxied TCP connection, in KiB.
+    #[arg(long, env = "OVERLAY_RELAY_TCP_BUFFER_KIB", default_value_t = 256)]
+    tcp_buffer_kib: usize,
+    /// A proxied TCP connection without traffic this long is closed (e.g. 15m).
+    #[arg(long, env = "OVERLAY_RELAY_TCP_IDLE_TIMEOUT", default_value = "15m")]
+    tcp_idle_timeout: String,
+    /// A UDP flow without traffic this long is forgotten (e.g. 60s).
+    #[arg(long, env = "OVERLAY_RELAY_UDP_IDLE_TIMEOUT", default_value = "60s")]
+    udp_idle_timeout: String,
+}
+
+/// Raises the soft limit on open files to the hard limit: every proxied connection holds one.
+fn raise_nofile_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
 }
 
 /// Runs the relay until it is killed.
 pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
+    raise_nofile_limit();
     let plan = AddressPlan::new(args.network)?;
     let dir = StateDir::open(state)?;
     let private_key = dir.load_or_create_key()?;
@@ -41,6 +102,24 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let public_endpoint = args
         .public_endpoint
         .unwrap_or_else(|| args.listen.to_string());
+    let on_demand_ttl = overlay_core::duration::parse_secs(&args.on_demand_ttl)?;
+    let tcp_idle = overlay_core::duration::parse_secs(&args.tcp_idle_timeout)?;
+    let udp_idle = overlay_core::duration::parse_secs(&args.udp_idle_timeout)?;
+    let http_listener = match args.callback_listen {
+        Some(a) => Some(
+            std::net::TcpListener::bind(a)
+                .map_err(|e| anyhow::anyhow!("cannot listen for callbacks on tcp {a}: {e}"))?,
+        ),
+        None => None,
+    };
+    let metrics_listener = match args.metrics {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on tcp {a}: {e}"))?,
+        ),
+        None => None,
+    };
     let sock = std::net::UdpSocket::bind(args.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on udp {}: {e}", args.listen))?;
     overlay_core::sockbuf::enlarge(std::os::fd::AsRawFd::as_raw_fd(&sock));
@@ -56,6 +135,78 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         dir.clone(),
         unix_now(),
     )?;
+    let mut hub = hub;
+    let callback_host = args
+        .callback_host
+        .clone()
+        .unwrap_or_else(|| match args.callback_listen {
+            Some(a) if !a.ip().is_unspecified() => a.ip().to_string(),
+            _ => public_endpoint
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+                .unwrap_or_else(|| public_endpoint.clone()),
+        });
+    let plan_cb = CallbackPlan {
+        ports: args.callback_ports,
+        host: callback_host.clone(),
+        http_port: args.callback_listen.map(|a| a.port()),
+    };
+    hub.set_callback_plan(plan_cb.clone());
+    hub.set_on_demand(OnDemandConfig {
+        enabled: !args.no_on_demand,
+        suffixes: args.on_demand_suffix.clone(),
+        ttl_secs: on_demand_ttl,
+    });
+    let rt = tokio::runtime::Handle::current();
+    let wake = Arc::new(crate::wake::Wake::new()?);
+    let (gw, gw_out) = crate::gateway::start(
+        crate::gateway::GatewayConfig {
+            relay_addr: plan.relay_addr(),
+            mtu: usize::from(args.mtu),
+            limits: FlowLimits {
+                per_node: args.max_flows_per_node,
+                total: args.max_flows,
+            },
+            tcp_buffer: args.tcp_buffer_kib.clamp(4, 16 * 1024) * 1024,
+            tcp_idle: Duration::from_secs(tcp_idle),
+            udp_idle: Duration::from_secs(udp_idle),
+            connect_timeout: Duration::from_secs(10),
+        },
+        rt.clone(),
+        wake.clone(),
+    )?;
+    let callbacks = if plan_cb.enabled() {
+        let ports_ip = args.callback_ports.map(|_| {
+            args.callback_listen
+                .map(|a| a.ip())
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        });
+        Some(crate::gateway::CallbackListeners::start(
+            &rt,
+            http_listener,
+            ports_ip,
+            args.domain.clone(),
+            gw.clone(),
+        )?)
+    } else {
+        None
+    };
+    let resolver =
+        (!args.no_on_demand).then(|| crate::gateway::Resolver::new(rt.clone(), wake.clone()));
+    let gw_stats = gw.stats.clone();
+    let plumbing = crate::hub::Plumbing {
+        wake,
+        gateway: Some((gw, gw_out)),
+        resolver,
+        callbacks,
+    };
+    tracing::info!(
+        callback_listen = ?args.callback_listen,
+        callback_ports = ?args.callback_ports.map(|p| p.to_string()),
+        callback_host = %callback_host,
+        on_demand = !args.no_on_demand,
+        "gateway ready"
+    );
     tracing::info!(
         listen = %args.listen,
         endpoint = %public_endpoint,
@@ -70,9 +221,12 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("hub".into())
         .spawn(move || {
-            let r = crate::hub::run(hub, sock, rx, catalog);
+            let r = crate::hub::run(hub, sock, rx, catalog, plumbing);
             let _ = done_tx.send(r);
         })?;
+    if let Some(l) = metrics_listener {
+        tokio::spawn(crate::metrics::serve(l, tx.clone(), Some(gw_stats)));
+    }
     let admin_path = dir.admin_socket();
     let admin = tokio::spawn(async move { crate::admin::serve(&admin_path, tx).await });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

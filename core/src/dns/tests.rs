@@ -524,3 +524,25 @@ fn random_and_truncated_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn on_demand_candidates_are_unknown_single_labels() {
+    let w = World::new();
+    let c = |name: &str, t: RecordType| on_demand_candidate(&query(name, t), &w.ctx());
+    assert_eq!(
+        c("inventory.ovl.internal.", RecordType::A).as_deref(),
+        Some("inventory")
+    );
+    assert_eq!(
+        c("Inventory.ovl.internal.", RecordType::AAAA).as_deref(),
+        Some("inventory")
+    );
+    // Known names, nodes, deeper names, other types, other domains: no.
+    assert_eq!(c("orders.ovl.internal.", RecordType::A), None);
+    assert_eq!(c("nodeb.ovl.internal.", RecordType::A), None);
+    assert_eq!(c("a.b.ovl.internal.", RecordType::A), None);
+    assert_eq!(c("inventory.ovl.internal.", RecordType::SRV), None);
+    assert_eq!(c("inventory.example.com.", RecordType::A), None);
+    assert_eq!(c("ns.ovl.internal.", RecordType::A), None);
+    assert_eq!(on_demand_candidate(b"\x00\x01garbage", &w.ctx()), None);
+}

@@ -7,10 +7,12 @@
 mod admin;
 mod guess;
 mod join;
+mod lookup;
 mod services;
 pub mod state;
 
 pub use admin::{NodeInfo, PeerAdded, RelayStats, TokenCreated};
+pub use lookup::{LookupRequest, OnDemandConfig};
 
 use crate::addressing::AddressPlan;
 use crate::control::{self, ControlMessage, ControlReply, ControlRequest, CONTROL_PORT};
@@ -32,7 +34,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Handshakes per second (each counted twice: our check and the Tunn's) before cookies are required.
-const HANDSHAKE_RATE_LIMIT: u64 = 2000;
+const HANDSHAKE_RATE_LIMIT: u64 = 4000;
 /// Buffer size for any datagram or packet.
 const BUF: usize = 65536;
 
@@ -42,9 +44,15 @@ pub trait Wire {
     fn send(&mut self, to: SocketAddr, datagram: &[u8]);
 
     /// Hands an inner packet for a remote service to the userspace gateway (best effort: a
-    /// full gateway queue drops it, and TCP retransmits). `target` is the service's
-    /// `host:port` as seen from the relay; `node` the sending node's name.
-    fn send_to_gateway(&mut self, node: &str, target: &str, packet: &[u8]);
+    /// full gateway queue drops it, and TCP retransmits). `target` is the `host:port` the
+    /// packet's destination stands for in the remote environment, or `None` for TCP to the
+    /// relay's own address (the node's side of a callback connection); `node` is the sender.
+    fn send_to_gateway(&mut self, node: &str, target: Option<&str>, packet: &[u8]);
+
+    /// Asks the driver to resolve a name in the remote environment; the driver answers with
+    /// [`Hub::lookup_done`]. Without a resolver the request is never answered (the node's
+    /// request times out).
+    fn resolve(&mut self, _request: LookupRequest) {}
 }
 
 /// Persists the relay state; called before any change takes effect.
@@ -135,8 +143,12 @@ pub struct Hub<S: Store> {
     registry: Registry,
     /// The registry changed since the last notices went out.
     notice_pending: bool,
-    /// Remote service address -> `host:port` in the remote environment (from the registry).
-    remote_targets: HashMap<std::net::Ipv4Addr, String>,
+    /// Remote service address -> its overlay port and `host:port` in the remote environment.
+    remote_targets: HashMap<std::net::Ipv4Addr, (u16, String)>,
+    /// How node services get callback addresses.
+    callback: crate::gateway::CallbackPlan,
+    /// Remote names on demand.
+    lookups: lookup::Lookups,
     last_limiter_reset: u64,
     started: u64,
     dec: Vec<u8>,
@@ -172,6 +184,8 @@ impl<S: Store> Hub<S> {
             .map_err(|e| HubError::BadState(e.to_string()))?,
             notice_pending: false,
             remote_targets: HashMap::new(),
+            callback: crate::gateway::CallbackPlan::default(),
+            lookups: lookup::Lookups::default(),
             last_limiter_reset: now,
             started: now,
             dec: vec![0; BUF],
@@ -311,6 +325,7 @@ impl<S: Store> Hub<S> {
         self.route(id, len, now, wire);
         std::mem::swap(&mut self.dec, &mut self.aux);
         self.send_notices(wire);
+        self.flush_lookups(wire);
     }
 
     /// Finds the peer behind a handshake initiation. `Err(Some(n))`: a cookie reply of `n`
@@ -355,9 +370,18 @@ impl<S: Store> Hub<S> {
                 self.aux = p;
             }
             Route::Gateway => self.forward_to_gateway(from, len, wire),
+            Route::Relay if is_tcp(&self.aux[..len]) => {
+                // The node's side of a callback connection the gateway opened from here.
+                match self.table.get(from).map(|e| e.name.clone()) {
+                    Some(node) => wire.send_to_gateway(&node, None, &self.aux[..len]),
+                    None => self.count_drop(from, DropReason::NoRoute),
+                }
+            }
             Route::Relay => {
                 let reply = self.answer_relay_packet(from, len, now);
                 match reply {
+                    // Empty: a control request whose answer comes later (a lookup).
+                    Some(r) if r.is_empty() => {}
                     Some(r) => self.send_to_peer(from, &r, wire),
                     None => self.count_drop(from, DropReason::Unsupported),
                 }
@@ -378,10 +402,18 @@ impl<S: Store> Hub<S> {
         let Ok(p) = Ipv4Packet::new_checked(&self.aux[..len]) else {
             return;
         };
-        let target = self.remote_targets.get(&p.dst());
+        let dst_port = crate::gateway::Segment::parse(p.as_bytes()).map(|s| s.dst.port());
+        let target = match (self.remote_targets.get(&p.dst()), dst_port) {
+            (Some((port, target)), Some(dst_port)) => {
+                crate::gateway::effective_target(dst_port, *port, target)
+            }
+            _ => None,
+        };
         let node = self.table.get(from).map(|e| e.name.as_str());
         match (target, node) {
-            (Some(target), Some(node)) => wire.send_to_gateway(node, target, &self.aux[..len]),
+            (Some(target), Some(node)) => {
+                wire.send_to_gateway(node, Some(&target), &self.aux[..len])
+            }
             _ => self.count_drop(from, DropReason::NoRoute),
         }
     }
@@ -420,7 +452,10 @@ impl<S: Store> Hub<S> {
         let (src, dst, src_port) = (p.src(), p.dst(), u.src_port);
         let parsed = control::parse_request(u.payload);
         let reply = match parsed {
-            Ok(m) => self.on_control(from, m, now),
+            Ok(m) => match self.on_control(from, m, (src, src_port), now) {
+                Some(r) => r,
+                None => return Some(Vec::new()),
+            },
             Err(e) => ControlReply::Error {
                 id: 0,
                 message: e.to_string(),
@@ -435,8 +470,17 @@ impl<S: Store> Hub<S> {
         ))
     }
 
-    fn on_control(&mut self, from: PeerId, m: ControlMessage, _now: u64) -> ControlReply {
+    fn on_control(
+        &mut self,
+        from: PeerId,
+        m: ControlMessage,
+        reply_to: (std::net::Ipv4Addr, u16),
+        now: u64,
+    ) -> Option<ControlReply> {
         let id = m.id;
+        if let ControlRequest::Lookup { name } = &m.request {
+            return self.lookup(from, id, name, reply_to, now);
+        }
         let result = match m.request {
             ControlRequest::Ping => Ok(serde_json::json!({"pong": true})),
             ControlRequest::Leave => self
@@ -454,14 +498,15 @@ impl<S: Store> Hub<S> {
                 .unregister_service(from, &name, tag.as_deref())
                 .map(|removed| serde_json::json!({ "removed": removed })),
             ControlRequest::Pull { want } => Ok(self.pull(&want)),
+            ControlRequest::Lookup { .. } => Ok(serde_json::Value::Null),
         };
-        match result {
+        Some(match result {
             Ok(data) => ControlReply::Ok { id, data },
             Err(e) => ControlReply::Error {
                 id,
                 message: e.to_string(),
             },
-        }
+        })
     }
 
     fn count_drop(&mut self, id: PeerId, reason: DropReason) {
@@ -505,6 +550,7 @@ impl<S: Store> Hub<S> {
                 _ => {}
             }
         }
+        self.expire_on_demand(now);
         self.send_notices(wire);
         if self.endpoints_dirty {
             self.endpoints_dirty = false;
@@ -520,6 +566,11 @@ impl<S: Store> Hub<S> {
             }
         }
     }
+}
+
+/// Whether `p` is a TCP packet.
+fn is_tcp(p: &[u8]) -> bool {
+    Ipv4Packet::new_checked(p).is_ok_and(|p| p.protocol() == packet::proto::TCP)
 }
 
 /// Updates a peer's endpoint after an authenticated datagram from `from` (roaming).

@@ -3,11 +3,14 @@
 
 use super::{Hub, HubError, Store, Wire};
 use crate::control::{self, ControlReply, RegistryNotice, CONTROL_PORT, DELTA_BUDGET, NOTICE_ID};
+use crate::gateway::{CallbackPlan, CallbackPortRecord};
 use crate::packet;
 use crate::peers::PeerId;
 use crate::registry::{
-    Protocol, Pull, Registry, RegistryError, RemoteEntry, RemoteUpdate, ServiceInstance,
+    Protocol, Pull, Registry, RegistryError, RemoteEntry, RemoteUpdate, ServiceInstance, ServiceKey,
 };
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
 
 impl<S: Store> Hub<S> {
     /// Applies `op` to a copy of the registry, saves the result, and only then makes it live.
@@ -15,12 +18,27 @@ impl<S: Store> Hub<S> {
         &mut self,
         op: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
     ) -> Result<T, HubError> {
+        self.change_registry_and(op, None)
+    }
+
+    /// [`Hub::change_registry`], saving new callback port records in the same write.
+    fn change_registry_and<T>(
+        &mut self,
+        op: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
+        callback_ports: Option<Vec<CallbackPortRecord>>,
+    ) -> Result<T, HubError> {
         let mut reg = self.registry.clone();
         let before = reg.seq();
         let out = op(&mut reg).map_err(|e| HubError::Registry(e.to_string()))?;
-        if reg.seq() != before {
+        let ports_changed = callback_ports
+            .as_ref()
+            .is_some_and(|p| *p != self.state.callback_ports);
+        if reg.seq() != before || ports_changed {
             let mut next = self.state.clone();
             next.registry = reg.snapshot();
+            if let Some(p) = callback_ports {
+                next.callback_ports = p;
+            }
             self.commit(next)?;
             self.registry = reg;
             self.notice_pending = true;
@@ -34,8 +52,37 @@ impl<S: Store> Hub<S> {
         self.remote_targets = self
             .registry
             .instances()
-            .filter_map(|i| i.target.clone().map(|t| (i.address, t)))
+            .filter_map(|i| i.target.clone().map(|t| (i.address, (i.port, t))))
             .collect();
+    }
+
+    /// Sets how node services get callback addresses (from the next registration on).
+    pub fn set_callback_plan(&mut self, plan: CallbackPlan) {
+        self.callback = plan;
+    }
+
+    /// Where callbacks go: every node service with its callback port (if it has one).
+    pub fn callback_routes(&self) -> Vec<(ServiceKey, SocketAddrV4, Option<u16>)> {
+        let ports: HashMap<&ServiceKey, u16> = self
+            .state
+            .callback_ports
+            .iter()
+            .map(|r| (&r.key, r.port))
+            .collect();
+        self.registry
+            .instances()
+            .filter(|i| !i.is_remote() && i.protocol == Protocol::Tcp)
+            .map(|i| {
+                let key = i.key();
+                let port = ports.get(&key).copied();
+                (key, SocketAddrV4::new(i.address, i.port), port)
+            })
+            .collect()
+    }
+
+    /// The registry's sequence number: it moves whenever an instance changes.
+    pub fn registry_seq(&self) -> u64 {
+        self.registry.seq()
     }
 
     /// Registers a service of peer `from` in its own prefix.
@@ -48,8 +95,32 @@ impl<S: Store> Hub<S> {
         protocol: Protocol,
     ) -> Result<ServiceInstance, HubError> {
         let (node, prefix) = self.peer_identity(from)?;
-        let inst =
-            self.change_registry(|r| r.register(&node, prefix, name, tag, port, protocol))?;
+        let key = ServiceKey::node(&node, name, tag);
+        let assigned = if protocol == Protocol::Tcp {
+            self.callback
+                .assign_port(&self.state.callback_ports, &key, |k| {
+                    self.registry.get(k).is_some()
+                })
+        } else {
+            None
+        };
+        let url = if protocol == Protocol::Tcp {
+            self.callback
+                .url(&key, assigned.as_ref().map(|a| a.0), &self.cfg.domain)
+        } else {
+            None
+        };
+        let inst = self.change_registry_and(
+            |r| {
+                let inst = r.register(&node, prefix, name, tag, port, protocol)?;
+                if inst.callback_url == url {
+                    return Ok(inst);
+                }
+                r.set_callback_url(&key, url.clone())?;
+                Ok(r.get(&key).cloned().unwrap_or(inst))
+            },
+            assigned.map(|a| a.1),
+        )?;
         tracing::info!(%node, service = %name, tag = ?tag, address = %inst.address, "service registered");
         Ok(inst)
     }

@@ -25,6 +25,9 @@ pub struct RelayState {
     /// The service registry: instances and stable address allocations.
     #[serde(default)]
     pub registry: crate::registry::RegistryState,
+    /// Callback ports handed to node services, kept so a service gets its port back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callback_ports: Vec<crate::gateway::CallbackPortRecord>,
 }
 
 /// One registered peer.

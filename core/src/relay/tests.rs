@@ -20,9 +20,12 @@ impl Wire for Outbox {
         self.0.push((to, d.to_vec()));
     }
 
-    fn send_to_gateway(&mut self, node: &str, target: &str, packet: &[u8]) {
-        self.1
-            .push((node.to_string(), target.to_string(), packet.to_vec()));
+    fn send_to_gateway(&mut self, node: &str, target: Option<&str>, packet: &[u8]) {
+        self.1.push((
+            node.to_string(),
+            target.unwrap_or_default().to_string(),
+            packet.to_vec(),
+        ));
     }
 }
 
@@ -495,4 +498,147 @@ fn remote_service_packets_go_to_the_gateway_and_back() {
     };
     hub.on_datagram(a.addr, &d, NOW, &mut out);
     assert!(out.1.is_empty());
+}
+
+/// A control request from `ip` to the relay.
+fn control_packet(ip: Ipv4Addr, id: u64, request: ControlRequest) -> Vec<u8> {
+    build_udp(
+        ip,
+        CONTROL_PORT,
+        RELAY,
+        CONTROL_PORT,
+        &control::encode(&ControlMessage { id, request }),
+    )
+}
+
+/// The control replies among the packets a node received.
+fn replies(packets: &[Vec<u8>]) -> Vec<ControlReply> {
+    packets
+        .iter()
+        .filter_map(|p| {
+            let v = Ipv4Packet::new_checked(p).ok()?;
+            control::parse_reply(crate::packet::udp(&v)?.payload).ok()
+        })
+        .collect()
+}
+
+#[test]
+fn lookups_map_remote_names_on_demand() {
+    let (mut hub, store) = hub();
+    let ia = add(&mut hub, "a", 1);
+    let mut a = SimNode::new(&hub, 1, ia, 1000);
+    let lookup = |name: &str| ControlRequest::Lookup { name: name.into() };
+    // The answer waits for the driver's resolver.
+    let (got, _) = a.send(&mut hub, &control_packet(ia, 7, lookup("inventory")));
+    assert!(replies(&got).is_empty());
+    // A retry of the same request starts nothing new.
+    let (got, _) = a.send(&mut hub, &control_packet(ia, 7, lookup("inventory")));
+    assert!(replies(&got).is_empty());
+    let mut out = Outbox::default();
+    hub.lookup_done(1, Ok(()), NOW, &mut out);
+    let mut buf = vec![0u8; 65536];
+    let mut got = Vec::new();
+    for (to, d) in out.0 {
+        assert_eq!(to, a.addr);
+        if let TunnResult::WriteToTunnelV4(p, _) = a.tunn.decapsulate(Some(to.ip()), &d, &mut buf) {
+            got.push(p.to_vec());
+        }
+    }
+    let r = replies(&got);
+    let ControlReply::Ok { id: 7, data } = &r[0] else {
+        panic!("{r:?}");
+    };
+    assert_eq!(data["name"], "inventory");
+    assert_eq!(data["target"], "inventory:80");
+    let saved = store.saved.borrow().clone().unwrap();
+    assert_eq!(saved.registry.on_demand.len(), 1);
+    // Known names answer at once; names that are not labels are refused.
+    let (got, _) = a.send(&mut hub, &control_packet(ia, 8, lookup("inventory")));
+    assert!(matches!(replies(&got)[0], ControlReply::Ok { id: 8, .. }));
+    let (got, _) = a.send(&mut hub, &control_packet(ia, 9, lookup("a.example.com")));
+    assert!(matches!(
+        replies(&got)[0],
+        ControlReply::Error { id: 9, .. }
+    ));
+    // A failed resolution is an error for the node.
+    let (_, _) = a.send(&mut hub, &control_packet(ia, 10, lookup("nothing")));
+    let mut out = Outbox::default();
+    hub.lookup_done(2, Err("no address".into()), NOW, &mut out);
+    assert_eq!(out.0.len(), 1);
+    // Any port of an on-demand address reaches the same host on that port.
+    let inv = hub
+        .services()
+        .into_iter()
+        .find(|s| s.name == "inventory")
+        .unwrap()
+        .address;
+    let d = match a
+        .tunn
+        .encapsulate(&build_udp(ia, 5, inv, 6379, b"x"), &mut buf)
+    {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        other => panic!("{other:?}"),
+    };
+    let mut out = Outbox::default();
+    hub.on_datagram(a.addr, &d, NOW, &mut out);
+    assert_eq!(out.1[0].1, "inventory:6379");
+    // Turned off: refused.
+    hub.set_on_demand(OnDemandConfig {
+        enabled: false,
+        ..Default::default()
+    });
+    let (got, _) = a.send(&mut hub, &control_packet(ia, 11, lookup("other")));
+    assert!(matches!(
+        replies(&got)[0],
+        ControlReply::Error { id: 11, .. }
+    ));
+}
+
+#[test]
+fn node_services_get_stable_callback_ports() {
+    let (mut hub, store) = hub();
+    hub.set_callback_plan(crate::gateway::CallbackPlan {
+        ports: Some("30000-30001".parse().unwrap()),
+        host: "relay.staging".into(),
+        http_port: Some(8000),
+    });
+    let ia = add(&mut hub, "a", 1);
+    let mut a = SimNode::new(&hub, 1, ia, 1000);
+    let register = |name: &str| ControlRequest::Register {
+        name: name.into(),
+        tag: None,
+        port: 8080,
+        protocol: crate::registry::Protocol::Tcp,
+    };
+    let url = |got: &[Vec<u8>]| match &replies(got)[0] {
+        ControlReply::Ok { data, .. } => data["callback_url"].clone(),
+        other => panic!("{other:?}"),
+    };
+    let (got, _) = a.send(&mut hub, &control_packet(ia, 1, register("api")));
+    assert_eq!(url(&got), "http://relay.staging:30000");
+    let (got, _) = a.send(&mut hub, &control_packet(ia, 2, register("web")));
+    assert_eq!(url(&got), "http://relay.staging:30001");
+    // Full range: the third service is routed by Host only.
+    let (got, _) = a.send(&mut hub, &control_packet(ia, 3, register("db")));
+    assert_eq!(url(&got), "http://db.a.ovl.internal:8000");
+    // Again after unregistering and registering: the same port.
+    a.send(
+        &mut hub,
+        &control_packet(
+            ia,
+            4,
+            ControlRequest::Unregister {
+                name: "api".into(),
+                tag: None,
+            },
+        ),
+    );
+    let (got, _) = a.send(&mut hub, &control_packet(ia, 5, register("api")));
+    assert_eq!(url(&got), "http://relay.staging:30000");
+    let saved = store.saved.borrow().clone().unwrap();
+    assert_eq!(saved.callback_ports.len(), 2);
+    let routes = hub.callback_routes();
+    assert!(routes
+        .iter()
+        .any(|(k, addr, port)| k.name == "api" && addr.port() == 8080 && *port == Some(30000)));
 }

@@ -1,0 +1,265 @@
+//! Remote names on demand: a node asks for a name the remote environment can resolve; the
+//! driver resolves it off the hub's thread and the hub maps it to a remote-service address
+//! for a while.
+
+use super::{Hub, HubError, Store, Wire};
+use crate::control::{self, ControlReply, CONTROL_PORT};
+use crate::packet;
+use crate::peers::PeerId;
+use crate::registry::{valid_label, ServiceKey};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+/// Lookups waiting for the driver at once; more are refused (the node retries later).
+pub const MAX_PENDING_LOOKUPS: usize = 256;
+/// A lookup the driver never answered is forgotten after this many seconds.
+const LOOKUP_DEADLINE_SECS: u64 = 30;
+/// The nominal port of an on-demand service (any port reaches the same host).
+pub const ON_DEMAND_PORT: u16 = 80;
+
+/// Which names the relay looks up for nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnDemandConfig {
+    /// Whether names are looked up at all.
+    pub enabled: bool,
+    /// Besides single labels, names under these suffixes (e.g. `svc.cluster.local`).
+    pub suffixes: Vec<String>,
+    /// How long a looked-up name stays mapped, in seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for OnDemandConfig {
+    fn default() -> Self {
+        OnDemandConfig {
+            enabled: true,
+            suffixes: Vec::new(),
+            ttl_secs: 3600,
+        }
+    }
+}
+
+impl OnDemandConfig {
+    /// The registry name and the name to resolve for a node's question, if it is one the
+    /// relay looks up: a single label maps to itself; `a.b.<suffix>` becomes `a-b` and
+    /// resolves as written.
+    pub fn names_for(&self, asked: &str) -> Option<(String, String)> {
+        let q = asked.trim_end_matches('.').to_ascii_lowercase();
+        if valid_label(&q) {
+            return Some((q.clone(), q));
+        }
+        for suffix in &self.suffixes {
+            let suffix = suffix.trim_matches('.').to_ascii_lowercase();
+            let Some(rest) = q
+                .strip_suffix(suffix.as_str())
+                .and_then(|r| r.strip_suffix('.'))
+            else {
+                continue;
+            };
+            let labels: Vec<&str> = rest.split('.').collect();
+            if !labels.iter().all(|l| valid_label(l)) {
+                continue;
+            }
+            let name = labels.join("-");
+            if valid_label(&name) && q.len() <= 200 {
+                return Some((name, q.clone()));
+            }
+        }
+        None
+    }
+}
+
+/// A name for the driver to resolve; answer with [`Hub::lookup_done`] and the same `token`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupRequest {
+    /// Identifies the request.
+    pub token: u64,
+    /// The name to resolve in the remote environment.
+    pub name: String,
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    from: PeerId,
+    id: u64,
+    label: String,
+    resolve: String,
+    reply_to: (Ipv4Addr, u16),
+    asked: u64,
+}
+
+/// The hub's lookups in progress.
+#[derive(Default)]
+pub(super) struct Lookups {
+    cfg: OnDemandConfig,
+    pending: HashMap<u64, Pending>,
+    outbox: Vec<LookupRequest>,
+    next_token: u64,
+}
+
+impl<S: Store> Hub<S> {
+    /// Sets which names are looked up on demand.
+    pub fn set_on_demand(&mut self, cfg: OnDemandConfig) {
+        self.lookups.cfg = cfg;
+    }
+
+    /// Handles a node's lookup; `None` when the answer comes later, from [`Hub::lookup_done`].
+    pub(super) fn lookup(
+        &mut self,
+        from: PeerId,
+        id: u64,
+        asked: &str,
+        reply_to: (Ipv4Addr, u16),
+        now: u64,
+    ) -> Option<ControlReply> {
+        let err = |message: String| Some(ControlReply::Error { id, message });
+        if !self.lookups.cfg.enabled {
+            return err("remote names on demand are turned off on this relay".into());
+        }
+        let Some((label, resolve)) = self.lookups.cfg.names_for(asked) else {
+            return err(format!(
+                "'{asked}' is not a name this relay looks up: use a single label{}",
+                if self.lookups.cfg.suffixes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" or a name under {}", self.lookups.cfg.suffixes.join(", "))
+                }
+            ));
+        };
+        if let Some(inst) = self.registry.get(&ServiceKey::remote(&label)) {
+            return Some(ControlReply::Ok {
+                id,
+                data: serde_json::to_value(inst).unwrap_or_default(),
+            });
+        }
+        if self
+            .lookups
+            .pending
+            .values()
+            .any(|p| p.from == from && p.id == id)
+        {
+            // A retry of a lookup in progress.
+            return None;
+        }
+        if self.lookups.pending.len() >= MAX_PENDING_LOOKUPS {
+            return err("the relay is busy looking up other names; try again".into());
+        }
+        self.lookups.next_token = self.lookups.next_token.wrapping_add(1);
+        let token = self.lookups.next_token;
+        self.lookups.pending.insert(
+            token,
+            Pending {
+                from,
+                id,
+                label,
+                resolve: resolve.clone(),
+                reply_to,
+                asked: now,
+            },
+        );
+        self.lookups.outbox.push(LookupRequest {
+            token,
+            name: resolve,
+        });
+        None
+    }
+
+    /// Hands queued lookups to the driver.
+    pub(super) fn flush_lookups(&mut self, wire: &mut impl Wire) {
+        for r in std::mem::take(&mut self.lookups.outbox) {
+            wire.resolve(r);
+        }
+    }
+
+    /// The driver's answer to a [`LookupRequest`]: `Ok` if the name resolves in the remote
+    /// environment, else why not. Maps the name and replies to the node.
+    pub fn lookup_done(
+        &mut self,
+        token: u64,
+        result: Result<(), String>,
+        now: u64,
+        wire: &mut impl Wire,
+    ) {
+        let Some(p) = self.lookups.pending.remove(&token) else {
+            return;
+        };
+        let reply = match result {
+            Ok(()) => {
+                let target = format!("{}:{ON_DEMAND_PORT}", p.resolve);
+                let ttl = self.lookups.cfg.ttl_secs;
+                match self.change_registry(|r| {
+                    r.add_on_demand(&p.label, &target, ON_DEMAND_PORT, now, ttl)
+                }) {
+                    Ok(inst) => {
+                        tracing::info!(name = %p.resolve, address = %inst.address, "remote name mapped on demand");
+                        ControlReply::Ok {
+                            id: p.id,
+                            data: serde_json::to_value(inst).unwrap_or_default(),
+                        }
+                    }
+                    Err(e) => ControlReply::Error {
+                        id: p.id,
+                        message: e.to_string(),
+                    },
+                }
+            }
+            Err(why) => ControlReply::Error {
+                id: p.id,
+                message: format!(
+                    "the remote environment cannot resolve '{}': {why}",
+                    p.resolve
+                ),
+            },
+        };
+        let relay = self.cfg.plan.relay_addr();
+        let pkt = packet::build_udp(
+            relay,
+            CONTROL_PORT,
+            p.reply_to.0,
+            p.reply_to.1,
+            &control::encode(&reply),
+        );
+        self.send_to_peer(p.from, &pkt, wire);
+        self.send_notices(wire);
+    }
+
+    /// Drops on-demand names whose time is up, and lookups the driver never answered.
+    pub(super) fn expire_on_demand(&mut self, now: u64) {
+        self.lookups
+            .pending
+            .retain(|_, p| now.saturating_sub(p.asked) < LOOKUP_DEADLINE_SECS);
+        if self.registry.next_expiry().is_some_and(|t| t <= now) {
+            match self.change_registry(|r| Ok(r.expire(now))) {
+                Ok(n) if n > 0 => tracing::info!(count = n, "on-demand remote names expired"),
+                Ok(_) => {}
+                Err(HubError::Store(e)) => tracing::warn!("cannot expire on-demand names: {e}"),
+                Err(e) => tracing::warn!("cannot expire on-demand names: {e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_for_labels_and_suffixes() {
+        let cfg = OnDemandConfig {
+            suffixes: vec!["svc.cluster.local".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            cfg.names_for("Redis."),
+            Some(("redis".into(), "redis".into()))
+        );
+        assert_eq!(
+            cfg.names_for("redis.other.svc.cluster.local"),
+            Some(("redis-other".into(), "redis.other.svc.cluster.local".into()))
+        );
+        assert_eq!(cfg.names_for("svc.cluster.local"), None);
+        assert_eq!(cfg.names_for("a.example.com"), None);
+        assert_eq!(cfg.names_for("under_score"), None);
+        assert_eq!(cfg.names_for(""), None);
+        assert_eq!(OnDemandConfig::default().names_for("a.b"), None);
+    }
+}
