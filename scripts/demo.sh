@@ -20,6 +20,8 @@ DIR=/tmp/overlay-demo
 DEMO_UID=${SUDO_UID:-65534}
 DEMO_GID=${SUDO_GID:-65534}
 KEEP=0
+# The services run as an ordinary user, so they need a python3 every user can run.
+PYTHON=$(command -v /usr/bin/python3 || command -v python3)
 
 case ${1:-} in
 --keep) KEEP=1 ;;
@@ -48,7 +50,12 @@ in_laptop() {
     ip netns exec "$LAPTOP" env OVERLAY_STATE_DIR="$DIR/laptop/state" OVERLAY_RUN_DIR="$DIR/laptop/run" \
         SUDO_UID="$DEMO_UID" SUDO_GID="$DEMO_GID" "$@"
 }
-as_user() { setpriv --reuid "$DEMO_UID" --regid "$DEMO_GID" --clear-groups "$@"; }
+# `overlay dev` and its companions run as the developer, with the developer's own state
+# directory for logs (as ~/.local/state/overlay would be), and the daemon's run directory.
+in_dev() {
+    ip netns exec "$LAPTOP" env OVERLAY_STATE_DIR="$DIR/dev" OVERLAY_RUN_DIR="$DIR/laptop/run" \
+        SUDO_UID="$DEMO_UID" SUDO_GID="$DEMO_GID" "$ROOT/target/release/overlay" "$@"
+}
 overlay() { in_laptop "$ROOT/target/release/overlay" "$@"; }
 relay_admin() { in_remote "$ROOT/target/release/overlay-relay" --state "$DIR/relay" "$@"; }
 
@@ -104,8 +111,11 @@ fi
 ok "binaries: target/release/overlay, target/release/overlay-relay"
 
 say "Creating the world: remote environment ($REMOTE) and laptop ($LAPTOP)"
-mkdir -p "$DIR"/{relay,laptop/state,laptop/run,logs}
-chown "$DEMO_UID:$DEMO_GID" "$DIR/relay" "$DIR/logs"
+mkdir -p "$DIR"/{relay,laptop/state,laptop/run,logs,dev}
+chown "$DEMO_UID:$DEMO_GID" "$DIR/dev"
+chown 65534:65534 "$DIR/relay"
+# Like /run: the daemon's socket and the developer's session sockets live side by side.
+chmod 1777 "$DIR/laptop/run"
 for ns in "$REMOTE" "$LAPTOP"; do
     ip netns add "$ns"
     ip -n "$ns" link set lo up
@@ -121,8 +131,10 @@ ip -n "$LAPTOP" link set eth0 up
 ok "remote environment 10.88.0.1, laptop 10.88.0.2 (a veth pair; nothing on the host changes)"
 
 say "Remote environment: orders and inventory (ordinary processes, not on the overlay)"
-in_remote as_user python3 "$ROOT/demo/services/orders.py" 10.88.0.1 9001 >"$DIR/logs/orders.log" 2>&1 &
-in_remote as_user python3 "$ROOT/demo/services/inventory.py" 10.88.0.1 9002 >"$DIR/logs/inventory.log" 2>&1 &
+in_remote setpriv --reuid 65534 --regid 65534 --clear-groups \
+    "$PYTHON" "$ROOT/demo/services/orders.py" 10.88.0.1 9001 >"$DIR/logs/orders.log" 2>&1 &
+in_remote setpriv --reuid 65534 --regid 65534 --clear-groups \
+    "$PYTHON" "$ROOT/demo/services/inventory.py" 10.88.0.1 9002 >"$DIR/logs/inventory.log" 2>&1 &
 cat >"$DIR/catalog.toml" <<TOML
 [services.orders]
 address = "10.88.0.1:9001"
@@ -161,8 +173,7 @@ else
 fi
 
 say "Laptop: overlay dev -f demo/overlay.toml (checkout and checkout v2, as uid $DEMO_UID)"
-chown -R "$DEMO_UID:$DEMO_GID" "$DIR/laptop/state" 2>/dev/null || true
-(cd "$ROOT/demo" && in_laptop "$ROOT/target/release/overlay" dev -f "$ROOT/demo/overlay.toml" >"$DIR/logs/dev.log" 2>&1) &
+(cd "$ROOT/demo" && in_dev dev -f "$ROOT/demo/overlay.toml" >"$DIR/logs/dev.log" 2>&1) &
 services_up() { overlay services --json | grep -q '"tag": "v2"' && curl_laptop http://v2.checkout:8080/healthz; }
 curl_laptop() { in_laptop curl -sf --max-time 5 "$@"; }
 if wait_for 40 services_up; then
@@ -174,10 +185,11 @@ fi
 say "overlay services (what every name resolves to, and where it runs)"
 overlay services | show
 
-step_request() { # name url check-jq-ish-pattern
+step_request() { # what url pattern-the-answer-must-contain
     local what=$1 url=$2 want=$3 out
     printf '   %s$ curl %s%s\n' "$dim" "$url" "$reset"
-    if out=$(curl_laptop "$url") && grep -q "$want" <<<"$out"; then
+    out=$(in_laptop curl -s --max-time 10 "$url" || true)
+    if grep -q "$want" <<<"$out"; then
         printf '%s\n' "$out" | python3 -m json.tool 2>/dev/null | head -n 30 | show
         ok "$what"
     else
@@ -195,10 +207,10 @@ step_request "http://v2.checkout:8080 is v2, running beside v1" http://v2.checko
 
 say "orders (remote) called checkout back through its callback URL (a webhook)"
 if wait_for 5 bash -c "ip netns exec $LAPTOP curl -sf http://checkout:8080/webhooks | grep -q confirmed"; then
-    curl_laptop http://checkout:8080/webhooks | python3 -m json.tool | show
+    curl_laptop http://checkout:8080/webhooks | python3 -m json.tool | head -n 12 | show
     ok "the webhook from the remote environment reached the laptop"
 else
-    curl_laptop http://checkout:8080/webhooks | show || true
+    { curl_laptop http://checkout:8080/webhooks || true; echo; } | show
     tail -n 5 "$DIR/logs/orders.log" | show
     bad "no webhook arrived (see the orders log above)"
 fi
@@ -209,7 +221,8 @@ import json, sys
 for s in json.load(sys.stdin):
     if s["name"] == "checkout" and not s["tag"] and s.get("callback_url"):
         print(s["callback_url"]); break')
-if [[ -n $CALLBACK ]] && in_remote curl -sf --max-time 5 "$CALLBACK/healthz" | show; then
+printf '   %s$ curl %s/healthz   (from the remote environment)%s\n' "$dim" "$CALLBACK" "$reset"
+if [[ -n $CALLBACK ]] && { in_remote curl -sf --max-time 5 "$CALLBACK/healthz" && echo; } | show; then
     ok "remote -> $CALLBACK -> relay -> overlay -> laptop"
 else
     bad "calling back at '${CALLBACK:-no callback URL}' failed"
@@ -217,6 +230,9 @@ fi
 
 say "overlay status"
 overlay status | show
+
+say "overlay logs (the last lines of every service, interleaved by time)"
+in_dev logs -n 12 2>&1 | show || true
 
 say "A restart of checkout while requests keep flowing"
 REQS="$DIR/requests"
@@ -226,7 +242,7 @@ in_laptop bash -c "end=\$((SECONDS+8)); while ((SECONDS<end)); do
     sleep 0.05; done" >>"$REQS" 2>/dev/null &
 LOOP=$!
 sleep 1
-if in_laptop "$ROOT/target/release/overlay" restart checkout 2>&1 | show; then
+if in_dev restart checkout 2>&1 | show; then
     ok "overlay restart checkout"
 else
     bad "overlay restart checkout failed"
@@ -239,9 +255,6 @@ if ((total > 0 && failed == 0)); then
 else
     bad "$total requests during the restart, $failed failed"
 fi
-
-say "overlay logs (the last lines of every service, interleaved by time)"
-in_laptop "$ROOT/target/release/overlay" logs -n 12 2>&1 | show || true
 
 say "Traffic inspector"
 if url=$(overlay inspect 2>/dev/null); then
@@ -260,6 +273,7 @@ The world is still running. Explore it:
    sudo ip netns exec $LAPTOP env OVERLAY_STATE_DIR=$DIR/laptop/state OVERLAY_RUN_DIR=$DIR/laptop/run $ROOT/target/release/overlay status
    sudo ip netns exec $LAPTOP curl http://checkout:8080/checkout
    sudo ip netns exec $REMOTE $ROOT/target/release/overlay-relay --state $DIR/relay nodes
+   sudo ip netns exec $LAPTOP env OVERLAY_STATE_DIR=$DIR/dev OVERLAY_RUN_DIR=$DIR/laptop/run $ROOT/target/release/overlay logs -f
 Logs: $DIR/logs/. Remove everything with: sudo scripts/demo.sh --clean
 EOF
 fi
