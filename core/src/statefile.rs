@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub struct StateFileError {
     action: &'static str,
     path: PathBuf,
-    #[source]
+    // Not a `#[source]`: the message already carries it, and error chains would repeat it.
     source: std::io::Error,
 }
 

@@ -35,6 +35,17 @@ struct Cli {
 enum Command {
     /// Run the relay in the foreground.
     Serve(serve::ServeArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: String,
+    },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Manpage,
+    /// Print the command-line reference as markdown (docs/configuration.md is made from it).
+    #[command(hide = true)]
+    Reference,
     /// Manage plain WireGuard peers.
     #[command(subcommand)]
     Peer(PeerCommand),
@@ -134,6 +145,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let sock = cli.state.join("admin.sock");
     match cli.command {
         Command::Serve(args) => serve::serve(&cli.state, args).await,
+        Command::Completions { shell } => print_bytes(
+            overlay_core::cliref::completions(&<Cli as clap::CommandFactory>::command(), &shell)
+                .map_err(anyhow::Error::msg),
+        ),
+        Command::Manpage => print_bytes(
+            overlay_core::cliref::man_page(&<Cli as clap::CommandFactory>::command())
+                .map_err(Into::into),
+        ),
+        Command::Reference => print_bytes(Ok(overlay_core::cliref::markdown(
+            &<Cli as clap::CommandFactory>::command(),
+        )
+        .into_bytes())),
         Command::Peer(PeerCommand::Add(args)) => peer_add(&sock, args).await,
         Command::Peer(PeerCommand::Remove { name }) => {
             admin::call(&sock, &AdminRequest::PeerRemove { name: name.clone() }).await?;
@@ -366,4 +389,10 @@ fn print_tokens(data: &serde_json::Value) {
             }
         );
     }
+}
+
+fn print_bytes(b: anyhow::Result<Vec<u8>>) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::io::stdout().write_all(&b?)?;
+    Ok(())
 }

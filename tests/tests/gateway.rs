@@ -621,6 +621,38 @@ fn floods_and_stuck_services_leave_the_relay_responsive() {
     assert!(refused > 0, "no flow was refused by the limit:\n{m}");
 }
 
+/// Assembles a rootfs with the relay binary, the libraries it links and a passwd entry, and
+/// builds `overlay-relay:test` from relay/Containerfile.local: no base image needed.
+fn build_local_image(root: &Path) {
+    let ctx = std::env::temp_dir().join(format!("ovt-image-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&ctx);
+    let rootfs = ctx.join("rootfs");
+    let relay = overlay_tests::world::bin("overlay-relay");
+    sh(&format!(
+        "mkdir -p {r}/usr/local/bin {r}/etc {r}/tmp {r}/../state && \
+         cp {bin} {r}/usr/local/bin/overlay-relay && \
+         for lib in $(ldd {bin} | grep -o '/[^ ]*'); do mkdir -p {r}$(dirname $lib) && cp -L $lib {r}$lib; done && \
+         echo 'nonroot:x:65532:65532:nonroot:/:/sbin/nologin' > {r}/etc/passwd && \
+         echo 'nonroot:x:65532:' > {r}/etc/group && \
+         chmod 1777 {r}/tmp",
+        r = rootfs.display(),
+        bin = relay.display()
+    ));
+    let out = std::process::Command::new("podman")
+        .args(["build", "-f"])
+        .arg(root.join("relay/Containerfile.local"))
+        .args(["-t", "overlay-relay:test"])
+        .arg(&ctx)
+        .output()
+        .expect("podman runs");
+    let _ = std::fs::remove_dir_all(&ctx);
+    assert!(
+        out.status.success(),
+        "podman build of the local image failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn container_image_runs_without_capabilities() {
     let have = std::process::Command::new("podman")
@@ -647,20 +679,21 @@ fn container_image_runs_without_capabilities() {
         .expect("podman runs");
     if !build.status.success() {
         let err = String::from_utf8_lossy(&build.stderr);
-        // Without network access to a base image registry the image cannot be built here.
+        // Without a registry for the base images, build the same relay from this machine's
+        // binary on an empty image instead (relay/Containerfile.local).
         if err.contains("pinging container registry") || err.contains("initializing source") {
-            eprintln!(
-                "SKIPPED container_image_runs_without_capabilities: no base image available ({})",
-                err.lines().last().unwrap_or("")
-            );
-            return;
+            eprintln!("no base image registry; building relay/Containerfile.local from target/");
+            build_local_image(&root);
+        } else {
+            panic!("podman build failed: {err}");
         }
-        panic!("podman build failed: {err}");
     }
     let mut w = World::new("gwpod");
     let name = format!("ovt-relay-{}", std::process::id());
+    // Started from the host's mount namespace (runc needs the cgroup mount that `ip netns
+    // exec` hides), inside the hub's network namespace.
     sh(&format!(
-        "ip netns exec {hub} podman --runtime runc run -d --rm --name {name} --network host \
+        "podman --runtime runc run -d --rm --name {name} --network ns:/run/netns/{hub} \
          --cap-drop=all --ulimit nofile=1000:1000 --ulimit nproc=1000:1000 \
          -e OVERLAY_RELAY_LISTEN={REMOTE}:51820 overlay-relay:test",
         hub = w.hub.ns
