@@ -6,6 +6,7 @@
 //! reads the clock; callers pass `now` in and perform the actions that come back.
 
 pub mod addressing;
+pub mod capture;
 pub mod catalog;
 pub mod cliref;
 pub mod control;
@@ -15,6 +16,7 @@ pub mod devconfig;
 pub mod dns;
 pub mod duration;
 pub mod gateway;
+pub mod http1;
 pub mod join;
 pub mod key;
 pub mod packet;

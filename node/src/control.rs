@@ -58,6 +58,15 @@ pub enum Request {
         /// The new local port, or `None` to hold.
         target: Option<u16>,
     },
+    /// Captured exchanges and flows (`overlay traffic`): `query` holds the inspector's filters,
+    /// `after` and `limit` (`service=api&after=12`).
+    Traffic {
+        /// URL query with filters.
+        #[serde(default)]
+        query: String,
+    },
+    /// The web inspector's URL (`overlay inspect`).
+    Inspect,
     /// Remove a local service and its listener.
     Unregister {
         /// Service name.

@@ -50,6 +50,9 @@ pub struct DaemonArgs {
     /// Leave the system resolver alone (names work through 100.100.100.100 directly).
     #[arg(long, env = "OVERLAY_NO_DNS_CONFIG")]
     no_dns_config: bool,
+    /// Traffic capture and the web inspector.
+    #[command(flatten)]
+    traffic: crate::traffic::TrafficArgs,
 }
 
 /// Everything the daemon needs, from either source.
@@ -139,6 +142,8 @@ struct Node {
     /// Services registered through this daemon, with their listeners.
     local: tokio::sync::Mutex<HashMap<(String, Option<String>), LocalService>>,
     stop: Notify,
+    /// Captured traffic (listeners and the TUN feed it; the inspector reads it).
+    traffic: Arc<crate::traffic::Traffic>,
 }
 
 /// A service this node registered.
@@ -233,8 +238,10 @@ impl Node {
         device::add_address(&self.interface, instance.address)?;
         let listener = match target {
             Some(t) => {
+                let capture = Some((self.traffic.clone(), name.clone()));
                 let l =
-                    Listener::start(SocketAddr::from((instance.address, port)), Some(t)).await?;
+                    Listener::start(SocketAddr::from((instance.address, port)), Some(t), capture)
+                        .await?;
                 tracing::info!(service = %name, listen = %l.addr, target = t, "listener up");
                 Some(l)
             }
@@ -243,6 +250,8 @@ impl Node {
         let out = self.registered_json(&instance);
         local.insert(key, LocalService { instance, listener });
         save_local(&local);
+        self.traffic
+            .set_local(local.values().map(|s| s.instance.address).collect());
         self.link.poke();
         Ok(out)
     }
@@ -325,6 +334,8 @@ impl Node {
             let mut local = self.local.lock().await;
             let svc = local.remove(&(name.clone(), tag.clone()));
             save_local(&local);
+            self.traffic
+                .set_local(local.values().map(|s| s.instance.address).collect());
             svc
         };
         self.link
@@ -430,6 +441,12 @@ impl Handler for Node {
                 reply(self.set_target(name, tag, target).await)
             }
             Request::Unregister { name, tag } => reply(self.unregister(name, tag).await),
+            Request::Traffic { query } => Response::Ok {
+                data: crate::traffic::server::list_json(&query, &self.traffic),
+            },
+            Request::Inspect => Response::Ok {
+                data: json!({"url": *self.traffic.url.lock().unwrap_or_else(|e| e.into_inner())}),
+            },
         }
     }
 }
@@ -517,9 +534,22 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     );
     for ip in [DNS_ADDR, s.address] {
         let addr = SocketAddr::from((ip, 53));
-        tasks.spawn(dns.clone().serve_udp(addr));
+        // One UDP receive loop per core, sharing the port.
+        for _ in 0..std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(4)
+        {
+            tasks.spawn(dns.clone().serve_udp(addr));
+        }
         tasks.spawn(dns.clone().serve_tcp(addr));
     }
+    let traffic = crate::traffic::Traffic::new(
+        &args.traffic,
+        link.directory.clone(),
+        s.name.clone(),
+        s.address,
+    );
+    crate::traffic::start(&args.traffic, &traffic, &tunnel, owner).await;
     let node = Arc::new(Node {
         settings: cfg.settings.clone(),
         tunnel: tunnel.clone(),
@@ -527,6 +557,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         interface: args.interface.clone(),
         local: tokio::sync::Mutex::new(HashMap::new()),
         stop: Notify::new(),
+        traffic,
     });
     tracing::info!(node = %node.settings.name, address = %node.settings.address, interface = %args.interface, "node up");
     let sock_path = paths::control_socket();

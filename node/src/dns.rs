@@ -36,6 +36,9 @@ pub struct DnsServer {
     pub upstream: Vec<IpAddr>,
     forwards: Arc<Semaphore>,
     tcp: Arc<Semaphore>,
+    /// The node list derived from the last registry snapshot seen: derived once per change,
+    /// not once per query.
+    nodes: std::sync::Mutex<Option<NodesCache>>,
 }
 
 impl DnsServer {
@@ -55,6 +58,7 @@ impl DnsServer {
             upstream,
             forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
             tcp: Arc::new(Semaphore::new(MAX_TCP)),
+            nodes: std::sync::Mutex::new(None),
         })
     }
 
@@ -71,7 +75,7 @@ impl DnsServer {
         tcp: bool,
     ) -> (DnsOutcome, Option<String>) {
         let instances = self.directory.instances();
-        let nodes = nodes_of(&instances, &self.node, self.node_addr);
+        let nodes = self.nodes_for(&instances);
         let ctx = DnsContext {
             instances: &instances,
             nodes: &nodes,
@@ -103,65 +107,77 @@ impl DnsServer {
     }
 
     /// Serves UDP on `addr` until the socket fails.
+    ///
+    /// The receive loop is a plain thread with a blocking socket: a DNS answer from the registry
+    /// takes about 2 µs, so the per-datagram cost of an async socket would dominate. Only
+    /// queries that wait on the network (forwards, on-demand lookups) go to the runtime.
     pub async fn serve_udp(self: Arc<Self>, addr: SocketAddr) -> anyhow::Result<()> {
-        let sock = Arc::new(
-            UdpSocket::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot serve DNS on udp {addr}: {e}"))?,
-        );
+        let sock = shared_udp_blocking(addr)
+            .map_err(|e| anyhow::anyhow!("cannot serve DNS on udp {addr}: {e}"))?;
+        let sock = Arc::new(sock);
+        let rt = tokio::runtime::Handle::current();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("dns-udp".into())
+            .spawn(move || {
+                let r = self.udp_loop(&sock, addr, &rt);
+                let _ = done_tx.send(r);
+            })?;
+        done_rx
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the DNS thread stopped")))
+    }
+
+    fn udp_loop(
+        self: &Arc<Self>,
+        sock: &Arc<std::net::UdpSocket>,
+        addr: SocketAddr,
+        rt: &tokio::runtime::Handle,
+    ) -> anyhow::Result<()> {
         let server_addr = match addr.ip() {
             IpAddr::V4(v4) => v4,
             IpAddr::V6(_) => self.node_addr,
         };
         let mut buf = vec![0u8; 4096];
         loop {
-            let (n, from) = match sock.recv_from(&mut buf).await {
+            let (n, from) = match sock.recv_from(&mut buf) {
                 Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::debug!("dns receive: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
             };
             let (outcome, ask) = self.respond_or_ask(&buf[..n], server_addr, false);
-            if ask.is_some() {
-                // The relay is asked off this loop; bounded like forwards.
-                let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
-                    continue;
-                };
-                let query = buf[..n].to_vec();
-                let sock = sock.clone();
-                let me = self.clone();
-                tokio::spawn(async move {
-                    if let DnsOutcome::Reply(r) =
-                        me.respond_looking_up(&query, server_addr, false).await
-                    {
-                        let _ = sock.send_to(&r, from).await;
-                    }
-                    drop(permit);
-                });
+            let slow = ask.is_some() || outcome == DnsOutcome::Forward;
+            if !slow {
+                if let DnsOutcome::Reply(r) = outcome {
+                    let _ = sock.send_to(&r, from);
+                }
                 continue;
             }
-            match outcome {
-                DnsOutcome::Reply(r) => {
-                    let _ = sock.send_to(&r, from).await;
+            // Bounded: beyond MAX_FORWARDS the query is dropped and the client retries.
+            let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
+                continue;
+            };
+            let query = buf[..n].to_vec();
+            let sock = sock.clone();
+            let me = self.clone();
+            rt.spawn(async move {
+                let reply = if ask.is_some() {
+                    match me.respond_looking_up(&query, server_addr, false).await {
+                        DnsOutcome::Reply(r) => Some(r),
+                        _ => None,
+                    }
+                } else {
+                    me.forward(&query).await
+                };
+                if let Some(r) = reply {
+                    let _ = sock.send_to(&r, from);
                 }
-                DnsOutcome::Drop => {}
-                DnsOutcome::Forward => {
-                    // Bounded: beyond MAX_FORWARDS the query is dropped and the client retries.
-                    let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
-                        continue;
-                    };
-                    let query = buf[..n].to_vec();
-                    let sock = sock.clone();
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        if let Some(r) = me.forward(&query).await {
-                            let _ = sock.send_to(&r, from).await;
-                        }
-                        drop(permit);
-                    });
-                }
-            }
+                drop(permit);
+            });
         }
     }
 
@@ -240,6 +256,36 @@ impl DnsServer {
 }
 
 /// The nodes that can be named `<node>.<domain>`: this one, and every node with a service.
+/// A registry snapshot and the node list derived from it.
+type NodesCache = (Arc<Vec<ServiceInstance>>, Arc<Vec<(String, Ipv4Addr)>>);
+
+impl DnsServer {
+    fn nodes_for(&self, instances: &Arc<Vec<ServiceInstance>>) -> Arc<Vec<(String, Ipv4Addr)>> {
+        let mut cache = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, nodes)) = cache.as_ref() {
+            if Arc::ptr_eq(seen, instances) {
+                return nodes.clone();
+            }
+        }
+        let nodes = Arc::new(nodes_of(instances, &self.node, self.node_addr));
+        *cache = Some((instances.clone(), nodes.clone()));
+        nodes
+    }
+}
+
+/// A blocking UDP socket on `addr` that others may share (SO_REUSEPORT): one receive loop
+/// per core.
+fn shared_udp_blocking(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
 fn nodes_of(instances: &[ServiceInstance], me: &str, my_addr: Ipv4Addr) -> Vec<(String, Ipv4Addr)> {
     let mut v = vec![(me.to_string(), my_addr)];
     for i in instances {

@@ -8,6 +8,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::traffic::Traffic;
+
 /// How long a held connection waits for the service to come back.
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections open at once per service; more wait in the kernel's accept queue.
@@ -22,8 +24,13 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `addr` and forwards to `127.0.0.1:target` (or holds while `target` is `None`).
-    pub async fn start(addr: SocketAddr, target: Option<u16>) -> anyhow::Result<Listener> {
+    /// Binds `addr` and forwards to `127.0.0.1:target` (or holds while `target` is `None`),
+    /// teeing every connection into `capture` (the traffic and the service's name) when given.
+    pub async fn start(
+        addr: SocketAddr,
+        target: Option<u16>,
+        capture: Option<(Arc<Traffic>, String)>,
+    ) -> anyhow::Result<Listener> {
         let sock = tokio::net::TcpSocket::new_v4()?;
         sock.set_reuseaddr(true)?;
         sock.bind(addr)
@@ -31,7 +38,7 @@ impl Listener {
         let listener = sock.listen(1024)?;
         let addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(target);
-        let task = tokio::spawn(accept_loop(listener, rx));
+        let task = tokio::spawn(accept_loop(listener, rx, capture.map(Arc::new)));
         Ok(Listener {
             target: tx,
             task,
@@ -56,7 +63,11 @@ impl Drop for Listener {
     }
 }
 
-async fn accept_loop(listener: TcpListener, target: watch::Receiver<Option<u16>>) {
+async fn accept_loop(
+    listener: TcpListener,
+    target: watch::Receiver<Option<u16>>,
+    capture: Option<Arc<(Arc<Traffic>, String)>>,
+) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
@@ -71,8 +82,9 @@ async fn accept_loop(listener: TcpListener, target: watch::Receiver<Option<u16>>
             }
         };
         let target = target.clone();
+        let capture = capture.clone();
         tokio::spawn(async move {
-            if let Err(e) = forward(client, target).await {
+            if let Err(e) = forward(client, target, capture.as_deref()).await {
                 tracing::debug!(%peer, "connection: {e}");
             }
             drop(permit);
@@ -84,6 +96,7 @@ async fn accept_loop(listener: TcpListener, target: watch::Receiver<Option<u16>>
 async fn forward(
     mut client: TcpStream,
     mut target: watch::Receiver<Option<u16>>,
+    capture: Option<&(Arc<Traffic>, String)>,
 ) -> anyhow::Result<()> {
     let _ = client.set_nodelay(true);
     let port = tokio::time::timeout(HOLD_TIMEOUT, async {
@@ -104,7 +117,7 @@ async fn forward(
     .map_err(|_: watch::error::RecvError| anyhow::anyhow!("the service was removed"))?;
     let mut upstream = TcpStream::connect(("127.0.0.1", port)).await?;
     let _ = upstream.set_nodelay(true);
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    crate::traffic::splice::splice(&mut client, &mut upstream, capture).await?;
     Ok(())
 }
 
@@ -142,7 +155,7 @@ mod tests {
     #[tokio::test]
     async fn forwards_and_holds_during_a_restart() {
         let first = echo_server().await;
-        let l = Listener::start("127.0.0.1:0".parse().unwrap(), Some(first))
+        let l = Listener::start("127.0.0.1:0".parse().unwrap(), Some(first), None)
             .await
             .unwrap();
         assert_eq!(roundtrip(l.addr, b"one").await, b"one");

@@ -14,6 +14,7 @@ mod resolvconf;
 mod services;
 mod settings;
 mod status;
+mod traffic;
 mod tunnel;
 
 use clap::{Parser, Subcommand};
@@ -75,6 +76,12 @@ enum Command {
     Stop(dev::ServiceArg),
     /// Start a stopped service of the running `overlay dev`.
     Start(dev::ServiceArg),
+    /// Show captured HTTP exchanges and connections, one line each (`-f` to follow).
+    Traffic(traffic::cli::TrafficArgs),
+    /// Print the web inspector's URL.
+    Inspect(traffic::cli::InspectArgs),
+    /// Write the overlay packets (decrypted, as on the TUN) to a pcap file.
+    Capture(traffic::cli::CaptureArgs),
 }
 
 fn main() -> ExitCode {
@@ -129,6 +136,9 @@ fn main() -> ExitCode {
             Command::Restart(a) => dev::control(dev::Action::Restart, a).await,
             Command::Stop(a) => dev::control(dev::Action::Stop, a).await,
             Command::Start(a) => dev::control(dev::Action::Start, a).await,
+            Command::Traffic(a) => traffic::cli::traffic(a).await,
+            Command::Inspect(a) => traffic::cli::inspect(a).await,
+            Command::Capture(a) => traffic::cli::capture(a).await,
         }
     });
     match result {

@@ -79,6 +79,8 @@ pub struct Tunnel {
     allowed: Vec<Ipv4Prefix>,
     stats: Stats,
     started: std::time::Instant,
+    /// The traffic capture's read-only tap, once the daemon sets it.
+    tap: std::sync::OnceLock<crate::traffic::tap::Tap>,
 }
 
 impl Tunnel {
@@ -110,7 +112,13 @@ impl Tunnel {
             allowed: cfg.allowed,
             stats: Stats::default(),
             started: std::time::Instant::now(),
+            tap: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Lets the traffic capture see the plaintext packets (it never slows them down).
+    pub fn set_tap(&self, tap: crate::traffic::tap::Tap) {
+        let _ = self.tap.set(tap);
     }
 
     fn relay(&self) -> SocketAddr {
@@ -152,6 +160,9 @@ impl Tunnel {
                 // IPv6 router solicitations and the like: not carried yet.
                 self.stats.drop_tun_invalid.fetch_add(1, Ordering::Relaxed);
                 continue;
+            }
+            if let Some(tap) = self.tap.get() {
+                tap.packet(p, true);
             }
             let r = self.lock().encapsulate(p, &mut out);
             match r {
@@ -211,6 +222,9 @@ impl Tunnel {
                         .rx_bytes
                         .fetch_add(p.len() as u64, Ordering::Relaxed);
                     self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+                    if let Some(tap) = self.tap.get() {
+                        tap.packet(p, false);
+                    }
                     if let Err(e) = dev.send(p).await {
                         tracing::debug!("tun write: {e}");
                     }

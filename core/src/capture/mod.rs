@@ -1,0 +1,22 @@
+//! Traffic capture for the inspector: what a connection carried, as records in a bounded ring.
+//!
+//! - [`record`]: the exchange and flow records, and their one-line summaries.
+//! - [`conn`]: turns one connection's bytes (both directions) into records.
+//! - [`tcp`]: passive TCP reassembly from IPv4 packets seen on the TUN.
+//! - [`ring`]: the bounded store (a byte cap; the oldest records go first).
+//! - [`filter`]: the inspector's and `overlay traffic`'s filters.
+//! - [`pcap`]: the pcap file format (`LINKTYPE_RAW`), for `overlay capture`.
+
+pub mod conn;
+pub mod filter;
+pub mod pcap;
+pub mod record;
+pub mod ring;
+pub mod tcp;
+#[cfg(test)]
+mod tests;
+
+pub use conn::ConnectionCapture;
+pub use filter::Filter;
+pub use record::{Body, Direction, FlowEnd, MessageRecord, Record, RecordKind, Summary};
+pub use ring::Ring;

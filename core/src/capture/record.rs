@@ -1,0 +1,341 @@
+//! Exchange and flow records.
+
+use crate::http1::{Head, Message, Protocol};
+use base64::Engine;
+use serde::ser::SerializeStruct;
+use serde::Serialize;
+
+/// Which way a connection went, seen from the local service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// A caller connected to a local service (through its listener).
+    In,
+    /// A local process connected to an overlay address (seen on the TUN).
+    Out,
+}
+
+impl Direction {
+    /// `in` or `out`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowEnd {
+    /// Closed normally.
+    Closed,
+    /// Reset.
+    Reset,
+    /// Nothing seen for a long time; the capture gave up on it.
+    Idle,
+    /// Dropped to make room for newer connections.
+    Evicted,
+    /// An I/O error on one side.
+    Error,
+}
+
+/// A captured body: up to the cap, with its full length.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Body {
+    /// The bytes kept.
+    pub data: Vec<u8>,
+    /// The full length seen.
+    pub len: u64,
+    /// Fewer bytes kept than seen.
+    pub truncated: bool,
+}
+
+impl Serialize for Body {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Body", 4)?;
+        st.serialize_field("len", &self.len)?;
+        st.serialize_field("truncated", &self.truncated)?;
+        st.serialize_field("captured", &self.data.len())?;
+        match std::str::from_utf8(&self.data) {
+            Ok(text) => st.serialize_field("text", text)?,
+            Err(_) => st.serialize_field(
+                "base64",
+                &base64::engine::general_purpose::STANDARD.encode(&self.data),
+            )?,
+        }
+        st.end()
+    }
+}
+
+/// A request or response as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageRecord {
+    /// Start line and headers.
+    #[serde(flatten)]
+    pub head: Head,
+    /// The body.
+    pub body: Body,
+    /// Whether the message ended properly.
+    pub complete: bool,
+}
+
+impl From<Message> for MessageRecord {
+    fn from(m: Message) -> Self {
+        MessageRecord {
+            head: m.head,
+            body: Body {
+                data: m.body,
+                len: m.body_len,
+                truncated: m.truncated,
+            },
+            complete: m.complete,
+        }
+    }
+}
+
+/// What a record holds.
+// Exchanges are the common case; boxing them would only add an allocation per record.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RecordKind {
+    /// An HTTP request and its response.
+    Exchange {
+        /// The request.
+        request: MessageRecord,
+        /// The response, if one came.
+        response: Option<MessageRecord>,
+        /// Why the exchange is incomplete or malformed.
+        error: Option<String>,
+    },
+    /// A connection that was not (only) HTTP.
+    Flow {
+        /// What it carried.
+        protocol: Protocol,
+        /// Bytes from the client.
+        bytes_up: u64,
+        /// Bytes from the server.
+        bytes_down: u64,
+        /// How it ended.
+        end: FlowEnd,
+        /// Some bytes were not seen (capture queue full, packets missing).
+        incomplete: bool,
+        /// Why HTTP parsing stopped, for malformed HTTP.
+        note: Option<String>,
+    },
+}
+
+/// One captured exchange or flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Record {
+    /// Assigned by the ring, increasing.
+    pub id: u64,
+    /// The local service involved (the callee for `in`, the caller for `out`).
+    pub service: String,
+    /// In or out.
+    pub direction: Direction,
+    /// Client `ip:port`.
+    pub client: String,
+    /// Client name, when known.
+    pub client_name: Option<String>,
+    /// Server `ip:port` (the overlay address callers used).
+    pub server: String,
+    /// Server name, when known.
+    pub server_name: Option<String>,
+    /// Start, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// How long it took, when it ended.
+    pub duration_ms: Option<u64>,
+    /// The content.
+    #[serde(flatten)]
+    pub kind: RecordKind,
+}
+
+/// A record without headers and bodies: what lists show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Record id.
+    pub id: u64,
+    /// `exchange` or `flow`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Local service.
+    pub service: String,
+    /// In or out.
+    pub direction: Direction,
+    /// Client `ip:port`.
+    pub client: String,
+    /// Client name.
+    pub client_name: Option<String>,
+    /// Server `ip:port`.
+    pub server: String,
+    /// Server name.
+    pub server_name: Option<String>,
+    /// Start, ms since the epoch.
+    pub started_ms: u64,
+    /// Duration.
+    pub duration_ms: Option<u64>,
+    /// Request method.
+    pub method: Option<String>,
+    /// Request target.
+    pub path: Option<String>,
+    /// Response status.
+    pub status: Option<u16>,
+    /// Request body length.
+    pub request_bytes: u64,
+    /// Response body length (or bytes down for flows).
+    pub response_bytes: u64,
+    /// A body was truncated in the capture.
+    pub truncated: bool,
+    /// Error or note.
+    pub error: Option<String>,
+    /// Flow protocol.
+    pub protocol: Option<Protocol>,
+}
+
+impl Record {
+    /// Approximate bytes this record holds, for the ring's cap.
+    pub fn size(&self) -> usize {
+        let head = |h: &Head| {
+            h.headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 16)
+                .sum::<usize>()
+                + h.target.as_ref().map_or(0, String::len)
+        };
+        let msg = |m: &MessageRecord| head(&m.head) + m.body.data.len() + 64;
+        256 + self.service.len()
+            + match &self.kind {
+                RecordKind::Exchange {
+                    request, response, ..
+                } => msg(request) + response.as_ref().map_or(0, msg),
+                RecordKind::Flow { .. } => 64,
+            }
+    }
+
+    /// The request, for exchanges.
+    pub fn request(&self) -> Option<&MessageRecord> {
+        match &self.kind {
+            RecordKind::Exchange { request, .. } => Some(request),
+            RecordKind::Flow { .. } => None,
+        }
+    }
+
+    /// The response, for exchanges that have one.
+    pub fn response(&self) -> Option<&MessageRecord> {
+        match &self.kind {
+            RecordKind::Exchange { response, .. } => response.as_ref(),
+            RecordKind::Flow { .. } => None,
+        }
+    }
+
+    /// The list view of this record.
+    pub fn summary(&self) -> Summary {
+        let (kind, method, path, status, up, down, truncated, error, protocol) = match &self.kind {
+            RecordKind::Exchange {
+                request,
+                response,
+                error,
+            } => (
+                "exchange",
+                request.head.method.clone(),
+                request.head.target.clone(),
+                response.as_ref().and_then(|r| r.head.status),
+                request.body.len,
+                response.as_ref().map_or(0, |r| r.body.len),
+                request.body.truncated || response.as_ref().is_some_and(|r| r.body.truncated),
+                error.clone(),
+                None,
+            ),
+            RecordKind::Flow {
+                protocol,
+                bytes_up,
+                bytes_down,
+                note,
+                ..
+            } => (
+                "flow",
+                None,
+                None,
+                None,
+                *bytes_up,
+                *bytes_down,
+                false,
+                note.clone(),
+                Some(*protocol),
+            ),
+        };
+        Summary {
+            id: self.id,
+            kind,
+            service: self.service.clone(),
+            direction: self.direction,
+            client: self.client.clone(),
+            client_name: self.client_name.clone(),
+            server: self.server.clone(),
+            server_name: self.server_name.clone(),
+            started_ms: self.started_ms,
+            duration_ms: self.duration_ms,
+            method,
+            path,
+            status,
+            request_bytes: up,
+            response_bytes: down,
+            truncated,
+            error,
+            protocol,
+        }
+    }
+}
+
+impl Summary {
+    /// One line for `overlay traffic`: `id in|out client -> server METHOD path status size time`.
+    pub fn line(&self) -> String {
+        let who = |name: &Option<String>, addr: &str| name.clone().unwrap_or_else(|| addr.into());
+        let route = format!(
+            "{} -> {}",
+            who(&self.client_name, &self.client),
+            who(&self.server_name, &self.server)
+        );
+        let time = self
+            .duration_ms
+            .map(|d| format!("{d}ms"))
+            .unwrap_or_else(|| "-".into());
+        let mut line = match self.kind {
+            "exchange" => format!(
+                "#{} {:<3} {:<8} {} {} {} {} {}B {}",
+                self.id,
+                self.direction.as_str(),
+                self.service,
+                route,
+                self.method.as_deref().unwrap_or("-"),
+                self.path.as_deref().unwrap_or("-"),
+                self.status.map_or("-".to_string(), |s| s.to_string()),
+                self.response_bytes,
+                time
+            ),
+            _ => format!(
+                "#{} {:<3} {:<8} {} {} up {}B down {}B {}",
+                self.id,
+                self.direction.as_str(),
+                self.service,
+                route,
+                self.protocol
+                    .map(|p| format!("{p:?}").to_lowercase())
+                    .unwrap_or_default(),
+                self.request_bytes,
+                self.response_bytes,
+                time
+            ),
+        };
+        if self.truncated {
+            line.push_str(" (truncated)");
+        }
+        if let Some(e) = &self.error {
+            line.push_str(&format!(" [{e}]"));
+        }
+        line
+    }
+}

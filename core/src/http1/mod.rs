@@ -1,0 +1,351 @@
+//! An incremental HTTP/1.x parser for both directions of one TCP connection, for the traffic
+//! inspector.
+//!
+//! [`Conversation`] takes the bytes of each direction as they are seen ([`Conversation::feed`])
+//! and gives back finished [`Exchange`]s and the connection's fate ([`Conversation::poll`]). It
+//! handles pipelining, chunked and content-length bodies, bodies delimited by the connection's
+//! end, `HEAD`, 1xx/204/304 responses, and upgrades (`101 Switching Protocols`, `CONNECT`): after
+//! an upgrade the rest of the connection is opaque and only counted.
+//!
+//! Bodies are kept up to [`Limits::body_cap`] bytes (their full length is still counted, and the
+//! message is marked truncated); head sections are limited in size and header count. Memory per
+//! conversation is bounded by those limits and [`MAX_PIPELINED`]. Nothing here panics on input:
+//! malformed bytes end HTTP parsing with an [`HttpError`] and the rest is counted as opaque.
+
+mod message;
+#[cfg(test)]
+mod tests;
+
+pub use message::{Head, HttpError, Kind, Limits, Message, MessageParser, Parsed};
+
+use std::collections::VecDeque;
+
+/// Requests waiting for their response at once; more are answered out of the capture.
+pub const MAX_PIPELINED: usize = 64;
+
+/// The two directions of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// Client to server (requests).
+    Client,
+    /// Server to client (responses).
+    Server,
+}
+
+/// A request with its response, as far as it was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// The request.
+    pub request: Message,
+    /// The response, if one came.
+    pub response: Option<Message>,
+    /// When the request's first byte was seen (caller's clock, ms).
+    pub started_ms: u64,
+    /// When the response's last byte was seen.
+    pub ended_ms: Option<u64>,
+    /// Why parsing stopped on this exchange, if it did.
+    pub error: Option<String>,
+}
+
+/// What the connection turned out to carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Nothing seen yet.
+    Unknown,
+    /// HTTP/1.x throughout.
+    Http,
+    /// HTTP upgraded to WebSocket.
+    Websocket,
+    /// HTTP upgraded to something else, or a CONNECT tunnel.
+    Upgraded,
+    /// Began as HTTP, then bytes that are not.
+    MalformedHttp,
+    /// Not HTTP from the start.
+    Tcp,
+}
+
+/// Output of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A finished (or abandoned) exchange.
+    Exchange(Exchange),
+}
+
+/// Both directions of one connection.
+#[derive(Debug)]
+pub struct Conversation {
+    limits: Limits,
+    client: MessageParser,
+    server: MessageParser,
+    /// Requests parsed, waiting for a response, with their start time.
+    pending: VecDeque<(Message, u64)>,
+    /// Method of the requests the server parser has not answered yet, in order.
+    protocol: Protocol,
+    /// Set when HTTP parsing stopped: everything after is opaque.
+    opaque: bool,
+    /// Why it stopped.
+    error: Option<String>,
+    client_started: Option<u64>,
+    /// A final response that came before its request's body ended.
+    early: Option<(Message, u64)>,
+    out: VecDeque<Output>,
+    /// Bytes seen per direction.
+    pub bytes_client: u64,
+    /// Bytes seen from the server.
+    pub bytes_server: u64,
+}
+
+impl Conversation {
+    /// A conversation with the given limits.
+    pub fn new(limits: Limits) -> Self {
+        Conversation {
+            client: MessageParser::new(Kind::Request, limits),
+            server: MessageParser::new(Kind::Response, limits),
+            limits,
+            pending: VecDeque::new(),
+            protocol: Protocol::Unknown,
+            opaque: false,
+            error: None,
+            client_started: None,
+            early: None,
+            out: VecDeque::new(),
+            bytes_client: 0,
+            bytes_server: 0,
+        }
+    }
+
+    /// What the connection carries so far.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Why HTTP parsing stopped, if it did.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// Feeds bytes seen from `side` at `now_ms`.
+    pub fn feed(&mut self, side: Side, mut data: &[u8], now_ms: u64) {
+        match side {
+            Side::Client => self.bytes_client += data.len() as u64,
+            Side::Server => self.bytes_server += data.len() as u64,
+        }
+        if self.protocol == Protocol::Unknown && side == Side::Client && !data.is_empty() {
+            self.protocol = if message::looks_like_request(data) {
+                Protocol::Http
+            } else {
+                Protocol::Tcp
+            };
+            if self.protocol == Protocol::Tcp {
+                self.opaque = true;
+            }
+        }
+        if self.protocol == Protocol::Unknown && side == Side::Server && !data.is_empty() {
+            // The server spoke first: not a protocol we parse.
+            self.protocol = Protocol::Tcp;
+            self.opaque = true;
+        }
+        while !data.is_empty() && !self.opaque {
+            let step = match side {
+                Side::Client => {
+                    if self.client.is_idle() {
+                        self.client_started.get_or_insert(now_ms);
+                    }
+                    self.client.parse(data)
+                }
+                Side::Server => {
+                    if self.server.is_idle() {
+                        // The response parser needs to know what it answers.
+                        // A response may also come while the request's body is still being
+                        // sent (`100 Continue`, an early error).
+                        let answered = self
+                            .pending
+                            .front()
+                            .map(|(req, _)| &req.head)
+                            .or_else(|| self.client.current_head());
+                        match answered {
+                            Some(head) => self.server.expect_response_to(head),
+                            None => {
+                                self.stop("a response came without a request".into(), None);
+                                break;
+                            }
+                        }
+                    }
+                    self.server.parse(data)
+                }
+            };
+            let (used, parsed) = match step {
+                Ok(x) => x,
+                Err(e) => {
+                    self.stop(e.to_string(), Some(side));
+                    break;
+                }
+            };
+            data = data.get(used..).unwrap_or(&[]);
+            let Some(msg) = parsed else {
+                if used == 0 {
+                    break;
+                }
+                continue;
+            };
+            match side {
+                Side::Client => self.request_done(msg, now_ms),
+                Side::Server => self.response_done(msg, now_ms),
+            }
+        }
+    }
+
+    fn request_done(&mut self, msg: Message, now_ms: u64) {
+        let started = self.client_started.take().unwrap_or(now_ms);
+        let connect = msg.head.method.as_deref() == Some("CONNECT");
+        if self.pending.len() >= MAX_PIPELINED {
+            // Far more pipelined requests than any client sends: record and forget the oldest.
+            if let Some((req, t)) = self.pending.pop_front() {
+                self.emit(
+                    req,
+                    None,
+                    t,
+                    None,
+                    Some("too many pipelined requests".into()),
+                );
+            }
+        }
+        self.pending.push_back((msg, started));
+        if let Some((resp, t)) = self.early.take() {
+            self.response_done(resp, t);
+            return;
+        }
+        if connect {
+            // Whatever follows on the client side belongs to the tunnel, if the server agrees;
+            // the response decides.
+            self.client.pause();
+        }
+    }
+
+    fn response_done(&mut self, msg: Message, now_ms: u64) {
+        let status = msg.head.status.unwrap_or(0);
+        if (100..200).contains(&status) && status != 101 {
+            // Interim response: the final one follows for the same request.
+            return;
+        }
+        let Some((req, started)) = self.pending.pop_front() else {
+            // The request is still sending its body: pair them when it ends.
+            if self.client.current_head().is_some() {
+                self.early = Some((msg, now_ms));
+            }
+            return;
+        };
+        let connect = req.head.method.as_deref() == Some("CONNECT");
+        let upgraded = status == 101 || (connect && (200..300).contains(&status));
+        if upgraded {
+            let ws = req
+                .head
+                .header("upgrade")
+                .map(|v| v.eq_ignore_ascii_case("websocket"))
+                .unwrap_or(false);
+            self.protocol = if ws {
+                Protocol::Websocket
+            } else {
+                Protocol::Upgraded
+            };
+            self.opaque = true;
+        } else if connect {
+            self.client.resume();
+        }
+        self.emit(req, Some(msg), started, Some(now_ms), None);
+    }
+
+    fn emit(
+        &mut self,
+        request: Message,
+        response: Option<Message>,
+        started_ms: u64,
+        ended_ms: Option<u64>,
+        error: Option<String>,
+    ) {
+        self.out.push_back(Output::Exchange(Exchange {
+            request,
+            response,
+            started_ms,
+            ended_ms,
+            error,
+        }));
+    }
+
+    fn stop(&mut self, why: String, side: Option<Side>) {
+        self.opaque = true;
+        if self.protocol == Protocol::Http {
+            self.protocol = Protocol::MalformedHttp;
+        }
+        // A request whose head was readable is still worth showing.
+        match side {
+            Some(Side::Client) => {
+                if let Some(partial) = self.client.take_partial() {
+                    let t = self.client_started.take().unwrap_or(0);
+                    self.pending.push_back((partial, t));
+                }
+            }
+            Some(Side::Server) => {
+                if let Some(partial) = self.server.take_partial() {
+                    if let Some((req, t)) = self.pending.pop_front() {
+                        self.emit(req, Some(partial), t, None, Some(why.clone()));
+                    }
+                }
+            }
+            None => {}
+        }
+        if let Some((req, t)) = self.pending.pop_front() {
+            self.emit(req, None, t, None, Some(why.clone()));
+        }
+        self.error = Some(why);
+    }
+
+    /// The connection ended at `now_ms`: bodies delimited by the close end here, and requests
+    /// without a response are given out as they are.
+    pub fn finish(&mut self, now_ms: u64) {
+        if !self.opaque {
+            if let Some(msg) = self.server.finish() {
+                self.response_done(msg, now_ms);
+            }
+        }
+        let why = if self.opaque {
+            None
+        } else if self.client.in_message() || self.server.in_message() {
+            Some("the connection closed in the middle of a message".to_string())
+        } else {
+            None
+        };
+        if let Some(partial) = self.server.take_partial() {
+            if let Some((req, t)) = self.pending.pop_front() {
+                self.emit(req, Some(partial), t, None, why.clone());
+            }
+        }
+        if let Some(partial) = self.client.take_partial() {
+            let t = self.client_started.take().unwrap_or(now_ms);
+            if let Some((resp, end)) = self.early.take() {
+                self.emit(partial, Some(resp), t, Some(end), why.clone());
+            } else {
+                self.pending.push_back((partial, t));
+            }
+        }
+        while let Some((req, t)) = self.pending.pop_front() {
+            let e = why
+                .clone()
+                .or_else(|| Some("no response before the connection closed".into()));
+            self.emit(req, None, t, None, e);
+        }
+        self.opaque = true;
+    }
+
+    /// The next output, in order.
+    pub fn poll(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// The limits in use.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+}

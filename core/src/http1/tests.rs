@@ -1,0 +1,289 @@
+use super::*;
+
+fn limits(cap: usize) -> Limits {
+    Limits {
+        body_cap: cap,
+        ..Limits::default()
+    }
+}
+
+fn exchanges(c: &mut Conversation) -> Vec<Exchange> {
+    std::iter::from_fn(|| c.poll())
+        .map(|Output::Exchange(e)| e)
+        .collect()
+}
+
+/// Feeds `data` one byte at a time too, to check that splitting never changes the result.
+fn run(client: &[u8], server: &[u8], cap: usize) -> (Vec<Exchange>, Protocol) {
+    let whole = {
+        let mut c = Conversation::new(limits(cap));
+        c.feed(Side::Client, client, 1);
+        c.feed(Side::Server, server, 2);
+        c.finish(3);
+        (exchanges(&mut c), c.protocol())
+    };
+    let mut c = Conversation::new(limits(cap));
+    for b in client {
+        c.feed(Side::Client, std::slice::from_ref(b), 1);
+    }
+    for b in server {
+        c.feed(Side::Server, std::slice::from_ref(b), 2);
+    }
+    c.finish(3);
+    assert_eq!(whole.0, exchanges(&mut c), "byte-wise parse differs");
+    whole
+}
+
+#[test]
+fn test_parse_request_and_response() {
+    let (ex, proto) = run(
+        b"POST /orders?x=1 HTTP/1.1\r\nHost: orders\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        1024,
+    );
+    assert_eq!(proto, Protocol::Http);
+    assert_eq!(ex.len(), 1);
+    let e = &ex[0];
+    assert_eq!(e.request.head.method.as_deref(), Some("POST"));
+    assert_eq!(e.request.head.target.as_deref(), Some("/orders?x=1"));
+    assert_eq!(e.request.head.path(), "/orders");
+    assert_eq!(e.request.head.header("host"), Some("orders"));
+    assert_eq!(e.request.body, b"hello");
+    let r = e.response.as_ref().expect("response");
+    assert_eq!(r.head.status, Some(201));
+    assert_eq!(r.head.reason.as_deref(), Some("Created"));
+    assert_eq!(r.body, b"{}");
+    assert!(r.complete && e.request.complete && e.error.is_none());
+    assert_eq!((e.started_ms, e.ended_ms), (1, Some(2)));
+}
+
+#[test]
+fn pipelined_requests_pair_in_order() {
+    let (ex, _) = run(
+        b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nHEAD /c HTTP/1.1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nAHTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\nB\
+HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n",
+        1024,
+    );
+    let got: Vec<_> = ex
+        .iter()
+        .map(|e| {
+            (
+                e.request.head.target.clone().unwrap_or_default(),
+                e.response.as_ref().and_then(|r| r.head.status),
+                e.response.as_ref().map(|r| r.body.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("/a".into(), Some(200), Some(b"A".to_vec())),
+            ("/b".into(), Some(404), Some(b"B".to_vec())),
+            ("/c".into(), Some(200), Some(vec![])),
+        ]
+    );
+}
+
+#[test]
+fn chunked_body_is_dechunked_and_capped() {
+    let (ex, _) = run(
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        7,
+    );
+    let r = ex[0].response.as_ref().expect("response");
+    assert_eq!(r.body, b"hello w");
+    assert_eq!(r.body_len, 11);
+    assert!(r.truncated && r.complete);
+}
+
+#[test]
+fn body_until_close_and_interim_responses() {
+    let (ex, _) = run(
+        b"PUT /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\nstreamed",
+        1024,
+    );
+    let r = ex[0].response.as_ref().expect("response");
+    assert_eq!(r.head.status, Some(200));
+    assert_eq!(r.body, b"streamed");
+    assert!(ex[0].error.is_none());
+}
+
+#[test]
+fn bad_chunk_size_is_recorded_as_malformed() {
+    let (ex, proto) = run(
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nrest",
+        1024,
+    );
+    assert_eq!(proto, Protocol::MalformedHttp);
+    assert_eq!(ex.len(), 1);
+    assert_eq!(ex[0].error.as_deref(), Some("bad chunk size"));
+    let r = ex[0].response.as_ref().expect("partial response");
+    assert_eq!(r.head.status, Some(200));
+    assert!(!r.complete);
+    // An overflowing size is as bad.
+    let (ex, _) = run(
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n",
+        1024,
+    );
+    assert_eq!(ex[0].error.as_deref(), Some("bad chunk size"));
+}
+
+#[test]
+fn header_flood_and_huge_head_stop_parsing() {
+    let mut flood = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..500 {
+        flood.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+    }
+    flood.extend_from_slice(b"\r\n");
+    let mut c = Conversation::new(Limits::default());
+    c.feed(Side::Client, &flood, 1);
+    c.finish(2);
+    assert_eq!(c.protocol(), Protocol::MalformedHttp);
+    assert_eq!(c.error(), Some("more than 128 header lines"));
+    let mut c = Conversation::new(Limits::default());
+    let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 200_000));
+    c.feed(Side::Client, &big, 1);
+    assert_eq!(c.error(), Some("header section larger than 65536 bytes"));
+}
+
+#[test]
+fn binary_garbage_is_a_tcp_flow() {
+    let (ex, proto) = run(&[0x16, 0x03, 0x01, 0, 0xff, 0], b"\x00\x01", 1024);
+    assert!(ex.is_empty());
+    assert_eq!(proto, Protocol::Tcp);
+    let (_, proto) = run(b"", b"SSH-2.0-OpenSSH\r\n", 1024);
+    assert_eq!(proto, Protocol::Tcp);
+}
+
+#[test]
+fn websocket_upgrade_then_opaque() {
+    let (ex, proto) = run(
+        b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x85garbage",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi",
+        1024,
+    );
+    assert_eq!(proto, Protocol::Websocket);
+    assert_eq!(ex.len(), 1);
+    assert_eq!(
+        ex[0].response.as_ref().and_then(|r| r.head.status),
+        Some(101)
+    );
+}
+
+#[test]
+fn connect_tunnel_is_opaque() {
+    let (ex, proto) = run(
+        b"CONNECT db:5432 HTTP/1.1\r\n\r\n\x00\x00\x00\x08",
+        b"HTTP/1.1 200 OK\r\n\r\n\x00\x01",
+        1024,
+    );
+    assert_eq!(proto, Protocol::Upgraded);
+    assert_eq!(ex.len(), 1);
+}
+
+#[test]
+fn request_without_response_and_cut_body() {
+    let (ex, _) = run(
+        b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc",
+        b"",
+        1024,
+    );
+    assert_eq!(ex.len(), 1);
+    assert!(ex[0].response.is_none());
+    assert!(!ex[0].request.complete);
+    assert_eq!(ex[0].request.body, b"abc");
+    assert!(ex[0].error.is_some());
+}
+
+#[test]
+fn conflicting_content_length_is_an_error() {
+    let mut c = Conversation::new(Limits::default());
+    c.feed(
+        Side::Client,
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        1,
+    );
+    assert_eq!(c.error(), Some("bad Content-Length"));
+    let mut c = Conversation::new(Limits::default());
+    c.feed(
+        Side::Client,
+        b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        1,
+    );
+    assert_eq!(c.error(), Some("bad Content-Length"));
+}
+
+#[test]
+fn response_without_request_is_malformed() {
+    let mut c = Conversation::new(Limits::default());
+    c.feed(Side::Client, b"GET / HTTP/1.1\r\n\r\n", 1);
+    c.feed(
+        Side::Server,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+        2,
+    );
+    assert_eq!(c.protocol(), Protocol::MalformedHttp);
+    assert_eq!(exchanges(&mut c).len(), 1);
+}
+
+#[test]
+fn pipelining_is_bounded() {
+    let mut c = Conversation::new(Limits::default());
+    for _ in 0..(MAX_PIPELINED * 3) {
+        c.feed(Side::Client, b"GET / HTTP/1.1\r\n\r\n", 1);
+    }
+    assert!(c.pending.len() <= MAX_PIPELINED);
+    assert_eq!(exchanges(&mut c).len(), MAX_PIPELINED * 2);
+}
+
+#[test]
+fn responses_before_the_request_body_ends() {
+    // 100 Continue while the body is pending, then the final answer.
+    let mut c = Conversation::new(limits(4));
+    c.feed(
+        Side::Client,
+        b"POST /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n",
+        1,
+    );
+    c.feed(Side::Server, b"HTTP/1.1 100 Continue\r\n\r\n", 2);
+    c.feed(Side::Client, b"0123456789", 3);
+    c.feed(
+        Side::Server,
+        b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+        4,
+    );
+    let ex = exchanges(&mut c);
+    assert_eq!(ex.len(), 1);
+    assert_eq!(ex[0].request.body_len, 10);
+    assert!(ex[0].request.truncated);
+    assert_eq!(
+        ex[0].response.as_ref().and_then(|r| r.head.status),
+        Some(201)
+    );
+    // An early final answer (413) pairs with the request when its body ends.
+    let mut c = Conversation::new(limits(4));
+    c.feed(
+        Side::Client,
+        b"POST /up HTTP/1.1\r\nContent-Length: 4\r\n\r\nab",
+        1,
+    );
+    c.feed(
+        Side::Server,
+        b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n",
+        2,
+    );
+    assert!(exchanges(&mut c).is_empty());
+    c.feed(Side::Client, b"cd", 3);
+    let ex = exchanges(&mut c);
+    assert_eq!(
+        ex[0].response.as_ref().and_then(|r| r.head.status),
+        Some(413)
+    );
+    assert!(ex[0].error.is_none());
+}

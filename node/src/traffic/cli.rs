@@ -1,0 +1,230 @@
+//! `overlay traffic`, `overlay inspect`, `overlay capture`.
+
+use crate::control::{self, Request};
+use crate::paths;
+use clap::Args;
+use std::io::Write;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How often `overlay traffic -f` asks for new records.
+const FOLLOW_POLL: Duration = Duration::from_millis(300);
+
+/// Flags of `overlay traffic`.
+#[derive(Args, Debug)]
+pub struct TrafficArgs {
+    /// Only this local service.
+    pub service: Option<String>,
+    /// Keep printing new exchanges and flows.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// JSON: an array, or one object per line with -f.
+    #[arg(long)]
+    pub json: bool,
+    /// Filters as in the inspector, e.g. `status=5xx&method=POST`.
+    #[arg(long, default_value = "")]
+    pub filter: String,
+    /// At most this many of the newest records (before following).
+    #[arg(short = 'n', long, default_value_t = 100)]
+    pub lines: usize,
+}
+
+/// Flags of `overlay inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Print `{"url": ...}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `overlay capture`.
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    /// The pcap file to write ("-" for stdout).
+    #[arg(short = 'w', long = "write")]
+    pub file: String,
+    /// Only packets from or to this service's addresses.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Stop after this long (`30s`, `5m`); default: until Ctrl-C.
+    #[arg(long)]
+    pub duration: Option<String>,
+}
+
+fn query(args: &TrafficArgs, after: u64, limit: usize) -> String {
+    let mut q = format!("after={after}&limit={limit}");
+    if let Some(s) = &args.service {
+        q.push_str(&format!("&service={s}"));
+    }
+    if !args.filter.is_empty() {
+        q.push('&');
+        q.push_str(&args.filter);
+    }
+    q
+}
+
+/// `overlay traffic`.
+pub async fn traffic(args: TrafficArgs) -> anyhow::Result<()> {
+    let sock = paths::control_socket();
+    let mut after = 0;
+    let mut first = true;
+    loop {
+        let limit = if first { args.lines } else { 1000 };
+        let data = control::call(
+            &sock,
+            &Request::Traffic {
+                query: query(&args, after, limit),
+            },
+        )
+        .await?;
+        let records = data["records"].as_array().cloned().unwrap_or_default();
+        after = data["latest"].as_u64().unwrap_or(after).max(after);
+        let mut out = std::io::stdout().lock();
+        if args.json && !args.follow {
+            writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
+        } else {
+            for r in &records {
+                if args.json {
+                    writeln!(out, "{r}")?;
+                } else {
+                    writeln!(out, "{}", line(r))?;
+                }
+            }
+        }
+        out.flush()?;
+        if !args.follow {
+            return Ok(());
+        }
+        first = false;
+        tokio::time::sleep(FOLLOW_POLL).await;
+    }
+}
+
+/// The one-line form of a summary as the daemon sent it.
+fn line(r: &serde_json::Value) -> String {
+    let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+    let name = |n: &str, a: &str| {
+        let v = s(n);
+        if v.is_empty() {
+            s(a)
+        } else {
+            v
+        }
+    };
+    let route = format!(
+        "{} -> {}",
+        name("client_name", "client"),
+        name("server_name", "server")
+    );
+    let time = r["duration_ms"]
+        .as_u64()
+        .map(|d| format!("{d}ms"))
+        .unwrap_or_else(|| "-".into());
+    let mut l = if r["type"] == "flow" {
+        format!(
+            "#{} {:<3} {:<10} {route} {} up {}B down {}B {time}",
+            r["id"],
+            s("direction"),
+            s("service"),
+            s("protocol"),
+            r["request_bytes"],
+            r["response_bytes"]
+        )
+    } else {
+        let status = r["status"]
+            .as_u64()
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "-".into());
+        format!(
+            "#{} {:<3} {:<10} {route} {} {} {status} {}B {time}",
+            r["id"],
+            s("direction"),
+            s("service"),
+            s("method"),
+            s("path"),
+            r["response_bytes"]
+        )
+    };
+    if r["truncated"] == true {
+        l.push_str(" (truncated)");
+    }
+    if let Some(e) = r["error"].as_str() {
+        l.push_str(&format!(" [{e}]"));
+    }
+    l
+}
+
+/// `overlay inspect`.
+pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
+    let data = control::call(&paths::control_socket(), &Request::Inspect).await?;
+    let url = data["url"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("the inspector is not running (OVERLAY_INSPECT_LISTEN=off, or its address was taken; see the daemon's log)"))?;
+    if args.json {
+        println!("{data}");
+    } else {
+        println!("{url}");
+    }
+    Ok(())
+}
+
+/// The capture socket in the run directory.
+pub fn capture_socket() -> std::path::PathBuf {
+    paths::run_dir().join("capture.sock")
+}
+
+/// `overlay capture`.
+pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
+    let duration_ms = match &args.duration {
+        Some(d) => Some(overlay_core::duration::parse_secs(d)? * 1000),
+        None => None,
+    };
+    let path = capture_socket();
+    let mut s = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
+        anyhow::anyhow!(
+            "the overlay daemon is not running ({}: {e}); start it with `sudo overlay up`",
+            path.display()
+        )
+    })?;
+    let req = serde_json::json!({"service": args.service, "duration_ms": duration_ms});
+    s.write_all(format!("{req}\n").as_bytes()).await?;
+    let mut first = vec![0u8; 24];
+    s.read_exact(&mut first)
+        .await
+        .map_err(|_| anyhow::anyhow!("the daemon closed the capture without data"))?;
+    if first.starts_with(b"ERROR ") {
+        let mut rest = String::new();
+        let _ = s.read_to_string(&mut rest).await;
+        let msg = String::from_utf8_lossy(&first).into_owned() + &rest;
+        anyhow::bail!("{}", msg.trim_start_matches("ERROR ").trim());
+    }
+    let mut out: Box<dyn Write> = if args.file == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::File::create(&args.file)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.file))?,
+        )
+    };
+    out.write_all(&first)?;
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut r, _w) = s.into_split();
+    loop {
+        tokio::select! {
+            n = r.read(&mut buf) => {
+                let n = n?;
+                if n == 0 { break; }
+                out.write_all(buf.get(..n).unwrap_or(&[]))?;
+                out.flush()?;
+                total += n as u64;
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    out.flush()?;
+    if args.file != "-" {
+        eprintln!("wrote {} bytes of pcap to {}", total + 24, args.file);
+    }
+    Ok(())
+}

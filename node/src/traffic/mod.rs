@@ -1,0 +1,242 @@
+//! Traffic capture and the web inspector.
+//!
+//! Two sources feed one ring of records ([`overlay_core::capture::Ring`]):
+//! - connections into local services, teed at their listeners ([`splice`]);
+//! - connections out of this node to overlay addresses, reassembled passively from the packets
+//!   the TUN carries ([`tap`]); the same packets feed `overlay capture` (pcap).
+//!
+//! Neither source ever waits for the capture: bytes go through bounded queues with `try_send`,
+//! and a full queue costs capture data (the record is marked incomplete), never traffic.
+//! [`server`] serves the inspector and its JSON API; [`cli`] is `overlay traffic`, `overlay
+//! inspect` and `overlay capture`.
+
+pub mod cli;
+pub mod replay;
+pub mod server;
+pub mod splice;
+pub mod tap;
+
+use crate::relaylink::Directory;
+use clap::Args;
+use overlay_core::capture::{ConnectionCapture, Record, Ring};
+use overlay_core::http1::Limits;
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::watch;
+
+/// Bytes all listeners together may have queued for their capture tasks; beyond this, chunks
+/// are dropped from the capture (each connection's queue is bounded too).
+pub const MAX_IN_FLIGHT: usize = 64 << 20;
+
+/// The inspector's default address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4141";
+
+/// Capture settings of `overlay daemon`.
+#[derive(Args, Debug, Clone)]
+pub struct TrafficArgs {
+    /// Where the web inspector listens ("off" disables it).
+    #[arg(long, env = "OVERLAY_INSPECT_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub inspect_listen: String,
+    /// Bytes of each request and response body kept in the capture.
+    #[arg(long, env = "OVERLAY_CAPTURE_BODY_CAP", default_value_t = 1 << 20)]
+    pub capture_body_cap: usize,
+    /// Bytes of records kept in memory; the oldest go first.
+    #[arg(long, env = "OVERLAY_CAPTURE_BUFFER", default_value_t = 64 << 20)]
+    pub capture_buffer: usize,
+    /// Capture nothing (listeners splice without a tee, the TUN is not tapped).
+    #[arg(long, env = "OVERLAY_CAPTURE_OFF", value_parser = clap::builder::BoolishValueParser::new())]
+    pub capture_off: bool,
+}
+
+/// The capture shared by listeners, the tunnel tap, the inspector and the control socket.
+pub struct Traffic {
+    ring: Mutex<Ring>,
+    /// Parser limits for every connection.
+    pub limits: Limits,
+    /// The newest record id, for live views.
+    latest: watch::Sender<u64>,
+    /// Names of overlay addresses.
+    directory: Arc<Directory>,
+    node_name: String,
+    node_address: Ipv4Addr,
+    /// Addresses of this node's services: their listeners capture them, the tap skips them.
+    local: RwLock<Arc<HashSet<Ipv4Addr>>>,
+    /// Capture is on.
+    pub enabled: bool,
+    /// Chunks or packets the capture had no room for.
+    pub dropped: AtomicU64,
+    /// Bytes teed by listeners and not yet parsed, over all connections.
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    /// The inspector's URL, once it listens.
+    pub url: Mutex<Option<String>>,
+    /// `overlay capture` subscribers.
+    pub pcap: tap::PcapSubscribers,
+}
+
+impl Traffic {
+    /// A capture with the daemon's settings.
+    pub fn new(
+        args: &TrafficArgs,
+        directory: Arc<Directory>,
+        node_name: String,
+        node_address: Ipv4Addr,
+    ) -> Arc<Traffic> {
+        let limits = Limits {
+            body_cap: args.capture_body_cap.min(args.capture_buffer / 4),
+            ..Limits::default()
+        };
+        Arc::new(Traffic {
+            ring: Mutex::new(Ring::new(args.capture_buffer)),
+            limits,
+            latest: watch::channel(0).0,
+            directory,
+            node_name,
+            node_address,
+            local: RwLock::new(Arc::new(HashSet::new())),
+            enabled: !args.capture_off,
+            dropped: AtomicU64::new(0),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            url: Mutex::new(None),
+            pcap: tap::PcapSubscribers::default(),
+        })
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves every finished record of `c` into the ring.
+    pub fn collect(&self, c: &mut ConnectionCapture) {
+        let mut last = None;
+        {
+            let mut ring = self.ring();
+            while let Some(r) = c.poll() {
+                last = Some(ring.push(r));
+            }
+        }
+        if let Some(id) = last {
+            self.latest.send_replace(id);
+        }
+    }
+
+    /// Runs `f` on the ring.
+    pub fn with_ring<T>(&self, f: impl FnOnce(&mut Ring) -> T) -> T {
+        f(&mut self.ring())
+    }
+
+    /// A record by id.
+    pub fn get(&self, id: u64) -> Option<Record> {
+        self.ring().get(id).cloned()
+    }
+
+    /// Live updates: the newest id.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    /// Counts data the capture could not take.
+    pub fn drop_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records that the node's services now have these addresses.
+    pub fn set_local(&self, addrs: HashSet<Ipv4Addr>) {
+        *self.local.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(addrs);
+    }
+
+    /// Whether `ip` belongs to one of this node's services.
+    pub fn is_local_service(&self, ip: Ipv4Addr) -> bool {
+        self.local
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&ip)
+    }
+
+    /// The name of an overlay address and port: a service (`tag.name` for variants), this
+    /// node, or nothing.
+    pub fn name_of(&self, addr: SocketAddr) -> Option<String> {
+        let SocketAddr::V4(a) = addr else {
+            return None;
+        };
+        if *a.ip() == self.node_address {
+            return Some(self.node_name.clone());
+        }
+        let instances = self.directory.instances();
+        let same_ip = instances.iter().filter(|i| i.address == *a.ip());
+        let best = same_ip
+            .clone()
+            .find(|i| i.port == a.port())
+            .or_else(|| same_ip.clone().next())?;
+        Some(match &best.tag {
+            Some(t) => format!("{t}.{}", best.name),
+            None => best.name.clone(),
+        })
+    }
+
+    /// The overlay addresses of the services called `name` (any tag, any place).
+    pub fn addresses_of(&self, name: &str) -> HashSet<Ipv4Addr> {
+        self.directory
+            .instances()
+            .iter()
+            .filter(|i| i.name == name)
+            .map(|i| i.address)
+            .collect()
+    }
+
+    /// This node's name.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Starts the capture's tasks: the TUN tap, the inspector and the capture socket. Failures of
+/// the inspector (its port taken) are logged, never fatal: the node works without it.
+pub async fn start(
+    args: &TrafficArgs,
+    traffic: &Arc<Traffic>,
+    tunnel: &crate::tunnel::Tunnel,
+    owner_uid: Option<u32>,
+) {
+    tunnel.set_tap(tap::start(traffic.clone()));
+    tokio::spawn({
+        let t = traffic.clone();
+        async move {
+            if let Err(e) = tap::serve_capture(cli::capture_socket(), owner_uid, t).await {
+                tracing::warn!("overlay capture is unavailable: {e:#}");
+            }
+        }
+    });
+    if args.inspect_listen == "off" {
+        return;
+    }
+    match server::bind(&args.inspect_listen).await {
+        Ok(l) => {
+            let url = l
+                .local_addr()
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_else(|_| format!("http://{}", args.inspect_listen));
+            tracing::info!(%url, "traffic inspector up");
+            *traffic.url.lock().unwrap_or_else(|e| e.into_inner()) = Some(url);
+            tokio::spawn(server::serve(l, traffic.clone()));
+        }
+        Err(e) => tracing::warn!("{e:#}"),
+    }
+}

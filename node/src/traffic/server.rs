@@ -1,0 +1,275 @@
+//! The web inspector: a single page and a JSON API on 127.0.0.1, served with the capture's own
+//! HTTP/1.x parser.
+//!
+//! API (all JSON):
+//! - `GET /api/exchanges?service=&direction=&method=&status=&path=&text=&after=ID&limit=N`:
+//!   summaries, oldest first, and `latest` (the newest id).
+//! - `GET /api/exchanges/ID`: the full record (headers, bodies).
+//! - `POST /api/exchanges/ID/replay` (body: optional edits `{method, path, headers, body}`):
+//!   sends the request again to the same address and returns the response; the new exchange is
+//!   captured like any other.
+//! - `DELETE /api/exchanges` or `POST /api/clear`: forget every record.
+//! - `GET /api/events`: server-sent events, one `data: LATEST_ID` per change.
+//! - `GET /api/stats`: records held, bytes, evictions, drops.
+//!
+//! Requests must name the inspector's own host (127.0.0.1 or localhost), which keeps other web
+//! sites out through DNS rebinding; POSTs must be JSON, which browsers never send cross-site
+//! without asking first.
+
+use super::replay::{self, Edits};
+use super::Traffic;
+use overlay_core::capture::filter::query_pairs;
+use overlay_core::capture::Filter;
+use overlay_core::http1::{Kind, Limits, Message, MessageParser};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const PAGE: &str = include_str!("ui.html");
+/// Largest request the inspector reads (replay edits carry bodies).
+const MAX_REQUEST_BODY: usize = 8 << 20;
+/// Most records one list answer holds.
+const MAX_LIST: usize = 1000;
+/// Time a client gets to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds the inspector; the caller spawns [`serve`].
+pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("the inspector cannot listen on {listen}: {e}"))
+}
+
+/// Serves the inspector until the task is dropped.
+pub async fn serve(listener: TcpListener, traffic: Arc<Traffic>) {
+    loop {
+        let Ok((s, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let t = traffic.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(s, t).await {
+                tracing::debug!("inspector connection: {e}");
+            }
+        });
+    }
+}
+
+struct Reply {
+    status: u16,
+    ctype: &'static str,
+    body: Vec<u8>,
+}
+
+fn json_reply(status: u16, v: serde_json::Value) -> Reply {
+    Reply {
+        status,
+        ctype: "application/json",
+        body: serde_json::to_vec_pretty(&v).unwrap_or_default(),
+    }
+}
+
+fn error(status: u16, msg: impl std::fmt::Display) -> Reply {
+    json_reply(status, json!({"error": msg.to_string()}))
+}
+
+async fn read_request(s: &mut TcpStream) -> anyhow::Result<Option<Message>> {
+    let limits = Limits {
+        body_cap: MAX_REQUEST_BODY,
+        max_head_bytes: 32 * 1024,
+        max_headers: 64,
+    };
+    let mut p = MessageParser::new(Kind::Request, limits);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0usize;
+    loop {
+        let n = tokio::time::timeout(READ_TIMEOUT, s.read(&mut buf)).await??;
+        if n == 0 {
+            return Ok(None);
+        }
+        total += n;
+        if total > MAX_REQUEST_BODY + 64 * 1024 {
+            anyhow::bail!("request too large");
+        }
+        let mut data = buf.get(..n).unwrap_or(&[]);
+        while !data.is_empty() {
+            let (used, msg) = p.parse(data)?;
+            if let Some(m) = msg {
+                return Ok(Some(m));
+            }
+            if used == 0 {
+                break;
+            }
+            data = data.get(used..).unwrap_or(&[]);
+        }
+    }
+}
+
+async fn connection(mut s: TcpStream, traffic: Arc<Traffic>) -> anyhow::Result<()> {
+    let Some(req) = read_request(&mut s).await? else {
+        return Ok(());
+    };
+    let local = s.local_addr()?;
+    let method = req.head.method.clone().unwrap_or_default();
+    let target = req.head.target.clone().unwrap_or_default();
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    if !host_allowed(req.head.header("host"), local) {
+        return write(
+            &mut s,
+            error(403, "the inspector answers only to 127.0.0.1 and localhost"),
+        )
+        .await;
+    }
+    if path == "/api/events" && method == "GET" {
+        return events(s, traffic).await;
+    }
+    let reply = route(&method, path, query, &req, &traffic).await;
+    write(&mut s, reply).await
+}
+
+fn host_allowed(host: Option<&str>, local: SocketAddr) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.parse::<u16>().is_ok() => h,
+        _ => host,
+    };
+    name == "localhost" || name == "127.0.0.1" || name == local.ip().to_string()
+}
+
+async fn route(method: &str, path: &str, query: &str, req: &Message, t: &Arc<Traffic>) -> Reply {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let json_body = req
+        .head
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/json"));
+    match (method, parts.as_slice()) {
+        ("GET", [""]) | ("GET", ["index.html"]) => Reply {
+            status: 200,
+            ctype: "text/html; charset=utf-8",
+            body: PAGE.as_bytes().to_vec(),
+        },
+        ("GET", ["api", "exchanges"]) => list(query, t),
+        ("GET", ["api", "stats"]) => json_reply(200, stats(t)),
+        ("GET", ["api", "exchanges", id]) => match id.parse().ok().and_then(|id| t.get(id)) {
+            Some(r) => json_reply(200, json!(r)),
+            None => error(404, format!("no record {id} (cleared or evicted)")),
+        },
+        ("POST", _) if !json_body => error(
+            415,
+            "POST requests must be application/json (this keeps other web sites out)",
+        ),
+        ("POST", ["api", "exchanges", id, "replay"]) => {
+            let Some(rec) = id.parse().ok().and_then(|id| t.get(id)) else {
+                return error(404, format!("no record {id} (cleared or evicted)"));
+            };
+            let edits: Edits = if req.body.is_empty() {
+                Edits::default()
+            } else {
+                match serde_json::from_slice(&req.body) {
+                    Ok(e) => e,
+                    Err(e) => return error(400, format!("bad edits: {e}")),
+                }
+            };
+            match replay::replay(&rec, &edits, t.limits).await {
+                Ok(v) => json_reply(200, v),
+                Err(e @ replay::ReplayError::Truncated(..)) => error(409, e),
+                Err(e) => error(502, e),
+            }
+        }
+        ("DELETE", ["api", "exchanges"]) => clear(t),
+        ("POST", ["api", "clear"]) => clear(t),
+        _ => error(404, format!("nothing at {method} {path}")),
+    }
+}
+
+fn clear(t: &Arc<Traffic>) -> Reply {
+    t.with_ring(|r| r.clear());
+    json_reply(200, json!({"cleared": true}))
+}
+
+fn stats(t: &Arc<Traffic>) -> serde_json::Value {
+    let (held, bytes, evicted, latest) =
+        t.with_ring(|r| (r.len(), r.used(), r.evicted(), r.next_id() - 1));
+    json!({
+        "records": held,
+        "bytes": bytes,
+        "evicted": evicted,
+        "latest": latest,
+        "dropped": t.dropped.load(Ordering::Relaxed),
+        "body_cap": t.limits.body_cap,
+        "enabled": t.enabled,
+    })
+}
+
+/// The list answer for a query string (also used by the control socket).
+pub fn list_json(query: &str, t: &Arc<Traffic>) -> serde_json::Value {
+    let filter = Filter::from_query(query);
+    let pairs = query_pairs(query);
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let after = get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let limit = get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MAX_LIST)
+        .min(MAX_LIST);
+    let (records, latest) = t.with_ring(|r| {
+        let l: Vec<_> = r
+            .list(&filter, after, limit)
+            .iter()
+            .map(|x| x.summary())
+            .collect();
+        (l, r.next_id() - 1)
+    });
+    json!({"records": records, "latest": latest})
+}
+
+fn list(query: &str, t: &Arc<Traffic>) -> Reply {
+    json_reply(200, list_json(query, t))
+}
+
+async fn events(mut s: TcpStream, t: Arc<Traffic>) -> anyhow::Result<()> {
+    s.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\r\n",
+    )
+    .await?;
+    let mut rx = t.subscribe();
+    loop {
+        let latest = *rx.borrow_and_update();
+        s.write_all(format!("data: {latest}\n\n").as_bytes())
+            .await?;
+        tokio::select! {
+            r = rx.changed() => r?,
+            _ = tokio::time::sleep(Duration::from_secs(15)) => {}
+        }
+        // Coalesce bursts.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn write(s: &mut TcpStream, r: Reply) -> anyhow::Result<()> {
+    let reason = match r.status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        415 => "Unsupported Media Type",
+        _ => "Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        r.status,
+        r.ctype,
+        r.body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(&r.body).await?;
+    s.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! A listener's splice with a tee: both directions are copied as usual, and every chunk is
+//! offered to the connection's capture task without waiting.
+
+use super::{now_ms, Traffic, MAX_IN_FLIGHT};
+use overlay_core::capture::conn::ConnMeta;
+use overlay_core::capture::{ConnectionCapture, Direction, FlowEnd};
+use overlay_core::http1::Side;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Chunks in flight to a connection's capture task; more are dropped (and counted).
+const QUEUE: usize = 64;
+/// Read size of the splice.
+const CHUNK: usize = 32 * 1024;
+
+enum Event {
+    Data(Side, Vec<u8>, u64),
+    Lost(Side, u64, u64),
+    End(FlowEnd, u64),
+}
+
+/// One direction's handle on the capture task.
+struct Tee {
+    tx: mpsc::Sender<Event>,
+    side: Side,
+    lost: u64,
+    traffic: Arc<Traffic>,
+}
+
+impl Tee {
+    fn offer(&mut self, data: &[u8]) {
+        let now = now_ms();
+        if self.lost > 0 {
+            match self.tx.try_send(Event::Lost(self.side, self.lost, now)) {
+                Ok(()) => self.lost = 0,
+                Err(_) => {
+                    self.lost += data.len() as u64;
+                    self.traffic.drop_one();
+                    return;
+                }
+            }
+        }
+        let flight = &self.traffic.in_flight;
+        if flight.load(Ordering::Relaxed) + data.len() > MAX_IN_FLIGHT {
+            self.lost += data.len() as u64;
+            self.traffic.drop_one();
+            return;
+        }
+        match self.tx.try_send(Event::Data(self.side, data.to_vec(), now)) {
+            Ok(()) => {
+                flight.fetch_add(data.len(), Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.lost += data.len() as u64;
+                self.traffic.drop_one();
+            }
+        }
+    }
+}
+
+/// Starts the capture task of one connection into `service`.
+fn start(
+    traffic: &Arc<Traffic>,
+    service: &str,
+    client: SocketAddr,
+    server: SocketAddr,
+) -> mpsc::Sender<Event> {
+    let (tx, mut rx) = mpsc::channel(QUEUE);
+    let meta = ConnMeta {
+        service: service.to_string(),
+        direction: Direction::In,
+        client: client.to_string(),
+        client_name: traffic.name_of(client),
+        server: server.to_string(),
+        server_name: Some(service.to_string()),
+    };
+    let mut cap = ConnectionCapture::new(meta, traffic.limits, now_ms());
+    let traffic = traffic.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                Event::Data(side, d, t) => {
+                    cap.data(side, &d, t);
+                    traffic.in_flight.fetch_sub(d.len(), Ordering::Relaxed);
+                }
+                Event::Lost(side, n, t) => cap.gap(side, n, t),
+                Event::End(end, t) => cap.close(end, t),
+            }
+            traffic.collect(&mut cap);
+        }
+        if !cap.is_closed() {
+            cap.close(FlowEnd::Closed, now_ms());
+            traffic.collect(&mut cap);
+        }
+    });
+    tx
+}
+
+/// Copies `client` <-> `upstream` until both directions end, teeing into the capture when one
+/// is given (`(traffic, service name)`).
+pub async fn splice(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    capture: Option<&(Arc<Traffic>, String)>,
+) -> std::io::Result<()> {
+    let Some((traffic, service)) = capture.filter(|(t, _)| t.enabled) else {
+        tokio::io::copy_bidirectional(client, upstream).await?;
+        return Ok(());
+    };
+    let peer = client.peer_addr()?;
+    let local = client.local_addr()?;
+    let tx = start(traffic, service, peer, local);
+    let tee = |side| Tee {
+        tx: tx.clone(),
+        side,
+        lost: 0,
+        traffic: traffic.clone(),
+    };
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = upstream.split();
+    let up = copy(&mut cr, &mut uw, tee(Side::Client));
+    let down = copy(&mut ur, &mut cw, tee(Side::Server));
+    let r = tokio::try_join!(up, down);
+    let end = match &r {
+        Ok(_) => FlowEnd::Closed,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => FlowEnd::Reset,
+        Err(_) => FlowEnd::Error,
+    };
+    let _ = tx.try_send(Event::End(end, now_ms()));
+    r.map(|_| ())
+}
+
+async fn copy<R, W>(r: &mut R, w: &mut W, mut tee: Tee) -> std::io::Result<()>
+where
+    R: AsyncReadExt + Unpin,
+    W: AsyncWriteExt + Unpin,
+{
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            w.shutdown().await?;
+            return Ok(());
+        }
+        let data = buf.get(..n).unwrap_or(&[]);
+        w.write_all(data).await?;
+        tee.offer(data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::listener::Listener;
+    use crate::traffic::{Traffic, TrafficArgs};
+    use overlay_core::capture::Filter;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn traffic(body_cap: usize) -> Arc<Traffic> {
+        let args = TrafficArgs {
+            inspect_listen: "off".into(),
+            capture_body_cap: body_cap,
+            capture_buffer: 1 << 20,
+            capture_off: false,
+        };
+        Traffic::new(
+            &args,
+            Arc::default(),
+            "node".into(),
+            "100.64.0.65".parse().unwrap(),
+        )
+    }
+
+    /// A server answering every request on a connection with `201` and a body.
+    async fn http_server() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 1 << 16];
+                    let mut seen = Vec::new();
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        // Answer once the whole test request (ending in "END") is in.
+                        if seen.ends_with(b"END") {
+                            let body = b"{\"ok\":true}";
+                            let head = format!(
+                                "HTTP/1.1 201 Created\r\nContent-Length: {}\r\n\r\n",
+                                body.len()
+                            );
+                            let _ = s.write_all(head.as_bytes()).await;
+                            let _ = s.write_all(body).await;
+                            seen.clear();
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn the_listener_tees_exchanges_into_the_capture_and_passes_bytes_intact() {
+        let t = traffic(16);
+        let port = http_server().await;
+        let l = Listener::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Some(port),
+            Some((t.clone(), "api".into())),
+        )
+        .await
+        .unwrap();
+        let mut c = TcpStream::connect(l.addr).await.unwrap();
+        let body = vec![b'x'; 100_000];
+        let mut req = format!(
+            "POST /items HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            body.len() + 3
+        )
+        .into_bytes();
+        req.extend_from_slice(&body);
+        req.extend_from_slice(b"END");
+        c.write_all(&req).await.unwrap();
+        let mut answer = vec![0u8; 256];
+        let n = c.read(&mut answer).await.unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 201 Created"));
+        drop(c);
+        let mut got = None;
+        for _ in 0..100 {
+            got = t.with_ring(|r| {
+                r.list(&Filter::default(), 0, 10)
+                    .first()
+                    .map(|r| r.summary())
+            });
+            if got.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let s = got.expect("a captured exchange");
+        assert_eq!(s.service, "api");
+        assert_eq!(s.method.as_deref(), Some("POST"));
+        assert_eq!(s.path.as_deref(), Some("/items"));
+        assert_eq!(s.status, Some(201));
+        assert_eq!(s.request_bytes, 100_003);
+        assert!(s.truncated);
+    }
+}
