@@ -31,6 +31,9 @@ const LIVENESS_PING: std::time::Duration = std::time::Duration::from_secs(3);
 /// Without an answer for this long, the node shows as connecting.
 const LIVENESS_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long holding a service waits for its in-flight requests before answering.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The system resolver configuration file.
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -308,21 +311,31 @@ impl Node {
         tag: Option<String>,
         target: Option<u16>,
     ) -> anyhow::Result<serde_json::Value> {
-        let local = self.local.lock().await;
-        let svc = local
-            .get(&(name.clone(), tag.clone()))
-            .ok_or_else(|| anyhow::anyhow!("{name} is not registered on this node"))?;
-        let l = svc
-            .listener
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("{name} was registered without a listener"))?;
-        l.set_target(target);
-        // A held listener (None) is saved with its last port: after a crash, forwarding to
-        // the last process beats holding callers for a process nobody will announce.
-        if target.is_some() {
-            save_local(&local);
-        }
-        Ok(json!({"name": name, "tag": tag, "target": target}))
+        let forwarding = {
+            let local = self.local.lock().await;
+            let svc = local
+                .get(&(name.clone(), tag.clone()))
+                .ok_or_else(|| anyhow::anyhow!("{name} is not registered on this node"))?;
+            let l = svc
+                .listener
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("{name} was registered without a listener"))?;
+            l.set_target(target);
+            // A held listener (None) is saved with its last port: after a crash, forwarding to
+            // the last process beats holding callers for a process nobody will announce.
+            if target.is_some() {
+                save_local(&local);
+            }
+            l.forwarding()
+        };
+        // Holding for a restart: the answer waits until requests the old process already has
+        // are done, so stopping it next cuts none of them off (bounded: keep-alive connections
+        // may never finish on their own).
+        let drained = match target {
+            None => crate::listener::drain(&forwarding, DRAIN_TIMEOUT).await,
+            Some(_) => true,
+        };
+        Ok(json!({"name": name, "tag": tag, "target": target, "drained": drained}))
     }
 
     async fn unregister(

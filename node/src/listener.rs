@@ -2,6 +2,7 @@
 //! connection to the process's local port, holding new connections while the process restarts.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +20,8 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub struct Listener {
     target: watch::Sender<Option<u16>>,
     task: JoinHandle<()>,
+    /// Connections currently forwarded to a process (not the held ones).
+    forwarding: Arc<AtomicUsize>,
     /// The address it listens on.
     pub addr: SocketAddr,
 }
@@ -38,10 +41,17 @@ impl Listener {
         let listener = sock.listen(1024)?;
         let addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(target);
-        let task = tokio::spawn(accept_loop(listener, rx, capture.map(Arc::new)));
+        let forwarding = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            rx,
+            capture.map(Arc::new),
+            forwarding.clone(),
+        ));
         Ok(Listener {
             target: tx,
             task,
+            forwarding,
             addr,
         })
     }
@@ -55,6 +65,25 @@ impl Listener {
     pub fn target(&self) -> Option<u16> {
         *self.target.borrow()
     }
+
+    /// A handle on the number of connections being forwarded to a process right now.
+    pub fn forwarding(&self) -> Arc<AtomicUsize> {
+        self.forwarding.clone()
+    }
+}
+
+/// Waits until no connection is forwarded any more, or `timeout` passes: after holding new
+/// callers for a restart, requests the old process already has get to finish before it is
+/// stopped. Returns whether it drained.
+pub async fn drain(forwarding: &AtomicUsize, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while forwarding.load(Ordering::SeqCst) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
 }
 
 impl Drop for Listener {
@@ -67,6 +96,7 @@ async fn accept_loop(
     listener: TcpListener,
     target: watch::Receiver<Option<u16>>,
     capture: Option<Arc<(Arc<Traffic>, String)>>,
+    forwarding: Arc<AtomicUsize>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -83,8 +113,9 @@ async fn accept_loop(
         };
         let target = target.clone();
         let capture = capture.clone();
+        let forwarding = forwarding.clone();
         tokio::spawn(async move {
-            if let Err(e) = forward(client, target, capture.as_deref()).await {
+            if let Err(e) = forward(client, target, capture.as_deref(), &forwarding).await {
                 tracing::debug!(%peer, "connection: {e}");
             }
             drop(permit);
@@ -97,13 +128,18 @@ async fn forward(
     mut client: TcpStream,
     mut target: watch::Receiver<Option<u16>>,
     capture: Option<&(Arc<Traffic>, String)>,
+    forwarding: &AtomicUsize,
 ) -> anyhow::Result<()> {
     let _ = client.set_nodelay(true);
+    // Counted before the target is read, so a restart that holds and then drains can never
+    // miss a connection that is about to go to the old process.
     let port = tokio::time::timeout(HOLD_TIMEOUT, async {
         loop {
+            forwarding.fetch_add(1, Ordering::SeqCst);
             if let Some(p) = *target.borrow_and_update() {
                 return Ok(p);
             }
+            forwarding.fetch_sub(1, Ordering::SeqCst);
             target.changed().await?;
         }
     })
@@ -115,10 +151,15 @@ async fn forward(
         )
     })?
     .map_err(|_: watch::error::RecvError| anyhow::anyhow!("the service was removed"))?;
-    let mut upstream = TcpStream::connect(("127.0.0.1", port)).await?;
-    let _ = upstream.set_nodelay(true);
-    crate::traffic::splice::splice(&mut client, &mut upstream, capture).await?;
-    Ok(())
+    let result = async {
+        let mut upstream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let _ = upstream.set_nodelay(true);
+        crate::traffic::splice::splice(&mut client, &mut upstream, capture).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    forwarding.fetch_sub(1, Ordering::SeqCst);
+    result
 }
 
 #[cfg(test)]
@@ -176,5 +217,22 @@ mod tests {
             .unwrap();
         assert_eq!(got, b"held");
         assert_eq!(l.target(), Some(second));
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_requests_in_flight() {
+        let port = echo_server().await;
+        let l = Listener::start("127.0.0.1:0".parse().unwrap(), Some(port), None)
+            .await
+            .unwrap();
+        let mut c = TcpStream::connect(l.addr).await.unwrap();
+        c.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).await.unwrap();
+        let forwarding = l.forwarding();
+        assert_eq!(forwarding.load(Ordering::SeqCst), 1);
+        assert!(!drain(&forwarding, Duration::from_millis(100)).await);
+        drop(c);
+        assert!(drain(&forwarding, Duration::from_secs(2)).await);
     }
 }
