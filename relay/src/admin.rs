@@ -71,7 +71,11 @@ pub enum AdminResponse {
 pub type AdminCall = (AdminRequest, oneshot::Sender<AdminResponse>);
 
 /// Serves the admin socket, handing each request to the hub through `tx`.
-pub async fn serve(path: &Path, tx: std::sync::mpsc::Sender<AdminCall>) -> anyhow::Result<()> {
+pub async fn serve(
+    path: &Path,
+    tx: std::sync::mpsc::Sender<AdminCall>,
+    wake: std::sync::Arc<crate::wake::Wake>,
+) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)
         .map_err(|e| anyhow::anyhow!("cannot create the admin socket {}: {e}", path.display()))?;
@@ -79,15 +83,20 @@ pub async fn serve(path: &Path, tx: std::sync::mpsc::Sender<AdminCall>) -> anyho
     loop {
         let (stream, _) = listener.accept().await?;
         let tx = tx.clone();
+        let wake = wake.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, tx).await {
+            if let Err(e) = handle(stream, tx, &wake).await {
                 tracing::debug!("admin connection: {e}");
             }
         });
     }
 }
 
-async fn handle(stream: UnixStream, tx: std::sync::mpsc::Sender<AdminCall>) -> anyhow::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    tx: std::sync::mpsc::Sender<AdminCall>,
+    wake: &crate::wake::Wake,
+) -> anyhow::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(MAX_REQUEST as u64)).lines();
     while let Some(line) = lines.next_line().await? {
@@ -96,6 +105,8 @@ async fn handle(stream: UnixStream, tx: std::sync::mpsc::Sender<AdminCall>) -> a
                 let (otx, orx) = oneshot::channel();
                 tx.send((req, otx))
                     .map_err(|_| anyhow::anyhow!("the relay is shutting down"))?;
+                // The hub thread sleeps in poll(2) between datagrams: wake it for this request.
+                wake.wake();
                 orx.await.unwrap_or(AdminResponse::Error {
                     message: "the relay is shutting down".into(),
                 })

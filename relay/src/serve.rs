@@ -194,6 +194,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let resolver =
         (!args.no_on_demand).then(|| crate::gateway::Resolver::new(rt.clone(), wake.clone()));
     let gw_stats = gw.stats.clone();
+    let admin_wake = wake.clone();
     let plumbing = crate::hub::Plumbing {
         wake,
         gateway: Some((gw, gw_out)),
@@ -228,7 +229,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(crate::metrics::serve(l, tx.clone(), Some(gw_stats)));
     }
     let admin_path = dir.admin_socket();
-    let admin = tokio::spawn(async move { crate::admin::serve(&admin_path, tx).await });
+    let admin = tokio::spawn(async move { crate::admin::serve(&admin_path, tx, admin_wake).await });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
         r = admin => r.map_err(anyhow::Error::from).and_then(|r| r),

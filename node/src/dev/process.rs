@@ -177,7 +177,44 @@ pub fn signal_group(pgid: i32, sig: i32) {
 /// Whether any process of the group is still there.
 pub fn group_alive(pgid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
-    pgid > 0 && unsafe { libc::kill(-pgid, 0) } == 0
+    if pgid <= 0 || unsafe { libc::kill(-pgid, 0) } != 0 {
+        return false;
+    }
+    // kill(0) also succeeds while only zombies are left: orphans wait for whoever reaps them
+    // (PID 1, which may do so seconds later, or never in a container). Zombies run nothing.
+    !only_zombies(pgid)
+}
+
+/// Whether every process of group `pgid` is a zombie (from /proc; false if it cannot tell).
+fn only_zombies(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let mut members = 0;
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
+            continue;
+        };
+        // After the command name in parentheses: state, ppid, pgrp, ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (state, _ppid, pgrp) = (f.next(), f.next(), f.next());
+        if pgrp.and_then(|p| p.parse::<i32>().ok()) != Some(pgid) {
+            continue;
+        }
+        members += 1;
+        if state != Some("Z") {
+            return false;
+        }
+    }
+    members > 0
 }
 
 /// How a process left.
