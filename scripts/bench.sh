@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # overlay benchmarks, run entirely inside throw-away network namespaces (prefix "ovb-").
 #
-#   sudo scripts/bench.sh [all|dataplane|join|dns|registry|gateway]... [options, see --help]
+#   sudo scripts/bench.sh [all|dataplane|join|dns|registry|gateway|restart|scale]... [options, see --help]
 #
 # Parts (run in this order by "all", the default):
 #   dataplane  iperf3 TCP throughput and ping latency for: raw veth, stock wireguard-go point to
@@ -15,8 +15,13 @@
 #   gateway    iperf3 laptop -> remote host through the relay's userspace stack, and the same
 #              through stock wireguard-go with kernel forwarding; relay RSS with 1000 proxied
 #              TCP connections.
+#   restart    `overlay dev` running a small HTTP service: the latency its listener on the overlay
+#              address adds per request (against calling $PORT directly, same run), and the time
+#              from `overlay restart` to serving again minus the service's own start time.
+#   scale      overlay-loadgen: 1000 simulated peers against a relay; time until all have a
+#              session, relay RSS, relay CPU at steady keepalive.
 # Each part prints a plain and a markdown table on stdout and writes target/bench/PART.json.
-# New parts (restart, traffic) are added as a function part_NAME plus an entry in PARTS.
+# New parts (traffic) are added as a function part_NAME plus an entry in PARTS.
 #
 # Exit status: 0 when every part ran (slow figures never fail the script), 1 when a tool or
 # component failed to run (the remaining setups are still measured and reported), 2 on bad usage.
@@ -31,7 +36,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib/world.sh
 source "$ROOT/scripts/lib/world.sh"
 
-PARTS=(dataplane join dns registry gateway)
+PARTS=(dataplane join dns registry gateway restart scale)
 
 usage() {
     cat <<EOF
@@ -47,11 +52,16 @@ usage: scripts/bench.sh [all|$(IFS='|'; echo "${PARTS[*]}")]... [options]
   --registrations N  registry: registrations measured per round (default 100)
   --fill N           registry: services registered on other nodes before the second round
                      (default 1000; 0 skips that round)
+  --requests N       restart: requests per address and connection mode (default 1000)
+  --restarts N       restart: restarts measured, and direct starts (default 5)
+  --peers N          scale: simulated peers (default 1000)
+  --steady S         scale: seconds of steady state the relay's CPU is measured over (default 10)
   --no-build         do not run cargo when the overlay binaries are missing
   -h, --help         this help
 
-The join and registry parts time with scripts/bench-probe.py (python3): see docs/benchmarks.md.
-Environment: OVERLAY_BIN, OVERLAY_RELAY_BIN (default target/release/overlay{,-relay}),
+The join, registry and restart parts time with scripts/bench-probe.py (python3): see
+docs/benchmarks.md. Environment: OVERLAY_BIN, OVERLAY_RELAY_BIN, OVERLAY_LOADGEN_BIN
+(default target/release/overlay{,-relay,-loadgen}),
 OVB_RUST_LOG (RUST_LOG for relay and nodes, default "warn").
 Output: stdout, target/bench/<part>.json, logs in target/bench/logs/.
 Needs root (network namespaces); run as: sudo scripts/bench.sh dataplane
@@ -74,13 +84,17 @@ SERVICES=100
 RATE=5000
 REGISTRATIONS=100
 FILL=1000
+REQUESTS=1000
+RESTARTS=5
+PEERS=1000
+STEADY=10
 MAX_PER_NODE=62 # services a node may register (its /26 minus the network and node addresses)
 NO_BUILD=0
 SELECTED=()
 while (($#)); do
     case $1 in
     -h | --help) usage; exit 0 ;;
-    --runs | --time | --pings | --services | --rate | --registrations)
+    --runs | --time | --pings | --services | --rate | --registrations | --requests | --restarts | --peers | --steady)
         [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die_usage "$1 needs a positive whole number."
         case $1 in
         --runs) RUNS=$2 ;;
@@ -89,6 +103,10 @@ while (($#)); do
         --services) SERVICES=$2 ;;
         --rate) RATE=$2 ;;
         --registrations) REGISTRATIONS=$2 ;;
+        --requests) REQUESTS=$2 ;;
+        --restarts) RESTARTS=$2 ;;
+        --peers) PEERS=$2 ;;
+        --steady) STEADY=$2 ;;
         esac
         shift 2
         ;;
@@ -97,7 +115,8 @@ while (($#)); do
         FILL=$2
         shift 2
         ;;
-    --runs=* | --time=* | --pings=* | --services=* | --rate=* | --registrations=* | --fill=*)
+    --runs=* | --time=* | --pings=* | --services=* | --rate=* | --registrations=* | --fill=* | \
+        --requests=* | --restarts=* | --peers=* | --steady=*)
         set -- "${1%%=*}" "${1#*=}" "${@:2}"
         ;;
     --no-build) NO_BUILD=1; shift ;;
@@ -126,6 +145,10 @@ JOIN_RUNS=${RUNS:-10}
 ((SERVICES <= 50 * 200)) || die_usage "--services is at most 10000 (50 per node, 200 nodes)."
 ((REGISTRATIONS <= 2 * MAX_PER_NODE)) || die_usage "--registrations is at most $((2 * MAX_PER_NODE)) (two registering nodes)."
 ((FILL <= 60 * 200)) || die_usage "--fill is at most 12000 (60 per node, 200 nodes)."
+((REQUESTS <= 100000)) || die_usage "--requests is at most 100000."
+((RESTARTS <= 100)) || die_usage "--restarts is at most 100."
+((PEERS <= 50000)) || die_usage "--peers is at most 50000."
+((STEADY <= 3600)) || die_usage "--steady is at most 3600 seconds."
 
 world_require_root "bench.sh needs root: run sudo scripts/bench.sh"
 NEED_TOOLS=(ip timeout awk sort flock)
@@ -134,6 +157,7 @@ for p in "${RUN_PARTS[@]}"; do
     dataplane) NEED_TOOLS+=(iperf3 ping wg wireguard-go) ;;
     join | registry) NEED_TOOLS+=(python3) ;;
     dns) NEED_TOOLS+=(python3 dig dnsperf dnsmasq) ;;
+    restart) NEED_TOOLS+=(python3 setpriv curl) ;;
     esac
 done
 world_require_tools "${NEED_TOOLS[@]}" || exit 1
@@ -161,6 +185,7 @@ give_back_outputs() {
 }
 
 WORK= # private temporary directory (keys, state), made once the traps are in place
+PUB_DIR= # part restart: a directory the unprivileged `overlay dev` user can reach (see there)
 
 # The traps can run while a command's output is redirected to a file (world_run ... >FILE): they
 # write to the script's original stdout/stderr, saved here.
@@ -176,6 +201,7 @@ cleanup() {
     rm -f /var/run/wireguard/ovbwg*.sock
     ((WG_RUN_EXISTED)) || rmdir /var/run/wireguard 2>/dev/null
     [[ -n $WORK ]] && rm -rf "$WORK"
+    [[ -n $PUB_DIR ]] && rm -rf "$PUB_DIR"
     give_back_outputs
 }
 on_exit() {
@@ -387,25 +413,32 @@ setup_wireguard_go() {
 
 OVERLAY_BIN=${OVERLAY_BIN:-$ROOT/target/release/overlay}
 RELAY_BIN=${OVERLAY_RELAY_BIN:-$ROOT/target/release/overlay-relay}
+LOADGEN_BIN=${OVERLAY_LOADGEN_BIN:-$ROOT/target/release/overlay-loadgen}
+
+# cargo_build LOG WHAT CARGO_ARGS...: `cargo build --release CARGO_ARGS` in $ROOT, as the user who
+# ran sudo when there is one (their toolchain, and target/ stays theirs); output to LOG.
+cargo_build() {
+    local blog=$1 what=$2
+    shift 2
+    log "building $what (cargo build --release $*; log: ${blog#"$ROOT"/})"
+    # shellcheck disable=SC2016 # $1 is expanded by the inner bash
+    local cmd='cd "$1" && shift && cargo build --release "$@"'
+    if [[ -n ${SUDO_USER:-} && $SUDO_USER != root ]]; then
+        world_run timeout 3600 runuser -u "$SUDO_USER" -- bash -lc "$cmd" bash "$ROOT" "$@" >"$blog" 2>&1 || true
+    elif command -v cargo >/dev/null 2>&1; then
+        world_run timeout 3600 bash -c "$cmd" bash "$ROOT" "$@" >"$blog" 2>&1 || true
+    else
+        echo "cargo not found" >"$blog"
+    fi
+}
 
 # ensure_binaries: 0 when both binaries are there (building them when missing and allowed).
 ensure_binaries() {
     [[ -x $OVERLAY_BIN && -x $RELAY_BIN ]] && return 0
     ((NO_BUILD)) && return 1
-    local blog=$LOG_DIR/build.log
-    log "building overlay and overlay-relay (cargo build --release; log: ${blog#"$ROOT"/})"
-    # shellcheck disable=SC2016 # $1 is expanded by the inner bash
-    local cmd='cd "$1" && cargo build --release -p overlay-node -p overlay-relay'
-    if [[ -n ${SUDO_USER:-} && $SUDO_USER != root ]]; then
-        # Build as the invoking user (their toolchain, and target/ stays theirs).
-        world_run timeout 3600 runuser -u "$SUDO_USER" -- bash -lc "$cmd" bash "$ROOT" >"$blog" 2>&1 || true
-    elif command -v cargo >/dev/null 2>&1; then
-        world_run timeout 3600 bash -c "$cmd" bash "$ROOT" >"$blog" 2>&1 || true
-    else
-        echo "cargo not found" >"$blog"
-    fi
+    cargo_build "$LOG_DIR/build.log" "overlay and overlay-relay" -p overlay-node -p overlay-relay
     [[ -x $OVERLAY_BIN && -x $RELAY_BIN ]] && return 0
-    tail_log "$blog"
+    tail_log "$LOG_DIR/build.log"
     return 1
 }
 
@@ -611,9 +644,10 @@ stats() {
         }'
 }
 
-# ovl_begin PART: a fresh world (ovb-hub with the bridge) and directories for PART.
+# ovl_begin PART [BASE]: a fresh world (ovb-hub with the bridge) and directories for PART, in
+# BASE (default: the private $WORK).
 ovl_begin() {
-    OVL_DIR=$WORK/$1
+    OVL_DIR=${2:-$WORK}/$1
     OVL_LOG=$LOG_DIR/$1-cli.log
     OVL_TOKEN=
     OVL_RELAY_PID=
@@ -1276,7 +1310,7 @@ part_gateway() {
     ovl_begin gateway
     ovl_host a 2
     ovl_host b 3
-    local d=$OVL_DIR hole=10.98.0.3 g_rss= g_conns=
+    local d=$OVL_DIR hole=10.98.0.3 g_rss='' g_conns=''
 
     # (1) stock wireguard-go a <-> hub, the hub's kernel forwards to b.
     setup_begin gw_wggo "wireguard-go + kernel forwarding"
@@ -1379,6 +1413,468 @@ PY
         "$(now_utc)" "$(json_str "$(host_desc)")" "$(json_num "${S_TPUT[gw_wggo]:-}")" \
         "$(json_num "${S_TPUT[gw_overlay]:-}")" "$(json_num "$ratio")" "$(json_num "$g_rss")" >"$OUT_DIR/gateway.json"
     echo "results: ${OUT_DIR#"$ROOT"/}/gateway.json"
+    world_cleanup
+}
+
+# ---------------------------------------------------------------------------------------------
+# part: restart
+
+DEV_UID=65534               # `overlay dev` runs as this user (nobody), never as root
+DEV_PYTHON=/usr/bin/python3 # the service's python: every user can run it (a pyenv one may not)
+# Two services run the same server: "echo" with `exec` (python replaces the `sh -c` that overlay
+# dev starts), "echo-sh" without (sh stays and python is its child, as with most commands
+# written in overlay.toml). Latency is measured on echo; restarts on both.
+RS_SERVICES=(echo echo-sh)
+RS_STATUS=
+RS_LAT=() # lines of bench-probe.py latency: "round address n median_us p99_us mean_us"
+declare -A RS_CMD RS_ADDR RS_OWN RS_RST RS_PRINTED
+# RS_OWN[svc]: the command's own start times (ms); RS_RST[svc]: from `overlay restart` until the
+# new process answers at the overlay address (ms); RS_PRINTED[svc]: "restarted in N ms" as
+# printed. Each a space-separated list.
+RS_LAST_OWN=
+RS_DEV_PID=
+RS_DEV=() # VAR=VALUE... for `overlay` run as the developer (through env)
+RS_LEFT=
+
+# The service: answers every GET with "pid N" (so a client can tell the new process from the old
+# one after a restart), HTTP/1.1 with keep-alive, one write per answer.
+RS_SERVER_PY='import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BODY = b"pid %d\n" % os.getpid()
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def do_GET(self):
+        self.wfile.write(ANSWER)
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+'
+
+# rs_ready_line LOG SERVICE: "PORT ADDRESS" from the last "SERVICE | [overlay] ready in N ms:
+# pid P, local port PORT, at ADDRESS (...)" line of overlay dev's output.
+rs_ready_line() {
+    sed -n "s/^[0-9:.]* $2 *| .*ready in [0-9]* ms: pid [0-9]*, local port \\([0-9]*\\), at \\([0-9.]*:[0-9]*\\).*/\\1 \\2/p" "$1" |
+        tail -n 1
+}
+
+# rs_own_start SERVICE R: start SERVICE's command directly (same user, same `sh -c`, a port of
+# its own) and time it until it answers a GET. Appends to RS_OWN; 1 on failure.
+rs_own_start() {
+    local svc=$1 r=$2 port=$((19000 + $2)) res=$OVL_DIR/own reached _c rc _p _d
+    : >"$res"
+    world_run timeout 40 ip netns exec ovb-a python3 "$PROBE" http 127.0.0.1 "$port" --stop-cmd \
+        --timeout 20 --result "$res" -- setpriv --reuid "$DEV_UID" --regid "$DEV_UID" --clear-groups \
+        env -C "$OVL_DIR/svc" PORT="$port" sh -c "${RS_CMD[$svc]}" 2>>"$LOG_DIR/restart-probe.log" || true
+    read -r reached _c rc _p _d <"$res" || true
+    if [[ -z ${reached:-} || $reached == -1 ]]; then
+        part_failed restart "$svc run $r: the command started directly did not answer within 20 s (status ${rc:-?})"
+        tail_log "$LOG_DIR/restart-probe.log"
+        return 1
+    fi
+    RS_OWN[$svc]+="$reached "
+    RS_LAST_OWN=$reached
+}
+
+# rs_restart SERVICE R: `overlay restart SERVICE` as the developer, timed until a GET at the
+# overlay address answers from the new process. Appends to RS_RST and RS_PRINTED; 1 on failure.
+rs_restart() {
+    local svc=$1 r=$2 addr=${RS_ADDR[$1]} res=$OVL_DIR/restart out=$OVL_DIR/restart.out
+    local old reached cmd rc probes detail printed
+    old=$(world_run timeout 10 ip netns exec ovb-a curl -s --max-time 5 "http://$addr/") || old=
+    if [[ $old != pid* ]]; then
+        part_failed restart "$svc run $r: the service did not answer at $addr before the restart"
+        return 1
+    fi
+    : >"$res"
+    : >"$out"
+    world_run timeout 60 ip netns exec ovb-a python3 "$PROBE" http "${addr%:*}" "${addr##*:}" \
+        --not-body "$old" --timeout 30 --result "$res" --cmd-out "$out" -- \
+        env "${RS_DEV[@]}" "$OVERLAY_BIN" restart "$svc" 2>>"$LOG_DIR/restart-cli.log" || true
+    cat "$out" >>"$LOG_DIR/restart-cli.log"
+    read -r reached cmd rc probes detail <"$res" || true
+    if [[ ${rc:-x} != 0 ]]; then
+        part_failed restart "$svc run $r: overlay restart failed (status ${rc:-unknown})"
+        tail_log "$LOG_DIR/restart-cli.log"
+        return 1
+    fi
+    if [[ $reached == -1 ]]; then
+        part_failed restart "$svc run $r: no answer from a new process at $addr within 30 s"
+        tail_log "$LOG_DIR/restart-dev.log"
+        return 1
+    fi
+    printed=$(sed -n 's/.*restarted in \([0-9]*\) ms.*/\1/p' "$out" | head -n 1)
+    RS_RST[$svc]+="$reached "
+    RS_PRINTED[$svc]+="${printed:-} "
+    log "  $svc $r/$RESTARTS: own start $RS_LAST_OWN ms; overlay restart until the new process answers $reached ms (printed \"restarted in ${printed:-?} ms\", command done after $cmd ms; $old -> ${detail//_/ }; $probes GETs)"
+}
+
+# rs_dev_left: pids of the developer's processes still in ovb-a.
+rs_dev_left() {
+    local p
+    for p in $(ip netns pids ovb-a 2>/dev/null); do
+        [[ $(stat -c %u "/proc/$p" 2>/dev/null) == "$DEV_UID" ]] && printf '%s ' "$p"
+    done
+    return 0
+}
+rs_no_dev_left() { [[ -z $(rs_dev_left) ]]; }
+rs_dev_gone() { ! world_alive "$RS_DEV_PID"; }
+# rs_dev_ready LOG: overlay dev said every service is ready, or overlay dev is gone.
+rs_dev_ready() {
+    local svc
+    rs_dev_gone && return 0
+    for svc in "${RS_SERVICES[@]}"; do
+        [[ -n $(rs_ready_line "$1" "$svc") ]] || return 1
+    done
+}
+
+# restart_measure: the body of part restart; 1 when something failed to run.
+restart_measure() {
+    local d=$OVL_DIR svc port addr r
+    ensure_binaries || { RS_STATUS="n/a (binaries missing)"; return 0; }
+    [[ -x $DEV_PYTHON ]] || { part_failed restart "$DEV_PYTHON is missing (the service runs as uid $DEV_UID)"; return 1; }
+    ovl_relay_start restart || { part_failed restart "the relay did not start"; return 1; }
+    ovl_token 1 || { part_failed restart "overlay-relay token create failed"; return 1; }
+    # Joined "through sudo" by the developer: the daemon lets that user register services.
+    SUDO_UID=$DEV_UID SUDO_GID=$DEV_UID ovl_join a || { part_failed restart "overlay join failed"; return 1; }
+
+    # Like /run: the daemon's socket and the developer's session sockets side by side. The
+    # developer's own state directory (logs), and the service's files.
+    chmod 1777 "$d/a/run"
+    mkdir -p "$d/dev" "$d/svc"
+    chown "$DEV_UID:$DEV_UID" "$d/dev"
+    printf '%s' "$RS_SERVER_PY" >"$d/svc/server.py"
+    RS_CMD[echo]="exec $DEV_PYTHON $d/svc/server.py"
+    RS_CMD[echo-sh]="$DEV_PYTHON $d/svc/server.py"
+    for svc in "${RS_SERVICES[@]}"; do
+        printf '[services.%s]\ncommand = "%s"\nport = 8080\nhealth = { http = "/" }\n\n' "$svc" "${RS_CMD[$svc]}"
+    done >"$d/svc/overlay.toml"
+    chmod -R a+rX "$d/svc"
+    cp "$d/svc/overlay.toml" "$LOG_DIR/restart-overlay.toml.txt"
+    RS_DEV=(RUST_LOG="${OVB_RUST_LOG:-warn}" NO_COLOR=1 OVERLAY_STATE_DIR="$d/dev"
+        OVERLAY_RUN_DIR="$d/a/run" SUDO_UID="$DEV_UID" SUDO_GID="$DEV_UID")
+    local devlog=$LOG_DIR/restart-dev.log
+    world_bg ovb-a "$devlog" env -C "$d/svc" "${RS_DEV[@]}" "$OVERLAY_BIN" dev -f "$d/svc/overlay.toml"
+    RS_DEV_PID=$WORLD_LAST_PID
+    if ! world_wait 30 "overlay dev to start the services" rs_dev_ready "$devlog" || rs_dev_gone; then
+        part_failed restart "overlay dev did not bring the services up"
+        tail_log "$devlog"
+        return 1
+    fi
+    for svc in "${RS_SERVICES[@]}"; do
+        read -r port addr <<<"$(rs_ready_line "$devlog" "$svc")"
+        RS_ADDR[$svc]=$addr
+        log "  overlay dev (uid $DEV_UID): $svc at $addr, local port $port"
+        if ! world_wait 10 "$svc to answer at $addr" ip netns exec ovb-a curl -sf --max-time 2 -o /dev/null "http://$addr/"; then
+            part_failed restart "$svc does not answer at its overlay address $addr"
+            tail_log "$devlog"
+            return 1
+        fi
+    done
+
+    local res=$OVL_DIR/latency
+    read -r port addr <<<"$(rs_ready_line "$devlog" echo)"
+    : >"$res"
+    log "  latency: $REQUESTS GETs each to 127.0.0.1:$port and $addr, on new connections, then on kept-alive ones"
+    if ! world_run timeout $((REQUESTS / 5 + 120)) ip netns exec ovb-a python3 "$PROBE" latency \
+        --direct "127.0.0.1:$port" --via "$addr" -n "$REQUESTS" --result "$res" \
+        --raw "$LOG_DIR/restart-latency" 2>>"$LOG_DIR/restart-probe.log"; then
+        part_failed restart "the latency probe failed"
+        tail_log "$LOG_DIR/restart-probe.log"
+        return 1
+    fi
+    mapfile -t RS_LAT <"$res"
+
+    # Own starts and restarts alternate, so that background load hits both alike.
+    for ((r = 1; r <= RESTARTS; r++)); do
+        for svc in "${RS_SERVICES[@]}"; do
+            rs_own_start "$svc" "$r" || return 1
+            rs_restart "$svc" "$r" || return 1
+            world_run sleep 0.2
+        done
+    done
+    return 0
+}
+
+# rs_stop_dev: stop overlay dev with SIGINT, as Ctrl-C does, and check that none of the
+# developer's processes is left in the namespace.
+rs_stop_dev() {
+    [[ -n $RS_DEV_PID ]] || return 0
+    kill -INT "$RS_DEV_PID" 2>/dev/null || true
+    world_wait 15 "overlay dev to stop after SIGINT" rs_dev_gone || true
+    world_stop "$RS_DEV_PID"
+    if ! world_wait 5 "the services of overlay dev to end" rs_no_dev_left; then
+        RS_LEFT=$(rs_dev_left)
+        echo "bench.sh: restart: processes of uid $DEV_UID left after overlay dev stopped: $RS_LEFT" >&2
+    fi
+    RS_DEV_PID=
+}
+
+# rs_lat ROUND ADDRESS FIELD: a figure of the latency probe's output (n, median, p99, mean).
+rs_lat() {
+    local l rnd who n med p99 mean
+    for l in "${RS_LAT[@]}"; do
+        read -r rnd who n med p99 mean <<<"$l"
+        [[ $rnd == "$1" && $who == "$2" ]] || continue
+        case $3 in
+        n) printf '%s' "$n" ;;
+        median) printf '%s' "$med" ;;
+        p99) printf '%s' "$p99" ;;
+        mean) printf '%s' "$mean" ;;
+        esac
+        return 0
+    done
+}
+
+# rs_stats LIST: "n median p90 p99 min max" of the space-separated numbers in LIST.
+rs_stats() {
+    local f=$OVL_DIR/vals
+    tr -s ' ' '\n' <<<"$1" >"$f"
+    stats "$f"
+}
+
+restart_report() {
+    local when host status=${RS_STATUS:-ok} rnd svc _x
+    when=$(now_utc)
+    host=$(host_desc)
+    local -A dm dp vm vp am ap o_med r_med r_min r_max p_med over
+    for rnd in fresh keepalive; do
+        dm[$rnd]=$(rs_lat "$rnd" direct median)
+        dp[$rnd]=$(rs_lat "$rnd" direct p99)
+        vm[$rnd]=$(rs_lat "$rnd" via median)
+        vp[$rnd]=$(rs_lat "$rnd" via p99)
+        am[$rnd]=$(fmt_diff "${vm[$rnd]}" "${dm[$rnd]}")
+        ap[$rnd]=$(fmt_diff "${vp[$rnd]}" "${dp[$rnd]}")
+    done
+    local a b c d e
+    for svc in "${RS_SERVICES[@]}"; do
+        read -r _x a _x _x _x _x <<<"$(rs_stats "${RS_OWN[$svc]:-}")"
+        o_med[$svc]=${a:-}
+        read -r _x b _x _x c d <<<"$(rs_stats "${RS_RST[$svc]:-}")"
+        r_med[$svc]=${b:-} r_min[$svc]=${c:-} r_max[$svc]=${d:-}
+        read -r _x e _x _x _x _x <<<"$(rs_stats "${RS_PRINTED[$svc]:-}")"
+        p_med[$svc]=${e:-}
+        over[$svc]=$(awk -v a="${b:-}" -v b="${a:-}" 'BEGIN { if (a == "" || b == "") print "n/a"; else printf "%.1f\n", a - b }')
+        a='' b='' c='' d='' e=''
+    done
+    local t_fresh="a new connection per request" t_keep="one kept-alive connection"
+    local -A title=([echo]="exec python3 server.py" [echo-sh]="python3 server.py (sh stays its parent)")
+    echo
+    echo "restart: $host ($status)"
+    echo "overlay dev (as uid $DEV_UID) runs a python3 http.server answering \"pid N\"; the client runs on the same node"
+    if ((${#RS_LAT[@]})); then
+        echo
+        echo "per-request latency in µs (service echo), $REQUESTS GETs to each address, alternating, after 50 not counted:"
+        printf '%-30s %12s %11s %12s %12s %10s %10s\n' "" "direct med" "direct p99" "overlay med" "overlay p99" "added med" "added p99"
+        for rnd in fresh keepalive; do
+            local t=$t_fresh
+            [[ $rnd == keepalive ]] && t=$t_keep
+            printf '%-30s %12s %11s %12s %12s %10s %10s\n' "$t" "${dm[$rnd]}" "${dp[$rnd]}" "${vm[$rnd]}" "${vp[$rnd]}" "${am[$rnd]}" "${ap[$rnd]}"
+        done
+    fi
+    echo
+    echo "restarts ($RESTARTS per service), ms:"
+    printf '%-42s %10s %14s %10s %14s %10s\n' "command" "own start" "restart until" "overhead" "restart" "printed"
+    printf '%-42s %10s %14s %10s %14s %10s\n' "" "median" "serving, med" "" "min-max" "median"
+    for svc in "${RS_SERVICES[@]}"; do
+        printf '%-42s %10s %14s %10s %14s %10s\n' "${title[$svc]}" "${o_med[$svc]:-n/a}" "${r_med[$svc]:-n/a}" \
+            "${over[$svc]}" "${r_min[$svc]:-?}-${r_max[$svc]:-?}" "${p_med[$svc]:-n/a}"
+    done
+    [[ -n $RS_LEFT ]] && echo "processes of uid $DEV_UID left after overlay dev stopped: $RS_LEFT"
+    echo "targets: added latency under 100 µs (median); restart overhead under 50 ms"
+    echo
+    echo "markdown (for docs/benchmarks.md):"
+    echo
+    echo "Measured $when on $host; $REQUESTS requests per address and connection mode, $RESTARTS restarts per service."
+    echo
+    echo "| per-request latency (µs) | direct median | direct p99 | overlay address median | overlay address p99 | added median | added p99 |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    if ((${#RS_LAT[@]})); then
+        echo "| $t_fresh | ${dm[fresh]} | ${dp[fresh]} | ${vm[fresh]} | ${vp[fresh]} | ${am[fresh]} | ${ap[fresh]} |"
+        echo "| $t_keep | ${dm[keepalive]} | ${dp[keepalive]} | ${vm[keepalive]} | ${vp[keepalive]} | ${am[keepalive]} | ${ap[keepalive]} |"
+    else
+        echo "| latency | $status | | | | | |"
+    fi
+    echo
+    echo "| \`command\` | own start, median (ms) | \`overlay restart\` until the new process answers, median (ms) | **overhead** (ms) | restart min–max (ms) | printed \"restarted in\", median (ms) |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    for svc in "${RS_SERVICES[@]}"; do
+        echo "| \`${title[$svc]% (*}\`${title[$svc]#"${title[$svc]% (*}"} | ${o_med[$svc]:-n/a} | ${r_med[$svc]:-n/a} | ${over[$svc]} | ${r_min[$svc]:-?}–${r_max[$svc]:-?} | ${p_med[$svc]:-n/a} |"
+    done
+    local json=$OUT_DIR/restart.json first=1
+    {
+        printf '{\n  "part": "restart",\n  "time": "%s",\n  "host": %s,\n  "status": %s,\n' "$when" "$(json_str "$host")" "$(json_str "$status")"
+        printf '  "params": {"requests": %s, "warmup": 50, "restarts": %s, "dev_uid": %s},\n' "$REQUESTS" "$RESTARTS" "$DEV_UID"
+        printf '  "latency_us": {\n'
+        for rnd in fresh keepalive; do
+            printf '    "%s": {"direct": {"median": %s, "p99": %s}, "overlay": {"median": %s, "p99": %s}, "added": {"median": %s, "p99": %s}}' \
+                "$rnd" "$(json_num "${dm[$rnd]}")" "$(json_num "${dp[$rnd]}")" "$(json_num "${vm[$rnd]}")" \
+                "$(json_num "${vp[$rnd]}")" "$(json_num "${am[$rnd]}")" "$(json_num "${ap[$rnd]}")"
+            [[ $rnd == fresh ]] && printf ','
+            printf '\n'
+        done
+        printf '  },\n  "restarts": [\n'
+        for svc in "${RS_SERVICES[@]}"; do
+            ((first)) || printf ',\n'
+            first=0
+            printf '    {"service": "%s", "command": %s, "own_start_ms": {"median": %s, "runs": [%s]}, "restart_until_serving_ms": {"median": %s, "runs": [%s]}, "printed_ms": {"median": %s, "runs": [%s]}, "overhead_ms": %s}' \
+                "$svc" "$(json_str "${RS_CMD[$svc]:-}")" "$(json_num "${o_med[$svc]:-}")" "$(tr -s ' ' , <<<"${RS_OWN[$svc]:-}" | sed 's/,$//')" \
+                "$(json_num "${r_med[$svc]:-}")" "$(tr -s ' ' , <<<"${RS_RST[$svc]:-}" | sed 's/,$//')" \
+                "$(json_num "${p_med[$svc]:-}")" "$(tr -s ' ' , <<<"${RS_PRINTED[$svc]:-}" | sed 's/,$//')" "$(json_num "${over[$svc]}")"
+        done
+        printf '\n  ],\n  "leftover_dev_processes": %s,\n' "$(json_str "$RS_LEFT")"
+        printf '  "targets": {"added_latency_median_us": 100, "restart_overhead_ms": 50}\n}\n'
+    } >"$json"
+    echo
+    echo "results: ${json#"$ROOT"/}"
+}
+
+part_restart() {
+    log "part restart: overlay dev's listener latency ($REQUESTS requests each way) and restart overhead ($RESTARTS restarts per service)"
+    RS_STATUS=ok
+    RS_LAT=() RS_OWN=() RS_RST=() RS_PRINTED=() RS_ADDR=() RS_DEV_PID='' RS_LEFT=''
+    # The developer (uid DEV_UID) must reach the node's run directory and the service's files,
+    # which the private $WORK (0700) would hide: this part's files live in their own directory.
+    PUB_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ovb-restart.XXXXXX")
+    chmod 711 "$PUB_DIR"
+    ovl_begin restart "$PUB_DIR"
+    ovl_host a 2
+    restart_measure || RS_STATUS=failed
+    rs_stop_dev
+    ovl_down_all
+    restart_report
+    world_cleanup
+    rm -rf "$PUB_DIR"
+    PUB_DIR=
+}
+
+# ---------------------------------------------------------------------------------------------
+# part: scale
+
+SC_STATUS=
+SC_JSON=
+SC_IDLE_RSS=
+SC_WALL_S=
+
+# ensure_loadgen: 0 when overlay-loadgen is there (building it when missing and allowed).
+ensure_loadgen() {
+    [[ -x $LOADGEN_BIN ]] && return 0
+    ((NO_BUILD)) && return 1
+    cargo_build "$LOG_DIR/build-loadgen.log" overlay-loadgen -p overlay-tests --bin overlay-loadgen
+    [[ -x $LOADGEN_BIN ]] && return 0
+    tail_log "$LOG_DIR/build-loadgen.log"
+    return 1
+}
+
+# sc_field NAME: a field of the loadgen's JSON line (null as nothing).
+sc_field() {
+    python3 -c 'import json, sys
+v = json.loads(sys.argv[1]).get(sys.argv[2])
+print("" if v is None else (round(v, 2) if isinstance(v, float) else v))' "$SC_JSON" "$1"
+}
+
+scale_measure() {
+    local out=$OVL_DIR/loadgen.out err=$LOG_DIR/scale-loadgen.log t0 rc=0
+    if ! ensure_binaries || ! ensure_loadgen; then
+        SC_STATUS="n/a (binaries missing)"
+        return 0
+    fi
+    ovl_relay_start scale || { part_failed scale "the relay did not start"; return 1; }
+    world_run sleep 1
+    SC_IDLE_RSS=$(rss_kb "$OVL_RELAY_PID")
+    log "  relay pid $OVL_RELAY_PID, RSS ${SC_IDLE_RSS:-?} kB idle; registering $PEERS peers through its admin socket (about a minute per 1000), then handshakes and $STEADY s of steady state"
+    t0=$EPOCHREALTIME
+    world_run timeout $((PEERS / 5 + 600 + STEADY)) ip netns exec ovb-a "$LOADGEN_BIN" \
+        --state "$OVL_DIR/relay" --relay "$HUB_UL:$RELAY_PORT" --relay-pid "$OVL_RELAY_PID" \
+        --peers "$PEERS" --steady "$STEADY" >"$out" 2>"$err" || rc=$?
+    SC_WALL_S=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+    cat "$out" >>"$err"
+    if ((rc != 0)); then
+        part_failed scale "overlay-loadgen failed (status $rc)"
+        tail_log "$err"
+        return 1
+    fi
+    SC_JSON=$(grep '^{' "$out" | tail -n 1)
+    if [[ -z $SC_JSON ]]; then
+        part_failed scale "overlay-loadgen printed no result"
+        tail_log "$err"
+        return 1
+    fi
+    if ! world_alive "$OVL_RELAY_PID"; then
+        part_failed scale "the relay exited during the run"
+        tail_log "$LOG_DIR/scale-relay.log"
+        return 1
+    fi
+    return 0
+}
+
+scale_report() {
+    local when host status=${SC_STATUS:-ok} peers='' hs='' secs='' rss='' cpu='' reg='' idle_mb
+    when=$(now_utc)
+    host=$(host_desc)
+    if [[ -n $SC_JSON ]]; then
+        peers=$(sc_field peers)
+        hs=$(sc_field handshaken)
+        secs=$(sc_field all_handshaken_secs)
+        rss=$(sc_field relay_rss_mb)
+        cpu=$(sc_field relay_cpu_percent_steady)
+        # The loadgen registers, then handshakes, then holds the steady state: the rest of its
+        # run time is registering (about).
+        reg=$(awk -v w="$SC_WALL_S" -v h="${secs:-30}" -v s="$STEADY" 'BEGIN { printf "%.0f", w - h - s }')
+        [[ -n $secs ]] || status="not every peer had a session within 30 s"
+    fi
+    idle_mb=$(awk -v k="${SC_IDLE_RSS:-}" 'BEGIN { if (k == "") print "n/a"; else printf "%.1f", k / 1024 }')
+    echo
+    echo "scale: $host ($status)"
+    echo "overlay-loadgen in ovb-a: $PEERS peers registered through the relay's admin socket, handshakes 1 ms apart, keepalive 25 s, a ping every 5 s per peer"
+    echo
+    printf '  %-54s %12s %8s\n' "" value target
+    printf '  %-54s %12s %8s\n' "peers with a session" "${hs:-n/a}/${peers:-$PEERS}" all
+    printf '  %-54s %12s %8s\n' "all peers handshaken, from the first handshake (s)" "${secs:-n/a}" "< 5"
+    printf '  %-54s %12s %8s\n' "relay RSS with the peers (MB)" "${rss:-n/a}" "< 100"
+    printf '  %-54s %12s %8s\n' "relay CPU at steady keepalive (% of one core)" "${cpu:-n/a}" "< 5"
+    printf '  %-54s %12s %8s\n' "relay RSS idle, before the peers (MB)" "$idle_mb" ""
+    printf '  %-54s %12s %8s\n' "registering the peers, about (s)" "${reg:-n/a}" ""
+    echo
+    echo "markdown (for docs/benchmarks.md):"
+    echo
+    echo "Measured $when on $host; $PEERS simulated peers, $STEADY s steady state."
+    echo
+    echo "| figure | value | target |"
+    echo "| --- | ---: | ---: |"
+    if [[ -n $SC_JSON ]]; then
+        echo "| peers with a session | ${hs:-n/a} / ${peers:-$PEERS} | all |"
+        echo "| all peers handshaken, from the first handshake (s) | ${secs:-n/a} | < 5 |"
+        echo "| relay RSS with $PEERS peers (MB) | ${rss:-n/a} | < 100 |"
+        echo "| relay CPU at steady keepalive over $STEADY s (% of one core) | ${cpu:-n/a} | < 5 |"
+        echo "| relay RSS idle, before the peers (MB) | $idle_mb | |"
+        echo "| registering the peers through the admin socket, about (s) | ${reg:-n/a} | |"
+    else
+        echo "| scale | $status | |"
+    fi
+    printf '{"part": "scale", "time": "%s", "host": %s, "status": %s, "params": {"peers": %s, "steady_secs": %s}, "loadgen": %s, "relay_idle_rss_kb": %s, "loadgen_wall_secs": %s, "register_secs_about": %s, "targets": {"all_handshaken_secs": 5, "relay_rss_mb": 100, "relay_cpu_percent_steady": 5}}\n' \
+        "$when" "$(json_str "$host")" "$(json_str "$status")" "$PEERS" "$STEADY" "${SC_JSON:-null}" \
+        "$(json_num "${SC_IDLE_RSS:-}")" "$(json_num "${SC_WALL_S:-}")" "$(json_num "${reg:-}")" >"$OUT_DIR/scale.json"
+    echo
+    echo "results: ${OUT_DIR#"$ROOT"/}/scale.json"
+}
+
+part_scale() {
+    log "part scale: $PEERS simulated peers (overlay-loadgen) against one relay, $STEADY s of steady state"
+    SC_STATUS=ok SC_JSON='' SC_IDLE_RSS='' SC_WALL_S=''
+    ovl_begin scale
+    ovl_host a 2
+    scale_measure || SC_STATUS=failed
+    scale_report
     world_cleanup
 }
 

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Network-namespace "world" helpers shared by scripts/bench.sh (and later demo.sh / test.sh).
+# Network-namespace "world" helpers shared by scripts/bench.sh and scripts/soak.sh.
 #
 # Source this file; it defines functions only and changes no shell options. Everything it creates
 # lives in network namespaces named "$WORLD_PREFIX*" (default "ovb-"): the host's addresses, routes
@@ -13,6 +13,7 @@
 #   world_bg ovb-a LOGFILE cmd args...  # background process inside ovb-a; pid in $WORLD_LAST_PID
 #   world_exec_shielded 30 ovb-a cmd... # foreground, at most 30 s, no D-Bus / resolved reachable
 #   world_wait 10 "what" cmd args...    # poll cmd until it succeeds, at most 10 s
+#   world_rss_kb PID; world_fds PID     # VmRSS in kB and open file descriptors of a process
 #   world_cleanup                       # kill processes, delete namespaces (use in a trap)
 
 WORLD_PREFIX=${WORLD_PREFIX:-ovb-}
@@ -242,6 +243,16 @@ world_stop() {
         world_alive "$pid" && kill -9 "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null || true
     done
+}
+
+# world_rss_kb PID: the process's resident set (VmRSS) in kB; nothing when it is gone.
+world_rss_kb() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+
+# world_fds PID: how many file descriptors the process has open; nothing when it is gone.
+world_fds() {
+    local fds=("/proc/$1/fd/"*)
+    ((${#fds[@]})) && [[ -e ${fds[0]} ]] && printf '%s\n' "${#fds[@]}"
+    return 0
 }
 
 # world_cleanup: kill every process we started and delete every namespace we created. Everything
