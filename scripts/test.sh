@@ -14,4 +14,4 @@ done
 cargo build --release --bins
 export OVERLAY_BIN_DIR="$PWD/target/release"
 # Namespace worlds are cheap but not free on two cores: run two tests at a time.
-cargo test --workspace --release -- --test-threads=2 "$@"
+cargo test --workspace --release --no-fail-fast -- --test-threads=2 "$@"
