@@ -55,7 +55,11 @@ pub fn parse(text: &str) -> Result<Vec<RemoteEntry>, CatalogError> {
     }
     let file: File = toml::from_str(text).map_err(|e| CatalogError {
         line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
-        reason: e.message().to_string(),
+        // The toml crate leaves some syntax errors without a message.
+        reason: match e.message() {
+            "" => "invalid TOML syntax".to_string(),
+            m => m.to_string(),
+        },
     })?;
     let header_line = |name: &str| {
         text.find(&format!("[services.{name}]"))

@@ -93,7 +93,25 @@ pub enum ControlReply {
     },
 }
 
+/// Longest error message in a reply: messages may quote the request, and the reply must still
+/// fit one datagram the node accepts.
+pub const MAX_ERROR_LEN: usize = 400;
+
 impl ControlReply {
+    /// An error reply whose message is cut to [`MAX_ERROR_LEN`] bytes (on a character boundary).
+    pub fn error(id: u64, message: &str) -> ControlReply {
+        let cut = message.len() > MAX_ERROR_LEN;
+        let mut end = message.len().min(MAX_ERROR_LEN);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut message = message[..end].to_string();
+        if cut {
+            message.push('…');
+        }
+        ControlReply::Error { id, message }
+    }
+
     /// The id this reply answers.
     pub fn id(&self) -> u64 {
         match self {
@@ -179,6 +197,22 @@ mod tests {
         };
         assert_eq!(parse_reply(&encode(&r)).unwrap(), r);
         assert_eq!(r.id(), 3);
+    }
+
+    #[test]
+    fn long_error_replies_still_fit_a_datagram() {
+        // Found by the relay_hub fuzz target: an error quoting a 1,200-byte name did not fit.
+        let r = ControlReply::error(u64::MAX, &"é".repeat(2000));
+        assert!(encode(&r).len() <= MAX_CONTROL_LEN);
+        assert!(parse_reply(&encode(&r)).is_ok());
+        let short = ControlReply::error(1, "no");
+        assert_eq!(
+            short,
+            ControlReply::Error {
+                id: 1,
+                message: "no".into()
+            }
+        );
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl<S: Store> Hub<S> {
         reply_to: (Ipv4Addr, u16),
         now: u64,
     ) -> Option<ControlReply> {
-        let err = |message: String| Some(ControlReply::Error { id, message });
+        let err = |message: String| Some(ControlReply::error(id, &message));
         if !self.lookups.cfg.enabled {
             return err("remote names on demand are turned off on this relay".into());
         }
@@ -196,19 +196,16 @@ impl<S: Store> Hub<S> {
                             data: serde_json::to_value(inst).unwrap_or_default(),
                         }
                     }
-                    Err(e) => ControlReply::Error {
-                        id: p.id,
-                        message: e.to_string(),
-                    },
+                    Err(e) => ControlReply::error(p.id, &e.to_string()),
                 }
             }
-            Err(why) => ControlReply::Error {
-                id: p.id,
-                message: format!(
+            Err(why) => ControlReply::error(
+                p.id,
+                &format!(
                     "the remote environment cannot resolve '{}': {why}",
                     p.resolve
                 ),
-            },
+            ),
         };
         let relay = self.cfg.plan.relay_addr();
         let pkt = packet::build_udp(

@@ -456,10 +456,7 @@ impl<S: Store> Hub<S> {
                 Some(r) => r,
                 None => return Some(Vec::new()),
             },
-            Err(e) => ControlReply::Error {
-                id: 0,
-                message: e.to_string(),
-            },
+            Err(e) => ControlReply::error(0, &e.to_string()),
         };
         Some(packet::build_udp(
             dst,
@@ -502,10 +499,7 @@ impl<S: Store> Hub<S> {
         };
         Some(match result {
             Ok(data) => ControlReply::Ok { id, data },
-            Err(e) => ControlReply::Error {
-                id,
-                message: e.to_string(),
-            },
+            Err(e) => ControlReply::error(id, &e.to_string()),
         })
     }
 
