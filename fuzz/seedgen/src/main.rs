@@ -1,14 +1,21 @@
 //! Writes the seeds of the fuzz targets into fuzz/seeds/<target>/.
 //!
-//! Usage: cargo run --manifest-path fuzz/seedgen/Cargo.toml [-- OUT_DIR]
+//! Usage: cargo run --manifest-path fuzz/seedgen/Cargo.toml [-- [OUT_DIR] [--only T1,T2]]
+//!
+//! `--only` writes the seeds of the named targets and leaves the others alone.
 //!
 //! The join seeds are real requests for the relay key and clock that fuzz_targets/join.rs uses
 //! (`RELAY_SECRET`, `NOW`); keep the constants below in step with it. Each run picks fresh
-//! ephemeral keys, so the join seeds differ from run to run but are all equally valid.
+//! ephemeral keys, so the join seeds differ from run to run but are all equally valid. The same
+//! holds for the relay_hub seeds (module `hub`), which follow fuzz_targets/relay_hub.rs.
+
+mod hub;
+mod other;
 
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use overlay_core::join::{open_request, JoinInitiator, JoinRequest, JoinResponse};
 use overlay_core::packet::{build_echo_request, build_ipv4, proto};
@@ -22,7 +29,17 @@ const RELAY_SECRET: [u8; 32] = [1; 32];
 const NODE_SECRET: [u8; 32] = [2; 32];
 const TOKEN_SECRET_B64: &str = "paWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaU";
 
+/// The targets `--only` names; `None`: all.
+static ONLY: OnceLock<Option<Vec<String>>> = OnceLock::new();
+
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
+    if ONLY
+        .get()
+        .and_then(Option::as_ref)
+        .is_some_and(|only| !only.iter().any(|t| t == target))
+    {
+        return;
+    }
     let d = dir.join(target);
     fs::create_dir_all(&d).unwrap();
     fs::write(d.join(name), bytes).unwrap();
@@ -54,10 +71,18 @@ fn wg_message(kind: u8, len: usize, receiver_at: usize, receiver: u32) -> Vec<u8
 }
 
 fn main() {
-    let out: PathBuf = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds"));
+    let mut out: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds");
+    let mut only = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--only" {
+            let list = args.next().expect("--only needs a list of targets");
+            only = Some(list.split(',').map(str::to_string).collect::<Vec<_>>());
+        } else {
+            out = PathBuf::from(a);
+        }
+    }
+    ONLY.set(only).unwrap();
 
     // join: valid requests (they open with the target's relay key at NOW) and a response shape.
     let relay = StaticSecret::from(RELAY_SECRET);
@@ -176,4 +201,7 @@ fn main() {
           Endpoint = [2001:db8::1]:51820\nAllowedIPs = 100.64.0.0/10,10.0.0.0/8\n\
           PersistentKeepalive = off\n",
     );
+
+    hub::seeds(&out);
+    other::seeds(&out);
 }
