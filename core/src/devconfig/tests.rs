@@ -505,3 +505,19 @@ fn merge_keeps_time_order_and_input_order_on_ties() {
     assert_eq!(lines, ["a1", "b2", "a5", "a5b", "b5", "b9"]);
     assert_eq!((m[1].0, m[1].1), (1, 2));
 }
+
+#[test]
+fn nul_bytes_in_commands_are_refused_like_in_a_procfile() {
+    let e = DevConfig::parse_toml(
+        "overlay.toml",
+        "[services.api]\ncommand = \"run\\u0000x\"\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("NUL"), "{e}");
+    let e = DevConfig::parse_toml(
+        "overlay.toml",
+        "[services.api]\ncommand = \"run\"\nbuild = \"make\\u0000\"\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("NUL"), "{e}");
+}

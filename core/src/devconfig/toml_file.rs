@@ -162,6 +162,10 @@ fn service(ctx: &Ctx, key: Spanned<String>, raw: RawService) -> Result<ServiceSp
         ));
     }
     let command = match &raw.command {
+        // A NUL cannot reach `sh -c`: refuse it here, as the Procfile parser does.
+        Some(c) if c.get_ref().contains('\0') => {
+            return Err(ctx.err(c, format!("service {k} has a NUL byte in its command")))
+        }
         Some(c) if !c.get_ref().trim().is_empty() => c.get_ref().clone(),
         Some(c) => return Err(ctx.err(c, format!("service {k} has an empty command"))),
         None => {
@@ -197,6 +201,12 @@ fn service(ctx: &Ctx, key: Spanned<String>, raw: RawService) -> Result<ServiceSp
             return Err(ctx.err(
                 b,
                 format!("service {k} has an empty build command; remove it"),
+            ))
+        }
+        Some(b) if b.get_ref().contains('\0') => {
+            return Err(ctx.err(
+                b,
+                format!("service {k} has a NUL byte in its build command"),
             ))
         }
         Some(b) => Some(b.get_ref().clone()),
