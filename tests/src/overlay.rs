@@ -231,3 +231,50 @@ pub fn join_node(w: &World, host: &Host, token: &str, flags: &str) -> Node {
     assert_eq!(st["state"], "connected", "{st}");
     node
 }
+
+/// Sends `bytes` of random data from `a` to `b` over TCP through the overlay (socat), runs
+/// `during` while it flows, and checks it arrived whole and unchanged (sha256) within `timeout`.
+pub fn transfer(
+    w: &World,
+    a: &Node,
+    b: &Node,
+    bytes: u64,
+    timeout: Duration,
+    during: impl FnOnce(),
+) {
+    let src = a.host.dir.join("payload");
+    let dst = b.host.dir.join("received");
+    let _ = std::fs::remove_file(&dst);
+    w.exec_ok(
+        &a.host,
+        &format!("head -c {bytes} /dev/urandom > {}", src.display()),
+    );
+    w.spawn(
+        &b.host,
+        "sink",
+        &[],
+        &[
+            "socat",
+            "-u",
+            "TCP-LISTEN:9000,reuseaddr",
+            &format!("CREATE:{}", dst.display()),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sender = format!(
+        "socat -u FILE:{} TCP:{}:9000,retry=20,interval=0.2",
+        src.display(),
+        b.address
+    );
+    w.spawn(&a.host, "sender", &[], &["bash", "-c", &sender]);
+    during();
+    let done = wait_until(timeout, || {
+        std::fs::metadata(&dst)
+            .map(|m| m.len() == bytes)
+            .unwrap_or(false)
+    });
+    let got = std::fs::metadata(&dst).map(|m| m.len()).unwrap_or(0);
+    assert!(done, "transfer incomplete: {got} of {bytes} bytes");
+    let sum = |p: &std::path::Path| w.exec_ok(&a.host, &format!("sha256sum < {}", p.display()));
+    assert_eq!(sum(&src), sum(&dst), "content differs after the transfer");
+}

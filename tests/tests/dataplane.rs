@@ -1,6 +1,6 @@
 //! The data plane end to end: relay and nodes in namespaces, real traffic through the tunnel.
 
-use overlay_tests::overlay::{config_address, start_node, start_relay};
+use overlay_tests::overlay::{config_address, start_node, start_relay, transfer};
 use overlay_tests::world::{wait_until, World};
 use std::time::Duration;
 
@@ -51,39 +51,7 @@ fn ping_relay_and_node_to_node() {
 #[test]
 fn tcp_transfer_content_checked() {
     let (w, _relay, a, b) = two_nodes("tcp");
-    let src = a.host.dir.join("payload");
-    let dst = b.host.dir.join("received");
-    w.exec_ok(
-        &a.host,
-        &format!("head -c 20000000 /dev/urandom > {}", src.display()),
-    );
-    w.spawn(
-        &b.host,
-        "sink",
-        &[],
-        &[
-            "socat",
-            "-u",
-            "TCP-LISTEN:9000,reuseaddr",
-            &format!("CREATE:{}", dst.display()),
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    w.exec_ok(
-        &a.host,
-        &format!(
-            "timeout 60 socat -u FILE:{} TCP:{}:9000,retry=20,interval=0.2",
-            src.display(),
-            b.address
-        ),
-    );
-    assert!(wait_until(Duration::from_secs(10), || {
-        std::fs::metadata(&dst)
-            .map(|m| m.len() == 20_000_000)
-            .unwrap_or(false)
-    }));
-    let sum = |p: &std::path::Path| w.exec_ok(&a.host, &format!("sha256sum < {}", p.display()));
-    assert_eq!(sum(&src), sum(&dst), "content differs after the transfer");
+    transfer(&w, &a, &b, 20_000_000, Duration::from_secs(60), || {});
 }
 
 #[test]
