@@ -1,6 +1,6 @@
 //! Faults the data plane must survive: loss, partitions, address changes.
 
-use overlay_tests::overlay::{join_node, start_relay, transfer, Node};
+use overlay_tests::overlay::{join_node, overlay, start_relay, transfer, Node};
 use overlay_tests::world::{wait_until, World};
 use std::time::{Duration, Instant};
 
@@ -83,4 +83,55 @@ fn address_change_mid_transfer_continues() {
             "ip addr add 10.78.0.12/24 dev eth0 && ip addr del 10.78.0.2/24 dev eth0",
         );
     });
+}
+
+#[test]
+fn relay_sigkill_loses_no_state() {
+    let mut w = World::new("relaystate");
+    let flags = [
+        "--callback-listen",
+        "10.78.0.1:8000",
+        "--callback-ports",
+        "30000-30009",
+    ];
+    let mut relay = start_relay(&w, &flags);
+    let token = relay.token(&w, "--uses 3");
+    let ha = w.add_host("a", 2);
+    let a = join_node(&w, &ha, &token, "--name alpha");
+    let out = overlay(&w, &ha, "register api --port 8080 --json");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let before = |r: &overlay_tests::overlay::Relay| {
+        (
+            r.admin(&w, "nodes --json"),
+            r.admin(&w, "token list --json"),
+            r.admin(&w, "services --json"),
+        )
+    };
+    let (nodes, tokens, services) = before(&relay);
+    relay.kill_and_restart(&w, Duration::from_millis(200), &flags);
+    let (nodes2, tokens2, services2) = before(&relay);
+    let names = |j: &str| -> Vec<(String, String)> {
+        serde_json::from_str::<serde_json::Value>(j)
+            .expect("json")
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|n| (n["name"].to_string(), n["prefix"].to_string()))
+            .collect()
+    };
+    assert_eq!(names(&nodes), names(&nodes2), "nodes or prefixes changed");
+    assert_eq!(tokens, tokens2, "tokens changed");
+    assert_eq!(services, services2, "services or callback ports changed");
+    assert!(services2.contains(reg["callback_url"].as_str().expect("callback url")));
+    // And the node is back without rejoining.
+    assert!(wait_until(Duration::from_secs(10), || {
+        w.exec(&a.host, "ping -c 1 -W 1 100.64.0.1")
+            .status
+            .success()
+    }));
 }
