@@ -773,3 +773,54 @@ fn bad_configs_are_refused_with_file_line_and_reason_before_anything_starts() {
     assert!(!dir.join("started").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_service_flooding_its_output_stays_bounded_local() {
+    let mut w = World::new("devflood");
+    let h = w.add_host("a", 2);
+    let dir = app(&h);
+    // 60 MB of short lines, then one 40 MB line without a newline break, then it idles.
+    let cfg = write(
+        &dir,
+        "overlay.toml",
+        "[services.flood]\ncommand = \"head -c 60000000 /dev/zero | tr '\\\\0' x | fold -w 100; \
+         head -c 40000000 /dev/zero | tr '\\\\0' y; echo; echo flood-done; exec sleep 600\"\n\
+         health = { tcp = false }\n",
+    );
+    let pid = start_dev(
+        &w,
+        &h,
+        "dev",
+        &["--local", "-f", cfg.to_str().expect("utf-8")],
+    );
+    let logs = h.dir.join("state/logs");
+    let done = wait_until(Duration::from_secs(120), || {
+        std::fs::read_to_string(logs.join("flood.log"))
+            .map(|s| s.contains("flood-done"))
+            .unwrap_or(false)
+    });
+    assert!(done, "the flood did not get through");
+    // The log files are bounded by rotation: the current file and one old one.
+    let total: u64 = std::fs::read_dir(&logs)
+        .expect("logs dir")
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        total <= 2 * 10 * 1024 * 1024 + 1024 * 1024,
+        "logs take {total} bytes"
+    );
+    // ... and the flood really went through them (the file was rotated).
+    assert!(logs.join("flood.log.1").exists(), "no rotation happened");
+    assert!(total > 10 * 1024 * 1024, "only {total} bytes of logs");
+    // The runner's memory stayed small all along (peak RSS, not just now).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM");
+    assert!(peak_kb < 64 * 1024, "overlay dev peaked at {peak_kb} kB");
+    interrupt(&w, &h, "dev", pid);
+}
