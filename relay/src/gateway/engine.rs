@@ -373,23 +373,11 @@ impl Engine {
                 return;
             }
         };
-        let _ = stream.set_nonblocking(true);
-        let _ = stream.set_nodelay(true);
-        let mut stream = mio::net::TcpStream::from_std(stream);
-        if self
-            .poll
-            .registry()
-            .register(
-                &mut stream,
-                Token(id),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .is_err()
-        {
+        let Some(stream) = register_stream(&self.poll, stream, id) else {
             sock.abort();
             f.dead = true;
             return;
-        }
+        };
         sock.pause_synack(false);
         f.stream = Some(stream);
         f.readable = true;
@@ -433,23 +421,11 @@ impl Engine {
             reset_close(&stream);
             return;
         }
-        let _ = stream.set_nonblocking(true);
-        let _ = stream.set_nodelay(true);
-        let mut stream = mio::net::TcpStream::from_std(stream);
-        if self
-            .poll
-            .registry()
-            .register(
-                &mut stream,
-                Token(id),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .is_err()
-        {
+        let Some(stream) = register_stream(&self.poll, stream, id) else {
             self.table.remove(&id);
             self.ports_used.remove(&port);
             return;
-        }
+        };
         let handle = self.sockets.add(sock);
         let tuple = (to, local);
         self.flows.insert(
@@ -681,4 +657,24 @@ fn reset_close(s: &impl AsRawFd) {
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         );
     }
+}
+
+/// Makes a real connection non-blocking, without Nagle, and registered with the gateway's poll
+/// under flow `id`; `None` when the poll refuses it.
+fn register_stream(
+    poll: &mio::Poll,
+    stream: std::net::TcpStream,
+    id: usize,
+) -> Option<mio::net::TcpStream> {
+    let _ = stream.set_nonblocking(true);
+    let _ = stream.set_nodelay(true);
+    let mut stream = mio::net::TcpStream::from_std(stream);
+    poll.registry()
+        .register(
+            &mut stream,
+            Token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+        .ok()?;
+    Some(stream)
 }
