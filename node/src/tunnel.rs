@@ -3,21 +3,35 @@
 //! Two tasks move packets, one per direction, so encryption and decryption use both cores; the
 //! `Tunn` sits behind a mutex that is held only for the cryptographic call, never across I/O.
 //! A third task drives the WireGuard timers.
+//!
+//! Both directions work in batches, which is where the speed comes from: the TUN device hands
+//! over TCP super-packets of up to 64 KiB (TSO, split here into MTU-sized packets) and takes
+//! coalesced ones back (GRO), and the UDP socket sends a train of equal-sized datagrams in one
+//! call (GSO) and receives many per call (recvmmsg, GRO). Buffers are allocated once.
 
+use crate::udp::Udp;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
+use overlay_core::batch::SendBatch;
 use overlay_core::packet;
 use overlay_core::prefix::Ipv4Prefix;
+use quinn_udp::RecvMeta;
 use serde::Serialize;
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::net::UdpSocket;
-use tun_rs::AsyncDevice;
+use tun_rs::{AsyncDevice, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 const BUF: usize = 65536;
+/// Bytes of encrypted datagrams gathered before they are sent (a few GSO runs).
+const SEND_BATCH: usize = 256 << 10;
+/// What encryption adds to a packet at most: header, tag and padding to 16 bytes.
+const SEAL_OVERHEAD: usize = 16 + 16 + 15;
+/// Receive buffers per recvmmsg call, each big enough for one GRO-coalesced train.
+const RECV_SLOTS: usize = 8;
 const TIMER_TICK: Duration = Duration::from_millis(250);
 
 /// Settings of one tunnel to the relay.
@@ -45,6 +59,7 @@ pub struct Stats {
     drop_rejected: AtomicU64,
     drop_foreign_source: AtomicU64,
     drop_unknown_sender: AtomicU64,
+    drop_send: AtomicU64,
     /// Milliseconds since `started` when the relay last sent anything that authenticated.
     last_rx_ms: AtomicU64,
 }
@@ -73,7 +88,7 @@ pub struct TunnelStatus {
 /// A running tunnel.
 pub struct Tunnel {
     tunn: Mutex<Tunn>,
-    sock: UdpSocket,
+    sock: Udp,
     relay: RwLock<SocketAddr>,
     endpoint: String,
     allowed: Vec<Ipv4Prefix>,
@@ -94,8 +109,7 @@ impl Tunnel {
         }
         .parse()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let sock = UdpSocket::bind(bind).await?;
-        overlay_core::sockbuf::enlarge(std::os::fd::AsRawFd::as_raw_fd(&sock));
+        let sock = Udp::bind(bind).await?;
         let tunn = Tunn::new(
             StaticSecret::from(cfg.private_key),
             PublicKey::from(cfg.relay_key),
@@ -151,95 +165,200 @@ impl Tunnel {
     }
 
     async fn tun_to_udp(self: Arc<Self>, dev: Arc<AsyncDevice>) -> anyhow::Result<()> {
-        let mut pkt = vec![0u8; BUF];
-        let mut out = vec![0u8; BUF];
+        // With offload, one read is a TCP super-packet split into up to IDEAL_BATCH_SIZE
+        // packets; without, it is one packet in bufs[0].
+        let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + BUF];
+        // Built one by one: zeroed allocations stay untouched (not resident) until used.
+        let mut bufs: Vec<Vec<u8>> = (0..IDEAL_BATCH_SIZE).map(|_| vec![0u8; BUF]).collect();
+        let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
+        let mut batch = SendBatch::new(SEND_BATCH, self.sock.max_gso_segments());
         loop {
-            let n = dev.recv(&mut pkt).await?;
-            let p = &pkt[..n];
-            if packet::Ipv4Packet::new_checked(p).is_err() {
-                // IPv6 router solicitations and the like: not carried yet.
-                self.stats.drop_tun_invalid.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if let Some(tap) = self.tap.get() {
-                tap.packet(p, true);
-            }
-            let r = self.lock().encapsulate(p, &mut out);
-            match r {
-                TunnResult::WriteToNetwork(d) => {
-                    self.stats.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.sock.send_to(d, self.relay()).await;
+            let n = match dev
+                .recv_multiple(&mut original, &mut bufs, &mut sizes, 0)
+                .await
+            {
+                Ok(n) => n,
+                // A super-packet the splitter cannot handle: drop it, keep the device.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Other
+                    ) =>
+                {
+                    tracing::debug!("tun read: {e}");
+                    self.stats.drop_tun_invalid.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
-                TunnResult::Err(e) => tracing::debug!("encapsulate: {e:?}"),
-                _ => {}
+                Err(e) => return Err(e.into()),
+            };
+            let relay = self.relay();
+            for (buf, &len) in bufs.iter().zip(&sizes).take(n) {
+                let p = &buf[..len];
+                if packet::Ipv4Packet::new_checked(p).is_err() {
+                    // IPv6 router solicitations and the like: not carried yet.
+                    self.stats.drop_tun_invalid.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if let Some(tap) = self.tap.get() {
+                    tap.packet(p, true);
+                }
+                if batch.spare(len + SEAL_OVERHEAD).is_none() {
+                    self.flush(&mut batch).await;
+                }
+                let Some(space) = batch.spare(len + SEAL_OVERHEAD) else {
+                    continue;
+                };
+                let sealed = match self.lock().encapsulate(p, space) {
+                    TunnResult::WriteToNetwork(d) => d.len(),
+                    TunnResult::Err(e) => {
+                        tracing::debug!("encapsulate: {e:?}");
+                        continue;
+                    }
+                    _ => continue,
+                };
+                batch.commit(relay, sealed);
+                self.stats.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
             }
+            self.flush(&mut batch).await;
+        }
+    }
+
+    async fn flush(&self, batch: &mut SendBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        let lost = self.sock.send_batch(batch).await;
+        if lost > 0 {
+            self.stats
+                .drop_send
+                .fetch_add(lost as u64, Ordering::Relaxed);
         }
     }
 
     async fn udp_to_tun(self: Arc<Self>, dev: Arc<AsyncDevice>) -> anyhow::Result<()> {
-        let mut d = vec![0u8; BUF];
+        // Decrypted packets wait here with room in front for the virtio header, and go to
+        // the TUN device together: GRO coalesces a TCP flow's packets into one write.
+        let headroom = if dev.tcp_gso() { VIRTIO_NET_HDR_LEN } else { 0 };
+        let mut rx = vec![0u8; RECV_SLOTS * BUF];
+        let mut meta = vec![RecvMeta::default(); RECV_SLOTS];
+        let mut pkts: Vec<Vec<u8>> = (0..IDEAL_BATCH_SIZE)
+            .map(|_| Vec::with_capacity(headroom + BUF))
+            .collect();
+        let mut gro = GROTable::default();
         let mut out = vec![0u8; BUF];
         loop {
-            let (n, from) = match self.sock.recv_from(&mut d).await {
-                Ok(x) => x,
+            let mut iovs: Vec<IoSliceMut<'_>> = rx.chunks_mut(BUF).map(IoSliceMut::new).collect();
+            let got = match self.sock.recv(&mut iovs, &mut meta).await {
+                Ok(n) => n,
                 Err(e) => {
                     tracing::debug!("udp receive: {e}");
                     continue;
                 }
             };
-            if from != self.relay() {
-                self.stats
-                    .drop_unknown_sender
-                    .fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let r = self.lock().decapsulate(Some(from.ip()), &d[..n], &mut out);
-            if !matches!(r, TunnResult::Err(_)) {
-                self.mark_rx();
-            }
-            match r {
-                TunnResult::WriteToNetwork(p) => {
-                    let _ = self.sock.send_to(p, from).await;
-                    loop {
-                        let r = self.lock().decapsulate(None, &[], &mut out);
-                        match r {
-                            TunnResult::WriteToNetwork(p) => {
-                                let _ = self.sock.send_to(p, from).await;
-                            }
-                            _ => break,
-                        }
-                    }
-                }
-                TunnResult::WriteToTunnelV4(p, src) => {
-                    if !self.allowed.iter().any(|a| a.contains(src)) {
-                        self.stats
-                            .drop_foreign_source
-                            .fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
+            let relay = self.relay();
+            let mut ready = 0;
+            for (m, iov) in meta.iter().zip(&iovs).take(got) {
+                if m.addr != relay {
                     self.stats
-                        .rx_bytes
-                        .fetch_add(p.len() as u64, Ordering::Relaxed);
-                    self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
-                    if let Some(tap) = self.tap.get() {
-                        tap.packet(p, false);
+                        .drop_unknown_sender
+                        .fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let stride = m.stride.max(1);
+                for d in iov[..m.len].chunks(stride) {
+                    if ready == pkts.len() {
+                        self.write_tun(&dev, &mut gro, &mut pkts, headroom).await;
+                        ready = 0;
                     }
-                    if let Err(e) = dev.send(p).await {
-                        tracing::debug!("tun write: {e}");
+                    if self
+                        .open(d, relay, &mut pkts[ready], headroom, &mut out)
+                        .await
+                    {
+                        ready += 1;
                     }
                 }
-                TunnResult::WriteToTunnelV6(..) => {
+            }
+            if ready > 0 {
+                self.write_tun(&dev, &mut gro, &mut pkts[..ready], headroom)
+                    .await;
+            }
+        }
+    }
+
+    /// Decrypts one datagram from the relay into `pkt` after `headroom` bytes; true when it
+    /// holds a packet for the TUN device. Handshake messages are answered here.
+    async fn open(
+        &self,
+        d: &[u8],
+        from: SocketAddr,
+        pkt: &mut Vec<u8>,
+        headroom: usize,
+        out: &mut [u8],
+    ) -> bool {
+        pkt.clear();
+        pkt.resize(headroom + d.len(), 0);
+        let r = self
+            .lock()
+            .decapsulate(Some(from.ip()), d, &mut pkt[headroom..]);
+        if !matches!(r, TunnResult::Err(_)) {
+            self.mark_rx();
+        }
+        match r {
+            TunnResult::WriteToNetwork(p) => {
+                let _ = self.sock.send_to(p, from).await;
+                // Packets queued during the handshake go out now.
+                loop {
+                    let r = self.lock().decapsulate(None, &[], out);
+                    match r {
+                        TunnResult::WriteToNetwork(p) => {
+                            let _ = self.sock.send_to(p, from).await;
+                        }
+                        _ => break,
+                    }
+                }
+                false
+            }
+            TunnResult::WriteToTunnelV4(p, src) => {
+                if !self.allowed.iter().any(|a| a.contains(src)) {
                     self.stats
                         .drop_foreign_source
                         .fetch_add(1, Ordering::Relaxed);
+                    return false;
                 }
-                TunnResult::Done => {}
-                TunnResult::Err(e) => {
-                    tracing::debug!("decapsulate: {e:?}");
-                    self.stats.drop_rejected.fetch_add(1, Ordering::Relaxed);
+                let len = p.len();
+                self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+                if let Some(tap) = self.tap.get() {
+                    tap.packet(p, false);
                 }
+                pkt.truncate(headroom + len);
+                true
             }
+            TunnResult::WriteToTunnelV6(..) => {
+                self.stats
+                    .drop_foreign_source
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            TunnResult::Done => false,
+            TunnResult::Err(e) => {
+                tracing::debug!("decapsulate: {e:?}");
+                self.stats.drop_rejected.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    async fn write_tun(
+        &self,
+        dev: &AsyncDevice,
+        gro: &mut GROTable,
+        pkts: &mut [Vec<u8>],
+        headroom: usize,
+    ) {
+        if let Err(e) = dev.send_multiple(gro, pkts, headroom).await {
+            tracing::debug!("tun write: {e}");
         }
     }
 
@@ -281,6 +400,7 @@ impl Tunnel {
             ("rejected", get(&s.drop_rejected)),
             ("foreign_source", get(&s.drop_foreign_source)),
             ("unknown_sender", get(&s.drop_unknown_sender)),
+            ("send_failed", get(&s.drop_send)),
         ] {
             if v > 0 {
                 drops.insert(k, v);

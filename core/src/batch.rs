@@ -1,0 +1,231 @@
+//! Outgoing datagrams laid out back to back, grouped into runs that one UDP GSO send can carry.
+//!
+//! A TCP flow through the tunnel produces long trains of equal-sized WireGuard datagrams to one
+//! destination. The kernel sends such a train in one `sendmsg` with `UDP_SEGMENT` when the
+//! datagrams are contiguous, all of one size, and only the last may be shorter. [`SendBatch`]
+//! keeps that layout while the caller encrypts straight into it, so nothing is copied and the
+//! number of send calls drops from one per packet to one per run.
+
+use std::net::SocketAddr;
+
+/// Largest UDP payload one GSO send may carry (64 KiB less the IPv6 and UDP headers, rounded
+/// down so IPv4 fits as well).
+pub const MAX_RUN_BYTES: usize = 65_000;
+
+/// One group of datagrams for a single send: `segment` bytes each, the last possibly shorter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// Where all its datagrams go.
+    pub to: SocketAddr,
+    /// Offset of the first datagram in the batch's buffer.
+    pub start: usize,
+    /// Total bytes of the run.
+    pub len: usize,
+    /// Size of every datagram but possibly the last.
+    pub segment: usize,
+    /// Datagrams in the run.
+    pub count: usize,
+    /// The last datagram was shorter than `segment`: nothing more may join.
+    closed: bool,
+}
+
+/// A fixed-capacity buffer of outgoing datagrams, grouped into GSO runs.
+pub struct SendBatch {
+    buf: Vec<u8>,
+    used: usize,
+    runs: Vec<Run>,
+    max_segments: usize,
+}
+
+impl SendBatch {
+    /// A batch of `capacity` bytes whose runs hold at most `max_segments` datagrams (1 when the
+    /// socket cannot do GSO: every datagram is then a run of its own).
+    pub fn new(capacity: usize, max_segments: usize) -> SendBatch {
+        SendBatch {
+            buf: vec![0; capacity],
+            used: 0,
+            runs: Vec::with_capacity(64),
+            max_segments: max_segments.max(1),
+        }
+    }
+
+    /// Changes the segment limit (the socket found out GSO does not work); takes effect for
+    /// datagrams added from now on.
+    pub fn set_max_segments(&mut self, n: usize) {
+        self.max_segments = n.max(1);
+    }
+
+    /// Free space for the next datagram, at least `n` bytes; `None` when the batch must be
+    /// sent first. Write into it, then call [`SendBatch::commit`].
+    pub fn spare(&mut self, n: usize) -> Option<&mut [u8]> {
+        let end = self.used.checked_add(n)?;
+        if end > self.buf.len() {
+            return None;
+        }
+        Some(&mut self.buf[self.used..])
+    }
+
+    /// Adds the `len` bytes just written at the start of [`SendBatch::spare`] as a datagram to `to`.
+    pub fn commit(&mut self, to: SocketAddr, len: usize) {
+        let len = len.min(self.buf.len() - self.used);
+        if len == 0 {
+            return;
+        }
+        let start = self.used;
+        self.used += len;
+        if let Some(run) = self.runs.last_mut() {
+            let joins = run.to == to
+                && !run.closed
+                && len <= run.segment
+                && run.count < self.max_segments
+                && run.len + len <= MAX_RUN_BYTES;
+            if joins {
+                run.len += len;
+                run.count += 1;
+                run.closed = len < run.segment;
+                return;
+            }
+        }
+        self.runs.push(Run {
+            to,
+            start,
+            len,
+            segment: len,
+            count: 1,
+            closed: false,
+        });
+    }
+
+    /// Copies `datagram` in; `false` when it does not fit (send the batch first).
+    pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
+        match self.spare(datagram.len()) {
+            Some(space) => {
+                space[..datagram.len()].copy_from_slice(datagram);
+                self.commit(to, datagram.len());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The runs in the order their datagrams were added.
+    pub fn runs(&self) -> &[Run] {
+        &self.runs
+    }
+
+    /// The bytes of one run.
+    pub fn bytes(&self, run: &Run) -> &[u8] {
+        &self.buf[run.start..run.start + run.len]
+    }
+
+    /// Datagrams waiting.
+    pub fn datagrams(&self) -> usize {
+        self.runs.iter().map(|r| r.count).sum()
+    }
+
+    /// Nothing waiting.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Forgets everything (after sending).
+    pub fn clear(&mut self) {
+        self.used = 0;
+        self.runs.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+
+    fn sizes(b: &SendBatch) -> Vec<(u16, usize, usize, usize)> {
+        b.runs()
+            .iter()
+            .map(|r| (r.to.port(), r.segment, r.count, r.len))
+            .collect()
+    }
+
+    #[test]
+    fn equal_datagrams_to_one_peer_form_one_run() {
+        let mut b = SendBatch::new(1 << 17, 64);
+        for _ in 0..10 {
+            assert!(b.push(a(1), &[7; 1452]));
+        }
+        assert_eq!(sizes(&b), vec![(1, 1452, 10, 14520)]);
+        assert_eq!(b.bytes(&b.runs()[0]).len(), 14520);
+        assert_eq!(b.datagrams(), 10);
+    }
+
+    #[test]
+    fn a_shorter_datagram_ends_the_run_and_a_longer_one_starts_another() {
+        let mut b = SendBatch::new(1 << 17, 64);
+        b.push(a(1), &[0; 100]);
+        b.push(a(1), &[0; 100]);
+        b.push(a(1), &[0; 60]); // short: closes
+        b.push(a(1), &[0; 60]); // cannot join a closed run
+        b.push(a(1), &[0; 80]); // longer than 60: new run
+        assert_eq!(
+            sizes(&b),
+            vec![(1, 100, 3, 260), (1, 60, 1, 60), (1, 80, 1, 80)]
+        );
+    }
+
+    #[test]
+    fn destinations_segment_limits_and_byte_limits_split_runs() {
+        let mut b = SendBatch::new(1 << 18, 3);
+        for _ in 0..4 {
+            b.push(a(1), &[0; 10]);
+        }
+        b.push(a(2), &[0; 10]);
+        assert_eq!(
+            sizes(&b),
+            vec![(1, 10, 3, 30), (1, 10, 1, 10), (2, 10, 1, 10)]
+        );
+
+        let mut b = SendBatch::new(1 << 18, 1000);
+        for _ in 0..50 {
+            b.push(a(1), &[0; 1452]);
+        }
+        let runs = b.runs();
+        assert!(runs.iter().all(|r| r.len <= MAX_RUN_BYTES));
+        assert_eq!(runs.iter().map(|r| r.count).sum::<usize>(), 50);
+        assert_eq!(runs.len(), 2);
+    }
+
+    #[test]
+    fn a_full_batch_refuses_and_clear_empties_it() {
+        let mut b = SendBatch::new(100, 64);
+        assert!(b.push(a(1), &[1; 60]));
+        assert!(!b.push(a(1), &[1; 60]));
+        assert!(b.spare(41).is_none());
+        b.clear();
+        assert!(b.is_empty());
+        assert!(b.push(a(1), &[2; 100]));
+        assert_eq!(b.bytes(&b.runs()[0]), &[2; 100][..]);
+    }
+
+    #[test]
+    fn without_gso_every_datagram_is_its_own_run() {
+        let mut b = SendBatch::new(1 << 16, 1);
+        b.push(a(1), &[0; 10]);
+        b.push(a(1), &[0; 10]);
+        assert_eq!(sizes(&b), vec![(1, 10, 1, 10), (1, 10, 1, 10)]);
+    }
+
+    #[test]
+    fn commit_in_place_keeps_what_was_written() {
+        let mut b = SendBatch::new(1 << 12, 64);
+        let s = b.spare(3).unwrap();
+        s[..3].copy_from_slice(b"abc");
+        b.commit(a(9), 3);
+        let s = b.spare(3).unwrap();
+        s[..3].copy_from_slice(b"def");
+        b.commit(a(9), 3);
+        assert_eq!(b.bytes(&b.runs()[0]), b"abcdef");
+    }
+}

@@ -1,0 +1,122 @@
+//! The node's UDP socket to the relay, with batched receive (recvmmsg, UDP GRO) and batched
+//! send (UDP GSO) through quinn-udp.
+
+use overlay_core::batch::SendBatch;
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// A UDP socket that sends and receives many datagrams per system call.
+pub struct Udp {
+    sock: UdpSocket,
+    state: UdpSocketState,
+}
+
+impl Udp {
+    /// Binds to `bind` with large buffers; GSO and GRO are used where the kernel has them.
+    pub async fn bind(bind: SocketAddr) -> io::Result<Udp> {
+        let sock = UdpSocket::bind(bind).await?;
+        overlay_core::sockbuf::enlarge(sock.as_raw_fd());
+        let state = UdpSocketState::new(UdpSockRef::from(&sock))?;
+        // quinn-udp forbids fragmentation (QUIC probes the path MTU itself). WireGuard does
+        // not: like the kernel implementation, let a too-small path fragment the outer packet
+        // instead of black-holing it.
+        allow_fragmentation(&sock, bind.is_ipv4());
+        Ok(Udp { sock, state })
+    }
+
+    /// Datagrams one GSO send may carry (1 without GSO).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Sends one datagram; errors are the caller's to log.
+    pub async fn send_to(&self, d: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.sock.send_to(d, to).await
+    }
+
+    /// Sends every run of `batch`, one system call per run, then clears it. A run the kernel
+    /// refuses as GSO (some drivers do) is sent again datagram by datagram, and `batch` stops
+    /// grouping. Returns the datagrams that could not be sent.
+    pub async fn send_batch(&self, batch: &mut SendBatch) -> usize {
+        let mut lost = 0;
+        for run in batch.runs() {
+            let contents = batch.bytes(run);
+            let t = Transmit {
+                destination: run.to,
+                ecn: None,
+                contents,
+                segment_size: (run.count > 1).then_some(run.segment),
+                src_ip: None,
+            };
+            let sent = self
+                .sock
+                .async_io(Interest::WRITABLE, || {
+                    self.state.try_send(UdpSockRef::from(&self.sock), &t)
+                })
+                .await;
+            if let Err(e) = sent {
+                if run.count > 1 && self.state.max_gso_segments() == 1 {
+                    // GSO just turned out not to work here: send the run's datagrams singly.
+                    for seg in contents.chunks(run.segment) {
+                        if self.sock.send_to(seg, run.to).await.is_err() {
+                            lost += 1;
+                        }
+                    }
+                } else {
+                    tracing::debug!(to = %run.to, "udp send: {e}");
+                    lost += run.count;
+                }
+            }
+        }
+        let segments = self.state.max_gso_segments();
+        batch.clear();
+        batch.set_max_segments(segments);
+        lost
+    }
+
+    /// Receives at least one datagram (possibly GRO-coalesced; see `RecvMeta::stride`) into
+    /// `bufs`; returns how many entries of `meta` are filled.
+    pub async fn recv(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> io::Result<usize> {
+        self.sock
+            .async_io(Interest::READABLE, || {
+                self.state.recv(UdpSockRef::from(&self.sock), bufs, meta)
+            })
+            .await
+    }
+}
+
+/// Sets IP_MTU_DISCOVER (and IPV6_MTU_DISCOVER) to "don't": the kernel may fragment.
+fn allow_fragmentation(sock: &UdpSocket, v4: bool) {
+    let fd = sock.as_raw_fd();
+    let (level, opt, val) = if v4 {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        )
+    } else {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DONT,
+        )
+    };
+    // SAFETY: setsockopt reads one c_int; failure leaves quinn-udp's setting, which still works.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
