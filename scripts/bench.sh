@@ -5,7 +5,8 @@
 #
 # Parts (run in this order by "all", the default):
 #   dataplane  iperf3 TCP throughput and ping latency for: raw veth, stock wireguard-go point to
-#              point, and overlay node -> relay -> node.
+#              point, boringtun-cli point to point (installed into target/bench-tools with cargo
+#              when missing, unless --no-build), and overlay node -> relay -> node.
 #   join       time from starting `overlay join TOKEN` to the first ping answered through the
 #              tunnel, and the time `overlay join` itself takes, over fresh joins.
 #   dns        dnsperf against a node's DNS server (100.100.100.100) and against dnsmasq serving
@@ -375,40 +376,82 @@ setup_veth() {
     measure veth ovb-a ovb-b "$B_UL"
 }
 
-# wg_node NS IFNAME KEYFILE ADDR PEER_PUB PEER_ENDPOINT PEER_ALLOWED
+# wg_node IMPL NS IFNAME KEYFILE ADDR PEER_PUB PEER_ENDPOINT PEER_ALLOWED: a userspace WireGuard
+# interface in NS, IMPL "wireguard-go" or a boringtun-cli binary, configured with wg(8).
 wg_node() {
-    local ns=$1 ifn=$2 key=$3 addr=$4 ppub=$5 pend=$6 pallowed=$7
+    local impl=$1 ns=$2 ifn=$3 key=$4 addr=$5 ppub=$6 pend=$7 pallowed=$8
     # Foreground mode so the pid is ours; the UAPI socket /var/run/wireguard/IFNAME.sock is shared by
     # all namespaces, hence one interface name per namespace ("ovbwg" prefix, removed at cleanup).
-    world_bg "$ns" "$LOG_DIR/wireguard-go-$ns.log" env LOG_LEVEL=error WG_PROCESS_FOREGROUND=1 wireguard-go -f "$ifn"
+    if [[ $impl == wireguard-go ]]; then
+        world_bg "$ns" "$LOG_DIR/wireguard-go-$ns.log" env LOG_LEVEL=error WG_PROCESS_FOREGROUND=1 wireguard-go -f "$ifn"
+    else
+        world_bg "$ns" "$LOG_DIR/boringtun-$ns.log" "$impl" -f --disable-drop-privileges \
+            --log "$LOG_DIR/boringtun-$ns.out" "$ifn"
+    fi
     WG_PIDS+=("$WORLD_LAST_PID")
-    world_wait 5 "wireguard-go $ifn in $ns" test -S "/var/run/wireguard/$ifn.sock" || return 1
+    world_wait 5 "$impl $ifn in $ns" test -S "/var/run/wireguard/$ifn.sock" || return 1
     ip netns exec "$ns" wg set "$ifn" private-key "$key" listen-port "$WG_PORT" \
         peer "$ppub" endpoint "$pend" allowed-ips "$pallowed" || return 1
     ip -n "$ns" addr add "$addr" dev "$ifn" || return 1
     ip -n "$ns" link set "$ifn" mtu 1420 up
 }
 
-setup_wireguard_go() {
-    setup_begin wggo "wireguard-go point to point"
+# wg_pair ID IMPL TITLE: two IMPL interfaces, ovb-a <-> ovb-b point to point, measured as ID.
+wg_pair() {
+    local id=$1 impl=$2
+    setup_begin "$id" "$3"
     WG_PIDS=()
-    local d=$WORK/wg
+    local d=$WORK/$id
     mkdir -p "$d" # inside $WORK, which is 0700
     (umask 077 && wg genkey >"$d/a.key" && wg genkey >"$d/b.key")
     local apub bpub
     apub=$(wg pubkey <"$d/a.key")
     bpub=$(wg pubkey <"$d/b.key")
-    if ! wg_node ovb-a ovbwga "$d/a.key" 10.99.0.1/24 "$bpub" "$B_UL:$WG_PORT" 10.99.0.2/32 ||
-        ! wg_node ovb-b ovbwgb "$d/b.key" 10.99.0.2/24 "$apub" "$A_UL:$WG_PORT" 10.99.0.1/32; then
-        setup_failed wggo "wireguard-go did not start" "$LOG_DIR/wireguard-go-ovb-a.log"
-        tail_log "$LOG_DIR/wireguard-go-ovb-b.log"
+    if ! wg_node "$impl" ovb-a ovbwga "$d/a.key" 10.99.0.1/24 "$bpub" "$B_UL:$WG_PORT" 10.99.0.2/32 ||
+        ! wg_node "$impl" ovb-b ovbwgb "$d/b.key" 10.99.0.2/24 "$apub" "$A_UL:$WG_PORT" 10.99.0.1/32; then
+        setup_failed "$id" "$impl did not start" "$LOG_DIR/${impl##*/}-ovb-a.log"
+        tail_log "$LOG_DIR/${impl##*/}-ovb-b.log"
     elif ! world_wait 10 "a WireGuard handshake between ovb-a and ovb-b" \
         ip netns exec ovb-a ping -n -c 1 -W 1 10.99.0.2; then
-        setup_failed wggo "no traffic through wireguard-go" "$LOG_DIR/wireguard-go-ovb-a.log"
+        setup_failed "$id" "no traffic through $impl" "$LOG_DIR/${impl##*/}-ovb-a.log"
     else
-        measure wggo ovb-a ovb-b 10.99.0.2
+        measure "$id" ovb-a ovb-b 10.99.0.2
     fi
     world_stop "${WG_PIDS[@]}"
+    # The interfaces go with their daemons; wait so the next pair can take the same names.
+    world_wait 5 "ovbwga to disappear" bash -c '! ip -n ovb-a link show ovbwga >/dev/null 2>&1' || true
+    rm -f /var/run/wireguard/ovbwg*.sock
+}
+
+setup_wireguard_go() { wg_pair wggo wireguard-go "wireguard-go point to point"; }
+
+BORINGTUN_VERSION=0.7.1
+BENCH_TOOLS=$ROOT/target/bench-tools
+
+# boringtun_bin: the boringtun-cli to measure ($BORINGTUN_BIN, on PATH, or installed by cargo into
+# target/bench-tools unless --no-build); nothing when there is none.
+boringtun_bin() {
+    local b=${BORINGTUN_BIN:-}
+    [[ -z $b ]] && b=$(command -v boringtun-cli 2>/dev/null || true)
+    [[ -z $b && -x $BENCH_TOOLS/bin/boringtun-cli ]] && b=$BENCH_TOOLS/bin/boringtun-cli
+    if [[ -z $b ]] && ! ((NO_BUILD)); then
+        log "installing boringtun-cli $BORINGTUN_VERSION into ${BENCH_TOOLS#"$ROOT"/} (cargo install; log: ${LOG_DIR#"$ROOT"/}/boringtun-install.log)"
+        world_run timeout 1800 cargo install --locked --root "$BENCH_TOOLS" --version "$BORINGTUN_VERSION" \
+            boringtun-cli >"$LOG_DIR/boringtun-install.log" 2>&1 || true
+        [[ -x $BENCH_TOOLS/bin/boringtun-cli ]] && b=$BENCH_TOOLS/bin/boringtun-cli
+    fi
+    printf '%s' "$b"
+}
+
+setup_boringtun() {
+    local b
+    b=$(boringtun_bin)
+    if [[ -z $b ]]; then
+        setup_begin btun "boringtun-cli point to point"
+        setup_na btun "boringtun-cli not installed: cargo install boringtun-cli, or BORINGTUN_BIN=path"
+        return 0
+    fi
+    wg_pair btun "$b" "boringtun-cli point to point"
 }
 
 OVERLAY_BIN=${OVERLAY_BIN:-$ROOT/target/release/overlay}
@@ -526,8 +569,10 @@ dataplane_report() {
     when=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
     host="${cpu:-unknown CPU}, $(nproc) cores, Linux $(uname -r)"
-    local r32 r21 lat31 lat21
+    local r32 r21 lat31 lat21 rbt latbt
     r32=$(fmt_ratio "${S_TPUT[overlay]:-}" "${S_TPUT[wggo]:-}")
+    rbt=$(fmt_ratio "${S_TPUT[overlay]:-}" "${S_TPUT[btun]:-}")
+    latbt=$(fmt_diff "${S_P50[btun]:-}" "${S_P50[veth]:-}")
     r21=$(fmt_ratio "${S_TPUT[wggo]:-}" "${S_TPUT[veth]:-}")
     lat31=$(fmt_diff "${S_P50[overlay]:-}" "${S_P50[veth]:-}")
     lat21=$(fmt_diff "${S_P50[wggo]:-}" "${S_P50[veth]:-}")
@@ -550,10 +595,12 @@ dataplane_report() {
         fi
     done
     echo
-    echo "throughput overlay / wireguard-go (3)/(2): $r32"
-    echo "throughput wireguard-go / raw veth (2)/(1): $r21"
-    echo "latency added by overlay over raw veth, (3)-(1) medians: $(with_unit "$lat31" µs)"
-    echo "latency added by wireguard-go over raw veth, (2)-(1) medians: $(with_unit "$lat21" µs)"
+    echo "throughput overlay / wireguard-go: $r32"
+    echo "throughput overlay / boringtun-cli: $rbt"
+    echo "throughput wireguard-go / raw veth: $r21"
+    echo "latency added by overlay over raw veth (medians): $(with_unit "$lat31" µs)"
+    echo "latency added by wireguard-go over raw veth (medians): $(with_unit "$lat21" µs)"
+    echo "latency added by boringtun-cli over raw veth (medians): $(with_unit "$latbt" µs)"
 
     echo
     echo "markdown (for docs/benchmarks.md):"
@@ -574,9 +621,11 @@ dataplane_report() {
     echo "| ratio (same run) | value |"
     echo "| --- | ---: |"
     echo "| throughput overlay / wireguard-go | $r32 |"
+    echo "| throughput overlay / boringtun-cli | $rbt |"
     echo "| throughput wireguard-go / raw veth | $r21 |"
     echo "| latency added by overlay over raw veth (median) | $(with_unit "$lat31" µs) |"
     echo "| latency added by wireguard-go over raw veth (median) | $(with_unit "$lat21" µs) |"
+    echo "| latency added by boringtun-cli over raw veth (median) | $(with_unit "$latbt" µs) |"
 
     local json=$OUT_DIR/dataplane.json first=1
     {
@@ -594,8 +643,8 @@ dataplane_report() {
                 "$(json_num "${S_TPUT[$id]}")" "$runs_json" \
                 "$(json_num "${S_P50[$id]}")" "$(json_num "${S_P99[$id]}")" "${S_RECV[$id]}"
         done
-        printf '\n  ],\n  "ratios": {"throughput_overlay_over_wireguard_go": %s, "throughput_wireguard_go_over_veth": %s, "latency_added_overlay_over_veth_us": %s, "latency_added_wireguard_go_over_veth_us": %s}\n}\n' \
-            "$(json_num "$r32")" "$(json_num "$r21")" "$(json_num "$lat31")" "$(json_num "$lat21")"
+        printf '\n  ],\n  "ratios": {"throughput_overlay_over_wireguard_go": %s, "throughput_overlay_over_boringtun": %s, "throughput_wireguard_go_over_veth": %s, "latency_added_overlay_over_veth_us": %s, "latency_added_wireguard_go_over_veth_us": %s, "latency_added_boringtun_over_veth_us": %s}\n}\n' \
+            "$(json_num "$r32")" "$(json_num "$rbt")" "$(json_num "$r21")" "$(json_num "$lat31")" "$(json_num "$lat21")" "$(json_num "$latbt")"
     } >"$json"
     echo
     echo "results: ${json#"$ROOT"/}"
@@ -606,6 +655,7 @@ part_dataplane() {
     dataplane_world
     setup_veth
     setup_wireguard_go
+    setup_boringtun
     setup_overlay
     dataplane_report
     world_cleanup
