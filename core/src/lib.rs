@@ -27,6 +27,7 @@ pub mod registry;
 pub mod relay;
 pub mod resolver;
 pub mod sockbuf;
+pub mod spin;
 pub mod statefile;
 pub mod token;
 pub mod wgconfig;

@@ -1,12 +1,12 @@
 //! The node's UDP socket to the relay, with batched receive (recvmmsg, UDP GRO) and batched
-//! send (UDP GSO) through quinn-udp.
+//! send (UDP GSO) through quinn-udp. The data thread uses it without blocking; the timer task
+//! sends the odd handshake through tokio.
 
 use overlay_core::batch::SendBatch;
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// A UDP socket that sends and receives many datagrams per system call.
@@ -38,10 +38,19 @@ impl Udp {
         self.sock.send_to(d, to).await
     }
 
-    /// Sends every run of `batch`, one system call per run, then clears it. A run the kernel
-    /// refuses as GSO (some drivers do) is sent again datagram by datagram, and `batch` stops
-    /// grouping. Returns the datagrams that could not be sent.
-    pub async fn send_batch(&self, batch: &mut SendBatch) -> usize {
+    /// Sends one datagram now from the data thread; a full socket buffer drops it (WireGuard
+    /// retransmits handshakes, and the inner protocols their data).
+    pub fn send_now(&self, d: &[u8], to: SocketAddr) {
+        if let Err(e) = self.sock.try_send_to(d, to) {
+            tracing::debug!(%to, "udp send: {e}");
+        }
+    }
+
+    /// Sends every run of `batch`, one system call per run, then clears it. Called from the
+    /// data thread: a full socket buffer gets up to [`SEND_WAIT_MS`] to drain before the run
+    /// is dropped. A run the kernel refuses as GSO (some drivers do) is sent again datagram by
+    /// datagram, and `batch` stops grouping. Returns the datagrams that could not be sent.
+    pub fn send_batch(&self, batch: &mut SendBatch) -> usize {
         let mut lost = 0;
         for run in batch.runs() {
             let contents = batch.bytes(run);
@@ -52,17 +61,16 @@ impl Udp {
                 segment_size: (run.count > 1).then_some(run.segment),
                 src_ip: None,
             };
-            let sent = self
-                .sock
-                .async_io(Interest::WRITABLE, || {
-                    self.state.try_send(UdpSockRef::from(&self.sock), &t)
-                })
-                .await;
+            let mut sent = self.state.try_send(UdpSockRef::from(&self.sock), &t);
+            if matches!(&sent, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                wait_writable(self.sock.as_raw_fd(), SEND_WAIT_MS);
+                sent = self.state.try_send(UdpSockRef::from(&self.sock), &t);
+            }
             if let Err(e) = sent {
                 if run.count > 1 && self.state.max_gso_segments() == 1 {
                     // GSO just turned out not to work here: send the run's datagrams singly.
                     for seg in contents.chunks(run.segment) {
-                        if self.sock.send_to(seg, run.to).await.is_err() {
+                        if self.sock.try_send_to(seg, run.to).is_err() {
                             lost += 1;
                         }
                     }
@@ -78,19 +86,34 @@ impl Udp {
         lost
     }
 
-    /// Receives at least one datagram (possibly GRO-coalesced; see `RecvMeta::stride`) into
-    /// `bufs`; returns how many entries of `meta` are filled.
-    pub async fn recv(
+    /// Receives what is waiting without blocking (possibly GRO-coalesced datagrams; see
+    /// `RecvMeta::stride`) into `bufs`; returns how many entries of `meta` are filled.
+    pub fn try_recv(
         &self,
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> io::Result<usize> {
-        self.sock
-            .async_io(Interest::READABLE, || {
-                self.state.recv(UdpSockRef::from(&self.sock), bufs, meta)
-            })
-            .await
+        self.state.recv(UdpSockRef::from(&self.sock), bufs, meta)
     }
+}
+
+impl AsRawFd for Udp {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+/// How long a send waits for room in a full socket buffer before dropping.
+const SEND_WAIT_MS: i32 = 5;
+
+fn wait_writable(fd: std::os::fd::RawFd, ms: i32) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) };
 }
 
 /// Sets IP_MTU_DISCOVER (and IPV6_MTU_DISCOVER) to "don't": the kernel may fragment.
