@@ -100,6 +100,11 @@ impl Counters {
         self.drops[reason.index()] += 1;
     }
 
+    /// Counts `n` drops for one reason at once.
+    pub fn drop_many(&mut self, reason: DropReason, n: u64) {
+        self.drops[reason.index()] += n;
+    }
+
     /// Drops for one reason.
     pub fn drops_for(&self, reason: DropReason) -> u64 {
         self.drops[reason.index()]

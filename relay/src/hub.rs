@@ -1,14 +1,16 @@
 //! Runs the sans-IO hub on a UDP socket, in a thread of its own.
 //!
-//! One thread owns the hub, so there are no locks on the data path: it receives a datagram,
-//! lets the hub decide, and sends what the hub produced, with blocking calls. Ticks happen on
-//! the receive timeout; admin requests arrive over a channel and are served between datagrams.
+//! One thread owns the hub, so there are no locks on the data path: it receives a batch of
+//! datagrams, lets the hub decide on each, and sends what the hub produced as a batch (see
+//! [`crate::udp`]), without blocking. Ticks happen on the poll timeout; admin requests arrive
+//! over a channel and are served between batches.
 
 use crate::admin::{AdminCall, AdminRequest, AdminResponse};
 use crate::gateway::{
     CallbackListeners, CallbackRoutes, GatewayHandle, GatewayOutput, Resolver, ToGateway,
 };
 use crate::state::StateDir;
+use crate::udp;
 use crate::wake::Wake;
 use overlay_core::relay::{Hub, LookupRequest, Wire};
 use serde_json::json;
@@ -22,22 +24,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often timers run; also the longest an admin request waits while the port is idle.
 const TICK: Duration = Duration::from_millis(100);
-/// Datagrams read per wake-up before the gateway's output gets its turn.
-const RECV_BATCH: usize = 256;
+/// Receive batches (`recvmmsg` calls of up to 32 buffers) per wake-up before the gateway's
+/// output gets its turn: at least 256 datagrams, as many as one `recvfrom` each used to take.
+const RECV_BATCHES: usize = 8;
 /// Gateway packets delivered per wake-up before the socket gets its turn.
 const GATEWAY_BATCH: usize = 1024;
 
 struct UdpWire<'a> {
-    sock: &'a UdpSocket,
+    out: udp::Sender<'a>,
     gateway: Option<&'a GatewayHandle>,
     resolver: Option<&'a Resolver>,
 }
 
 impl Wire for UdpWire<'_> {
     fn send(&mut self, to: SocketAddr, d: &[u8]) {
-        if let Err(e) = self.sock.send_to(d, to) {
-            tracing::debug!(%to, "udp send: {e}");
-        }
+        self.out.send(to, d);
     }
 
     fn send_to_gateway(&mut self, node: &str, target: Option<&str>, packet: &[u8]) {
@@ -122,50 +123,17 @@ impl CatalogWatch {
     }
 }
 
-/// Receives one datagram without blocking.
-fn recv_dontwait(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: buf and ss are valid for the lengths given.
-    let n = unsafe {
-        libc::recvfrom(
-            sock.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-            (&mut ss as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
+/// Sends what the hub queued and counts what could not be sent.
+fn flush(wire: &mut UdpWire<'_>, hub: &mut Hub<StateDir>) {
+    wire.out.flush();
+    let unsent = wire.out.take_unsent();
+    if unsent > 0 {
+        tracing::debug!(
+            unsent,
+            "udp send: datagrams dropped (socket buffer full or send error)"
+        );
+        hub.count_send_failures(unsent);
     }
-    let from = match i32::from(ss.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
-            let a: &libc::sockaddr_in = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in) };
-            SocketAddr::from((
-                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            ))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
-            let a: &libc::sockaddr_in6 =
-                unsafe { &*(&ss as *const _ as *const libc::sockaddr_in6) };
-            SocketAddr::from((
-                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-            ))
-        }
-        _ => {
-            return Err(std::io::Error::new(
-                ErrorKind::InvalidData,
-                "unknown address family",
-            ))
-        }
-    };
-    Ok((n as usize, from))
 }
 
 /// Sleeps until the socket or the wake-up is readable, or `timeout` passes.
@@ -205,17 +173,16 @@ pub fn run(
     let resolver = plumbing.resolver.as_ref().map(|r| &r.0);
     let lookups = plumbing.resolver.as_ref().map(|r| &r.1);
     let wake = plumbing.wake.clone();
-    let mut buf = vec![0u8; 65536];
-    macro_rules! wire {
-        () => {
-            &mut UdpWire {
-                sock: &sock,
-                gateway,
-                resolver,
-            }
-        };
-    }
-    hub.greet(wire!());
+    let state = udp::setup(&sock).map_err(|e| anyhow::anyhow!("udp socket setup failed: {e}"))?;
+    let mut storage = vec![0u8; udp::RECV_STORAGE];
+    let mut rx = udp::Receiver::new(&mut storage);
+    let wire = &mut UdpWire {
+        out: udp::Sender::new(&sock, &state),
+        gateway,
+        resolver,
+    };
+    hub.greet(wire);
+    flush(wire, &mut hub);
     let mut next_tick = Instant::now() + TICK;
     let mut published_seq = None;
     loop {
@@ -225,9 +192,10 @@ pub fn run(
             next_tick.saturating_duration_since(Instant::now()),
         );
         wake.reset();
-        for _ in 0..RECV_BATCH {
-            match recv_dontwait(&sock, &mut buf) {
-                Ok((n, from)) => hub.on_datagram(from, &buf[..n], unix_now(), wire!()),
+        for _ in 0..RECV_BATCHES {
+            let now = unix_now();
+            match rx.recv(&sock, &state, |from, d| hub.on_datagram(from, d, now, wire)) {
+                Ok(_) => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
                     break
                 }
@@ -235,12 +203,14 @@ pub fn run(
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
                 Err(e) => return Err(anyhow::anyhow!("udp receive failed: {e}")),
             }
+            // The answers to this batch go out together, before the next batch is read.
+            flush(wire, &mut hub);
         }
         if let Some(out) = gw_out {
             let mut n = 0;
             while n < GATEWAY_BATCH {
                 let Ok(p) = out.packets.try_recv() else { break };
-                hub.from_gateway(&p, wire!());
+                hub.from_gateway(&p, wire);
                 n += 1;
             }
             // Possibly more waiting: come back without sleeping.
@@ -250,14 +220,14 @@ pub fn run(
         }
         if let Some(rx) = lookups {
             while let Ok((token, result)) = rx.try_recv() {
-                hub.lookup_done(token, result, unix_now(), wire!());
+                hub.lookup_done(token, result, unix_now(), wire);
             }
         }
         if Instant::now() >= next_tick {
             if let Some(c) = catalog.as_mut() {
                 c.poll(&mut hub);
             }
-            hub.on_tick(unix_now(), wire!());
+            hub.on_tick(unix_now(), wire);
             next_tick = Instant::now() + TICK;
         }
         while let Ok((req, reply)) = admin.try_recv() {
@@ -270,6 +240,8 @@ pub fn run(
                 cb.publish(CallbackRoutes::new(hub.callback_routes()));
             }
         }
+        // Handshake replies, control answers and gateway output go out before the next sleep.
+        flush(wire, &mut hub);
     }
 }
 

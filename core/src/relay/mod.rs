@@ -503,6 +503,12 @@ impl<S: Store> Hub<S> {
         })
     }
 
+    /// Counts datagrams the driver could not send (socket buffer full, send error): they show
+    /// as `undeliverable` in the global drops, since the peer's counters already counted them sent.
+    pub fn count_send_failures(&mut self, datagrams: u64) {
+        self.global.drop_many(DropReason::Undeliverable, datagrams);
+    }
+
     fn count_drop(&mut self, id: PeerId, reason: DropReason) {
         match self.live.get_mut(&id) {
             Some(l) => l.counters.drop(reason),
