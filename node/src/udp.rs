@@ -21,10 +21,7 @@ impl Udp {
         let sock = UdpSocket::bind(bind).await?;
         overlay_core::sockbuf::enlarge(sock.as_raw_fd());
         let state = UdpSocketState::new(UdpSockRef::from(&sock))?;
-        // quinn-udp forbids fragmentation (QUIC probes the path MTU itself). WireGuard does
-        // not: like the kernel implementation, let a too-small path fragment the outer packet
-        // instead of black-holing it.
-        allow_fragmentation(&sock, bind.is_ipv4());
+        overlay_core::sockbuf::allow_fragmentation(sock.as_raw_fd(), bind.is_ipv6());
         Ok(Udp { sock, state })
     }
 
@@ -114,32 +111,4 @@ fn wait_writable(fd: std::os::fd::RawFd, ms: i32) {
     };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, ms) };
-}
-
-/// Sets IP_MTU_DISCOVER (and IPV6_MTU_DISCOVER) to "don't": the kernel may fragment.
-fn allow_fragmentation(sock: &UdpSocket, v4: bool) {
-    let fd = sock.as_raw_fd();
-    let (level, opt, val) = if v4 {
-        (
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_DONT,
-        )
-    } else {
-        (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            libc::IPV6_PMTUDISC_DONT,
-        )
-    };
-    // SAFETY: setsockopt reads one c_int; failure leaves quinn-udp's setting, which still works.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&val as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }

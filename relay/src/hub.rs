@@ -13,6 +13,7 @@ use crate::state::StateDir;
 use crate::udp;
 use crate::wake::Wake;
 use overlay_core::relay::{Hub, LookupRequest, Wire};
+use overlay_core::spin::Spin;
 use serde_json::json;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -27,6 +28,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// Receive batches (`recvmmsg` calls of up to 32 buffers) per wake-up before the gateway's
 /// output gets its turn: at least 256 datagrams, as many as one `recvfrom` each used to take.
 const RECV_BATCHES: usize = 8;
+/// Longest the thread keeps polling after traffic instead of sleeping, while that pays (see
+/// `overlay_core::spin`): it catches the answer to a forwarded request without a wake-up.
+/// With the nodes polling too, ping through the relay went from ~270 to ~60 µs median here.
+const SPIN: Duration = Duration::from_micros(500);
 /// Gateway packets delivered per wake-up before the socket gets its turn.
 const GATEWAY_BATCH: usize = 1024;
 
@@ -185,17 +190,23 @@ pub fn run(
     flush(wire, &mut hub);
     let mut next_tick = Instant::now() + TICK;
     let mut published_seq = None;
+    let mut spin = Spin::new(SPIN);
+    let mut moved = 0;
     loop {
-        wait(
-            &sock,
-            &wake,
-            next_tick.saturating_duration_since(Instant::now()),
-        );
+        let now = Instant::now();
+        if moved > 0 {
+            spin.traffic(now);
+        } else if spin.keep_polling(now) {
+            std::thread::yield_now();
+        } else {
+            wait(&sock, &wake, next_tick.saturating_duration_since(now));
+        }
+        moved = 0;
         wake.reset();
         for _ in 0..RECV_BATCHES {
             let now = unix_now();
             match rx.recv(&sock, &state, |from, d| hub.on_datagram(from, d, now, wire)) {
-                Ok(_) => {}
+                Ok(n) => moved += n,
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
                     break
                 }
@@ -213,6 +224,7 @@ pub fn run(
                 hub.from_gateway(&p, wire);
                 n += 1;
             }
+            moved += n;
             // Possibly more waiting: come back without sleeping.
             if n == GATEWAY_BATCH {
                 wake.wake();

@@ -29,64 +29,12 @@ const QUEUE_BYTES: usize = 2 * MAX_SEND;
 const QUEUE_DATAGRAMS: usize = 256;
 
 /// Makes `sock` ready for batched I/O: non-blocking, GRO on, GSO support probed (quinn-udp),
-/// then fragmentation allowed again (see [`allow_fragmentation`]).
+/// then fragmentation allowed again (see [`overlay_core::sockbuf::allow_fragmentation`]).
 pub fn setup(sock: &UdpSocket) -> io::Result<UdpSocketState> {
     let state = UdpSocketState::new(UdpSockRef::from(sock))?;
-    allow_fragmentation(sock);
-    // quinn-udp also asks for a receive timestamp on every packet; the hub never reads it.
-    if let Err(e) = set_option(sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 0) {
-        tracing::debug!("cannot turn receive timestamps off: {e}");
-    }
-    Ok(state)
-}
-
-/// Undoes quinn-udp's ban on fragmentation (`IP_PMTUDISC_PROBE`, `IPV6_DONTFRAG`), which suits
-/// QUIC because QUIC sizes its own packets. WireGuard does not: a node behind a path with a
-/// smaller MTU than the tunnel assumes still gets its packets if they may be fragmented, as with
-/// kernel WireGuard and wireguard-go. GSO keeps working: segments are sized to fit the device
-/// MTU, and a run that does not fit the route fails with EMSGSIZE and goes out datagram by
-/// datagram, which the kernel may then fragment.
-fn allow_fragmentation(sock: &UdpSocket) {
     let v6 = matches!(sock.local_addr(), Ok(SocketAddr::V6(_)));
-    let v4_opts = [(
-        libc::IPPROTO_IP,
-        libc::IP_MTU_DISCOVER,
-        libc::IP_PMTUDISC_DONT,
-    )];
-    let v6_opts = [
-        (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            libc::IPV6_PMTUDISC_DONT,
-        ),
-        (libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0),
-    ];
-    // IP_MTU_DISCOVER also applies to IPv4-mapped peers of an IPv6 socket, so it is set on both.
-    let opts = v4_opts.iter().chain(if v6 { &v6_opts[..] } else { &[] });
-    for &(level, name, value) in opts {
-        if let Err(e) = set_option(sock, level, name, value) {
-            tracing::warn!(
-                "cannot allow fragmentation ({e}): datagrams larger than a path's MTU will be lost"
-            );
-        }
-    }
-}
-
-fn set_option(sock: &UdpSocket, level: i32, name: i32, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: setsockopt reads one c_int from a live local for the length given.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    overlay_core::sockbuf::allow_fragmentation(sock.as_raw_fd(), v6);
+    Ok(state)
 }
 
 /// Receive buffers and their metadata, set up once and reused for every batch.
