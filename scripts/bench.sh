@@ -1339,12 +1339,12 @@ part_registry() {
 # gateway_iperf ID NS SERVER_NS ADDR: RUNS iperf3 runs (no ping: the gateway carries TCP/UDP).
 gateway_iperf() {
     local id=$1 ns=$2 srv_ns=$3 addr=$4 r runs=() logf="$LOG_DIR/iperf3-$1.log"
-    for ((r = 1; r <= RUNS; r++)); do
+    for ((r = 1; r <= DP_RUNS; r++)); do
         if ! iperf_once "$ns" "$srv_ns" "$addr" "$logf"; then
             setup_failed "$id" "iperf3 run $r to $addr failed" "$logf"
             return 0
         fi
-        log "  iperf3 run $r/$RUNS: $IPERF_MBPS Mbit/s"
+        log "  iperf3 run $r/$DP_RUNS: $IPERF_MBPS Mbit/s"
         runs+=("$IPERF_MBPS")
     done
     S_TPUT_RUNS[$id]=${runs[*]}
@@ -1374,8 +1374,8 @@ part_gateway() {
     ip -n ovb-b route add 10.99.0.0/24 via "$HUB_UL"
     ip -n ovb-hub route add "$hole/32" via 10.77.0.3
     ip netns exec ovb-hub sysctl -qw net.ipv4.ip_forward=1
-    if ! wg_node ovb-a ovbwga "$d/wg/a.key" 10.99.0.1/24 "$hpub" "$HUB_UL:$WG_PORT" "10.99.0.2/32,10.98.0.0/24" ||
-        ! wg_node ovb-hub ovbwgh "$d/wg/h.key" 10.99.0.2/24 "$apub" "$A_UL:$WG_PORT" 10.99.0.1/32; then
+    if ! wg_node wireguard-go ovb-a ovbwga "$d/wg/a.key" 10.99.0.1/24 "$hpub" "$HUB_UL:$WG_PORT" "10.99.0.2/32,10.98.0.0/24" ||
+        ! wg_node wireguard-go ovb-hub ovbwgh "$d/wg/h.key" 10.99.0.2/24 "$apub" "$A_UL:$WG_PORT" 10.99.0.1/32; then
         setup_failed gw_wggo "wireguard-go did not start" "$LOG_DIR/wireguard-go-ovb-a.log"
     else
         ip -n ovb-a route add 10.98.0.0/24 dev ovbwga
@@ -1448,7 +1448,7 @@ PY
     ratio=$(fmt_ratio "${S_TPUT[gw_overlay]:-}" "${S_TPUT[gw_wggo]:-}")
     echo
     echo "gateway: $(host_desc)"
-    echo "iperf3 TCP laptop -> remote host, 1 stream, ${TIME} s per run, median of $RUNS run(s)"
+    echo "iperf3 TCP laptop -> remote host, 1 stream, ${TIME} s per run, median of $DP_RUNS run(s)"
     local id
     for id in "${SETUPS[@]}"; do
         if [[ ${S_STATUS[$id]} == ok ]]; then
@@ -1457,7 +1457,7 @@ PY
             printf '  %-40s %s\n' "${S_TITLE[$id]}" "${S_STATUS[$id]}"
         fi
     done
-    echo "  throughput gateway / wireguard-go: $ratio (target >= 0.7)"
+    echo "  throughput gateway / wireguard-go: $ratio (target >= 1.0)"
     echo "  relay RSS with ${g_conns:-n/a} proxied TCP connections: ${g_rss:-n/a} kB (target < 200 MB)"
     printf '{"part": "gateway", "time": "%s", "host": %s, "throughput_mbps": {"wireguard_go_kernel_forwarding": %s, "overlay_gateway": %s}, "ratio": %s, "relay_rss_kb_1000_connections": %s}\n' \
         "$(now_utc)" "$(json_str "$(host_desc)")" "$(json_num "${S_TPUT[gw_wggo]:-}")" \
