@@ -16,6 +16,7 @@ mod settings;
 mod status;
 mod traffic;
 mod tunnel;
+mod udpbatch;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
