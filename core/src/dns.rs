@@ -26,6 +26,9 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_proto::ProtoError;
 use std::net::Ipv4Addr;
 
+mod cache;
+pub use cache::AnswerCache;
+
 /// Default TTL of every record, in seconds.
 pub const DEFAULT_TTL: u32 = 5;
 

@@ -10,13 +10,14 @@ mod lifecycle;
 mod listener;
 mod paths;
 mod relaylink;
+mod relaysocket;
 mod resolvconf;
 mod services;
 mod settings;
 mod status;
 mod traffic;
 mod tunnel;
-mod udp;
+mod udpbatch;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

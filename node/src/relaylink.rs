@@ -11,8 +11,9 @@ use overlay_core::control::{
 use overlay_core::registry::{Applied, Delta, RegistryView, ServiceInstance, ViewError};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{oneshot, Notify};
 
@@ -34,15 +35,34 @@ const NEGATIVE_KEEP: Duration = Duration::from_secs(15);
 const MAX_REMEMBERED: usize = 1024;
 
 /// The registry as this node sees it; cheap to read from the DNS path.
-#[derive(Default)]
 pub struct Directory {
     instances: RwLock<Arc<Vec<ServiceInstance>>>,
+    /// Bumped after every change of what [`Directory::instances`] returns, so that caches of
+    /// answers built from it (the DNS server's) know they are stale.
+    generation: AtomicU64,
+    /// When the first name in `looked_up` expires, in ms after `epoch`; `u64::MAX` when none.
+    first_expiry: AtomicU64,
+    epoch: Instant,
     /// The control channel, for lookups of remote names on demand.
     link: std::sync::OnceLock<std::sync::Weak<RelayLink>>,
     /// Names the relay mapped on demand, until the synced registry has them.
-    looked_up: Mutex<HashMap<String, (ServiceInstance, std::time::Instant)>>,
+    looked_up: Mutex<HashMap<String, (ServiceInstance, Instant)>>,
     /// Names the relay could not find.
-    not_found: Mutex<HashMap<String, std::time::Instant>>,
+    not_found: Mutex<HashMap<String, Instant>>,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory {
+            instances: RwLock::default(),
+            generation: AtomicU64::new(1),
+            first_expiry: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+            link: std::sync::OnceLock::new(),
+            looked_up: Mutex::default(),
+            not_found: Mutex::default(),
+        }
+    }
 }
 
 impl Directory {
@@ -54,7 +74,7 @@ impl Directory {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let mut extra = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
-        extra.retain(|_, (_, at)| at.elapsed() < LOOKED_UP_KEEP);
+        self.expire(&mut extra);
         let missing: Vec<ServiceInstance> = extra
             .values()
             .filter(|(i, _)| synced.iter().all(|s| s.key() != i.key()))
@@ -66,6 +86,45 @@ impl Directory {
         let mut all = synced.as_ref().clone();
         all.extend(missing);
         Arc::new(all)
+    }
+
+    /// A number that grows whenever [`Directory::instances`] may answer differently: a registry
+    /// change, a name looked up on demand, or one of those expiring. Read it before the instances.
+    pub fn generation(&self) -> u64 {
+        // Names looked up on demand leave by time, not by an event: notice it here. Without
+        // any, this is two atomic loads (it runs once per batch of DNS queries).
+        let first = self.first_expiry.load(Ordering::Acquire);
+        if first != u64::MAX && first <= self.ms_now() {
+            let mut extra = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
+            self.expire(&mut extra);
+        }
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn ms_now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Drops expired on-demand names; the caller holds the lock.
+    fn expire(&self, extra: &mut HashMap<String, (ServiceInstance, Instant)>) {
+        let before = extra.len();
+        extra.retain(|_, (_, at)| at.elapsed() < LOOKED_UP_KEEP);
+        if extra.len() != before {
+            self.changed(extra);
+        }
+    }
+
+    /// Records a change of the on-demand names (lock held) or of the synced list.
+    fn changed(&self, extra: &HashMap<String, (ServiceInstance, Instant)>) {
+        let first = extra
+            .values()
+            .map(|(_, at)| at.saturating_duration_since(self.epoch) + LOOKED_UP_KEEP)
+            .min()
+            .map_or(u64::MAX, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            });
+        self.first_expiry.store(first, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Asks the relay to make `name` (a name the remote environment resolves) reachable; the
@@ -90,7 +149,8 @@ impl Directory {
                 if m.len() >= MAX_REMEMBERED {
                     m.clear();
                 }
-                m.insert(name.to_string(), (inst.clone(), std::time::Instant::now()));
+                m.insert(name.to_string(), (inst.clone(), Instant::now()));
+                self.changed(&m);
                 drop(m);
                 link.poke();
                 Some(inst)
@@ -101,14 +161,21 @@ impl Directory {
                 if nf.len() >= MAX_REMEMBERED {
                     nf.clear();
                 }
-                nf.insert(name.to_string(), std::time::Instant::now());
+                nf.insert(name.to_string(), Instant::now());
                 None
             }
         }
     }
 
+    /// Replaces the synced list; a change (not every periodic pull) makes a new generation.
     fn set(&self, v: Vec<ServiceInstance>) {
-        *self.instances.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(v);
+        let mut cur = self.instances.write().unwrap_or_else(|e| e.into_inner());
+        if **cur == v {
+            return;
+        }
+        *cur = Arc::new(v);
+        drop(cur);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 

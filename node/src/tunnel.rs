@@ -9,7 +9,7 @@
 //! coalesced ones back (GRO), and the UDP socket sends a train of equal-sized datagrams in one
 //! call (GSO) and receives many per call (recvmmsg, GRO). Buffers are allocated once.
 
-use crate::udp::Udp;
+use crate::relaysocket::Udp;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};

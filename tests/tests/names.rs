@@ -237,3 +237,106 @@ fn malformed_queries_and_broken_catalogs_are_harmless() {
     .trim()
     .is_empty()));
 }
+
+#[test]
+fn repeated_queries_never_get_a_stale_answer() {
+    // The node's DNS keeps encoded answers; every registry change must show at once anyway.
+    // Only plain queries are cached: no EDNS cookie (dig sends one unless told not to), and
+    // both with and without EDNS.
+    let (w, _relay, a, b, _) = world_with_catalog("dnscache");
+    let edns = std::cell::Cell::new(false);
+    let dig = |w: &World, n: &Node, args: &str| {
+        edns.set(!edns.get());
+        let flag = if edns.get() { "+nocookie" } else { "+noedns" };
+        dig(w, n, &format!("{flag} {args}"))
+    };
+    let status = |n: &Node, name: &str| {
+        let out = dig(&w, n, name);
+        out.lines()
+            .find_map(|l| l.split("status: ").nth(1))
+            .and_then(|s| s.split(',').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let api = register(&w, &a, "api --port 8080");
+    let addr = api["address"].as_str().expect("address").to_string();
+    assert!(wait_until(Duration::from_secs(5), || dig(
+        &w,
+        &b,
+        "+short api.ovl.internal"
+    )
+    .trim()
+        == addr));
+    // Asked many times (cached), in any case (one cache entry).
+    for name in [
+        "api.ovl.internal",
+        "API.ovl.INTERNAL",
+        "api.alpha.ovl.internal",
+    ] {
+        for _ in 0..5 {
+            assert_eq!(
+                dig(&w, &b, &format!("+short {name}")).trim(),
+                addr,
+                "{name}"
+            );
+            assert_eq!(
+                dig(&w, &a, &format!("+short {name}")).trim(),
+                addr,
+                "{name}"
+            );
+        }
+    }
+    // A deeper name that does not exist yet: NXDOMAIN, asked until cached.
+    for _ in 0..5 {
+        assert_eq!(status(&b, "v2.api.alpha.ovl.internal"), "NXDOMAIN");
+    }
+    // Unregistered: gone on both nodes.
+    let out = overlay(&w, &a.host, "unregister api");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in [&a, &b] {
+        assert!(
+            wait_until(Duration::from_secs(5), || status(
+                n,
+                "api.alpha.ovl.internal"
+            ) == "NXDOMAIN"
+                && dig(&w, n, "+short api.ovl.internal").trim().is_empty()),
+            "api still answers on {}",
+            n.host.ns
+        );
+    }
+    // Registered under the cached NXDOMAIN name: answers.
+    let v2 = register(&w, &a, "api --port 8080 --tag v2");
+    let v2addr = v2["address"].as_str().expect("address").to_string();
+    assert!(
+        wait_until(Duration::from_secs(5), || dig(
+            &w,
+            &b,
+            "+short v2.api.alpha.ovl.internal"
+        )
+        .trim()
+            == v2addr),
+        "the cached NXDOMAIN outlived the registration"
+    );
+    // A remote name asked on b, then shadowed by a local instance on b.
+    let remote = dig(&w, &b, "+short orders.ovl.internal").trim().to_string();
+    assert!(!remote.is_empty());
+    for _ in 0..5 {
+        assert_eq!(dig(&w, &b, "+short orders.ovl.internal").trim(), remote);
+    }
+    let local = register(&w, &b, "orders --port 8080");
+    let local_addr = local["address"].as_str().expect("address").to_string();
+    assert!(
+        wait_until(Duration::from_secs(5), || dig(
+            &w,
+            &b,
+            "+short orders.ovl.internal"
+        )
+        .trim()
+            == local_addr),
+        "the cached remote answer outlived the local registration"
+    );
+}
