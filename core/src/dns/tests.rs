@@ -85,7 +85,8 @@ fn ask(name: &str, qtype: RecordType) -> Message {
     ask_bytes(&query(name, qtype), &World::new(), false)
 }
 
-fn a_records(m: &Message) -> Vec<Ipv4Addr> {
+/// The A records of an answer (also used by the cache tests).
+pub(super) fn a_records(m: &Message) -> Vec<Ipv4Addr> {
     m.answers
         .iter()
         .filter_map(|r| match &r.data {

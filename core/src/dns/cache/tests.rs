@@ -2,7 +2,7 @@ use super::super::{answer, on_demand_candidate, DnsContext, DEFAULT_TTL};
 use super::*;
 use crate::registry::{Protocol, ServiceInstance};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 use std::net::Ipv4Addr;
 
 /// The reply bytes of an outcome, for comparisons.
@@ -101,15 +101,7 @@ fn query(id: u16, name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
 }
 
 fn a_records(reply: &[u8]) -> Vec<Ipv4Addr> {
-    Message::from_vec(reply)
-        .unwrap()
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect()
+    crate::dns::tests::a_records(&Message::from_vec(reply).unwrap())
 }
 
 fn rcode(reply: &[u8]) -> ResponseCode {
