@@ -2,7 +2,7 @@
 
 use overlay_core::prefix::Ipv4Prefix;
 use std::net::Ipv4Addr;
-use tun_rs::{AsyncDevice, DeviceBuilder};
+use tun_rs::{DeviceBuilder, SyncDevice};
 
 /// Creates the TUN device `name` with `addr` inside `network` and the network's route on it.
 ///
@@ -13,7 +13,7 @@ pub fn create(
     addr: Ipv4Addr,
     network: Ipv4Prefix,
     mtu: u16,
-) -> anyhow::Result<AsyncDevice> {
+) -> anyhow::Result<SyncDevice> {
     let build = |offload: bool| {
         DeviceBuilder::new()
             .name(name)
@@ -22,7 +22,9 @@ pub fn create(
             // TSO/GRO super-packets between the kernel and the tunnel: far fewer reads and
             // writes per megabyte (see tunnel.rs).
             .offload(offload)
-            .build_async()
+            .build_sync()
+            // Polled by the data thread (tunnel.rs), not by tokio: no runtime wake-ups per packet.
+            .and_then(|d| d.set_nonblocking(true).map(|()| d))
     };
     build(true)
         .or_else(|e| {

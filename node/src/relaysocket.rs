@@ -1,13 +1,13 @@
 //! The node's UDP socket to the relay, with batched receive (recvmmsg, UDP GRO) and batched
-//! send (UDP GSO) through quinn-udp. The data thread uses it without blocking; the timer task
-//! sends the odd handshake through tokio.
+//! send (UDP GSO) through quinn-udp. Non-blocking; the data thread polls it, the timer task
+//! sends the odd handshake or keepalive.
 
 use overlay_core::batch::SendBatch;
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
-use tokio::net::UdpSocket;
 
 /// A UDP socket that sends and receives many datagrams per system call.
 pub struct Udp {
@@ -17,8 +17,10 @@ pub struct Udp {
 
 impl Udp {
     /// Binds to `bind` with large buffers; GSO and GRO are used where the kernel has them.
-    pub async fn bind(bind: SocketAddr) -> io::Result<Udp> {
-        let sock = UdpSocket::bind(bind).await?;
+    pub fn bind(bind: SocketAddr) -> io::Result<Udp> {
+        // A plain socket, not registered with tokio: a registration would wake a runtime
+        // thread for every datagram that the data thread then reads anyway.
+        let sock = UdpSocket::bind(bind)?;
         overlay_core::sockbuf::enlarge(sock.as_raw_fd());
         let state = UdpSocketState::new(UdpSockRef::from(&sock))?;
         overlay_core::sockbuf::allow_fragmentation(sock.as_raw_fd(), bind.is_ipv6());
@@ -30,15 +32,10 @@ impl Udp {
         self.state.max_gso_segments()
     }
 
-    /// Sends one datagram; errors are the caller's to log.
-    pub async fn send_to(&self, d: &[u8], to: SocketAddr) -> io::Result<usize> {
-        self.sock.send_to(d, to).await
-    }
-
     /// Sends one datagram now from the data thread; a full socket buffer drops it (WireGuard
     /// retransmits handshakes, and the inner protocols their data).
     pub fn send_now(&self, d: &[u8], to: SocketAddr) {
-        if let Err(e) = self.sock.try_send_to(d, to) {
+        if let Err(e) = self.sock.send_to(d, to) {
             tracing::debug!(%to, "udp send: {e}");
         }
     }
@@ -67,7 +64,7 @@ impl Udp {
                 if run.count > 1 && self.state.max_gso_segments() == 1 {
                     // GSO just turned out not to work here: send the run's datagrams singly.
                     for seg in contents.chunks(run.segment) {
-                        if self.sock.try_send_to(seg, run.to).is_err() {
+                        if self.sock.send_to(seg, run.to).is_err() {
                             lost += 1;
                         }
                     }

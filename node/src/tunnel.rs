@@ -25,7 +25,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tun_rs::{AsyncDevice, DeviceImpl, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::{DeviceImpl, GROTable, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 const BUF: usize = 65536;
 /// Bytes of encrypted datagrams gathered before they are sent (a few GSO runs).
@@ -111,7 +111,7 @@ impl Tunnel {
         }
         .parse()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let sock = Udp::bind(bind).await?;
+        let sock = Udp::bind(bind)?;
         let tunn = Tunn::new(
             StaticSecret::from(cfg.private_key),
             PublicKey::from(cfg.relay_key),
@@ -147,7 +147,7 @@ impl Tunnel {
 
     /// Starts the handshake, then moves packets on a thread of its own and drives the timers
     /// until either fails.
-    pub async fn run(self: Arc<Self>, dev: Arc<AsyncDevice>) -> anyhow::Result<()> {
+    pub async fn run(self: Arc<Self>, dev: Arc<SyncDevice>) -> anyhow::Result<()> {
         self.initiate().await;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let this = self.clone();
@@ -167,7 +167,7 @@ impl Tunnel {
         let mut buf = vec![0u8; 256];
         let r = self.lock().format_handshake_initiation(&mut buf, false);
         if let TunnResult::WriteToNetwork(p) = r {
-            let _ = self.sock.send_to(p, self.relay()).await;
+            self.sock.send_now(p, self.relay());
         }
     }
 
@@ -254,7 +254,7 @@ impl Tunnel {
             let r = self.lock().update_timers(&mut buf);
             match r {
                 TunnResult::WriteToNetwork(p) => {
-                    let _ = self.sock.send_to(p, self.relay()).await;
+                    self.sock.send_now(p, self.relay());
                 }
                 TunnResult::Err(WireGuardError::ConnectionExpired) => {
                     // Keep trying for as long as we run; the relay may have moved (DNS).
@@ -349,7 +349,7 @@ const TUN_READS_PER_TURN: usize = 4;
 const UDP_READS_PER_TURN: usize = 4;
 
 impl DataPath {
-    fn new(tunnel: &Tunnel, dev: &AsyncDevice) -> DataPath {
+    fn new(tunnel: &Tunnel, dev: &SyncDevice) -> DataPath {
         let headroom = if dev.tcp_gso() { VIRTIO_NET_HDR_LEN } else { 0 };
         DataPath {
             original: vec![0u8; VIRTIO_NET_HDR_LEN + BUF],
@@ -369,7 +369,7 @@ impl DataPath {
         }
     }
 
-    fn run(mut self, t: &Tunnel, dev: &AsyncDevice) -> anyhow::Result<()> {
+    fn run(mut self, t: &Tunnel, dev: &SyncDevice) -> anyhow::Result<()> {
         let dev: &DeviceImpl = dev;
         let fds = [dev.as_raw_fd(), t.sock.as_raw_fd()];
         loop {
