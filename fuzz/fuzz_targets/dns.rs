@@ -1,7 +1,8 @@
 //! The node's DNS server (`dns::answer`) on any bytes, over UDP and over TCP, with a fixed
 //! context: twelve instances of `orders` (local, remote, on peers, tagged), a remote `users`, a
 //! UDP service `metrics`, a tagged-only `billing`, and five nodes, in `ovl.internal`.
-//! Also `dns::on_demand_candidate` on the same bytes.
+//! Also `dns::on_demand_candidate` on the same bytes, and the `AnswerCache`: it never panics,
+//! and a hit for the query it just remembered is exactly the reply computed for it.
 //!
 //! Properties: never panics; queries under 12 bytes are dropped; a reply is a DNS response that
 //! parses, carries the query's id and opcode and at most the query's question, and fits: 512
@@ -17,7 +18,9 @@ use std::sync::OnceLock;
 
 use hickory_proto::op::{Message, MessageType};
 use libfuzzer_sys::fuzz_target;
-use overlay_core::dns::{answer, on_demand_candidate, DnsContext, DnsOutcome, EDNS_PAYLOAD};
+use overlay_core::dns::{
+    answer, on_demand_candidate, AnswerCache, DnsContext, DnsOutcome, EDNS_PAYLOAD,
+};
 use overlay_core::registry::{valid_label, Protocol, ServiceInstance};
 
 struct World {
@@ -181,6 +184,16 @@ fuzz_target!(|data: &[u8]| {
             tcp,
             DnsOutcome::Forward,
             "a candidate for a name that is forwarded"
+        );
+    }
+    let mut cache = AnswerCache::new(1 << 16);
+    cache.remember(data, 1, &udp, false);
+    let mut out = vec![0u8; usize::from(u16::MAX)];
+    if let Some(n) = cache.reply(data, 1, &mut out) {
+        assert_eq!(
+            DnsOutcome::Reply(out[..n].to_vec()),
+            udp,
+            "a cache hit differs from the reply computed for the same query"
         );
     }
 });
