@@ -329,7 +329,7 @@ struct DataPath {
     batch: SendBatch,
     /// UDP receive: RECV_SLOTS buffers of BUF bytes, possibly GRO trains.
     rx: Vec<u8>,
-    meta: Vec<RecvMeta>,
+    meta: [RecvMeta; RECV_SLOTS],
     /// Decrypted packets with `headroom` bytes free in front for the virtio header.
     pkts: Vec<Vec<u8>>,
     headroom: usize,
@@ -358,7 +358,7 @@ impl DataPath {
             sizes: vec![0; IDEAL_BATCH_SIZE],
             batch: SendBatch::new(SEND_BATCH, tunnel.sock.max_gso_segments()),
             rx: vec![0u8; RECV_SLOTS * BUF],
-            meta: vec![RecvMeta::default(); RECV_SLOTS],
+            meta: [RecvMeta::default(); RECV_SLOTS],
             pkts: (0..IDEAL_BATCH_SIZE)
                 .map(|_| Vec::with_capacity(headroom + BUF))
                 .collect(),
@@ -442,8 +442,10 @@ impl DataPath {
     fn udp_to_tun(&mut self, t: &Tunnel, dev: &DeviceImpl) -> usize {
         let mut moved = 0;
         for _ in 0..UDP_READS_PER_TURN {
-            let mut iovs: Vec<IoSliceMut<'_>> =
-                self.rx.chunks_mut(BUF).map(IoSliceMut::new).collect();
+            // On the stack: this runs on every poll, including while the thread spins.
+            let mut chunks = self.rx.chunks_mut(BUF);
+            let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
             let got = match t.sock.try_recv(&mut iovs, &mut self.meta) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
