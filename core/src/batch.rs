@@ -8,9 +8,9 @@
 
 use std::net::SocketAddr;
 
-/// Largest UDP payload one GSO send may carry (64 KiB less the IPv6 and UDP headers, rounded
-/// down so IPv4 fits as well).
-pub const MAX_RUN_BYTES: usize = 65_000;
+/// Largest UDP payload one GSO send may carry: 65535 less the IPv4 and UDP headers (IPv6
+/// would allow a little more).
+pub const MAX_RUN_BYTES: usize = 65_507;
 
 /// One group of datagrams for a single send: `segment` bytes each, the last possibly shorter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,39 @@ pub struct Run {
     pub count: usize,
     /// The last datagram was shorter than `segment`: nothing more may join.
     closed: bool,
+}
+
+impl Run {
+    /// A run of one datagram of `len` bytes to `to`, at offset `start`.
+    pub fn begin(to: SocketAddr, start: usize, len: usize) -> Run {
+        Run {
+            to,
+            start,
+            len,
+            segment: len,
+            count: 1,
+            closed: false,
+        }
+    }
+
+    /// Adds the next datagram (`len` bytes to `to`, stored right after the run) if one GSO send
+    /// can still carry it: same destination, not empty, not longer than the segment, the run
+    /// not closed by a shorter one, within `max_segments` and [`MAX_RUN_BYTES`]. False, and the
+    /// run unchanged, otherwise.
+    pub fn extend(&mut self, to: SocketAddr, len: usize, max_segments: usize) -> bool {
+        let joins = self.to == to
+            && !self.closed
+            && len > 0
+            && len <= self.segment
+            && self.count < max_segments
+            && self.len + len <= MAX_RUN_BYTES;
+        if joins {
+            self.len += len;
+            self.count += 1;
+            self.closed = len < self.segment;
+        }
+        joins
+    }
 }
 
 /// A fixed-capacity buffer of outgoing datagrams, grouped into GSO runs.
@@ -74,26 +107,11 @@ impl SendBatch {
         let start = self.used;
         self.used += len;
         if let Some(run) = self.runs.last_mut() {
-            let joins = run.to == to
-                && !run.closed
-                && len <= run.segment
-                && run.count < self.max_segments
-                && run.len + len <= MAX_RUN_BYTES;
-            if joins {
-                run.len += len;
-                run.count += 1;
-                run.closed = len < run.segment;
+            if run.extend(to, len, self.max_segments) {
                 return;
             }
         }
-        self.runs.push(Run {
-            to,
-            start,
-            len,
-            segment: len,
-            count: 1,
-            closed: false,
-        });
+        self.runs.push(Run::begin(to, start, len));
     }
 
     /// Copies `datagram` in; `false` when it does not fit (send the batch first).

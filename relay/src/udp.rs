@@ -5,6 +5,7 @@
 //! may hold many datagrams coalesced by GRO, and what the hub produced in answer goes out as one
 //! `sendmsg` per run of equal-sized datagrams to one destination (GSO).
 
+use overlay_core::batch::{Run, MAX_RUN_BYTES};
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use std::io::{self, ErrorKind, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -17,13 +18,9 @@ const RECV_BUF: usize = 1 << 16;
 /// Bytes of receive buffers to allocate once and hand to [`Receiver::new`].
 pub const RECV_STORAGE: usize = RECV_BUF * quinn_udp::BATCH_SIZE;
 
-/// The largest UDP payload one send can carry (65535 minus IPv4 and UDP headers): the bound
-/// on the bytes of one GSO send.
-const MAX_SEND: usize = 65_507;
-
 /// Staged bytes that force a flush: room for two full GSO sends, so that a bulk flow and its
 /// reverse (data one way, acks the other) both fill their sends before the queue is full.
-const QUEUE_BYTES: usize = 2 * MAX_SEND;
+const QUEUE_BYTES: usize = 2 * MAX_RUN_BYTES;
 
 /// Staged datagrams that force a flush (acks are small: bytes alone would let thousands queue).
 const QUEUE_DATAGRAMS: usize = 256;
@@ -113,7 +110,7 @@ impl<'a> Sender<'a> {
             state,
             bytes: Vec::with_capacity(QUEUE_BYTES),
             items: Vec::with_capacity(QUEUE_DATAGRAMS),
-            gather: Vec::with_capacity(MAX_SEND),
+            gather: Vec::with_capacity(MAX_RUN_BYTES),
             unsent: 0,
         }
     }
@@ -213,29 +210,18 @@ impl<'a> Sender<'a> {
     }
 }
 
-/// How many datagrams from the start of `items` go out as one GSO send: one destination, one
-/// length (the last may be shorter), at most `max_segments` and [`MAX_SEND`] bytes.
+/// How many datagrams from the start of `items` go out as one GSO send (the rule of
+/// [`Run::extend`]): one destination, one length (the last may be shorter), at most
+/// `max_segments` and [`MAX_RUN_BYTES`] bytes.
 fn run_len(items: &[Staged], max_segments: usize) -> usize {
     let Some(first) = items.first() else {
         return 0;
     };
-    let (mut n, mut bytes) = (1, first.len);
-    for s in &items[1..] {
-        if n == max_segments
-            || s.to != first.to
-            || s.len == 0
-            || s.len > first.len
-            || bytes + s.len > MAX_SEND
-        {
-            break;
-        }
-        n += 1;
-        bytes += s.len;
-        if s.len < first.len {
-            break;
-        }
-    }
-    n
+    let mut run = Run::begin(first.to, first.start, first.len);
+    1 + items[1..]
+        .iter()
+        .take_while(|s| run.extend(s.to, s.len, max_segments))
+        .count()
 }
 
 /// The run's bytes as one slice: straight from the queue when they were staged back to back
