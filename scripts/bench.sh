@@ -323,9 +323,25 @@ setup_failed() {
     return 0
 }
 
+# iperf_runs ID NS SERVER_NS ADDR: DP_RUNS iperf3 runs from NS to ADDR (in SERVER_NS); their
+# median in S_TPUT[ID].
+iperf_runs() {
+    local id=$1 ns=$2 srv_ns=$3 addr=$4 r runs=() logf="$LOG_DIR/iperf3-$1.log"
+    for ((r = 1; r <= DP_RUNS; r++)); do
+        if ! iperf_once "$ns" "$srv_ns" "$addr" "$logf"; then
+            setup_failed "$id" "iperf3 run $r to $addr failed" "$logf"
+            return 0
+        fi
+        log "  iperf3 run $r/$DP_RUNS: $IPERF_MBPS Mbit/s"
+        runs+=("$IPERF_MBPS")
+    done
+    S_TPUT_RUNS[$id]=${runs[*]}
+    S_TPUT[$id]=$(median "${runs[@]}")
+}
+
 # measure ID NS SERVER_NS ADDR: latency then throughput from NS to ADDR, which is in SERVER_NS.
 measure() {
-    local id=$1 ns=$2 srv_ns=$3 addr=$4 r runs=() logf="$LOG_DIR/iperf3-$1.log"
+    local id=$1 ns=$2 srv_ns=$3 addr=$4
     ping_stats "$ns" "$addr" "$LOG_DIR/ping-$id.log"
     if [[ -z $PING_STATS ]]; then
         setup_failed "$id" "no ping replies from $addr" "$LOG_DIR/ping-$id.log"
@@ -337,16 +353,7 @@ measure() {
     S_P99[$id]=$p99
     S_RECV[$id]=$recv
     log "  ping: median ${S_P50[$id]} µs, p99 ${S_P99[$id]} µs (${S_RECV[$id]}/$PINGS replies)"
-    for ((r = 1; r <= DP_RUNS; r++)); do
-        if ! iperf_once "$ns" "$srv_ns" "$addr" "$logf"; then
-            setup_failed "$id" "iperf3 run $r to $addr failed" "$logf"
-            return 0
-        fi
-        log "  iperf3 run $r/$DP_RUNS: $IPERF_MBPS Mbit/s"
-        runs+=("$IPERF_MBPS")
-    done
-    S_TPUT_RUNS[$id]=${runs[*]}
-    S_TPUT[$id]=$(median "${runs[@]}")
+    iperf_runs "$id" "$ns" "$srv_ns" "$addr"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -1352,21 +1359,6 @@ part_registry() {
 # ---------------------------------------------------------------------------------------------
 # part: gateway
 
-# gateway_iperf ID NS SERVER_NS ADDR: RUNS iperf3 runs (no ping: the gateway carries TCP/UDP).
-gateway_iperf() {
-    local id=$1 ns=$2 srv_ns=$3 addr=$4 r runs=() logf="$LOG_DIR/iperf3-$1.log"
-    for ((r = 1; r <= DP_RUNS; r++)); do
-        if ! iperf_once "$ns" "$srv_ns" "$addr" "$logf"; then
-            setup_failed "$id" "iperf3 run $r to $addr failed" "$logf"
-            return 0
-        fi
-        log "  iperf3 run $r/$DP_RUNS: $IPERF_MBPS Mbit/s"
-        runs+=("$IPERF_MBPS")
-    done
-    S_TPUT_RUNS[$id]=${runs[*]}
-    S_TPUT[$id]=$(median "${runs[@]}")
-}
-
 # ovb-a is the laptop, ovb-b a host in the remote environment, ovb-hub the relay's (or the
 # WireGuard gateway's) host. Through the relay, ovb-a reaches "remote" (catalog -> ovb-b); through
 # stock wireguard-go, ovb-a reaches ovb-b's 10.98.0.3 routed by the hub's kernel.
@@ -1396,7 +1388,7 @@ part_gateway() {
     else
         ip -n ovb-a route add 10.98.0.0/24 dev ovbwga
         if world_wait 10 "ovb-a to reach $hole through wireguard-go" ip netns exec ovb-a ping -n -c 1 -W 1 "$hole"; then
-            gateway_iperf gw_wggo ovb-a ovb-b "$hole"
+            iperf_runs gw_wggo ovb-a ovb-b "$hole"
         else
             setup_failed gw_wggo "no traffic through wireguard-go" "$LOG_DIR/wireguard-go-ovb-a.log"
         fi
@@ -1421,7 +1413,7 @@ part_gateway() {
             setup_failed gw_overlay "the name 'remote' does not resolve on the node" "$rlog"
         else
             remote_ip=$(ip netns exec ovb-a getent hosts remote | awk '{ print $1; exit }')
-            gateway_iperf gw_overlay ovb-a ovb-b "$remote_ip"
+            iperf_runs gw_overlay ovb-a ovb-b "$remote_ip"
             # 1000 concurrent proxied TCP connections, each with a little data, held open.
             cat >"$d/hold-server.py" <<'PY'
 import socket, sys, time
