@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod cliref;
 pub mod control;
 pub mod counters;
+pub mod cpu_latency;
 pub mod datagram;
 pub mod devconfig;
 pub mod dns;

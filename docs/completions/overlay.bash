@@ -219,7 +219,7 @@ _overlay() {
             return 0
             ;;
         overlay__subcmd__daemon)
-            opts="-h --config --interface --name --no-dns-config --inspect-listen --capture-body-cap --capture-buffer --capture-off --help"
+            opts="-h --config --interface --name --no-dns-config --cpu-latency --inspect-listen --capture-body-cap --capture-buffer --capture-off --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -234,6 +234,10 @@ _overlay() {
                     return 0
                     ;;
                 --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-latency)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,7 @@
 //! `overlay`: the node side of the overlay (daemon and CLI).
 
 mod control;
+mod cpu_latency;
 mod daemon;
 mod dev;
 mod device;

@@ -59,11 +59,24 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     println!("node:      {}", s("node"));
     println!("address:   {} (prefix {})", s("address"), s("prefix"));
     println!("domain:    {}", s("domain"));
-    println!("relay:     {endpoint}, last handshake {hs}");
+    let cpu = data.get("cpu_latency");
+    let cpu_u64 = |k: &str| cpu.and_then(|c| c.get(k)).and_then(|v| v.as_u64());
+    let rtt = cpu_u64("relay_rtt_us")
+        .map(|us| format!(", round trip {us} µs"))
+        .unwrap_or_default();
+    println!("relay:     {endpoint}, last handshake {hs}{rtt}");
     println!(
         "traffic:   rx {} bytes, tx {} bytes",
         n("rx_bytes"),
         n("tx_bytes")
     );
+    if let Some(mode) = cpu.and_then(|c| c.get("mode")).and_then(|v| v.as_str()) {
+        let held = cpu.and_then(|c| c.get("held")).and_then(|v| v.as_bool()) == Some(true);
+        println!(
+            "cpu wake:  {mode}; quick wake-ups {} (taken {} times)",
+            if held { "held now" } else { "not held" },
+            cpu_u64("holds").unwrap_or(0)
+        );
+    }
     Ok(())
 }

@@ -9,11 +9,13 @@
 //! coalesced ones back (GRO), and the UDP socket sends a train of equal-sized datagrams in one
 //! call (GSO) and receives many per call (recvmmsg, GRO). Buffers are allocated once.
 
+use crate::cpu_latency::CpuLatencyRequest;
 use crate::relaysocket::Udp;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use overlay_core::batch::SendBatch;
+use overlay_core::cpu_latency::{Change, Hold, Mode, LINGER};
 use overlay_core::packet;
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::spin::Spin;
@@ -22,7 +24,7 @@ use serde::Serialize;
 use std::io::{ErrorKind, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tun_rs::{DeviceImpl, GROTable, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
@@ -48,6 +50,8 @@ pub struct TunnelConfig {
     pub allowed: Vec<Ipv4Prefix>,
     /// Persistent keepalive in seconds.
     pub keepalive: Option<u16>,
+    /// When to ask the kernel for quick CPU wake-ups (see `overlay_core::cpu_latency`).
+    pub cpu_latency: Mode,
 }
 
 /// Counters of the data path, readable while it runs.
@@ -64,6 +68,12 @@ pub struct Stats {
     drop_send: AtomicU64,
     /// Milliseconds since `started` when the relay last sent anything that authenticated.
     last_rx_ms: AtomicU64,
+    /// The round-trip floor to the relay in microseconds; 0 until measured.
+    relay_rtt_us: AtomicU64,
+    /// Whether the data thread holds the kernel's CPU-latency request now.
+    cpu_latency_held: AtomicBool,
+    /// How many times it took the request.
+    cpu_latency_holds: AtomicU64,
 }
 
 /// A snapshot of the tunnel for `overlay status`.
@@ -85,6 +95,21 @@ pub struct TunnelStatus {
     pub drops: std::collections::BTreeMap<&'static str, u64>,
     /// Seconds since the relay last sent anything that authenticated.
     pub last_rx_secs: Option<u64>,
+    /// Quick CPU wake-ups around traffic.
+    pub cpu_latency: CpuLatencyStatus,
+}
+
+/// The CPU-latency request in `overlay status`.
+#[derive(Serialize, Debug)]
+pub struct CpuLatencyStatus {
+    /// auto, on or off.
+    pub mode: String,
+    /// Whether the request is held now.
+    pub held: bool,
+    /// How many times it was taken.
+    pub holds: u64,
+    /// The round-trip floor to the relay that `auto` decides by, in microseconds.
+    pub relay_rtt_us: Option<u64>,
 }
 
 /// A running tunnel.
@@ -96,6 +121,7 @@ pub struct Tunnel {
     allowed: Vec<Ipv4Prefix>,
     stats: Stats,
     started: std::time::Instant,
+    cpu_latency: Mode,
     /// The traffic capture's read-only tap, once the daemon sets it.
     tap: std::sync::OnceLock<crate::traffic::tap::Tap>,
 }
@@ -128,6 +154,7 @@ impl Tunnel {
             allowed: cfg.allowed,
             stats: Stats::default(),
             started: std::time::Instant::now(),
+            cpu_latency: cfg.cpu_latency,
             tap: std::sync::OnceLock::new(),
         }))
     }
@@ -135,6 +162,24 @@ impl Tunnel {
     /// Lets the traffic capture see the plaintext packets (it never slows them down).
     pub fn set_tap(&self, tap: crate::traffic::tap::Tap) {
         let _ = self.tap.set(tap);
+    }
+
+    /// Records the round-trip floor to the relay (what `auto` CPU-latency mode decides by).
+    pub fn set_relay_rtt(&self, rtt: Duration) {
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.stats.relay_rtt_us.store(us, Ordering::Relaxed);
+    }
+
+    /// Whether a session with the relay exists (a handshake completed).
+    pub fn handshaken(&self) -> bool {
+        self.lock().stats().0.is_some()
+    }
+
+    fn relay_rtt(&self) -> Option<Duration> {
+        match self.stats.relay_rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
     }
 
     fn relay(&self) -> SocketAddr {
@@ -308,6 +353,12 @@ impl Tunnel {
             rx_packets: get(&s.rx_packets),
             tx_packets: get(&s.tx_packets),
             drops,
+            cpu_latency: CpuLatencyStatus {
+                mode: self.cpu_latency.to_string(),
+                held: s.cpu_latency_held.load(Ordering::Relaxed),
+                holds: get(&s.cpu_latency_holds),
+                relay_rtt_us: self.relay_rtt().map(|d| d.as_micros() as u64),
+            },
         }
     }
 }
@@ -318,7 +369,9 @@ impl Tunnel {
 /// traffic it may keep polling without sleeping for up to [`SPIN`]. A request's answer
 /// usually comes back within that window, so it is picked up without the thread (and, on a
 /// VM, the virtual CPU) being put to sleep and woken again, which is what most of the per-hop
-/// latency was. `Spin` stops polling where it does not pay (answers over a WAN).
+/// latency was. `Spin` stops polling where it does not pay (answers over a WAN). While
+/// packets move, `hold` also keeps the other CPUs quick to wake, for the hand-overs to the
+/// application and, on one host, to the relay (see `overlay_core::cpu_latency`).
 /// Encryption of a bulk flow and decryption of its acknowledgements fit one core; the relay's
 /// work and the peer's run on the other.
 struct DataPath {
@@ -336,6 +389,8 @@ struct DataPath {
     gro: GROTable,
     scratch: Vec<u8>,
     spin: Spin,
+    hold: Hold,
+    request: CpuLatencyRequest,
 }
 
 /// How long the data thread keeps polling after the last packet before it sleeps, when
@@ -366,6 +421,8 @@ impl DataPath {
             gro: GROTable::default(),
             scratch: vec![0u8; BUF],
             spin: Spin::new(SPIN),
+            hold: Hold::new(tunnel.cpu_latency, LINGER),
+            request: CpuLatencyRequest::default(),
         }
     }
 
@@ -377,11 +434,35 @@ impl DataPath {
             let now = Instant::now();
             if moved > 0 {
                 self.spin.traffic(now);
+                // After the packets went: asking the kernel must not delay them.
+                if let Some(c) = self.hold.traffic(now, t.relay_rtt()) {
+                    self.apply(t, c);
+                }
             } else if self.spin.keep_polling(now) {
                 std::thread::yield_now();
             } else {
-                wait_readable(&fds, 1000);
+                if let Some(c) = self.hold.idle(now) {
+                    self.apply(t, c);
+                }
+                let ms = self.hold.timeout(now).map_or(1000, |d| {
+                    i32::try_from(d.as_millis() + 1).unwrap_or(1000).min(1000)
+                });
+                wait_readable(&fds, ms);
             }
+        }
+    }
+
+    /// Takes or gives back the kernel's CPU-latency request and shows it in the stats.
+    fn apply(&mut self, t: &Tunnel, c: Change) {
+        let ok = self.request.apply(c);
+        if !ok {
+            // No device or no permission (said once in the log): stop asking.
+            self.hold = Hold::new(Mode::Off, LINGER);
+        }
+        let held = ok && c == Change::Take;
+        t.stats.cpu_latency_held.store(held, Ordering::Relaxed);
+        if held {
+            t.stats.cpu_latency_holds.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -138,6 +138,11 @@ impl Node {
 
 /// Starts `overlay daemon --config` in `host` and waits until it has a handshake.
 pub fn start_node(w: &World, host: &Host, conf: &PathBuf) -> Node {
+    start_node_with(w, host, conf, &[])
+}
+
+/// [`start_node`] with extra `overlay daemon` flags.
+pub fn start_node_with(w: &World, host: &Host, conf: &PathBuf, flags: &[&str]) -> Node {
     let d = host.dir.display().to_string();
     let state = format!("{d}/state");
     let run = format!("{d}/run");
@@ -151,11 +156,15 @@ pub fn start_node(w: &World, host: &Host, conf: &PathBuf) -> Node {
             ("RUST_LOG", "info"),
         ],
         &[
-            node_bin.to_str().expect("utf-8 path"),
-            "daemon",
-            "--config",
-            conf.to_str().expect("utf-8 path"),
-        ],
+            &[
+                node_bin.to_str().expect("utf-8 path"),
+                "daemon",
+                "--config",
+                conf.to_str().expect("utf-8 path"),
+            ],
+            flags,
+        ]
+        .concat(),
     );
     let node = Node {
         host: host.clone(),

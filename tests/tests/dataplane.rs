@@ -1,12 +1,25 @@
 //! The data plane end to end: relay and nodes in namespaces, real traffic through the tunnel.
 
-use overlay_tests::overlay::{config_address, start_node, start_relay, transfer};
+use overlay_tests::overlay::{config_address, start_node, start_node_with, start_relay, transfer};
 use overlay_tests::world::{wait_until, World};
 use std::time::Duration;
 
 /// A 3-host world: relay in the hub, nodes `a` and `b`.
 fn two_nodes(
     tag: &str,
+) -> (
+    World,
+    overlay_tests::overlay::Relay,
+    overlay_tests::overlay::Node,
+    overlay_tests::overlay::Node,
+) {
+    two_nodes_with(tag, &[])
+}
+
+/// [`two_nodes`] with extra `overlay daemon` flags for `b`.
+fn two_nodes_with(
+    tag: &str,
+    b_flags: &[&str],
 ) -> (
     World,
     overlay_tests::overlay::Relay,
@@ -20,7 +33,7 @@ fn two_nodes(
     let ca = relay.peer_add(&w, &ha, "node-a");
     let cb = relay.peer_add(&w, &hb, "node-b");
     let a = start_node(&w, &ha, &ca);
-    let b = start_node(&w, &hb, &cb);
+    let b = start_node_with(&w, &hb, &cb, b_flags);
     (w, relay, a, b)
 }
 
@@ -46,6 +59,61 @@ fn ping_relay_and_node_to_node() {
     assert_eq!(st["state"], "connected");
     assert_eq!(st["address"], a.address.as_str());
     assert!(st["rx_bytes"].as_u64().unwrap_or(0) > 0);
+}
+
+/// The kernel's current CPU-latency limit in µs (what every request together asks for).
+fn cpu_latency_limit() -> i32 {
+    let b = std::fs::read("/dev/cpu_dma_latency").expect("read /dev/cpu_dma_latency");
+    i32::from_ne_bytes(b[..4].try_into().expect("4 bytes"))
+}
+
+#[test]
+fn quick_cpu_wakeups_are_held_while_pings_flow_and_given_back() {
+    let (w, _relay, a, b) = two_nodes_with("wake", &["--cpu-latency", "off"]);
+    // The relay in the next namespace is near: its round trip was measured at start.
+    let near = wait_until(Duration::from_secs(10), || {
+        a.status(&w).is_some_and(|s| {
+            s["cpu_latency"]["relay_rtt_us"]
+                .as_u64()
+                .is_some_and(|us| us < 2000)
+        })
+    });
+    assert!(near, "{:?}", a.status(&w));
+    // Pings 5 ms apart for 2 s: a holds the request all along, b (off) never takes it.
+    let mut ping = std::process::Command::new("ip")
+        .args(["netns", "exec", &a.host.ns, "ping", "-n", "-q", "-c", "400"])
+        .args(["-i", "0.005", "-W", "1", &b.address])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ping");
+    // (On a failed assertion the world's teardown kills it with everything in the namespace.)
+    let held = wait_until(Duration::from_secs(2), || {
+        a.status(&w)
+            .is_some_and(|s| s["cpu_latency"]["held"] == true)
+    });
+    assert!(held, "{:?}", a.status(&w));
+    assert_eq!(
+        cpu_latency_limit(),
+        0,
+        "held, so idle CPUs must be asked to poll"
+    );
+    let sb = b.status(&w).expect("status b");
+    assert_eq!(sb["cpu_latency"]["mode"], "off");
+    assert_eq!(sb["cpu_latency"]["held"], false, "{sb}");
+    let done = ping.wait().expect("ping wait");
+    assert!(done.success(), "pings lost");
+    // Given back within LINGER (20 ms) after the last packet; taken once or a few times.
+    let released = wait_until(Duration::from_secs(2), || {
+        a.status(&w)
+            .is_some_and(|s| s["cpu_latency"]["held"] == false)
+    });
+    let sa = a.status(&w).expect("status a");
+    assert!(released, "{sa}");
+    let holds = sa["cpu_latency"]["holds"].as_u64().unwrap_or(0);
+    assert!((1..50).contains(&holds), "{sa}");
+    let sb = b.status(&w).expect("status b");
+    assert_eq!(sb["cpu_latency"]["holds"], 0, "{sb}");
+    assert!(sb["rx_packets"].as_u64().unwrap_or(0) >= 400, "{sb}");
 }
 
 #[test]
