@@ -6,7 +6,8 @@
 # Parts (run in this order by "all", the default):
 #   dataplane  iperf3 TCP throughput and ping latency for: raw veth, stock wireguard-go point to
 #              point, boringtun-cli point to point (installed into target/bench-tools with cargo
-#              when missing, unless --no-build), and overlay node -> relay -> node.
+#              when missing, unless --no-build), and overlay node -> relay -> node; then the
+#              overlay's ping latency again with the nodes' quick CPU wake-ups off.
 #   join       time from starting `overlay join TOKEN` to the first ping answered through the
 #              tunnel, and the time `overlay join` itself takes, over fresh joins.
 #   dns        dnsperf against a node's DNS server (100.100.100.100) and against dnsmasq serving
@@ -339,9 +340,10 @@ iperf_runs() {
     S_TPUT[$id]=$(median "${runs[@]}")
 }
 
-# measure ID NS SERVER_NS ADDR: latency then throughput from NS to ADDR, which is in SERVER_NS.
-measure() {
-    local id=$1 ns=$2 srv_ns=$3 addr=$4
+# ping_only ID NS ADDR: the latency figures of a setup from NS to ADDR (PING_STATS stays empty,
+# and the setup failed, when no reply came back).
+ping_only() {
+    local id=$1 ns=$2 addr=$3
     ping_stats "$ns" "$addr" "$LOG_DIR/ping-$id.log"
     if [[ -z $PING_STATS ]]; then
         setup_failed "$id" "no ping replies from $addr" "$LOG_DIR/ping-$id.log"
@@ -353,6 +355,13 @@ measure() {
     S_P99[$id]=$p99
     S_RECV[$id]=$recv
     log "  ping: median ${S_P50[$id]} µs, p99 ${S_P99[$id]} µs (${S_RECV[$id]}/$PINGS replies)"
+}
+
+# measure ID NS SERVER_NS ADDR: latency then throughput from NS to ADDR, which is in SERVER_NS.
+measure() {
+    local id=$1 ns=$2 srv_ns=$3 addr=$4
+    ping_only "$id" "$ns" "$addr"
+    [[ -n $PING_STATS ]] || return 0
     iperf_runs "$id" "$ns" "$srv_ns" "$addr"
 }
 
@@ -502,15 +511,25 @@ conf_address() {
              }' "$1"
 }
 
+# node_knows_rtt RUN_DIR: the node has measured its round trip to the relay.
+node_knows_rtt() { OVERLAY_RUN_DIR=$1 "$OVERLAY_BIN" status --json 2>/dev/null | grep -q '"relay_rtt_us": [0-9]'; }
+
+# wait_relay_rtt RUN_DIR: until the node knows how near the relay is (what its default
+# --cpu-latency auto decides by; measured within a second of the tunnel coming up), at most 5 s.
+wait_relay_rtt() { world_wait 5 "the node to measure its round trip to the relay" node_knows_rtt "$1" || true; }
+
+# setup_overlay [ID TITLE NODE_FLAGS PINGS_ONLY]: relay and two nodes (default: setup "overlay",
+# the nodes as they run by default, pings and iperf3).
 setup_overlay() {
-    setup_begin overlay "overlay node -> relay -> node"
+    local id=${1:-overlay} title=${2:-"overlay node -> relay -> node"} node_flags=${3:-} pings_only=${4:-0}
+    setup_begin "$id" "$title"
     if ! ensure_binaries; then
-        setup_na overlay "binaries missing"
+        setup_na "$id" "binaries missing"
         return 0
     fi
-    local d=$WORK/overlay rust_log=${OVB_RUST_LOG:-warn}
+    local d=$WORK/$id rust_log=${OVB_RUST_LOG:-warn}
     mkdir -p "$d/relay" "$d/a/state" "$d/a/run" "$d/b/state" "$d/b/run"
-    local rlog=$LOG_DIR/relay.log pids=()
+    local rlog=$LOG_DIR/relay-$id.log pids=()
 
     world_bg ovb-hub "$rlog" env RUST_LOG="$rust_log" "$RELAY_BIN" --state "$d/relay" \
         serve --listen "$HUB_UL:$RELAY_PORT" --public-endpoint "$HUB_UL:$RELAY_PORT"
@@ -518,7 +537,7 @@ setup_overlay() {
     pids+=("$relay_pid")
     if ! world_wait 10 "the relay's admin socket" relay_ready "$d/relay/admin.sock" "$relay_pid" ||
         ! world_alive "$relay_pid"; then
-        setup_failed overlay "the relay did not start" "$rlog"
+        setup_failed "$id" "the relay did not start" "$rlog"
         world_stop "${pids[@]}"
         return 0
     fi
@@ -526,27 +545,27 @@ setup_overlay() {
     local n
     for n in a b; do
         if ! world_run timeout 15 ip netns exec ovb-hub env RUST_LOG="$rust_log" "$RELAY_BIN" --state "$d/relay" \
-            peer add "bench-$n" --wireguard-config >"$d/$n.conf" 2>"$LOG_DIR/peer-add-$n.log"; then
-            setup_failed overlay "'overlay-relay peer add bench-$n' failed" "$LOG_DIR/peer-add-$n.log"
+            peer add "bench-$n" --wireguard-config >"$d/$n.conf" 2>"$LOG_DIR/peer-add-$id-$n.log"; then
+            setup_failed "$id" "'overlay-relay peer add bench-$n' failed" "$LOG_DIR/peer-add-$id-$n.log"
             world_stop "${pids[@]}"
             return 0
         fi
-        cp "$d/$n.conf" "$LOG_DIR/node-$n.conf.txt"
-        sed -i 's/^\([[:space:]]*PrivateKey[[:space:]]*=\).*/\1 (redacted)/I' "$LOG_DIR/node-$n.conf.txt"
+        cp "$d/$n.conf" "$LOG_DIR/node-$id-$n.conf.txt"
+        sed -i 's/^\([[:space:]]*PrivateKey[[:space:]]*=\).*/\1 (redacted)/I' "$LOG_DIR/node-$id-$n.conf.txt"
     done
     local a_ip b_ip
     a_ip=$(conf_address "$d/a.conf")
     b_ip=$(conf_address "$d/b.conf")
     if [[ -z $a_ip || -z $b_ip ]]; then
-        setup_failed overlay "no 'Address =' line in the config from 'peer add'" "$d/a.conf"
+        setup_failed "$id" "no 'Address =' line in the config from 'peer add'" "$d/a.conf"
         world_stop "${pids[@]}"
         return 0
     fi
 
     for n in a b; do
-        world_bg_shielded "ovb-$n" "$LOG_DIR/node-$n.log" env RUST_LOG="$rust_log" \
+        world_bg_shielded "ovb-$n" "$LOG_DIR/node-$id-$n.log" env RUST_LOG="$rust_log" \
             OVERLAY_STATE_DIR="$d/$n/state" OVERLAY_RUN_DIR="$d/$n/run" \
-            "$OVERLAY_BIN" daemon --config "$d/$n.conf" --interface ovl0
+            "$OVERLAY_BIN" daemon --config "$d/$n.conf" --interface ovl0 $node_flags
         pids+=("$WORLD_LAST_PID")
     done
     log "  nodes: ovb-a $a_ip, ovb-b $b_ip; waiting for ovb-a to reach $b_ip through the relay"
@@ -554,11 +573,16 @@ setup_overlay() {
         ip netns exec ovb-a ping -n -c 1 -W 1 "$b_ip"; then
         local p dead=""
         for p in "${pids[@]}"; do world_alive "$p" || dead=" (a process exited)"; done
-        setup_failed overlay "no traffic between the nodes$dead" "$LOG_DIR/node-a.log"
-        tail_log "$LOG_DIR/node-b.log"
+        setup_failed "$id" "no traffic between the nodes$dead" "$LOG_DIR/node-$id-a.log"
+        tail_log "$LOG_DIR/node-$id-b.log"
         tail_log "$rlog"
     else
-        measure overlay ovb-a ovb-b "$b_ip"
+        wait_relay_rtt "$d/a/run"
+        if ((pings_only)); then
+            ping_only "$id" ovb-a "$b_ip"
+        else
+            measure "$id" ovb-a ovb-b "$b_ip"
+        fi
     fi
     world_stop "${pids[@]}"
 }
@@ -587,6 +611,8 @@ dataplane_report() {
     r21=$(fmt_ratio "${S_TPUT[wggo]:-}" "${S_TPUT[veth]:-}")
     lat31=$(fmt_diff "${S_P50[overlay]:-}" "${S_P50[veth]:-}")
     lat21=$(fmt_diff "${S_P50[wggo]:-}" "${S_P50[veth]:-}")
+    local latoff
+    latoff=$(fmt_diff "${S_P50[overlay_nowake]:-}" "${S_P50[veth]:-}")
 
     local id
     echo
@@ -610,6 +636,7 @@ dataplane_report() {
     echo "throughput overlay / boringtun-cli: $rbt"
     echo "throughput wireguard-go / raw veth: $r21"
     echo "latency added by overlay over raw veth (medians): $(with_unit "$lat31" µs)"
+    echo "latency added by overlay with --cpu-latency off (medians): $(with_unit "$latoff" µs)"
     echo "latency added by wireguard-go over raw veth (medians): $(with_unit "$lat21" µs)"
     echo "latency added by boringtun-cli over raw veth (medians): $(with_unit "$latbt" µs)"
 
@@ -635,6 +662,7 @@ dataplane_report() {
     echo "| throughput overlay / boringtun-cli | $rbt |"
     echo "| throughput wireguard-go / raw veth | $r21 |"
     echo "| latency added by overlay over raw veth (median) | $(with_unit "$lat31" µs) |"
+    echo "| latency added by overlay with --cpu-latency off (median) | $(with_unit "$latoff" µs) |"
     echo "| latency added by wireguard-go over raw veth (median) | $(with_unit "$lat21" µs) |"
     echo "| latency added by boringtun-cli over raw veth (median) | $(with_unit "$latbt" µs) |"
 
@@ -654,8 +682,8 @@ dataplane_report() {
                 "$(json_num "${S_TPUT[$id]}")" "$runs_json" \
                 "$(json_num "${S_P50[$id]}")" "$(json_num "${S_P99[$id]}")" "${S_RECV[$id]}"
         done
-        printf '\n  ],\n  "ratios": {"throughput_overlay_over_wireguard_go": %s, "throughput_overlay_over_boringtun": %s, "throughput_wireguard_go_over_veth": %s, "latency_added_overlay_over_veth_us": %s, "latency_added_wireguard_go_over_veth_us": %s, "latency_added_boringtun_over_veth_us": %s}\n}\n' \
-            "$(json_num "$r32")" "$(json_num "$rbt")" "$(json_num "$r21")" "$(json_num "$lat31")" "$(json_num "$lat21")" "$(json_num "$latbt")"
+        printf '\n  ],\n  "ratios": {"throughput_overlay_over_wireguard_go": %s, "throughput_overlay_over_boringtun": %s, "throughput_wireguard_go_over_veth": %s, "latency_added_overlay_over_veth_us": %s, "latency_added_overlay_cpu_latency_off_over_veth_us": %s, "latency_added_wireguard_go_over_veth_us": %s, "latency_added_boringtun_over_veth_us": %s}\n}\n' \
+            "$(json_num "$r32")" "$(json_num "$rbt")" "$(json_num "$r21")" "$(json_num "$lat31")" "$(json_num "$latoff")" "$(json_num "$lat21")" "$(json_num "$latbt")"
     } >"$json"
     echo
     echo "results: ${json#"$ROOT"/}"
@@ -668,6 +696,8 @@ part_dataplane() {
     setup_wireguard_go
     setup_boringtun
     setup_overlay
+    # What the default's quick CPU wake-ups buy (node/src/cpu_latency.rs): latency only.
+    setup_overlay overlay_nowake "overlay, --cpu-latency off (ping only)" "--cpu-latency off" 1
     dataplane_report
     world_cleanup
 }
