@@ -1268,7 +1268,12 @@ reg_fill() {
     t0=$EPOCHREALTIME
     for ((i = 1; i <= FILL; i++)); do
         n=f$(((i - 1) / 60 + 1))
-        ovl "$n" register "fill-$i" --port 80 >/dev/null || { part_failed registry "overlay register fill-$i failed on $n"; tail_log "$OVL_LOG"; return 1; }
+        ovl "$n" register "fill-$i" --port 80 >/dev/null || {
+            part_failed registry "overlay register fill-$i failed on $n"
+            tail_log "$OVL_LOG"
+            tail_log "$OVL_DIR/$n/state/daemon.log"
+            return 1
+        }
         ((i % 200)) || log "  $i/$FILL"
     done
     R_FILL_MS=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) * 1000 }')

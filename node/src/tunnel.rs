@@ -461,8 +461,13 @@ impl DataPath {
         }
         let held = ok && c == Change::Take;
         t.stats.cpu_latency_held.store(held, Ordering::Relaxed);
-        if held {
-            t.stats.cpu_latency_holds.fetch_add(1, Ordering::Relaxed);
+        if held && t.stats.cpu_latency_holds.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::info!(
+                "asking the kernel for quick CPU wake-ups while packets move (--cpu-latency {}; \
+                 relay round trip {:?}); `overlay status` shows when",
+                t.cpu_latency,
+                t.relay_rtt()
+            );
         }
     }
 
