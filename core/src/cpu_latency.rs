@@ -7,9 +7,11 @@
 //! between two namespaces takes 22 µs on one vCPU and 172 µs across two). The kernel lets a
 //! process ask that idle CPUs stay quick to wake while it holds a request open
 //! (`/dev/cpu_dma_latency`). Idle CPUs then poll instead of halting, which costs power, so
-//! [`Hold`] takes the request only while packets move and gives it back [`LINGER`] after the
-//! last one. In [`Mode::Auto`] it does so only when the relay is near ([`NEAR_RTT`]): over a
-//! WAN the answer takes milliseconds and a faster wake-up buys nothing measurable.
+//! [`Hold`] takes the request only while exchanges follow each other closely (a second one
+//! within [`LINGER`] of the first) and gives it back [`LINGER`] after the last packet: a lone
+//! exchange, such as a liveness ping or a keepalive, never takes it. In [`Mode::Auto`] it does
+//! so only when the relay is near ([`NEAR_RTT`]): over a WAN the answer takes milliseconds and
+//! a faster wake-up buys nothing measurable.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -19,6 +21,9 @@ use std::time::{Duration, Instant};
 /// How long after the last packet the request is kept: long enough to span the gaps of
 /// interactive traffic (requests and answers, a ping every few milliseconds).
 pub const LINGER: Duration = Duration::from_millis(20);
+/// Traffic after at least this much quiet starts a new exchange; closer packets (a request
+/// and its answer on a near path, the segments of a burst) belong to the same one.
+pub const QUIET_GAP: Duration = Duration::from_millis(1);
 /// In [`Mode::Auto`], the relay counts as near under this round trip: a wake-up's tens of
 /// microseconds are then a noticeable share of every answer's time.
 pub const NEAR_RTT: Duration = Duration::from_millis(2);
@@ -95,15 +100,19 @@ impl Hold {
 
     /// Packets moved at `now`; `relay_rtt` is the path's round-trip floor, if measured.
     pub fn traffic(&mut self, now: Instant, relay_rtt: Option<Duration>) -> Option<Change> {
-        self.last_traffic = Some(now);
+        let previous = self.last_traffic.replace(now);
         if self.held {
             return None;
         }
-        let wanted = match self.mode {
-            Mode::Off => false,
-            Mode::On => true,
-            Mode::Auto => relay_rtt.is_some_and(|r| r < NEAR_RTT),
-        };
+        // A new exchange soon after the previous one: more are likely to follow.
+        let quiet = previous.map(|p| now.saturating_duration_since(p));
+        let follows = quiet.is_some_and(|q| q >= QUIET_GAP && q < self.linger);
+        let wanted = follows
+            && match self.mode {
+                Mode::Off => false,
+                Mode::On => true,
+                Mode::Auto => relay_rtt.is_some_and(|r| r < NEAR_RTT),
+            };
         self.held = wanted;
         wanted.then_some(Change::Take)
     }
@@ -115,7 +124,6 @@ impl Hold {
             return None;
         }
         self.held = false;
-        self.last_traffic = None;
         Some(Change::Release)
     }
 
@@ -158,48 +166,88 @@ mod tests {
 
     const NEAR: Option<Duration> = Some(Duration::from_micros(300));
 
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    /// One exchange at `t`: a request and its answer 100 µs later.
+    fn exchange(h: &mut Hold, t: Instant, rtt: Option<Duration>) -> Vec<Change> {
+        [h.traffic(t, rtt), h.traffic(t + us(100), rtt)]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     #[test]
-    fn traffic_takes_once_and_quiet_releases_after_linger() {
+    fn the_second_exchange_takes_it_and_quiet_gives_it_back() {
         let t0 = Instant::now();
         let mut h = Hold::new(Mode::Auto, LINGER);
         assert_eq!(h.idle(t0), None);
         assert_eq!(h.timeout(t0), None);
-        assert_eq!(h.traffic(t0, NEAR), Some(Change::Take));
+        assert_eq!(exchange(&mut h, t0, NEAR), vec![]);
+        assert!(!h.held());
+        assert_eq!(exchange(&mut h, t0 + ms(5), NEAR), vec![Change::Take]);
         assert!(h.held());
         // Pings 5 ms apart keep it without asking the kernel again.
-        for i in 1..10 {
+        for i in 2..10 {
             assert_eq!(h.idle(t0 + ms(5 * i - 1)), None);
-            assert_eq!(h.traffic(t0 + ms(5 * i), NEAR), None);
+            assert_eq!(exchange(&mut h, t0 + ms(5 * i), NEAR), vec![]);
         }
-        let last = t0 + ms(45);
+        let last = t0 + ms(45) + us(100);
         assert_eq!(h.timeout(last + ms(5)), Some(LINGER - ms(5)));
         assert_eq!(h.idle(last + LINGER - ms(1)), None);
         assert_eq!(h.idle(last + LINGER), Some(Change::Release));
         assert!(!h.held());
         assert_eq!(h.idle(last + LINGER + ms(1)), None);
         assert_eq!(h.timeout(last + LINGER + ms(1)), None);
-        assert_eq!(h.traffic(last + ms(100), NEAR), Some(Change::Take));
+        // Pings resuming later take it again from their second exchange.
+        assert_eq!(exchange(&mut h, last + ms(100), NEAR), vec![]);
+        assert_eq!(exchange(&mut h, last + ms(105), NEAR), vec![Change::Take]);
+    }
+
+    #[test]
+    fn lone_exchanges_and_bulk_never_take_it() {
+        let t0 = Instant::now();
+        let mut h = Hold::new(Mode::On, LINGER);
+        // A liveness ping every 3 s, a keepalive every 25 s.
+        for i in 0..10 {
+            assert_eq!(exchange(&mut h, t0 + ms(3000 * i), None), vec![]);
+        }
+        // A bulk transfer: packets 50 µs apart, no quiet in between (the CPUs are busy anyway).
+        let t1 = t0 + ms(60_000);
+        for i in 0..1000 {
+            assert_eq!(h.traffic(t1 + us(50 * i), None), None);
+        }
+        assert!(!h.held());
     }
 
     #[test]
     fn auto_holds_only_for_a_near_relay_that_was_measured() {
         let t0 = Instant::now();
         let mut h = Hold::new(Mode::Auto, LINGER);
-        assert_eq!(h.traffic(t0, None), None);
-        assert_eq!(h.traffic(t0, Some(ms(30))), None);
-        assert_eq!(h.traffic(t0, Some(NEAR_RTT)), None);
+        assert_eq!(exchange(&mut h, t0, None), vec![]);
+        assert_eq!(exchange(&mut h, t0 + ms(5), None), vec![]);
+        assert_eq!(exchange(&mut h, t0 + ms(10), Some(ms(30))), vec![]);
+        assert_eq!(exchange(&mut h, t0 + ms(15), Some(NEAR_RTT)), vec![]);
         assert_eq!(h.idle(t0 + ms(100)), None);
-        assert_eq!(h.timeout(t0), None);
-        assert_eq!(h.traffic(t0, Some(NEAR_RTT - ms(1))), Some(Change::Take));
+        assert_eq!(h.timeout(t0 + ms(100)), None);
+        assert_eq!(exchange(&mut h, t0 + ms(105), NEAR), vec![]);
+        assert_eq!(
+            exchange(&mut h, t0 + ms(110), Some(NEAR_RTT - ms(1))),
+            vec![Change::Take]
+        );
     }
 
     #[test]
     fn on_ignores_the_distance_and_off_never_holds() {
         let t0 = Instant::now();
         let mut on = Hold::new(Mode::On, LINGER);
-        assert_eq!(on.traffic(t0, None), Some(Change::Take));
+        assert_eq!(exchange(&mut on, t0, None), vec![]);
+        assert_eq!(exchange(&mut on, t0 + ms(5), None), vec![Change::Take]);
         let mut off = Hold::new(Mode::Off, LINGER);
-        assert_eq!(off.traffic(t0, NEAR), None);
+        for i in 0..10 {
+            assert_eq!(exchange(&mut off, t0 + ms(5 * i), NEAR), vec![]);
+        }
         assert_eq!(off.idle(t0 + ms(100)), None);
         assert!(!off.held());
     }

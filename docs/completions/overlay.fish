@@ -61,7 +61,7 @@ complete -c overlay -n "__fish_overlay_using_subcommand leave" -s h -l help -d '
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l config -d 'Run from a wg-quick style config (as printed by `overlay-relay peer add --wireguard-config`) instead of the settings `overlay join` saved' -r -F
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l interface -d 'The TUN device name' -r
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l name -d 'The node\'s name with --config (default: the config file\'s name)' -r
-complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l cpu-latency -d 'While packets move, ask the kernel to keep idle CPUs quick to wake (/dev/cpu_dma_latency), until 20 ms after the last one: `auto` when the relay is under 2 ms away, `on` always, `off` never (idle CPUs poll while it is held, which costs power)' -r
+complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l cpu-latency -d 'While exchanges follow each other within 20 ms, ask the kernel to keep idle CPUs quick to wake (/dev/cpu_dma_latency) until 20 ms after the last packet: `auto` when the relay is under 2 ms away, `on` always, `off` never (idle CPUs poll while it is held: power)' -r
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l inspect-listen -d 'Where the web inspector listens ("off" disables it)' -r
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l capture-body-cap -d 'Bytes of each request and response body kept in the capture' -r
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l capture-buffer -d 'Bytes of records kept in memory; the oldest go first' -r

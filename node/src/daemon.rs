@@ -56,9 +56,9 @@ pub struct DaemonArgs {
     /// Leave the system resolver alone (names work through 100.100.100.100 directly).
     #[arg(long, env = "OVERLAY_NO_DNS_CONFIG")]
     no_dns_config: bool,
-    /// While packets move, ask the kernel to keep idle CPUs quick to wake (/dev/cpu_dma_latency),
-    /// until 20 ms after the last one: `auto` when the relay is under 2 ms away, `on` always,
-    /// `off` never (idle CPUs poll while it is held, which costs power).
+    /// While exchanges follow each other within 20 ms, ask the kernel to keep idle CPUs quick to
+    /// wake (/dev/cpu_dma_latency) until 20 ms after the last packet: `auto` when the relay is
+    /// under 2 ms away, `on` always, `off` never (idle CPUs poll while it is held: power).
     #[arg(
         long,
         env = "OVERLAY_CPU_LATENCY",

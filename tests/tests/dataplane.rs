@@ -119,6 +119,11 @@ fn quick_cpu_wakeups_are_held_while_pings_flow_and_given_back() {
     assert!(released, "{sa}");
     let holds = sa["cpu_latency"]["holds"].as_u64().unwrap_or(0);
     assert!((1..50).contains(&holds), "{sa}");
+    // Idle again: the liveness ping (every 3 s) is a lone exchange and must not take it.
+    std::thread::sleep(Duration::from_millis(3500));
+    let sa = a.status(&w).expect("status a");
+    assert_eq!(sa["cpu_latency"]["holds"].as_u64(), Some(holds), "{sa}");
+    assert_eq!(sa["cpu_latency"]["held"], false, "{sa}");
     let sb = b.status(&w).expect("status b");
     assert_eq!(sb["cpu_latency"]["holds"], 0, "{sb}");
     assert!(sb["rx_packets"].as_u64().unwrap_or(0) >= 400, "{sb}");
