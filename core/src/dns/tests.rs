@@ -3,9 +3,16 @@ use crate::registry::Protocol;
 use hickory_proto::op::Query;
 use std::str::FromStr;
 
-const SERVER: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 100);
+/// The node's DNS address (also used by the cache tests).
+pub(super) const SERVER: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 100);
 
-fn inst(name: &str, tag: Option<&str>, node: Option<&str>, addr: [u8; 4]) -> ServiceInstance {
+/// An instance on port 8080/tcp (also used by the cache tests).
+pub(super) fn inst(
+    name: &str,
+    tag: Option<&str>,
+    node: Option<&str>,
+    addr: [u8; 4],
+) -> ServiceInstance {
     ServiceInstance {
         name: name.into(),
         tag: tag.map(Into::into),
@@ -41,20 +48,35 @@ impl World {
     }
 
     fn ctx(&self) -> DnsContext<'_> {
-        DnsContext {
-            instances: &self.instances,
-            nodes: &self.nodes,
-            local_node: "nodea",
-            domain: "ovl.internal",
-            server_addr: SERVER,
-            ttl: DEFAULT_TTL,
-            serial: 42,
-        }
+        context(&self.instances, &self.nodes, 42)
+    }
+}
+
+/// What node `nodea` answers from in domain `ovl.internal` (also used by the cache tests).
+pub(super) fn context<'a>(
+    instances: &'a [ServiceInstance],
+    nodes: &'a [(String, Ipv4Addr)],
+    serial: u32,
+) -> DnsContext<'a> {
+    DnsContext {
+        instances,
+        nodes,
+        local_node: "nodea",
+        domain: "ovl.internal",
+        server_addr: SERVER,
+        ttl: DEFAULT_TTL,
+        serial,
     }
 }
 
 fn query_with(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-    let mut m = Message::new(0xbeef, MessageType::Query, OpCode::Query);
+    query_id(0xbeef, name, qtype, edns)
+}
+
+/// A recursive query with `id`, with EDNS and that payload size when `edns` is set (also used
+/// by the cache tests).
+pub(super) fn query_id(id: u16, name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
     if let Some(size) = edns {

@@ -1,6 +1,6 @@
-use super::super::{answer, on_demand_candidate, DnsContext, DEFAULT_TTL};
+use super::super::{answer, on_demand_candidate, DnsContext};
 use super::*;
-use crate::registry::{Protocol, ServiceInstance};
+use crate::registry::ServiceInstance;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use std::net::Ipv4Addr;
@@ -19,19 +19,8 @@ impl ReplyBytes for DnsOutcome {
     }
 }
 
-const SERVER: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 100);
-
 fn inst(name: &str, node: Option<&str>, addr: [u8; 4]) -> ServiceInstance {
-    ServiceInstance {
-        name: name.into(),
-        tag: None,
-        node: node.map(Into::into),
-        address: Ipv4Addr::from(addr),
-        port: 8080,
-        protocol: Protocol::Tcp,
-        callback_url: None,
-        target: None,
-    }
+    crate::dns::tests::inst(name, None, node, addr)
 }
 
 /// A name table and its generation, as the node keeps them.
@@ -57,15 +46,7 @@ impl Table {
     }
 
     fn ctx(&self) -> DnsContext<'_> {
-        DnsContext {
-            instances: &self.instances,
-            nodes: &self.nodes,
-            local_node: "nodea",
-            domain: "ovl.internal",
-            server_addr: SERVER,
-            ttl: DEFAULT_TTL,
-            serial: 1,
-        }
+        crate::dns::tests::context(&self.instances, &self.nodes, 1)
     }
 
     fn fresh(&self, q: &[u8]) -> DnsOutcome {
@@ -89,15 +70,7 @@ impl Table {
 }
 
 fn query(id: u16, name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-    if let Some(size) = edns {
-        let mut e = Edns::new();
-        e.set_max_payload(size);
-        m.set_edns(e);
-    }
-    m.to_vec().unwrap()
+    crate::dns::tests::query_id(id, name, qtype, edns)
 }
 
 fn a_records(reply: &[u8]) -> Vec<Ipv4Addr> {
