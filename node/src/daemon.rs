@@ -530,12 +530,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 if link.request(ControlRequest::Ping).await.is_ok() && handshaken {
                     rtt.sample(sent.elapsed());
                 }
-                if let Some(floor) = rtt.get() {
-                    tunnel.set_relay_rtt(floor);
-                }
                 let pause = match rtt.get() {
+                    Some(floor) => {
+                        tunnel.set_relay_rtt(floor);
+                        LIVENESS_PING
+                    }
                     None => RTT_PROBE,
-                    Some(_) => LIVENESS_PING,
                 };
                 tokio::time::sleep(pause).await;
             }
