@@ -177,13 +177,7 @@ impl DnsServer {
                 let slow = ask.is_some() || outcome == DnsOutcome::Forward;
                 if !slow {
                     if let DnsOutcome::Reply(r) = outcome {
-                        let queued = outbox
-                            .next_buf()
-                            .and_then(|b| b.get_mut(..r.len()))
-                            .map(|b| b.copy_from_slice(&r))
-                            .is_some()
-                            && outbox.push(r.len(), peer);
-                        if !queued {
+                        if !outbox.copy_in(&r, peer) {
                             if let Some(to) = peer.socket_addr() {
                                 let _ = sock.send_to(&r, to);
                             }

@@ -108,6 +108,15 @@ impl<const SLOT: usize> Slots<SLOT> {
         true
     }
 
+    /// Copies `d` into the next free slot, for `peer`; false when full or `d` is too long.
+    pub fn copy_in(&mut self, d: &[u8], peer: &Peer) -> bool {
+        let Some(buf) = self.next_buf().and_then(|b| b.get_mut(..d.len())) else {
+            return false;
+        };
+        buf.copy_from_slice(d);
+        self.push(d.len(), peer)
+    }
+
     /// Waits for at least one datagram, then takes all that are waiting (up to `BATCH`),
     /// replacing what was held. A datagram longer than `SLOT` is cut to `SLOT` bytes.
     pub fn recv(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
