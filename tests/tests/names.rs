@@ -13,6 +13,13 @@ fn dig(w: &World, n: &Node, args: &str) -> String {
     )
 }
 
+/// Waits up to 5 s until `dig +short NAME` on `n` prints `want`.
+fn dig_answers(w: &World, n: &Node, name: &str, want: &str) -> bool {
+    wait_until(Duration::from_secs(5), || {
+        dig(w, n, &format!("+short {name}")).trim() == want
+    })
+}
+
 fn world_with_catalog(tag: &str) -> (World, Relay, Node, Node, std::path::PathBuf) {
     let mut w = World::new(tag);
     let catalog = w.hub.dir.join("catalog.toml");
@@ -47,13 +54,7 @@ fn dns_answers_every_record_type() {
     let addr = api["address"].as_str().expect("address").to_string();
     // Propagates to b.
     assert!(
-        wait_until(Duration::from_secs(5), || dig(
-            &w,
-            &b,
-            "+short api.ovl.internal"
-        )
-        .trim()
-            == addr),
+        dig_answers(&w, &b, "api.ovl.internal", &addr),
         "api did not resolve on b"
     );
     assert_eq!(dig(&w, &b, "+short api.alpha.ovl.internal").trim(), addr);
@@ -138,21 +139,14 @@ fn local_instance_shadows_remote_on_that_node_only() {
     assert!(!remote.is_empty());
     let local = register(&w, &a, "orders --port 8080");
     let local_addr = local["address"].as_str().expect("address").to_string();
-    assert!(wait_until(Duration::from_secs(5), || dig(
-        &w,
-        &a,
-        "+short orders.ovl.internal"
-    )
-    .trim()
-        == local_addr));
+    assert!(dig_answers(&w, &a, "orders.ovl.internal", &local_addr));
     // b still prefers the remote one, and can name a's explicitly.
-    assert!(wait_until(Duration::from_secs(5), || dig(
+    assert!(dig_answers(
         &w,
         &b,
-        "+short orders.alpha.ovl.internal"
-    )
-    .trim()
-        == local_addr));
+        "orders.alpha.ovl.internal",
+        &local_addr
+    ));
     assert_eq!(dig(&w, &b, "+short orders.ovl.internal").trim(), remote);
     let why = overlay(&w, &a.host, "resolve orders");
     assert!(
@@ -260,13 +254,7 @@ fn repeated_queries_never_get_a_stale_answer() {
     };
     let api = register(&w, &a, "api --port 8080");
     let addr = api["address"].as_str().expect("address").to_string();
-    assert!(wait_until(Duration::from_secs(5), || dig(
-        &w,
-        &b,
-        "+short api.ovl.internal"
-    )
-    .trim()
-        == addr));
+    assert!(dig_answers(&w, &b, "api.ovl.internal", &addr));
     // Asked many times (cached), in any case (one cache entry).
     for name in [
         "api.ovl.internal",
@@ -312,13 +300,7 @@ fn repeated_queries_never_get_a_stale_answer() {
     let v2 = register(&w, &a, "api --port 8080 --tag v2");
     let v2addr = v2["address"].as_str().expect("address").to_string();
     assert!(
-        wait_until(Duration::from_secs(5), || dig(
-            &w,
-            &b,
-            "+short v2.api.alpha.ovl.internal"
-        )
-        .trim()
-            == v2addr),
+        dig_answers(&w, &b, "v2.api.alpha.ovl.internal", &v2addr),
         "the cached NXDOMAIN outlived the registration"
     );
     // A remote name asked on b, then shadowed by a local instance on b.
@@ -330,13 +312,7 @@ fn repeated_queries_never_get_a_stale_answer() {
     let local = register(&w, &b, "orders --port 8080");
     let local_addr = local["address"].as_str().expect("address").to_string();
     assert!(
-        wait_until(Duration::from_secs(5), || dig(
-            &w,
-            &b,
-            "+short orders.ovl.internal"
-        )
-        .trim()
-            == local_addr),
+        dig_answers(&w, &b, "orders.ovl.internal", &local_addr),
         "the cached remote answer outlived the local registration"
     );
 }
