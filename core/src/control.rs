@@ -6,6 +6,7 @@
 //! one per datagram, matched by `id`; the node retries until it gets the reply.
 
 use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
 
 /// The relay's control port on its overlay address.
 pub const CONTROL_PORT: u16 = 4100;
@@ -161,9 +162,53 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     serde_json::to_vec(msg).unwrap_or_default()
 }
 
+/// Whether the IPv4 `packet` belongs to the control channel with the relay at `relay`: UDP to
+/// or from its [`CONTROL_PORT`]. The node's own chatter (liveness pings, registry sync), not
+/// its applications' traffic.
+pub fn is_control_packet(packet: &[u8], relay: Ipv4Addr) -> bool {
+    let Ok(p) = crate::packet::Ipv4Packet::new_checked(packet) else {
+        return false;
+    };
+    let Some(u) = crate::packet::udp(&p) else {
+        return false;
+    };
+    (p.dst() == relay && u.dst_port == CONTROL_PORT)
+        || (p.src() == relay && u.src_port == CONTROL_PORT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::{build_echo_request, build_udp};
+
+    #[test]
+    fn control_packets_are_told_from_application_traffic() {
+        let node = Ipv4Addr::new(100, 64, 4, 1);
+        let relay = Ipv4Addr::new(100, 64, 0, 1);
+        let other = Ipv4Addr::new(100, 64, 4, 66);
+        assert!(is_control_packet(
+            &build_udp(node, 40000, relay, CONTROL_PORT, b"{}"),
+            relay
+        ));
+        assert!(is_control_packet(
+            &build_udp(relay, CONTROL_PORT, node, 40000, b"{}"),
+            relay
+        ));
+        // The same port elsewhere, another port on the relay, not UDP, not a packet.
+        assert!(!is_control_packet(
+            &build_udp(node, 40000, other, CONTROL_PORT, b""),
+            relay
+        ));
+        assert!(!is_control_packet(
+            &build_udp(relay, 53, node, CONTROL_PORT, b""),
+            relay
+        ));
+        assert!(!is_control_packet(
+            &build_echo_request(node, relay, 1, 1, b""),
+            relay
+        ));
+        assert!(!is_control_packet(&[0x45, 0, 0], relay));
+    }
 
     #[test]
     fn request_roundtrip() {

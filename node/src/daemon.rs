@@ -497,6 +497,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         allowed: cfg.allowed.clone(),
         keepalive: cfg.keepalive,
         cpu_latency: args.cpu_latency,
+        relay_address: s.relay_address,
     })
     .await?;
     let dev = Arc::new(device::create(

@@ -15,6 +15,7 @@ use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use overlay_core::batch::SendBatch;
+use overlay_core::control::is_control_packet;
 use overlay_core::cpu_latency::{Change, Hold, Mode, LINGER};
 use overlay_core::packet;
 use overlay_core::prefix::Ipv4Prefix;
@@ -22,7 +23,7 @@ use overlay_core::spin::Spin;
 use quinn_udp::RecvMeta;
 use serde::Serialize;
 use std::io::{ErrorKind, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -52,6 +53,8 @@ pub struct TunnelConfig {
     pub keepalive: Option<u16>,
     /// When to ask the kernel for quick CPU wake-ups (see `overlay_core::cpu_latency`).
     pub cpu_latency: Mode,
+    /// The relay's overlay address: its control channel is not application traffic.
+    pub relay_address: Ipv4Addr,
 }
 
 /// Counters of the data path, readable while it runs.
@@ -122,6 +125,7 @@ pub struct Tunnel {
     stats: Stats,
     started: std::time::Instant,
     cpu_latency: Mode,
+    relay_address: Ipv4Addr,
     /// The traffic capture's read-only tap, once the daemon sets it.
     tap: std::sync::OnceLock<crate::traffic::tap::Tap>,
 }
@@ -155,6 +159,7 @@ impl Tunnel {
             stats: Stats::default(),
             started: std::time::Instant::now(),
             cpu_latency: cfg.cpu_latency,
+            relay_address: cfg.relay_address,
             tap: std::sync::OnceLock::new(),
         }))
     }
@@ -426,6 +431,10 @@ impl DataPath {
         }
     }
 
+    /// `moved` counts the applications' packets carried: what the kernel sends that is not
+    /// carried (IPv6 router solicitations), WireGuard's own messages (keepalives, handshakes)
+    /// and the node's control channel (liveness pings, registry sync) are not traffic to poll
+    /// for or to keep CPUs awake for.
     fn run(mut self, t: &Tunnel, dev: &SyncDevice) -> anyhow::Result<()> {
         let dev: &DeviceImpl = dev;
         let fds = [dev.as_raw_fd(), t.sock.as_raw_fd()];
@@ -488,7 +497,6 @@ impl DataPath {
                 }
                 Err(e) => return Err(anyhow::anyhow!("reading the TUN device failed: {e}")),
             };
-            moved += n;
             let relay = t.relay();
             for (buf, &len) in self.bufs.iter().zip(&self.sizes).take(n) {
                 let p = &buf[..len];
@@ -515,6 +523,7 @@ impl DataPath {
                     _ => continue,
                 };
                 self.batch.commit(relay, sealed);
+                moved += usize::from(!is_control_packet(p, t.relay_address));
                 t.stats.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
                 t.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
             }
@@ -549,7 +558,6 @@ impl DataPath {
                     continue;
                 }
                 for d in iov[..m.len].chunks(m.stride.max(1)) {
-                    moved += 1;
                     if ready == self.pkts.len() {
                         write_tun(dev, &mut self.gro, &mut self.pkts, self.headroom);
                         ready = 0;
@@ -561,6 +569,8 @@ impl DataPath {
                         self.headroom,
                         &mut self.scratch,
                     ) {
+                        let p = &self.pkts[ready][self.headroom..];
+                        moved += usize::from(!is_control_packet(p, t.relay_address));
                         ready += 1;
                     }
                 }
