@@ -4,6 +4,10 @@
 //! port [`CONTROL_PORT`]; WireGuard has already authenticated the sender, and the relay's
 //! anti-spoofing check ties the source address to the node. Requests and replies are JSON,
 //! one per datagram, matched by `id`; the node retries until it gets the reply.
+//!
+//! On the node the channel is the daemon's alone: it hands its requests straight to the tunnel
+//! and receives the relay's datagrams from it, and the data path keeps the TUN device out of it
+//! ([`owner`]), so other local users can neither send requests as the node nor read replies.
 
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -162,52 +166,149 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     serde_json::to_vec(msg).unwrap_or_default()
 }
 
-/// Whether the IPv4 `packet` belongs to the control channel with the relay at `relay`: UDP to
-/// or from its [`CONTROL_PORT`]. The node's own chatter (liveness pings, registry sync), not
-/// its applications' traffic.
-pub fn is_control_packet(packet: &[u8], relay: Ipv4Addr) -> bool {
-    let Ok(p) = crate::packet::Ipv4Packet::new_checked(packet) else {
-        return false;
-    };
-    let Some(u) = crate::packet::udp(&p) else {
-        return false;
-    };
-    (p.dst() == relay && u.dst_port == CONTROL_PORT)
-        || (p.src() == relay && u.src_port == CONTROL_PORT)
+/// Who an inner packet on a node belongs to (see [`owner`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Applications' traffic: carried between the TUN device and the tunnel.
+    Applications,
+    /// The control channel with the relay: only the daemon sends it and only the daemon reads
+    /// it, so it never comes from or goes to the TUN device.
+    Daemon,
+}
+
+/// Who the IPv4 packet `p` belongs to on a node whose relay is at `relay`: UDP to or from the
+/// relay's own address is the daemon's, everything else the applications'.
+///
+/// The relay's address speaks UDP only on [`CONTROL_PORT`], so all of its UDP is claimed, which
+/// also covers fragments (only the first one carries the port; a later one's payload can look
+/// like any UDP header). The node's data path asks this once per packet in both directions: a
+/// packet a local program wrote to the TUN device that the daemon owns is dropped (no local
+/// program can send control requests), and one from the tunnel goes to the daemon's control
+/// client instead of the TUN device (no local program can read replies and notices). A byte
+/// and two addresses: cheap enough for the hot path.
+pub fn owner(p: &crate::packet::Ipv4Packet<'_>, relay: Ipv4Addr) -> Owner {
+    if p.protocol() == crate::packet::proto::UDP && (p.dst() == relay || p.src() == relay) {
+        Owner::Daemon
+    } else {
+        Owner::Applications
+    }
+}
+
+/// The inner packet that carries a control request `payload` from the daemon: UDP from
+/// `node:CONTROL_PORT` to `relay:CONTROL_PORT`. The daemon hands it straight to the tunnel.
+pub fn request_packet(node: Ipv4Addr, relay: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    crate::packet::build_udp(node, CONTROL_PORT, relay, CONTROL_PORT, payload)
+}
+
+/// The payload of a control datagram from the relay to the daemon at `node`, or `None` for
+/// anything else: not whole IPv4 (a fragment), not UDP, or not from `relay:CONTROL_PORT` to
+/// `node:CONTROL_PORT`. What it returns is what [`parse_reply`] reads.
+pub fn reply_payload(packet: &[u8], node: Ipv4Addr, relay: Ipv4Addr) -> Option<&[u8]> {
+    let p = crate::packet::Ipv4Packet::new_checked(packet).ok()?;
+    if p.is_fragment() || p.src() != relay || p.dst() != node {
+        return None;
+    }
+    let u = crate::packet::udp(&p)?;
+    (u.src_port == CONTROL_PORT && u.dst_port == CONTROL_PORT).then_some(u.payload)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{build_echo_request, build_udp};
+    use crate::packet::{build_echo_request, build_ipv4, build_udp, proto};
+
+    const NODE: Ipv4Addr = Ipv4Addr::new(100, 64, 4, 1);
+    const RELAY: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
+
+    fn owner_of(p: &[u8]) -> Owner {
+        owner(&crate::packet::Ipv4Packet::new_checked(p).unwrap(), RELAY)
+    }
 
     #[test]
-    fn control_packets_are_told_from_application_traffic() {
-        let node = Ipv4Addr::new(100, 64, 4, 1);
-        let relay = Ipv4Addr::new(100, 64, 0, 1);
+    fn udp_with_the_relay_is_the_daemons() {
+        // What a local program would send (leave, from any port), and the relay's replies.
+        let leave = br#"{"id":1,"op":"leave"}"#;
+        assert_eq!(
+            owner_of(&build_udp(NODE, 40000, RELAY, CONTROL_PORT, leave)),
+            Owner::Daemon
+        );
+        assert_eq!(owner_of(&request_packet(NODE, RELAY, leave)), Owner::Daemon);
+        assert_eq!(
+            owner_of(&build_udp(RELAY, CONTROL_PORT, NODE, 40000, b"{}")),
+            Owner::Daemon
+        );
+        // Another port of the relay, and a later fragment (its payload can fake a header).
+        assert_eq!(
+            owner_of(&build_udp(NODE, 40000, RELAY, 53, b"")),
+            Owner::Daemon
+        );
+        let mut frag = build_udp(NODE, 40000, RELAY, 9, leave);
+        frag[6] = 0x00;
+        frag[7] = 0xb9;
+        assert_eq!(owner_of(&frag), Owner::Daemon);
+    }
+
+    #[test]
+    fn everything_else_is_the_applications() {
         let other = Ipv4Addr::new(100, 64, 4, 66);
-        assert!(is_control_packet(
-            &build_udp(node, 40000, relay, CONTROL_PORT, b"{}"),
-            relay
-        ));
-        assert!(is_control_packet(
-            &build_udp(relay, CONTROL_PORT, node, 40000, b"{}"),
-            relay
-        ));
-        // The same port elsewhere, another port on the relay, not UDP, not a packet.
-        assert!(!is_control_packet(
-            &build_udp(node, 40000, other, CONTROL_PORT, b""),
-            relay
-        ));
-        assert!(!is_control_packet(
-            &build_udp(relay, 53, node, CONTROL_PORT, b""),
-            relay
-        ));
-        assert!(!is_control_packet(
-            &build_echo_request(node, relay, 1, 1, b""),
-            relay
-        ));
-        assert!(!is_control_packet(&[0x45, 0, 0], relay));
+        // The control port of another address (a node), ping and TCP with the relay (callbacks).
+        for p in [
+            build_udp(NODE, 40000, other, CONTROL_PORT, b""),
+            build_udp(other, CONTROL_PORT, NODE, CONTROL_PORT, b""),
+            build_echo_request(NODE, RELAY, 1, 1, b""),
+            build_echo_request(RELAY, NODE, 1, 1, b""),
+            build_ipv4(RELAY, NODE, proto::TCP, &[0; 20]),
+            build_ipv4(NODE, RELAY, proto::TCP, &[0; 20]),
+        ] {
+            assert_eq!(owner_of(&p), Owner::Applications);
+        }
+    }
+
+    #[test]
+    fn the_daemon_reads_only_the_relays_control_datagrams() {
+        let r = encode(&ControlReply::Ok {
+            id: 5,
+            data: serde_json::Value::Null,
+        });
+        let good = build_udp(RELAY, CONTROL_PORT, NODE, CONTROL_PORT, &r);
+        assert_eq!(reply_payload(&good, NODE, RELAY), Some(&r[..]));
+        assert_eq!(
+            parse_reply(reply_payload(&good, NODE, RELAY).unwrap())
+                .unwrap()
+                .id(),
+            5
+        );
+        let other = Ipv4Addr::new(100, 64, 4, 66);
+        let mut frag = good.clone();
+        frag[6] = 0x20;
+        for bad in [
+            build_udp(other, CONTROL_PORT, NODE, CONTROL_PORT, &r),
+            build_udp(RELAY, 53, NODE, CONTROL_PORT, &r),
+            build_udp(RELAY, CONTROL_PORT, NODE, 40000, &r),
+            build_udp(RELAY, CONTROL_PORT, other, CONTROL_PORT, &r),
+            build_ipv4(RELAY, NODE, proto::TCP, &good[20..]),
+            frag,
+            good[..good.len() - 1].to_vec(),
+            vec![0x45, 0, 0],
+        ] {
+            assert_eq!(reply_payload(&bad, NODE, RELAY), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_daemons_requests_parse_at_the_relay() {
+        let m = ControlMessage {
+            id: 2,
+            request: ControlRequest::Ping,
+        };
+        let p = request_packet(NODE, RELAY, &encode(&m));
+        let v = crate::packet::Ipv4Packet::new_checked(&p).unwrap();
+        let u = crate::packet::udp(&v).unwrap();
+        assert_eq!(
+            (v.src(), u.src_port, v.dst(), u.dst_port),
+            (NODE, CONTROL_PORT, RELAY, CONTROL_PORT)
+        );
+        assert_eq!(parse_request(u.payload).unwrap(), m);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod proto {
 mod field {
     pub const VER_IHL: usize = 0;
     pub const TOTAL_LEN: std::ops::Range<usize> = 2..4;
+    pub const FLAGS_FRAG: std::ops::Range<usize> = 6..8;
     pub const TTL: usize = 8;
     pub const PROTO: usize = 9;
     pub const CHECKSUM: std::ops::Range<usize> = 10..12;
@@ -77,6 +78,16 @@ impl<'a> Ipv4Packet<'a> {
     /// The protocol number (see [`proto`]).
     pub fn protocol(&self) -> u8 {
         self.buf[field::PROTO]
+    }
+
+    /// Whether this is a fragment (more fragments follow, or it is not the first): only the
+    /// first one has the transport header, so a later one's payload may look like any header.
+    pub fn is_fragment(&self) -> bool {
+        let f = u16::from_be_bytes([
+            self.buf[field::FLAGS_FRAG.start],
+            self.buf[field::FLAGS_FRAG.start + 1],
+        ]);
+        f & 0x3fff != 0
     }
 
     /// Header length in bytes.
@@ -286,6 +297,19 @@ mod tests {
             Ipv4Packet::new_checked(&padded).unwrap().as_bytes().len(),
             p.len()
         );
+    }
+
+    #[test]
+    fn fragments_are_told_apart() {
+        let mut p = build_ipv4(A, R, proto::UDP, b"hello");
+        assert!(!Ipv4Packet::new_checked(&p).unwrap().is_fragment());
+        p[6] = 0x40; // don't fragment: still whole
+        assert!(!Ipv4Packet::new_checked(&p).unwrap().is_fragment());
+        p[6] = 0x20; // more fragments follow
+        assert!(Ipv4Packet::new_checked(&p).unwrap().is_fragment());
+        p[6] = 0x00;
+        p[7] = 0xb9; // a later fragment (offset 185 * 8)
+        assert!(Ipv4Packet::new_checked(&p).unwrap().is_fragment());
     }
 
     #[test]

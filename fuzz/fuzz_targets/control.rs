@@ -2,19 +2,31 @@
 //!
 //! * `parse_request(data)`: what the relay does with the payload of every UDP datagram a node
 //!   sends to the control port;
-//! * `parse_reply(data)`: what a node does with the relay's answers and notices.
+//! * `parse_reply(data)`: what a node does with the relay's answers and notices;
+//! * the same bytes as an inner packet: `control::owner` (the node's data path: the daemon's
+//!   control channel or the applications') and `control::reply_payload` (what the daemon's
+//!   control client takes from the data path).
 //!
 //! Properties: never panics; payloads over `MAX_CONTROL_LEN` are refused as `TooLarge` before
 //! any parsing; what parses encodes (`control::encode`) to bytes that
 //! parse back to the same message (`parse_request(&encode(&m)) == m`, the same for replies), and
 //! encoding is stable. The only exception allowed: an encoding longer than `MAX_CONTROL_LEN`
-//! (defaults written out, `1e1` becoming `10.0`) is refused as `TooLarge`.
+//! (defaults written out, `1e1` becoming `10.0`) is refused as `TooLarge`. As a packet: the
+//! owner is the daemon exactly for UDP to or from the relay's address; a payload the daemon
+//! takes comes from a whole datagram the daemon owns; and any payload the relay sends as a
+//! control datagram reads back unchanged.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use overlay_core::control::{
-    encode, parse_reply, parse_request, ControlError, ControlReply, MAX_CONTROL_LEN,
+    encode, owner, parse_reply, parse_request, reply_payload, ControlError, ControlReply, Owner,
+    CONTROL_PORT, MAX_CONTROL_LEN,
 };
+use overlay_core::packet::{self, Ipv4Packet};
+use std::net::Ipv4Addr;
+
+const NODE: Ipv4Addr = Ipv4Addr::new(100, 64, 4, 1);
+const RELAY: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 use serde_json::Value;
 
 fn check_error(data: &[u8], e: &ControlError) {
@@ -126,7 +138,26 @@ fn check_reply(data: &[u8]) {
     }
 }
 
+fn check_packet(data: &[u8]) {
+    if let Ok(p) = Ipv4Packet::new_checked(data) {
+        let daemons =
+            p.protocol() == packet::proto::UDP && (p.src() == RELAY || p.dst() == RELAY);
+        assert_eq!(owner(&p, RELAY) == Owner::Daemon, daemons);
+    }
+    if let Some(payload) = reply_payload(data, NODE, RELAY) {
+        let p = Ipv4Packet::new_checked(data).expect("a reply's packet is valid");
+        assert!(!p.is_fragment());
+        assert_eq!(owner(&p, RELAY), Owner::Daemon);
+        assert!(payload.len() + 28 <= data.len());
+    }
+    if data.len() <= MAX_CONTROL_LEN {
+        let p = packet::build_udp(RELAY, CONTROL_PORT, NODE, CONTROL_PORT, data);
+        assert_eq!(reply_payload(&p, NODE, RELAY), Some(data));
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     check_request(data);
     check_reply(data);
+    check_packet(data);
 });

@@ -513,7 +513,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .owner_uid
         .or_else(|| std::env::var("SUDO_UID").ok().and_then(|v| v.parse().ok()));
     device::add_address(&args.interface, DNS_ADDR)?;
-    let link = RelayLink::bind(s.address, s.relay_address).await?;
+    let link = RelayLink::new(tunnel.clone(), s.address, s.relay_address);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(link.clone().receive());
     tasks.spawn(link.clone().sync());

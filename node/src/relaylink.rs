@@ -1,21 +1,25 @@
 //! The node's end of the control channel to the relay, inside the tunnel, and the local copy
 //! of the service registry that it keeps in sync.
 //!
-//! One UDP socket on `node-address:4100` carries requests (matched to replies by id, retried)
-//! and receives the relay's notices; a notice or a timer makes the node pull registry changes.
-//! The view stays as it is while the relay is away, so names keep resolving.
+//! Requests (matched to replies by id, retried) go from `node-address:4100` to the relay's
+//! `relay-address:4100` as packets handed straight to the tunnel, and the data path hands the
+//! relay's replies and notices back here: no socket, and the TUN device never carries them, so
+//! no other program on the node can speak as the node or read what the relay says (the local
+//! way in is the daemon's control socket with its owner check). A notice or a timer makes the
+//! node pull registry changes. The view stays as it is while the relay is away, so names keep
+//! resolving.
 
+use crate::tunnel::{Tunnel, CONTROL_QUEUE};
 use overlay_core::control::{
-    self, ControlMessage, ControlReply, ControlRequest, RegistryNotice, CONTROL_PORT, NOTICE_ID,
+    self, ControlMessage, ControlReply, ControlRequest, RegistryNotice, NOTICE_ID,
 };
 use overlay_core::registry::{Applied, Delta, RegistryView, ServiceInstance, ViewError};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Tries per request before giving up.
 const TRIES: u32 = 4;
@@ -181,8 +185,11 @@ impl Directory {
 
 /// The control channel client.
 pub struct RelayLink {
-    sock: UdpSocket,
-    relay: SocketAddr,
+    tunnel: Arc<Tunnel>,
+    node: Ipv4Addr,
+    relay: Ipv4Addr,
+    /// The relay's control datagrams from the data path, until `receive` takes them.
+    inbox: Mutex<Option<mpsc::Receiver<Vec<u8>>>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<ControlReply>>>,
     notified: Notify,
     /// The synced registry.
@@ -190,22 +197,22 @@ pub struct RelayLink {
 }
 
 impl RelayLink {
-    /// Binds the node's control port on its overlay address (which must be configured).
-    pub async fn bind(node: Ipv4Addr, relay: Ipv4Addr) -> anyhow::Result<Arc<RelayLink>> {
-        let sock = UdpSocket::bind(SocketAddr::from((node, CONTROL_PORT)))
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot bind the control port {node}:{CONTROL_PORT}: {e}")
-            })?;
+    /// The control client of the node at `node`, speaking through `tunnel` to the relay at
+    /// `relay`; the tunnel hands it the relay's control datagrams from now on.
+    pub fn new(tunnel: Arc<Tunnel>, node: Ipv4Addr, relay: Ipv4Addr) -> Arc<RelayLink> {
+        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+        tunnel.set_control_sink(tx);
         let link = Arc::new(RelayLink {
-            sock,
-            relay: SocketAddr::from((relay, CONTROL_PORT)),
+            tunnel,
+            node,
+            relay,
+            inbox: Mutex::new(Some(rx)),
             pending: Mutex::new(HashMap::new()),
             notified: Notify::new(),
             directory: Arc::new(Directory::default()),
         });
         let _ = link.directory.link.set(Arc::downgrade(&link));
-        Ok(link)
+        link
     }
 
     /// Sends a request and waits for its reply, retrying; errors are one sentence.
@@ -224,12 +231,16 @@ impl RelayLink {
             }
             p.insert(id, tx);
         }
-        let msg = control::encode(&ControlMessage { id, request });
+        let msg = control::request_packet(
+            self.node,
+            self.relay,
+            &control::encode(&ControlMessage { id, request }),
+        );
         let mut result = Err(anyhow::anyhow!(
             "the relay did not answer through the tunnel; check `overlay status`"
         ));
         for _ in 0..TRIES {
-            let _ = self.sock.send_to(&msg, self.relay).await;
+            self.tunnel.send_control(&msg);
             match tokio::time::timeout(TRY_TIMEOUT, &mut rx).await {
                 Ok(Ok(ControlReply::Ok { data, .. })) => {
                     result = Ok(data);
@@ -250,15 +261,21 @@ impl RelayLink {
         result
     }
 
-    /// Receives replies and notices until the socket fails.
+    /// Receives replies and notices until the data path stops.
     pub async fn receive(self: Arc<Self>) -> anyhow::Result<()> {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let (n, from) = self.sock.recv_from(&mut buf).await?;
-            if from != self.relay {
+        let mut inbox = self
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the control channel is already being received"))?;
+        while let Some(packet) = inbox.recv().await {
+            // Only the relay's control port to ours: the data path passes all of the relay's UDP.
+            let Some(payload) = control::reply_payload(&packet, self.node, self.relay) else {
+                tracing::debug!("a datagram from the relay that is not a control reply");
                 continue;
-            }
-            let Ok(reply) = control::parse_reply(&buf[..n]) else {
+            };
+            let Ok(reply) = control::parse_reply(payload) else {
                 tracing::debug!("malformed control reply from the relay");
                 continue;
             };
@@ -279,6 +296,7 @@ impl RelayLink {
                 let _ = tx.send(reply);
             }
         }
+        anyhow::bail!("the tunnel stopped passing the relay's control datagrams")
     }
 
     /// Keeps the directory in sync: pulls on every notice and every [`POLL_EVERY`].

@@ -15,7 +15,7 @@ use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use overlay_core::batch::SendBatch;
-use overlay_core::control::is_control_packet;
+use overlay_core::control::{self, Owner};
 use overlay_core::cpu_latency::{Change, Hold, Mode, LINGER};
 use overlay_core::packet;
 use overlay_core::prefix::Ipv4Prefix;
@@ -38,6 +38,9 @@ const SEAL_OVERHEAD: usize = 16 + 16 + 15;
 /// Receive buffers per recvmmsg call, each big enough for one GRO-coalesced train.
 const RECV_SLOTS: usize = 8;
 const TIMER_TICK: Duration = Duration::from_millis(250);
+/// The relay's control datagrams waiting for the daemon's control client at most (it reads
+/// them at once; the relay sends one per request and a notice per registry change).
+pub const CONTROL_QUEUE: usize = 256;
 
 /// Settings of one tunnel to the relay.
 pub struct TunnelConfig {
@@ -53,7 +56,8 @@ pub struct TunnelConfig {
     pub keepalive: Option<u16>,
     /// When to ask the kernel for quick CPU wake-ups (see `overlay_core::cpu_latency`).
     pub cpu_latency: Mode,
-    /// The relay's overlay address: its control channel is not application traffic.
+    /// The relay's overlay address: its control channel is the daemon's alone, never carried
+    /// to or from the TUN device.
     pub relay_address: Ipv4Addr,
 }
 
@@ -69,6 +73,10 @@ pub struct Stats {
     drop_foreign_source: AtomicU64,
     drop_unknown_sender: AtomicU64,
     drop_send: AtomicU64,
+    /// Packets local programs wrote to the TUN device for the relay's control channel.
+    drop_local_control: AtomicU64,
+    /// Control datagrams from the relay that found the daemon's queue full.
+    drop_control_queue: AtomicU64,
     /// Milliseconds since `started` when the relay last sent anything that authenticated.
     last_rx_ms: AtomicU64,
     /// The round-trip floor to the relay in microseconds; 0 until measured.
@@ -128,6 +136,8 @@ pub struct Tunnel {
     relay_address: Ipv4Addr,
     /// The traffic capture's read-only tap, once the daemon sets it.
     tap: std::sync::OnceLock<crate::traffic::tap::Tap>,
+    /// Where the relay's control datagrams go: the daemon's control client, never the TUN.
+    control: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
 }
 
 impl Tunnel {
@@ -161,12 +171,60 @@ impl Tunnel {
             cpu_latency: cfg.cpu_latency,
             relay_address: cfg.relay_address,
             tap: std::sync::OnceLock::new(),
+            control: std::sync::OnceLock::new(),
         }))
     }
 
     /// Lets the traffic capture see the plaintext packets (it never slows them down).
     pub fn set_tap(&self, tap: crate::traffic::tap::Tap) {
         let _ = self.tap.set(tap);
+    }
+
+    /// Hands the relay's control datagrams (whole inner packets) to `sink` from now on; until
+    /// then they are dropped. Set once, by the daemon's control client.
+    pub fn set_control_sink(&self, sink: tokio::sync::mpsc::Sender<Vec<u8>>) {
+        let _ = self.control.set(sink);
+    }
+
+    /// Sends the daemon's control datagram (a whole inner packet) through the tunnel. It does
+    /// not pass the TUN device, so only the daemon can originate control traffic; before a
+    /// session exists boringtun queues it and starts the handshake.
+    pub fn send_control(&self, packet: &[u8]) {
+        // encapsulate needs room for its overhead, and 148 bytes for a handshake initiation.
+        let mut buf = vec![0u8; (packet.len() + SEAL_OVERHEAD).max(256)];
+        let r = self.lock().encapsulate(packet, &mut buf);
+        match r {
+            TunnResult::WriteToNetwork(d) => {
+                self.sock.send_now(d, self.relay());
+                self.stats
+                    .tx_bytes
+                    .fetch_add(packet.len() as u64, Ordering::Relaxed);
+                self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+            }
+            TunnResult::Err(e) => tracing::debug!("encapsulate control: {e:?}"),
+            _ => {}
+        }
+    }
+
+    /// Passes a control datagram from the relay to the daemon; false when it was not one.
+    fn to_daemon(&self, p: &[u8]) -> bool {
+        let Ok(ip) = packet::Ipv4Packet::new_checked(p) else {
+            return false;
+        };
+        if control::owner(&ip, self.relay_address) != Owner::Daemon {
+            return false;
+        }
+        // Rare (replies and notices): a copy per datagram is fine here.
+        let queued = self
+            .control
+            .get()
+            .is_some_and(|c| c.try_send(ip.as_bytes().to_vec()).is_ok());
+        if !queued {
+            self.stats
+                .drop_control_queue
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        true
     }
 
     /// Records the round-trip floor to the relay (what `auto` CPU-latency mode decides by).
@@ -275,6 +333,9 @@ impl Tunnel {
                 let len = p.len();
                 self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
                 self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+                if self.to_daemon(p) {
+                    return false;
+                }
                 if let Some(tap) = self.tap.get() {
                     tap.packet(p, false);
                 }
@@ -335,6 +396,8 @@ impl Tunnel {
             ("foreign_source", get(&s.drop_foreign_source)),
             ("unknown_sender", get(&s.drop_unknown_sender)),
             ("send_failed", get(&s.drop_send)),
+            ("local_control", get(&s.drop_local_control)),
+            ("control_queue", get(&s.drop_control_queue)),
         ] {
             if v > 0 {
                 drops.insert(k, v);
@@ -500,9 +563,21 @@ impl DataPath {
             let relay = t.relay();
             for (buf, &len) in self.bufs.iter().zip(&self.sizes).take(n) {
                 let p = &buf[..len];
-                if packet::Ipv4Packet::new_checked(p).is_err() {
+                let Ok(ip) = packet::Ipv4Packet::new_checked(p) else {
                     // IPv6 router solicitations and the like: not carried yet.
                     t.stats.drop_tun_invalid.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                if control::owner(&ip, t.relay_address) == Owner::Daemon {
+                    // A local program speaking to the relay's control port: only the daemon
+                    // may (see Tunnel::send_control). Said once; `overlay status` counts them.
+                    if t.stats.drop_local_control.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(
+                            "dropped UDP from a local program to the relay {}: its control \
+                             channel is the daemon's alone (counted as local_control in `overlay status`)",
+                            t.relay_address
+                        );
+                    }
                     continue;
                 }
                 if let Some(tap) = t.tap.get() {
@@ -523,7 +598,7 @@ impl DataPath {
                     _ => continue,
                 };
                 self.batch.commit(relay, sealed);
-                moved += usize::from(!is_control_packet(p, t.relay_address));
+                moved += 1;
                 t.stats.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
                 t.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
             }
@@ -569,8 +644,7 @@ impl DataPath {
                         self.headroom,
                         &mut self.scratch,
                     ) {
-                        let p = &self.pkts[ready][self.headroom..];
-                        moved += usize::from(!is_control_packet(p, t.relay_address));
+                        moved += 1;
                         ready += 1;
                     }
                 }

@@ -273,3 +273,159 @@ fn a_killed_daemon_comes_back_with_its_services() {
     );
     let _ = b;
 }
+
+/// What an unprivileged program on a laptop tries against the relay's control port: it
+/// unregisters the node's service, registers one of its own and makes the node leave, from an
+/// ephemeral port and (when it can bind it) from the daemon's own control port, then prints
+/// whatever the relay answers.
+const CONTROL_ATTACK: &str = r#"
+import json, socket, sys
+node, relay = sys.argv[1], ("100.64.0.1", 4100)
+requests = [
+    {"id": 11, "op": "unregister", "name": "web"},
+    {"id": 12, "op": "register", "name": "evil", "port": 80},
+    {"id": 13, "op": "leave"},
+]
+socks = []
+for bind in [("0.0.0.0", 0), (node, 4100)]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(bind)
+    except OSError as e:
+        print("cannot bind", bind, e, file=sys.stderr)
+        continue
+    s.settimeout(1.5)
+    socks.append(s)
+for s in socks:
+    for r in requests:
+        for _ in range(3):
+            s.sendto(json.dumps(r).encode(), relay)
+for s in socks:
+    try:
+        while True:
+            print("answer:", s.recv(4096).decode(errors="replace"))
+    except socket.timeout:
+        pass
+"#;
+
+#[test]
+fn other_local_users_cannot_speak_for_the_node() {
+    let mut w = World::new("ctl2user");
+    let relay = start_relay(&w, &[]);
+    let token = relay.token(&w, "--uses 1");
+    let h = w.add_host("a", 2);
+    let a = join_node(&w, &h, &token, "--name alpha");
+    w.spawn(
+        &h,
+        "web",
+        &[],
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "18080",
+            "--directory",
+            "/etc",
+        ],
+    );
+    let register = |name: &str, port: u16| {
+        let out = overlay(
+            &w,
+            &h,
+            &format!("register {name} --port {port} --target 18080 --json"),
+        );
+        assert!(
+            out.status.success(),
+            "the daemon could not register {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    register("web", 80);
+    let services = || -> Vec<String> {
+        let list: serde_json::Value =
+            serde_json::from_str(&relay.admin(&w, "services --json")).expect("services json");
+        list.as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|s| s["name"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(services().contains(&"web".to_string()));
+
+    // The attack, as uid 65534 on the laptop.
+    let script = h.dir.join("control-attack.py");
+    std::fs::write(&script, CONTROL_ATTACK).expect("write script");
+    w.exec_ok(
+        &h,
+        &format!(
+            "chmod 755 {0} && chmod 644 {1}",
+            h.dir.display(),
+            script.display()
+        ),
+    );
+    let out = w.exec(
+        &h,
+        &format!(
+            "setpriv --reuid 65534 --regid 65534 --clear-groups timeout 20 python3 {} {}",
+            script.display(),
+            a.address
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "the attack script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answers.trim().is_empty(),
+        "a local user read the relay's control replies: {answers}"
+    );
+
+    // The daemon's own control still works; once its request is through, the attacker's
+    // (sent earlier, on the same tunnel) have been dealt with too.
+    register("after", 81);
+    assert!(
+        wait_until(Duration::from_secs(5), || services()
+            .contains(&"after".to_string())),
+        "the daemon's registration did not reach the relay: {:?}",
+        services()
+    );
+    let nodes = relay.nodes(&w);
+    assert!(
+        nodes
+            .as_array()
+            .is_some_and(|l| l.iter().any(|n| n["name"] == "alpha")),
+        "the node was deregistered by another user: {nodes}"
+    );
+    let names = services();
+    assert!(
+        names.contains(&"web".to_string()),
+        "another user unregistered the node's service: {names:?}"
+    );
+    assert!(
+        !names.contains(&"evil".to_string()),
+        "another user registered a service as the node: {names:?}"
+    );
+    // Names still resolve, and the node counted what it refused.
+    assert!(
+        wait_until(Duration::from_secs(5), || !w
+            .exec_ok(
+                &h,
+                "dig +time=2 +tries=1 @100.100.100.100 +short after.ovl.internal"
+            )
+            .trim()
+            .is_empty()),
+        "the daemon's service does not resolve"
+    );
+    let st = a.status(&w).expect("status");
+    assert_eq!(st["state"], "connected", "{st}");
+    assert!(
+        st["drops"]["local_control"].as_u64().unwrap_or(0) >= 9,
+        "the local control requests were not refused at the TUN device: {st}"
+    );
+}

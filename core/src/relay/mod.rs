@@ -445,6 +445,10 @@ impl<S: Store> Hub<S> {
             out.truncate(n);
             return Some(out);
         }
+        // Only a whole datagram has its port: a later fragment's payload can fake a header.
+        if p.is_fragment() {
+            return None;
+        }
         let u = packet::udp(&p)?;
         if u.dst_port != CONTROL_PORT {
             return None;

@@ -642,3 +642,76 @@ fn node_services_get_stable_callback_ports() {
         .iter()
         .any(|(k, addr, port)| k.name == "api" && addr.port() == 8080 && *port == Some(30000)));
 }
+
+#[test]
+fn control_acts_only_for_the_sender_and_only_on_whole_datagrams() {
+    let (mut hub, _) = hub();
+    let ia = add(&mut hub, "a", 1);
+    let ib = add(&mut hub, "b", 2);
+    let mut a = SimNode::new(&hub, 1, ia, 1000);
+    let mut b = SimNode::new(&hub, 2, ib, 2000);
+    let register = |name: &str| ControlRequest::Register {
+        name: name.into(),
+        tag: None,
+        port: 8080,
+        protocol: crate::registry::Protocol::Tcp,
+    };
+    let (got, _) = a.send(&mut hub, &control_packet(ia, 1, register("api")));
+    assert!(matches!(
+        replies(&got)[..],
+        [ControlReply::Ok { id: 1, .. }]
+    ));
+    let names = |hub: &Hub<MemStore>| {
+        let mut n: Vec<String> = hub.nodes().into_iter().map(|n| n.name).collect();
+        n.sort();
+        n
+    };
+    let has_api = |hub: &Hub<MemStore>| hub.services().iter().any(|s| s.name == "api");
+    // b speaking from a's address: dropped as spoofed before any control request is read.
+    for (id, request) in [
+        (2, ControlRequest::Leave),
+        (3, register("evil")),
+        (
+            4,
+            ControlRequest::Unregister {
+                name: "api".into(),
+                tag: None,
+            },
+        ),
+    ] {
+        let (got, _) = b.send(&mut hub, &control_packet(ia, id, request));
+        assert!(got.is_empty());
+    }
+    assert_eq!(names(&hub), ["a", "b"]);
+    assert!(has_api(&hub));
+    assert!(!hub.services().iter().any(|s| s.name == "evil"));
+    let nb = hub.nodes().into_iter().find(|n| n.name == "b").unwrap();
+    assert_eq!(nb.counters.drops.get("spoofed"), Some(&3));
+    // From b's own address, a request for a's service touches only b's (which it has none of).
+    let (got, _) = b.send(
+        &mut hub,
+        &control_packet(
+            ib,
+            5,
+            ControlRequest::Unregister {
+                name: "api".into(),
+                tag: None,
+            },
+        ),
+    );
+    assert_eq!(replies(&got).len(), 1);
+    assert!(has_api(&hub));
+    // A fragment never counts as a control request: only the first one has the port.
+    let mut frag = control_packet(ia, 6, ControlRequest::Leave);
+    frag[6] = 0x20;
+    let sum = packet::checksum(&{
+        let mut h = frag[..20].to_vec();
+        h[10] = 0;
+        h[11] = 0;
+        h
+    });
+    frag[10..12].copy_from_slice(&sum.to_be_bytes());
+    let (got, _) = a.send(&mut hub, &frag);
+    assert!(got.is_empty());
+    assert_eq!(names(&hub), ["a", "b"]);
+}
