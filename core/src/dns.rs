@@ -9,8 +9,8 @@
 //!   `node=`, `tag=`, `where=local|remote|peer`.
 //! - `SRV` of `_name._tcp` / `_name._udp`: every instance, priority 0, 1, 2... in preference order,
 //!   weight 0, the instance's port and its own A name as target (A glue in the additional section).
-//! - `SOA` and `NS` at the apex; `ns.<domain>` is the server's own address unless a service or node
-//!   takes that name.
+//! - `SOA` and `NS` at the apex; `ns.<domain>` is the server's own address (the relay refuses `ns`
+//!   as a service or node name, so nothing else takes it).
 //! - Other types of existing names: no answers and the SOA (NODATA); unknown names: NXDOMAIN and the
 //!   SOA.
 //!

@@ -2,12 +2,14 @@
 //!
 //! Inside the domain (`ovl.internal` by default, matched case-insensitively, trailing dot ok):
 //! - `orders`: the preferred untagged instance: on this node, else remote, else on a peer
-//!   (peers in node-name order). A bare single label is read as `orders.<domain>`.
+//!   (peers in the relay's registration order: the first registered stays preferred until it
+//!   leaves, then node name). A bare single label is read as `orders.<domain>`.
 //! - `orders.<node>`: that node's untagged instance; `<tag>.orders`: the tagged variant, with the
 //!   same preference; `<tag>.orders.<node>`: that node's tagged instance.
-//! - `<node>`: the node's own address. Services win over nodes of the same name.
+//! - `<node>`: the node's own address. The relay keeps node and service names apart; should a
+//!   view still hold a service named like a node, the node wins.
 //! - `_orders._tcp` / `_orders._udp`: every instance of that protocol, preferred first
-//!   (untagged before tagged, then local, remote, peer, then node and tag).
+//!   (untagged before tagged, then local, remote, peer, then registration order, node and tag).
 //! - Names that only exist as parents of others (`_tcp`, `orders` when only `v2.orders` runs)
 //!   have no records; everything else in the domain does not exist.
 
@@ -63,7 +65,7 @@ pub enum Rule {
     LocalInstance,
     /// No local instance: the remote one wins.
     RemoteInstance,
-    /// Neither local nor remote: the first peer by node name.
+    /// Neither local nor remote: the first peer instance registered.
     PeerInstance,
     /// The name named the node.
     NodeQualified,
@@ -79,7 +81,9 @@ impl Rule {
         match self {
             Rule::LocalInstance => "local instance preferred over remote and peers",
             Rule::RemoteInstance => "no local instance; remote preferred over peers",
-            Rule::PeerInstance => "no local or remote instance; peers in node-name order",
+            Rule::PeerInstance => {
+                "no local or remote instance; peers in registration order, the first stays preferred"
+            }
             Rule::NodeQualified => "the name picks the node explicitly",
             Rule::Tagged => "tagged variant; local preferred over remote and peers",
             Rule::NodeAddress => "a node's own overlay address",
@@ -184,10 +188,15 @@ impl Resolution {
     }
 }
 
-/// Rank for "preferred first": local, remote, peer; then node name and tag.
+/// Rank for "preferred first": local, remote, peer; peers first registered first (a newcomer
+/// never takes over, whatever its node name); then node name and tag.
 fn preference(a: &ServiceInstance, b: &ServiceInstance, local_node: &str) -> Ordering {
-    where_(a, local_node)
-        .cmp(&where_(b, local_node))
+    let (wa, wb) = (where_(a, local_node), where_(b, local_node));
+    wa.cmp(&wb)
+        .then_with(|| match (wa, wb) {
+            (Where::Peer, Where::Peer) => a.registered.cmp(&b.registered),
+            _ => Ordering::Equal,
+        })
         .then_with(|| a.node.cmp(&b.node))
         .then_with(|| a.tag.cmp(&b.tag))
         .then_with(|| a.address.cmp(&b.address))
@@ -316,14 +325,15 @@ impl<'a> Resolver<'a> {
                 }
             }
             [name] => {
-                if let Some(i) = self.ranked(name, None).first() {
-                    return found(i, rule_for(i, self.local_node));
-                }
+                // A node's name is its own: a service of the same name never shadows it.
                 if let Some((n, a)) = self.nodes.iter().find(|(n, _)| eq(n, name)) {
                     return Resolution::Node {
                         name: n.clone(),
                         address: *a,
                     };
+                }
+                if let Some(i) = self.ranked(name, None).first() {
+                    return found(i, rule_for(i, self.local_node));
                 }
             }
             [a, b] => {

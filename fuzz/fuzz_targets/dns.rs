@@ -44,6 +44,7 @@ fn inst(
         protocol,
         callback_url: None,
         target: node.is_none().then(|| format!("{name}.svc:8080")),
+        registered: 0,
     }
 }
 

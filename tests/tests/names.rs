@@ -1,7 +1,7 @@
 //! Names end to end: registry, DNS with real clients (dig, getent), the OS resolver, the catalog.
 
 use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
-use overlay_tests::world::{wait_until, World};
+use overlay_tests::world::{bin, wait_until, World};
 use std::time::Duration;
 
 const ORIGINAL_RESOLV: &str = "# test namespace: no resolver\n";
@@ -314,5 +314,196 @@ fn repeated_queries_never_get_a_stale_answer() {
     assert!(
         dig_answers(&w, &b, "orders.ovl.internal", &local_addr),
         "the cached remote answer outlived the local registration"
+    );
+}
+
+/// A relay and one joined node per name (hosts `h2`, `h3`, ...), with a token of spare uses.
+fn world_of(tag: &str, names: &[&str]) -> (World, Relay, Vec<Node>, String) {
+    let mut w = World::new(tag);
+    let relay = start_relay(&w, &[]);
+    let token = relay.token(&w, "--uses 8");
+    let mut nodes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let octet = u8::try_from(i + 2).expect("few nodes");
+        let h = w.add_host(&format!("h{octet}"), octet);
+        nodes.push(join_node(&w, &h, &token, &format!("--name {name}")));
+    }
+    (w, relay, nodes, token)
+}
+
+/// The address of a `register --json` answer.
+fn address(v: &serde_json::Value) -> String {
+    v["address"].as_str().expect("address").to_string()
+}
+
+/// The error of a command that must fail: its last stderr line (before it, `join` prints
+/// progress lines), the only error sentence.
+fn refusal(out: &std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "not refused: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let mut lines = err.lines().rev();
+    let last = lines.next().unwrap_or_default().to_string();
+    assert!(
+        !last.is_empty() && lines.all(|l| !l.starts_with("overlay: ") && !l.contains("refused:")),
+        "not one error sentence: {err}"
+    );
+    last
+}
+
+#[test]
+fn nm_node_and_service_names_cannot_take_each_other() {
+    let (mut w, relay, nodes, token) = world_of("nmtake", &["lap1", "lap2", "obs"]);
+    let (lap1, lap2, obs) = (&nodes[0], &nodes[1], &nodes[2]);
+    // lap2 runs a service, which is how other nodes learn the node lap2's address. (Retried:
+    // right after a join the first control request can miss the relay on a loaded machine.)
+    assert!(wait_until(Duration::from_secs(10), || overlay(
+        &w,
+        &lap2.host,
+        "register web --port 80"
+    )
+    .status
+    .success()));
+    assert!(dig_answers(&w, obs, "lap2.ovl.internal", &lap2.address));
+    // On lap1 a service named lap2 is refused, by `overlay register` ...
+    let err = refusal(&overlay(&w, &lap1.host, "register lap2 --port 8080"));
+    assert!(
+        err.contains("the name 'lap2' belongs to node lap2"),
+        "{err}"
+    );
+    assert!(err.contains("give the service another name"), "{err}");
+    // ... and by `overlay run`, whose output says why.
+    let run = bin("overlay");
+    w.spawn(
+        &lap1.host,
+        "run",
+        &[
+            (
+                "OVERLAY_STATE_DIR",
+                &format!("{}/state", lap1.host.dir.display()),
+            ),
+            (
+                "OVERLAY_RUN_DIR",
+                &format!("{}/run", lap1.host.dir.display()),
+            ),
+            ("NO_COLOR", "1"),
+        ],
+        &[
+            run.to_str().expect("utf-8"),
+            "run",
+            "lap2",
+            "--port",
+            "8080",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || w
+            .log(&lap1.host, "run")
+            .contains("belongs to node lap2")),
+        "overlay run did not say why: {}",
+        w.log(&lap1.host, "run")
+    );
+    // lap2 still means the node lap2 on a third node, and no service of that name exists.
+    assert_eq!(
+        dig(&w, obs, "+short lap2.ovl.internal").trim(),
+        lap2.address
+    );
+    assert_eq!(
+        dig(&w, lap1, "+short lap2.ovl.internal").trim(),
+        lap2.address
+    );
+    let listed = overlay(&w, &obs.host, "services --json");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|l| l.iter().all(|s| s["name"] != "lap2")),
+        "{listed}"
+    );
+    // A node cannot join under a service's name ...
+    let hd = w.add_host("d", 9);
+    let err = refusal(&overlay(&w, &hd, &format!("join {token} --name web")));
+    assert!(
+        err.contains("the name 'web' belongs to the service web on node lap2"),
+        "{err}"
+    );
+    assert!(err.contains("--name"), "{err}");
+    // ... nor be added under one as a plain WireGuard peer.
+    let out = w.exec(
+        &w.hub,
+        &format!(
+            "{} --state {} peer add web --wireguard-config",
+            bin("overlay-relay").display(),
+            relay.state.display()
+        ),
+    );
+    let err = refusal(&out);
+    assert!(
+        err.contains("belongs to the service web on node lap2"),
+        "{err}"
+    );
+    // The DNS server's own name is no service's either.
+    let err = refusal(&overlay(&w, &lap1.host, "register ns --port 53"));
+    assert!(
+        err.contains("the name 'ns' belongs to the overlay's DNS server"),
+        "{err}"
+    );
+}
+
+#[test]
+fn nm_first_registered_peer_instance_stays_preferred() {
+    let (w, mut relay, nodes, _) = world_of("nmorder", &["zeta", "alpha", "obs"]);
+    let (zeta, alpha, obs) = (&nodes[0], &nodes[1], &nodes[2]);
+    let z = address(&register(&w, zeta, "orders --port 8080"));
+    assert!(dig_answers(&w, obs, "orders.ovl.internal", &z));
+    // alpha sorts first by name, and registers orders second.
+    let a = address(&register(&w, alpha, "orders --port 8080"));
+    assert!(dig_answers(&w, obs, "orders.alpha.ovl.internal", &a));
+    let check_zeta_first = |w: &World| {
+        assert_eq!(dig(w, obs, "+short orders.ovl.internal").trim(), z);
+        let srv = dig(w, obs, "+short SRV _orders._tcp.ovl.internal");
+        let mut lines: Vec<&str> = srv.lines().collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            vec![
+                "0 0 8080 orders.zeta.ovl.internal.",
+                "1 0 8080 orders.alpha.ovl.internal."
+            ],
+            "{srv}"
+        );
+    };
+    check_zeta_first(&w);
+    // On alpha its own instance is the local one: preferred there, not a takeover elsewhere.
+    assert_eq!(dig(&w, alpha, "+short orders.ovl.internal").trim(), a);
+    // The order is kept across a relay restart: obs syncs again (it sees a new service) and
+    // still prefers zeta's.
+    relay.kill_and_restart(&w, Duration::from_millis(300), &[]);
+    let mut late = String::new();
+    assert!(wait_until(Duration::from_secs(15), || {
+        let out = overlay(&w, &alpha.host, "register late --port 80 --json");
+        late = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .map(|v| address(&v))
+            .unwrap_or_default();
+        out.status.success()
+    }));
+    assert!(dig_answers(&w, obs, "late.ovl.internal", &late));
+    check_zeta_first(&w);
+    // Once zeta's instance is gone, alpha's is next.
+    let out = overlay(&w, &zeta.host, "unregister orders");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dig_answers(&w, obs, "orders.ovl.internal", &a),
+        "alpha's orders did not take over after zeta's left"
     );
 }

@@ -22,6 +22,7 @@ pub(super) fn inst(
         protocol: Protocol::Tcp,
         callback_url: None,
         target: None,
+        registered: 0,
     }
 }
 

@@ -132,6 +132,10 @@ pub struct ServiceInstance {
     /// For remote services: `host:port` as seen from the relay.
     #[serde(default)]
     pub target: Option<String>,
+    /// The registry's sequence number when this instance was registered; it keeps it while it
+    /// stays registered, so peers are preferred first-registered first (0: from before the field).
+    #[serde(default)]
+    pub registered: u64,
 }
 
 impl ServiceInstance {
@@ -178,6 +182,30 @@ pub fn valid_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// Labels no service or node may take: the DNS server's own name under the domain.
+pub const RESERVED_NAMES: &[&str] = &[crate::dns::NS_LABEL];
+
+/// Who holds a name in the one namespace of node and service names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameOwner {
+    /// A joined node of that name.
+    Node(String),
+    /// A live service of that name (the first one, by key).
+    Service(ServiceKey),
+    /// A label the overlay's DNS uses itself.
+    Reserved,
+}
+
+impl fmt::Display for NameOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameOwner::Node(n) => write!(f, "node {n}"),
+            NameOwner::Service(k) => write!(f, "the service {k}"),
+            NameOwner::Reserved => f.write_str("the overlay's DNS server"),
+        }
+    }
 }
 
 /// Whether `s` is a `host:port` target the relay can connect to.
@@ -229,6 +257,14 @@ pub enum RegistryError {
         "callback URL '{0}' is not printable ASCII of at most {MAX_CALLBACK_URL_LEN} characters"
     )]
     InvalidCallbackUrl(String),
+    /// The service name is a joined node's name, or reserved.
+    #[error("the name '{name}' belongs to {owner}, and node and service names share one namespace: give the service another name")]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+        /// Who holds it.
+        owner: NameOwner,
+    },
     /// The catalog names a service twice.
     #[error("remote service {0} is listed twice")]
     DuplicateRemote(String),

@@ -6,8 +6,8 @@ use super::state::{
 };
 use super::sync::Change;
 use super::{
-    check_key, valid_callback_url, valid_label, valid_target, Protocol, RegistryError,
-    ServiceInstance, ServiceKey,
+    check_key, valid_callback_url, valid_label, valid_target, NameOwner, Protocol, RegistryError,
+    ServiceInstance, ServiceKey, RESERVED_NAMES,
 };
 use crate::prefix::Ipv4Prefix;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -30,6 +30,9 @@ pub struct Registry {
     log: VecDeque<(u64, Change)>,
     /// The log holds exactly the changes with sequence numbers in `(log_base, seq]`.
     log_base: u64,
+    /// Names of the joined nodes (the hub keeps them; not persisted here): no service may
+    /// take one.
+    nodes: BTreeSet<String>,
 }
 
 impl Registry {
@@ -50,6 +53,7 @@ impl Registry {
             remote: BTreeMap::new(),
             log: VecDeque::new(),
             log_base: 0,
+            nodes: BTreeSet::new(),
         }
     }
 
@@ -191,6 +195,56 @@ impl Registry {
             .filter(move |i| i.node.as_deref() == Some(node))
     }
 
+    /// Records that a node of this name joined: from now on no service may take the name.
+    pub fn add_node(&mut self, name: &str) {
+        self.nodes.insert(name.to_string());
+    }
+
+    /// Records that the node left: its name is free again.
+    pub fn forget_node(&mut self, name: &str) {
+        self.nodes.remove(name);
+    }
+
+    /// Who holds `name` in the one namespace of nodes and services: a joined node, a reserved
+    /// label, or a live service (node or remote, any tag), in that order; `None` if it is free.
+    pub fn name_owner(&self, name: &str) -> Option<NameOwner> {
+        if self.nodes.contains(name) {
+            return Some(NameOwner::Node(name.to_string()));
+        }
+        if RESERVED_NAMES.contains(&name) {
+            return Some(NameOwner::Reserved);
+        }
+        self.instances
+            .values()
+            .find(|i| i.name == name)
+            .map(|i| NameOwner::Service(i.key()))
+    }
+
+    /// Refuses a service name a node or the DNS holds.
+    fn check_service_name(&self, name: &str) -> Result<(), RegistryError> {
+        match self.name_owner(name) {
+            Some(owner @ (NameOwner::Node(_) | NameOwner::Reserved)) => {
+                Err(RegistryError::NameTaken {
+                    name: name.to_string(),
+                    owner,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes live services whose name is a node's or reserved (saved before names were one
+    /// namespace); returns their keys.
+    pub fn evict_taken_names(&mut self) -> Vec<ServiceKey> {
+        let keys: Vec<ServiceKey> = self
+            .instances
+            .values()
+            .filter(|i| self.check_service_name(&i.name).is_err())
+            .map(|i| i.key())
+            .collect();
+        keys.into_iter().filter(|k| self.remove(k)).collect()
+    }
+
     pub(super) fn log_entries(&self) -> &VecDeque<(u64, Change)> {
         &self.log
     }
@@ -252,6 +306,7 @@ impl Registry {
         protocol: Protocol,
     ) -> Result<ServiceInstance, RegistryError> {
         check_key(node, name, tag)?;
+        self.check_service_name(name)?;
         let key = ServiceKey::node(node, name, tag);
         if port == 0 {
             return Err(RegistryError::InvalidPort(key.to_string()));
@@ -298,6 +353,8 @@ impl Registry {
             address,
             port,
             protocol,
+            // A live instance keeps its rank; a new one gets this upsert's sequence number.
+            registered: existing.as_ref().map_or(self.seq + 1, |e| e.registered),
             callback_url: existing.and_then(|e| e.callback_url),
             target: None,
         };
@@ -350,6 +407,7 @@ impl Registry {
         if !valid_label(name) {
             return Err(RegistryError::InvalidName(name.to_string()));
         }
+        self.check_service_name(name)?;
         if port == 0 {
             return Err(RegistryError::InvalidPort(name.to_string()));
         }
@@ -396,6 +454,7 @@ impl Registry {
             protocol: Protocol::Tcp,
             callback_url: None,
             target: Some(target.to_string()),
+            registered: self.seq + 1,
         };
         self.remote.insert(name.to_string(), origin);
         self.upsert(inst.clone());

@@ -509,12 +509,14 @@ fn instance_json_field_names() {
         protocol: Protocol::Udp,
         callback_url: Some("http://relay:30001".into()),
         target: None,
+        registered: 7,
     };
     let v = serde_json::to_value(&i).unwrap();
     assert_eq!(
         v,
         serde_json::json!({"name": "api", "tag": null, "node": "nodea", "address": "100.64.4.2",
-            "port": 8080, "protocol": "udp", "callback_url": "http://relay:30001", "target": null})
+            "port": 8080, "protocol": "udp", "callback_url": "http://relay:30001", "target": null,
+            "registered": 7})
     );
     assert_eq!(serde_json::from_value::<ServiceInstance>(v).unwrap(), i);
     assert_eq!(i.hostname("ovl.internal."), "api.nodea.ovl.internal");
@@ -763,6 +765,7 @@ fn worst_case_items_fit_one_datagram() {
         protocol: Protocol::Tcp,
         callback_url: Some("u".repeat(MAX_CALLBACK_URL_LEN)),
         target: Some("h".repeat(MAX_TARGET_LEN)),
+        registered: u64::MAX,
     };
     let snap = Delta::Snapshot {
         epoch: u64::MAX,
@@ -855,4 +858,141 @@ fn randomized_sync_with_lost_replies_converges() {
         sync(v, &r, MIN_PULL_BYTES);
         assert_eq!(v.instances(), sorted(&r).as_slice());
     }
+}
+
+#[test]
+fn services_cannot_take_node_names() {
+    let mut r = reg();
+    r.add_node("lap1");
+    r.add_node("lap2");
+    let taken = |e: RegistryError| match e {
+        RegistryError::NameTaken { name, owner } => (name, owner),
+        other => panic!("not NameTaken: {other:?}"),
+    };
+    let e = r
+        .register("lap1", prefix_a(), "lap2", None, 80, Protocol::Tcp)
+        .unwrap_err();
+    assert!(e.to_string().contains("belongs to node lap2"), "{e}");
+    assert_eq!(taken(e), ("lap2".into(), NameOwner::Node("lap2".into())));
+    // Any tag, and the node's own name too.
+    for (name, tag) in [("lap2", Some("v2")), ("lap1", None)] {
+        let e = r
+            .register("lap1", prefix_a(), name, tag, 80, Protocol::Tcp)
+            .unwrap_err();
+        assert!(matches!(e, RegistryError::NameTaken { .. }), "{e}");
+    }
+    // The DNS server's own label.
+    let e = r
+        .register("lap1", prefix_a(), "ns", None, 80, Protocol::Tcp)
+        .unwrap_err();
+    assert_eq!(taken(e).1, NameOwner::Reserved);
+    // Catalog entries and on-demand names that name a node are not applied.
+    let up = r.set_remote(vec![
+        remote("lap2", 80, "lap2.staging:80"),
+        remote("orders", 80, "orders.staging:80"),
+    ]);
+    assert_eq!(up.changes, 1);
+    assert!(matches!(up.rejected[..], [RegistryError::NameTaken { .. }]));
+    assert!(r
+        .add_on_demand("lap1", "lap1.staging:80", 80, 0, 60)
+        .is_err());
+    assert_eq!(r.len(), 1);
+    // Nothing changed for the refusals.
+    assert_eq!(r.seq(), 1);
+    // Once the node left, its name is free.
+    r.forget_node("lap2");
+    r.register("lap1", prefix_a(), "lap2", None, 80, Protocol::Tcp)
+        .unwrap();
+}
+
+#[test]
+fn name_owner_covers_every_kind_of_name() {
+    let mut r = reg();
+    r.add_node("lap1");
+    assert_eq!(r.name_owner("lap1"), Some(NameOwner::Node("lap1".into())));
+    assert_eq!(r.name_owner("ns"), Some(NameOwner::Reserved));
+    assert_eq!(r.name_owner("orders"), None);
+    r.register("lap1", prefix_a(), "orders", Some("v2"), 80, Protocol::Tcp)
+        .unwrap();
+    r.set_remote(vec![remote("db", 5432, "db.staging:5432")]);
+    let owner = r.name_owner("orders").unwrap();
+    assert_eq!(
+        owner,
+        NameOwner::Service(ServiceKey::node("lap1", "orders", Some("v2")))
+    );
+    assert_eq!(owner.to_string(), "the service v2.orders on node lap1");
+    assert_eq!(
+        r.name_owner("db").unwrap().to_string(),
+        "the service db (remote)"
+    );
+    r.unregister("lap1", "orders", Some("v2"));
+    assert_eq!(
+        r.name_owner("orders"),
+        None,
+        "only live services hold names"
+    );
+}
+
+#[test]
+fn instances_keep_their_registration_rank() {
+    let mut r = reg();
+    let z = r
+        .register("zeta", prefix_b(), "orders", None, 80, Protocol::Tcp)
+        .unwrap();
+    let a = r
+        .register("alpha", prefix_a(), "orders", None, 80, Protocol::Tcp)
+        .unwrap();
+    assert_eq!((z.registered, a.registered), (1, 2));
+    // Registering again, even with another port, keeps the rank.
+    let z2 = r
+        .register("zeta", prefix_b(), "orders", None, 81, Protocol::Tcp)
+        .unwrap();
+    assert_eq!(z2.registered, 1);
+    r.set_callback_url(&z.key(), Some("http://relay:30000".into()))
+        .unwrap();
+    assert_eq!(r.get(&z.key()).unwrap().registered, 1);
+    // It survives a relay restart and reaches every node's view.
+    let r2 = Registry::restore(r.snapshot(), RegistryConfig::new(pool()), 8).unwrap();
+    assert_eq!(r2.get(&z.key()).unwrap().registered, 1);
+    let mut v = RegistryView::new();
+    sync(&mut v, &r2, MIN_PULL_BYTES);
+    let ranks: Vec<(Option<String>, u64)> = v
+        .instances()
+        .iter()
+        .map(|i| (i.node.clone(), i.registered))
+        .collect();
+    assert_eq!(
+        ranks,
+        vec![(Some("alpha".into()), 2), (Some("zeta".into()), 1)]
+    );
+    // Leaving and coming back is a new registration: it goes to the back.
+    let mut r3 = r2;
+    r3.unregister("zeta", "orders", None);
+    let z3 = r3
+        .register("zeta", prefix_b(), "orders", None, 80, Protocol::Tcp)
+        .unwrap();
+    assert!(z3.registered > a.registered, "{z3:?}");
+    // An instance saved before the field existed ranks first (0).
+    let old: ServiceInstance = serde_json::from_str(
+        r#"{"name":"x","tag":null,"node":"n","address":"100.64.4.9","port":1}"#,
+    )
+    .unwrap();
+    assert_eq!(old.registered, 0);
+}
+
+#[test]
+fn services_saved_under_node_names_are_evicted() {
+    let mut r = reg();
+    r.register("lap1", prefix_a(), "lap2", None, 80, Protocol::Tcp)
+        .unwrap();
+    r.register("lap1", prefix_a(), "api", None, 80, Protocol::Tcp)
+        .unwrap();
+    r.add_node("lap2");
+    assert_eq!(
+        r.evict_taken_names(),
+        vec![ServiceKey::node("lap1", "lap2", None)]
+    );
+    let left: Vec<&str> = r.instances().map(|i| i.name.as_str()).collect();
+    assert_eq!(left, vec!["api"]);
+    assert!(r.evict_taken_names().is_empty());
 }

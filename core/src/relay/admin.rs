@@ -119,7 +119,9 @@ impl<S: Store> Hub<S> {
             }
         }
         self.commit(next)?;
-        self.activate(&rec)
+        let id = self.activate(&rec)?;
+        self.registry.add_node(&rec.name);
+        Ok(id)
     }
 
     /// Registers a plain WireGuard peer (`overlay-relay peer add`).
@@ -138,6 +140,12 @@ impl<S: Store> Hub<S> {
         }
         if self.table.by_name(name).is_some() {
             return Err(HubError::NameTaken(name.to_string()));
+        }
+        if let Some(owner) = self.registry.name_owner(name) {
+            return Err(HubError::NameIsService {
+                name: name.to_string(),
+                owner,
+            });
         }
         let rec = PeerRecord {
             name: name.to_string(),
@@ -183,6 +191,7 @@ impl<S: Store> Hub<S> {
     fn remove_peer_state(&mut self, name: &str) -> Result<(), HubError> {
         let mut reg = self.registry.clone();
         let removed = reg.remove_node(name);
+        reg.forget_node(name);
         let mut next = self.state.clone();
         next.peers.retain(|r| r.name != name);
         next.registry = reg.snapshot();

@@ -146,6 +146,9 @@ impl<S: Store> Hub<S> {
             if self.table.by_name(&n).is_some() {
                 return Err(format!("the name '{n}' is already used by another node; join with --name to choose another"));
             }
+            if let Some(owner) = self.registry.name_owner(&n) {
+                return Err(format!("the name '{n}' belongs to {owner}, and node and service names share one namespace; join with --name to choose another"));
+            }
             return Ok(n);
         }
         let base = with_prefix(&sanitize(hint.unwrap_or("node")));
@@ -154,12 +157,15 @@ impl<S: Store> Hub<S> {
         } else {
             with_prefix("node")
         };
-        if self.table.by_name(&base).is_none() {
+        // A service's name counts as taken, like another node's.
+        let free =
+            |n: &str| self.table.by_name(n).is_none() && self.registry.name_owner(n).is_none();
+        if free(&base) {
             return Ok(base);
         }
         (2..10_000)
             .map(|i| format!("{}-{i}", base.chars().take(56).collect::<String>()))
-            .find(|n| self.table.by_name(n).is_none())
+            .find(|n| free(n))
             .ok_or_else(|| "no free node name is left for this host name; join with --name".into())
     }
 }

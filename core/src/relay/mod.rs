@@ -91,6 +91,14 @@ pub enum HubError {
     /// Name taken.
     #[error("the name '{0}' is already used by another node; choose another name")]
     NameTaken(String),
+    /// The name is a service's (node and service names share one namespace) or reserved.
+    #[error("the name '{name}' belongs to {owner}, and node and service names share one namespace; choose another name")]
+    NameIsService {
+        /// The name asked for.
+        name: String,
+        /// Who holds it.
+        owner: crate::registry::NameOwner,
+    },
     /// Key taken.
     #[error("this public key is already registered as '{0}'")]
     KeyTaken(String),
@@ -194,9 +202,11 @@ impl<S: Store> Hub<S> {
         };
         for rec in &state.peers {
             hub.activate(rec)?;
+            hub.registry.add_node(&rec.name);
         }
-        hub.refresh_remote_targets();
         hub.state = state;
+        hub.evict_taken_names();
+        hub.refresh_remote_targets();
         Ok(hub)
     }
 

@@ -161,6 +161,19 @@ impl<S: Store> Hub<S> {
         Ok(update)
     }
 
+    /// Removes services saved before node and service names were one namespace whose name is
+    /// now a node's (or reserved): the node's name wins.
+    pub(super) fn evict_taken_names(&mut self) {
+        match self.change_registry(|r| Ok(r.evict_taken_names())) {
+            Ok(keys) => {
+                for key in keys {
+                    tracing::warn!(service = %key, "service removed: its name is a node's name");
+                }
+            }
+            Err(e) => tracing::warn!("cannot remove services named like nodes: {e}"),
+        }
+    }
+
     /// Every service instance.
     pub fn services(&self) -> Vec<ServiceInstance> {
         self.registry.instances().cloned().collect()

@@ -719,3 +719,105 @@ fn control_acts_only_for_the_sender_and_only_on_whole_datagrams() {
     assert!(got.is_empty());
     assert_eq!(names(&hub), ["a", "b"]);
 }
+
+fn register_reply(
+    a: &mut SimNode,
+    hub: &mut Hub<MemStore>,
+    ip: Ipv4Addr,
+    name: &str,
+) -> ControlReply {
+    let req = ControlRequest::Register {
+        name: name.into(),
+        tag: None,
+        port: 8080,
+        protocol: crate::registry::Protocol::Tcp,
+    };
+    let (got, _) = a.send(hub, &control_packet(ip, 1, req));
+    // The reply, not the notice of the change that may come with it.
+    replies(&got)
+        .into_iter()
+        .find(|r| r.id() == 1)
+        .expect("a reply to the registration")
+}
+
+#[test]
+fn node_and_service_names_are_one_namespace() {
+    let (mut hub, store) = hub();
+    let i1 = add(&mut hub, "lap1", 1);
+    add(&mut hub, "lap2", 2);
+    let mut a = SimNode::new(&hub, 1, i1, 1000);
+    // A service cannot take another node's name.
+    match register_reply(&mut a, &mut hub, i1, "lap2") {
+        ControlReply::Error { message, .. } => {
+            assert!(message.contains("belongs to node lap2"), "{message}")
+        }
+        other => panic!("registered: {other:?}"),
+    }
+    assert!(hub.services().is_empty());
+    assert!(matches!(
+        register_reply(&mut a, &mut hub, i1, "orders"),
+        ControlReply::Ok { .. }
+    ));
+    // A node cannot take a service's name: not by peer add, not by join, not by host name.
+    let e = hub
+        .peer_add("orders", &key::encode(&public(3)), NOW)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the name 'orders' belongs to the service orders on node lap1, and node and service \
+         names share one namespace; choose another name"
+    );
+    let t = hub.token_create(3, 3600, None, NOW).unwrap();
+    let why = rejected(join(&mut hub, &t.token, 4, Some("orders"), None, 4));
+    assert!(
+        why.contains("belongs to the service orders on node lap1") && why.contains("--name"),
+        "{why}"
+    );
+    let (name, _) = accepted(join(&mut hub, &t.token, 5, None, Some("orders"), 5));
+    assert_eq!(
+        name, "orders-2",
+        "a host name that is a service's gets a suffix"
+    );
+    // The catalog cannot take a node's name either: that entry is not applied.
+    let up = hub
+        .set_catalog(vec![crate::registry::RemoteEntry {
+            name: "lap2".into(),
+            port: 80,
+            target: "lap2.staging:80".into(),
+        }])
+        .unwrap();
+    assert_eq!((up.changes, up.rejected.len()), (0, 1));
+    // After lap2 is removed its name is free for a service.
+    hub.peer_remove("lap2").unwrap();
+    assert!(matches!(
+        register_reply(&mut a, &mut hub, i1, "lap2"),
+        ControlReply::Ok { .. }
+    ));
+    // A state from before the rule: on start the node keeps its name, the service goes.
+    let mut saved = store.saved.borrow().clone().unwrap();
+    let orders = saved
+        .registry
+        .instances
+        .iter()
+        .find(|i| i.name == "orders")
+        .cloned()
+        .unwrap();
+    saved
+        .registry
+        .instances
+        .push(crate::registry::ServiceInstance {
+            name: "orders-2".into(),
+            address: Ipv4Addr::new(100, 64, 4, 40),
+            ..orders
+        });
+    let hub2 = hub_with(saved, store.clone());
+    let names: Vec<String> = hub2.services().into_iter().map(|i| i.name).collect();
+    assert!(!names.contains(&"orders-2".to_string()), "{names:?}");
+    assert!(names.contains(&"orders".to_string()), "{names:?}");
+    let persisted = store.saved.borrow().clone().unwrap();
+    assert!(persisted
+        .registry
+        .instances
+        .iter()
+        .all(|i| i.name != "orders-2"));
+}

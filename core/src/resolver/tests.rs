@@ -10,6 +10,7 @@ fn inst(name: &str, tag: Option<&str>, node: Option<&str>, addr: &str) -> Servic
         protocol: Protocol::Tcp,
         callback_url: None,
         target: node.is_none().then(|| format!("{name}.staging:8080")),
+        registered: 0,
     }
 }
 
@@ -146,7 +147,7 @@ fn tagged_variants_follow_the_same_precedence() {
     assert_eq!(
         one(r.resolve("v2.orders.ovl.internal")),
         (ip("100.64.4.3"), Rule::Tagged),
-        "peers in node-name order: me before zeta"
+        "peers registered together: node-name order, me before zeta"
     );
     assert_eq!(r.resolve("v7.orders.ovl.internal"), Resolution::NxDomain);
 }
@@ -163,12 +164,86 @@ fn node_names_and_services_sharing_them() {
         }
     );
     assert!(matches!(r.resolve("zeta"), Resolution::Node { .. }));
+    // The relay refuses such a service; should a view still hold one, the node keeps its name.
     w.push(inst("alpha", None, Some("zeta"), "100.64.4.140"));
     let r = Resolver::new(&w, &n, "me", "ovl.internal");
     assert_eq!(
-        one(r.resolve("alpha.ovl.internal")),
-        (ip("100.64.4.140"), Rule::PeerInstance),
-        "a service wins over a node of the same name"
+        r.resolve("alpha.ovl.internal"),
+        Resolution::Node {
+            name: "alpha".into(),
+            address: ip("100.64.4.65")
+        },
+        "a node's name is never shadowed by a service"
+    );
+    // The node-qualified form still names a service on a node, never a tag of a node's name.
+    assert_eq!(
+        one(r.resolve("orders.alpha.ovl.internal")),
+        (ip("100.64.4.66"), Rule::NodeQualified)
+    );
+}
+
+fn registered(mut i: ServiceInstance, seq: u64) -> ServiceInstance {
+    i.registered = seq;
+    i
+}
+
+#[test]
+fn the_first_registered_peer_stays_preferred() {
+    let n = nodes();
+    // zeta registered orders first; alpha (which sorts first) came later.
+    let w = vec![
+        registered(inst("orders", None, Some("zeta"), "100.64.4.130"), 3),
+        registered(inst("orders", None, Some("alpha"), "100.64.4.66"), 9),
+    ];
+    let r = Resolver::new(&w, &n, "me", "ovl.internal");
+    assert_eq!(
+        one(r.resolve("orders.ovl.internal")),
+        (ip("100.64.4.130"), Rule::PeerInstance),
+        "a newcomer whose node name sorts first does not take over"
+    );
+    let Resolution::Srv { chosen, .. } = r.resolve("_orders._tcp.ovl.internal") else {
+        panic!("not an SRV name");
+    };
+    let order: Vec<Ipv4Addr> = chosen.iter().map(|(i, _)| i.address).collect();
+    assert_eq!(
+        order,
+        vec![ip("100.64.4.130"), ip("100.64.4.66")],
+        "SRV priorities follow"
+    );
+    let listed: Vec<Option<String>> = listing(&w, "me", "ovl.internal")
+        .into_iter()
+        .map(|l| l.node)
+        .collect();
+    assert_eq!(listed, vec![Some("zeta".into()), Some("alpha".into())]);
+    // Once zeta's instance is gone, alpha's is next.
+    let r = Resolver::new(&w[1..], &n, "me", "ovl.internal");
+    assert_eq!(
+        one(r.resolve("orders.ovl.internal")),
+        (ip("100.64.4.66"), Rule::PeerInstance)
+    );
+    // On alpha its own instance is local: preferred there, and that is no takeover elsewhere.
+    let r = Resolver::new(&w, &n, "alpha", "ovl.internal");
+    assert_eq!(
+        one(r.resolve("orders.ovl.internal")),
+        (ip("100.64.4.66"), Rule::LocalInstance)
+    );
+    // Remote still beats every peer, however early.
+    let mut w2 = w.clone();
+    w2.push(registered(inst("orders", None, None, "100.64.0.2"), 50));
+    let r = Resolver::new(&w2, &n, "me", "ovl.internal");
+    assert_eq!(
+        one(r.resolve("orders.ovl.internal")),
+        (ip("100.64.0.2"), Rule::RemoteInstance)
+    );
+    // Tagged variants follow the same order.
+    let w3 = vec![
+        registered(inst("orders", Some("v2"), Some("zeta"), "100.64.4.131"), 4),
+        registered(inst("orders", Some("v2"), Some("alpha"), "100.64.4.67"), 5),
+    ];
+    let r = Resolver::new(&w3, &n, "me", "ovl.internal");
+    assert_eq!(
+        one(r.resolve("v2.orders.ovl.internal")),
+        (ip("100.64.4.131"), Rule::Tagged)
     );
 }
 
@@ -275,7 +350,7 @@ fn where_and_descriptions() {
     assert_eq!(
         d("billing"),
         "billing resolves to the instance on node alpha at 100.64.4.67:8080 \
-         (no local or remote instance; peers in node-name order)"
+         (no local or remote instance; peers in registration order, the first stays preferred)"
     );
     assert!(
         d("v2.orders.ovl.internal").starts_with("v2.orders resolves to the instance on this node")
