@@ -642,3 +642,5 @@ fn node_services_get_stable_callback_ports() {
         .iter()
         .any(|(k, addr, port)| k.name == "api" && addr.port() == 8080 && *port == Some(30000)));
 }
+
+mod replay;
