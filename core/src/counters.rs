@@ -27,11 +27,13 @@ pub enum DropReason {
     Unsupported,
     /// The destination peer has no session yet and its queue is full, or sending failed.
     Undeliverable,
+    /// A handshake initiation not newer than the newest accepted from its peer (a replay).
+    Replayed,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (the order of [`Counters::drops`]).
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::InvalidDatagram,
         DropReason::Rejected,
         DropReason::UnknownPeer,
@@ -43,6 +45,7 @@ impl DropReason {
         DropReason::Loop,
         DropReason::Unsupported,
         DropReason::Undeliverable,
+        DropReason::Replayed,
     ];
 
     /// The reason's name in output and metrics.
@@ -59,6 +62,7 @@ impl DropReason {
             DropReason::Loop => "loop",
             DropReason::Unsupported => "unsupported",
             DropReason::Undeliverable => "undeliverable",
+            DropReason::Replayed => "replayed",
         }
     }
 

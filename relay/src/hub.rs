@@ -20,6 +20,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -74,6 +75,8 @@ pub struct Plumbing {
     pub resolver: Option<(Resolver, Receiver<crate::gateway::resolve::LookupResult>)>,
     /// Callback listeners to keep up to date.
     pub callbacks: Option<CallbackListeners>,
+    /// Set (then `wake`) to stop: the thread saves what is unsaved and returns.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// Unix seconds now.
@@ -203,6 +206,11 @@ pub fn run(
         }
         moved = 0;
         wake.reset();
+        if plumbing.stop.load(Ordering::Acquire) {
+            // Newest handshake timestamps and endpoints accepted since the last save.
+            hub.save_live(unix_now());
+            return Ok(());
+        }
         for _ in 0..RECV_BATCHES {
             let now = unix_now();
             match rx.recv(&sock, &state, |from, d| hub.on_datagram(from, d, now, wire)) {

@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// A UDP flow without traffic this long is forgotten (e.g. 60s).
     #[arg(long, env = "OVERLAY_RELAY_UDP_IDLE_TIMEOUT", default_value = "60s")]
     udp_idle_timeout: String,
+    /// Make a new relay key when private.key is missing or damaged although the state holds
+    /// nodes or tokens (they stop working: every node must join again); a good key is kept.
+    #[arg(long, env = "OVERLAY_RELAY_NEW_KEY")]
+    new_key: bool,
 }
 
 /// Raises the soft limit on open files to the hard limit: every proxied connection holds one.
@@ -97,8 +101,8 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     raise_nofile_limit();
     let plan = AddressPlan::new(args.network)?;
     let dir = StateDir::open(state)?;
-    let private_key = dir.load_or_create_key()?;
     let persisted = dir.load()?;
+    let private_key = dir.load_key(&persisted, args.new_key)?;
     let public_endpoint = args
         .public_endpoint
         .unwrap_or_else(|| args.listen.to_string());
@@ -195,7 +199,10 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         (!args.no_on_demand).then(|| crate::gateway::Resolver::new(rt.clone(), wake.clone()));
     let gw_stats = gw.stats.clone();
     let admin_wake = wake.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_wake = wake.clone();
     let plumbing = crate::hub::Plumbing {
+        stop: stop.clone(),
         wake,
         gateway: Some((gw, gw_out)),
         resolver,
@@ -217,7 +224,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         "relay serving"
     );
     let (tx, rx) = std::sync::mpsc::channel();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let catalog = args.catalog.clone();
     std::thread::Builder::new()
         .name("hub".into())
@@ -231,12 +238,27 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let admin_path = dir.admin_socket();
     let admin = tokio::spawn(async move { crate::admin::serve(&admin_path, tx, admin_wake).await });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hub_done = false;
     let result = tokio::select! {
         r = admin => r.map_err(anyhow::Error::from).and_then(|r| r),
-        r = done_rx => r.unwrap_or_else(|_| Err(anyhow::anyhow!("the hub thread stopped"))),
+        r = &mut done_rx => {
+            hub_done = true;
+            r.unwrap_or_else(|_| Err(anyhow::anyhow!("the hub thread stopped")))
+        }
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted, stopping"); Ok(()) }
         _ = term.recv() => { tracing::info!("terminated, stopping"); Ok(()) }
     };
+    // Let the hub thread save what it has not yet (handshake timestamps are saved at most once
+    // a second); bounded, so a stuck disk cannot keep the relay from exiting.
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    stop_wake.wake();
+    if !hub_done
+        && tokio::time::timeout(Duration::from_secs(5), &mut done_rx)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the hub thread did not stop within 5 s; exiting without its last save");
+    }
     let _ = std::fs::remove_file(dir.admin_socket());
     result
 }

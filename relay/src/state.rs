@@ -20,6 +20,38 @@ pub enum StateError {
         /// The parse error.
         reason: String,
     },
+    /// The key is missing, unreadable or damaged while the state holds peers or tokens made
+    /// for it: a new key would silently cut all of them off.
+    #[error("{problem} but {state} holds {nodes} and {tokens} made for it: restore {key} from your backup, or start with --new-key to make a new key (every node must then join again with a new token)")]
+    KeyLost {
+        /// What is wrong with the key file, starting with its path.
+        problem: String,
+        /// The state file.
+        state: PathBuf,
+        /// "N nodes".
+        nodes: Plural,
+        /// "N tokens".
+        tokens: Plural,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The key file is unreadable or damaged while the state is empty.
+    #[error("{problem}: restore it from your backup, or start with --new-key to make a new key")]
+    KeyDamaged {
+        /// What is wrong with the key file, starting with its path.
+        problem: String,
+    },
+}
+
+/// A count with its noun, singular or plural ("1 node", "3 nodes").
+#[derive(Debug)]
+pub struct Plural(pub usize, pub &'static str);
+
+impl std::fmt::Display for Plural {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = if self.0 == 1 { "" } else { "s" };
+        write!(f, "{} {}{s}", self.0, self.1)
+    }
 }
 
 /// The state directory and its files.
@@ -46,15 +78,56 @@ impl StateDir {
         self.dir.join("state.json")
     }
 
-    /// Loads the relay's private key, creating one on first start.
-    pub fn load_or_create_key(&self) -> Result<[u8; 32], StateError> {
+    /// Loads the relay's private key. A new key is made on first start (no peers or tokens in
+    /// `state`), or when `new_key` is set and the key is missing, unreadable or damaged; a damaged
+    /// file is kept beside it as `private.key.damaged`. Otherwise a lost key is an error: a new
+    /// one would cut off every node and token made for the old one. `new_key` never replaces a
+    /// good key, so a leftover `OVERLAY_RELAY_NEW_KEY` does no harm.
+    pub fn load_key(&self, state: &RelayState, new_key: bool) -> Result<[u8; 32], StateError> {
         let path = self.dir.join("private.key");
-        if let Some(bytes) = statefile::read_optional(&path)? {
-            let text = String::from_utf8_lossy(&bytes);
-            return key::decode(&text).map_err(|e| StateError::Corrupt {
-                path,
-                reason: e.to_string(),
-            });
+        let problem = match statefile::read_optional(&path) {
+            Ok(Some(bytes)) => match key::decode(&String::from_utf8_lossy(&bytes)) {
+                Ok(k) => {
+                    if new_key {
+                        tracing::warn!(key = %path.display(), "--new-key ignored: the key is present and good");
+                    }
+                    return Ok(k);
+                }
+                Err(e) => Some(format!("{} is damaged ({e})", path.display())),
+            },
+            Ok(None) => None,
+            Err(e) => Some(format!("{} cannot be read ({})", path.display(), e.io())),
+        };
+        let in_use = !state.peers.is_empty() || !state.tokens.is_empty();
+        if !new_key {
+            match (problem, in_use) {
+                (None, false) => {}
+                (Some(problem), false) => return Err(StateError::KeyDamaged { problem }),
+                (problem, true) => {
+                    return Err(StateError::KeyLost {
+                        problem: problem
+                            .unwrap_or_else(|| format!("{} is missing", path.display())),
+                        state: self.state_file(),
+                        nodes: Plural(state.peers.len(), "node"),
+                        tokens: Plural(state.tokens.len(), "token"),
+                        key: path,
+                    })
+                }
+            }
+        } else {
+            if problem.is_some() {
+                let aside = self.dir.join("private.key.damaged");
+                if let Err(e) = std::fs::rename(&path, &aside) {
+                    tracing::warn!(key = %path.display(), "cannot move the damaged key aside ({e}); it is replaced");
+                }
+            }
+            if in_use {
+                tracing::warn!(
+                    nodes = state.peers.len(),
+                    tokens = state.tokens.len(),
+                    "--new-key: making a new relay key; the nodes and tokens in the state were made for the old key and cannot connect or join: every node must join again with a new token"
+                );
+            }
         }
         let secret = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
         let bytes = secret.to_bytes();
@@ -63,6 +136,7 @@ impl StateDir {
             format!("{}\n", key::encode(&bytes)).as_bytes(),
             0o600,
         )?;
+        tracing::info!(key = %path.display(), "made a new relay key");
         Ok(bytes)
     }
 

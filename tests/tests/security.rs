@@ -428,4 +428,141 @@ fn other_local_users_cannot_speak_for_the_node() {
         st["drops"]["local_control"].as_u64().unwrap_or(0) >= 9,
         "the local control requests were not refused at the TUN device: {st}"
     );
+
+#[test]
+fn a_lost_relay_key_is_refused_until_new_key_is_asked_for() {
+    let w = World::new("st8key");
+    let mut relay = start_relay(&w, &[]);
+    relay.token(&w, "--uses 2");
+    let old_key = relay.stats(&w)["relay_public_key"].clone();
+    sh(&format!("kill -9 {}", relay.pid));
+    let key = relay.state.join("private.key");
+    let serve = format!(
+        "timeout 10 {} --state {} serve --listen {}",
+        bin("overlay-relay").display(),
+        relay.state.display(),
+        relay.endpoint
+    );
+    std::fs::remove_file(&key).expect("remove private.key");
+    for (what, expect) in [("missing", "private.key is missing"), ("damaged", "is damaged")] {
+        if what == "damaged" {
+            std::fs::write(&key, "not a key\n").expect("write key");
+        }
+        let t = Instant::now();
+        let out = w.exec(&w.hub, &serve);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with a {what} key: {err}");
+        assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+        assert!(
+            err.contains(expect) && err.contains("1 token") && err.contains("--new-key"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().last().map(|l| l.starts_with("overlay-relay: ")), Some(true));
+    }
+    relay.kill_and_restart(&w, Duration::ZERO, &["--new-key"]);
+    assert_ne!(relay.stats(&w)["relay_public_key"], old_key);
+    assert!(relay.state.join("private.key.damaged").exists());
+    let log = w.log(&w.hub, "relay");
+    assert!(log.contains("WARN") && log.contains("every node must join again"), "{log}");
+    // The flag left set does not replace the good key at the next start.
+    let new_key = relay.stats(&w)["relay_public_key"].clone();
+    relay.kill_and_restart(&w, Duration::ZERO, &["--new-key"]);
+    assert_eq!(relay.stats(&w)["relay_public_key"], new_key);
+}
+
+/// Captures the first handshake initiation to the relay's port on the hub's bridge (an
+/// eavesdropper on the underlay) into `out` as hex; writes `ready` once listening.
+const CAPTURE: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind(("br0", 0))
+s.settimeout(30)
+open(sys.argv[2], "w").close()
+while True:
+    f = s.recv(65535)
+    if len(f) < 34 or f[12:14] != b"\x08\x00" or f[23] != 17:
+        continue
+    u = 14 + (f[14] & 15) * 4
+    p = f[u + 8:]
+    if int.from_bytes(f[u + 2:u + 4], "big") == 51820 and len(p) == 148 and p[:4] == b"\x01\0\0\0":
+        open(sys.argv[1], "w").write(p.hex())
+        break
+"#;
+
+/// Sends the recorded datagram to the relay and prints the size of an answer within 2 s (0: none).
+const REPLAY: &str = r#"
+import socket, sys, select
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(bytes.fromhex(open(sys.argv[1]).read()), (sys.argv[2], 51820))
+r, _, _ = select.select([s], [], [], 2.0)
+print(len(s.recv(2048)) if r else 0)
+"#;
+
+#[test]
+fn a_recorded_handshake_replayed_after_a_relay_restart_is_dropped() {
+    let mut w = World::new("st8replay");
+    let mut relay = start_relay(&w, &[]);
+    let ha = w.add_host("a", 2);
+    let hm = w.add_host("m", 9);
+    let (capture, replay) = (w.dir.join("capture.py"), w.dir.join("replay.py"));
+    std::fs::write(&capture, CAPTURE).expect("capture script");
+    std::fs::write(&replay, REPLAY).expect("replay script");
+    let (recorded, ready) = (w.dir.join("init.hex"), w.dir.join("ready"));
+    w.spawn(
+        &w.hub,
+        "capture",
+        &[],
+        &[
+            "python3",
+            capture.to_str().expect("utf-8"),
+            recorded.to_str().expect("utf-8"),
+            ready.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || ready.exists()));
+    let token = relay.token(&w, "--uses 1");
+    let _node = join_node(&w, &ha, &token, "--name a");
+    assert!(
+        wait_until(Duration::from_secs(10), || recorded.exists()),
+        "no initiation captured: {}",
+        w.log(&w.hub, "capture")
+    );
+    let before = relay.nodes(&w)[0]["endpoint"].as_str().map(String::from);
+    assert!(before.as_deref().is_some_and(|e| e.starts_with(&format!("{}:", ha.ip))));
+    // A clean stop, then (second round) a crash: either way the newest timestamp is on disk.
+    for round in ["restart", "crash"] {
+        if round == "restart" {
+            sh(&format!("kill -TERM {}", relay.pid));
+            let sock = relay.state.join("admin.sock");
+            assert!(wait_until(Duration::from_secs(10), || !sock.exists()));
+        }
+        relay.kill_and_restart(&w, Duration::ZERO, &[]);
+        let answer = w.exec_ok(
+            &hm,
+            &format!(
+                "python3 {} {} {}",
+                replay.display(),
+                recorded.display(),
+                w.hub.ip
+            ),
+        );
+        assert_eq!(answer.trim(), "0", "after a {round} the relay answered the replay");
+        let n = &relay.nodes(&w)[0];
+        assert_eq!(n["counters"]["drops"]["replayed"], 1, "{n}");
+        assert_ne!(
+            n["endpoint"].as_str().map(|e| e.starts_with(&format!("{}:", hm.ip))),
+            Some(true),
+            "after a {round} the replay moved the endpoint: {n}"
+        );
+        // The real node still works through the relay.
+        assert!(
+            wait_until(Duration::from_secs(15), || {
+                w.exec(&ha, "ping -c1 -W1 100.64.0.1").status.success()
+            }),
+            "the node lost the relay after a {round}: {}",
+            w.log(&ha, "node")
+        );
+        let after = relay.nodes(&w)[0]["endpoint"].as_str().map(String::from);
+        assert_eq!(after, before);
+    }
 }

@@ -154,6 +154,7 @@ impl<S: Store> Hub<S> {
             endpoint: None,
             created: now,
             token: None,
+            handshake_timestamp: None,
         };
         self.register(rec.clone(), None)?;
         tracing::info!(name, prefix = %rec.prefix, "peer added");

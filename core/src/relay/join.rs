@@ -96,6 +96,7 @@ impl<S: Store> Hub<S> {
             endpoint: None,
             created: now,
             token: Some(token.id.clone()),
+            handshake_timestamp: None,
         };
         let mut used = token;
         used.uses_left -= 1;

@@ -6,6 +6,7 @@
 
 mod admin;
 mod guess;
+pub mod initiation;
 mod join;
 mod lookup;
 mod services;
@@ -24,7 +25,6 @@ use crate::packet::{self, icmp_echo_reply, Ipv4Packet};
 use crate::peers::{PeerId, PeerTable, Route};
 use crate::registry::{Registry, RegistryConfig};
 use boringtun::noise::errors::WireGuardError;
-use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -37,6 +37,8 @@ use std::sync::Arc;
 const HANDSHAKE_RATE_LIMIT: u64 = 4000;
 /// Buffer size for any datagram or packet.
 const BUF: usize = 65536;
+/// Seconds between logs of dropped replayed handshakes (outside input triggers them).
+const REPLAY_LOG_SECS: u64 = 10;
 
 /// Sends datagrams for the hub, and hands packets for remote services to the gateway.
 pub trait Wire {
@@ -127,6 +129,11 @@ struct Live {
     tunn: Tunn,
     endpoint: Option<SocketAddr>,
     counters: Counters,
+    /// DH(relay static, peer static), computed once when the peer is loaded: it opens the
+    /// timestamp of the peer's initiations without public-key work per datagram.
+    static_shared: [u8; 32],
+    /// The newest initiation timestamp accepted from the peer (persisted on the next save).
+    newest_init: Option<initiation::Tai64n>,
 }
 
 /// The relay hub.
@@ -145,6 +152,13 @@ pub struct Hub<S: Store> {
     /// Drops not attributable to a peer.
     global: Counters,
     endpoints_dirty: bool,
+    /// A newer handshake timestamp was accepted since the last save.
+    handshakes_dirty: bool,
+    /// When handshake timestamps were last saved (unix seconds): at most one save a second.
+    handshakes_saved: Option<u64>,
+    /// Replayed initiations dropped since the last log line, and when that was.
+    replays_unlogged: u64,
+    replay_logged: Option<u64>,
     /// A peer whose leave is saved; removed once the reply went out.
     pending_leave: Option<PeerId>,
     /// The service registry (persisted inside `state`).
@@ -183,6 +197,10 @@ impl<S: Store> Hub<S> {
             guesses: guess::GuessLimiter::default(),
             global: Counters::default(),
             endpoints_dirty: false,
+            handshakes_dirty: false,
+            handshakes_saved: None,
+            replays_unlogged: 0,
+            replay_logged: None,
             pending_leave: None,
             registry: Registry::restore(
                 state.registry.clone(),
@@ -226,12 +244,15 @@ impl<S: Store> Hub<S> {
             id,
             Some(self.limiter.clone()),
         );
+        let static_shared = self.secret.diffie_hellman(&PublicKey::from(pk)).to_bytes();
         self.live.insert(
             id,
             Live {
                 tunn,
                 endpoint: rec.endpoint,
                 counters: Counters::default(),
+                static_shared,
+                newest_init: rec.handshake_timestamp,
             },
         );
         Ok(id)
@@ -274,10 +295,14 @@ impl<S: Store> Hub<S> {
 
     /// Handles one datagram from `from`; `now` is unix seconds.
     pub fn on_datagram(&mut self, from: SocketAddr, d: &[u8], now: u64, wire: &mut impl Wire) {
+        let mut init_ts = None;
         let id = match datagram::classify(d) {
             Datagram::ForPeer(id) => id,
-            Datagram::HandshakeInit => match self.identify_initiator(d, from) {
-                Ok(id) => id,
+            Datagram::HandshakeInit => match self.identify_initiator(d, from, now) {
+                Ok((id, ts)) => {
+                    init_ts = Some(ts);
+                    id
+                }
                 Err(Some(n)) => {
                     self.global.drop(DropReason::RateLimited);
                     wire.send(from, &self.aux[..n]);
@@ -301,6 +326,11 @@ impl<S: Store> Hub<S> {
         let len = match l.tunn.decapsulate(Some(from.ip()), d, &mut self.dec) {
             TunnResult::WriteToNetwork(p) => {
                 wire.send(from, p);
+                if let Some(ts) = init_ts {
+                    // boringtun accepted the initiation: remember its timestamp for restarts.
+                    l.newest_init = Some(ts);
+                    self.handshakes_dirty = true;
+                }
                 roam(&mut l.endpoint, from, &mut self.endpoints_dirty);
                 // Packets queued while the handshake was pending go out now.
                 while let TunnResult::WriteToNetwork(p) =
@@ -338,9 +368,16 @@ impl<S: Store> Hub<S> {
         self.flush_lookups(wire);
     }
 
-    /// Finds the peer behind a handshake initiation. `Err(Some(n))`: a cookie reply of `n`
-    /// bytes is in `aux`; `Err(None)`: dropped and counted.
-    fn identify_initiator(&mut self, d: &[u8], from: SocketAddr) -> Result<PeerId, Option<usize>> {
+    /// Finds the peer behind a handshake initiation and reads its timestamp; an initiation
+    /// not newer than the newest accepted from that peer (persisted across restarts) is a
+    /// replay and dropped. `Err(Some(n))`: a cookie reply of `n` bytes is in `aux`;
+    /// `Err(None)`: dropped and counted.
+    fn identify_initiator(
+        &mut self,
+        d: &[u8],
+        from: SocketAddr,
+        now: u64,
+    ) -> Result<(PeerId, initiation::Tai64n), Option<usize>> {
         let packet = match self
             .limiter
             .verify_packet(Some(from.ip()), d, &mut self.aux)
@@ -352,22 +389,55 @@ impl<S: Store> Hub<S> {
                 return Err(None);
             }
         };
-        let Packet::HandshakeInit(init) = packet else {
+        let Packet::HandshakeInit(_) = packet else {
             self.global.drop(DropReason::InvalidDatagram);
             return Err(None);
         };
-        let Ok(half) = parse_handshake_anon(&self.secret, &self.public, &init) else {
+        // The one Diffie-Hellman an initiation costs before its sender is known.
+        let Some(opened) = initiation::open_static(&self.secret, &self.public, d) else {
             self.global.drop(DropReason::Rejected);
             return Err(None);
         };
-        match self.table.by_key(&half.peer_static_public) {
-            Some(e) => Ok(e.id),
-            None => {
-                tracing::debug!(%from, key = %key::short(&half.peer_static_public), "handshake from an unknown key");
-                self.global.drop(DropReason::UnknownPeer);
-                Err(None)
-            }
+        let Some(id) = self.table.by_key(&opened.peer_static).map(|e| e.id) else {
+            tracing::debug!(%from, key = %key::short(&opened.peer_static), "handshake from an unknown key");
+            self.global.drop(DropReason::UnknownPeer);
+            return Err(None);
+        };
+        let Some(l) = self.live.get_mut(&id) else {
+            self.global.drop(DropReason::Rejected);
+            return Err(None);
+        };
+        let Some(ts) = opened.timestamp(&l.static_shared) else {
+            // Someone who knows the peer's public key but not its private key.
+            l.counters.drop(DropReason::Rejected);
+            return Err(None);
+        };
+        if l.newest_init.is_some_and(|newest| ts <= newest) {
+            l.counters.drop(DropReason::Replayed);
+            self.log_replay(id, from, now);
+            return Err(None);
         }
+        Ok((id, ts))
+    }
+
+    /// Logs dropped replays at most every `REPLAY_LOG_SECS`, with the count since the last line.
+    fn log_replay(&mut self, id: PeerId, from: SocketAddr, now: u64) {
+        self.replays_unlogged += 1;
+        if self
+            .replay_logged
+            .is_some_and(|t| now < t.saturating_add(REPLAY_LOG_SECS))
+        {
+            return;
+        }
+        let peer = self.table.get(id).map(|e| e.name.clone()).unwrap_or_default();
+        tracing::warn!(
+            %peer,
+            %from,
+            dropped = self.replays_unlogged,
+            "dropped a replayed handshake initiation (not newer than the newest accepted from this peer)"
+        );
+        self.replays_unlogged = 0;
+        self.replay_logged = Some(now);
     }
 
     /// Performs the routing decision for the `len`-byte packet `from` sent (now in `aux`).
@@ -566,17 +636,40 @@ impl<S: Store> Hub<S> {
         }
         self.expire_on_demand(now);
         self.send_notices(wire);
-        if self.endpoints_dirty {
-            self.endpoints_dirty = false;
-            let mut next = self.state.clone();
-            for rec in &mut next.peers {
-                if let Some(e) = self.table.by_name(&rec.name) {
-                    rec.endpoint = self.live.get(&e.id).and_then(|l| l.endpoint);
-                }
+        // Handshake timestamps at most once a second: a busy relay accepts many handshakes,
+        // and each save writes and fsyncs the whole state.
+        let handshakes_due = self.handshakes_dirty && self.handshakes_saved.is_none_or(|t| now > t);
+        if self.endpoints_dirty || handshakes_due {
+            self.save_live(now);
+        }
+    }
+
+    /// Saves what changes without an operator's request (peer endpoints, newest handshake
+    /// timestamps) if anything did; the driver calls it at shutdown too.
+    pub fn save_live(&mut self, now: u64) {
+        if !self.endpoints_dirty && !self.handshakes_dirty {
+            return;
+        }
+        let mut next = self.state.clone();
+        for rec in &mut next.peers {
+            let Some(l) = self.table.by_name(&rec.name).and_then(|e| self.live.get(&e.id)) else {
+                continue;
+            };
+            rec.endpoint = l.endpoint;
+            rec.handshake_timestamp = l.newest_init;
+        }
+        match self.commit(next) {
+            Ok(()) => {
+                self.endpoints_dirty = false;
+                self.handshakes_dirty = false;
+                self.handshakes_saved = Some(now);
             }
-            if let Err(e) = self.commit(next) {
-                // Endpoints are a hint for restarts; losing one costs a rekey timeout, not data.
-                tracing::warn!("cannot save peer endpoints: {e}");
+            // Endpoints are a hint for restarts; the timestamps stay in memory (replays are
+            // still refused until a restart) and the next tick tries again.
+            Err(e) => {
+                self.endpoints_dirty = false;
+                self.handshakes_saved = Some(now);
+                tracing::warn!("cannot save peer endpoints and handshake timestamps: {e}");
             }
         }
     }

@@ -48,6 +48,10 @@ pub struct PeerRecord {
     /// The token it joined with, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The newest handshake initiation timestamp accepted from it: older or equal ones are
+    /// replays, also after a restart (WireGuard's rule, which boringtun keeps in memory only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_timestamp: Option<super::initiation::Tai64n>,
 }
 
 /// One join token. Only a hash of the secret is kept.

@@ -821,3 +821,5 @@ fn node_and_service_names_are_one_namespace() {
         .iter()
         .all(|i| i.name != "orders-2"));
 }
+
+mod replay;
