@@ -30,6 +30,10 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey, StaticSecret};
 
+pub mod cookie;
+
+use cookie::{Cookie, CookieReply, Notice, MACS_LEN, MAC_LEN};
+
 /// First four bytes of a join request.
 pub const REQUEST_MAGIC: [u8; 4] = *b"OVJ\x01";
 /// First four bytes of a join response.
@@ -49,8 +53,8 @@ pub const REPLAY_GUARD_CAPACITY: usize = 4096;
 const TAG_LEN: usize = 16;
 /// Protocol name hashed into every key.
 const PROTOCOL: &[u8] = b"overlay join v1";
-/// Smallest well-formed request: header and an empty ciphertext's tag.
-const MIN_REQUEST_LEN: usize = field::REQ_CIPHERTEXT.start + TAG_LEN;
+/// Smallest well-formed request: header, an empty ciphertext's tag and the two MACs.
+pub const MIN_REQUEST_LEN: usize = field::REQ_CIPHERTEXT.start + TAG_LEN + MACS_LEN;
 /// Smallest well-formed response: header and an empty ciphertext's tag.
 const MIN_RESPONSE_LEN: usize = field::RESP_CIPHERTEXT.start + TAG_LEN;
 /// Largest response JSON body that fits in [`MAX_RESPONSE_LEN`].
@@ -66,7 +70,8 @@ mod field {
     pub const EPHEMERAL: Range<usize> = 4..36;
     /// Request: the node's static public key.
     pub const REQ_NODE_STATIC: Range<usize> = 36..68;
-    /// Request: AEAD ciphertext of the JSON body, with its tag.
+    /// Request: AEAD ciphertext of the JSON body, with its tag, then `mac1` and `mac2`
+    /// ([`super::cookie`]).
     pub const REQ_CIPHERTEXT: RangeFrom<usize> = 68..;
     /// Response: the AEAD nonce chosen by the relay.
     pub const RESP_NONCE: Range<usize> = 36..48;
@@ -188,6 +193,19 @@ pub enum JoinError {
 pub struct JoinInitiator {
     ephemeral_public: [u8; 32],
     response_key: [u8; 32],
+    relay_public: [u8; 32],
+    mac1: [u8; MAC_LEN],
+}
+
+/// What a datagram from the relay means to a joining node ([`JoinInitiator::open_reply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The authenticated answer.
+    Response(JoinResponse),
+    /// The relay wants the request again with this cookie (see [`JoinInitiator::with_cookie`]).
+    Cookie(Cookie),
+    /// An unauthenticated hint why no answer comes (a hint only: anyone on the path can send one).
+    Notice(Notice),
 }
 
 impl fmt::Debug for JoinInitiator {
@@ -246,9 +264,14 @@ impl JoinInitiator {
         let body = to_json(request);
         let ciphertext = seal(&keys.request, &[0u8; 12], &datagram, &body);
         datagram.extend_from_slice(&ciphertext);
+        datagram.extend_from_slice(&[0u8; MACS_LEN]);
+        cookie::stamp(&cookie::mac1_key(&relay_public), None, &mut datagram);
+        let mac1 = cookie::mac1(&cookie::mac1_key(&relay_public), &datagram).unwrap_or_default();
         let initiator = JoinInitiator {
             ephemeral_public,
             response_key: keys.response,
+            relay_public,
+            mac1,
         };
         Ok((initiator, datagram))
     }
@@ -256,6 +279,31 @@ impl JoinInitiator {
     /// The ephemeral public key of this attempt (also in the clear in its response).
     pub fn ephemeral_public(&self) -> [u8; 32] {
         self.ephemeral_public
+    }
+
+    /// The request `datagram` of this attempt with `mac2` made with the relay's `cookie`.
+    pub fn with_cookie(&self, datagram: &[u8], cookie: &Cookie) -> Vec<u8> {
+        let mut d = datagram.to_vec();
+        cookie::stamp(&cookie::mac1_key(&self.relay_public), Some(cookie), &mut d);
+        d
+    }
+
+    /// Makes sense of any datagram from the relay: a response, a cookie reply or a notice.
+    pub fn open_reply(&self, datagram: &[u8]) -> Result<Reply, JoinError> {
+        match datagram.get(field::MAGIC) {
+            Some(m) if m == cookie::COOKIE_MAGIC => CookieReply::open(
+                &self.relay_public,
+                &self.ephemeral_public,
+                &self.mac1,
+                datagram,
+            )
+            .map(Reply::Cookie)
+            .ok_or(JoinError::ResponseNotAuthentic),
+            Some(m) if m == cookie::NOTICE_MAGIC => Notice::parse(datagram, &self.ephemeral_public)
+                .map(Reply::Notice)
+                .ok_or(JoinError::WrongAttempt),
+            _ => self.open_response(datagram).map(Reply::Response),
+        }
     }
 
     /// Authenticates and decodes the relay's response to this attempt.
@@ -314,6 +362,9 @@ impl fmt::Debug for OpenedRequest {
 }
 
 /// Decrypts and authenticates a join request with the relay's static key, and checks its age.
+///
+/// This is the public-key work (two X25519 operations); the relay runs [`cookie::Gate::check`]
+/// first, which checks the MACs at the end that this function leaves alone.
 pub fn open_request(
     relay_static: &StaticSecret,
     datagram: &[u8],
@@ -334,11 +385,12 @@ pub fn open_request(
     if len < MIN_REQUEST_LEN {
         return Err(JoinError::Truncated { len });
     }
+    // The MACs at the end are the gate's ([`cookie::Gate`]); the AEAD covers what is before.
     let (Some(header), Some(ephemeral), Some(node), Some(ciphertext)) = (
         datagram.get(..field::REQ_CIPHERTEXT.start),
         array32(datagram.get(field::EPHEMERAL)),
         array32(datagram.get(field::REQ_NODE_STATIC)),
-        datagram.get(field::REQ_CIPHERTEXT),
+        datagram.get(field::REQ_CIPHERTEXT.start..len - MACS_LEN),
     ) else {
         return Err(JoinError::Truncated { len });
     };
@@ -644,7 +696,8 @@ mod tests {
             .collect()
     }
 
-    /// Computed independently (Python `cryptography` and `hashlib`), not by this code.
+    /// Computed independently (Python `cryptography` and `hashlib`), not by this code; it ends
+    /// with `mac1` and an all-zero `mac2`.
     static REQUEST_VECTOR: &str = "
         4f564a015dfedd3b6bd47f6fa28ee15d969d5bb0ea53774d488bdaf9df1c6e01
         24b3ef22ce8d3ad1ccb633ec7b70c17814a5c76ecd029685050d344745ba0587
@@ -652,7 +705,8 @@ mod tests {
         5d39ae42d4ee020b539bc2192918d3e528326ac3620ed1af4029d13434c913ab
         480fe7a9e742e804e4bac35916e41de9cdd37837af2ea26b89821cbddcd86870
         15f28b54f3e3318dce607c453aafe60f33f212c5055425b376fd62ba6abb516b
-        3d96267aa3a7526e61fa531f8f73ebcaa01200f30d6033";
+        3d96267aa3a7526e61fa531f8f73ebcaa01200f30d6033ecc62caaa3543dfdc3
+        6eda18993c8f4f00000000000000000000000000000000";
     /// The answer `accepted()` with nonce `[4; 12]`, computed the same way.
     static RESPONSE_VECTOR: &str = "
         4f564a025dfedd3b6bd47f6fa28ee15d969d5bb0ea53774d488bdaf9df1c6e01
@@ -711,7 +765,7 @@ mod tests {
         assert_eq!(&datagram[field::EPHEMERAL], &initiator.ephemeral_public());
         assert_eq!(&datagram[field::REQ_NODE_STATIC], &public(&node()));
         let body = to_json(&request());
-        assert_eq!(datagram.len(), 68 + body.len() + TAG_LEN);
+        assert_eq!(datagram.len(), 68 + body.len() + TAG_LEN + MACS_LEN);
         // Nothing of the body is in the clear.
         assert!(!datagram.windows(6).any(|w| w == b"laptop"));
         let opened = open_request(&relay(), &datagram, NOW).unwrap();
@@ -763,6 +817,52 @@ mod tests {
     }
 
     #[test]
+    fn cookie_and_notices_reach_the_attempt() {
+        let (initiator, datagram) = vector_attempt();
+        let relay_public = public(&relay());
+        let mut gate = cookie::Gate::new(relay_public, NOW, &mut OsRng);
+        let from: std::net::SocketAddr = "10.0.0.9:5000".parse().unwrap();
+        let cookie::Verdict::NeedCookie(reply) = gate.check(from, &datagram, NOW, true, &mut OsRng)
+        else {
+            panic!("no cookie");
+        };
+        let Ok(Reply::Cookie(c)) = initiator.open_reply(&reply) else {
+            panic!("cookie reply not understood");
+        };
+        let again = initiator.with_cookie(&datagram, &c);
+        assert_eq!(
+            again[..again.len() - MAC_LEN],
+            datagram[..datagram.len() - MAC_LEN]
+        );
+        assert_eq!(
+            gate.check(from, &again, NOW, true, &mut OsRng),
+            cookie::Verdict::Pass { proven: true }
+        );
+        // The request with mac2 still opens.
+        assert!(open_request(&relay(), &again, NOW).is_ok());
+        let notice = Notice::WrongKey.encode(&initiator.ephemeral_public());
+        assert_eq!(
+            initiator.open_reply(&notice),
+            Ok(Reply::Notice(Notice::WrongKey))
+        );
+        let other = Notice::Busy.encode(&[0; 32]);
+        assert!(initiator.open_reply(&other).is_err());
+        let response = open_request(&relay(), &datagram, NOW)
+            .unwrap()
+            .seal_response(&accepted());
+        assert_eq!(
+            initiator.open_reply(&response),
+            Ok(Reply::Response(accepted()))
+        );
+        // A request for another relay key fails mac1 at that relay.
+        let mut other_gate = cookie::Gate::new([9; 32], NOW, &mut OsRng);
+        assert_eq!(
+            other_gate.check(from, &datagram, NOW, false, &mut OsRng),
+            cookie::Verdict::WrongKey
+        );
+    }
+
+    #[test]
     fn fresh_ephemeral_per_attempt() {
         let (a, da) = JoinInitiator::new(&node(), public(&relay()), &request()).unwrap();
         let (b, db) = JoinInitiator::new(&node(), public(&relay()), &request()).unwrap();
@@ -778,7 +878,8 @@ mod tests {
     #[test]
     fn tampered_request_fails() {
         let (_, datagram) = vector_attempt();
-        for i in 0..datagram.len() {
+        // The MACs at the end are the gate's to check (see the cookie module's tests).
+        for i in 0..datagram.len() - MACS_LEN {
             for bit in [0x01, 0x80] {
                 let mut bad = datagram.clone();
                 bad[i] ^= bit;
@@ -1043,6 +1144,7 @@ mod tests {
         let header = &datagram[..field::REQ_CIPHERTEXT.start];
         let mut bad = header.to_vec();
         bad.extend(seal(&keys.request, &[0; 12], header, br#"{"token_id":1}"#));
+        bad.extend_from_slice(&[0; MACS_LEN]);
         assert!(matches!(
             open_request(&relay, &bad, NOW),
             Err(JoinError::BadBody(_))

@@ -4,7 +4,8 @@ use crate::lifecycle;
 use crate::paths;
 use crate::settings::{NodeFiles, Settings};
 use clap::Args;
-use overlay_core::join::{JoinInitiator, JoinRequest, JoinResponse};
+use overlay_core::join::cookie::Notice;
+use overlay_core::join::{JoinInitiator, JoinRequest, JoinResponse, Reply};
 use overlay_core::token::Token;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -124,7 +125,7 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
         }
         JoinResponse::Rejected { reason } => {
             step.done("refused");
-            anyhow::bail!("the relay refused to register this node: {reason}");
+            anyhow::bail!("the relay answered and refused to register this node: {reason}");
         }
     };
     files.save(&settings)?;
@@ -150,6 +151,8 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
 }
 
 /// Sends the request to each endpoint in turn, retrying, until one answers or time runs out.
+/// A cookie reply makes it send the request again at once with the cookie; notices (not
+/// authenticated) only choose the message when no real answer comes.
 async fn exchange(
     endpoints: &[String],
     initiator: &JoinInitiator,
@@ -173,29 +176,77 @@ async fn exchange(
     let sock = tokio::net::UdpSocket::bind("0.0.0.0:0").await?;
     let mut buf = vec![0u8; 2048];
     let mut wait = Duration::from_millis(250);
+    // One request per endpoint: the cookie, and so mac2, is per relay address.
+    let mut requests: Vec<Vec<u8>> = resolved.iter().map(|_| datagram.to_vec()).collect();
+    let mut heard = Heard::Nothing;
     while Instant::now() < deadline {
-        for (_, addr) in &resolved {
-            let _ = sock.send_to(datagram, addr).await;
+        for ((_, addr), req) in resolved.iter().zip(&requests) {
+            let _ = sock.send_to(req, addr).await;
         }
         let until = (Instant::now() + wait).min(deadline);
         while let Ok(Ok((n, from))) =
             tokio::time::timeout_at(until.into(), sock.recv_from(&mut buf)).await
         {
-            let Some((name, _)) = resolved.iter().find(|(_, a)| *a == from) else {
+            let Some(i) = resolved.iter().position(|(_, a)| *a == from) else {
                 continue;
             };
             // Anything that does not open with our keys is ignored: an impostor cannot answer.
-            if let Ok(r) = initiator.open_response(&buf[..n]) {
-                return Ok((r, name.clone()));
+            match initiator.open_reply(&buf[..n]) {
+                Ok(Reply::Response(r)) => return Ok((r, resolved[i].0.clone())),
+                Ok(Reply::Cookie(c)) => {
+                    requests[i] = initiator.with_cookie(datagram, &c);
+                    let _ = sock.send_to(&requests[i], from).await;
+                    heard = heard.max(Heard::Cookie);
+                }
+                Ok(Reply::Notice(notice)) => heard = heard.max(Heard::Notice(notice)),
+                Err(_) => {}
             }
         }
         wait = (wait * 2).min(Duration::from_secs(2));
     }
-    anyhow::bail!(
-        "the relay at {} did not answer within {} s; check that it is running and that UDP to that port is not blocked",
-        endpoints.join(", "),
-        JOIN_TIMEOUT.as_secs()
-    )
+    let at = endpoints.join(", ");
+    let secs = JOIN_TIMEOUT.as_secs();
+    Err(match heard {
+        Heard::Nothing => anyhow::anyhow!(
+            "the relay at {at} did not answer within {secs} s; check that it is running and that UDP to that port is not blocked"
+        ),
+        Heard::Notice(Notice::WrongKey) => anyhow::anyhow!(
+            "the relay at {at} answered, but this token was made for another relay (its key does not match); create a token on this relay with `overlay-relay token create`"
+        ),
+        Heard::Notice(Notice::LockedOut) => anyhow::anyhow!(
+            "the relay at {at} refuses joins from this address for a minute after repeated bad tokens; wait a minute, then join with a valid token"
+        ),
+        Heard::Cookie | Heard::Notice(Notice::Busy) => anyhow::anyhow!(
+            "the relay at {at} answered but was too busy to finish the join within {secs} s (many join requests at once); try again in a minute"
+        ),
+    })
+}
+
+/// The most telling thing the relay said before the join timed out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Heard {
+    Nothing,
+    Cookie,
+    Notice(Notice),
+}
+
+impl Heard {
+    fn rank(self) -> u8 {
+        match self {
+            Heard::Nothing => 0,
+            Heard::Cookie => 1,
+            Heard::Notice(Notice::Busy) => 2,
+            Heard::Notice(_) => 3,
+        }
+    }
+
+    fn max(self, other: Heard) -> Heard {
+        if other.rank() >= self.rank() {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 fn hostname() -> Option<String> {

@@ -12,15 +12,15 @@ use crate::gateway::{
 use crate::state::StateDir;
 use crate::udp;
 use crate::wake::Wake;
-use overlay_core::relay::{Hub, LookupRequest, Wire};
+use overlay_core::relay::{Hub, JoinJob, JoinOpened, LookupRequest, Wire, JOB_QUEUE};
 use overlay_core::spin::Spin;
 use serde_json::json;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::mpsc::Receiver;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -191,6 +191,7 @@ pub fn run(
     };
     hub.greet(wire);
     flush(wire, &mut hub);
+    let (jobs, done) = start_join_worker(&mut hub, wake.clone())?;
     let mut next_tick = Instant::now() + TICK;
     let mut published_seq = None;
     let mut spin = Spin::new(SPIN);
@@ -224,6 +225,16 @@ pub fn run(
             }
             // The answers to this batch go out together, before the next batch is read.
             flush(wire, &mut hub);
+        }
+        // Public-key work goes to the join worker; the forwarding path never waits for it.
+        for job in hub.take_join_jobs() {
+            if jobs.try_send(job).is_err() {
+                hub.join_job_dropped();
+            }
+        }
+        while let Ok(d) = done.try_recv() {
+            hub.on_join_opened(d, unix_now(), wire);
+            moved += 1;
         }
         if let Some(out) = gw_out {
             let mut n = 0;
@@ -263,6 +274,30 @@ pub fn run(
         // Handshake replies, control answers and gateway output go out before the next sleep.
         flush(wire, &mut hub);
     }
+}
+
+/// Starts the thread that opens join requests (two X25519 operations each) off the hub
+/// thread; it wakes the hub when a result is ready. Its queue holds [`JOB_QUEUE`] requests.
+fn start_join_worker(
+    hub: &mut Hub<StateDir>,
+    wake: Arc<Wake>,
+) -> anyhow::Result<(SyncSender<JoinJob>, Receiver<JoinOpened>)> {
+    hub.use_join_worker();
+    let opener = hub.join_opener();
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<JoinJob>(JOB_QUEUE);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("join-worker".into())
+        .spawn(move || {
+            for job in job_rx {
+                if done_tx.send(opener.open(job, unix_now())).is_err() {
+                    break;
+                }
+                wake.wake();
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the join worker thread: {e}"))?;
+    Ok((job_tx, done_rx))
 }
 
 fn answer(hub: &mut Hub<StateDir>, req: AdminRequest) -> AdminResponse {

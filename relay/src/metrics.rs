@@ -59,8 +59,20 @@ async fn one(
     let head = String::from_utf8_lossy(&buf[..n]);
     let path = head.split_whitespace().nth(1).unwrap_or("/");
     let (status, body) = match path {
+        // Healthy while the hub answers; the second line says whether joins are under load
+        // (cookies required), so a probe or a person sees a flood without parsing /metrics.
         "/healthz" => match ask(&admin, AdminRequest::Stats).await {
-            Some(_) => ("200 OK", "ok\n".to_string()),
+            Some(s) => (
+                "200 OK",
+                format!(
+                    "ok\njoins: {}\n",
+                    if s["joins"]["under_load"].as_bool().unwrap_or(false) {
+                        "under load (cookies required)"
+                    } else {
+                        "normal"
+                    }
+                ),
+            ),
             None => (
                 "503 Service Unavailable",
                 "the hub does not answer\n".to_string(),
@@ -117,6 +129,52 @@ async fn render(
         "gauge",
         "Seconds since start.",
         vec![(String::new(), num(&stats["uptime_secs"]))],
+    );
+    let joins = &stats["joins"];
+    metric(
+        &mut o,
+        "overlay_relay_join_requests_total",
+        "counter",
+        "Join request datagrams received.",
+        vec![(String::new(), num(&joins["requests"]))],
+    );
+    metric(
+        &mut o,
+        "overlay_relay_join_outcomes_total",
+        "counter",
+        "Join requests by what became of them.",
+        [
+            "malformed",
+            "wrong_key",
+            "cookies_sent",
+            "proven",
+            "opened",
+            "not_authentic",
+            "replayed",
+            "locked_out",
+            "busy",
+            "notices_sent",
+            "replies_suppressed",
+            "accepted",
+            "refused",
+        ]
+        .iter()
+        .map(|k| (format!("{{outcome=\"{k}\"}}"), num(&joins[*k])))
+        .collect(),
+    );
+    metric(
+        &mut o,
+        "overlay_relay_join_under_load",
+        "gauge",
+        "1 while the relay wants cookies from every joining node.",
+        vec![(String::new(), u64::from(joins["under_load"].as_bool().unwrap_or(false)))],
+    );
+    metric(
+        &mut o,
+        "overlay_relay_join_opens_this_second",
+        "gauge",
+        "Join requests opened (public-key work) in the current second.",
+        vec![(String::new(), num(&joins["opens_this_sec"]))],
     );
     let list = nodes.as_array().cloned().unwrap_or_default();
     let per = |k: &str| -> Vec<(String, u64)> {

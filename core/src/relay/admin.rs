@@ -80,6 +80,8 @@ pub struct RelayStats {
     pub relay_public_key: String,
     /// Drops not attributable to a peer.
     pub global: crate::counters::CountersSnapshot,
+    /// Join requests: load and drops by reason.
+    pub joins: super::JoinStats,
 }
 
 impl<S: Store> Hub<S> {
@@ -327,6 +329,7 @@ impl<S: Store> Hub<S> {
             uptime_secs: now.saturating_sub(self.started),
             relay_public_key: key::encode(&self.public_key()),
             global: self.global.snapshot(),
+            joins: self.join_stats.clone(),
         }
     }
 }

@@ -25,6 +25,14 @@ impl GuessLimiter {
         }
     }
 
+    /// Failures of `ip` in its current window.
+    pub fn failures(&self, ip: IpAddr, now: u64) -> u32 {
+        match self.seen.get(&ip) {
+            Some((start, n)) if now < start + WINDOW_SECS => *n,
+            _ => 0,
+        }
+    }
+
     /// Records a failed attempt; returns the failures in the current window.
     pub fn fail(&mut self, ip: IpAddr, now: u64) -> u32 {
         if self.seen.len() >= MAX_TRACKED && !self.seen.contains_key(&ip) {
@@ -63,6 +71,8 @@ mod tests {
         assert!(!g.allowed(ip, 100));
         assert!(!g.allowed(ip, 159));
         assert!(g.allowed(ip, 160));
+        assert_eq!(g.failures(ip, 159), MAX_FAILURES);
+        assert_eq!(g.failures(ip, 160), 0);
         assert!(g.allowed("10.0.0.2".parse().unwrap(), 100));
     }
 

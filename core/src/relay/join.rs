@@ -1,46 +1,169 @@
-//! Join requests: token check, name choice, prefix allocation, registration, answer.
+//! Join requests: the cheap checks in front, then token check, name choice, prefix allocation,
+//! registration, answer.
 
+use super::flood::{JoinJob, JoinOpened, JoinOpener, JOB_QUEUE};
 use super::state::{unhex32, PeerRecord};
 use super::{valid_name, Hub, HubError, Store, Wire};
 use crate::counters::DropReason;
-use crate::join::{open_request, JoinResponse, OpenedRequest};
+use crate::join::cookie::{Notice, Verdict};
+use crate::join::{JoinResponse, OpenedRequest};
 use crate::key;
 use crate::token;
+use rand_core::OsRng;
 use std::net::SocketAddr;
 
 impl<S: Store> Hub<S> {
-    /// Handles a join datagram. Requests that do not open (wrong relay key, tampered, stale,
-    /// replayed) get no answer at all; valid requests with a bad token get a one-line reason.
+    /// Handles a join datagram with cheap checks only: `mac1`, the cookie when wanted, the
+    /// lockout of proven addresses and the budget of opens. What passes becomes a [`JoinJob`]:
+    /// opened at once, or queued for the join worker ([`Hub::use_join_worker`]).
     pub(super) fn on_join(&mut self, from: SocketAddr, d: &[u8], now: u64, wire: &mut impl Wire) {
-        let opened = match open_request(&self.secret, d, now) {
+        self.join_stats.requests += 1;
+        let ip = from.ip();
+        // An address with failures it did not prove must prove itself before it is opened, so
+        // a forger's failures never count against the address it forged.
+        let under_load = self.opens.under_load(now);
+        self.join_stats.under_load = under_load;
+        let need_cookie = under_load || self.suspects.failures(ip, now) > 0;
+        let ephemeral = d
+            .get(4..36)
+            .and_then(|e| <[u8; 32]>::try_from(e).ok())
+            .unwrap_or_default();
+        let proven = match self.gate.check(from, d, now, need_cookie, &mut OsRng) {
+            Verdict::Malformed => {
+                self.join_stats.malformed += 1;
+                self.global.drop(DropReason::InvalidDatagram);
+                return;
+            }
+            Verdict::WrongKey => {
+                self.join_stats.wrong_key += 1;
+                self.global.drop(DropReason::Rejected);
+                self.notice(from, Notice::WrongKey, &ephemeral, now, wire);
+                return;
+            }
+            Verdict::NeedCookie(reply) => {
+                self.join_stats.cookies_sent += 1;
+                self.global.drop(DropReason::RateLimited);
+                if self.replies.allow(from, now) {
+                    wire.send(from, &reply);
+                } else {
+                    self.join_stats.replies_suppressed += 1;
+                }
+                return;
+            }
+            Verdict::Pass { proven } => proven,
+        };
+        if proven {
+            self.join_stats.proven += 1;
+            if !self.guesses.allowed(ip, now) {
+                self.join_stats.locked_out += 1;
+                self.global.drop(DropReason::RateLimited);
+                self.notice(from, Notice::LockedOut, &ephemeral, now, wire);
+                return;
+            }
+        }
+        if (self.join_worker && self.jobs.len() >= JOB_QUEUE) || !self.opens.take(now) {
+            self.join_stats.busy += 1;
+            self.global.drop(DropReason::RateLimited);
+            self.notice(from, Notice::Busy, &ephemeral, now, wire);
+            return;
+        }
+        let job = JoinJob {
+            from,
+            proven,
+            datagram: d.to_vec(),
+        };
+        if self.join_worker {
+            self.jobs.push(job);
+        } else {
+            let done = JoinOpener::new(self.cfg.private_key).open(job, now);
+            self.on_join_opened(done, now, wire);
+        }
+    }
+
+    /// Sends a notice within the reply budget.
+    fn notice(
+        &mut self,
+        to: SocketAddr,
+        n: Notice,
+        ephemeral: &[u8; 32],
+        now: u64,
+        wire: &mut impl Wire,
+    ) {
+        if self.replies.allow(to, now) {
+            self.join_stats.notices_sent += 1;
+            wire.send(to, &n.encode(ephemeral));
+        } else {
+            self.join_stats.replies_suppressed += 1;
+        }
+    }
+
+    /// Sends the join worker's jobs off the hub: every request that passed the cheap checks
+    /// since the last call.
+    pub fn take_join_jobs(&mut self) -> Vec<JoinJob> {
+        std::mem::take(&mut self.jobs)
+    }
+
+    /// Counts a job the driver could not hand to the worker (its queue was full).
+    pub fn join_job_dropped(&mut self) {
+        self.join_stats.busy += 1;
+        self.global.drop(DropReason::RateLimited);
+    }
+
+    /// Finishes a request the worker opened: replay check, token check, registration, answer.
+    /// Requests that do not open (tampered, stale, another key) get no answer; valid requests
+    /// with a bad token get a one-line reason.
+    pub fn on_join_opened(&mut self, done: JoinOpened, now: u64, wire: &mut impl Wire) {
+        let JoinOpened {
+            from,
+            proven,
+            result,
+        } = done;
+        let opened = match result {
             Ok(o) => o,
             Err(e) => {
                 tracing::debug!(%from, "join request refused: {e}");
+                self.join_stats.not_authentic += 1;
                 self.global.drop(DropReason::Rejected);
+                self.count_failure(from, proven, now);
                 return;
             }
         };
+        self.join_stats.opened += 1;
         if !self.replay.check_and_insert(&opened.ephemeral_public, now) {
-            tracing::warn!(%from, "replayed join request ignored");
+            tracing::debug!(%from, "replayed join request ignored");
+            self.join_stats.replayed += 1;
             self.global.drop(DropReason::Rejected);
             return;
         }
-        if !self.guesses.allowed(from.ip(), now) {
-            tracing::warn!(%from, "join attempts from this address are rate limited after repeated bad tokens");
-            self.global.drop(DropReason::RateLimited);
-            return;
-        }
-        let response = match self.join(&opened, from, now) {
-            Ok(r) => r,
-            Err(reason) => JoinResponse::Rejected { reason },
+        let response = match self.join(&opened, from, proven, now) {
+            Ok(r) => {
+                self.join_stats.accepted += 1;
+                r
+            }
+            Err(reason) => {
+                self.join_stats.refused += 1;
+                JoinResponse::Rejected { reason }
+            }
         };
         wire.send(from, &opened.seal_response(&response));
+    }
+
+    /// Counts a failed join against `from`: toward the lockout when the address is proven,
+    /// otherwise only so that the address must prove itself next time.
+    fn count_failure(&mut self, from: SocketAddr, proven: bool, now: u64) -> u32 {
+        if proven {
+            self.guesses.fail(from.ip(), now)
+        } else {
+            self.suspects.fail(from.ip(), now);
+            0
+        }
     }
 
     fn join(
         &mut self,
         o: &OpenedRequest,
         from: SocketAddr,
+        proven: bool,
         now: u64,
     ) -> Result<JoinResponse, String> {
         let req = &o.request;
@@ -58,8 +181,10 @@ impl<S: Store> Hub<S> {
                 t
             }
             _ => {
-                let n = self.guesses.fail(from.ip(), now);
-                tracing::warn!(%from, failures = n, token = %req.token_id, "join with an unknown token or wrong secret");
+                // Counted, and summed up in the summary line: a line per attempt would let
+                // anyone with the relay's key fill the log.
+                let n = self.count_failure(from, proven, now);
+                tracing::debug!(%from, proven, failures = n, token = %req.token_id, "join with an unknown token or wrong secret");
                 return Err(
                     "the token is not valid for this relay; check that it was copied whole".into(),
                 );

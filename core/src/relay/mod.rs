@@ -5,6 +5,7 @@
 //! before memory changes, so what the relay acknowledged is on disk. Nothing here opens a socket.
 
 mod admin;
+mod flood;
 mod guess;
 pub mod initiation;
 mod join;
@@ -13,6 +14,7 @@ mod services;
 pub mod state;
 
 pub use admin::{NodeInfo, PeerAdded, RelayStats, TokenCreated};
+pub use flood::{JoinJob, JoinOpened, JoinOpener, JoinStats, JOB_QUEUE};
 pub use lookup::{LookupRequest, OnDemandConfig};
 
 use crate::addressing::AddressPlan;
@@ -148,7 +150,19 @@ pub struct Hub<S: Store> {
     state: RelayState,
     store: S,
     replay: ReplayGuard,
+    /// Proven addresses' failed joins (the lockout).
     guesses: guess::GuessLimiter,
+    /// Unproven addresses' failed joins: such an address must prove itself with a cookie.
+    suspects: guess::GuessLimiter,
+    /// `mac1`/`mac2` and cookies in front of the public-key work.
+    gate: crate::join::cookie::Gate,
+    opens: flood::OpenBudget,
+    replies: flood::ReplyBudget,
+    join_stats: flood::JoinStats,
+    summary: flood::Summary,
+    /// Requests go to a worker thread ([`Hub::take_join_jobs`]) instead of being opened here.
+    join_worker: bool,
+    jobs: Vec<flood::JoinJob>,
     /// Drops not attributable to a peer.
     global: Counters,
     endpoints_dirty: bool,
@@ -195,6 +209,14 @@ impl<S: Store> Hub<S> {
             store,
             replay: ReplayGuard::new(),
             guesses: guess::GuessLimiter::default(),
+            suspects: guess::GuessLimiter::default(),
+            gate: crate::join::cookie::Gate::new(*public.as_bytes(), now, &mut rand_core::OsRng),
+            opens: flood::OpenBudget::default(),
+            replies: flood::ReplyBudget::default(),
+            join_stats: flood::JoinStats::default(),
+            summary: flood::Summary::default(),
+            join_worker: false,
+            jobs: Vec::new(),
             global: Counters::default(),
             endpoints_dirty: false,
             handshakes_dirty: false,
@@ -268,6 +290,17 @@ impl<S: Store> Hub<S> {
     /// The relay's public key.
     pub fn public_key(&self) -> [u8; 32] {
         *self.public.as_bytes()
+    }
+
+    /// From now on, requests that pass the cheap checks are queued for a join worker (see
+    /// [`Hub::take_join_jobs`]) instead of being opened on the caller's thread.
+    pub fn use_join_worker(&mut self) {
+        self.join_worker = true;
+    }
+
+    /// What a join worker needs: a copy of the relay's key that opens requests.
+    pub fn join_opener(&self) -> JoinOpener {
+        JoinOpener::new(self.cfg.private_key)
     }
 
     /// The hub's configuration.
@@ -635,6 +668,9 @@ impl<S: Store> Hub<S> {
             }
         }
         self.expire_on_demand(now);
+        self.join_stats.under_load = self.opens.under_load(now);
+        self.join_stats.opens_this_sec = self.opens.used(now);
+        self.summary.tick(&self.join_stats, now);
         self.send_notices(wire);
         // Handshake timestamps at most once a second: a busy relay accepts many handshakes,
         // and each save writes and fsyncs the whole state.

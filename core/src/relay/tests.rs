@@ -2,7 +2,8 @@
 
 use super::state::RelayState;
 use super::*;
-use crate::join::{JoinInitiator, JoinRequest, JoinResponse};
+use crate::join::cookie::Notice;
+use crate::join::{JoinInitiator, JoinRequest, JoinResponse, Reply};
 use crate::packet::{build_echo_request, build_udp, Ipv4Packet};
 use crate::token::Token;
 use std::cell::RefCell;
@@ -270,15 +271,32 @@ fn join(
         timestamp: NOW,
     };
     let (init, d) = JoinInitiator::new(&secret(key), t.relay_key, &req).unwrap();
-    let mut out = Outbox::default();
-    hub.on_join_for_test(SocketAddr::from(([10, 0, 0, key], from_port)), &d, &mut out);
-    let (_, resp) = out.0.first()?;
-    Some(init.open_response(resp).unwrap())
+    let from = SocketAddr::from(([10, 0, 0, key], from_port));
+    match exchange(hub, &init, &d, from, NOW)? {
+        Reply::Response(r) => Some(r),
+        _ => None,
+    }
 }
 
-impl Hub<MemStore> {
-    fn on_join_for_test(&mut self, from: SocketAddr, d: &[u8], out: &mut Outbox) {
-        self.on_datagram(from, d, NOW, out);
+/// What a node does: sends the request, and once more with the cookie if the relay asks.
+fn exchange(
+    hub: &mut Hub<MemStore>,
+    init: &JoinInitiator,
+    d: &[u8],
+    from: SocketAddr,
+    now: u64,
+) -> Option<Reply> {
+    let mut out = Outbox::default();
+    hub.on_datagram(from, d, now, &mut out);
+    let (_, resp) = out.0.first()?;
+    match init.open_reply(resp).unwrap() {
+        Reply::Cookie(c) => {
+            let mut out = Outbox::default();
+            hub.on_datagram(from, &init.with_cookie(d, &c), now, &mut out);
+            let (_, resp) = out.0.first()?;
+            Some(init.open_reply(resp).unwrap())
+        }
+        other => Some(other),
     }
 }
 
@@ -381,11 +399,163 @@ fn token_guessing_is_rate_limited() {
             answers += 1;
         }
     }
-    assert_eq!(answers, guess::MAX_FAILURES);
-    // Even the right token is not answered from that address for now.
+    // The first failure is not counted against the address, which has not proven itself yet;
+    // from then on the relay wants a cookie, and proven failures count.
+    assert_eq!(answers, guess::MAX_FAILURES + 1);
+    // Even the right token is not answered from that address for now: it gets a notice.
     assert!(join(&mut hub, &t.token, 50, None, None, 7).is_none());
     // Other addresses are not affected.
     accepted(join(&mut hub, &t.token, 51, None, None, 7));
+}
+
+/// A join attempt for `tok` with node key `key`: the initiator and its request datagram.
+fn attempt(tok: &str, key: u8) -> (JoinInitiator, Vec<u8>) {
+    let t = Token::parse(tok).unwrap();
+    let req = JoinRequest {
+        token_id: t.id,
+        token_secret: t.secret,
+        name: None,
+        hint: None,
+        timestamp: NOW,
+    };
+    JoinInitiator::new(&secret(key), t.relay_key, &req).unwrap()
+}
+
+#[test]
+fn forged_source_failures_do_not_lock_the_victim_out() {
+    let (mut hub, _) = hub();
+    let t = hub.token_create(5, 3600, None, NOW).unwrap();
+    let mut forged = Token::parse(&t.token).unwrap();
+    forged.secret[0] ^= 1;
+    let bad = forged.encode();
+    let victim = SocketAddr::from(([10, 0, 0, 60], 4000));
+    // The forger sends from the victim's address but never sees the answers, so it cannot
+    // answer a cookie reply: its requests are opened at most once unproven, then need a cookie.
+    // It does not know the victim's port either.
+    for i in 0..30 {
+        let (_, d) = attempt(&bad, 100 + i);
+        let forged_from = SocketAddr::new(victim.ip(), 5000 + (i % 3) as u16);
+        hub.on_datagram(forged_from, &d, NOW, &mut Outbox::default());
+    }
+    assert_eq!(hub.join_stats.not_authentic + hub.join_stats.refused, 1);
+    assert!(hub.join_stats.cookies_sent >= 29);
+    // The victim joins at once with one cookie round trip.
+    let (init, d) = attempt(&t.token, 61);
+    match exchange(&mut hub, &init, &d, victim, NOW) {
+        Some(Reply::Response(r)) => {
+            accepted(Some(r));
+        }
+        other => panic!("the victim did not get in: {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_key_gets_a_notice_and_costs_no_public_key_work() {
+    let (mut hub, _) = hub();
+    let mut t = Token::parse(&hub.token_create(5, 3600, None, NOW).unwrap().token).unwrap();
+    t.relay_key = public(99);
+    let (init, d) = attempt(&t.encode(), 62);
+    let from = SocketAddr::from(([10, 0, 0, 62], 4000));
+    assert_eq!(
+        exchange(&mut hub, &init, &d, from, NOW),
+        Some(Reply::Notice(Notice::WrongKey))
+    );
+    assert_eq!(hub.join_stats.opened + hub.join_stats.not_authentic, 0);
+    // Anonymous garbage with the magic: counted, never opened, never more than the budget of
+    // notices, and every reply is smaller than what it answers.
+    let mut out = Outbox::default();
+    for i in 0..1000u32 {
+        let mut g = vec![0x33u8; 200];
+        g[..4].copy_from_slice(b"OVJ\x01");
+        g[4..8].copy_from_slice(&i.to_le_bytes());
+        hub.on_datagram(from, &g, NOW + 1, &mut out);
+    }
+    assert_eq!(hub.join_stats.wrong_key, 1001);
+    assert_eq!(hub.join_stats.opened + hub.join_stats.not_authentic, 0);
+    assert_eq!(
+        out.0.len(),
+        super::flood::REPLIES_PER_SOURCE_PER_SEC as usize
+    );
+    assert!(out.0.iter().all(|(_, d)| d.len() < 200));
+}
+
+#[test]
+fn under_load_cookies_are_required_and_the_budget_holds() {
+    let (mut hub, _) = hub();
+    let t = hub.token_create(1000, 3600, None, NOW).unwrap();
+    let mut forged = Token::parse(&t.token).unwrap();
+    forged.secret[0] ^= 1;
+    let bad = forged.encode();
+    // Many sources (each once, unproven) until the relay is under load.
+    let mut sent = 0u32;
+    while !hub.opens.under_load(NOW) {
+        let (_, d) = attempt(&bad, 1);
+        let from = SocketAddr::from(([10, 1, (sent >> 8) as u8, sent as u8], 1));
+        hub.on_datagram(from, &d, NOW, &mut Outbox::default());
+        sent += 1;
+        assert!(sent <= super::flood::LOAD_THRESHOLD_PER_SEC);
+    }
+    // Now a fresh address is asked for a cookie first, and a valid join still goes through.
+    let (init, d) = attempt(&t.token, 70);
+    let from = SocketAddr::from(([10, 0, 0, 70], 4000));
+    let mut out = Outbox::default();
+    hub.on_datagram(from, &d, NOW, &mut out);
+    assert!(matches!(init.open_reply(&out.0[0].1), Ok(Reply::Cookie(_))));
+    assert!(matches!(
+        exchange(&mut hub, &init, &d, from, NOW),
+        Some(Reply::Response(JoinResponse::Accepted { .. }))
+    ));
+    // Past the budget of opens in a second, even proven requests get a `Busy` notice.
+    while hub.opens.take(NOW) {}
+    let (init, d) = attempt(&t.token, 71);
+    let from = SocketAddr::from(([10, 0, 0, 71], 4000));
+    assert_eq!(
+        exchange(&mut hub, &init, &d, from, NOW),
+        Some(Reply::Notice(Notice::Busy))
+    );
+    // The next second it is answered (after its cookie).
+    assert!(matches!(
+        exchange(&mut hub, &init, &d, from, NOW + 1),
+        Some(Reply::Response(JoinResponse::Accepted { .. }))
+    ));
+}
+
+#[test]
+fn a_join_worker_opens_off_the_hub() {
+    let (mut hub, _) = hub();
+    hub.use_join_worker();
+    let opener = hub.join_opener();
+    let t = hub.token_create(5, 3600, None, NOW).unwrap();
+    let (init, d) = attempt(&t.token, 80);
+    let from = SocketAddr::from(([10, 0, 0, 80], 4000));
+    let mut out = Outbox::default();
+    hub.on_datagram(from, &d, NOW, &mut out);
+    assert!(
+        out.0.is_empty(),
+        "nothing is answered before the worker opened it"
+    );
+    let jobs = hub.take_join_jobs();
+    assert_eq!(jobs.len(), 1);
+    assert!(hub.take_join_jobs().is_empty());
+    for job in jobs {
+        hub.on_join_opened(opener.open(job, NOW), NOW, &mut out);
+    }
+    assert!(matches!(
+        init.open_reply(&out.0[0].1),
+        Ok(Reply::Response(JoinResponse::Accepted { .. }))
+    ));
+    // The worker's queue is bounded: past it, requests get a `Busy` notice (each proves its
+    // address first: under load the relay asks for cookies).
+    let mut busy = 0;
+    for i in 0..(JOB_QUEUE as u32 + 5) {
+        let (init, d) = attempt(&t.token, 81);
+        let from = SocketAddr::from(([10, 2, (i >> 8) as u8, i as u8], 1));
+        if let Some(Reply::Notice(Notice::Busy)) = exchange(&mut hub, &init, &d, from, NOW + 5) {
+            busy += 1;
+        }
+    }
+    assert_eq!(hub.take_join_jobs().len(), JOB_QUEUE);
+    assert_eq!(busy, 5);
 }
 
 #[test]
