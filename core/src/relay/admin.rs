@@ -80,6 +80,9 @@ pub struct RelayStats {
     pub relay_public_key: String,
     /// Drops not attributable to a peer.
     pub global: crate::counters::CountersSnapshot,
+    /// The gateway's TCP buffers against their budget (filled in by the relay's gateway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_buffers: Option<crate::gateway::BufferStats>,
 }
 
 impl<S: Store> Hub<S> {
@@ -317,6 +320,7 @@ impl<S: Store> Hub<S> {
             uptime_secs: now.saturating_sub(self.started),
             relay_public_key: key::encode(&self.public_key()),
             global: self.global.snapshot(),
+            gateway_buffers: None,
         }
     }
 }
