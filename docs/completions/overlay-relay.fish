@@ -51,7 +51,8 @@ complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l on
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l on-demand-ttl -d 'How long a name looked up on demand stays mapped (e.g. 30m, 1h)' -r
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l max-flows-per-node -d 'Most concurrent TCP and UDP flows through the gateway per node' -r
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l max-flows -d 'Most concurrent flows through the gateway in total' -r
-complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l tcp-buffer-kib -d 'Buffer per direction of each proxied TCP connection, in KiB' -r
+complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l tcp-buffer-kib -d 'Largest buffer per direction of each proxied TCP connection, in KiB (smaller when the node nears its share of --gateway-buffer-mib)' -r
+complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l gateway-buffer-mib -d 'Memory for the buffers of all proxied TCP connections together, in MiB; each node gets a fair share, so one node cannot take it all' -r
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l tcp-idle-timeout -d 'A proxied TCP connection without traffic this long is closed (e.g. 15m)' -r
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l udp-idle-timeout -d 'A UDP flow without traffic this long is forgotten (e.g. 60s)' -r
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l state -d 'State directory (key, peers, admin socket)' -r -F

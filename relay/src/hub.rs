@@ -262,7 +262,7 @@ pub fn run(
             next_tick = Instant::now() + TICK;
         }
         while let Ok((req, reply)) = admin.try_recv() {
-            let _ = reply.send(answer(&mut hub, req));
+            let _ = reply.send(answer(&mut hub, req, gateway));
         }
         if let Some(cb) = &plumbing.callbacks {
             let seq = hub.registry_seq();
@@ -300,7 +300,7 @@ fn start_join_worker(
     Ok((job_tx, done_rx))
 }
 
-fn answer(hub: &mut Hub<StateDir>, req: AdminRequest) -> AdminResponse {
+fn answer(hub: &mut Hub<StateDir>, req: AdminRequest, gw: Option<&GatewayHandle>) -> AdminResponse {
     let now = unix_now();
     let result: Result<serde_json::Value, String> = match req {
         AdminRequest::PeerAdd { name, public_key } => hub
@@ -312,7 +312,11 @@ fn answer(hub: &mut Hub<StateDir>, req: AdminRequest) -> AdminResponse {
             .map(|_| json!({ "removed": name }))
             .map_err(|e| e.to_string()),
         AdminRequest::Nodes => Ok(json!(hub.nodes())),
-        AdminRequest::Stats => Ok(json!(hub.stats(now))),
+        AdminRequest::Stats => {
+            let mut stats = hub.stats(now);
+            stats.gateway_buffers = gw.map(|g| g.stats.buffers());
+            Ok(json!(stats))
+        }
         AdminRequest::TokenCreate {
             uses,
             ttl_secs,

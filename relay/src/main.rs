@@ -240,6 +240,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     data["relay_public_key"].as_str().unwrap_or("-")
                 );
                 println!("drops:      {}", data["global"]["drops"]);
+                if let Some(b) = data.get("gateway_buffers") {
+                    let mib = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as f64 / 1048576.0;
+                    println!(
+                        "gateway buffers: {:.1} of {:.1} MiB, {} nodes, {} flows refused for memory",
+                        mib(&b["bytes"]),
+                        mib(&b["budget"]),
+                        b["nodes"],
+                        b["refused"]
+                    );
+                    for n in b["top"].as_array().into_iter().flatten() {
+                        println!(
+                            "  {:<20} {:>8.1} MiB in {} flows (share {:.1} MiB)",
+                            n["node"].as_str().unwrap_or("-"),
+                            mib(&n["bytes"]),
+                            n["flows"],
+                            mib(&n["share"])
+                        );
+                    }
+                }
             }
             Ok(())
         }

@@ -230,6 +230,10 @@ async fn render(
             "gateway_flow_limit".into(),
             g.refused_limit.load(Ordering::Relaxed),
         );
+        drops.insert(
+            "gateway_buffer_budget".into(),
+            g.refused_budget.load(Ordering::Relaxed),
+        );
     }
     metric(
         &mut o,
@@ -300,6 +304,38 @@ async fn render(
                     g.bytes_down.load(Ordering::Relaxed),
                 ),
             ],
+        );
+        let b = g.buffers();
+        metric(
+            &mut o,
+            "overlay_relay_gateway_buffer_bytes",
+            "gauge",
+            "Bytes of TCP buffers the gateway's flows hold.",
+            vec![(String::new(), b.bytes)],
+        );
+        metric(
+            &mut o,
+            "overlay_relay_gateway_buffer_budget_bytes",
+            "gauge",
+            "Most bytes of TCP buffers the gateway's flows may hold (--gateway-buffer-mib).",
+            vec![(String::new(), b.budget)],
+        );
+        metric(
+            &mut o,
+            "overlay_relay_gateway_node_buffer_bytes",
+            "gauge",
+            "Bytes of TCP buffers held by the nodes holding most.",
+            b.top
+                .iter()
+                .map(|n| (format!("{{node=\"{}\"}}", n.node), n.bytes))
+                .collect(),
+        );
+        metric(
+            &mut o,
+            "overlay_relay_gateway_buffer_refused_total",
+            "counter",
+            "TCP flows refused because their node's share or the buffer budget was full.",
+            l(&g.refused_budget),
         );
     }
     Some(o)

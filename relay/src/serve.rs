@@ -4,7 +4,7 @@ use crate::hub::unix_now;
 use crate::state::StateDir;
 use clap::Args;
 use overlay_core::addressing::AddressPlan;
-use overlay_core::gateway::{CallbackPlan, FlowLimits, PortRange};
+use overlay_core::gateway::{BudgetConfig, CallbackPlan, FlowLimits, PortRange};
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::relay::{Hub, HubConfig, OnDemandConfig};
 use std::net::SocketAddr;
@@ -66,9 +66,14 @@ pub struct ServeArgs {
     /// Most concurrent flows through the gateway in total.
     #[arg(long, env = "OVERLAY_RELAY_MAX_FLOWS", default_value_t = 8192)]
     max_flows: usize,
-    /// Buffer per direction of each proxied TCP connection, in KiB.
+    /// Largest buffer per direction of each proxied TCP connection, in KiB (smaller when the
+    /// node nears its share of --gateway-buffer-mib).
     #[arg(long, env = "OVERLAY_RELAY_TCP_BUFFER_KIB", default_value_t = 256)]
     tcp_buffer_kib: usize,
+    /// Memory for the buffers of all proxied TCP connections together, in MiB; each node gets a
+    /// fair share, so one node cannot take it all.
+    #[arg(long, env = "OVERLAY_RELAY_GATEWAY_BUFFER_MIB", default_value_t = 256)]
+    gateway_buffer_mib: usize,
     /// A proxied TCP connection without traffic this long is closed (e.g. 15m).
     #[arg(long, env = "OVERLAY_RELAY_TCP_IDLE_TIMEOUT", default_value = "15m")]
     tcp_idle_timeout: String,
@@ -171,7 +176,12 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
                 per_node: args.max_flows_per_node,
                 total: args.max_flows,
             },
-            tcp_buffer: args.tcp_buffer_kib.clamp(4, 16 * 1024) * 1024,
+            budget: BudgetConfig {
+                total: args.gateway_buffer_mib.clamp(1, 1 << 20) << 20,
+                max_buffer: args.tcp_buffer_kib.clamp(4, 16 * 1024) * 1024,
+                flows_per_node: args.max_flows_per_node,
+                ..BudgetConfig::default()
+            },
             tcp_idle: Duration::from_secs(tcp_idle),
             udp_idle: Duration::from_secs(udp_idle),
             connect_timeout: Duration::from_secs(10),

@@ -34,6 +34,9 @@ address = "10.78.0.1:9300"
 [services.blackhole]
 address = "10.78.0.250:80"
 
+[services.bulk]
+address = "10.78.0.1:9400"
+
 [services.echo-udp]
 address = "10.78.0.1:5300"
 port = 5300
@@ -184,10 +187,15 @@ fn wait_resolves(w: &World, n: &Node, name: &str) {
 }
 
 fn relay_rss_kib(relay: &Relay) -> u64 {
+    relay_status_kib(relay, "VmRSS:")
+}
+
+/// A `/proc/PID/status` figure of the relay in KiB (`VmRSS:` now, `VmHWM:` the peak).
+fn relay_status_kib(relay: &Relay, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{}/status", relay.pid))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
@@ -413,6 +421,152 @@ fn large_transfers_both_ways_keep_their_content() {
         "upload differs"
     );
     eprintln!("40 MB laptop -> remote in {:?}", t.elapsed());
+}
+
+/// Issue 15: one laptop opens 1,024 flows to a remote service that sends 1 MiB on each and
+/// never reads them. The relay's buffer budget holds its memory (peak under 400 MB, under
+/// 100 MB within 10 s of the flows closing) and another laptop's download is unaffected.
+#[test]
+fn one_node_cannot_exhaust_the_relay_memory() {
+    const FLOWS: usize = 1024;
+    let (w, relay, a) = world("gwmem", &[]);
+    let token = relay.token(&w, "");
+    let mut w = w;
+    let hb = w.add_host("b", 3);
+    let b = join_node(&w, &hb, &token, "--name beta");
+    let site = w.hub.dir.join("site");
+    std::fs::create_dir_all(&site).expect("site");
+    let file = site.join("big");
+    random_file(&w, &w.hub, &file, 20_000_000);
+    http_server(&w, &w.hub, "orders", &site, REMOTE, 8080);
+    // A remote service that sends 1 MiB on every connection.
+    python(
+        &w,
+        &w.hub,
+        "bulk",
+        "import asyncio\n\
+         CHUNK = b'x' * 65536\n\
+         async def h(r, w):\n\
+         \x20   try:\n\
+         \x20       for _ in range(16):\n\
+         \x20           w.write(CHUNK); await w.drain()\n\
+         \x20       w.close(); await w.wait_closed()\n\
+         \x20   except Exception:\n\
+         \x20       pass\n\
+         async def main():\n\
+         \x20   s = await asyncio.start_server(h, '10.78.0.1', 9400, backlog=4096)\n\
+         \x20   print('ready', flush=True)\n\
+         \x20   await s.serve_forever()\n\
+         asyncio.run(main())\n",
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || w
+            .log(&w.hub, "bulk")
+            .contains("ready")),
+        "bulk service did not start: {}",
+        w.log(&w.hub, "bulk")
+    );
+    wait_resolves(&w, &a, "bulk");
+    wait_resolves(&w, &b, "orders");
+    let bulk_ip = w
+        .exec_ok(&a.host, "getent hosts bulk | cut -d' ' -f1")
+        .trim()
+        .to_string();
+    let stop = a.host.dir.join("stop");
+    // Alpha connects FLOWS times and never reads; small receive buffers keep the data in the
+    // relay rather than in alpha's kernel. It closes everything when told (or after 90 s).
+    python(
+        &w,
+        &a.host,
+        "hog",
+        &format!(
+            "import socket, time, os, selectors\n\
+             sel = selectors.DefaultSelector(); socks = []\n\
+             for i in range({FLOWS}):\n\
+             \x20   s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)\n\
+             \x20   s.setblocking(False); s.connect_ex(('{bulk_ip}', 9400)); socks.append(s)\n\
+             \x20   sel.register(s, selectors.EVENT_WRITE)\n\
+             up, t0 = 0, time.time()\n\
+             while up < {FLOWS} and time.time() - t0 < 60:\n\
+             \x20   for k, _ in sel.select(1):\n\
+             \x20       sel.unregister(k.fileobj)\n\
+             \x20       if k.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0: up += 1\n\
+             print('open', up, flush=True)\n\
+             t0 = time.time()\n\
+             while not os.path.exists('{stop}') and time.time() - t0 < 90: time.sleep(0.1)\n\
+             for s in socks: s.close()\n\
+             print('closed', flush=True)\n\
+             time.sleep(60)\n",
+            stop = stop.display()
+        ),
+    );
+    assert!(
+        wait_until(Duration::from_secs(70), || w
+            .log(&a.host, "hog")
+            .contains("open")),
+        "alpha's flows did not open: {}",
+        w.log(&a.host, "hog")
+    );
+    eprintln!("alpha: {}", w.log(&a.host, "hog").trim());
+    // Meanwhile beta downloads 20 MB intact, in time.
+    let got = b.host.dir.join("big");
+    let t = Instant::now();
+    w.exec_ok(
+        &b.host,
+        &format!(
+            "curl -sS --max-time 60 -o {} http://orders:8080/big",
+            got.display()
+        ),
+    );
+    let took = t.elapsed();
+    eprintln!("beta: 20 MB in {took:?} beside alpha's flows");
+    assert_eq!(sha256(&w, &b.host, &got), sha256(&w, &w.hub, &file));
+    assert!(
+        took < Duration::from_secs(30),
+        "beta's download took {took:?}"
+    );
+    let peak = relay_status_kib(&relay, "VmHWM:");
+    eprintln!("relay peak RSS {peak} KiB");
+    assert!(peak < 400 * 1000, "relay peak RSS {peak} KiB");
+    // The budget is what held alpha, and stats and metrics show it.
+    let stats = relay.stats(&w);
+    let buffers = &stats["gateway_buffers"];
+    eprintln!("relay buffers with alpha's flows open: {buffers}");
+    assert_eq!(buffers["budget"], 256u64 << 20, "{stats}");
+    assert_eq!(buffers["top"][0]["node"], "alpha", "{stats}");
+    let held = buffers["bytes"].as_u64().unwrap_or(0);
+    assert!(held > 32 << 20 && held <= 128 << 20, "{stats}");
+
+    let m = w.exec_ok(
+        &w.hub,
+        "curl -sS --max-time 5 http://10.78.0.1:9090/metrics",
+    );
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("overlay_relay_gateway_node_buffer_bytes{node=\"alpha\"} ")),
+        "{m}"
+    );
+
+    std::fs::write(&stop, "").expect("stop file");
+    assert!(
+        wait_until(Duration::from_secs(20), || w
+            .log(&a.host, "hog")
+            .contains("closed")),
+        "alpha did not close its flows"
+    );
+    let closed = Instant::now();
+    let released = wait_until(Duration::from_secs(10), || {
+        relay_rss_kib(&relay) < 100 * 1000
+    });
+    let rss = relay_rss_kib(&relay);
+    eprintln!(
+        "relay RSS {rss} KiB {:?} after alpha closed its flows",
+        closed.elapsed()
+    );
+    assert!(
+        released,
+        "relay RSS still {rss} KiB 10 s after the flows closed"
+    );
 }
 
 /// Runs `script` with python3 in `host`.

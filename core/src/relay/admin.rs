@@ -82,6 +82,9 @@ pub struct RelayStats {
     pub global: crate::counters::CountersSnapshot,
     /// Join requests: load and drops by reason.
     pub joins: super::JoinStats,
+    /// The gateway's TCP buffers against their budget (filled in by the relay's gateway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_buffers: Option<crate::gateway::BufferStats>,
 }
 
 impl<S: Store> Hub<S> {
@@ -330,6 +333,7 @@ impl<S: Store> Hub<S> {
             relay_public_key: key::encode(&self.public_key()),
             global: self.global.snapshot(),
             joins: self.join_stats.clone(),
+            gateway_buffers: None,
         }
     }
 }

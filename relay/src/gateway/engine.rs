@@ -1,13 +1,15 @@
 //! The gateway thread: smoltcp for the overlay side, non-blocking sockets (mio) for the real
 //! side, and the splice between them. Data moves straight from one side's buffer into the
-//! other's socket: the only buffers are smoltcp's two per connection, so memory is bounded by
-//! the flow limits times the buffer size.
+//! other's socket: the only buffers are smoltcp's two per connection, sized when the flow opens
+//! by the memory budget (`overlay_core::gateway::BufferBudget`), so their sum stays within it.
+//! A full buffer stops the reads from the socket that fills it: the peer's TCP flow control
+//! then holds the data, not the relay.
 
 use super::device::Queues;
 use super::{Control, GatewayConfig, GatewayHandle, GatewayStats, GwWake, ToGateway};
 use crate::wake::Wake;
 use mio::{Events, Interest, Poll, Token};
-use overlay_core::gateway::{FlowTable, Segment, Transport};
+use overlay_core::gateway::{BufferBudget, FlowTable, Segment, Transport};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
@@ -27,6 +29,12 @@ const BATCH: usize = 512;
 const SWEEP: Duration = Duration::from_millis(100);
 /// Ephemeral ports of callback connections from the relay's overlay address.
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 20000..=60999;
+/// Nodes listed by name in the buffer figures.
+const TOP_NODES: usize = 5;
+/// Buffer bytes freed before the allocator is asked to return free memory to the system.
+const TRIM_AFTER: usize = 8 << 20;
+/// At most one warning about budget refusals per this long.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 pub(super) type Tuple = (SocketAddrV4, SocketAddrV4);
 
@@ -47,6 +55,10 @@ struct TcpFlow {
     prefix: Vec<u8>,
     /// A callback's ephemeral port, freed with the flow.
     local_port: Option<u16>,
+    /// The node the flow's buffers are charged to.
+    node: Box<str>,
+    /// Bytes of each of its two buffers, given back to the budget with the flow.
+    buffer: usize,
     /// Remove after the next egress (an RST may have to go out first).
     dead: bool,
 }
@@ -74,6 +86,23 @@ pub struct Engine {
     ports_used: HashSet<u16>,
     next_port: u16,
     pub(super) udp: super::udp::UdpFlows,
+    budget: BufferBudget,
+    /// Buffer bytes freed since the allocator last returned memory, and when it did.
+    freed: usize,
+    trimmed: Instant,
+    /// When budget refusals were last logged, and how many since.
+    warned: Option<Instant>,
+    refused_quiet: u64,
+}
+
+/// What became of a node's SYN.
+enum Opened {
+    /// A flow listens for it.
+    Yes,
+    /// Dropped without an answer (a flow limit, like a full backlog: the node retries).
+    Drop,
+    /// Answered with RST (no buffers for it: retrying soon would not help).
+    Reset,
 }
 
 impl Engine {
@@ -101,6 +130,8 @@ impl Engine {
             let _ = a.push(IpCidr::new(IpAddress::Ipv4(relay), 32));
         });
         let table = FlowTable::new(cfg.limits);
+        let budget = BufferBudget::new(cfg.budget);
+        stats.set_buffers(budget.stats(TOP_NODES));
         Engine {
             cfg,
             poll,
@@ -124,6 +155,11 @@ impl Engine {
             ports_used: HashSet::new(),
             next_port: *EPHEMERAL.start(),
             udp: Default::default(),
+            budget,
+            freed: 0,
+            trimmed: Instant::now(),
+            warned: None,
+            refused_quiet: 0,
         }
     }
 
@@ -259,9 +295,11 @@ impl Engine {
                     self.feed(p.packet);
                     continue;
                 };
-                if !self.open_inbound(&p.node, target, tuple) {
-                    // Over a limit: dropped without an answer, like a full backlog.
-                    continue;
+                match self.open_inbound(&p.node, target, tuple) {
+                    Opened::Yes => {}
+                    Opened::Drop => continue,
+                    // Nothing listens: smoltcp answers the SYN with RST.
+                    Opened::Reset => {}
                 }
             }
             // Stray segments get smoltcp's RST, like a closed port.
@@ -278,8 +316,8 @@ impl Engine {
         self.dev.rx = None;
     }
 
-    fn new_socket(&self) -> tcp::Socket<'static> {
-        let n = self.cfg.tcp_buffer;
+    /// A socket with buffers of `n` bytes each way.
+    fn new_socket(n: usize) -> tcp::Socket<'static> {
         // Zeroed allocations are lazily backed: untouched buffer pages cost no memory.
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; n]),
@@ -291,17 +329,70 @@ impl Engine {
         s
     }
 
+    /// Buffers for a new flow of `node` from the budget, or `None` (counted, logged now and
+    /// then) when its share or the budget is full.
+    fn grant(&mut self, node: &str) -> Option<usize> {
+        match self.budget.admit(node) {
+            Ok(each) => {
+                self.publish_buffers();
+                Some(each)
+            }
+            Err(e) => {
+                GatewayStats::add(&self.stats.refused_budget, 1);
+                self.refused_quiet += 1;
+                if self.warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    tracing::warn!(
+                        node,
+                        refused = self.refused_quiet,
+                        "gateway flows refused for lack of buffer memory (latest: {e}); \
+                         raise --gateway-buffer-mib if the relay has the memory"
+                    );
+                    self.warned = Some(Instant::now());
+                    self.refused_quiet = 0;
+                }
+                None
+            }
+        }
+    }
+
+    /// Gives a flow's buffers back to the budget.
+    fn ungrant(&mut self, node: &str, each: usize) {
+        self.budget.release(node, each);
+        self.freed += 2 * each;
+        self.publish_buffers();
+    }
+
+    /// After large frees (or the last buffers' free), and at most once a second, asks the
+    /// allocator to return free memory to the system: freed buffers otherwise stay in its
+    /// arenas, counted in the relay's memory.
+    fn trim(&mut self) {
+        let due = self.freed >= TRIM_AFTER || (self.freed > 0 && self.budget.used() == 0);
+        if due && self.trimmed.elapsed() >= Duration::from_secs(1) {
+            self.freed = 0;
+            self.trimmed = Instant::now();
+            super::trim_memory();
+        }
+    }
+
+    fn publish_buffers(&self) {
+        self.stats.set_buffers(self.budget.stats(TOP_NODES));
+    }
+
     /// A node's SYN to a remote service: listen on exactly its destination (holding the
-    /// SYN-ACK) and connect upstream. `false` if a limit refused it.
-    fn open_inbound(&mut self, node: &str, target: &str, tuple: Tuple) -> bool {
+    /// SYN-ACK) and connect upstream, unless a limit refuses it.
+    fn open_inbound(&mut self, node: &str, target: &str, tuple: Tuple) -> Opened {
         let id = self.next_id();
         let now = self.now_ms();
         if let Err(e) = self.table.admit(id, node, now) {
             GatewayStats::add(&self.stats.refused_limit, 1);
             tracing::debug!(node, "tcp flow refused: {e}");
-            return false;
+            return Opened::Drop;
         }
-        let mut sock = self.new_socket();
+        let Some(buffer) = self.grant(node) else {
+            self.table.remove(&id);
+            return Opened::Reset;
+        };
+        let mut sock = Self::new_socket(buffer);
         sock.pause_synack(true);
         let dst = tuple.1;
         if sock
@@ -309,7 +400,8 @@ impl Engine {
             .is_err()
         {
             self.table.remove(&id);
-            return false;
+            self.ungrant(node, buffer);
+            return Opened::Drop;
         }
         let handle = self.sockets.add(sock);
         self.flows.insert(
@@ -326,6 +418,8 @@ impl Engine {
                 established: false,
                 prefix: Vec::new(),
                 local_port: None,
+                node: node.into(),
+                buffer,
                 dead: false,
             },
         );
@@ -355,7 +449,7 @@ impl Engine {
             }
             gw.control(Control::Connected { flow: id, result });
         });
-        true
+        Opened::Yes
     }
 
     fn connected(&mut self, id: usize, result: std::io::Result<std::net::TcpStream>) {
@@ -406,7 +500,13 @@ impl Engine {
             reset_close(&stream);
             return;
         };
-        let mut sock = self.new_socket();
+        let Some(buffer) = self.grant(node) else {
+            self.table.remove(&id);
+            self.ports_used.remove(&port);
+            reset_close(&stream);
+            return;
+        };
+        let mut sock = Self::new_socket(buffer);
         let local = SocketAddrV4::new(self.cfg.relay_addr, port);
         if sock
             .connect(
@@ -418,12 +518,14 @@ impl Engine {
         {
             self.table.remove(&id);
             self.ports_used.remove(&port);
+            self.ungrant(node, buffer);
             reset_close(&stream);
             return;
         }
         let Some(stream) = register_stream(&self.poll, stream, id) else {
             self.table.remove(&id);
             self.ports_used.remove(&port);
+            self.ungrant(node, buffer);
             return;
         };
         let handle = self.sockets.add(sock);
@@ -442,6 +544,8 @@ impl Engine {
                 established: false,
                 prefix,
                 local_port: Some(port),
+                node: node.into(),
+                buffer,
                 dead: false,
             },
         );
@@ -596,10 +700,13 @@ impl Engine {
             if let Some(p) = f.local_port {
                 self.ports_used.remove(&p);
             }
+            // The socket (and its buffers) went with `sockets.remove`.
+            self.ungrant(&f.node, f.buffer);
             self.stats
                 .tcp_open
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
+        self.trim();
     }
 
     /// Hands the stack's output to the hub; a full queue drops (TCP retransmits).
@@ -617,8 +724,9 @@ impl Engine {
         self.hub_wake.wake();
     }
 
-    /// Closes idle flows.
+    /// Closes idle flows; returns memory freed a moment ago that [`Engine::trim`] held back.
     fn expire(&mut self) {
+        self.trim();
         let now = self.now_ms();
         let tcp_idle = self.cfg.tcp_idle.as_millis() as u64;
         let udp_idle = self.cfg.udp_idle.as_millis() as u64;

@@ -20,11 +20,11 @@ pub use callbacks::{CallbackListeners, CallbackRoutes};
 pub use resolve::Resolver;
 
 use crate::wake::Wake;
-use overlay_core::gateway::FlowLimits;
+use overlay_core::gateway::{BudgetConfig, BufferStats, FlowLimits};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Packets queued from the hub to the gateway at most.
@@ -41,8 +41,8 @@ pub struct GatewayConfig {
     pub mtu: usize,
     /// Flow limits (TCP and UDP together).
     pub limits: FlowLimits,
-    /// Bytes of each smoltcp socket buffer, each way.
-    pub tcp_buffer: usize,
+    /// Buffer sizes of TCP flows: the most in total, per node and per flow.
+    pub budget: BudgetConfig,
     /// A TCP flow without traffic this long is closed.
     pub tcp_idle: Duration,
     /// A UDP flow without traffic this long is forgotten.
@@ -106,6 +106,8 @@ pub struct GatewayStats {
     pub callbacks_total: AtomicU64,
     /// Flows refused by a limit.
     pub refused_limit: AtomicU64,
+    /// TCP flows refused because their node's buffer share or the buffer budget was full.
+    pub refused_budget: AtomicU64,
     /// Upstream connects that failed.
     pub connect_failed: AtomicU64,
     /// Packets dropped because the queue to the gateway was full.
@@ -118,11 +120,38 @@ pub struct GatewayStats {
     pub bytes_up: AtomicU64,
     /// Bytes from the remote environment to nodes.
     pub bytes_down: AtomicU64,
+    /// The buffer budget's figures, as the gateway thread last published them.
+    buffers: Mutex<BufferStats>,
 }
 
 impl GatewayStats {
     pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The buffer budget's figures now.
+    pub fn buffers(&self) -> BufferStats {
+        self.buffers
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub(crate) fn set_buffers(&self, b: BufferStats) {
+        match self.buffers.lock() {
+            Ok(mut g) => *g = b,
+            Err(p) => *p.into_inner() = b,
+        }
+    }
+}
+
+/// Asks the allocator to give free memory back to the system (glibc keeps freed memory in its
+/// arenas otherwise).
+pub(crate) fn trim_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
