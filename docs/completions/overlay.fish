@@ -98,8 +98,9 @@ complete -c overlay -n "__fish_overlay_using_subcommand traffic" -l filter -d 'F
 complete -c overlay -n "__fish_overlay_using_subcommand traffic" -s n -l lines -d 'At most this many of the newest records (before following)' -r
 complete -c overlay -n "__fish_overlay_using_subcommand traffic" -s f -l follow -d 'Keep printing new exchanges and flows'
 complete -c overlay -n "__fish_overlay_using_subcommand traffic" -l json -d 'JSON: an array, or one object per line with -f'
+complete -c overlay -n "__fish_overlay_using_subcommand traffic" -l reveal -d 'Show credentials in request targets (`?token=...`) instead of masking them'
 complete -c overlay -n "__fish_overlay_using_subcommand traffic" -s h -l help -d 'Print help'
-complete -c overlay -n "__fish_overlay_using_subcommand inspect" -l json -d 'Print `{"url": ...}`'
+complete -c overlay -n "__fish_overlay_using_subcommand inspect" -l json -d 'Print `{"url": ..., "token": ...}`'
 complete -c overlay -n "__fish_overlay_using_subcommand inspect" -s h -l help -d 'Print help'
 complete -c overlay -n "__fish_overlay_using_subcommand capture" -s w -l write -d 'The pcap file to write ("-" for stdout)' -r
 complete -c overlay -n "__fish_overlay_using_subcommand capture" -l service -d 'Only packets from or to this service\'s addresses' -r

@@ -1,8 +1,11 @@
 //! The inspector's HTTP/1.x parser and TCP reassembly on arbitrary bytes: never a panic, and
-//! memory stays within the limits.
+//! memory stays within the limits. Parsed heads also go through credential masking and the
+//! inspector's access decision (network input reaches both).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use overlay_core::capture::access::{self, Secret};
+use overlay_core::capture::mask;
 use overlay_core::capture::tcp::{TcpLimits, Tracker};
 use overlay_core::http1::{Conversation, Limits, Output, Side};
 
@@ -24,9 +27,33 @@ fuzz_target!(|data: &[u8]| {
         c.feed(side, chunk, i as u64);
     }
     c.finish(u64::MAX);
+    let secret = Secret::from_bytes([3; 32]);
+    let listener = "127.0.0.1:4141".parse().expect("addr");
     while let Some(Output::Exchange(e)) = c.poll() {
         assert!(e.request.body.len() <= limits.body_cap);
         assert!(e.request.head.headers.len() <= limits.max_headers);
+        let head = &e.request.head;
+        let masked = mask::mask_headers(&head.headers);
+        assert_eq!(masked.len(), head.headers.len());
+        // Same names, same count (duplicates may unmask to the first of their name).
+        let unmasked = mask::unmask_headers(&head.headers, masked);
+        assert_eq!(unmasked.len(), head.headers.len());
+        let target = head.target.clone().unwrap_or_default();
+        assert_eq!(mask::unmask_target(&target, mask::mask_target(&target)), target);
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let _ = access::decide(
+            &access::Request {
+                method: head.method.as_deref().unwrap_or(""),
+                path,
+                query,
+                host: head.header("host"),
+                origin: head.header("origin"),
+                cookie: head.header("cookie"),
+                token_header: head.header(access::HEADER),
+                listener,
+            },
+            &secret,
+        );
     }
     let mut t = Tracker::new(TcpLimits {
         max_connections: 4,

@@ -472,7 +472,10 @@ impl Handler for Node {
                 data: crate::traffic::server::list_json(&query, &self.traffic),
             },
             Request::Inspect => Response::Ok {
-                data: json!({"url": *self.traffic.url.lock().unwrap_or_else(|e| e.into_inner())}),
+                data: match self.traffic.private_url() {
+                    Some(url) => json!({"url": url, "token": self.traffic.secret.hex()}),
+                    None => json!({"url": null}),
+                },
             },
         }
     }

@@ -199,8 +199,17 @@ fn wait_record(
     found.unwrap_or_else(|| panic!("no record of {what}; records: {last:#?}"))
 }
 
-/// The inspector's API, from inside the node's namespace.
+/// The inspector's secret, from `overlay inspect --json` (as root).
+fn inspector_token(w: &World, n: &Node) -> String {
+    let out = overlay(w, &n.host, "inspect --json");
+    assert!(out.status.success(), "inspect: {}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    v["token"].as_str().expect("token").to_string()
+}
+
+/// The inspector's API, from inside the node's namespace, with its token.
 fn api(w: &World, n: &Node, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
+    let token = inspector_token(w, n);
     let data = body
         .map(|b| {
             format!(
@@ -211,7 +220,9 @@ fn api(w: &World, n: &Node, method: &str, path: &str, body: Option<&str>) -> ser
         .unwrap_or_default();
     let out = w.exec_ok(
         &n.host,
-        &format!("curl -sS -m 40 -X {method} {data} http://127.0.0.1:4141{path}"),
+        &format!(
+            "curl -sS -m 40 -X {method} -H 'X-Overlay-Token: {token}' {data} http://127.0.0.1:4141{path}"
+        ),
     );
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path}: {e}: {out}"))
 }
@@ -408,7 +419,7 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
     let inspect = overlay(&w, &a.host, "inspect");
     assert_eq!(
         String::from_utf8_lossy(&inspect.stdout).trim(),
-        "http://127.0.0.1:4141"
+        format!("http://127.0.0.1:4141/?token={}", inspector_token(&w, &a))
     );
 }
 
@@ -435,14 +446,16 @@ fn headless_chromium_lists_and_opens_a_captured_request() {
             profile.display()
         )
     };
-    // The list.
-    let dom = w.exec_ok(&a.host, &chromium("--dump-dom", "http://127.0.0.1:4141/"));
+    // The list, through the URL `overlay inspect` prints (its token becomes a cookie).
+    let token = inspector_token(&w, &a);
+    let base = format!("http://127.0.0.1:4141/?token={token}");
+    let dom = w.exec_ok(&a.host, &chromium("--dump-dom", &base));
     assert!(
         dom.contains(&format!("id=\"rec-{id}\"")) && dom.contains("/from-the-browser-test"),
         "the list does not show the request: {dom}"
     );
     // Opened: the detail view by URL fragment.
-    let url = format!("http://127.0.0.1:4141/#id={id}");
+    let url = format!("{base}#id={id}");
     let dom = w.exec_ok(&a.host, &chromium("--dump-dom", &url));
     assert!(
         dom.contains("id=\"detail-title\"") && dom.contains("GET /from-the-browser-test HTTP/1.1"),
@@ -631,4 +644,374 @@ fn capture_cost_through_a_listener() {
     let recs = traffic(&w, &on, "sink");
     assert!(recs.iter().any(|r| r["type"] == "flow"), "{recs:?}");
     assert!(cost < 50.0, "capture costs {cost:.1}%");
+}
+
+/// A service for the inspector's privacy test: every GET answers the Authorization header it
+/// got (so a replay shows what it carried) and sets a cookie.
+const WHOAMI: &str = r#"
+import http.server, json, os
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+        body = json.dumps({'auth': self.headers.get('Authorization', ''), 'path': self.path}).encode()
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Set-Cookie', 'sid=server-cookie-secret; Path=/; HttpOnly')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()
+"#;
+
+/// The credential the captured request carries.
+const BEARER: &str = "secret-0123456789abcdef0123456789abcdef";
+
+/// `curl -sS -m 10 ARGS` in `n`'s namespace as `uid`, with `overlay`'s directories in the
+/// environment; returns (HTTP status, body) from `-w`.
+fn curl_as(w: &World, n: &Node, uid: u32, args: &str) -> (u16, String) {
+    let out = w.exec(
+        &n.host,
+        &format!(
+            "setpriv --reuid {uid} --regid {uid} --clear-groups curl -sS -m 10 -w '\\n%{{http_code}}' {args}"
+        ),
+    );
+    let all = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = all.rsplit_once('\n').unwrap_or(("", &all));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn inspector_is_private_to_its_owner_and_masks_credentials() {
+    const OWNER: u32 = 4343;
+    const STRANGER: u32 = 65534;
+    let mut w = World::new("insp");
+    let relay = start_relay(&w, &[]);
+    let token = relay.token(&w, "--uses 1");
+    let h = w.add_host("a", 2);
+    // Joined through "sudo" by OWNER: root and OWNER may use the node.
+    w.exec_ok(&h, &format!("chmod 755 {}", h.dir.display()));
+    w.exec_ok(
+        &h,
+        &format!(
+            "{} SUDO_UID={OWNER} SUDO_GID={OWNER} {} join {token} --name alpha",
+            overlay_tests::overlay::node_env(&h),
+            bin("overlay").display()
+        ),
+    );
+    let a = Node {
+        host: h.clone(),
+        address: String::new(),
+        pid: 0,
+    };
+    // A dev session runs a real HTTP service.
+    let app = h.dir.join("app");
+    std::fs::create_dir_all(&app).expect("app dir");
+    write(&app, "whoami.py", WHOAMI.as_bytes());
+    let cfg = write(
+        &app,
+        "overlay.toml",
+        b"[services.api]\ncommand = \"exec python3 whoami.py\"\nport = 8080\n",
+    );
+    let (state, run) = (
+        format!("{}/state", h.dir.display()),
+        format!("{}/run", h.dir.display()),
+    );
+    let b = bin("overlay");
+    w.spawn(
+        &h,
+        "dev",
+        &[
+            ("OVERLAY_STATE_DIR", &state),
+            ("OVERLAY_RUN_DIR", &run),
+            ("NO_COLOR", "1"),
+        ],
+        &[
+            b.to_str().expect("utf-8"),
+            "dev",
+            "-f",
+            cfg.to_str().expect("utf-8"),
+        ],
+    );
+    let mut addr = String::new();
+    let up = wait_until(Duration::from_secs(30), || {
+        let out = overlay(&w, &h, "services --json");
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(s) = list.as_array().and_then(|l| {
+            l.iter()
+                .find(|s| s["name"] == "api" && s["where"] == "local")
+        }) {
+            addr = format!("{}:{}", s["address"].as_str().unwrap_or(""), s["port"]);
+        }
+        !addr.is_empty()
+            && w.exec(&h, &format!("curl -sf -m 2 http://{addr}/ready"))
+                .status
+                .success()
+    });
+    assert!(
+        up,
+        "the dev session did not start api: {}",
+        w.log(&h, "dev")
+    );
+    w.exec_ok(
+        &h,
+        &format!(
+            "curl -sS --fail -m 10 -H 'Authorization: Bearer {BEARER}' -H 'Cookie: sid=client-cookie-secret' http://{addr}/whoami"
+        ),
+    );
+    let rec = wait_record(&w, &a, "GET /whoami", |r| r["path"] == "/whoami");
+    let id = rec["id"].as_u64().expect("id");
+
+    // Another local user: 401 and no data, whatever it asks, and nothing changes.
+    let stranger_inspect = w.exec(
+        &h,
+        &format!(
+            "setpriv --reuid {STRANGER} --regid {STRANGER} --clear-groups env {} {} inspect",
+            overlay_tests::overlay::node_env(&h),
+            b.display()
+        ),
+    );
+    assert!(
+        !stranger_inspect.status.success(),
+        "another user got the inspector's URL"
+    );
+    assert!(!String::from_utf8_lossy(&stranger_inspect.stdout).contains("token="));
+    let json = "-H 'Content-Type: application/json' -d '{}'";
+    let wrong = "0".repeat(64);
+    for (what, args) in [
+        ("the page", "http://127.0.0.1:4141/".to_string()),
+        (
+            "the list",
+            "http://127.0.0.1:4141/api/exchanges".to_string(),
+        ),
+        (
+            "a record",
+            format!("http://127.0.0.1:4141/api/exchanges/{id}"),
+        ),
+        (
+            "a revealed record",
+            format!("'http://127.0.0.1:4141/api/exchanges/{id}?reveal=1'"),
+        ),
+        ("the stats", "http://127.0.0.1:4141/api/stats".to_string()),
+        ("the events", "http://127.0.0.1:4141/api/events".to_string()),
+        (
+            "a replay",
+            format!("-X POST {json} http://127.0.0.1:4141/api/exchanges/{id}/replay"),
+        ),
+        (
+            "a clear",
+            format!("-X POST {json} http://127.0.0.1:4141/api/clear"),
+        ),
+        (
+            "a delete",
+            "-X DELETE http://127.0.0.1:4141/api/exchanges".to_string(),
+        ),
+        (
+            "a guessed token",
+            format!("'http://127.0.0.1:4141/api/exchanges?token={wrong}'"),
+        ),
+        (
+            "a guessed cookie",
+            format!("-b 'overlay_inspect_4141={wrong}' http://127.0.0.1:4141/api/exchanges"),
+        ),
+        (
+            "a guessed header",
+            format!("-H 'X-Overlay-Token: {wrong}' http://127.0.0.1:4141/api/exchanges"),
+        ),
+    ] {
+        let (code, body) = curl_as(&w, &a, STRANGER, &args);
+        assert_eq!(code, 401, "{what}: {body}");
+        assert!(
+            !body.contains("secret") && !body.contains("whoami") && !body.contains("records"),
+            "{what} leaked data: {body}"
+        );
+    }
+    let whoamis = |w: &World| {
+        traffic(w, &a, "api")
+            .iter()
+            .filter(|r| r["path"] == "/whoami")
+            .count()
+    };
+    assert_eq!(
+        whoamis(&w),
+        1,
+        "the stranger's replay or clear went through"
+    );
+
+    // The owner: the URL `overlay inspect` prints, exchanged for a cookie.
+    let printed = w.exec(
+        &h,
+        &format!(
+            "setpriv --reuid {OWNER} --regid {OWNER} --clear-groups env {} {} inspect",
+            overlay_tests::overlay::node_env(&h),
+            b.display()
+        ),
+    );
+    assert!(
+        printed.status.success(),
+        "the owner was refused: {}",
+        text(&printed)
+    );
+    let url = String::from_utf8_lossy(&printed.stdout).trim().to_string();
+    let secret = url
+        .strip_prefix("http://127.0.0.1:4141/?token=")
+        .unwrap_or_else(|| panic!("overlay inspect printed {url}"))
+        .to_string();
+    assert!(
+        secret.len() == 64 && secret.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{url}"
+    );
+    let (code, head) = curl_as(&w, &a, OWNER, &format!("-D - -o /dev/null '{url}'"));
+    assert_eq!(code, 303, "{head}");
+    assert!(head.contains("Location: /\r\n"), "{head}");
+    let cookie = format!("overlay_inspect_4141={secret}");
+    assert!(
+        head.contains(&format!(
+            "Set-Cookie: {cookie}; Path=/; HttpOnly; SameSite=Strict"
+        )),
+        "{head}"
+    );
+    let with_cookie = format!("-b '{cookie}'");
+    let (code, page) = curl_as(
+        &w,
+        &a,
+        OWNER,
+        &format!("{with_cookie} http://127.0.0.1:4141/"),
+    );
+    assert_eq!(code, 200);
+    assert!(page.contains("overlay inspector") && page.contains("Reveal credentials"));
+
+    // Masked by default, revealed on request.
+    let (code, body) = curl_as(
+        &w,
+        &a,
+        OWNER,
+        &format!("{with_cookie} http://127.0.0.1:4141/api/exchanges/{id}"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).expect("json");
+    // (The echoing service's body holds the credential too; bodies are shown as captured.)
+    for m in ["request", "response"] {
+        let hs = detail[m]["headers"].to_string();
+        assert!(
+            !hs.contains("secret"),
+            "a credential is shown unmasked: {hs}"
+        );
+    }
+    let header = |m: &serde_json::Value, name: &str| {
+        m["headers"]
+            .as_array()
+            .and_then(|hs| {
+                hs.iter()
+                    .find(|h| h[0].as_str().is_some_and(|k| k.eq_ignore_ascii_case(name)))
+            })
+            .map(|h| h[1].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        header(&detail["request"], "authorization"),
+        format!("Bearer ••••(len {})", BEARER.len())
+    );
+    assert_eq!(header(&detail["request"], "cookie"), "sid=••••(len 20)");
+    assert_eq!(
+        header(&detail["response"], "set-cookie"),
+        "sid=••••(len 20); Path=/; HttpOnly"
+    );
+    let (_, body) = curl_as(
+        &w,
+        &a,
+        OWNER,
+        &format!(
+            "-H 'X-Overlay-Token: {secret}' 'http://127.0.0.1:4141/api/exchanges/{id}?reveal=1'"
+        ),
+    );
+    let revealed: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        header(&revealed["request"], "authorization"),
+        format!("Bearer {BEARER}")
+    );
+
+    // A replay sends the real credentials, also one edited from the masked view.
+    let origin = "-H 'Origin: http://127.0.0.1:4141'";
+    let (code, body) = curl_as(
+        &w,
+        &a,
+        OWNER,
+        &format!(
+            "{with_cookie} {origin} -X POST {json} http://127.0.0.1:4141/api/exchanges/{id}/replay"
+        ),
+    );
+    assert_eq!(code, 200, "{body}");
+    let again: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let echoed: serde_json::Value =
+        serde_json::from_str(again["body"]["text"].as_str().unwrap_or("")).expect("json");
+    assert_eq!(echoed["auth"], format!("Bearer {BEARER}"));
+    assert_eq!(
+        header(&again, "set-cookie"),
+        "sid=••••(len 20); Path=/; HttpOnly"
+    );
+    let edits = serde_json::json!({
+        "path": detail["request"]["target"],
+        "headers": detail["request"]["headers"],
+    });
+    let edits_file = write(&h.dir, "edits.json", edits.to_string().as_bytes());
+    let (code, body) = curl_as(
+        &w,
+        &a,
+        OWNER,
+        &format!(
+            "{with_cookie} -X POST -H 'Content-Type: application/json' --data-binary @{} http://127.0.0.1:4141/api/exchanges/{id}/replay",
+            edits_file.display()
+        ),
+    );
+    assert_eq!(code, 200, "{body}");
+    let again: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert!(
+        again["body"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains(BEARER),
+        "the edited replay lost the credential: {again}"
+    );
+
+    // Other web sites: a foreign Origin or Host is refused even with the cookie.
+    let (code, _) = curl_as(
+        &w,
+        &a,
+        OWNER,
+        &format!("{with_cookie} -H 'Origin: http://evil.example' -X POST {json} http://127.0.0.1:4141/api/clear"),
+    );
+    assert_eq!(code, 403);
+    let (code, _) = curl_as(
+        &w,
+        &a,
+        OWNER,
+        &format!("{with_cookie} -H 'Host: evil.example:4141' http://127.0.0.1:4141/api/exchanges"),
+    );
+    assert_eq!(code, 403);
+    assert!(
+        wait_until(Duration::from_secs(10), || whoamis(&w) == 3),
+        "the replays are captured and nothing was cleared: {}",
+        whoamis(&w)
+    );
+
+    // `overlay traffic` still works for the owner, and the owner can clear.
+    let lines = w.exec(
+        &h,
+        &format!(
+            "setpriv --reuid {OWNER} --regid {OWNER} --clear-groups env {} {} traffic api",
+            overlay_tests::overlay::node_env(&h),
+            b.display()
+        ),
+    );
+    assert!(text(&lines).contains("GET /whoami 200"), "{}", text(&lines));
+    let (code, _) = curl_as(
+        &w,
+        &a,
+        OWNER,
+        &format!("{with_cookie} {origin} -X POST {json} http://127.0.0.1:4141/api/clear"),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(whoamis(&w), 0);
 }

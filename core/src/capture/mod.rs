@@ -5,10 +5,14 @@
 //! - [`tcp`]: passive TCP reassembly from IPv4 packets seen on the TUN.
 //! - [`ring`]: the bounded store (a byte cap; the oldest records go first).
 //! - [`filter`]: the inspector's and `overlay traffic`'s filters.
+//! - [`mask`]: credentials masked in what the inspector shows.
+//! - [`access`]: who may use the inspector (its secret, Host and Origin checks).
 //! - [`pcap`]: the pcap file format (`LINKTYPE_RAW`), for `overlay capture`.
 
+pub mod access;
 pub mod conn;
 pub mod filter;
+pub mod mask;
 pub mod pcap;
 pub mod record;
 pub mod ring;

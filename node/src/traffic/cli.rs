@@ -27,12 +27,15 @@ pub struct TrafficArgs {
     /// At most this many of the newest records (before following).
     #[arg(short = 'n', long, default_value_t = 100)]
     pub lines: usize,
+    /// Show credentials in request targets (`?token=...`) instead of masking them.
+    #[arg(long)]
+    pub reveal: bool,
 }
 
 /// Flags of `overlay inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Print `{"url": ...}`.
+    /// Print `{"url": ..., "token": ...}`.
     #[arg(long)]
     pub json: bool,
 }
@@ -59,6 +62,9 @@ fn query(args: &TrafficArgs, after: u64, limit: usize) -> String {
     if !args.filter.is_empty() {
         q.push('&');
         q.push_str(&args.filter);
+    }
+    if args.reveal {
+        q.push_str("&reveal=1");
     }
     q
 }

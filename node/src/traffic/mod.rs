@@ -18,6 +18,7 @@ pub mod tap;
 
 use crate::relaylink::Directory;
 use clap::Args;
+use overlay_core::capture::access::Secret;
 use overlay_core::capture::{ConnectionCapture, Record, Ring};
 use overlay_core::http1::Limits;
 use std::collections::HashSet;
@@ -69,8 +70,10 @@ pub struct Traffic {
     pub dropped: AtomicU64,
     /// Bytes teed by listeners and not yet parsed, over all connections.
     pub in_flight: std::sync::atomic::AtomicUsize,
-    /// The inspector's URL, once it listens.
+    /// The inspector's URL (without its token), once it listens.
     pub url: Mutex<Option<String>>,
+    /// The inspector's secret; only the control socket (root and the node's user) hands it out.
+    pub secret: Secret,
     /// `overlay capture` subscribers.
     pub pcap: tap::PcapSubscribers,
 }
@@ -99,6 +102,7 @@ impl Traffic {
             dropped: AtomicU64::new(0),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             url: Mutex::new(None),
+            secret: new_secret(),
             pcap: tap::PcapSubscribers::default(),
         })
     }
@@ -189,6 +193,24 @@ impl Traffic {
     pub fn node_name(&self) -> &str {
         &self.node_name
     }
+
+    /// The URL that opens the inspector, with its token (what `overlay inspect` prints).
+    pub fn private_url(&self) -> Option<String> {
+        let base = self.url.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        Some(format!(
+            "{base}/?{}={}",
+            overlay_core::capture::access::PARAM,
+            self.secret.hex()
+        ))
+    }
+}
+
+/// 256 bits from the OS's random source, made once per daemon start.
+fn new_secret() -> Secret {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    Secret::from_bytes(b)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -1,5 +1,6 @@
 //! Replay of a captured request to the same service, optionally edited.
 
+use overlay_core::capture::mask;
 use overlay_core::capture::{Body, MessageRecord, Record};
 use overlay_core::http1::{Conversation, Limits, Output, Side};
 use serde::Deserialize;
@@ -73,11 +74,13 @@ pub fn build(record: &Record, edits: &Edits) -> Result<Vec<u8>, ReplayError> {
         .clone()
         .or_else(|| req.head.method.clone())
         .unwrap_or_else(|| "GET".into());
-    let target = edits
-        .path
-        .clone()
-        .or_else(|| req.head.target.clone())
-        .unwrap_or_else(|| "/".into());
+    // Edits come from a form the inspector filled from the masked view: masked values that
+    // were left alone stand for the captured ones.
+    let captured_target = req.head.target.clone().unwrap_or_else(|| "/".into());
+    let target = match &edits.path {
+        Some(p) => mask::unmask_target(&captured_target, p.clone()),
+        None => captured_target,
+    };
     clean(&method, "method", false)?;
     clean(&target, "path", false)?;
     let body: Vec<u8> = match &edits.body {
@@ -89,10 +92,10 @@ pub fn build(record: &Record, edits: &Edits) -> Result<Vec<u8>, ReplayError> {
             req.body.data.clone()
         }
     };
-    let headers = edits
-        .headers
-        .clone()
-        .unwrap_or_else(|| req.head.headers.clone());
+    let headers = match &edits.headers {
+        Some(h) => mask::unmask_headers(&req.head.headers, h.clone()),
+        None => req.head.headers.clone(),
+    };
     let mut out = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
     for (k, v) in &headers {
         let framing = [
@@ -116,6 +119,18 @@ pub fn build(record: &Record, edits: &Edits) -> Result<Vec<u8>, ReplayError> {
     out.extend_from_slice(b"Connection: close\r\n\r\n");
     out.extend_from_slice(&body);
     Ok(out)
+}
+
+/// Masks the credentials in a replay answer's headers (`Set-Cookie`, ...), for views that
+/// did not ask to reveal them.
+pub fn mask_answer(answer: &mut serde_json::Value) {
+    let Some(headers) = answer.get("headers").cloned() else {
+        return;
+    };
+    let Ok(headers) = serde_json::from_value::<Vec<(String, String)>>(headers) else {
+        return;
+    };
+    answer["headers"] = json!(mask::mask_headers(&headers));
 }
 
 /// Sends the (edited) request of `record` to the address it went to and returns the response.

@@ -12,17 +12,22 @@
 //! - `GET /api/events`: server-sent events, one `data: LATEST_ID` per change.
 //! - `GET /api/stats`: records held, bytes, evictions, drops.
 //!
-//! Requests must name the inspector's own host (127.0.0.1 or localhost), which keeps other web
-//! sites out through DNS rebinding; POSTs must be JSON, which browsers never send cross-site
-//! without asking first.
+//! Every answer, the page included, needs the inspector's secret (a cookie, the
+//! `X-Overlay-Token` header or `?token=`; see [`overlay_core::capture::access`]): other local
+//! users get 401 and nothing else. Requests must name the inspector's own host (127.0.0.1 or
+//! localhost), which keeps other web sites out through DNS rebinding; state-changing requests
+//! must not come from a foreign Origin, and POSTs must be JSON, which browsers never send
+//! cross-site without asking first. Credentials in headers and query parameters are masked
+//! unless the request says `reveal=1` ([`overlay_core::capture::mask`]).
 
 use super::replay::{self, Edits};
 use super::Traffic;
+use overlay_core::capture::access::{self, Decision};
 use overlay_core::capture::filter::query_pairs;
+use overlay_core::capture::mask;
 use overlay_core::capture::Filter;
 use overlay_core::http1::{Kind, Limits, Message, MessageParser};
 use serde_json::json;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +69,8 @@ struct Reply {
     status: u16,
     ctype: &'static str,
     body: Vec<u8>,
+    /// More header lines (`Location`, `Set-Cookie`).
+    headers: Vec<(&'static str, String)>,
 }
 
 fn json_reply(status: u16, v: serde_json::Value) -> Reply {
@@ -71,6 +78,7 @@ fn json_reply(status: u16, v: serde_json::Value) -> Reply {
         status,
         ctype: "application/json",
         body: serde_json::to_vec_pretty(&v).unwrap_or_default(),
+        headers: Vec::new(),
     }
 }
 
@@ -118,12 +126,55 @@ async fn connection(mut s: TcpStream, traffic: Arc<Traffic>) -> anyhow::Result<(
     let method = req.head.method.clone().unwrap_or_default();
     let target = req.head.target.clone().unwrap_or_default();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    if !host_allowed(req.head.header("host"), local) {
-        return write(
-            &mut s,
-            error(403, "the inspector answers only to 127.0.0.1 and localhost"),
-        )
-        .await;
+    let decision = access::decide(
+        &access::Request {
+            method: &method,
+            path,
+            query,
+            host: req.head.header("host"),
+            origin: req.head.header("origin"),
+            cookie: req.head.header("cookie"),
+            token_header: req.head.header(access::HEADER),
+            listener: local,
+        },
+        &traffic.secret,
+    );
+    match decision {
+        Decision::Allow => {}
+        Decision::SetCookie { location } => {
+            let mut r = error(303, "see the inspector without its token in the URL");
+            r.headers.push(("Location", location));
+            r.headers.push((
+                "Set-Cookie",
+                access::set_cookie(&traffic.secret, local.port()),
+            ));
+            return write(&mut s, r).await;
+        }
+        Decision::BadHost => {
+            return write(
+                &mut s,
+                error(403, "the inspector answers only to 127.0.0.1 and localhost"),
+            )
+            .await
+        }
+        Decision::ForeignOrigin => {
+            return write(
+                &mut s,
+                error(403, "the inspector takes changes only from its own page"),
+            )
+            .await
+        }
+        // No data and no detail: only where the owner finds the way in.
+        Decision::Unauthorized => {
+            return write(
+                &mut s,
+                error(
+                    401,
+                    "the inspector needs its token: open the URL that `overlay inspect` prints",
+                ),
+            )
+            .await
+        }
     }
     if path == "/api/events" && method == "GET" {
         return events(s, traffic).await;
@@ -132,15 +183,11 @@ async fn connection(mut s: TcpStream, traffic: Arc<Traffic>) -> anyhow::Result<(
     write(&mut s, reply).await
 }
 
-fn host_allowed(host: Option<&str>, local: SocketAddr) -> bool {
-    let Some(host) = host else {
-        return false;
-    };
-    let name = match host.rsplit_once(':') {
-        Some((h, port)) if port.parse::<u16>().is_ok() => h,
-        _ => host,
-    };
-    name == "localhost" || name == "127.0.0.1" || name == local.ip().to_string()
+/// Whether the query asks for credentials unmasked (`reveal=1`).
+fn reveal(query: &str) -> bool {
+    query_pairs(query)
+        .iter()
+        .any(|(k, v)| k == "reveal" && matches!(v.as_str(), "1" | "true" | "yes"))
 }
 
 async fn route(method: &str, path: &str, query: &str, req: &Message, t: &Arc<Traffic>) -> Reply {
@@ -154,11 +201,13 @@ async fn route(method: &str, path: &str, query: &str, req: &Message, t: &Arc<Tra
             status: 200,
             ctype: "text/html; charset=utf-8",
             body: PAGE.as_bytes().to_vec(),
+            headers: Vec::new(),
         },
         ("GET", ["api", "exchanges"]) => list(query, t),
         ("GET", ["api", "stats"]) => json_reply(200, stats(t)),
         ("GET", ["api", "exchanges", id]) => match id.parse().ok().and_then(|id| t.get(id)) {
-            Some(r) => json_reply(200, json!(r)),
+            Some(r) if reveal(query) => json_reply(200, json!(r)),
+            Some(r) => json_reply(200, json!(mask::mask_record(&r))),
             None => error(404, format!("no record {id} (cleared or evicted)")),
         },
         ("POST", _) if !json_body => error(
@@ -178,7 +227,12 @@ async fn route(method: &str, path: &str, query: &str, req: &Message, t: &Arc<Tra
                 }
             };
             match replay::replay(&rec, &edits, t.limits).await {
-                Ok(v) => json_reply(200, v),
+                Ok(mut v) => {
+                    if !reveal(query) {
+                        replay::mask_answer(&mut v);
+                    }
+                    json_reply(200, v)
+                }
                 Err(e @ replay::ReplayError::Truncated(..)) => error(409, e),
                 Err(e) => error(502, e),
             }
@@ -208,9 +262,11 @@ fn stats(t: &Arc<Traffic>) -> serde_json::Value {
     })
 }
 
-/// The list answer for a query string (also used by the control socket).
+/// The list answer for a query string (also used by the control socket); credentials in
+/// targets are masked unless the query says `reveal=1`.
 pub fn list_json(query: &str, t: &Arc<Traffic>) -> serde_json::Value {
     let filter = Filter::from_query(query);
+    let reveal = reveal(query);
     let pairs = query_pairs(query);
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let after = get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -222,7 +278,13 @@ pub fn list_json(query: &str, t: &Arc<Traffic>) -> serde_json::Value {
         let l: Vec<_> = r
             .list(&filter, after, limit)
             .iter()
-            .map(|x| x.summary())
+            .map(|x| {
+                let mut s = x.summary();
+                if !reveal {
+                    s.path = s.path.as_deref().map(mask::mask_target);
+                }
+                s
+            })
             .collect();
         (l, r.next_id() - 1)
     });
@@ -255,6 +317,8 @@ async fn events(mut s: TcpStream, t: Arc<Traffic>) -> anyhow::Result<()> {
 async fn write(s: &mut TcpStream, r: Reply) -> anyhow::Result<()> {
     let reason = match r.status {
         200 => "OK",
+        303 => "See Other",
+        401 => "Unauthorized",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
@@ -262,12 +326,18 @@ async fn write(s: &mut TcpStream, r: Reply) -> anyhow::Result<()> {
         415 => "Unsupported Media Type",
         _ => "Error",
     };
-    let head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+    // The page never links out, but the token must not leave in a Referer; and no other site
+    // may frame the page to click its buttons.
+    let mut head = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\nContent-Security-Policy: frame-ancestors 'none'\r\nConnection: close\r\n",
         r.status,
         r.ctype,
         r.body.len()
     );
+    for (k, v) in &r.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
     s.write_all(head.as_bytes()).await?;
     s.write_all(&r.body).await?;
     s.shutdown().await?;
