@@ -433,6 +433,7 @@ fn other_local_users_cannot_speak_for_the_node() {
         st["drops"]["local_control"].as_u64().unwrap_or(0) >= 9,
         "the local control requests were not refused at the TUN device: {st}"
     );
+}
 
 #[test]
 fn a_lost_relay_key_is_refused_until_new_key_is_asked_for() {
@@ -449,7 +450,10 @@ fn a_lost_relay_key_is_refused_until_new_key_is_asked_for() {
         relay.endpoint
     );
     std::fs::remove_file(&key).expect("remove private.key");
-    for (what, expect) in [("missing", "private.key is missing"), ("damaged", "is damaged")] {
+    for (what, expect) in [
+        ("missing", "private.key is missing"),
+        ("damaged", "is damaged"),
+    ] {
         if what == "damaged" {
             std::fs::write(&key, "not a key\n").expect("write key");
         }
@@ -457,18 +461,31 @@ fn a_lost_relay_key_is_refused_until_new_key_is_asked_for() {
         let out = w.exec(&w.hub, &serve);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "started with a {what} key: {err}");
-        assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
         assert!(
             err.contains(expect) && err.contains("1 token") && err.contains("--new-key"),
             "{err}"
         );
-        assert_eq!(err.trim().lines().last().map(|l| l.starts_with("overlay-relay: ")), Some(true));
+        assert_eq!(
+            err.trim()
+                .lines()
+                .last()
+                .map(|l| l.starts_with("overlay-relay: ")),
+            Some(true)
+        );
     }
     relay.kill_and_restart(&w, Duration::ZERO, &["--new-key"]);
     assert_ne!(relay.stats(&w)["relay_public_key"], old_key);
     assert!(relay.state.join("private.key.damaged").exists());
     let log = w.log(&w.hub, "relay");
-    assert!(log.contains("WARN") && log.contains("every node must join again"), "{log}");
+    assert!(
+        log.contains("WARN") && log.contains("every node must join again"),
+        "{log}"
+    );
     // The flag left set does not replace the good key at the next start.
     let new_key = relay.stats(&w)["relay_public_key"].clone();
     relay.kill_and_restart(&w, Duration::ZERO, &["--new-key"]);
@@ -533,7 +550,9 @@ fn a_recorded_handshake_replayed_after_a_relay_restart_is_dropped() {
         w.log(&w.hub, "capture")
     );
     let before = relay.nodes(&w)[0]["endpoint"].as_str().map(String::from);
-    assert!(before.as_deref().is_some_and(|e| e.starts_with(&format!("{}:", ha.ip))));
+    assert!(before
+        .as_deref()
+        .is_some_and(|e| e.starts_with(&format!("{}:", ha.ip))));
     // A clean stop, then (second round) a crash: either way the newest timestamp is on disk.
     for round in ["restart", "crash"] {
         if round == "restart" {
@@ -551,11 +570,17 @@ fn a_recorded_handshake_replayed_after_a_relay_restart_is_dropped() {
                 w.hub.ip
             ),
         );
-        assert_eq!(answer.trim(), "0", "after a {round} the relay answered the replay");
+        assert_eq!(
+            answer.trim(),
+            "0",
+            "after a {round} the relay answered the replay"
+        );
         let n = &relay.nodes(&w)[0];
         assert_eq!(n["counters"]["drops"]["replayed"], 1, "{n}");
         assert_ne!(
-            n["endpoint"].as_str().map(|e| e.starts_with(&format!("{}:", hm.ip))),
+            n["endpoint"]
+                .as_str()
+                .map(|e| e.starts_with(&format!("{}:", hm.ip))),
             Some(true),
             "after a {round} the replay moved the endpoint: {n}"
         );

@@ -462,7 +462,11 @@ impl<S: Store> Hub<S> {
         {
             return;
         }
-        let peer = self.table.get(id).map(|e| e.name.clone()).unwrap_or_default();
+        let peer = self
+            .table
+            .get(id)
+            .map(|e| e.name.clone())
+            .unwrap_or_default();
         tracing::warn!(
             %peer,
             %from,
@@ -688,7 +692,11 @@ impl<S: Store> Hub<S> {
         }
         let mut next = self.state.clone();
         for rec in &mut next.peers {
-            let Some(l) = self.table.by_name(&rec.name).and_then(|e| self.live.get(&e.id)) else {
+            let Some(l) = self
+                .table
+                .by_name(&rec.name)
+                .and_then(|e| self.live.get(&e.id))
+            else {
                 continue;
             };
             rec.endpoint = l.endpoint;

@@ -37,7 +37,11 @@ fn a_recorded_initiation_is_refused_after_a_restart() {
     assert!(out.0.is_empty(), "the replay got an answer");
     assert_eq!(replayed(&hub, "a"), 1);
     let n = &hub.nodes()[0];
-    assert_eq!(n.endpoint.as_deref(), Some("10.0.0.1:1000"), "endpoint moved");
+    assert_eq!(
+        n.endpoint.as_deref(),
+        Some("10.0.0.1:1000"),
+        "endpoint moved"
+    );
 
     // The real node's fresh initiation is accepted and the session works again.
     let mut a = SimNode::new(&hub, 1, ia, 1000);
