@@ -3,7 +3,7 @@
 use overlay_core::token::Token;
 use overlay_tests::overlay::{join_node, overlay, start_relay};
 use overlay_tests::world::{bin, sh, wait_until, World};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[test]
 fn control_and_admin_are_not_reachable_from_outside() {
