@@ -328,6 +328,17 @@ fn world_of(tag: &str, names: &[&str]) -> (World, Relay, Vec<Node>, String) {
         let h = w.add_host(&format!("h{octet}"), octet);
         nodes.push(join_node(&w, &h, &token, &format!("--name {name}")));
     }
+    for n in &nodes {
+        let ok = wait_until(Duration::from_secs(10), || {
+            w.exec(&n.host, "ping -c1 -W1 100.64.0.1").status.success()
+        });
+        assert!(
+            ok,
+            "the tunnel of {} does not carry packets: {:?}",
+            n.host.ns,
+            n.status(&w)
+        );
+    }
     (w, relay, nodes, token)
 }
 
