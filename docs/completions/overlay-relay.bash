@@ -568,7 +568,7 @@ _overlay__relay() {
             return 0
             ;;
         overlay__subcmd__relay__subcmd__serve)
-            opts="-h --listen --network --domain --public-endpoint --catalog --mtu --callback-listen --callback-ports --callback-host --metrics --on-demand-suffix --no-on-demand --on-demand-ttl --max-flows-per-node --max-flows --tcp-buffer-kib --gateway-buffer-mib --tcp-idle-timeout --udp-idle-timeout --state --help"
+            opts="-h --listen --network --domain --public-endpoint --catalog --mtu --callback-listen --callback-ports --callback-host --metrics --on-demand-suffix --no-on-demand --on-demand-ttl --max-flows-per-node --max-flows --tcp-buffer-kib --gateway-buffer-mib --tcp-idle-timeout --udp-idle-timeout --new-key --state --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -57,6 +57,7 @@ complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l tc
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l udp-idle-timeout -d 'A UDP flow without traffic this long is forgotten (e.g. 60s)' -r
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l state -d 'State directory (key, peers, admin socket)' -r -F
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l no-on-demand -d 'Do not look up remote names on demand (only the catalog is reachable)'
+complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l new-key -d 'Make a new relay key when private.key is missing or damaged although the state holds nodes or tokens (they stop working: every node must join again); a good key is kept'
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand completions" -l state -d 'State directory (key, peers, admin socket)' -r -F
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand completions" -s h -l help -d 'Print help'

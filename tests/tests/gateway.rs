@@ -280,7 +280,8 @@ fn laptop_curls_remote_services_by_plain_name() {
             &w.hub,
             "curl -sS --max-time 5 http://10.78.0.1:9090/healthz"
         ),
-        "ok\n"
+        // Healthy, and the join path says whether it is under load.
+        "ok\njoins: normal\n"
     );
     drop(relay);
 }
