@@ -167,7 +167,10 @@ async fn render(
         "overlay_relay_join_under_load",
         "gauge",
         "1 while the relay wants cookies from every joining node.",
-        vec![(String::new(), u64::from(joins["under_load"].as_bool().unwrap_or(false)))],
+        vec![(
+            String::new(),
+            u64::from(joins["under_load"].as_bool().unwrap_or(false)),
+        )],
     );
     metric(
         &mut o,

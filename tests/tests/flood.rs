@@ -116,8 +116,8 @@ fn join_says_what_the_relay_said() {
     };
     // A token for another relay key: the relay says so cheaply.
     let mut other = Token::parse(&good).expect("token");
-    other.relay_key = overlay_core::key::decode("mHXv2lZTBxy0qOHi6I3fH9gMqc0f0Gy6CnlJcXjnM30=")
-        .expect("key");
+    other.relay_key =
+        overlay_core::key::decode("mHXv2lZTBxy0qOHi6I3fH9gMqc0f0Gy6CnlJcXjnM30=").expect("key");
     let e = stderr(&format!("join {}", other.encode()));
     assert!(e.contains("made for another relay"), "{e}");
     assert!(!e.contains("blocked"), "{e}");
@@ -125,7 +125,10 @@ fn join_says_what_the_relay_said() {
     let mut bad = Token::parse(&good).expect("token");
     bad.secret[0] ^= 0xff;
     let e = stderr(&format!("join {}", bad.encode()));
-    assert!(e.contains("answered and refused") && e.contains("not valid"), "{e}");
+    assert!(
+        e.contains("answered and refused") && e.contains("not valid"),
+        "{e}"
+    );
     // No answer at all: then UDP or the endpoint is the suspect.
     let mut silent = Token::parse(&good).expect("token");
     silent.endpoints = vec![format!("{}:51999", w.hub.ip)];
