@@ -452,6 +452,6 @@ mod tests {
         let mut bad = Notice::Busy.encode(&e);
         bad[36] = 9;
         assert_eq!(Notice::parse(&bad, &e), None);
-        assert!(NOTICE_LEN < COOKIE_REPLY_LEN);
+        const { assert!(NOTICE_LEN < COOKIE_REPLY_LEN) };
     }
 }
