@@ -22,6 +22,9 @@
 #              from `overlay restart` to serving again minus the service's own start time.
 #   scale      overlay-loadgen: 1000 simulated peers against a relay; time until all have a
 #              session, relay RSS, relay CPU at steady keepalive.
+#   flood      overlay-flood: one host sends 10k, 50k and 100k anonymous join datagrams a
+#              second; meanwhile a node's ping loss and RTT to the relay and the time a valid
+#              join takes, beside idle in the same run; the relay's CPU, RSS and log growth.
 # Each part prints a plain and a markdown table on stdout and writes target/bench/PART.json.
 # New parts (traffic) are added as a function part_NAME plus an entry in PARTS.
 #
@@ -38,7 +41,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib/world.sh
 source "$ROOT/scripts/lib/world.sh"
 
-PARTS=(dataplane join dns registry gateway restart scale)
+PARTS=(dataplane join dns registry gateway restart scale flood)
 
 usage() {
     cat <<EOF
@@ -1968,6 +1971,98 @@ part_scale() {
     ovl_host a 2
     scale_measure || SC_STATUS=failed
     scale_report
+    world_cleanup
+}
+
+# ---------------------------------------------------------------------------------------------
+# flood: anonymous join datagrams against the relay (issue 15)
+
+FLOOD_BIN=${OVERLAY_FLOOD_BIN:-$ROOT/target/release/overlay-flood}
+FLOOD_RATES=(0 10000 50000 100000)
+
+flood_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null; }
+flood_gone() { ! world_alive "$1"; }
+flood_ping_ok() { ip netns exec ovb-a ping -n -q -c 1 -W 1 100.64.0.1 >/dev/null 2>&1; }
+
+# flood_step RATE OCTET: one row of FL_ROWS: ping loss and RTT from ovb-a while ovb-f floods at
+# RATE, the time a fresh node (ovb-cOCTET) needs to join, relay CPU, RSS and log growth.
+flood_step() {
+    local rate=$1 n=c$2 fpid='' t0 c0 c1 l0 l1 out loss rtt join_s cpu rss logkb
+    if ((rate > 0)); then
+        world_bg ovb-f "$LOG_DIR/flood-gen-$rate.log" "$FLOOD_BIN" anon --relay "$HUB_UL:$RELAY_PORT" \
+            --rate "$rate" --secs 16
+        fpid=$WORLD_LAST_PID
+        sleep 1
+    fi
+    c0=$(flood_ticks "$OVL_RELAY_PID")
+    l0=$(stat -c %s "$LOG_DIR/flood-relay.log")
+    t0=$EPOCHREALTIME
+    out=$(world_run timeout 30 ip netns exec ovb-a ping -q -n -c 200 -i 0.05 -W 1 100.64.0.1 2>&1) || true
+    loss=$(awk -F', ' '/packet loss/ { for (i = 1; i <= NF; i++) if ($i ~ /packet loss/) { sub(/%.*/, "", $i); print $i } }' <<<"$out")
+    rtt=$(awk -F'/' '/min\/avg\/max/ { print $5 }' <<<"$out")
+    local j0=$EPOCHREALTIME
+    if ovl_join "$n"; then
+        join_s=$(awk -v a="$j0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+    else
+        join_s=failed
+    fi
+    c1=$(flood_ticks "$OVL_RELAY_PID")
+    l1=$(stat -c %s "$LOG_DIR/flood-relay.log")
+    cpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) / (t1 - t0) }')
+    rss=$(awk -v k="$(rss_kb "$OVL_RELAY_PID")" 'BEGIN { printf "%.1f", k / 1024 }')
+    logkb=$(awk -v a="$l0" -v b="$l1" -v t0="$t0" -v t1="$EPOCHREALTIME" 'BEGIN { printf "%.2f", (b - a) / 1024 / (t1 - t0) * 60 }')
+    [[ -z $fpid ]] || world_wait 30 "the flood to end" flood_gone "$fpid" || true
+    FL_ROWS+=("$rate ${loss:-n/a} ${rtt:-n/a} $join_s $cpu $rss $logkb")
+}
+
+part_flood() {
+    log "part flood: anonymous join datagrams at ${FLOOD_RATES[*]} per second from one host"
+    FL_ROWS=()
+    local status=ok when host row
+    if [[ ! -x $FLOOD_BIN ]] && { ((NO_BUILD)) || ! cargo_build "$LOG_DIR/build-flood.log" overlay-flood -p overlay-tests --bin overlay-flood; }; then
+        part_failed flood "overlay-flood is not built"
+        return
+    fi
+    ovl_begin flood
+    ovl_host a 2
+    ovl_host f 3
+    if ensure_binaries && ovl_relay_start flood && ovl_token 20 && ovl_join a; then
+        # Every host first: a new bridge port can change the bridge's MAC address, and the
+        # pinging node then loses packets until its ARP entry is renewed.
+        local o
+        for o in 10 11 12 13; do ovl_host "c$o" "$o"; done
+        # Measure from a node whose tunnel carries pings already.
+        world_wait 30 "a first ping from the node to the relay" flood_ping_ok || true
+        local octet=10
+        for rate in "${FLOOD_RATES[@]}"; do
+            flood_step "$rate" "$octet"
+            octet=$((octet + 1))
+        done
+    else
+        status=failed
+        part_failed flood "the relay or the first node did not start"
+    fi
+    when=$(now_utc)
+    host=$(host_desc)
+    echo
+    echo "flood: $host ($status)"
+    echo
+    echo "markdown (for docs/benchmarks.md):"
+    echo
+    echo "Measured $when on $host; 200 pings at 50 ms from a node to the relay's overlay address during each flood."
+    echo
+    echo "| anonymous joins/s | ping loss (%) | ping RTT avg (ms) | a valid join (s) | relay CPU (% of one core) | relay RSS (MB) | relay log (KB/min) |"
+    echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    local json=''
+    for row in "${FL_ROWS[@]}"; do
+        read -r r lo rt js cp rs lg <<<"$row"
+        echo "| $( ((r == 0)) && echo idle || echo "$r") | $lo | $rt | $js | $cp | $rs | $lg |"
+        json+="${json:+, }{\"rate\": $r, \"ping_loss_percent\": $(json_num "$lo"), \"ping_rtt_avg_ms\": $(json_num "$rt"), \"join_secs\": $(json_num "${js/failed/}"), \"relay_cpu_percent\": $(json_num "$cp"), \"relay_rss_mb\": $(json_num "$rs"), \"relay_log_kb_per_min\": $(json_num "$lg")}"
+    done
+    printf '{"part": "flood", "time": "%s", "host": %s, "status": %s, "rows": [%s], "targets": {"ping_loss_percent_at_100k": 5, "join_secs": 10, "relay_log_kb_per_min": 10}}\n' \
+        "$when" "$(json_str "$host")" "$(json_str "$status")" "$json" >"$OUT_DIR/flood.json"
+    echo
+    echo "results: ${OUT_DIR#"$ROOT"/}/flood.json"
     world_cleanup
 }
 

@@ -211,10 +211,42 @@ fn check_request_roundtrip(f: &Fixture, data: &[u8], text: &str) {
     );
 }
 
+/// The cheap checks in front: the relay's gate on any datagram, and the node's `open_reply`.
+/// The gate never panics and never answers with more than it got; a request the fixture's
+/// node made passes `mac1`, and its cookie round trip proves the address.
+fn check_gate(f: &Fixture, data: &[u8]) {
+    use join::cookie::{Gate, Verdict};
+    let mut rng = rand_core::OsRng;
+    let mut gate = Gate::new(f.relay_public, NOW, &mut rng);
+    let from: std::net::SocketAddr = "10.0.0.1:4000".parse().unwrap();
+    for need_cookie in [false, true] {
+        if let Verdict::NeedCookie(reply) = gate.check(from, data, NOW, need_cookie, &mut rng) {
+            assert!(reply.len() < data.len(), "a cookie reply amplifies");
+        }
+    }
+    let _ = f.initiator.open_reply(data);
+    if data.first().is_some_and(|b| b & 0x1f == 1) {
+        let req = request("0123456789abcdef", None, Some("fuzz"), NOW);
+        let (initiator, d) = JoinInitiator::new(&f.node, f.relay_public, &req).unwrap();
+        let Verdict::NeedCookie(reply) = gate.check(from, &d, NOW, true, &mut rng) else {
+            panic!("no cookie for a fresh request under load");
+        };
+        let Ok(join::Reply::Cookie(c)) = initiator.open_reply(&reply) else {
+            panic!("the node does not take the relay's cookie");
+        };
+        let again = initiator.with_cookie(&d, &c);
+        assert_eq!(
+            gate.check(from, &again, NOW, true, &mut rng),
+            Verdict::Pass { proven: true }
+        );
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let f = fixture();
     check_open_request(f, data);
     check_open_response(f, data);
+    check_gate(f, data);
     let text = String::from_utf8_lossy(data);
     let mtu = u16::from_le_bytes([data.first().copied().unwrap_or(0), data.get(1).copied().unwrap_or(0)]);
     check_response_roundtrip(f, &text, mtu);

@@ -220,7 +220,7 @@ impl CookieReply {
 /// What the relay's gate makes of a join request before any public-key work.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Too short to carry the MACs and the ephemeral key: dropped without an answer.
+    /// Shorter than the smallest request: dropped without an answer.
     Malformed,
     /// `mac1` is wrong: not made with a token for this relay.
     WrongKey,
@@ -309,7 +309,8 @@ impl Gate {
         ) else {
             return Verdict::Malformed;
         };
-        if len < 36 + MACS_LEN {
+        // Shorter than any real request: refused, so that no reply is larger than what it answers.
+        if len < super::MIN_REQUEST_LEN {
             return Verdict::Malformed;
         }
         let Some(m1) = mac1(&self.mac1_key, request) else {
@@ -382,7 +383,7 @@ mod tests {
             g.check(from, &flipped, 0, false, &mut OsRng),
             Verdict::WrongKey
         );
-        for n in 0..36 + MACS_LEN {
+        for n in 0..super::super::MIN_REQUEST_LEN {
             assert_eq!(
                 g.check(from, &r[..n], 0, false, &mut OsRng),
                 Verdict::Malformed,

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use x25519_dalek::StaticSecret;
 
 /// Requests opened (two X25519 operations each) per second at most; the rest get a `Busy`
-/// notice. About 60 µs each here, so the budget costs the worker at most ~3% of a core.
+/// notice. The work is on the join worker's thread, so the budget bounds what a flood of
+/// requests that pass the cheap checks can take from the rest of the relay.
 pub const OPEN_BUDGET_PER_SEC: u32 = 500;
 /// Opens in a second from which the relay counts as under load and wants cookies from everyone.
 pub const LOAD_THRESHOLD_PER_SEC: u32 = 32;
@@ -225,7 +226,12 @@ impl Summary {
         let d = |a: u64, b: u64| a.saturating_sub(b);
         let (s, l) = (stats, &self.last);
         tracing::warn!(
-            secs = now.saturating_sub(self.last_at).min(1_000_000),
+            // Seconds this line covers (0 for the first line: since start).
+            secs = if self.last_at == 0 {
+                0
+            } else {
+                now.saturating_sub(self.last_at)
+            },
             requests = d(s.requests, l.requests),
             wrong_key = d(s.wrong_key, l.wrong_key),
             malformed = d(s.malformed, l.malformed),
