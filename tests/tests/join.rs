@@ -137,7 +137,11 @@ fn bad_tokens_and_conditions_are_refused_clearly() {
             "not an overlay join token",
         ),
         ("truncated", good[..good.len() / 2].to_string(), "token"),
-        ("other relay key", other_key.encode(), "made for another relay"),
+        (
+            "other relay key",
+            other_key.encode(),
+            "made for another relay",
+        ),
         ("expired", expired.clone(), "expired"),
         ("revoked", revoked.clone(), "revoked"),
         ("used up", used.clone(), "used up"),
