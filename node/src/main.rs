@@ -81,7 +81,7 @@ enum Command {
     Start(dev::ServiceArg),
     /// Show captured HTTP exchanges and connections, one line each (`-f` to follow).
     Traffic(traffic::cli::TrafficArgs),
-    /// Print the web inspector's URL.
+    /// Print the web inspector's URL, with the token that opens it (for you only).
     Inspect(traffic::cli::InspectArgs),
     /// Write the overlay packets (decrypted, as on the TUN) to a pcap file.
     Capture(traffic::cli::CaptureArgs),

@@ -54,6 +54,16 @@ impl Relay {
     /// Kills the relay with SIGKILL and starts it again with the same state.
     pub fn kill_and_restart(&mut self, w: &World, pause: Duration, extra: &[&str]) {
         crate::world::sh(&format!("kill -9 {}", self.pid));
+        // Its sockets are free once it is gone or a zombie; binding earlier fails (EADDRINUSE).
+        let stat = format!("/proc/{}/stat", self.pid);
+        assert!(
+            wait_until(Duration::from_secs(10), || std::fs::read_to_string(&stat)
+                .map_or(true, |s| s
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))),
+            "relay {} did not exit after SIGKILL",
+            self.pid
+        );
         std::thread::sleep(pause);
         self.pid = spawn_relay(w, self, extra);
     }
