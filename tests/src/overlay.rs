@@ -261,6 +261,20 @@ pub fn transfer(
     timeout: Duration,
     during: impl FnOnce(),
 ) {
+    transfer_paced(w, a, b, bytes, None, timeout, |_| during());
+}
+
+/// Like [`transfer`], with the sender limited to `rate` bytes a second when given, and `during`
+/// handed a probe of how many bytes `b` has received so far.
+pub fn transfer_paced(
+    w: &World,
+    a: &Node,
+    b: &Node,
+    bytes: u64,
+    rate: Option<u64>,
+    timeout: Duration,
+    during: impl FnOnce(&dyn Fn() -> u64),
+) {
     let src = a.host.dir.join("payload");
     let dst = b.host.dir.join("received");
     let _ = std::fs::remove_file(&dst);
@@ -280,19 +294,32 @@ pub fn transfer(
         ],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let sender = format!(
-        "socat -u FILE:{} TCP:{}:9000,retry=20,interval=0.2",
-        src.display(),
-        b.address
-    );
+    let sender = match rate {
+        None => format!(
+            "socat -u FILE:{} TCP:{}:9000,retry=20,interval=0.2",
+            src.display(),
+            b.address
+        ),
+        // A paced sender: 64 KiB writes, each when the rate allows (connect retried as socat's).
+        Some(rate) => format!(
+            "python3 -c \"\nimport socket, time\n\
+             for _ in range(20):\n\
+             \x20   try: s = socket.create_connection(('{}', 9000)); break\n\
+             \x20   except OSError: time.sleep(0.2)\n\
+             f, t0, sent = open('{}', 'rb'), time.time(), 0\n\
+             while chunk := f.read(65536):\n\
+             \x20   s.sendall(chunk); sent += len(chunk)\n\
+             \x20   time.sleep(max(0, t0 + sent / {rate} - time.time()))\n\
+             s.close()\n\"",
+            b.address,
+            src.display()
+        ),
+    };
     w.spawn(&a.host, "sender", &[], &["bash", "-c", &sender]);
-    during();
-    let done = wait_until(timeout, || {
-        std::fs::metadata(&dst)
-            .map(|m| m.len() == bytes)
-            .unwrap_or(false)
-    });
-    let got = std::fs::metadata(&dst).map(|m| m.len()).unwrap_or(0);
+    let received = || std::fs::metadata(&dst).map(|m| m.len()).unwrap_or(0);
+    during(&received);
+    let done = wait_until(timeout, || received() == bytes);
+    let got = received();
     assert!(done, "transfer incomplete: {got} of {bytes} bytes");
     let sum = |p: &std::path::Path| w.exec_ok(&a.host, &format!("sha256sum < {}", p.display()));
     assert_eq!(sum(&src), sum(&dst), "content differs after the transfer");
