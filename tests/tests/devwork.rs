@@ -274,7 +274,7 @@ fn dv_procfile_names_as_written_and_a_worker_that_never_listens() {
         &dir,
         "Procfile",
         "Web_App: exec python3 -m http.server --bind 127.0.0.1 $PORT\n\
-         clock_worker: env > worker.env.$$; while true; do echo tick; sleep 0.2; done\n",
+         clock_worker: env > worker.tmp.$$ && mv worker.tmp.$$ worker.env.$$; while true; do echo tick; sleep 0.2; done\n",
     );
     let pid = start_dev(
         &w,
@@ -336,12 +336,40 @@ fn dv_procfile_names_as_written_and_a_worker_that_never_listens() {
     assert_ne!(new_pid, worker_pid);
     assert!(exited(worker_pid), "the old worker is gone");
     assert!(restart_ms < 5_000, "restart took {restart_ms} ms");
-    let env = std::fs::read_to_string(dir.join(format!("worker.env.{new_pid}"))).expect("env");
+    // The new worker writes its environment (whole, by a rename) as it starts.
+    let env_file = dir.join(format!("worker.env.{new_pid}"));
+    assert!(wait_until(Duration::from_secs(10), || env_file.exists()));
+    let env = std::fs::read_to_string(&env_file).expect("env");
     assert!(env.contains("OVERLAY_SERVICE=clock-worker\n"), "{env}");
     assert!(env.contains("PORT="), "{env}");
     assert!(!env.contains("OVERLAY_ADDRESS="), "{env}");
     assert!(!env.contains("OVERLAY_CALLBACK_URL="), "{env}");
     assert!(!services(&w, &a).iter().any(|s| s["name"] == "clock-worker"));
+    // At a glance: plain text when not a terminal, and the same as JSON.
+    let ps = overlay(&w, &a.host, "ps");
+    assert!(ps.status.success(), "{}", text(&ps));
+    let table = String::from_utf8_lossy(&ps.stdout).into_owned();
+    assert!(!table.contains('\x1b'), "no colour when piped: {table:?}");
+    assert!(table.starts_with("SERVICE "), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("clock_worker "))
+        .unwrap_or_else(|| panic!("no worker row: {table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1..3], ["running", &new_pid.to_string()], "{row}");
+    assert_eq!(cells[4..6], ["worker", "1"], "{row}");
+    assert!(row.contains("signal 15, "), "the old worker's end: {row}");
+    let web = table.lines().find(|l| l.starts_with("Web_App ")).expect("web row");
+    assert!(web.contains(&local_address(&w, &a, "web-app")), "{web}");
+    let json = overlay(&w, &a.host, "ps --json");
+    let list: serde_json::Value = serde_json::from_slice(&json.stdout).expect("ps --json");
+    let worker = list
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["key"] == "clock_worker"))
+        .expect("worker in ps --json");
+    assert_eq!(worker["worker"], true);
+    assert_eq!(worker["name"], "clock-worker");
+    assert_eq!(worker["restarts"], 1);
     interrupt(&w, &a.host, "dev", pid);
 }
 
