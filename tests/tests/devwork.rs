@@ -359,7 +359,10 @@ fn dv_procfile_names_as_written_and_a_worker_that_never_listens() {
     assert_eq!(cells[1..3], ["running", &new_pid.to_string()], "{row}");
     assert_eq!(cells[4..6], ["worker", "1"], "{row}");
     assert!(row.contains("signal 15, "), "the old worker's end: {row}");
-    let web = table.lines().find(|l| l.starts_with("Web_App ")).expect("web row");
+    let web = table
+        .lines()
+        .find(|l| l.starts_with("Web_App "))
+        .expect("web row");
     assert!(web.contains(&local_address(&w, &a, "web-app")), "{web}");
     let json = overlay(&w, &a.host, "ps --json");
     let list: serde_json::Value = serde_json::from_slice(&json.stdout).expect("ps --json");
