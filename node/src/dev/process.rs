@@ -463,7 +463,11 @@ pub async fn wait_ready(
         }
         if tell_workers && now.duration_since(looked) >= SOCKET_LOOK {
             looked = now;
-            let ports = listening_ports(proc.pgid);
+            // /proc reads off the runtime's threads.
+            let pgid = proc.pgid;
+            let ports = tokio::task::spawn_blocking(move || listening_ports(pgid))
+                .await
+                .unwrap_or_default();
             if sockets::is_worker(started.elapsed(), Listening::of(&ports, port)) {
                 return Ready::Worker;
             }

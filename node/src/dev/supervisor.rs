@@ -584,7 +584,13 @@ impl Runner {
                 if overlap {
                     // New connections reach the new process now; the old one keeps its own
                     // until they end or the drain timeout passes.
-                    match self.shared.registrar.drain(&self.spec, old_port).await {
+                    // The session stopping ends the wait: everything is stopped anyway.
+                    let mut stop = self.stop.clone();
+                    let drain = tokio::select! {
+                        d = self.shared.registrar.drain(&self.spec, old_port) => d,
+                        _ = stop.wait_for(|s| *s) => Ok(None),
+                    };
+                    match drain {
                         Ok(Some(d)) => {
                             self.note(format!("old process: {d}")).await;
                             drained = format!("; {d}");
