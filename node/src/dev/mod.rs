@@ -4,6 +4,7 @@
 //! globs, backoff, log line format); this module is the driver:
 //! - [`cli`]: the subcommands `dev`, `run`, `logs`, `ps`, `restart`, `stop`, `start`;
 //! - [`supervisor`]: one task per service, owning its process and registration;
+//! - [`service`]: the commands, state and handle of a service task;
 //! - [`process`]: process groups, builds, health checks;
 //! - [`registrar`]: the requests to the node daemon (register, hold/target, unregister);
 //! - [`output`] and [`logview`]: the interleaved terminal output, log files, `overlay logs`;
@@ -18,6 +19,7 @@ mod output;
 mod process;
 mod ps;
 mod registrar;
+mod service;
 mod session;
 mod supervisor;
 mod user;
