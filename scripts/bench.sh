@@ -1528,6 +1528,13 @@ declare -A RS_CMD RS_ADDR RS_OWN RS_RST RS_PRINTED
 # new process answers at the overlay address (ms); RS_PRINTED[svc]: "restarted in N ms" as
 # printed. Each a space-separated list.
 RS_LAST_OWN=
+# Workers and drains (issue 19): RS_WK_OWN / RS_WK_RST / RS_WK_PRINTED as above for a worker
+# (a process that listens nowhere), "until serving" being until the new worker printed its
+# first line; RS_DRAIN: lines "HOLD_S MS DRAINED CLOSED" of restarts of "held" with one open
+# connection that its client closes after HOLD_S s (30: never, the drain timeout closes it).
+RS_WK_OWN='' RS_WK_RST='' RS_WK_PRINTED='' RS_WK_FIRST=''
+RS_DRAIN=()
+RS_DRAIN_S=2 # drain = "2s" for the service "held"
 RS_DEV_PID=
 RS_DEV=() # VAR=VALUE... for `overlay` run as the developer (through env)
 RS_LEFT=
@@ -1555,6 +1562,96 @@ class Handler(BaseHTTPRequestHandler):
 ThreadingHTTPServer.daemon_threads = True
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 '
+
+# The worker: prints one line and sleeps (listens nowhere); exits after the line with WORKER_ONCE.
+RS_WORKER_PY='import os, sys, time
+print("worker up", os.getpid(), flush=True)
+if os.environ.get("WORKER_ONCE"):
+    sys.exit(0)
+while True:
+    time.sleep(3600)
+'
+
+# The drain client: one kept-alive GET, then the connection stays open until the server closes
+# it or HOLD seconds pass; writes READY_FILE once the answer is in.
+RS_HOLD_PY='import socket, sys
+host, port, hold, ready = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+s = socket.create_connection((host, port))
+s.sendall(b"GET / HTTP/1.1\r\nHost: held\r\n\r\n")
+s.recv(4096)
+open(ready, "w").write("held\n")
+s.settimeout(hold)
+try:
+    while s.recv(4096):
+        pass
+    print("closed by the server")
+except socket.timeout:
+    print("closed by the client after", hold, "s")
+s.close()
+'
+
+# rs_ms T0: milliseconds since EPOCHREALTIME T0.
+rs_ms() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
+
+# rs_worker_lines LOG: how many "worker up" lines the worker printed so far.
+rs_worker_lines() { grep -c '^[0-9:.]* worker *| worker up' "$1" || true; }
+
+# rs_worker R: the worker's own start (its command run directly until it printed its line) and
+# `overlay restart worker` until the new worker printed its line. 1 on failure.
+rs_worker() {
+    local r=$1 devlog=$LOG_DIR/restart-dev.log t0 own n0 out total printed end
+    t0=$EPOCHREALTIME
+    if ! world_run timeout 20 ip netns exec ovb-a setpriv --reuid "$DEV_UID" --regid "$DEV_UID" \
+        --clear-groups env -C "$OVL_DIR/svc" WORKER_ONCE=1 PORT=1 sh -c "${RS_CMD[worker]}" >/dev/null 2>>"$LOG_DIR/restart-probe.log"; then
+        part_failed restart "worker run $r: its command did not run directly"
+        return 1
+    fi
+    own=$(rs_ms "$t0")
+    n0=$(rs_worker_lines "$devlog")
+    t0=$EPOCHREALTIME
+    if ! out=$(world_run timeout 30 ip netns exec ovb-a env "${RS_DEV[@]}" "$OVERLAY_BIN" restart worker 2>&1); then
+        part_failed restart "worker run $r: overlay restart failed: $out"
+        return 1
+    fi
+    end=$((SECONDS + 10))
+    while (($(rs_worker_lines "$devlog") <= n0)); do
+        if ((SECONDS > end)); then
+            part_failed restart "worker run $r: the new worker printed nothing within 10 s"
+            tail_log "$devlog"
+            return 1
+        fi
+        sleep 0.002
+    done
+    total=$(rs_ms "$t0")
+    printed=$(sed -n 's/.*restarted in \([0-9]*\) ms.*/\1/p' <<<"$out" | head -n 1)
+    echo "$out" >>"$LOG_DIR/restart-cli.log"
+    RS_WK_OWN+="$own " RS_WK_RST+="$total " RS_WK_PRINTED+="${printed:-} "
+    log "  worker $r/$RESTARTS: own start $own ms; overlay restart until the new worker printed $total ms (printed \"restarted in ${printed:-?} ms\")"
+}
+
+# rs_drain HOLD_S: restart "held" while one connection is open that its client closes after
+# HOLD_S s; records "HOLD_S MS DRAINED CLOSED" in RS_DRAIN. 1 on failure.
+rs_drain() {
+    local hold=$1 addr=${RS_ADDR[held]} ready=$OVL_DIR/held.ready t0 out ms drained closed
+    rm -f "$ready"
+    world_bg ovb-a "$LOG_DIR/restart-hold.log" python3 "$OVL_DIR/svc/hold.py" "${addr%:*}" "${addr##*:}" "$hold" "$ready"
+    if ! world_wait 10 "the drain client to hold its connection" test -e "$ready"; then
+        part_failed restart "drain: the client did not get an answer from held at $addr"
+        tail_log "$LOG_DIR/restart-hold.log"
+        return 1
+    fi
+    t0=$EPOCHREALTIME
+    if ! out=$(world_run timeout 60 ip netns exec ovb-a env "${RS_DEV[@]}" "$OVERLAY_BIN" restart held 2>&1); then
+        part_failed restart "drain: overlay restart held failed: $out"
+        return 1
+    fi
+    ms=$(rs_ms "$t0")
+    echo "$out" >>"$LOG_DIR/restart-cli.log"
+    drained=$(sed -n 's/.*; \([0-9]*\) connections\{0,1\} drained, \([0-9]*\) closed.*/\1/p' <<<"$out")
+    closed=$(sed -n 's/.*; \([0-9]*\) connections\{0,1\} drained, \([0-9]*\) closed.*/\2/p' <<<"$out")
+    RS_DRAIN+=("$hold $ms ${drained:-n/a} ${closed:-n/a}")
+    log "  drain: a connection its client closes after $hold s, drain = ${RS_DRAIN_S}s: overlay restart took $ms ms; ${drained:-?} drained, ${closed:-?} closed"
+}
 
 # rs_ready_line LOG SERVICE: "PORT ADDRESS" from the last "SERVICE | [overlay] ready in N ms:
 # pid P, local port PORT, at ADDRESS (...)" line of overlay dev's output.
@@ -1628,9 +1725,10 @@ rs_dev_gone() { ! world_alive "$RS_DEV_PID"; }
 rs_dev_ready() {
     local svc
     rs_dev_gone && return 0
-    for svc in "${RS_SERVICES[@]}"; do
+    for svc in "${RS_SERVICES[@]}" held; do
         [[ -n $(rs_ready_line "$1" "$svc") ]] || return 1
     done
+    grep -q '^[0-9:.]* worker *| \[overlay\] ready in' "$1"
 }
 
 # restart_measure: the body of part restart; 1 when something failed to run.
@@ -1651,9 +1749,18 @@ restart_measure() {
     printf '%s' "$RS_SERVER_PY" >"$d/svc/server.py"
     RS_CMD[echo]="exec $DEV_PYTHON $d/svc/server.py"
     RS_CMD[echo-sh]="$DEV_PYTHON $d/svc/server.py"
-    for svc in "${RS_SERVICES[@]}"; do
-        printf '[services.%s]\ncommand = "%s"\nport = 8080\nhealth = { http = "/" }\n\n' "$svc" "${RS_CMD[$svc]}"
-    done >"$d/svc/overlay.toml"
+    printf '%s' "$RS_WORKER_PY" >"$d/svc/worker.py"
+    printf '%s' "$RS_HOLD_PY" >"$d/svc/hold.py"
+    RS_CMD[worker]="exec $DEV_PYTHON $d/svc/worker.py"
+    RS_CMD[held]="exec $DEV_PYTHON $d/svc/server.py"
+    {
+        for svc in "${RS_SERVICES[@]}"; do
+            printf '[services.%s]\ncommand = "%s"\nport = 8080\nhealth = { http = "/" }\n\n' "$svc" "${RS_CMD[$svc]}"
+        done
+        # No health setting: overlay dev tells it is a worker from its sockets.
+        printf '[services.worker]\ncommand = "%s"\n\n' "${RS_CMD[worker]}"
+        printf '[services.held]\ncommand = "%s"\nport = 8080\nhealth = { http = "/" }\ndrain = "%ss"\n' "${RS_CMD[held]}" "$RS_DRAIN_S"
+    } >"$d/svc/overlay.toml"
     chmod -R a+rX "$d/svc"
     cp "$d/svc/overlay.toml" "$LOG_DIR/restart-overlay.toml.txt"
     RS_DEV=(RUST_LOG="${OVB_RUST_LOG:-warn}" NO_COLOR=1 OVERLAY_STATE_DIR="$d/dev"
@@ -1697,7 +1804,18 @@ restart_measure() {
             rs_restart "$svc" "$r" || return 1
             world_run sleep 0.2
         done
+        rs_worker "$r" || return 1
     done
+    RS_WK_FIRST=$(sed -n 's/^[0-9:.]* worker *| \[overlay\] ready in \([0-9]*\) ms: pid [0-9]*, a worker.*/\1/p' "$devlog" | head -n 1)
+    read -r port addr <<<"$(rs_ready_line "$devlog" held)"
+    RS_ADDR[held]=$addr
+    if [[ -z $addr ]]; then
+        part_failed restart "the service held did not start"
+        tail_log "$devlog"
+        return 1
+    fi
+    rs_drain 0.5 || return 1
+    rs_drain 30 || return 1
     return 0
 }
 
@@ -1785,8 +1903,26 @@ restart_report() {
         printf '%-42s %10s %14s %10s %14s %10s\n' "${title[$svc]}" "${o_med[$svc]:-n/a}" "${r_med[$svc]:-n/a}" \
             "${over[$svc]}" "${r_min[$svc]:-?}-${r_max[$svc]:-?}" "${p_med[$svc]:-n/a}"
     done
+    local wo wr wp wover wmin wmax
+    read -r _x wo _x _x _x _x <<<"$(rs_stats "$RS_WK_OWN")"
+    read -r _x wr _x _x wmin wmax <<<"$(rs_stats "$RS_WK_RST")"
+    read -r _x wp _x _x _x _x <<<"$(rs_stats "$RS_WK_PRINTED")"
+    wover=$(awk -v a="${wr:-}" -v b="${wo:-}" 'BEGIN { if (a == "" || b == "") print "n/a"; else printf "%.1f\n", a - b }')
+    printf '%-42s %10s %14s %10s %14s %10s\n' "worker: exec python3 worker.py (no port)" "${wo:-n/a}" "${wr:-n/a}" \
+        "$wover" "${wmin:-?}-${wmax:-?}" "${wp:-n/a}"
+    echo "  (worker: \"until serving\" = until the new worker printed its first line; first start told as a worker after ${RS_WK_FIRST:-n/a} ms)"
+    echo
+    echo "drain (service held, drain = \"${RS_DRAIN_S}s\"; one open kept-alive connection during overlay restart):"
+    printf '%-52s %12s %12s %10s %8s\n' "the client closes its connection" "restart (ms)" "expected" "ratio" "printed"
+    local l hold ms dr cl expect
+    for l in "${RS_DRAIN[@]}"; do
+        read -r hold ms dr cl <<<"$l"
+        expect=$(awk -v h="$hold" -v d="$RS_DRAIN_S" 'BEGIN { printf "%.0f", (h < d ? h : d) * 1000 }')
+        printf '%-52s %12s %12s %10s %8s\n' "$( [[ $hold == 30 ]] && echo "never (the drain timeout closes it)" || echo "after $hold s")" \
+            "$ms" "$expect" "$(awk -v a="$ms" -v b="$expect" 'BEGIN { printf "%.2f", a / b }')" "$dr/$cl"
+    done
     [[ -n $RS_LEFT ]] && echo "processes of uid $DEV_UID left after overlay dev stopped: $RS_LEFT"
-    echo "targets: added latency under 100 µs (median); restart overhead under 50 ms"
+    echo "targets: added latency under 100 µs (median); restart overhead under 50 ms; a worker known within about 1 s; a drain ends when the last old connection closes (ratio near 1)"
     echo
     echo "markdown (for docs/benchmarks.md):"
     echo
@@ -1805,6 +1941,17 @@ restart_report() {
     echo "| --- | ---: | ---: | ---: | ---: | ---: |"
     for svc in "${RS_SERVICES[@]}"; do
         echo "| \`${title[$svc]% (*}\`${title[$svc]#"${title[$svc]% (*}"} | ${o_med[$svc]:-n/a} | ${r_med[$svc]:-n/a} | ${over[$svc]} | ${r_min[$svc]:-?}–${r_max[$svc]:-?} | ${p_med[$svc]:-n/a} |"
+    done
+    echo "| \`exec python3 worker.py\` (a worker: no port; until it printed its first line) | ${wo:-n/a} | ${wr:-n/a} | $wover | ${wmin:-?}–${wmax:-?} | ${wp:-n/a} |"
+    echo
+    echo "A worker's first start: told as a worker after ${RS_WK_FIRST:-n/a} ms."
+    echo
+    echo "| drain (\`drain = \"${RS_DRAIN_S}s\"\`, one open connection) | \`overlay restart\` (ms) | expected (ms) | ratio | drained / closed |"
+    echo "| --- | ---: | ---: | ---: | ---: |"
+    for l in "${RS_DRAIN[@]}"; do
+        read -r hold ms dr cl <<<"$l"
+        expect=$(awk -v h="$hold" -v d="$RS_DRAIN_S" 'BEGIN { printf "%.0f", (h < d ? h : d) * 1000 }')
+        echo "| $( [[ $hold == 30 ]] && echo "the client never closes it" || echo "the client closes it after $hold s") | $ms | $expect | $(awk -v a="$ms" -v b="$expect" 'BEGIN { printf "%.2f", a / b }') | $dr / $cl |"
     done
     local json=$OUT_DIR/restart.json first=1
     {
@@ -1827,7 +1974,19 @@ restart_report() {
                 "$(json_num "${r_med[$svc]:-}")" "$(tr -s ' ' , <<<"${RS_RST[$svc]:-}" | sed 's/,$//')" \
                 "$(json_num "${p_med[$svc]:-}")" "$(tr -s ' ' , <<<"${RS_PRINTED[$svc]:-}" | sed 's/,$//')" "$(json_num "${over[$svc]}")"
         done
-        printf '\n  ],\n  "leftover_dev_processes": %s,\n' "$(json_str "$RS_LEFT")"
+        printf '\n  ],\n  "worker": {"first_start_told_ms": %s, "own_start_ms": {"median": %s, "runs": [%s]}, "restart_until_running_ms": {"median": %s, "runs": [%s]}, "printed_ms": {"median": %s}, "overhead_ms": %s},\n' \
+            "$(json_num "${RS_WK_FIRST:-}")" "$(json_num "${wo:-}")" "$(tr -s ' ' , <<<"$RS_WK_OWN" | sed 's/,$//')" \
+            "$(json_num "${wr:-}")" "$(tr -s ' ' , <<<"$RS_WK_RST" | sed 's/,$//')" "$(json_num "${wp:-}")" "$(json_num "$wover")"
+        printf '  "drain": {"drain_secs": %s, "runs": [' "$RS_DRAIN_S"
+        first=1
+        for l in "${RS_DRAIN[@]}"; do
+            read -r hold ms dr cl <<<"$l"
+            ((first)) || printf ', '
+            first=0
+            printf '{"client_closes_after_s": %s, "restart_ms": %s, "drained": %s, "closed": %s}' "$hold" "$(json_num "$ms")" "$(json_num "$dr")" "$(json_num "$cl")"
+        done
+        printf ']},\n'
+        printf '  "leftover_dev_processes": %s,\n' "$(json_str "$RS_LEFT")"
         printf '  "targets": {"added_latency_median_us": 100, "restart_overhead_ms": 50}\n}\n'
     } >"$json"
     echo

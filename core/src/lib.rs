@@ -32,3 +32,4 @@ pub mod spin;
 pub mod statefile;
 pub mod token;
 pub mod wgconfig;
+pub mod wsframe;

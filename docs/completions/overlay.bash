@@ -49,6 +49,9 @@ _overlay() {
             overlay,manpage)
                 cmd="overlay__subcmd__manpage"
                 ;;
+            overlay,ps)
+                cmd="overlay__subcmd__ps"
+                ;;
             overlay,reference)
                 cmd="overlay__subcmd__reference"
                 ;;
@@ -118,6 +121,9 @@ _overlay() {
             overlay__subcmd__help,manpage)
                 cmd="overlay__subcmd__help__subcmd__manpage"
                 ;;
+            overlay__subcmd__help,ps)
+                cmd="overlay__subcmd__help__subcmd__ps"
+                ;;
             overlay__subcmd__help,reference)
                 cmd="overlay__subcmd__help__subcmd__reference"
                 ;;
@@ -161,7 +167,7 @@ _overlay() {
 
     case "${cmd}" in
         overlay)
-            opts="-h -V --help --version completions manpage reference join up down leave daemon status services resolve register unregister dev run logs restart stop start traffic inspect capture help"
+            opts="-h -V --help --version completions manpage reference join up down leave daemon status services resolve register unregister dev run logs ps restart stop start traffic inspect capture help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -297,7 +303,7 @@ _overlay() {
             return 0
             ;;
         overlay__subcmd__help)
-            opts="completions manpage reference join up down leave daemon status services resolve register unregister dev run logs restart stop start traffic inspect capture help"
+            opts="completions manpage reference join up down leave daemon status services resolve register unregister dev run logs ps restart stop start traffic inspect capture help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -451,6 +457,20 @@ _overlay() {
             return 0
             ;;
         overlay__subcmd__help__subcmd__manpage)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        overlay__subcmd__help__subcmd__ps)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -702,6 +722,20 @@ _overlay() {
             ;;
         overlay__subcmd__manpage)
             opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        overlay__subcmd__ps)
+            opts="-h --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

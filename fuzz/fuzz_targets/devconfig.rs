@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use overlay_core::devconfig::{
-    dotenv, env::is_reserved, valid_env_name, valid_key, valid_label, ConfigError, DevConfig, Glob,
+    dns_name, dotenv, env::is_reserved, health, sockets, valid_env_name, valid_key, valid_label, ConfigError, DevConfig, Glob,
     Health, ServiceSpec,
 };
 use toml::Value;
@@ -67,6 +67,7 @@ fn check_config(c: &DevConfig, file: &str) {
         }
         assert!(s.health_timeout <= Duration::from_secs(3600));
         assert!(s.stop_timeout <= Duration::from_secs(3600));
+        assert!(s.drain <= Duration::from_secs(3600));
         if let Health::Http(p) = &s.health {
             assert!(p.starts_with('/'));
         }
@@ -142,6 +143,7 @@ fn render_toml(c: &DevConfig) -> String {
             ));
         }
         out.push_str(&format!("stop_timeout = {}\n", s.stop_timeout.as_secs()));
+        out.push_str(&format!("drain = {}\n", s.drain.as_secs()));
         if !s.watch.is_empty() {
             let globs: Vec<String> = s.watch.iter().map(|g| string(g.as_str())).collect();
             out.push_str(&format!("watch = [{}]\n", globs.join(", ")));
@@ -188,7 +190,7 @@ fn check_procfile(text: &str) {
     check_config(&c, PROCFILE);
     for s in &c.services {
         assert!(s.depends_on.is_empty() && s.env.is_empty() && s.watch.is_empty());
-        assert_eq!(s.name, s.key.to_ascii_lowercase());
+        assert_eq!(Ok(s.name.clone()), dns_name(&s.key));
         assert!(!s.command.contains('\0') && !s.command.contains('\n'));
     }
     let rendered: String = c
@@ -234,8 +236,16 @@ fn check_dotenv(text: &str) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The health check's reading of a service's answer, and the kernel socket table parser.
+    if let Some(code) = health::status(data) {
+        assert!(data.starts_with(b"HTTP/1.") && code <= 999, "status {code}");
+    }
+    let _ = health::head_complete(data);
     let text = String::from_utf8_lossy(data);
     check_toml(&text);
     check_procfile(&text);
     check_dotenv(&text);
+    for (port, inode) in sockets::listening_sockets(&text) {
+        let _ = (port, inode);
+    }
 });

@@ -58,6 +58,20 @@ pub enum Request {
         /// The new local port, or `None` to hold.
         target: Option<u16>,
     },
+    /// After a restart pointed the listener at the new process: let the connections that went to
+    /// `port` (the old process) finish until `timeout_ms` passes, then close them cleanly.
+    /// Answers with counts: `open`, `drained`, `closed`, `websockets`.
+    Drain {
+        /// Service name.
+        name: String,
+        /// Tag.
+        #[serde(default)]
+        tag: Option<String>,
+        /// The old process's local port.
+        port: u16,
+        /// How long the old connections may stay.
+        timeout_ms: u64,
+    },
     /// Captured exchanges and flows (`overlay traffic`): `query` holds the inspector's filters,
     /// `after` and `limit` (`service=api&after=12`).
     Traffic {

@@ -352,6 +352,28 @@ impl Node {
         Ok(json!({"name": name, "tag": tag, "target": target, "drained": drained}))
     }
 
+    async fn drain(
+        &self,
+        name: String,
+        tag: Option<String>,
+        port: u16,
+        timeout: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        let conns = {
+            let local = self.local.lock().await;
+            let svc = local
+                .get(&(name.clone(), tag.clone()))
+                .ok_or_else(|| anyhow::anyhow!("{name} is not registered on this node"))?;
+            svc.listener
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("{name} was registered without a listener"))?
+                .conns()
+        };
+        // Waits outside the lock: other services' requests go on meanwhile.
+        let report = conns.drain_port(port, timeout).await;
+        Ok(json!(report))
+    }
+
     async fn unregister(
         &self,
         name: String,
@@ -468,6 +490,20 @@ impl Handler for Node {
                 reply(self.set_target(name, tag, target).await)
             }
             Request::Unregister { name, tag } => reply(self.unregister(name, tag).await),
+            Request::Drain {
+                name,
+                tag,
+                port,
+                timeout_ms,
+            } => reply(
+                self.drain(
+                    name,
+                    tag,
+                    port,
+                    Duration::from_millis(timeout_ms.min(3_600_000)),
+                )
+                .await,
+            ),
             Request::Traffic { query } => Response::Ok {
                 data: crate::traffic::server::list_json(&query, &self.traffic),
             },

@@ -1,9 +1,14 @@
 //! A local service's listener on its overlay address: accepts callers and forwards each
 //! connection to the process's local port, holding new connections while the process restarts.
+//! Every forwarded connection is in a table by the local port it went to, so a restart can
+//! drain the old process: its connections stay until they close or the drain timeout passes,
+//! then they are closed cleanly (WebSocket clients get close code 1012).
 
+use crate::traffic::splice::Ctl;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -22,6 +27,8 @@ pub struct Listener {
     task: JoinHandle<()>,
     /// Connections currently forwarded to a process (not the held ones).
     forwarding: Arc<AtomicUsize>,
+    /// The forwarded connections, by id.
+    conns: Arc<Conns>,
     /// The address it listens on.
     pub addr: SocketAddr,
 }
@@ -42,16 +49,19 @@ impl Listener {
         let addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(target);
         let forwarding = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(Conns::default());
         let task = tokio::spawn(accept_loop(
             listener,
             rx,
             capture.map(Arc::new),
             forwarding.clone(),
+            conns.clone(),
         ));
         Ok(Listener {
             target: tx,
             task,
             forwarding,
+            conns,
             addr,
         })
     }
@@ -69,6 +79,133 @@ impl Listener {
     /// A handle on the number of connections being forwarded to a process right now.
     pub fn forwarding(&self) -> Arc<AtomicUsize> {
         self.forwarding.clone()
+    }
+
+    /// A handle on the table of forwarded connections.
+    pub fn conns(&self) -> Arc<Conns> {
+        self.conns.clone()
+    }
+}
+
+/// One forwarded connection.
+struct Conn {
+    port: u16,
+    close: watch::Sender<bool>,
+    websocket: Arc<AtomicBool>,
+}
+
+/// The forwarded connections of a listener (bounded by [`MAX_CONNECTIONS`]: an entry lives as
+/// long as its connection's task).
+#[derive(Default)]
+pub struct Conns {
+    map: Mutex<HashMap<u64, Conn>>,
+    next: AtomicUsize,
+}
+
+/// What a drain did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DrainReport {
+    /// Connections the old process had when the drain began.
+    pub open: usize,
+    /// Of those, closed by their own ends within the timeout.
+    pub drained: usize,
+    /// Closed by the drain when the timeout passed.
+    pub closed: usize,
+    /// Of the closed ones, WebSocket connections that got close code 1012.
+    pub websockets: usize,
+}
+
+/// How long closed connections get to finish their close.
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+impl Conns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(self: &Arc<Self>, port: u16) -> (ConnGuard, Ctl) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) as u64;
+        let (close, rx) = watch::channel(false);
+        let websocket = Arc::new(AtomicBool::new(false));
+        self.lock().insert(
+            id,
+            Conn {
+                port,
+                close,
+                websocket: websocket.clone(),
+            },
+        );
+        let ctl = Ctl {
+            close: rx,
+            websocket,
+        };
+        (
+            ConnGuard {
+                conns: self.clone(),
+                id,
+            },
+            ctl,
+        )
+    }
+
+    fn still_open(&self, ids: &[u64]) -> Vec<u64> {
+        let map = self.lock();
+        ids.iter()
+            .copied()
+            .filter(|i| map.contains_key(i))
+            .collect()
+    }
+
+    /// Lets the connections to `port` finish until `timeout`, then closes the rest cleanly.
+    pub async fn drain_port(&self, port: u16, timeout: Duration) -> DrainReport {
+        let ids: Vec<u64> = {
+            let map = self.lock();
+            map.iter()
+                .filter(|(_, c)| c.port == port)
+                .map(|(&id, _)| id)
+                .collect()
+        };
+        let open = ids.len();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut left = self.still_open(&ids);
+        while !left.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            left = self.still_open(&ids);
+        }
+        let mut websockets = 0;
+        {
+            let map = self.lock();
+            for id in &left {
+                if let Some(c) = map.get(id) {
+                    if c.websocket.load(Ordering::Relaxed) {
+                        websockets += 1;
+                    }
+                    c.close.send_replace(true);
+                }
+            }
+        }
+        let end = tokio::time::Instant::now() + CLOSE_GRACE;
+        while !self.still_open(&left).is_empty() && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        DrainReport {
+            open,
+            drained: open - left.len(),
+            closed: left.len(),
+            websockets,
+        }
+    }
+}
+
+/// Removes a connection from the table when its task ends.
+struct ConnGuard {
+    conns: Arc<Conns>,
+    id: u64,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.conns.lock().remove(&self.id);
     }
 }
 
@@ -97,6 +234,7 @@ async fn accept_loop(
     target: watch::Receiver<Option<u16>>,
     capture: Option<Arc<(Arc<Traffic>, String)>>,
     forwarding: Arc<AtomicUsize>,
+    conns: Arc<Conns>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -114,8 +252,9 @@ async fn accept_loop(
         let target = target.clone();
         let capture = capture.clone();
         let forwarding = forwarding.clone();
+        let conns = conns.clone();
         tokio::spawn(async move {
-            if let Err(e) = forward(client, target, capture.as_deref(), &forwarding).await {
+            if let Err(e) = forward(client, target, capture.as_deref(), &forwarding, &conns).await {
                 tracing::debug!(%peer, "connection: {e}");
             }
             drop(permit);
@@ -129,6 +268,7 @@ async fn forward(
     mut target: watch::Receiver<Option<u16>>,
     capture: Option<&(Arc<Traffic>, String)>,
     forwarding: &AtomicUsize,
+    conns: &Arc<Conns>,
 ) -> anyhow::Result<()> {
     let _ = client.set_nodelay(true);
     // Counted before the target is read, so a restart that holds and then drains can never
@@ -151,10 +291,11 @@ async fn forward(
         )
     })?
     .map_err(|_: watch::error::RecvError| anyhow::anyhow!("the service was removed"))?;
+    let (_entry, ctl) = conns.add(port);
     let result = async {
         let mut upstream = TcpStream::connect(("127.0.0.1", port)).await?;
         let _ = upstream.set_nodelay(true);
-        crate::traffic::splice::splice(&mut client, &mut upstream, capture).await?;
+        crate::traffic::splice::splice(&mut client, &mut upstream, capture, ctl).await?;
         anyhow::Ok(())
     }
     .await;
@@ -234,5 +375,47 @@ mod tests {
         assert!(!drain(&forwarding, Duration::from_millis(100)).await);
         drop(c);
         assert!(drain(&forwarding, Duration::from_secs(2)).await);
+    }
+
+    #[tokio::test]
+    async fn a_restart_drains_the_old_port_then_closes_what_is_left() {
+        let old = echo_server().await;
+        let l = Listener::start("127.0.0.1:0".parse().unwrap(), Some(old), None)
+            .await
+            .unwrap();
+        let mut kept = TcpStream::connect(l.addr).await.unwrap();
+        assert_eq!(echo(&mut kept, b"a").await, b"a");
+        let mut closes = TcpStream::connect(l.addr).await.unwrap();
+        assert_eq!(echo(&mut closes, b"b").await, b"b");
+        let new = echo_server().await;
+        l.set_target(Some(new));
+        let conns = l.conns();
+        let drain =
+            tokio::spawn(async move { conns.drain_port(old, Duration::from_millis(500)).await });
+        // Still served by the old process while the drain runs.
+        assert_eq!(echo(&mut kept, b"still").await, b"still");
+        drop(closes);
+        let report = drain.await.unwrap();
+        assert_eq!(
+            report,
+            DrainReport {
+                open: 2,
+                drained: 1,
+                closed: 1,
+                websockets: 0
+            }
+        );
+        // The connection left open was closed with a FIN: a clean end of stream.
+        let mut rest = Vec::new();
+        let n = kept.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(roundtrip(l.addr, b"new").await, b"new");
+    }
+
+    async fn echo(c: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+        c.write_all(msg).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        c.read_exact(&mut buf).await.unwrap();
+        buf
     }
 }

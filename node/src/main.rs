@@ -73,6 +73,8 @@ enum Command {
     Run(dev::RunArgs),
     /// Show the logs of `overlay dev` services, one or all merged by time.
     Logs(dev::LogsArgs),
+    /// Show the services of the running `overlay dev`: state, port, restarts, last exit.
+    Ps(dev::PsArgs),
     /// Build and restart a service of the running `overlay dev`, without disturbing callers.
     Restart(dev::ServiceArg),
     /// Stop a service of the running `overlay dev`.
@@ -136,6 +138,7 @@ fn main() -> ExitCode {
             Command::Dev(a) => dev::dev(a).await,
             Command::Run(a) => dev::run(a).await,
             Command::Logs(a) => dev::logs(a).await,
+            Command::Ps(a) => dev::ps(a).await,
             Command::Restart(a) => dev::control(dev::Action::Restart, a).await,
             Command::Stop(a) => dev::control(dev::Action::Stop, a).await,
             Command::Start(a) => dev::control(dev::Action::Start, a).await,

@@ -126,3 +126,10 @@ pub fn service_env(
     }
     env
 }
+
+/// Takes out of a worker's environment what only a listening service has: a worker (a process
+/// that listens nowhere) has no overlay address and no callback URL.
+pub fn strip_for_worker(env: &mut BTreeMap<String, String>) {
+    env.remove("OVERLAY_ADDRESS");
+    env.remove("OVERLAY_CALLBACK_URL");
+}

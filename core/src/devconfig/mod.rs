@@ -18,14 +18,17 @@
 //! tag = "v2"
 //! name = "api"
 //! stop_timeout = "5s"
+//! drain = "10s"
 //! ```
 
 pub mod dotenv;
 pub mod env;
 pub mod glob;
+pub mod health;
 pub mod logline;
 mod order;
 mod procfile;
+pub mod sockets;
 mod toml_file;
 
 #[cfg(test)]
@@ -44,6 +47,10 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a service has to exit after SIGTERM before it gets SIGKILL, unless `stop_timeout` says.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long connections the old process has may stay open after a restart, unless `drain`
+/// says; then they are closed (WebSocket clients get close code 1012).
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 
 /// The longest wait between restarts of a service that keeps crashing.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -88,6 +95,8 @@ pub struct ServiceSpec {
     pub health_timeout: Duration,
     /// How long the process has between SIGTERM and SIGKILL.
     pub stop_timeout: Duration,
+    /// How long the old process keeps its open connections after a restart.
+    pub drain: Duration,
     /// File globs, relative to the config's directory, that restart it when they change.
     pub watch: Vec<Glob>,
     /// The line of the file where it is defined.
@@ -110,6 +119,7 @@ impl ServiceSpec {
             health_explicit: false,
             health_timeout: DEFAULT_HEALTH_TIMEOUT,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            drain: DEFAULT_DRAIN,
             watch: Vec::new(),
             line: 0,
         }
@@ -195,6 +205,15 @@ impl DevConfig {
         })
     }
 
+    /// The services whose name is their key mapped by [`dns_name`] (`clock_worker` runs as
+    /// `clock-worker`), to be said once at start.
+    pub fn mapped_names(&self) -> Vec<&ServiceSpec> {
+        self.services
+            .iter()
+            .filter(|s| s.key != s.name && dns_name(&s.key).as_deref() == Ok(s.name.as_str()))
+            .collect()
+    }
+
     /// The service with this key, or with this `name` / `tag.name` when that is unambiguous.
     pub fn find(&self, wanted: &str) -> Option<&ServiceSpec> {
         if let Some(s) = self.services.iter().find(|s| s.key == wanted) {
@@ -248,6 +267,18 @@ pub fn valid_key(s: &str) -> bool {
         && s.len() <= 63
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The DNS name of a Procfile process type or an `overlay.toml` key, by the one rule overlay uses:
+/// lower case, `_` as `-` (`clock_worker` and `Clock_Worker` are `clock-worker`). `Err` carries
+/// the mapped text when even that is no DNS label (`_web` maps to `-web`).
+pub fn dns_name(key: &str) -> Result<String, String> {
+    let mapped = key.to_ascii_lowercase().replace('_', "-");
+    if valid_label(&mapped) {
+        Ok(mapped)
+    } else {
+        Err(mapped)
+    }
 }
 
 /// Whether `s` is a DNS label as overlay uses them (see [`crate::registry::valid_label`]).

@@ -1,7 +1,9 @@
 //! Procfiles: one `name: command` per line; blank lines and `#` comments are skipped.
-//! Every entry gets [`DEFAULT_PORT`](super::DEFAULT_PORT) and the default health check.
+//! Every entry gets [`DEFAULT_PORT`](super::DEFAULT_PORT) and the default health check; its
+//! name on the overlay is the process type mapped by [`dns_name`] (`clock_worker` is
+//! `clock-worker`), so a Heroku-style Procfile works unchanged.
 
-use super::{valid_key, valid_label, ConfigError, ServiceSpec};
+use super::{dns_name, valid_key, ConfigError, ServiceSpec};
 
 /// Parses a Procfile into services in file order.
 pub(super) fn parse(file: &str, text: &str) -> Result<Vec<ServiceSpec>, ConfigError> {
@@ -27,18 +29,20 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Vec<ServiceSpec>, ConfigEr
                 format!("'{name}' is not a valid process name: use letters, digits, '-' and '_'"),
             ));
         }
-        let label = name.to_ascii_lowercase();
-        if !valid_label(&label) {
-            return Err(ConfigError::new(
-                file,
-                line,
-                format!(
-                    "'{name}' cannot be a service name (a DNS label of a-z, 0-9 and '-'); \
-                     rename it, e.g. '{}'",
-                    label.replace('_', "-").trim_matches('-')
-                ),
-            ));
-        }
+        let label = match dns_name(name) {
+            Ok(l) => l,
+            Err(mapped) => {
+                return Err(ConfigError::new(
+                    file,
+                    line,
+                    format!(
+                        "'{name}' would be '{mapped}' on the overlay, which is no DNS name (it \
+                         may not start or end with '-' or '_'); rename it, e.g. '{}'",
+                        mapped.trim_matches('-')
+                    ),
+                ))
+            }
+        };
         if command.is_empty() {
             return Err(ConfigError::new(
                 file,

@@ -37,6 +37,7 @@ command = "postgres -D data"
 port = 5432
 health = { tcp = true, timeout = "1m" }
 stop_timeout = 10
+drain = "30s"
 "#,
     )
     .expect("valid");
@@ -65,6 +66,8 @@ stop_timeout = 10
     let db = &c.services[0];
     assert_eq!(db.health_timeout, Duration::from_secs(60));
     assert_eq!(db.stop_timeout, Duration::from_secs(10));
+    assert_eq!(db.drain, Duration::from_secs(30));
+    assert_eq!(api.drain, DEFAULT_DRAIN);
     assert_eq!(db.hostname("ovl.internal"), "db.ovl.internal");
 }
 
@@ -147,9 +150,9 @@ fn refusals_name_the_line_and_reason() {
             "both have name x and tag v2",
         ),
         (
-            "[services.Api]\ncommand = \"a\"\n",
+            "[services._api]\ncommand = \"a\"\n",
             1,
-            "'Api' is not a valid service name",
+            "'_api' would be '-api' on the overlay, which is no DNS name",
         ),
         (
             "[services.api]\ncommand = \"a\"\ntag = \"V_2\"\n",
@@ -242,7 +245,8 @@ fn procfiles() {
         ("web python3\n", 1, "expected 'name: command'"),
         ("web:\n", 1, "has no command"),
         ("web: a\nweb: b\n", 2, "defined twice (first on line 1)"),
-        ("web_1: a\n", 1, "cannot be a service name"),
+        ("web_: a\n", 1, "'web_' would be 'web-' on the overlay"),
+        ("web_1: a\nweb-1: b\n", 2, "both have name web-1"),
         ("we b: a\n", 1, "not a valid process name"),
         ("\n", 1, "there are no services"),
     ];
@@ -258,6 +262,50 @@ fn procfiles() {
     );
     assert_eq!(c.find("Web").map(|s| s.key.as_str()), Some("Web"));
     assert_eq!(c.find("web").map(|s| s.key.as_str()), Some("Web"));
+    assert!(c.mapped_names().iter().any(|s| s.key == "Web"));
+}
+
+#[test]
+fn procfile_and_toml_names_map_by_one_rule() {
+    // Heroku-style process types work unchanged: lower case, '_' as '-'.
+    let c = DevConfig::parse(
+        "Procfile",
+        "clock_worker: a
+Web_API: b
+web: c
+",
+    )
+    .expect("valid");
+    let names: Vec<(&str, &str)> = c
+        .services
+        .iter()
+        .map(|s| (s.key.as_str(), s.name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("clock_worker", "clock-worker"),
+            ("Web_API", "web-api"),
+            ("web", "web")
+        ]
+    );
+    let mapped: Vec<&str> = c.mapped_names().iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(mapped, ["clock_worker", "Web_API"]);
+    assert_eq!(
+        c.find("clock-worker").map(|s| s.key.as_str()),
+        Some("clock_worker")
+    );
+    // The same rule for overlay.toml keys; an explicit name is not a mapping.
+    let c = toml(
+        "[services.clock_worker]\ncommand = \"a\"\n[services.Api]\ncommand = \"b\"\n\
+         [services.db_main]\ncommand = \"c\"\nname = \"postgres\"\n",
+    )
+    .expect("valid");
+    let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["clock-worker", "api", "postgres"]);
+    assert_eq!(c.mapped_names().len(), 2);
+    assert_eq!(dns_name("A_b-C"), Ok("a-b-c".into()));
+    assert_eq!(dns_name("_x"), Err("-x".into()));
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! `overlay.toml`: serde with spans, then the checks serde cannot express, each with its line.
 
 use super::{
-    env::is_reserved, line_of, valid_env_name, valid_key, valid_label, ConfigError, Dependency,
-    Glob, Health, ServiceSpec, DEFAULT_HEALTH_TIMEOUT, DEFAULT_PORT, DEFAULT_STOP_TIMEOUT,
+    dns_name, env::is_reserved, line_of, valid_env_name, valid_key, valid_label, ConfigError,
+    Dependency, Glob, Health, ServiceSpec, DEFAULT_DRAIN, DEFAULT_HEALTH_TIMEOUT, DEFAULT_PORT,
+    DEFAULT_STOP_TIMEOUT,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ struct RawService {
     tag: Option<Spanned<String>>,
     name: Option<Spanned<String>>,
     stop_timeout: Option<Spanned<Seconds>>,
+    drain: Option<Spanned<Seconds>>,
 }
 
 #[derive(Deserialize)]
@@ -177,16 +179,19 @@ fn service(ctx: &Ctx, key: Spanned<String>, raw: RawService) -> Result<ServiceSp
     };
     let name = match &raw.name {
         Some(n) => label(ctx, n, "service name")?,
-        None if valid_label(&k) => k.clone(),
-        None => {
-            return Err(ctx.err(
-                &key,
-                format!(
-                    "'{k}' is not a valid service name (a DNS label of a-z, 0-9 and '-'); \
-                     rename the table or add name = \"...\""
-                ),
-            ))
-        }
+        None => match dns_name(&k) {
+            Ok(n) => n,
+            Err(mapped) => {
+                return Err(ctx.err(
+                    &key,
+                    format!(
+                        "'{k}' would be '{mapped}' on the overlay, which is no DNS name (a-z, \
+                         0-9 and '-', not starting or ending with '-'); rename the table or add \
+                         name = \"...\""
+                    ),
+                ))
+            }
+        },
     };
     let tag = raw.tag.as_ref().map(|t| label(ctx, t, "tag")).transpose()?;
     let port = match &raw.port {
@@ -292,6 +297,10 @@ fn service(ctx: &Ctx, key: Spanned<String>, raw: RawService) -> Result<ServiceSp
         Some(t) => ctx.duration(t, "stop_timeout")?,
         None => DEFAULT_STOP_TIMEOUT,
     };
+    let drain = match &raw.drain {
+        Some(t) => ctx.duration(t, "drain")?,
+        None => DEFAULT_DRAIN,
+    };
     let mut watch = Vec::new();
     for w in raw.watch.unwrap_or_default() {
         let g = Glob::new(w.get_ref()).map_err(|e| ctx.err(&w, e.to_string()))?;
@@ -311,6 +320,7 @@ fn service(ctx: &Ctx, key: Spanned<String>, raw: RawService) -> Result<ServiceSp
         health_explicit,
         health_timeout,
         stop_timeout,
+        drain,
         watch,
     })
 }

@@ -63,6 +63,14 @@ pub struct LogsArgs {
     lines: usize,
 }
 
+/// Flags of `overlay ps`.
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Print a JSON list of the services (the fields of the table, and `name`, `tag`).
+    #[arg(long)]
+    json: bool,
+}
+
 /// The service of `overlay restart|stop|start`.
 #[derive(Args, Debug)]
 pub struct ServiceArg {
@@ -204,6 +212,32 @@ pub async fn control(action: Action, args: ServiceArg) -> anyhow::Result<()> {
     }
 }
 
+/// `overlay ps`.
+pub async fn ps(args: PsArgs) -> anyhow::Result<()> {
+    let me = Identity::invoking();
+    let mut all = Vec::new();
+    for dir in me.session_dirs() {
+        for (_, list) in session::sessions(&dir).await {
+            all.extend(list);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    if all.is_empty() {
+        anyhow::bail!(
+            "no overlay dev session is running for this user; start one with `overlay dev`"
+        );
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    print!("{}", super::ps::render(&all, now_ms, Style::detect().color));
+    Ok(())
+}
+
 /// Becomes the user who invoked overlay (from sudo) for good.
 fn enter_user() -> anyhow::Result<Identity> {
     let me = Identity::invoking();
@@ -302,6 +336,20 @@ async fn session(
     let keys: Vec<String> = config.services.iter().map(|s| s.key.clone()).collect();
     let logs_dir = me.logs_dir();
     let (output, sink) = Output::start(keys, logs_dir, Style::detect())?;
+    // Said once: the name callers use differs from the process type written in the file.
+    for s in config.mapped_names() {
+        if let Some(i) = config.services.iter().position(|x| x.key == s.key) {
+            sink.note(
+                i,
+                format!(
+                    "{} is {} on the overlay (names are lower case, with '-' for '_')",
+                    s.key,
+                    s.hostname(&domain)
+                ),
+            )
+            .await;
+        }
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let groups = Groups::default();
     let shared = Arc::new(Shared {

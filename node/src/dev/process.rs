@@ -3,7 +3,8 @@
 
 use super::output::Sink;
 use overlay_core::devconfig::logline::{LineSplitter, MAX_LINE};
-use overlay_core::devconfig::Health;
+use overlay_core::devconfig::sockets::{self, Listening};
+use overlay_core::devconfig::{health, Health};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -187,17 +188,22 @@ pub fn group_alive(pgid: i32) -> bool {
 
 /// Whether every process of group `pgid` is a zombie (from /proc; false if it cannot tell).
 fn only_zombies(pgid: i32) -> bool {
+    let members = members(pgid);
+    !members.is_empty() && members.iter().all(|(_, state)| state == "Z")
+}
+
+/// The pids of group `pgid` and their states, from /proc.
+fn members(pgid: i32) -> Vec<(i32, String)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
+        return Vec::new();
     };
-    let mut members = 0;
+    let mut out = Vec::new();
     for e in dir.flatten() {
         let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
         // After the command name in parentheses: state, ppid, pgrp, ...
@@ -206,15 +212,42 @@ fn only_zombies(pgid: i32) -> bool {
         };
         let mut f = rest.split_whitespace();
         let (state, _ppid, pgrp) = (f.next(), f.next(), f.next());
-        if pgrp.and_then(|p| p.parse::<i32>().ok()) != Some(pgid) {
-            continue;
-        }
-        members += 1;
-        if state != Some("Z") {
-            return false;
+        if pgrp.and_then(|p| p.parse::<i32>().ok()) == Some(pgid) {
+            out.push((pid, state.unwrap_or("").to_string()));
         }
     }
-    members > 0
+    out
+}
+
+/// The TCP ports processes of group `pgid` listen on: their socket fds matched against the
+/// kernel's tables of their network namespace (empty when nothing can be read).
+pub fn listening_ports(pgid: i32) -> BTreeSet<u16> {
+    let mut inodes = BTreeSet::new();
+    let mut netns_of = None;
+    for (pid, state) in members(pgid) {
+        if state == "Z" {
+            continue;
+        }
+        netns_of.get_or_insert(pid);
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                if let Some(i) = link.to_str().and_then(sockets::socket_inode) {
+                    inodes.insert(i);
+                }
+            }
+        }
+    }
+    let Some(pid) = netns_of.filter(|_| !inodes.is_empty()) else {
+        return BTreeSet::new();
+    };
+    let tables: Vec<String> = ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .collect();
+    sockets::group_ports(&tables, &inodes)
 }
 
 /// How a process left.
@@ -379,23 +412,33 @@ pub enum Ready {
     Healthy,
     /// The check did not pass in time.
     TimedOut,
+    /// It listens nowhere: a worker (only when asked to tell).
+    Worker,
     /// The process exited first.
     Exited(ExitStatus),
     /// The session is stopping.
     Stopping,
 }
 
+/// How often a starting process's listening sockets are looked at.
+const SOCKET_LOOK: Duration = Duration::from_millis(100);
+
 /// Polls `health` on `127.0.0.1:port` until it passes, the process exits or `timeout` passes.
-/// Polls fast at first (a restart should cost milliseconds), then every 200 ms.
+/// Polls fast at first (a restart should cost milliseconds), then every 200 ms. With
+/// `tell_workers`, a process whose group has no listening socket after
+/// [`sockets::WORKER_AFTER`] is a [`Ready::Worker`].
 pub async fn wait_ready(
     health: &Health,
     port: u16,
     timeout: Duration,
+    tell_workers: bool,
     proc: &mut Proc,
     stop: &mut watch::Receiver<bool>,
 ) -> Ready {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     let mut pause = Duration::from_millis(2);
+    let mut looked = started;
     loop {
         let check = async {
             match health {
@@ -414,8 +457,20 @@ pub async fn wait_ready(
             }
             _ = stop.wait_for(|s| *s) => return Ready::Stopping,
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return Ready::TimedOut;
+        }
+        if tell_workers && now.duration_since(looked) >= SOCKET_LOOK {
+            looked = now;
+            // /proc reads off the runtime's threads.
+            let pgid = proc.pgid;
+            let ports = tokio::task::spawn_blocking(move || listening_ports(pgid))
+                .await
+                .unwrap_or_default();
+            if sockets::is_worker(started.elapsed(), Listening::of(&ports, port)) {
+                return Ready::Worker;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
@@ -427,47 +482,67 @@ pub async fn wait_ready(
             }
             _ = stop.wait_for(|s| *s) => return Ready::Stopping,
         }
-        pause = (pause * 2).min(Duration::from_millis(200));
+        pause = (pause * 2).min(Duration::from_millis(if tell_workers { 50 } else { 200 }));
     }
 }
 
+/// How long a check's connection waits for the service to close its side.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
+
+/// Connects to `$PORT`; the connection is then closed cleanly in the background: FIN first,
+/// then whatever the service sent (a greeting) is read, so closing never resets it.
 async fn tcp_ok(port: u16) -> bool {
-    matches!(
-        tokio::time::timeout(
-            Duration::from_secs(1),
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-        )
-        .await,
-        Ok(Ok(_))
+    let conn = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
     )
+    .await;
+    let Ok(Ok(s)) = conn else { return false };
+    tokio::spawn(close_cleanly(s));
+    true
 }
 
+/// Half-closes, reads (and drops) until the service closes or [`CLOSE_WAIT`] passes, closes.
+async fn close_cleanly(mut s: tokio::net::TcpStream) {
+    let _ = s.shutdown().await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// `GET path` as HTTP/1.1 with `Connection: close`: reads the status line and the headers (up
+/// to [`health::MAX_RESPONSE`]); the body is read and dropped in the background until the
+/// service closes, so closing never resets it.
 async fn http_ok(port: u16, path: &str) -> bool {
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .ok()?;
-        let req = format!(
-            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: overlay-dev\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = [0u8; 64];
-        let mut got = 0;
-        while got < 12 {
-            let n = s.read(&mut buf[got..]).await.ok()?;
+        s.write_all(health::request(path, port).as_bytes())
+            .await
+            .ok()?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut closed = false;
+        while got.len() < health::MAX_RESPONSE && !health::head_complete(&got) {
+            let n = s.read(&mut buf).await.ok()?;
             if n == 0 {
+                closed = true;
                 break;
             }
-            got += n;
+            got.extend_from_slice(&buf[..n]);
         }
-        let head = std::str::from_utf8(&buf[..got]).ok()?;
-        let code: u16 = head
-            .strip_prefix("HTTP/")?
-            .split(' ')
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(code < 500)
+        let code = health::status(&got).filter(|_| health::head_complete(&got))?;
+        if !closed {
+            tokio::spawn(close_cleanly(s));
+        }
+        Some(health::passes(code))
     };
     matches!(
         tokio::time::timeout(Duration::from_secs(2), attempt).await,

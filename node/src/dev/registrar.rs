@@ -23,6 +23,34 @@ pub enum Registrar {
     Local,
 }
 
+/// What the drain after a restart did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Connections that ended on their own within the drain timeout.
+    pub drained: u64,
+    /// Connections closed when it passed.
+    pub closed: u64,
+    /// Of those, WebSocket connections sent close code 1012.
+    pub websockets: u64,
+}
+
+impl std::fmt::Display for Drained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |n: u64| if n == 1 { "" } else { "s" };
+        write!(
+            f,
+            "{} connection{} drained, {} closed",
+            self.drained,
+            s(self.drained),
+            self.closed
+        )?;
+        if self.websockets > 0 {
+            write!(f, " ({} WebSocket with code 1012)", self.websockets)?;
+        }
+        Ok(())
+    }
+}
+
 /// What the daemon assigned to a service.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Registration {
@@ -111,6 +139,40 @@ impl Registrar {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Lets the old process's connections (to `old_port`) finish for up to `spec.drain`, then
+    /// closes them; `None` with `--local` (no listener).
+    pub async fn drain(
+        &self,
+        spec: &ServiceSpec,
+        old_port: u16,
+    ) -> anyhow::Result<Option<Drained>> {
+        if let Registrar::Local = self {
+            return Ok(None);
+        }
+        let timeout_ms = u64::try_from(spec.drain.as_millis()).unwrap_or(u64::MAX);
+        let req = Request::Drain {
+            name: spec.name.clone(),
+            tag: spec.tag.clone(),
+            port: old_port,
+            timeout_ms,
+        };
+        let Registrar::Daemon(path) = self else {
+            return Ok(None);
+        };
+        // The answer comes after the drain: allow for it on top of the usual wait.
+        let wait = CALL_TIMEOUT + spec.drain;
+        let data = match tokio::time::timeout(wait, control::call(path, &req)).await {
+            Ok(r) => r?,
+            Err(_) => anyhow::bail!("the overlay daemon did not finish the drain in time"),
+        };
+        let n = |k: &str| data.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        Ok(Some(Drained {
+            drained: n("drained"),
+            closed: n("closed"),
+            websockets: n("websockets"),
+        }))
     }
 
     /// Removes `spec` and its listener.

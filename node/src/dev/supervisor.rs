@@ -1,115 +1,26 @@
 //! One task per service: it owns the service's process and registration and does everything
 //! to it (start, stop, restart, crash backoff), one command at a time.
 //!
-//! A restart is: build (on failure the old process keeps serving) -> hold new connections on
-//! the overlay listener -> SIGTERM the old group, SIGKILL after the grace period -> start on a
-//! fresh local port -> wait for health -> point the listener at the new port. Callers see a
-//! slow request, never a refused one, and no other service is touched.
+//! A restart of a listening service is: build (on failure the old process keeps serving) ->
+//! start the new process on a fresh local port while the old one serves -> wait for health ->
+//! point the listener at the new port (new connections go there) -> drain: the old process's
+//! connections stay until they close or `drain` passes, then they are closed (WebSocket ones
+//! with close code 1012) -> SIGTERM the old group, SIGKILL after the grace period. No caller is
+//! refused and no other service is touched. Workers (processes that listen nowhere, told within
+//! about a second of their first start) have no listener and restart one after the other; so
+//! does a service whose new process cannot run beside the old one.
 
-use super::output::Sink;
-use super::process::{self, Groups, Launch, Proc, Ready};
-use super::registrar::{Registrar, Registration};
-use overlay_core::devconfig::env::{service_env, Instance, KnownService};
-use overlay_core::devconfig::{restart_backoff, ServiceSpec, STABLE_AFTER};
-use serde::{Deserialize, Serialize};
+pub use super::service::{Cmd, Handle, Reply, ServiceState, Shared, COMMAND_QUEUE};
+
+use super::process::{self, Launch, Proc, Ready};
+use super::registrar::Registration;
+use overlay_core::devconfig::env::{service_env, strip_for_worker, Instance};
+use overlay_core::devconfig::{restart_backoff, Health, ServiceSpec, STABLE_AFTER};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
-
-/// Commands a service task queues at most (more wait for room).
-pub const COMMAND_QUEUE: usize = 16;
-
-/// The answer to start, stop and restart: what happened, or why it did not.
-pub type Reply = oneshot::Sender<Result<String, String>>;
-
-/// What a service task is asked to do.
-#[derive(Debug)]
-pub enum Cmd {
-    /// Start it if it is not running.
-    Start(Reply),
-    /// Stop it and remove its registration.
-    Stop(Reply),
-    /// Build, then replace the running process.
-    Restart(Reply),
-    /// A watched file changed.
-    Changed(String),
-    /// Stop everything and end the task.
-    Shutdown(oneshot::Sender<()>),
-}
-
-/// What the session knows about a service, for `overlay restart` and friends.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceState {
-    /// Its key in the config.
-    pub key: String,
-    /// Its name.
-    pub name: String,
-    /// Its tag.
-    pub tag: Option<String>,
-    /// `starting`, `running`, `restarting`, `crashed`, `stopped` or `failed`.
-    pub state: String,
-    /// The pid of its process group.
-    pub pid: Option<i32>,
-    /// The local port its process listens on.
-    pub local_port: Option<u16>,
-    /// Its overlay address, `ip:port`.
-    pub address: Option<String>,
-    /// How many times it was started after the first.
-    pub restarts: u32,
-}
-
-/// What every service task shares.
-pub struct Shared {
-    /// The config's directory: working directory of every command.
-    pub dir: PathBuf,
-    /// `.env` beside the config.
-    pub dotenv: Vec<(String, String)>,
-    /// The overlay domain.
-    pub domain: String,
-    /// Services known when the session started.
-    pub known: Vec<KnownService>,
-    /// Where registrations go.
-    pub registrar: Registrar,
-    /// Where output goes.
-    pub sink: Sink,
-    /// `HOME`, `USER`, `LOGNAME` of the user the services run as.
-    pub user_env: Vec<(String, String)>,
-    /// The session's process groups.
-    pub groups: Groups,
-    /// Turns true when the session stops.
-    pub stop: watch::Receiver<bool>,
-}
-
-/// A handle on a service task.
-#[derive(Clone, Debug)]
-pub struct Handle {
-    /// The service's key.
-    pub key: String,
-    /// Queue of commands.
-    pub tx: mpsc::Sender<Cmd>,
-    /// Its current state.
-    pub state: Arc<Mutex<ServiceState>>,
-}
-
-impl Handle {
-    /// Sends a start/stop/restart and waits for the answer.
-    pub async fn ask(&self, make: impl FnOnce(Reply) -> Cmd) -> Result<String, String> {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(make(tx)).await.is_err() {
-            return Err(format!("{} is shutting down", self.key));
-        }
-        rx.await
-            .unwrap_or_else(|_| Err(format!("{} is shutting down", self.key)))
-    }
-
-    /// A copy of the current state.
-    pub fn snapshot(&self) -> ServiceState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
+use tokio::sync::{mpsc, watch};
 
 /// Starts the task of service number `index`; it does nothing until told to start.
 pub fn spawn(index: usize, spec: ServiceSpec, shared: Arc<Shared>) -> Handle {
@@ -126,6 +37,11 @@ pub fn spawn(index: usize, spec: ServiceSpec, shared: Arc<Shared>) -> Handle {
         tx,
         state: state.clone(),
     };
+    let role = if spec.health_explicit {
+        Role::Server
+    } else {
+        Role::Unknown
+    };
     let runner = Runner {
         index,
         spec,
@@ -134,6 +50,8 @@ pub fn spawn(index: usize, spec: ServiceSpec, shared: Arc<Shared>) -> Handle {
         state,
         registration: None,
         proc: None,
+        old: None,
+        role,
         port: 0,
         wanted: false,
         crashes: 0,
@@ -144,6 +62,28 @@ pub fn spawn(index: usize, spec: ServiceSpec, shared: Arc<Shared>) -> Handle {
     handle
 }
 
+/// What is known about whether a service listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Not yet seen: the first start tells (implicit health check).
+    Unknown,
+    /// It listens on `$PORT` (or has an explicit health check).
+    Server,
+    /// It listens nowhere: no listener, no overlay address, no health check.
+    Worker,
+}
+
+/// How one start went.
+enum Attempt {
+    /// Finished, with the answer for `overlay restart`.
+    Done(Result<String, String>),
+    /// The new process could not run beside the old one: start again one after the other.
+    Sequential,
+}
+
+/// How often a worker is checked for a listener on `$PORT` (a slow start taken for a worker).
+const PROMOTE_LOOK: Duration = Duration::from_millis(500);
+
 struct Runner {
     index: usize,
     spec: ServiceSpec,
@@ -152,6 +92,10 @@ struct Runner {
     state: Arc<Mutex<ServiceState>>,
     registration: Option<Registration>,
     proc: Option<Proc>,
+    /// The replaced process while a restart runs side by side.
+    old: Option<Proc>,
+    /// Whether it listens.
+    role: Role,
     port: u16,
     /// Whether it should be running (false after `stop` or a clean exit).
     wanted: bool,
@@ -198,6 +142,9 @@ impl Runner {
                         let _ = self.launch().await;
                     }
                 }
+                _ = tokio::time::sleep(PROMOTE_LOOK), if self.role == Role::Worker && self.proc.is_some() => {
+                    self.promote_if_listening().await;
+                }
             }
         }
     }
@@ -217,6 +164,17 @@ impl Runner {
             .map(|r| r.address.clone())
             .filter(|a| !a.is_empty());
         s.restarts = self.starts.saturating_sub(1);
+        s.worker = self.role == Role::Worker;
+    }
+
+    /// Remembers how a process of this service ended, for `overlay ps`.
+    fn record_exit(&self, how: &str) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.last_exit = Some(how.to_string());
+        s.last_exit_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_millis()).ok());
     }
 
     async fn handle(&mut self, cmd: Cmd) {
@@ -275,6 +233,7 @@ impl Runner {
             let how = status
                 .map(|s| process::describe(&s))
                 .unwrap_or_else(|| "SIGKILL".into());
+            self.record_exit(&how);
             self.note(format!("process {pid} ended ({how})")).await;
         }
         if self.registration.take().is_some() {
@@ -366,32 +325,74 @@ impl Runner {
         }
         self.set_state(if running { "restarting" } else { "starting" });
         let t0 = Instant::now();
-        let port = match process::free_port() {
-            Ok(p) => p,
-            Err(e) => return Err(self.fail(format!("no free local port: {e}")).await),
-        };
-        if self.registration.is_none() {
-            match self.shared.registrar.register(&self.spec, port).await {
-                Ok(r) => self.registration = Some(r),
-                Err(e) => return Err(self.fail(format!("{e:#}")).await),
+        // A listening service restarts side by side: the new process starts while the old one
+        // serves, new connections go to it once healthy, the old one keeps its connections for
+        // the drain. A worker, or a new process that cannot run beside the old one (a lock,
+        // a fixed port), restarts one after the other.
+        let mut overlap = running && self.role == Role::Server && self.listener_up();
+        loop {
+            if overlap {
+                self.old = self.proc.take();
+            }
+            let attempt = self.start_one(running, overlap, t0).await;
+            if self.proc.is_none() {
+                // The new process did not take over: the old one keeps serving.
+                self.proc = self.old.take();
+            }
+            match attempt {
+                Attempt::Done(r) => return r,
+                Attempt::Sequential => {
+                    self.note(
+                        "the new process exited while the old one still ran (a lock or a fixed \
+                         port?); restarting one after the other",
+                    )
+                    .await;
+                    overlap = false;
+                }
             }
         }
-        // Hold new connections until the new process is ready.
-        if let Err(e) = self.shared.registrar.target(&self.spec, None).await {
-            self.note(format!(
-                "could not hold connections during the restart: {e}"
-            ))
-            .await;
+    }
+
+    /// Whether the daemon forwards to this service (not a worker, not `--local`).
+    fn listener_up(&self) -> bool {
+        self.registration
+            .as_ref()
+            .is_some_and(|r| !r.address.is_empty())
+    }
+
+    /// One start of the process; with `overlap` the old process keeps running until the new
+    /// one is ready, and then drains.
+    async fn start_one(&mut self, running: bool, overlap: bool, t0: Instant) -> Attempt {
+        let port = match process::free_port() {
+            Ok(p) => p,
+            Err(e) => {
+                return Attempt::Done(Err(self.fail(format!("no free local port: {e}")).await))
+            }
+        };
+        if self.registration.is_none() && self.role != Role::Worker {
+            match self.shared.registrar.register(&self.spec, port).await {
+                Ok(r) => self.registration = Some(r),
+                Err(e) => return Attempt::Done(Err(self.fail(format!("{e:#}")).await)),
+            }
         }
-        if let Some(old) = self.proc.take() {
-            let pid = old.pgid;
-            let status = old.stop(self.spec.stop_timeout).await;
-            let how = status
-                .map(|s| process::describe(&s))
-                .unwrap_or_else(|| "SIGKILL".into());
-            self.note(format!("old process {pid} ended ({how})")).await;
+        if !overlap {
+            // Hold new connections until the new process is ready.
+            if self.registration.is_some() {
+                if let Err(e) = self.shared.registrar.target(&self.spec, None).await {
+                    self.note(format!(
+                        "could not hold connections during the restart: {e}"
+                    ))
+                    .await;
+                }
+            }
+            if let Some(old) = self.old.take().or_else(|| self.proc.take()) {
+                self.end_old(old).await;
+            }
         }
-        let env = self.env(Some(port));
+        let mut env = self.env(Some(port));
+        if self.role == Role::Worker {
+            strip_for_worker(&mut env);
+        }
         let launch = Launch {
             dir: &self.shared.dir,
             env: &env,
@@ -402,15 +403,22 @@ impl Runner {
         };
         let mut proc = match process::spawn(&self.spec.command, &launch) {
             Ok(p) => p,
-            Err(e) => return Err(self.fail(format!("cannot start `sh -c`: {e}")).await),
+            Err(e) => {
+                return Attempt::Done(Err(self.fail(format!("cannot start `sh -c`: {e}")).await))
+            }
         };
         self.starts += 1;
         let pid = proc.pgid;
         let mut stop = self.stop.clone();
+        let health = match self.role {
+            Role::Worker => Health::None,
+            _ => self.spec.health.clone(),
+        };
         let ready = process::wait_ready(
-            &self.spec.health,
+            &health,
             port,
             self.spec.health_timeout,
+            self.role == Role::Unknown,
             &mut proc,
             &mut stop,
         )
@@ -419,13 +427,32 @@ impl Runner {
             Some(a) if !a.is_empty() => a.to_string(),
             _ => format!("127.0.0.1:{port} (--local)"),
         };
+        let verb = if running { "restarted" } else { "started" };
         match ready {
+            Ready::Worker => {
+                self.role = Role::Worker;
+                if self.registration.take().is_some() {
+                    if let Err(e) = self.shared.registrar.unregister(&self.spec).await {
+                        self.note(format!("could not unregister: {e}")).await;
+                    }
+                }
+                self.became_worker(proc, port, t0, verb).await
+            }
+            Ready::Healthy | Ready::TimedOut if self.role == Role::Worker => {
+                self.became_worker(proc, port, t0, verb).await
+            }
             Ready::Healthy | Ready::TimedOut => {
+                if matches!(ready, Ready::Healthy) {
+                    self.role = Role::Server;
+                }
+                let old_port = self.port;
                 self.proc = Some(proc);
                 self.port = port;
-                if let Err(e) = self.shared.registrar.target(&self.spec, Some(port)).await {
-                    self.note(format!("could not point the listener at port {port}: {e}"))
-                        .await;
+                if self.registration.is_some() {
+                    if let Err(e) = self.shared.registrar.target(&self.spec, Some(port)).await {
+                        self.note(format!("could not point the listener at port {port}: {e}"))
+                            .await;
+                    }
                 }
                 self.set_state("running");
                 let took = t0.elapsed().as_millis();
@@ -438,29 +465,53 @@ impl Runner {
                             self.spec.key
                         );
                         self.note(&msg).await;
-                        return Err(msg);
+                        return Attempt::Done(Err(msg));
                     }
                     self.note(format!(
-                        "nothing listens on $PORT ({port}) after {secs} s; forwarding anyway \
-                         (set health = {{ tcp = false }} for services that do not listen)"
+                        "nothing listens on $PORT ({port}) after {secs} s, but the process \
+                         listens elsewhere; forwarding to $PORT anyway"
                     ))
                     .await;
                 }
-                let msg = format!(
-                    "{} {} in {took} ms: pid {pid}, local port {port}, {address}",
-                    self.spec.key,
-                    if running { "restarted" } else { "started" },
-                );
                 self.note(format!(
                     "ready in {took} ms: pid {pid}, local port {port}, at {address} ({})",
                     self.spec.hostname(&self.shared.domain)
                 ))
                 .await;
-                Ok(msg)
+                let mut drained = String::new();
+                if overlap {
+                    // New connections reach the new process now; the old one keeps its own
+                    // until they end or the drain timeout passes.
+                    // The session stopping ends the wait: everything is stopped anyway.
+                    let mut stop = self.stop.clone();
+                    let drain = tokio::select! {
+                        d = self.shared.registrar.drain(&self.spec, old_port) => d,
+                        _ = stop.wait_for(|s| *s) => Ok(None),
+                    };
+                    match drain {
+                        Ok(Some(d)) => {
+                            self.note(format!("old process: {d}")).await;
+                            drained = format!("; {d}");
+                        }
+                        Ok(None) => {}
+                        Err(e) => self.note(format!("drain: {e:#}")).await,
+                    }
+                    if let Some(old) = self.old.take() {
+                        self.end_old(old).await;
+                    }
+                }
+                Attempt::Done(Ok(format!(
+                    "{} {verb} in {took} ms: pid {pid}, local port {port}, {address}{drained}",
+                    self.spec.key,
+                )))
             }
             Ready::Exited(status) => {
                 let lived = proc.started.elapsed();
                 proc.exited();
+                if overlap && self.old.is_some() {
+                    self.starts = self.starts.saturating_sub(1);
+                    return Attempt::Sequential;
+                }
                 self.set_state("crashed");
                 let msg = format!(
                     "{} exited with {} before it was ready; see `overlay logs {}`",
@@ -469,13 +520,83 @@ impl Runner {
                     self.spec.key
                 );
                 self.crashed(Some(status), lived).await;
-                Err(msg)
+                Attempt::Done(Err(msg))
             }
             Ready::Stopping => {
+                if let Some(old) = self.old.take() {
+                    self.end_old(old).await;
+                }
                 self.proc = Some(proc);
-                Err("the session is stopping".into())
+                Attempt::Done(Err("the session is stopping".into()))
             }
         }
+    }
+
+    /// A worker is up: it listens nowhere, so it has no listener and no overlay address.
+    async fn became_worker(&mut self, proc: Proc, port: u16, t0: Instant, verb: &str) -> Attempt {
+        let pid = proc.pgid;
+        self.proc = Some(proc);
+        self.port = port;
+        self.set_state("running");
+        let took = t0.elapsed().as_millis();
+        self.note(format!(
+            "ready in {took} ms: pid {pid}, a worker (it listens nowhere: no overlay address)"
+        ))
+        .await;
+        Attempt::Done(Ok(format!(
+            "{} {verb} in {took} ms: pid {pid}, a worker (no overlay address)",
+            self.spec.key
+        )))
+    }
+
+    /// A worker that turns out to listen on `$PORT` (it only started slowly) is registered.
+    async fn promote_if_listening(&mut self) {
+        let Some(pgid) = self.proc.as_ref().map(|p| p.pgid) else {
+            return;
+        };
+        let port = self.port;
+        let listens =
+            tokio::task::spawn_blocking(move || process::listening_ports(pgid).contains(&port))
+                .await
+                .unwrap_or(false);
+        if !listens {
+            return;
+        }
+        self.role = Role::Server;
+        match self.shared.registrar.register(&self.spec, port).await {
+            Ok(r) => self.registration = Some(r),
+            Err(e) => {
+                self.note(format!("{e:#}")).await;
+                return;
+            }
+        }
+        if let Err(e) = self.shared.registrar.target(&self.spec, Some(port)).await {
+            self.note(format!("could not point the listener at port {port}: {e}"))
+                .await;
+        }
+        self.set_state("running");
+        let address = self
+            .registration
+            .as_ref()
+            .map(|r| r.address.clone())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| format!("127.0.0.1:{port} (--local)"));
+        self.note(format!(
+            "listens on $PORT ({port}) now: at {address} ({})",
+            self.spec.hostname(&self.shared.domain)
+        ))
+        .await;
+    }
+
+    /// Stops a replaced process and says how it ended.
+    async fn end_old(&self, old: Proc) {
+        let pid = old.pgid;
+        let status = old.stop(self.spec.stop_timeout).await;
+        let how = status
+            .map(|s| process::describe(&s))
+            .unwrap_or_else(|| "SIGKILL".into());
+        self.record_exit(&how);
+        self.note(format!("old process {pid} ended ({how})")).await;
     }
 
     /// Reports a failed start, retrying later when the service should run.
@@ -509,6 +630,7 @@ impl Runner {
         match status {
             Some(s) if s.success() => {
                 self.wanted = false;
+                self.record_exit(&process::describe(&s));
                 self.set_state("stopped");
                 self.note(format!(
                     "exited (exit status 0); not restarting it: `overlay start {}` runs it again",
@@ -525,6 +647,10 @@ impl Runner {
 
     /// A process died: hold connections, restart after the backoff.
     async fn crashed(&mut self, status: Option<ExitStatus>, lived: Duration) {
+        let how = status
+            .map(|s| process::describe(&s))
+            .unwrap_or_else(|| "an unknown status".into());
+        self.record_exit(&how);
         if lived >= STABLE_AFTER {
             self.crashes = 0;
         }
@@ -533,9 +659,6 @@ impl Runner {
         }
         self.crashes += 1;
         let wait = restart_backoff(self.crashes);
-        let how = status
-            .map(|s| process::describe(&s))
-            .unwrap_or_else(|| "an unknown status".into());
         self.note(format!(
             "CRASHED with {how} after {:.1} s (crash {} in a row); restarting in {} s",
             lived.as_secs_f64(),

@@ -1,16 +1,20 @@
 //! A listener's splice with a tee: both directions are copied as usual, and every chunk is
-//! offered to the connection's capture task without waiting.
+//! offered to the connection's capture task without waiting. A restart's drain can end a
+//! connection cleanly (a WebSocket close frame 1012, then FIN) through [`Ctl`].
 
 use super::{now_ms, Traffic, MAX_IN_FLIGHT};
 use overlay_core::capture::conn::ConnMeta;
 use overlay_core::capture::{ConnectionCapture, Direction, FlowEnd};
 use overlay_core::http1::Side;
+use overlay_core::wsframe::{close_frame, Upgrade, SERVICE_RESTART};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Chunks in flight to a connection's capture task; more are dropped (and counted).
 const QUEUE: usize = 64;
@@ -100,55 +104,160 @@ fn start(
     tx
 }
 
+/// How a restart's drain reaches one connection: `close` turns true when the connection must
+/// end; `websocket` is set once the server answered `101` for a WebSocket.
+#[derive(Clone, Debug)]
+pub struct Ctl {
+    /// Turns true when the connection is to be closed.
+    pub close: watch::Receiver<bool>,
+    /// Whether the server switched the connection to WebSocket.
+    pub websocket: Arc<AtomicBool>,
+}
+
+/// How long a closing connection waits for a frame boundary, then for the client's side.
+const CLOSING: Duration = Duration::from_secs(1);
+
 /// Copies `client` <-> `upstream` until both directions end, teeing into the capture when one
-/// is given (`(traffic, service name)`).
+/// is given (`(traffic, service name)`). When `ctl.close` turns true the connection ends
+/// cleanly: a WebSocket client gets a close frame 1012 (between two of the server's frames),
+/// every client gets a FIN, not a reset.
 pub async fn splice(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
     capture: Option<&(Arc<Traffic>, String)>,
+    ctl: Ctl,
 ) -> std::io::Result<()> {
-    let Some((traffic, service)) = capture.filter(|(t, _)| t.enabled) else {
-        tokio::io::copy_bidirectional(client, upstream).await?;
-        return Ok(());
+    let capture = capture.filter(|(t, _)| t.enabled);
+    let tx = match capture {
+        Some((traffic, service)) => {
+            let peer = client.peer_addr()?;
+            let local = client.local_addr()?;
+            Some((start(traffic, service, peer, local), traffic.clone()))
+        }
+        None => None,
     };
-    let peer = client.peer_addr()?;
-    let local = client.local_addr()?;
-    let tx = start(traffic, service, peer, local);
-    let tee = |side| Tee {
-        tx: tx.clone(),
-        side,
-        lost: 0,
-        traffic: traffic.clone(),
+    let tee = |side| {
+        tx.as_ref().map(|(tx, traffic)| Tee {
+            tx: tx.clone(),
+            side,
+            lost: 0,
+            traffic: traffic.clone(),
+        })
     };
     let (mut cr, mut cw) = client.split();
     let (mut ur, mut uw) = upstream.split();
-    let up = copy(&mut cr, &mut uw, tee(Side::Client));
-    let down = copy(&mut ur, &mut cw, tee(Side::Server));
+    let up = copy_up(&mut cr, &mut uw, tee(Side::Client), ctl.close.clone());
+    let down = copy_down(&mut ur, &mut cw, tee(Side::Server), ctl.clone());
     let r = tokio::try_join!(up, down);
-    let end = match &r {
-        Ok(_) => FlowEnd::Closed,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => FlowEnd::Reset,
-        Err(_) => FlowEnd::Error,
-    };
-    let _ = tx.try_send(Event::End(end, now_ms()));
+    if *ctl.close.borrow() {
+        // Closed by the drain: read what the client still sends (its close frame) until it
+        // closes too, so that dropping the socket sends no reset.
+        let _ = tokio::time::timeout(CLOSING, async {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = cr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    if let Some((tx, _)) = &tx {
+        let end = match &r {
+            Ok(_) => FlowEnd::Closed,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => FlowEnd::Reset,
+            Err(_) => FlowEnd::Error,
+        };
+        let _ = tx.try_send(Event::End(end, now_ms()));
+    }
     r.map(|_| ())
 }
 
-async fn copy<R, W>(r: &mut R, w: &mut W, mut tee: Tee) -> std::io::Result<()>
+/// Client to upstream; stops forwarding when the connection is closed by the drain.
+async fn copy_up<R, W>(
+    r: &mut R,
+    w: &mut W,
+    mut tee: Option<Tee>,
+    mut close: watch::Receiver<bool>,
+) -> std::io::Result<()>
 where
     R: AsyncReadExt + Unpin,
     W: AsyncWriteExt + Unpin,
 {
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = r.read(&mut buf).await?;
+        let n = tokio::select! {
+            n = r.read(&mut buf) => n?,
+            _ = close.wait_for(|c| *c) => return Ok(()),
+        };
         if n == 0 {
             w.shutdown().await?;
             return Ok(());
         }
         let data = buf.get(..n).unwrap_or(&[]);
         w.write_all(data).await?;
-        tee.offer(data);
+        if let Some(t) = &mut tee {
+            t.offer(data);
+        }
+    }
+}
+
+/// Upstream to client, following WebSocket frames; when closed by the drain it ends at a frame
+/// boundary with a close frame (WebSocket) and a FIN.
+async fn copy_down<R, W>(
+    r: &mut R,
+    w: &mut W,
+    mut tee: Option<Tee>,
+    ctl: Ctl,
+) -> std::io::Result<()>
+where
+    R: AsyncReadExt + Unpin,
+    W: AsyncWriteExt + Unpin,
+{
+    let mut close = ctl.close;
+    let mut upgrade = Upgrade::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        if let Some(deadline) = closing {
+            let boundary = upgrade.at_frame_boundary();
+            if boundary || !upgrade.is_websocket() || tokio::time::Instant::now() >= deadline {
+                if boundary {
+                    w.write_all(&close_frame(SERVICE_RESTART)).await?;
+                }
+                w.shutdown().await?;
+                return Ok(());
+            }
+        }
+        let n = tokio::select! {
+            n = r.read(&mut buf) => n?,
+            _ = close.wait_for(|c| *c), if closing.is_none() => {
+                closing = Some(tokio::time::Instant::now() + CLOSING);
+                continue;
+            }
+            _ = sleep_until(closing) => continue,
+        };
+        if n == 0 {
+            w.shutdown().await?;
+            return Ok(());
+        }
+        let data = buf.get(..n).unwrap_or(&[]);
+        w.write_all(data).await?;
+        // Cheap: past the first bytes only frame headers are looked at.
+        upgrade.feed(data);
+        if upgrade.is_websocket() {
+            ctl.websocket.store(true, Ordering::Relaxed);
+        }
+        if let Some(t) = &mut tee {
+            t.offer(data);
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,112 @@
+//! What the session and a service task share: the commands a task takes, its state as
+//! `overlay ps` and `overlay restart` see it, and the handle the session holds on it.
+
+use super::output::Sink;
+use super::process::Groups;
+use super::registrar::Registrar;
+use overlay_core::devconfig::env::KnownService;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Commands a service task queues at most (more wait for room).
+pub const COMMAND_QUEUE: usize = 16;
+
+/// The answer to start, stop and restart: what happened, or why it did not.
+pub type Reply = oneshot::Sender<Result<String, String>>;
+
+/// What a service task is asked to do.
+#[derive(Debug)]
+pub enum Cmd {
+    /// Start it if it is not running.
+    Start(Reply),
+    /// Stop it and remove its registration.
+    Stop(Reply),
+    /// Build, then replace the running process.
+    Restart(Reply),
+    /// A watched file changed.
+    Changed(String),
+    /// Stop everything and end the task.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What the session knows about a service, for `overlay restart` and friends.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    /// Its key in the config.
+    pub key: String,
+    /// Its name.
+    pub name: String,
+    /// Its tag.
+    pub tag: Option<String>,
+    /// `starting`, `running`, `restarting`, `crashed`, `stopped` or `failed`.
+    pub state: String,
+    /// The pid of its process group.
+    pub pid: Option<i32>,
+    /// The local port its process listens on.
+    pub local_port: Option<u16>,
+    /// Its overlay address, `ip:port`.
+    pub address: Option<String>,
+    /// How many times it was started after the first.
+    pub restarts: u32,
+    /// Whether it is a worker (listens nowhere).
+    #[serde(default)]
+    pub worker: bool,
+    /// How its last process ended (`exit status 1`, `signal 9`), if one did.
+    #[serde(default)]
+    pub last_exit: Option<String>,
+    /// When that was, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub last_exit_ms: Option<u64>,
+}
+
+/// What every service task shares.
+pub struct Shared {
+    /// The config's directory: working directory of every command.
+    pub dir: PathBuf,
+    /// `.env` beside the config.
+    pub dotenv: Vec<(String, String)>,
+    /// The overlay domain.
+    pub domain: String,
+    /// Services known when the session started.
+    pub known: Vec<KnownService>,
+    /// Where registrations go.
+    pub registrar: Registrar,
+    /// Where output goes.
+    pub sink: Sink,
+    /// `HOME`, `USER`, `LOGNAME` of the user the services run as.
+    pub user_env: Vec<(String, String)>,
+    /// The session's process groups.
+    pub groups: Groups,
+    /// Turns true when the session stops.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// A handle on a service task.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    /// The service's key.
+    pub key: String,
+    /// Queue of commands.
+    pub tx: mpsc::Sender<Cmd>,
+    /// Its current state.
+    pub state: Arc<Mutex<ServiceState>>,
+}
+
+impl Handle {
+    /// Sends a start/stop/restart and waits for the answer.
+    pub async fn ask(&self, make: impl FnOnce(Reply) -> Cmd) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(make(tx)).await.is_err() {
+            return Err(format!("{} is shutting down", self.key));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(format!("{} is shutting down", self.key)))
+    }
+
+    /// A copy of the current state.
+    pub fn snapshot(&self) -> ServiceState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
