@@ -592,6 +592,17 @@ fn one_node_cannot_exhaust_the_relay_memory() {
     );
 }
 
+/// Waits (up to 20 s) until something in the hub listens on TCP `port` of 10.78.0.1.
+fn wait_listening(w: &World, port: u16) {
+    let cmd = format!("ss -Hltn 'sport = :{port}'");
+    assert!(
+        wait_until(Duration::from_secs(20), || w
+            .exec_ok(&w.hub, &cmd)
+            .contains("10.78.0.1")),
+        "nothing listens on 10.78.0.1:{port} in the hub"
+    );
+}
+
 /// Runs `script` with python3 in `host`.
 fn python(w: &World, host: &overlay_tests::world::Host, log: &str, script: &str) {
     let path: PathBuf = host.dir.join(format!("{log}.py"));
@@ -636,7 +647,7 @@ fn resets_and_half_close_behave_like_a_direct_connection() {
             "SYSTEM:wc -c",
         ],
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_listening(&w, 9100);
     let out = w.exec_ok(
         &a.host,
         "printf hello | timeout 10 socat -t 5 - TCP:halfclose:9100",
@@ -655,7 +666,7 @@ fn resets_and_half_close_behave_like_a_direct_connection() {
          \x20   c, _ = s.accept(); c.recv(100)\n\
          \x20   c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); c.close()\n",
     );
-    std::thread::sleep(Duration::from_millis(500));
+    wait_listening(&w, 9200);
     let out = w.exec(&a.host, "curl -sS --max-time 10 http://reset:9200/");
     assert_eq!(
         out.status.code(),
@@ -679,7 +690,7 @@ fn resets_and_half_close_behave_like_a_direct_connection() {
          except ConnectionResetError:\n\
          \x20   print('reset', flush=True)\n",
     );
-    std::thread::sleep(Duration::from_millis(500));
+    wait_listening(&w, 9300);
     wait_resolves(&w, &a, "slow");
     w.exec_ok(
         &a.host,
