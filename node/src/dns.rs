@@ -490,7 +490,7 @@ impl DnsServer {
         let per_client = if self.is_overlay_listener(server_addr) {
             MAX_TCP_PER_CLIENT
         } else {
-            MAX_TCP
+            usize::MAX
         };
         let slots: Arc<Mutex<TcpSlots>> = Arc::default();
         loop {

@@ -818,10 +818,11 @@ fn nm_another_vpn_on_the_overlay_range_is_named() {
     let relay = start_relay(&w, &[]);
     let token = relay.token(&w, "--uses 1");
     let ha = w.add_host("a", 2);
-    // Another VPN's interface routing the overlay's range, as Tailscale does (its own table).
+    // Another VPN's interface (a veth standing in for tailscale0) routing the overlay's range, in
+    // its own table as Tailscale does.
     w.exec_ok(
         &ha,
-        "ip link add tsfake type dummy && ip link set tsfake up && \
+        "ip link add tsfake type veth peer name tsfake-p && ip link set tsfake-p up && ip link set tsfake up && \
          ip route add 100.64.0.0/10 dev tsfake table 52",
     );
     let err = refusal(&overlay(&w, &ha, &format!("join {token} --name alpha")));
@@ -841,7 +842,7 @@ fn nm_another_vpn_on_the_overlay_range_is_named() {
     // One that appears later is shown by `overlay status`.
     w.exec_ok(
         &ha,
-        "ip link add tsfake type dummy && ip link set tsfake up && \
+        "ip link add tsfake type veth peer name tsfake-p && ip link set tsfake-p up && ip link set tsfake up && \
          ip route add 100.100.100.100/32 dev tsfake table 52",
     );
     let out = overlay(&w, &ha, "status");
