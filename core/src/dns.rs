@@ -146,7 +146,8 @@ pub fn answer(query: &[u8], ctx: &DnsContext<'_>, tcp: bool) -> DnsOutcome {
         && labels.len() == domain_labels(ctx.domain) + 1
         && labels.first().is_some_and(|l| l == NS_LABEL);
     let filled = if let Some(rev) = reverse {
-        Zone::new(ctx).and_then(|z| z.reverse(&mut response, question.name(), question.query_type(), rev))
+        Zone::new(ctx)
+            .and_then(|z| z.reverse(&mut response, question.name(), question.query_type(), rev))
     } else if is_ns_host {
         Zone::new(ctx).and_then(|z| {
             z.address(

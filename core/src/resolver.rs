@@ -166,7 +166,10 @@ impl Resolution {
                     };
                     let at = match inst.known_port() {
                         Some(p) => format!("{}:{p}", inst.address),
-                        None => format!("{} (any port: a name found on demand stands for a host)", inst.address),
+                        None => format!(
+                            "{} (any port: a name found on demand stands for a host)",
+                            inst.address
+                        ),
                     };
                     format!(
                         "{subject} {verb} {} at {at} ({})",

@@ -29,9 +29,15 @@ pub fn parse_ip_route(text: &str) -> Vec<Route> {
         let mut i = 0;
         // A route type first (local, broadcast, unicast...), then the destination.
         if let Some(w) = words.first() {
-            if matches!(*w, "local" | "broadcast" | "unicast" | "anycast" | "multicast") {
+            if matches!(
+                *w,
+                "local" | "broadcast" | "unicast" | "anycast" | "multicast"
+            ) {
                 i = 1;
-            } else if matches!(*w, "unreachable" | "blackhole" | "prohibit" | "throw" | "nat") {
+            } else if matches!(
+                *w,
+                "unreachable" | "blackhole" | "prohibit" | "throw" | "nat"
+            ) {
                 continue;
             }
         }
@@ -41,7 +47,10 @@ pub fn parse_ip_route(text: &str) -> Vec<Route> {
         let dst = match *dst {
             "default" => Ipv4Prefix::new(Ipv4Addr::UNSPECIFIED, 0).ok(),
             d if d.contains('/') => d.parse().ok(),
-            d => d.parse::<Ipv4Addr>().ok().and_then(|a| Ipv4Prefix::new(a, 32).ok()),
+            d => d
+                .parse::<Ipv4Addr>()
+                .ok()
+                .and_then(|a| Ipv4Prefix::new(a, 32).ok()),
         };
         let field = |name: &str| {
             words
@@ -111,13 +120,21 @@ fn overlap(a: &Ipv4Prefix, b: &Ipv4Prefix) -> bool {
 }
 
 /// The routes in `routes` that another interface than `ours` has for `network` or `dns`.
-pub fn conflicts(routes: &[Route], network: Ipv4Prefix, dns: Ipv4Addr, ours: &str) -> Vec<Conflict> {
-    let Ok(dns_host) = Ipv4Prefix::new(dns, 32) else {
+pub fn conflicts(
+    routes: &[Route],
+    network: Ipv4Prefix,
+    dns: Ipv4Addr,
+    ours: &str,
+) -> Vec<Conflict> {
+    let (Ok(dns_host), Ok(default)) = (
+        Ipv4Prefix::new(dns, 32),
+        Ipv4Prefix::new(Ipv4Addr::UNSPECIFIED, 0),
+    ) else {
         return Vec::new();
     };
     routes
         .iter()
-        .filter(|r| r.dev != ours && r.dst.len() > 0)
+        .filter(|r| r.dev != ours && r.dst != default)
         .filter_map(|r| {
             let overlaps = if overlap(&r.dst, &network) {
                 Overlap::Network(network)
@@ -154,10 +171,13 @@ broadcast 127.255.255.255 dev lo table local proto kernel scope link src 127.0.0
     fn parses_ip_route_output() {
         let r = parse_ip_route(TAILSCALE);
         assert_eq!(r.len(), 8, "{r:?}");
-        assert_eq!(r[0].dst.len(), 0);
+        assert_eq!(r[0].dst, "0.0.0.0/0".parse::<Ipv4Prefix>().unwrap());
         assert_eq!(r[2].dev, "tailscale0");
         assert_eq!(r[2].table, "52");
-        assert_eq!(r[3].dst, "100.100.100.100/32".parse().unwrap());
+        assert_eq!(
+            r[3].dst,
+            "100.100.100.100/32".parse::<Ipv4Prefix>().unwrap()
+        );
         assert!(parse_ip_route("garbage\n\nlocal\n1.2.3.4/99 dev x\n").is_empty());
     }
 
@@ -169,7 +189,10 @@ broadcast 127.255.255.255 dev lo table local proto kernel scope link src 127.0.0
         assert_eq!(c.len(), 3, "{c:?}");
         assert!(c.iter().all(|c| c.route.dev == "tailscale0"));
         let text = c[0].to_string();
-        assert!(text.contains("interface tailscale0") && text.contains("--network"), "{text}");
+        assert!(
+            text.contains("interface tailscale0") && text.contains("--network"),
+            "{text}"
+        );
         // Another range: only the DNS address is in the way.
         let other: Ipv4Prefix = "10.200.0.0/16".parse().unwrap();
         let c = conflicts(&parse_ip_route(TAILSCALE), other, dns, "ovl0");

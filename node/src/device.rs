@@ -63,15 +63,10 @@ pub fn route_conflicts(ours: &str, network: Ipv4Prefix) -> Vec<String> {
         return Vec::new();
     };
     let routes = overlay_core::routes::parse_ip_route(&String::from_utf8_lossy(&out.stdout));
-    overlay_core::routes::conflicts(
-        &routes,
-        network,
-        overlay_core::addressing::DNS_ADDR,
-        ours,
-    )
-    .iter()
-    .map(ToString::to_string)
-    .collect()
+    overlay_core::routes::conflicts(&routes, network, overlay_core::addressing::DNS_ADDR, ours)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// Refuses to start beside another interface's routes for the overlay: packets would go to

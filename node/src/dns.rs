@@ -5,12 +5,12 @@
 
 use crate::relaylink::{Directory, Looked};
 use crate::udpbatch::{Peer, Slots};
+use overlay_core::dns::explain;
 use overlay_core::dns::upstream::{matches_query, try_next, Plan, StaleCache, Upstreams};
 use overlay_core::dns::{
     answer, on_demand_candidate, refused, servfail, AnswerCache, DnsContext, DnsOutcome,
     EDNS_PAYLOAD,
 };
-use overlay_core::dns::explain;
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::registry::ServiceInstance;
 use overlay_core::resolver::{Resolution, Resolver};
@@ -191,7 +191,10 @@ impl DnsServer {
             }
         }
         // Nothing found: show the first name tried (the one the domain's rules decide).
-        let Some((qname, summary)) = chosen.or((!tried.is_empty()).then_some(0)).and_then(|i| tried.get(i).cloned()) else {
+        let Some((qname, summary)) = chosen
+            .or((!tried.is_empty()).then_some(0))
+            .and_then(|i| tried.get(i).cloned())
+        else {
             return serde_json::json!({
                 "name": name,
                 "explanation": format!("'{name}' is not a DNS name"),
@@ -458,7 +461,10 @@ impl DnsServer {
         let now = self.ms();
         let mut ups = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         for (server, answered) in asked {
-            if !answered && matches!(result, Asked::Nothing | Asked::Unhelpful(_)) && ups.silent(server, now) {
+            if !answered
+                && matches!(result, Asked::Nothing | Asked::Unhelpful(_))
+                && ups.silent(server, now)
+            {
                 tracing::warn!(%server, "upstream DNS server is not answering; skipping it for a while");
             }
         }

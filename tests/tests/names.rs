@@ -127,6 +127,25 @@ fn plain_names_work_through_the_system_resolver() {
             .stdout
             .starts_with(v2addr.as_bytes())
     }));
+    // `overlay resolve` gives the DNS server's answer for every form, as getent found it.
+    for (name, qname, want) in [
+        ("api", "api.ovl.internal", addr.as_str()),
+        ("v2.api", "v2.api.ovl.internal", v2addr.as_str()),
+        ("api.alpha", "api.alpha.ovl.internal", addr.as_str()),
+        (
+            "v2.api.alpha.ovl.internal",
+            "v2.api.alpha.ovl.internal",
+            v2addr.as_str(),
+        ),
+    ] {
+        let out = overlay(&w, &b.host, &format!("resolve {name}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains(&format!("{qname}: A {want}")),
+            "{name}: {text}"
+        );
+        assert!(!text.contains("outside"), "{name}: {text}");
+    }
     // A name unknown in the domain fails like any unknown name.
     assert!(!w
         .exec(&b.host, "getent hosts no-such-service")
@@ -572,7 +591,11 @@ fn dig_full(w: &World, n: &Node, args: &str) -> Dug {
 }
 
 /// Runs `cmd` in `host` and returns its output and how long it took.
-fn timed(w: &World, host: &overlay_tests::world::Host, cmd: &str) -> (std::process::Output, Duration) {
+fn timed(
+    w: &World,
+    host: &overlay_tests::world::Host,
+    cmd: &str,
+) -> (std::process::Output, Duration) {
     let t = std::time::Instant::now();
     let out = w.exec(host, cmd);
     (out, t.elapsed())
@@ -607,7 +630,9 @@ fn world_with_resolver(tag: &str) -> (World, Relay, Node) {
     );
     let resolv = format!("nameserver {SILENT}\n");
     std::fs::write(
-        std::path::Path::new("/etc/netns").join(&hub).join("resolv.conf"),
+        std::path::Path::new("/etc/netns")
+            .join(&hub)
+            .join("resolv.conf"),
         &resolv,
     )
     .expect("hub resolv.conf");
@@ -623,7 +648,9 @@ fn world_with_resolver(tag: &str) -> (World, Relay, Node) {
     let token = relay.token(&w, "--uses 2");
     let ha = w.add_host("a", 2);
     std::fs::write(
-        std::path::Path::new("/etc/netns").join(&ha.ns).join("resolv.conf"),
+        std::path::Path::new("/etc/netns")
+            .join(&ha.ns)
+            .join("resolv.conf"),
         &resolv,
     )
     .expect("node resolv.conf");
@@ -641,11 +668,20 @@ fn nm_dead_resolvers_get_quick_honest_answers() {
     // Upstream alive: forwarded.
     let d = dig_full(&w, &a, "www.example.test");
     assert_eq!(d.status, "NOERROR", "{}", d.text);
-    assert!(d.answers.iter().any(|l| l.ends_with("A 10.78.0.77")), "{}", d.text);
+    assert!(
+        d.answers.iter().any(|l| l.ends_with("A 10.78.0.77")),
+        "{}",
+        d.text
+    );
     // In the remote environment, on demand: the relay's resolver knows db.
     let d = dig_full(&w, &a, "db.ovl.internal");
     assert_eq!(d.status, "NOERROR", "{}", d.text);
-    let db_addr = d.answers.first().and_then(|l| l.split(' ').next_back()).unwrap_or_default().to_string();
+    let db_addr = d
+        .answers
+        .first()
+        .and_then(|l| l.split(' ').next_back())
+        .unwrap_or_default()
+        .to_string();
     assert!(db_addr.starts_with("100.64.0."), "{}", d.text);
     // A name the remote resolver says does not exist: NXDOMAIN with the SOA, asked again: the
     // miss is cached.
@@ -660,7 +696,11 @@ fn nm_dead_resolvers_get_quick_honest_answers() {
     // A name asked before: a stale answer (RFC 8767, TTL 30), within the deadline.
     let d = dig_full(&w, &a, "www.example.test");
     assert_eq!(d.status, "NOERROR", "{}", d.text);
-    assert!(d.answers.iter().any(|l| l.contains(" 30 IN A 10.78.0.77")), "no stale answer: {}", d.text);
+    assert!(
+        d.answers.iter().any(|l| l.contains(" 30 IN A 10.78.0.77")),
+        "no stale answer: {}",
+        d.text
+    );
     assert!(d.ms < 1500, "stale answer after {} ms", d.ms);
     // A new one: SERVFAIL within 1 s, then at once while the upstream is skipped.
     let d = dig_full(&w, &a, "example.org");
@@ -672,16 +712,27 @@ fn nm_dead_resolvers_get_quick_honest_answers() {
     // Real clients fail, and fail fast (before: getent 8 s, getaddrinfo 4.4 s).
     let (out, took) = timed(&w, &a.host, "getent hosts nosuchhost");
     assert!(!out.status.success());
-    assert!(took < Duration::from_secs(3), "getent hosts nosuchhost took {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "getent hosts nosuchhost took {took:?}"
+    );
     let (out, took) = timed(
         &w,
         &a.host,
         "python3 -c \"import socket\ntry:\n socket.getaddrinfo('example.org', 80)\nexcept socket.gaierror as e:\n print(e.errno)\"",
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "-3", "EAI_AGAIN: try again later");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "-3",
+        "EAI_AGAIN: try again later"
+    );
     assert!(took < Duration::from_secs(3), "getaddrinfo took {took:?}");
     let (out, _) = timed(&w, &a.host, "host -W 3 example.org 100.100.100.100");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SERVFAIL"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("SERVFAIL"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // On demand with the remote resolver silent: SERVFAIL within 1.5 s (not NXDOMAIN: the name
     // may exist), then at once for a while.
@@ -693,13 +744,21 @@ fn nm_dead_resolvers_get_quick_honest_answers() {
     assert!(d.ms < 100, "the repeated on-demand miss took {} ms", d.ms);
     // Names already known keep answering.
     let d = dig_full(&w, &a, "db.ovl.internal");
-    assert_eq!(d.answers.first().and_then(|l| l.split(' ').next_back()), Some(db_addr.as_str()), "{}", d.text);
+    assert_eq!(
+        d.answers.first().and_then(|l| l.split(' ').next_back()),
+        Some(db_addr.as_str()),
+        "{}",
+        d.text
+    );
 
     // The resolver comes back: fresh answers again once the pause is over.
     overlay_tests::world::sh(&format!("ip -n {} addr add {SILENT}/24 dev br0", w.hub.ns));
     assert!(
         wait_until(Duration::from_secs(40), || {
-            dig_full(&w, &a, "www.example.test").answers.iter().any(|l| l.contains(" 300 IN A 10.78.0.77"))
+            dig_full(&w, &a, "www.example.test")
+                .answers
+                .iter()
+                .any(|l| l.contains(" 300 IN A 10.78.0.77"))
         }),
         "the upstream was never asked again"
     );
@@ -711,7 +770,11 @@ fn nm_on_demand_names_have_no_invented_port() {
     // Before first use, `overlay resolve` already gives the DNS server's answer.
     let out = overlay(&w, &a.host, "resolve db");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!text.contains("outside"), "{text}");
     let line = text
         .lines()
@@ -723,7 +786,9 @@ fn nm_on_demand_names_have_no_invented_port() {
     assert!(!text.contains(":80"), "{text}");
     // The same address for a real client, through the system resolver.
     assert!(
-        w.exec(&a.host, "getent hosts db").stdout.starts_with(addr.as_bytes()),
+        w.exec(&a.host, "getent hosts db")
+            .stdout
+            .starts_with(addr.as_bytes()),
         "getent disagrees with overlay resolve"
     );
     // No port in the listing, no SRV record with an invented one.
@@ -737,39 +802,67 @@ fn nm_on_demand_names_have_no_invented_port() {
     assert_eq!(db["where"], "remote");
     let out = overlay(&w, &a.host, "services");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let row = text.lines().find(|l| l.starts_with("db ")).unwrap_or_default();
-    assert!(row.contains(&addr) && !row.contains(&format!("{addr}:")), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("db "))
+        .unwrap_or_default();
+    assert!(
+        row.contains(&addr) && !row.contains(&format!("{addr}:")),
+        "{text}"
+    );
     let srv = dig_full(&w, &a, "SRV _db._tcp.ovl.internal");
     assert!(srv.answers.is_empty(), "{}", srv.text);
     // A name the remote environment does not know: NXDOMAIN, and resolve says so.
     let out = overlay(&w, &a.host, "resolve nosuch");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("nosuch.ovl.internal: NXDOMAIN"), "{text}");
-    assert!(text.contains("remote environment has no such name"), "{text}");
+    assert!(
+        text.contains("remote environment has no such name"),
+        "{text}"
+    );
     // Outside the domain: forwarded, with the upstream's answer.
     let out = overlay(&w, &a.host, "resolve www.example.test");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("outside ovl.internal"), "{text}");
     assert!(text.contains("www.example.test: A 10.78.0.77"), "{text}");
     // On the overlay address only overlay names are answered: no open forwarder for other nodes.
-    let over = w.exec_ok(&a.host, &format!("dig +time=2 +tries=1 @{} www.example.test", a.address));
+    let over = w.exec_ok(
+        &a.host,
+        &format!("dig +time=2 +tries=1 @{} www.example.test", a.address),
+    );
     assert!(over.contains("status: REFUSED"), "{over}");
-    let over = w.exec_ok(&a.host, &format!("dig +short +time=2 +tries=1 @{} db.ovl.internal", a.address));
+    let over = w.exec_ok(
+        &a.host,
+        &format!("dig +short +time=2 +tries=1 @{} db.ovl.internal", a.address),
+    );
     assert_eq!(over.trim(), addr);
     // Reverse lookups of overlay addresses are answered here, by real clients, never forwarded
     // (the upstream does not know them; it would say NXDOMAIN).
-    let ptr = w.exec_ok(&a.host, &format!("dig +short +time=2 +tries=1 @100.100.100.100 -x {addr}"));
+    let ptr = w.exec_ok(
+        &a.host,
+        &format!("dig +short +time=2 +tries=1 @100.100.100.100 -x {addr}"),
+    );
     assert_eq!(ptr.trim(), "db.ovl.internal.");
     let out = w.exec(&a.host, &format!("host -W 2 {} 100.100.100.100", a.address));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.contains("domain name pointer alpha.ovl.internal."), "{text}");
+    assert!(
+        text.contains("domain name pointer alpha.ovl.internal."),
+        "{text}"
+    );
     let out = w.exec(&a.host, &format!("getent hosts {addr}"));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("db.ovl.internal"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("db.ovl.internal"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let nx = dig_full(&w, &a, "-x 100.64.9.9");
     assert_eq!(nx.status, "NXDOMAIN", "{}", nx.text);
     assert!(nx.text.contains("SOA"), "{}", nx.text);
     // Asked on the overlay address too (other nodes' reverse lookups).
-    let over = w.exec_ok(&a.host, &format!("dig +short +time=2 +tries=1 @{} -x {addr}", a.address));
+    let over = w.exec_ok(
+        &a.host,
+        &format!("dig +short +time=2 +tries=1 @{} -x {addr}", a.address),
+    );
     assert_eq!(over.trim(), "db.ovl.internal.");
 }
 
@@ -787,26 +880,68 @@ fn nm_tcp_dns_cannot_be_held_by_idle_connections() {
         let path = host.dir.join(format!("{log}.py"));
         std::fs::write(&path, script).expect("script");
         w.spawn(host, log, &[], &["python3", path.to_str().expect("utf-8")]);
-        assert!(wait_until(Duration::from_secs(10), || !w.log(host, log).trim().is_empty()), "the holder did not start");
+        assert!(
+            wait_until(Duration::from_secs(10), || !w
+                .log(host, log)
+                .trim()
+                .is_empty()),
+            "the holder did not start"
+        );
     };
     // A local client holds 100 connections to 100.100.100.100: more than the listener's 64.
     hold(&w, &a.host, "100.100.100.100", 100, "hold-local");
     // Other local clients still get TCP answers at once (the oldest idle connection makes way).
     for _ in 0..3 {
-        let d = w.exec(&a.host, "dig +tcp +short +time=2 +tries=1 @100.100.100.100 db.ovl.internal");
-        assert!(String::from_utf8_lossy(&d.stdout).trim().starts_with("100.64."), "local TCP query failed: {}", String::from_utf8_lossy(&d.stdout));
+        let d = w.exec(
+            &a.host,
+            "dig +tcp +short +time=2 +tries=1 @100.100.100.100 db.ovl.internal",
+        );
+        assert!(
+            String::from_utf8_lossy(&d.stdout)
+                .trim()
+                .starts_with("100.64."),
+            "local TCP query failed: {}",
+            String::from_utf8_lossy(&d.stdout)
+        );
     }
     // The overlay address has its own budget: another node is not affected.
-    let d = w.exec(&b.host, &format!("dig +tcp +short +time=2 +tries=1 @{} db.ovl.internal", a.address));
-    assert!(String::from_utf8_lossy(&d.stdout).trim().starts_with("100.64."), "overlay TCP query failed: {}", String::from_utf8_lossy(&d.stdout));
+    let d = w.exec(
+        &b.host,
+        &format!(
+            "dig +tcp +short +time=2 +tries=1 @{} db.ovl.internal",
+            a.address
+        ),
+    );
+    assert!(
+        String::from_utf8_lossy(&d.stdout)
+            .trim()
+            .starts_with("100.64."),
+        "overlay TCP query failed: {}",
+        String::from_utf8_lossy(&d.stdout)
+    );
     // One node holding many on the overlay address gets only its own few; a third party (this
     // node's local clients through the overlay address count as another client) still gets in.
     hold(&w, &b.host, &a.address, 50, "hold-overlay");
-    let d = w.exec(&a.host, &format!("dig +tcp +short +time=2 +tries=1 @{} db.ovl.internal", a.address));
-    assert!(String::from_utf8_lossy(&d.stdout).trim().starts_with("100.64."), "TCP on the overlay address failed: {}", String::from_utf8_lossy(&d.stdout));
+    let d = w.exec(
+        &a.host,
+        &format!(
+            "dig +tcp +short +time=2 +tries=1 @{} db.ovl.internal",
+            a.address
+        ),
+    );
+    assert!(
+        String::from_utf8_lossy(&d.stdout)
+            .trim()
+            .starts_with("100.64."),
+        "TCP on the overlay address failed: {}",
+        String::from_utf8_lossy(&d.stdout)
+    );
     // Half a length prefix is not held for long: the holder's connections are closed.
     let closed = wait_until(Duration::from_secs(10), || {
-        let out = w.exec(&b.host, &format!("ss -Htn state established dst {}:53 | wc -l", a.address));
+        let out = w.exec(
+            &b.host,
+            &format!("ss -Htn state established dst {}:53 | wc -l", a.address),
+        );
         String::from_utf8_lossy(&out.stdout).trim() == "0"
     });
     assert!(closed, "idle TCP connections were kept open");

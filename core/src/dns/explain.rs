@@ -105,7 +105,10 @@ mod tests {
         let m = Message::from_vec(&q).unwrap();
         assert_eq!(m.queries[0].query_type(), RecordType::SRV);
         assert_eq!(
-            Message::from_vec(&query_for("api", 1).unwrap()).unwrap().queries[0].query_type(),
+            Message::from_vec(&query_for("api", 1).unwrap())
+                .unwrap()
+                .queries[0]
+                .query_type(),
             RecordType::A
         );
         assert!(query_for("a..b", 1).is_none());

@@ -234,7 +234,10 @@ fn srv_lists_instances_with_priorities_and_glue() {
     // That target resolves to the remote instance although nodea runs orders itself.
     let m = ask("orders.remote.ovl.internal.", RecordType::A);
     assert_eq!(a_records(&m), vec![Ipv4Addr::new(100, 64, 0, 2)]);
-    assert_eq!(a_records(&ask("orders.ovl.internal.", RecordType::A)), vec![Ipv4Addr::new(100, 64, 4, 2)]);
+    assert_eq!(
+        a_records(&ask("orders.ovl.internal.", RecordType::A)),
+        vec![Ipv4Addr::new(100, 64, 4, 2)]
+    );
     let m = ask("nosuch.remote.ovl.internal.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     // A name found on demand (port 0) has no SRV records: no port to give.
@@ -242,9 +245,20 @@ fn srv_lists_instances_with_priorities_and_glue() {
     let mut cache = inst("cache", None, None, [100, 64, 0, 9]);
     cache.port = 0;
     w.instances.push(cache);
-    let m = ask_bytes(&query("_cache._tcp.ovl.internal.", RecordType::SRV), &w, false);
+    let m = ask_bytes(
+        &query("_cache._tcp.ovl.internal.", RecordType::SRV),
+        &w,
+        false,
+    );
     assert!(m.answers.is_empty(), "{:?}", m.answers);
-    assert_eq!(a_records(&ask_bytes(&query("cache.ovl.internal.", RecordType::A), &w, false)), vec![Ipv4Addr::new(100, 64, 0, 9)]);
+    assert_eq!(
+        a_records(&ask_bytes(
+            &query("cache.ovl.internal.", RecordType::A),
+            &w,
+            false
+        )),
+        vec![Ipv4Addr::new(100, 64, 0, 9)]
+    );
     // An SRV name has no address.
     let m = ask("_orders._tcp.ovl.internal.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
@@ -611,7 +625,11 @@ fn overlay_reverse_names_are_answered_never_forwarded() {
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     assert!(has_soa(&m.authorities));
     // Inside the network's reverse zone but above an address: no records, exists.
-    for name in ["64.100.in-addr.arpa.", "4.64.100.in-addr.arpa.", "127.100.in-addr.arpa."] {
+    for name in [
+        "64.100.in-addr.arpa.",
+        "4.64.100.in-addr.arpa.",
+        "127.100.in-addr.arpa.",
+    ] {
         let m = ask(name, RecordType::PTR);
         assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
         assert!(m.answers.is_empty() && has_soa(&m.authorities), "{name}");
@@ -640,7 +658,11 @@ fn overlay_reverse_names_are_answered_never_forwarded() {
     let mut ctx = w.ctx();
     ctx.network = None;
     assert_eq!(
-        answer(&query("2.4.64.100.in-addr.arpa.", RecordType::PTR), &ctx, false),
+        answer(
+            &query("2.4.64.100.in-addr.arpa.", RecordType::PTR),
+            &ctx,
+            false
+        ),
         DnsOutcome::Forward
     );
 }

@@ -141,10 +141,7 @@ pub fn try_next(reply: &[u8]) -> bool {
 
 /// Whether `reply` answers `query`: a response with the same ID.
 pub fn matches_query(reply: &[u8], query: &[u8]) -> bool {
-    reply.len() >= 12
-        && query.len() >= 12
-        && reply[..2] == query[..2]
-        && reply[2] & 0x80 != 0
+    reply.len() >= 12 && query.len() >= 12 && reply[..2] == query[..2] && reply[2] & 0x80 != 0
 }
 
 /// The question of a query, as a cache key: name folded to lower case, type, class and whether
@@ -159,7 +156,9 @@ fn question_key(query: &[u8]) -> Option<Vec<u8>> {
     key.push(0);
     key.extend_from_slice(&u16::from(q.query_type()).to_be_bytes());
     key.extend_from_slice(&u16::from(q.query_class()).to_be_bytes());
-    key.push(u8::from(m.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok)));
+    key.push(u8::from(
+        m.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+    ));
     Some(key)
 }
 

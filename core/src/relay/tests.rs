@@ -2,10 +2,10 @@
 
 use super::state::RelayState;
 use super::*;
+use crate::control::ErrorCode;
 use crate::join::cookie::Notice;
 use crate::join::{JoinInitiator, JoinRequest, JoinResponse, Reply};
 use crate::packet::{build_echo_request, build_udp, Ipv4Packet};
-use crate::control::ErrorCode;
 use crate::token::Token;
 use std::cell::RefCell;
 use std::net::Ipv4Addr;
@@ -740,18 +740,50 @@ fn lookups_map_remote_names_on_demand() {
         let mut buf = vec![0u8; 65536];
         let mut got = Vec::new();
         for (to, d) in out.0 {
-            if let TunnResult::WriteToTunnelV4(p, _) = a.tunn.decapsulate(Some(to.ip()), &d, &mut buf) {
+            if let TunnResult::WriteToTunnelV4(p, _) =
+                a.tunn.decapsulate(Some(to.ip()), &d, &mut buf)
+            {
                 got.push(p.to_vec());
             }
         }
         replies(&got).remove(0)
     };
     let (_, _) = a.send(&mut hub, &control_packet(ia, 10, lookup("nothing")));
-    let r = decode(&mut hub, 2, Err(LookupFailure::NotFound("no such host".into())), &mut a);
-    assert!(matches!(r, ControlReply::Error { id: 10, code: Some(ErrorCode::NotFound), .. }), "{r:?}");
+    let r = decode(
+        &mut hub,
+        2,
+        Err(LookupFailure::NotFound("no such host".into())),
+        &mut a,
+    );
+    assert!(
+        matches!(
+            r,
+            ControlReply::Error {
+                id: 10,
+                code: Some(ErrorCode::NotFound),
+                ..
+            }
+        ),
+        "{r:?}"
+    );
     let (_, _) = a.send(&mut hub, &control_packet(ia, 12, lookup("later")));
-    let r = decode(&mut hub, 3, Err(LookupFailure::Unavailable("timed out".into())), &mut a);
-    assert!(matches!(r, ControlReply::Error { id: 12, code: None, .. }), "{r:?}");
+    let r = decode(
+        &mut hub,
+        3,
+        Err(LookupFailure::Unavailable("timed out".into())),
+        &mut a,
+    );
+    assert!(
+        matches!(
+            r,
+            ControlReply::Error {
+                id: 12,
+                code: None,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
     // Any port of an on-demand address reaches the same host on that port.
     let inv = hub
         .services()
