@@ -994,6 +994,13 @@ declare -A D_TITLE D_QPS D_SENT D_DONE D_NOERR D_P50 D_P99 D_AVG D_MAX
 D_RSS_IDLE=''
 D_RSS_LOAD=''
 D_REG_MS=''
+# Every upstream dead (node a's resolv.conf names DEAD_UPSTREAM, which nobody has): the first
+# forwarded query (waits out the deadline), the same query again (the upstream is skipped),
+# `getent hosts nosuchhost` (glibc asks both nameservers), all in ms.
+DEAD_UPSTREAM=10.77.0.250
+D_DEAD_FIRST=''
+D_DEAD_REPEAT=''
+D_DEAD_GETENT=''
 
 # dnsperf_run ID TITLE SERVER [RATE]: dnsperf for TIME s from ovb-a against SERVER with every
 # name, per-query latencies (-v) turned into p50/p99. 1 when dnsperf failed to run.
@@ -1062,6 +1069,12 @@ dns_report() {
     echo "queries/s overlay / dnsmasq (unpaced): $q_ratio; p99 overlay / dnsmasq: unpaced $p99_ratio, at $RATE/s $pq_ratio"
     echo "node daemon RSS with $((SERVICES < 50 ? SERVICES : 50)) services registered: idle $(with_unit "${D_RSS_IDLE:-n/a}" kB), after the dnsperf runs $(with_unit "${D_RSS_LOAD:-n/a}" kB)"
     echo "registering $SERVICES services one by one with overlay register: $(with_unit "${D_REG_MS:-n/a}" ms)"
+    local t_dead1 t_dead2 t_getent
+    t_dead1=$(below "${D_DEAD_FIRST:-}" 1500)
+    t_dead2=$(below "${D_DEAD_REPEAT:-}" 10)
+    t_getent=$(below "${D_DEAD_GETENT:-}" 3000)
+    echo "every upstream dead: first forwarded query $(with_unit "${D_DEAD_FIRST:-n/a}" ms), repeated $(with_unit "${D_DEAD_REPEAT:-n/a}" ms), getent hosts nosuchhost $(with_unit "${D_DEAD_GETENT:-n/a}" ms)"
+    echo "  met (informational): $t_dead1 first < 1.5 s; $t_dead2 repeated < 10 ms; $t_getent getent < 3 s"
     echo "targets: >= 50000 queries/s and >= dnsmasq; p99 < 1 ms; RSS < 30 MB"
     echo "  met (informational, never the exit status): $t_qps queries/s >= dnsmasq; $t_p99 p99 < 1 ms unpaced; $t_p99p p99 < 1 ms at $RATE/s"
     echo
@@ -1086,6 +1099,9 @@ dns_report() {
     echo "| overlay p99 < 1 ms: unpaced; at $RATE queries/s | $t_p99; $t_p99p |"
     echo "| node daemon RSS, $((SERVICES < 50 ? SERVICES : 50)) services registered, idle | $(with_unit "${D_RSS_IDLE:-n/a}" kB) |"
     echo "| node daemon RSS after the dnsperf runs | $(with_unit "${D_RSS_LOAD:-n/a}" kB) |"
+    echo "| every upstream dead: first forwarded query (target < 1.5 s) | $(with_unit "${D_DEAD_FIRST:-n/a}" ms) ($t_dead1) |"
+    echo "| every upstream dead: the same query again (target < 10 ms) | $(with_unit "${D_DEAD_REPEAT:-n/a}" ms) ($t_dead2) |"
+    echo "| every upstream dead: \`getent hosts nosuchhost\` (target < 3 s) | $(with_unit "${D_DEAD_GETENT:-n/a}" ms) ($t_getent) |"
     local json=$OUT_DIR/dns.json first=1
     {
         printf '{\n  "part": "dns",\n  "time": "%s",\n  "host": %s,\n  "status": %s,\n' "$when" "$(json_str "$host")" "$(json_str "$status")"
@@ -1105,6 +1121,8 @@ dns_report() {
             "$(json_num "$q_ratio")" "$(json_num "$p99_ratio")" "$(json_num "$pq_ratio")"
         printf '  "targets_met": {"qps_at_least_dnsmasq": %s, "p99_under_1ms_unpaced": %s, "p99_under_1ms_paced": %s},\n' \
             "$(json_bool "$t_qps")" "$(json_bool "$t_p99")" "$(json_bool "$t_p99p")"
+        printf '  "dead_upstream_ms": {"first": %s, "repeat": %s, "getent_nosuchhost": %s},\n' \
+            "$(json_num "${D_DEAD_FIRST:-}")" "$(json_num "${D_DEAD_REPEAT:-}")" "$(json_num "${D_DEAD_GETENT:-}")"
         printf '  "daemon_rss_kb": {"local_services": %s, "idle": %s, "after_load": %s},\n  "register_all_ms": %s\n}\n' \
             "$((SERVICES < 50 ? SERVICES : 50))" "$(json_num "${D_RSS_IDLE:-}")" "$(json_num "${D_RSS_LOAD:-}")" "$(json_num "${D_REG_MS:-}")"
     } >"$json"
@@ -1118,6 +1136,8 @@ dns_measure() {
     ensure_binaries || { D_STATUS="n/a (binaries missing)"; return 0; }
     ovl_relay_start dns || { part_failed dns "the relay did not start"; return 1; }
     ovl_token "$nodes" || { part_failed dns "overlay-relay token create failed"; return 1; }
+    # Node a's only upstream is an address nobody answers on (no outside network needed).
+    printf 'nameserver %s\n' "$DEAD_UPSTREAM" >/etc/netns/ovb-a/resolv.conf
     for ((i = 0; i < nodes; i++)); do
         n=$(dns_node "$i")
         ovl_join "$n" || { part_failed dns "overlay join failed for node $n"; return 1; }
@@ -1165,7 +1185,35 @@ dns_measure() {
     [[ -n $pid ]] && D_RSS_LOAD=$(rss_kb "$pid")
     [[ -n $pid && -z ${D_RSS_LOAD:-} ]] && part_failed dns "the node daemon of a is gone after the dnsperf runs"
     world_stop "$dpid"
+    dns_dead_upstream
     return 0
+}
+
+# dig_ms NAME: dig's "Query time" (ms) for NAME at the node's DNS in ovb-a, and its status, as
+# "MS STATUS"; nothing when dig got no answer.
+dig_ms() {
+    world_run timeout 10 ip netns exec ovb-a dig +tries=1 +time=5 +nocookie "@$NODE_DNS" "$1" 2>/dev/null |
+        awk '/status:/ { s = $6; sub(",", "", s) } /Query time:/ { t = $4 } END { if (t != "") print t, s }'
+}
+
+# dns_dead_upstream: the answers node a gives while its only upstream is silent.
+dns_dead_upstream() {
+    local r t0 out
+    # A name never asked: waits the forwarding deadline, then SERVFAIL.
+    r=$(dig_ms "first-$RANDOM.example.") || r=
+    log "  dead upstream, first forwarded query: ${r:-no answer} (ms status)"
+    D_DEAD_FIRST=${r%% *}
+    # The same again while the upstream is skipped.
+    r=$(dig_ms "first-again.example.") || r=
+    r=$(dig_ms "first-again.example.") || r=
+    log "  dead upstream, repeated query: ${r:-no answer} (ms status)"
+    D_DEAD_REPEAT=${r%% *}
+    # glibc: nosuchhost.ovl.internal (NXDOMAIN or SERVFAIL from on demand), then nosuchhost
+    # at both nameservers (ours, then the dead one with the one-second timeout overlay sets).
+    t0=$EPOCHREALTIME
+    out=$(world_run timeout 20 ip netns exec ovb-a getent hosts nosuchhost) || true
+    D_DEAD_GETENT=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
+    log "  dead upstream, getent hosts nosuchhost: ${D_DEAD_GETENT} ms ${out:+(answered: $out)}"
 }
 
 # dns_node I: the short name of the I-th node (0 -> a, 1 -> b, ... then n27, n28, ...).
@@ -1180,6 +1228,7 @@ part_dns() {
     D_STATUS=ok
     D_IDS=()
     D_RSS_IDLE='' D_RSS_LOAD='' D_REG_MS=''
+    D_DEAD_FIRST='' D_DEAD_REPEAT='' D_DEAD_GETENT=''
     ovl_begin dns
     for ((i = 0; i < nodes; i++)); do
         ovl_host "$(dns_node "$i")" $((2 + i))

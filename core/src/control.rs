@@ -95,7 +95,19 @@ pub enum ControlReply {
         id: u64,
         /// One sentence.
         message: String,
+        /// What kind of failure, where the node acts on it (absent: any other).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<ErrorCode>,
     },
+}
+
+/// Failures a node tells apart in an error reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A lookup's name does not exist: the remote environment said so (NXDOMAIN), as opposed
+    /// to a lookup that failed or timed out.
+    NotFound,
 }
 
 /// Longest error message in a reply: messages may quote the request, and the reply must still
@@ -114,7 +126,23 @@ impl ControlReply {
         if cut {
             message.push('…');
         }
-        ControlReply::Error { id, message }
+        ControlReply::Error {
+            id,
+            message,
+            code: None,
+        }
+    }
+
+    /// An error reply carrying `code`.
+    pub fn error_with(id: u64, code: ErrorCode, message: &str) -> ControlReply {
+        match ControlReply::error(id, message) {
+            ControlReply::Error { id, message, .. } => ControlReply::Error {
+                id,
+                message,
+                code: Some(code),
+            },
+            other => other,
+        }
     }
 
     /// The id this reply answers.
@@ -340,9 +368,18 @@ mod tests {
         let r = ControlReply::Error {
             id: 3,
             message: "no".into(),
+            code: None,
         };
         assert_eq!(parse_reply(&encode(&r)).unwrap(), r);
         assert_eq!(r.id(), 3);
+        // The code is left out when absent (older nodes read the same bytes), and kept.
+        assert_eq!(encode(&r), br#"{"status":"error","id":3,"message":"no"}"#);
+        let nf = ControlReply::error_with(4, ErrorCode::NotFound, "no such name");
+        assert_eq!(
+            encode(&nf),
+            br#"{"status":"error","id":4,"message":"no such name","code":"not_found"}"#
+        );
+        assert_eq!(parse_reply(&encode(&nf)).unwrap(), nf);
     }
 
     #[test]
@@ -356,7 +393,8 @@ mod tests {
             short,
             ControlReply::Error {
                 id: 1,
-                message: "no".into()
+                message: "no".into(),
+                code: None,
             }
         );
     }

@@ -17,16 +17,19 @@
 //! Replies over UDP fit the client's EDNS size (at most [`EDNS_PAYLOAD`]) or 512 bytes without EDNS:
 //! the additional section goes first, then answers, and TC is set. Over TCP the limit is 65535.
 
+use crate::prefix::Ipv4Prefix;
 use crate::registry::ServiceInstance;
-use crate::resolver::{where_, Resolution, Resolver};
+use crate::resolver::{srv_target, where_, Resolution, Resolver};
 use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, NS, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{A, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_proto::ProtoError;
 use std::net::Ipv4Addr;
 
 mod cache;
+pub mod explain;
+pub mod upstream;
 pub use cache::AnswerCache;
 
 /// Default TTL of every record, in seconds.
@@ -58,6 +61,9 @@ pub struct DnsContext<'a> {
     pub ttl: u32,
     /// The SOA serial (e.g. the registry view's sequence number, truncated).
     pub serial: u32,
+    /// The overlay network, whose reverse zone (`in-addr.arpa`) is answered here and never
+    /// forwarded; `None` forwards every reverse name.
+    pub network: Option<Ipv4Prefix>,
 }
 
 /// What to do with a query.
@@ -110,9 +116,10 @@ pub fn answer(query: &[u8], ctx: &DnsContext<'_>, tcp: bool) -> DnsOutcome {
         .iter()
         .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
         .collect();
+    let reverse = ctx.network.and_then(|net| reverse_name(&labels, net));
     let resolver = Resolver::new(ctx.instances, ctx.nodes, ctx.local_node, ctx.domain);
     let resolution = resolver.resolve_labels(&labels);
-    if resolution == Resolution::NotInDomain {
+    if resolution == Resolution::NotInDomain && reverse.is_none() {
         return DnsOutcome::Forward;
     }
 
@@ -138,7 +145,10 @@ pub fn answer(query: &[u8], ctx: &DnsContext<'_>, tcp: bool) -> DnsOutcome {
     let is_ns_host = resolution == Resolution::NxDomain
         && labels.len() == domain_labels(ctx.domain) + 1
         && labels.first().is_some_and(|l| l == NS_LABEL);
-    let filled = if is_ns_host {
+    let filled = if let Some(rev) = reverse {
+        Zone::new(ctx)
+            .and_then(|z| z.reverse(&mut response, question.name(), question.query_type(), rev))
+    } else if is_ns_host {
         Zone::new(ctx).and_then(|z| {
             z.address(
                 &mut response,
@@ -196,6 +206,96 @@ pub fn on_demand_candidate(query: &[u8], ctx: &DnsContext<'_>) -> Option<String>
     }
     let label = labels.into_iter().next()?;
     crate::registry::valid_label(&label).then_some(label)
+}
+
+/// A reply to `query` with `code` (SERVFAIL when no upstream answered in time, REFUSED for a
+/// name this listener does not serve): the question echoed, EDNS echoed, nothing else.
+/// [`DnsOutcome::Drop`] for bytes that are no query.
+pub fn reply_with_code(query: &[u8], code: ResponseCode, tcp: bool) -> DnsOutcome {
+    let Ok(header) = Header::read(&mut BinDecoder::new(query)) else {
+        return DnsOutcome::Drop;
+    };
+    if header.metadata.message_type != MessageType::Query {
+        return DnsOutcome::Drop;
+    }
+    let limit = if tcp {
+        usize::from(u16::MAX)
+    } else {
+        PLAIN_UDP_LIMIT
+    };
+    let Ok(request) = Message::from_vec(query) else {
+        return error_reply(&header.metadata, code, limit);
+    };
+    let mut m = Message::new(header.metadata.id, MessageType::Response, OpCode::Query);
+    m.metadata = Metadata::response_from_request(&request.metadata);
+    m.metadata.recursion_available = true;
+    m.metadata.response_code = code;
+    for q in request.queries.iter().take(1) {
+        m.add_query(q.clone());
+    }
+    if request.edns.is_some() {
+        m.set_edns(our_edns());
+    }
+    finish(m, limit)
+}
+
+/// [`reply_with_code`] with SERVFAIL.
+pub fn servfail(query: &[u8], tcp: bool) -> DnsOutcome {
+    reply_with_code(query, ResponseCode::ServFail, tcp)
+}
+
+/// [`reply_with_code`] with REFUSED.
+pub fn refused(query: &[u8], tcp: bool) -> DnsOutcome {
+    reply_with_code(query, ResponseCode::Refused, tcp)
+}
+
+/// A name in the overlay network's reverse zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reverse {
+    /// `d.c.b.a.in-addr.arpa` of an address in the network.
+    Address(Ipv4Addr),
+    /// A shorter name inside the zone (`b.a.in-addr.arpa` ...): exists, no records of its own;
+    /// `zone` is the first two octets (the /16 the SOA belongs to).
+    Inner([u8; 2]),
+}
+
+/// Reads `labels` (lower case) as a reverse name inside `net`; `None` when it is no
+/// `in-addr.arpa` name of the network (those go upstream as before).
+fn reverse_name(labels: &[String], net: Ipv4Prefix) -> Option<Reverse> {
+    let n = labels.len();
+    if n < 4 || labels[n - 1] != "arpa" || labels[n - 2] != "in-addr" || n > 6 {
+        return None;
+    }
+    // Octets, most significant first.
+    let octets: Vec<u8> = labels[..n - 2]
+        .iter()
+        .rev()
+        .map(|l| {
+            // No leading zeros, as reverse names are written.
+            if l.len() > 1 && l.starts_with('0') {
+                return None;
+            }
+            l.parse::<u8>().ok()
+        })
+        .collect::<Option<Vec<u8>>>()?;
+    let zone = [octets[0], *octets.get(1)?];
+    let first = Ipv4Addr::new(zone[0], zone[1], 0, 0);
+    // The /16 must overlap the network.
+    let block = Ipv4Prefix::containing(first, 16);
+    if !(net.covers(&block) || block.covers(&net)) {
+        return None;
+    }
+    match octets.as_slice() {
+        [a, b, c, d] => {
+            let ip = Ipv4Addr::new(*a, *b, *c, *d);
+            net.contains(ip).then_some(Reverse::Address(ip))
+        }
+        [a, b, c] => {
+            let p = Ipv4Prefix::containing(Ipv4Addr::new(*a, *b, *c, 0), 24);
+            (net.covers(&p) || p.covers(&net)).then_some(Reverse::Inner(zone))
+        }
+        _ => Some(Reverse::Inner(zone)),
+    }
 }
 
 fn our_edns() -> Edns {
@@ -317,6 +417,63 @@ impl<'c> Zone<'c> {
         }
     }
 
+    /// The SOA of the reverse zone `b.a.in-addr.arpa`.
+    fn reverse_soa(&self, zone: [u8; 2]) -> Result<Record, ProtoError> {
+        let owner = fqdn(&format!("{}.{}.in-addr.arpa", zone[1], zone[0]))?;
+        let hostmaster = self.apex.prepend_label("hostmaster")?;
+        let soa = SOA::new(
+            self.ns.clone(),
+            hostmaster,
+            self.ctx.serial,
+            60,
+            10,
+            3600,
+            self.ctx.ttl,
+        );
+        Ok(self.record(owner, RData::SOA(soa)))
+    }
+
+    /// Fills `m` for a name in the overlay network's reverse zone: PTR to the node's or the
+    /// service instance's own name, NXDOMAIN for an address nobody has.
+    fn reverse(
+        &self,
+        m: &mut Message,
+        qname: &Name,
+        qtype: RecordType,
+        rev: Reverse,
+    ) -> Result<(), ProtoError> {
+        let ip = match rev {
+            Reverse::Inner(zone) => {
+                m.add_authority(self.reverse_soa(zone)?);
+                return Ok(());
+            }
+            Reverse::Address(ip) => ip,
+        };
+        let o = ip.octets();
+        let zone = [o[0], o[1]];
+        let domain = self.ctx.domain.trim_end_matches('.');
+        let target = if let Some((n, _)) = self.ctx.nodes.iter().find(|(_, a)| *a == ip) {
+            Some(format!("{n}.{domain}"))
+        } else {
+            self.ctx
+                .instances
+                .iter()
+                .find(|i| i.address == ip)
+                .map(|i| i.hostname(domain))
+        };
+        let Some(target) = target else {
+            m.metadata.response_code = ResponseCode::NXDomain;
+            m.add_authority(self.reverse_soa(zone)?);
+            return Ok(());
+        };
+        if matches!(qtype, RecordType::PTR | RecordType::ANY) {
+            m.add_answer(self.record(qname.clone(), RData::PTR(PTR(fqdn(&target)?))));
+        } else {
+            m.add_authority(self.reverse_soa(zone)?);
+        }
+        Ok(())
+    }
+
     fn txt(&self, qname: &Name, inst: &ServiceInstance) -> Record {
         let txt = TXT::new(vec![
             format!("node={}", inst.node.as_deref().unwrap_or("")),
@@ -380,7 +537,7 @@ impl<'c> Zone<'c> {
                     return self.nodata(m);
                 }
                 for (priority, (inst, _)) in chosen.iter().enumerate() {
-                    let target = fqdn(&inst.hostname(self.ctx.domain))?;
+                    let target = fqdn(&srv_target(inst, self.ctx.domain))?;
                     let priority = u16::try_from(priority).unwrap_or(u16::MAX);
                     let srv = SRV::new(priority, 0, inst.port, target.clone());
                     m.add_answer(self.record(qname.clone(), RData::SRV(srv)));

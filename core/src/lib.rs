@@ -27,6 +27,7 @@ pub mod prefix;
 pub mod registry;
 pub mod relay;
 pub mod resolver;
+pub mod routes;
 pub mod sockbuf;
 pub mod spin;
 pub mod statefile;

@@ -73,6 +73,8 @@ pub enum Rule {
     Tagged,
     /// The name is a node's own name.
     NodeAddress,
+    /// The name picked the remote instance (`name.remote`).
+    RemoteQualified,
 }
 
 impl Rule {
@@ -87,6 +89,7 @@ impl Rule {
             Rule::NodeQualified => "the name picks the node explicitly",
             Rule::Tagged => "tagged variant; local preferred over remote and peers",
             Rule::NodeAddress => "a node's own overlay address",
+            Rule::RemoteQualified => "the name picks the remote environment's instance explicitly",
         }
     }
 }
@@ -161,11 +164,16 @@ impl Resolution {
                         Rule::LocalInstance => "runs",
                         _ => "resolves to the instance",
                     };
+                    let at = match inst.known_port() {
+                        Some(p) => format!("{}:{p}", inst.address),
+                        None => format!(
+                            "{} (any port: a name found on demand stands for a host)",
+                            inst.address
+                        ),
+                    };
                     format!(
-                        "{subject} {verb} {} at {}:{} ({})",
+                        "{subject} {verb} {} at {at} ({})",
                         location(inst, local_node),
-                        inst.address,
-                        inst.port,
                         rule.describe()
                     )
                 }
@@ -336,6 +344,15 @@ impl<'a> Resolver<'a> {
                     return found(i, rule_for(i, self.local_node));
                 }
             }
+            [name, remote] if eq(remote, REMOTE_LABEL) => {
+                if let Some(i) = self
+                    .instances
+                    .iter()
+                    .find(|i| i.is_remote() && eq(&i.name, name))
+                {
+                    return found(i, Rule::RemoteQualified);
+                }
+            }
             [a, b] => {
                 if let Some(i) = self.on_node(a, None, b) {
                     return found(i, Rule::NodeQualified);
@@ -365,7 +382,8 @@ impl<'a> Resolver<'a> {
         let mut v: Vec<&ServiceInstance> = self
             .instances
             .iter()
-            .filter(|i| eq(&i.name, name) && i.protocol == protocol)
+            // A name found on demand has no port to put in an SRV record.
+            .filter(|i| eq(&i.name, name) && i.protocol == protocol && i.port != 0)
             .collect();
         if v.is_empty() {
             return None;
@@ -400,9 +418,15 @@ impl<'a> Resolver<'a> {
             let srv = [srv_name.as_str(), srv_protocol_label(i.protocol)];
             let tag = i.tag.as_deref();
             let node = i.node.as_deref();
-            let mut names: Vec<Vec<&str>> = vec![srv.to_vec()];
+            let mut names: Vec<Vec<&str>> = Vec::new();
+            if i.port != 0 {
+                names.push(srv.to_vec());
+            }
             match (tag, node) {
-                (None, None) => names.push(vec![&i.name]),
+                (None, None) => {
+                    names.push(vec![&i.name]);
+                    names.push(vec![&i.name, REMOTE_LABEL]);
+                }
                 (None, Some(n)) => {
                     names.push(vec![&i.name]);
                     names.push(vec![&i.name, n]);
@@ -415,6 +439,24 @@ impl<'a> Resolver<'a> {
             }
             names.iter().any(|n| below(n))
         })
+    }
+}
+
+/// The label under which `name.remote.<domain>` always means the remote environment's instance,
+/// whatever runs locally (the target of remote instances in SRV records).
+pub const REMOTE_LABEL: &str = "remote";
+
+/// The name SRV records give as the target of `inst`: its own name, and for a remote instance
+/// `name.remote.<domain>`, which a local instance of the same name does not shadow.
+pub fn srv_target(inst: &ServiceInstance, domain: &str) -> String {
+    if !inst.is_remote() {
+        return inst.hostname(domain);
+    }
+    let domain = domain.trim_end_matches('.');
+    if domain.is_empty() {
+        format!("{}.{REMOTE_LABEL}", inst.name)
+    } else {
+        format!("{}.{REMOTE_LABEL}.{domain}", inst.name)
     }
 }
 
@@ -440,8 +482,8 @@ pub struct ServiceListing {
     pub where_: Where,
     /// Its overlay address.
     pub address: Ipv4Addr,
-    /// Its port.
-    pub port: u16,
+    /// Its port; `null` for a name found on demand, which stands for a host on any port.
+    pub port: Option<u16>,
     /// Its own DNS name (`[tag.]name[.node].domain`).
     pub hostname: String,
     /// Where the remote environment calls it back (node services).
@@ -468,7 +510,7 @@ pub fn listing(
             node: i.node.clone(),
             where_: where_(i, local_node),
             address: i.address,
-            port: i.port,
+            port: i.known_port(),
             hostname: i.hostname(domain),
             callback_url: i.callback_url.clone(),
         })

@@ -2,7 +2,9 @@
 //! context: twelve instances of `orders` (local, remote, on peers, tagged), a remote `users`, a
 //! UDP service `metrics`, a tagged-only `billing`, and five nodes, in `ovl.internal`.
 //! Also `dns::on_demand_candidate` on the same bytes, and the `AnswerCache`: it never panics,
-//! and a hit for the query it just remembered is exactly the reply computed for it.
+//! and a hit for the query it just remembered is exactly the reply computed for it. And the
+//! bytes as an upstream's reply: `upstream::StaleCache` (a stale copy parses and carries the
+//! query's id), `servfail`/`refused` (replies like any other), `explain::summarize`.
 //!
 //! Properties: never panics; queries under 12 bytes are dropped; a reply is a DNS response that
 //! parses, carries the query's id and opcode and at most the query's question, and fits: 512
@@ -19,7 +21,8 @@ use std::sync::OnceLock;
 use hickory_proto::op::{Message, MessageType};
 use libfuzzer_sys::fuzz_target;
 use overlay_core::dns::{
-    answer, on_demand_candidate, AnswerCache, DnsContext, DnsOutcome, EDNS_PAYLOAD,
+    answer, explain, on_demand_candidate, refused, servfail, upstream, AnswerCache, DnsContext,
+    DnsOutcome, EDNS_PAYLOAD,
 };
 use overlay_core::registry::{valid_label, Protocol, ServiceInstance};
 
@@ -147,6 +150,7 @@ fuzz_target!(|data: &[u8]| {
         server_addr: Ipv4Addr::new(100, 100, 100, 100),
         ttl: 5,
         serial: 42,
+        network: overlay_core::prefix::Ipv4Prefix::new(Ipv4Addr::new(100, 64, 0, 0), 10).ok(),
     };
     let request = Message::from_vec(data).ok();
     let udp = answer(data, &ctx, false);
@@ -197,4 +201,24 @@ fuzz_target!(|data: &[u8]| {
             "a cache hit differs from the reply computed for the same query"
         );
     }
+    // Upstream replies are outside input too: the bytes as a reply to the query they carry,
+    // kept for serving stale, the stale copy, SERVFAIL/REFUSED built for them, and the summary
+    // `overlay resolve` prints.
+    let _ = upstream::try_next(data);
+    let _ = upstream::matches_query(data, data);
+    let mut stale = upstream::StaleCache::new(1 << 14);
+    stale.remember(data, data, 0);
+    if let Some(r) = stale.stale_reply(data, 1) {
+        let m = Message::from_vec(&r).expect("a stale reply parses");
+        assert_eq!(
+            Some(m.metadata.id),
+            data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+        );
+    }
+    for (out, tcp) in [(servfail(data, false), false), (refused(data, true), true)] {
+        if let DnsOutcome::Reply(r) = out {
+            check_reply(data, request.as_ref(), &r, tcp);
+        }
+    }
+    let _ = explain::summarize(data);
 });

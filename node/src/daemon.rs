@@ -15,7 +15,7 @@ use overlay_core::control::ControlRequest;
 use overlay_core::cpu_latency::MinRtt;
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::registry::{Protocol, ServiceInstance};
-use overlay_core::resolver::{listing, Resolver};
+use overlay_core::resolver::listing;
 use overlay_core::wgconfig::WgConfig;
 use serde_json::json;
 use std::collections::HashMap;
@@ -160,6 +160,8 @@ struct Node {
     stop: Notify,
     /// Captured traffic (listeners and the TUN feed it; the inspector reads it).
     traffic: Arc<crate::traffic::Traffic>,
+    /// The DNS server (`overlay resolve` asks it).
+    dns: Arc<DnsServer>,
 }
 
 /// A service this node registered.
@@ -192,6 +194,8 @@ impl Node {
             "drops": t.drops,
             "cpu_latency": t.cpu_latency,
             "pid": std::process::id(),
+            // Another VPN that routes the overlay's range or DNS address since we started.
+            "route_conflicts": device::route_conflicts(&self.interface, s.network),
         })
     }
 
@@ -211,17 +215,9 @@ impl Node {
         ))
     }
 
-    fn resolve(&self, name: &str) -> serde_json::Value {
-        let instances = self.link.directory.instances();
-        let s = &self.settings;
-        let nodes = vec![(s.name.clone(), s.address)];
-        let r = Resolver::new(&instances, &nodes, &s.name, &s.domain);
-        let res = r.resolve(name);
-        json!({
-            "name": name,
-            "explanation": res.describe(name, &s.name, &s.domain),
-            "resolution": format!("{res:?}"),
-        })
+    /// `overlay resolve`: the DNS server's own answer, so the two never disagree.
+    async fn resolve(&self, name: &str) -> serde_json::Value {
+        self.dns.explain(name).await
     }
 
     async fn register(
@@ -477,7 +473,7 @@ impl Handler for Node {
                 data: self.services(),
             },
             Request::Resolve { name } => Response::Ok {
-                data: self.resolve(&name),
+                data: self.resolve(&name).await,
             },
             Request::Register {
                 name,
@@ -539,6 +535,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         relay_address: s.relay_address,
     })
     .await?;
+    // Before anything is changed (also when a service manager starts the daemon).
+    device::refuse_route_conflicts(&args.interface, s.network)?;
     let dev = Arc::new(device::create(
         &args.interface,
         s.address,
@@ -611,6 +609,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         s.name.clone(),
         s.address,
         s.domain.clone(),
+        s.network,
         link.directory.clone(),
         upstream,
     );
@@ -640,6 +639,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         local: tokio::sync::Mutex::new(HashMap::new()),
         stop: Notify::new(),
         traffic,
+        dns: dns.clone(),
     });
     tracing::info!(node = %node.settings.name, address = %node.settings.address, interface = %args.interface, "node up");
     let sock_path = paths::control_socket();

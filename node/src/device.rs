@@ -53,6 +53,31 @@ pub fn remove_address(dev: &str, ip: std::net::Ipv4Addr) {
     let _ = run_ip(&["addr", "del", &format!("{ip}/32"), "dev", dev]);
 }
 
+/// Routes of other interfaces (another VPN) for `network` or the DNS address, as sentences;
+/// empty when there are none or the routing table cannot be read.
+pub fn route_conflicts(ours: &str, network: Ipv4Prefix) -> Vec<String> {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-4", "-o", "route", "show", "table", "all"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let routes = overlay_core::routes::parse_ip_route(&String::from_utf8_lossy(&out.stdout));
+    overlay_core::routes::conflicts(&routes, network, overlay_core::addressing::DNS_ADDR, ours)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Refuses to start beside another interface's routes for the overlay: packets would go to
+/// whichever route the kernel picks, and names to the other VPN's DNS.
+pub fn refuse_route_conflicts(ours: &str, network: Ipv4Prefix) -> anyhow::Result<()> {
+    match route_conflicts(ours, network).into_iter().next() {
+        Some(c) => Err(anyhow::anyhow!("{c}")),
+        None => Ok(()),
+    }
+}
+
 fn run_ip(args: &[&str]) -> anyhow::Result<()> {
     let out = std::process::Command::new("ip")
         .args(args)

@@ -26,6 +26,11 @@ pub async fn daemon_running() -> bool {
 /// Starts `overlay daemon` in the background and waits until its tunnel has a handshake.
 pub async fn start_daemon_and_wait() -> anyhow::Result<()> {
     let files = NodeFiles::new(&paths::state_dir());
+    // The daemon refuses too; saying it here gives the sentence instead of "see the log".
+    if let Ok(settings) = files.load() {
+        let interface = std::env::var("OVERLAY_INTERFACE").unwrap_or_else(|_| "ovl0".into());
+        crate::device::refuse_route_conflicts(&interface, settings.network)?;
+    }
     let exe = std::env::current_exe()?;
     let log = std::fs::OpenOptions::new()
         .create(true)

@@ -11,7 +11,7 @@
 
 use crate::tunnel::{Tunnel, CONTROL_QUEUE};
 use overlay_core::control::{
-    self, ControlMessage, ControlReply, ControlRequest, RegistryNotice, NOTICE_ID,
+    self, ControlMessage, ControlReply, ControlRequest, ErrorCode, RegistryNotice, NOTICE_ID,
 };
 use overlay_core::registry::{Applied, Delta, RegistryView, ServiceInstance, ViewError};
 use std::collections::HashMap;
@@ -33,8 +33,28 @@ const MAX_PENDING: usize = 256;
 /// How long a remote name the relay mapped on demand is served from here before the synced
 /// registry has it.
 const LOOKED_UP_KEEP: Duration = Duration::from_secs(60);
-/// How long a name the relay could not find is not asked about again.
-const NEGATIVE_KEEP: Duration = Duration::from_secs(15);
+/// How long a name the remote environment does not have is not asked about again: the SOA
+/// minimum of the node's zone, which is what clients may cache the NXDOMAIN for (RFC 2308).
+const NEGATIVE_KEEP: Duration = Duration::from_secs(crate::dns::NEGATIVE_TTL as u64);
+/// How long a lookup that failed (relay or remote resolver not answering) is answered SERVFAIL
+/// without asking again (RFC 9520: at least 1 s).
+const FAILURE_KEEP: Duration = Duration::from_secs(5);
+/// Tries and the wait per try of an on-demand lookup: a DNS client waits at most their
+/// product (1.2 s) before it gets SERVFAIL; the relay goes on resolving, and a name it finds
+/// later comes with the registry.
+const LOOKUP_TRIES: u32 = 4;
+const LOOKUP_TRY_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// What an on-demand lookup found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Looked {
+    /// The relay mapped the name to this instance.
+    Found(ServiceInstance),
+    /// The remote environment said the name does not exist.
+    NotFound,
+    /// No answer in time, or the lookup failed: the name may exist.
+    Unavailable,
+}
 /// Names remembered either way at most.
 const MAX_REMEMBERED: usize = 1024;
 
@@ -51,8 +71,8 @@ pub struct Directory {
     link: std::sync::OnceLock<std::sync::Weak<RelayLink>>,
     /// Names the relay mapped on demand, until the synced registry has them.
     looked_up: Mutex<HashMap<String, (ServiceInstance, Instant)>>,
-    /// Names the relay could not find.
-    not_found: Mutex<HashMap<String, Instant>>,
+    /// Names the relay could not find or could not look up, until when, and which it was.
+    not_found: Mutex<HashMap<String, (Instant, Looked)>>,
 }
 
 impl Default for Directory {
@@ -131,44 +151,73 @@ impl Directory {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Asks the relay to make `name` (a name the remote environment resolves) reachable; the
-    /// instance it maps to, or `None` if it cannot (remembered for a while).
-    pub async fn lookup(&self, name: &str) -> Option<ServiceInstance> {
+    /// Asks the relay to make `name` (a name the remote environment resolves) reachable, within
+    /// about 1.2 s; misses and failures are remembered for a while (see [`NEGATIVE_KEEP`],
+    /// [`FAILURE_KEEP`]).
+    pub async fn lookup(&self, name: &str) -> Looked {
         {
             let mut nf = self.not_found.lock().unwrap_or_else(|e| e.into_inner());
-            nf.retain(|_, at| at.elapsed() < NEGATIVE_KEEP);
-            if nf.contains_key(name) {
-                return None;
+            nf.retain(|_, (until, _)| *until > Instant::now());
+            if let Some((_, kind)) = nf.get(name) {
+                return kind.clone();
             }
         }
-        let link = self.link.get()?.upgrade()?;
-        let answer = link
-            .request(ControlRequest::Lookup {
-                name: name.to_string(),
-            })
+        let Some(link) = self.link.get().and_then(std::sync::Weak::upgrade) else {
+            return Looked::Unavailable;
+        };
+        let request = ControlRequest::Lookup {
+            name: name.to_string(),
+        };
+        let reply = link
+            .exchange(request, LOOKUP_TRIES, LOOKUP_TRY_TIMEOUT)
             .await;
-        match answer.and_then(|d| Ok(serde_json::from_value::<ServiceInstance>(d)?)) {
-            Ok(inst) => {
-                let mut m = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
-                if m.len() >= MAX_REMEMBERED {
-                    m.clear();
+        let (kind, keep) = match reply {
+            Ok(Some(ControlReply::Ok { data, .. })) => {
+                match serde_json::from_value::<ServiceInstance>(data) {
+                    Ok(inst) => {
+                        let mut m = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
+                        if m.len() >= MAX_REMEMBERED {
+                            m.clear();
+                        }
+                        m.insert(name.to_string(), (inst.clone(), Instant::now()));
+                        self.changed(&m);
+                        drop(m);
+                        link.poke();
+                        return Looked::Found(inst);
+                    }
+                    Err(e) => {
+                        tracing::debug!(name, "remote name lookup: unexpected answer: {e}");
+                        (Looked::Unavailable, FAILURE_KEEP)
+                    }
                 }
-                m.insert(name.to_string(), (inst.clone(), Instant::now()));
-                self.changed(&m);
-                drop(m);
-                link.poke();
-                Some(inst)
+            }
+            Ok(Some(ControlReply::Error {
+                code: Some(ErrorCode::NotFound),
+                message,
+                ..
+            })) => {
+                tracing::debug!(name, "remote name lookup: {message}");
+                (Looked::NotFound, NEGATIVE_KEEP)
+            }
+            Ok(Some(ControlReply::Error { message, .. })) => {
+                tracing::debug!(name, "remote name lookup failed: {message}");
+                (Looked::Unavailable, FAILURE_KEEP)
+            }
+            Ok(None) => {
+                tracing::debug!(name, "remote name lookup: no answer in time");
+                (Looked::Unavailable, FAILURE_KEEP)
             }
             Err(e) => {
                 tracing::debug!(name, "remote name lookup: {e}");
-                let mut nf = self.not_found.lock().unwrap_or_else(|e| e.into_inner());
-                if nf.len() >= MAX_REMEMBERED {
-                    nf.clear();
-                }
-                nf.insert(name.to_string(), Instant::now());
-                None
+                (Looked::Unavailable, FAILURE_KEEP)
             }
+        };
+        let mut nf = self.not_found.lock().unwrap_or_else(|e| e.into_inner());
+        if nf.len() >= MAX_REMEMBERED {
+            nf.clear();
         }
+        nf.insert(name.to_string(), (Instant::now() + keep, kind.clone()));
+        kind
     }
 
     /// Replaces the synced list; a change (not every periodic pull) makes a new generation.
@@ -217,6 +266,25 @@ impl RelayLink {
 
     /// Sends a request and waits for its reply, retrying; errors are one sentence.
     pub async fn request(&self, request: ControlRequest) -> anyhow::Result<serde_json::Value> {
+        match self.exchange(request, TRIES, TRY_TIMEOUT).await? {
+            Some(ControlReply::Ok { data, .. }) => Ok(data),
+            Some(ControlReply::Error { message, .. }) => {
+                Err(anyhow::anyhow!("the relay refused: {message}"))
+            }
+            None => Err(anyhow::anyhow!(
+                "the relay did not answer through the tunnel; check `overlay status`"
+            )),
+        }
+    }
+
+    /// Sends a request up to `tries` times, `per_try` apart, and returns the relay's reply, or
+    /// `None` if none came.
+    pub async fn exchange(
+        &self,
+        request: ControlRequest,
+        tries: u32,
+        per_try: Duration,
+    ) -> anyhow::Result<Option<ControlReply>> {
         let id = loop {
             let id = rand::random::<u64>();
             if id != NOTICE_ID {
@@ -236,18 +304,12 @@ impl RelayLink {
             self.relay,
             &control::encode(&ControlMessage { id, request }),
         );
-        let mut result = Err(anyhow::anyhow!(
-            "the relay did not answer through the tunnel; check `overlay status`"
-        ));
-        for _ in 0..TRIES {
+        let mut result = None;
+        for _ in 0..tries {
             self.tunnel.send_control(&msg);
-            match tokio::time::timeout(TRY_TIMEOUT, &mut rx).await {
-                Ok(Ok(ControlReply::Ok { data, .. })) => {
-                    result = Ok(data);
-                    break;
-                }
-                Ok(Ok(ControlReply::Error { message, .. })) => {
-                    result = Err(anyhow::anyhow!("the relay refused: {message}"));
+            match tokio::time::timeout(per_try, &mut rx).await {
+                Ok(Ok(reply)) => {
+                    result = Some(reply);
                     break;
                 }
                 Ok(Err(_)) => break,
@@ -258,7 +320,7 @@ impl RelayLink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
-        result
+        Ok(result)
     }
 
     /// Receives replies and notices until the data path stops.

@@ -65,7 +65,11 @@ pub async fn list(args: ServicesArgs) -> anyhow::Result<()> {
             f("tag"),
             f("node"),
             f("where"),
-            format!("{}:{}", f("address"), s["port"]),
+            // A name found on demand has no port: any port reaches that host.
+            match s["port"].as_u64() {
+                Some(p) => format!("{}:{p}", f("address")),
+                None => f("address"),
+            },
             f("hostname"),
             f("callback_url")
         );
@@ -77,6 +81,22 @@ pub async fn list(args: ServicesArgs) -> anyhow::Result<()> {
 pub async fn resolve(name: String) -> anyhow::Result<()> {
     let data = call(Request::Resolve { name }).await?;
     println!("{}", data["explanation"].as_str().unwrap_or_default());
+    // The DNS server's answer to the name the system resolver asks.
+    if let Some(qname) = data["qname"].as_str() {
+        let answers: Vec<&str> = data["answers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
+        let rcode = data["rcode"].as_str().unwrap_or("no answer");
+        if answers.is_empty() {
+            println!("{qname}: {rcode}");
+        }
+        for a in answers {
+            println!("{qname}: {a}");
+        }
+    }
     Ok(())
 }
 

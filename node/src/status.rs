@@ -65,6 +65,15 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         .map(|us| format!(", round trip {us} µs"))
         .unwrap_or_default();
     println!("relay:     {endpoint}, last handshake {hs}{rtt}");
+    for c in data
+        .get("route_conflicts")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str())
+    {
+        println!("conflict:  {c}");
+    }
     println!(
         "traffic:   rx {} bytes, tx {} bytes",
         n("rx_bytes"),

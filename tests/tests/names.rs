@@ -65,7 +65,9 @@ fn dns_answers_every_record_type() {
         txt.contains("node=alpha") && txt.contains("where=peer"),
         "{txt}"
     );
-    let nx = dig(&w, &b, "nope.ovl.internal");
+    // (A deeper name: a single label would be looked up in the remote environment, whose
+    // resolver this world leaves out, so that answer is SERVFAIL; see nm_dead_resolvers_...)
+    let nx = dig(&w, &b, "nope.alpha.ovl.internal");
     assert!(nx.contains("status: NXDOMAIN"), "{nx}");
     assert!(nx.contains("SOA"), "NXDOMAIN without the zone SOA: {nx}");
     let tcp = dig(&w, &b, "+tcp +short api.ovl.internal");
@@ -125,6 +127,25 @@ fn plain_names_work_through_the_system_resolver() {
             .stdout
             .starts_with(v2addr.as_bytes())
     }));
+    // `overlay resolve` gives the DNS server's answer for every form, as getent found it.
+    for (name, qname, want) in [
+        ("api", "api.ovl.internal", addr.as_str()),
+        ("v2.api", "v2.api.ovl.internal", v2addr.as_str()),
+        ("api.alpha", "api.alpha.ovl.internal", addr.as_str()),
+        (
+            "v2.api.alpha.ovl.internal",
+            "v2.api.alpha.ovl.internal",
+            v2addr.as_str(),
+        ),
+    ] {
+        let out = overlay(&w, &b.host, &format!("resolve {name}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains(&format!("{qname}: A {want}")),
+            "{name}: {text}"
+        );
+        assert!(!text.contains("outside"), "{name}: {text}");
+    }
     // A name unknown in the domain fails like any unknown name.
     assert!(!w
         .exec(&b.host, "getent hosts no-such-service")
@@ -516,5 +537,460 @@ fn nm_first_registered_peer_instance_stays_preferred() {
     assert!(
         dig_answers(&w, obs, "orders.ovl.internal", &a),
         "alpha's orders did not take over after zeta's left"
+    );
+}
+
+/// The address nobody answers on in the name worlds (on the bridge, no host has it).
+const SILENT: &str = "10.78.0.250";
+
+/// A dig run: status, the server's query time in ms, and the answer lines.
+struct Dug {
+    status: String,
+    ms: u64,
+    answers: Vec<String>,
+    text: String,
+}
+
+fn dig_full(w: &World, n: &Node, args: &str) -> Dug {
+    let text = w
+        .exec(
+            &n.host,
+            &format!("dig +time=3 +tries=1 +nocookie @100.100.100.100 {args}"),
+        )
+        .stdout;
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let status = text
+        .lines()
+        .find_map(|l| l.split("status: ").nth(1))
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("no answer")
+        .to_string();
+    let ms = text
+        .lines()
+        .find_map(|l| l.strip_prefix(";; Query time: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
+    let mut answers = Vec::new();
+    let mut in_answer = false;
+    for l in text.lines() {
+        if l.starts_with(";; ANSWER SECTION") {
+            in_answer = true;
+        } else if l.trim().is_empty() {
+            in_answer = false;
+        } else if in_answer {
+            answers.push(l.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    Dug {
+        status,
+        ms,
+        answers,
+        text,
+    }
+}
+
+/// Runs `cmd` in `host` and returns its output and how long it took.
+fn timed(
+    w: &World,
+    host: &overlay_tests::world::Host,
+    cmd: &str,
+) -> (std::process::Output, Duration) {
+    let t = std::time::Instant::now();
+    let out = w.exec(host, cmd);
+    (out, t.elapsed())
+}
+
+/// A world whose upstream resolver (for the node) and remote resolver (for the relay) is a real
+/// dnsmasq on [`SILENT`] in the hub, which the test can silence by taking the address away.
+fn world_with_resolver(tag: &str) -> (World, Relay, Node) {
+    let mut w = World::new(tag);
+    let hub = w.hub.ns.clone();
+    overlay_tests::world::sh(&format!("ip -n {hub} addr add {SILENT}/24 dev br0"));
+    w.spawn(
+        &w.hub,
+        "dnsmasq",
+        &[],
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            &format!("--listen-address={SILENT}"),
+            "--local-ttl=300",
+            "--host-record=www.example.test,10.78.0.77",
+            "--host-record=db,10.78.0.60",
+            "--host-record=cache,10.78.0.61",
+            // Everything else does not exist: the resolver says NXDOMAIN.
+            "--local=/#/",
+            "--user=root",
+            &format!("--pid-file={}/dnsmasq.pid", w.hub.dir.display()),
+        ],
+    );
+    let resolv = format!("nameserver {SILENT}\n");
+    std::fs::write(
+        std::path::Path::new("/etc/netns")
+            .join(&hub)
+            .join("resolv.conf"),
+        &resolv,
+    )
+    .expect("hub resolv.conf");
+    assert!(
+        wait_until(Duration::from_secs(5), || w
+            .exec(&w.hub, &format!("dig +short +time=1 +tries=1 @{SILENT} db"))
+            .stdout
+            .starts_with(b"10.78.0.60")),
+        "dnsmasq did not start: {}",
+        w.log(&w.hub, "dnsmasq")
+    );
+    let relay = start_relay(&w, &[]);
+    let token = relay.token(&w, "--uses 2");
+    let ha = w.add_host("a", 2);
+    std::fs::write(
+        std::path::Path::new("/etc/netns")
+            .join(&ha.ns)
+            .join("resolv.conf"),
+        &resolv,
+    )
+    .expect("node resolv.conf");
+    let a = join_node(&w, &ha, &token, "--name alpha");
+    assert!(wait_until(Duration::from_secs(10), || w
+        .exec(&a.host, "ping -c1 -W1 100.64.0.1")
+        .status
+        .success()));
+    (w, relay, a)
+}
+
+#[test]
+fn nm_dead_resolvers_get_quick_honest_answers() {
+    let (w, _relay, a) = world_with_resolver("nmdead");
+    // Upstream alive: forwarded.
+    let d = dig_full(&w, &a, "www.example.test");
+    assert_eq!(d.status, "NOERROR", "{}", d.text);
+    assert!(
+        d.answers.iter().any(|l| l.ends_with("A 10.78.0.77")),
+        "{}",
+        d.text
+    );
+    // In the remote environment, on demand: the relay's resolver knows db.
+    let d = dig_full(&w, &a, "db.ovl.internal");
+    assert_eq!(d.status, "NOERROR", "{}", d.text);
+    let db_addr = d
+        .answers
+        .first()
+        .and_then(|l| l.split(' ').next_back())
+        .unwrap_or_default()
+        .to_string();
+    assert!(db_addr.starts_with("100.64.0."), "{}", d.text);
+    // A name the remote resolver says does not exist: NXDOMAIN with the SOA, asked again: the
+    // miss is cached.
+    for _ in 0..2 {
+        let d = dig_full(&w, &a, "nosuch.ovl.internal");
+        assert_eq!(d.status, "NXDOMAIN", "{}", d.text);
+        assert!(d.text.contains("SOA"), "{}", d.text);
+    }
+
+    // Every resolver goes silent: dnsmasq's address leaves the bridge.
+    overlay_tests::world::sh(&format!("ip -n {} addr del {SILENT}/24 dev br0", w.hub.ns));
+    // A name asked before: a stale answer (RFC 8767, TTL 30), within the deadline.
+    let d = dig_full(&w, &a, "www.example.test");
+    assert_eq!(d.status, "NOERROR", "{}", d.text);
+    assert!(
+        d.answers.iter().any(|l| l.contains(" 30 IN A 10.78.0.77")),
+        "no stale answer: {}",
+        d.text
+    );
+    assert!(d.ms < 1500, "stale answer after {} ms", d.ms);
+    // A new one: SERVFAIL within 1 s, then at once while the upstream is skipped.
+    let d = dig_full(&w, &a, "example.org");
+    assert_eq!(d.status, "SERVFAIL", "{}", d.text);
+    assert!(d.ms < 1500, "SERVFAIL after {} ms", d.ms);
+    let d = dig_full(&w, &a, "example.org");
+    assert_eq!(d.status, "SERVFAIL", "{}", d.text);
+    assert!(d.ms < 100, "the repeated miss took {} ms", d.ms);
+    // Real clients fail, and fail fast (before: getent 8 s, getaddrinfo 4.4 s).
+    let (out, took) = timed(&w, &a.host, "getent hosts nosuchhost");
+    assert!(!out.status.success());
+    assert!(
+        took < Duration::from_secs(3),
+        "getent hosts nosuchhost took {took:?}"
+    );
+    let (out, took) = timed(
+        &w,
+        &a.host,
+        "python3 -c \"import socket\ntry:\n socket.getaddrinfo('example.org', 80)\nexcept socket.gaierror as e:\n print(e.errno)\"",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "-3",
+        "EAI_AGAIN: try again later"
+    );
+    assert!(took < Duration::from_secs(3), "getaddrinfo took {took:?}");
+    let (out, _) = timed(&w, &a.host, "host -W 3 example.org 100.100.100.100");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("SERVFAIL"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // On demand with the remote resolver silent: SERVFAIL within 1.5 s (not NXDOMAIN: the name
+    // may exist), then at once for a while.
+    let d = dig_full(&w, &a, "fresh.ovl.internal");
+    assert_eq!(d.status, "SERVFAIL", "{}", d.text);
+    assert!(d.ms < 1500, "on-demand SERVFAIL after {} ms", d.ms);
+    let d = dig_full(&w, &a, "fresh.ovl.internal");
+    assert_eq!(d.status, "SERVFAIL", "{}", d.text);
+    assert!(d.ms < 100, "the repeated on-demand miss took {} ms", d.ms);
+    // Names already known keep answering.
+    let d = dig_full(&w, &a, "db.ovl.internal");
+    assert_eq!(
+        d.answers.first().and_then(|l| l.split(' ').next_back()),
+        Some(db_addr.as_str()),
+        "{}",
+        d.text
+    );
+
+    // The resolver comes back: fresh answers again once the pause is over.
+    overlay_tests::world::sh(&format!("ip -n {} addr add {SILENT}/24 dev br0", w.hub.ns));
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            dig_full(&w, &a, "www.example.test")
+                .answers
+                .iter()
+                .any(|l| l.contains(" 300 IN A 10.78.0.77"))
+        }),
+        "the upstream was never asked again"
+    );
+}
+
+#[test]
+fn nm_on_demand_names_have_no_invented_port() {
+    let (w, _relay, a) = world_with_resolver("nmport");
+    // Before first use, `overlay resolve` already gives the DNS server's answer.
+    let out = overlay(&w, &a.host, "resolve db");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("outside"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("db.ovl.internal: A 100.64.0."))
+        .unwrap_or_else(|| panic!("no answer line: {text}"))
+        .to_string();
+    let addr = line.rsplit(' ').next().unwrap_or_default().to_string();
+    assert!(text.contains("any port"), "{text}");
+    assert!(!text.contains(":80"), "{text}");
+    // The same address for a real client, through the system resolver.
+    assert!(
+        w.exec(&a.host, "getent hosts db")
+            .stdout
+            .starts_with(addr.as_bytes()),
+        "getent disagrees with overlay resolve"
+    );
+    // No port in the listing, no SRV record with an invented one.
+    let out = overlay(&w, &a.host, "services --json");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let db = list
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["name"] == "db"))
+        .unwrap_or_else(|| panic!("db not listed: {list}"));
+    assert_eq!(db["port"], serde_json::Value::Null, "{db}");
+    assert_eq!(db["where"], "remote");
+    let out = overlay(&w, &a.host, "services");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("db "))
+        .unwrap_or_default();
+    assert!(
+        row.contains(&addr) && !row.contains(&format!("{addr}:")),
+        "{text}"
+    );
+    let srv = dig_full(&w, &a, "SRV _db._tcp.ovl.internal");
+    assert!(srv.answers.is_empty(), "{}", srv.text);
+    // A name the remote environment does not know: NXDOMAIN, and resolve says so.
+    let out = overlay(&w, &a.host, "resolve nosuch");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("nosuch.ovl.internal: NXDOMAIN"), "{text}");
+    assert!(
+        text.contains("remote environment has no such name"),
+        "{text}"
+    );
+    // Outside the domain: forwarded, with the upstream's answer.
+    let out = overlay(&w, &a.host, "resolve www.example.test");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("outside ovl.internal"), "{text}");
+    assert!(text.contains("www.example.test: A 10.78.0.77"), "{text}");
+    // On the overlay address only overlay names are answered: no open forwarder for other nodes.
+    let over = w.exec_ok(
+        &a.host,
+        &format!("dig +time=2 +tries=1 @{} www.example.test", a.address),
+    );
+    assert!(over.contains("status: REFUSED"), "{over}");
+    let over = w.exec_ok(
+        &a.host,
+        &format!("dig +short +time=2 +tries=1 @{} db.ovl.internal", a.address),
+    );
+    assert_eq!(over.trim(), addr);
+    // Reverse lookups of overlay addresses are answered here, by real clients, never forwarded
+    // (the upstream does not know them; it would say NXDOMAIN).
+    let ptr = w.exec_ok(
+        &a.host,
+        &format!("dig +short +time=2 +tries=1 @100.100.100.100 -x {addr}"),
+    );
+    assert_eq!(ptr.trim(), "db.ovl.internal.");
+    let out = w.exec(&a.host, &format!("host -W 2 {} 100.100.100.100", a.address));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("domain name pointer alpha.ovl.internal."),
+        "{text}"
+    );
+    let out = w.exec(&a.host, &format!("getent hosts {addr}"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("db.ovl.internal"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let nx = dig_full(&w, &a, "-x 100.64.9.9");
+    assert_eq!(nx.status, "NXDOMAIN", "{}", nx.text);
+    assert!(nx.text.contains("SOA"), "{}", nx.text);
+    // Asked on the overlay address too (other nodes' reverse lookups).
+    let over = w.exec_ok(
+        &a.host,
+        &format!("dig +short +time=2 +tries=1 @{} -x {addr}", a.address),
+    );
+    assert_eq!(over.trim(), "db.ovl.internal.");
+}
+
+#[test]
+fn nm_tcp_dns_cannot_be_held_by_idle_connections() {
+    let (mut w, relay, a) = world_with_resolver("nmtcp");
+    let token = relay.token(&w, "--uses 1");
+    let hb = w.add_host("b", 3);
+    let b = join_node(&w, &hb, &token, "--name beta");
+    let hold = |w: &World, host: &overlay_tests::world::Host, server: &str, n: usize, log: &str| {
+        // n connections, each sending one byte of the two-byte length, then nothing.
+        let script = format!(
+            "import socket, time\nsocks = []\nfor i in range({n}):\n    try:\n        s = socket.create_connection(('{server}', 53), timeout=2)\n        s.send(b'\\x00')\n        socks.append(s)\n    except OSError:\n        pass\nprint(len(socks), flush=True)\ntime.sleep(60)\n"
+        );
+        let path = host.dir.join(format!("{log}.py"));
+        std::fs::write(&path, script).expect("script");
+        w.spawn(host, log, &[], &["python3", path.to_str().expect("utf-8")]);
+        assert!(
+            wait_until(Duration::from_secs(10), || !w
+                .log(host, log)
+                .trim()
+                .is_empty()),
+            "the holder did not start"
+        );
+    };
+    // A local client holds 100 connections to 100.100.100.100: more than the listener's 64.
+    hold(&w, &a.host, "100.100.100.100", 100, "hold-local");
+    // Other local clients still get TCP answers at once (the oldest idle connection makes way).
+    for _ in 0..3 {
+        let d = w.exec(
+            &a.host,
+            "dig +tcp +short +time=2 +tries=1 @100.100.100.100 db.ovl.internal",
+        );
+        assert!(
+            String::from_utf8_lossy(&d.stdout)
+                .trim()
+                .starts_with("100.64."),
+            "local TCP query failed: {}",
+            String::from_utf8_lossy(&d.stdout)
+        );
+    }
+    // The overlay address has its own budget: another node is not affected.
+    let d = w.exec(
+        &b.host,
+        &format!(
+            "dig +tcp +short +time=2 +tries=1 @{} db.ovl.internal",
+            a.address
+        ),
+    );
+    assert!(
+        String::from_utf8_lossy(&d.stdout)
+            .trim()
+            .starts_with("100.64."),
+        "overlay TCP query failed: {}",
+        String::from_utf8_lossy(&d.stdout)
+    );
+    // One node holding many on the overlay address gets only its own few; a third party (this
+    // node's local clients through the overlay address count as another client) still gets in.
+    hold(&w, &b.host, &a.address, 50, "hold-overlay");
+    let d = w.exec(
+        &a.host,
+        &format!(
+            "dig +tcp +short +time=2 +tries=1 @{} db.ovl.internal",
+            a.address
+        ),
+    );
+    assert!(
+        String::from_utf8_lossy(&d.stdout)
+            .trim()
+            .starts_with("100.64."),
+        "TCP on the overlay address failed: {}",
+        String::from_utf8_lossy(&d.stdout)
+    );
+    // Half a length prefix is not held for long: the holder's connections are closed.
+    let closed = wait_until(Duration::from_secs(10), || {
+        let out = w.exec(
+            &b.host,
+            &format!("ss -Htn state established dst {}:53 | wc -l", a.address),
+        );
+        String::from_utf8_lossy(&out.stdout).trim() == "0"
+    });
+    assert!(closed, "idle TCP connections were kept open");
+}
+
+#[test]
+fn nm_another_vpn_on_the_overlay_range_is_named() {
+    let mut w = World::new("nmvpn");
+    let relay = start_relay(&w, &[]);
+    let token = relay.token(&w, "--uses 1");
+    let ha = w.add_host("a", 2);
+    // Another VPN's interface (a veth standing in for tailscale0) routing the overlay's range, in
+    // its own table as Tailscale does.
+    w.exec_ok(
+        &ha,
+        "ip link add tsfake type veth peer name tsfake-p && ip link set tsfake-p up && ip link set tsfake up && \
+         ip route add 100.64.0.0/10 dev tsfake table 52",
+    );
+    let err = refusal(&overlay(&w, &ha, &format!("join {token} --name alpha")));
+    assert!(
+        err.contains("interface tsfake") && err.contains("100.64.0.0/10"),
+        "{err}"
+    );
+    assert!(err.contains("overlay-relay serve --network"), "{err}");
+    // Without it, the node comes up (the join was saved; `up` starts it).
+    w.exec_ok(&ha, "ip link del tsfake");
+    let out = overlay(&w, &ha, "up");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One that appears later is shown by `overlay status`.
+    w.exec_ok(
+        &ha,
+        "ip link add tsfake type veth peer name tsfake-p && ip link set tsfake-p up && ip link set tsfake up && \
+         ip route add 100.100.100.100/32 dev tsfake table 52",
+    );
+    let out = overlay(&w, &ha, "status");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("conflict:  interface tsfake already routes 100.100.100.100/32 (table 52)"),
+        "{text}"
+    );
+    let out = overlay(&w, &ha, "status --json");
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        st["route_conflicts"].as_array().map(Vec::len),
+        Some(1),
+        "{st}"
     );
 }

@@ -258,7 +258,8 @@ fn a_killed_daemon_comes_back_with_its_services() {
     let pid = a.status(&w).expect("status")["pid"].as_u64().expect("pid");
     w.exec_ok(&ha, &format!("kill -9 {pid}"));
     std::thread::sleep(Duration::from_millis(300));
-    // Names outside the overlay still have a resolver behind ours while the daemon is dead.
+    // A SIGKILL cannot restore: resolv.conf still names only the node's DNS until the next start
+    // restores the original first (the original servers are not listed behind ours any more).
     let resolv = std::fs::read_to_string(
         std::path::Path::new("/etc/netns")
             .join(&ha.ns)

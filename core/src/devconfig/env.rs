@@ -70,11 +70,12 @@ pub fn address_var(name: &str) -> String {
 }
 
 /// `SERVICE_<NAME>_ADDRESS = name.domain:port` for every name, using the port of the instance
-/// `name` resolves to: untagged before tagged, then local, remote, peer.
+/// `name` resolves to: untagged before tagged, then local, remote, peer. Names found on demand
+/// (port 0) have no port to give and get no variable.
 pub fn service_addresses(known: &[KnownService], domain: &str) -> BTreeMap<String, String> {
     let mut best: BTreeMap<&str, &KnownService> = BTreeMap::new();
     let rank = |k: &KnownService| (k.tag.is_some(), k.place);
-    for k in known {
+    for k in known.iter().filter(|k| k.port != 0) {
         match best.get(k.name.as_str()) {
             Some(b) if rank(b) <= rank(k) => {}
             _ => {

@@ -364,8 +364,11 @@ fn service_address_variables_follow_name_resolution() {
         known("orders", Some("v2"), 7000, Where::Local),
         known("user-db", None, 5432, Where::Local),
         known("canary", Some("v3"), 81, Where::Peer),
+        // Found on demand: no port of its own, so no variable.
+        known("cache", None, 0, Where::Remote),
     ];
     let vars = service_addresses(&all, "ovl.internal.");
+    assert_eq!(vars.get("SERVICE_CACHE_ADDRESS"), None);
     assert_eq!(
         vars.get("SERVICE_ORDERS_ADDRESS").map(String::as_str),
         Some("orders.ovl.internal:8080")

@@ -67,6 +67,7 @@ pub(super) fn context<'a>(
         server_addr: SERVER,
         ttl: DEFAULT_TTL,
         serial,
+        network: Some(crate::prefix::Ipv4Prefix::new(Ipv4Addr::new(100, 64, 0, 0), 10).unwrap()),
     }
 }
 
@@ -220,7 +221,8 @@ fn srv_lists_instances_with_priorities_and_glue() {
         srv,
         vec![
             (0, 0, 8080, "orders.nodea.ovl.internal.".to_string()),
-            (1, 0, 8080, "orders.ovl.internal.".to_string()),
+            // The remote one under a name a local instance never shadows.
+            (1, 0, 8080, "orders.remote.ovl.internal.".to_string()),
             (2, 0, 8080, "orders.nodeb.ovl.internal.".to_string()),
             (3, 0, 8080, "v2.orders.nodeb.ovl.internal.".to_string()),
         ]
@@ -229,6 +231,34 @@ fn srv_lists_instances_with_priorities_and_glue() {
     assert!(matches!(m.additionals[3].data, RData::A(A(a)) if a == Ipv4Addr::new(100, 64, 4, 67)));
     let m = ask("_orders._udp.ovl.internal.", RecordType::SRV);
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    // That target resolves to the remote instance although nodea runs orders itself.
+    let m = ask("orders.remote.ovl.internal.", RecordType::A);
+    assert_eq!(a_records(&m), vec![Ipv4Addr::new(100, 64, 0, 2)]);
+    assert_eq!(
+        a_records(&ask("orders.ovl.internal.", RecordType::A)),
+        vec![Ipv4Addr::new(100, 64, 4, 2)]
+    );
+    let m = ask("nosuch.remote.ovl.internal.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    // A name found on demand (port 0) has no SRV records: no port to give.
+    let mut w = World::new();
+    let mut cache = inst("cache", None, None, [100, 64, 0, 9]);
+    cache.port = 0;
+    w.instances.push(cache);
+    let m = ask_bytes(
+        &query("_cache._tcp.ovl.internal.", RecordType::SRV),
+        &w,
+        false,
+    );
+    assert!(m.answers.is_empty(), "{:?}", m.answers);
+    assert_eq!(
+        a_records(&ask_bytes(
+            &query("cache.ovl.internal.", RecordType::A),
+            &w,
+            false
+        )),
+        vec![Ipv4Addr::new(100, 64, 0, 9)]
+    );
     // An SRV name has no address.
     let m = ask("_orders._tcp.ovl.internal.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
@@ -569,4 +599,94 @@ fn on_demand_candidates_are_unknown_single_labels() {
     assert_eq!(c("inventory.example.com.", RecordType::A), None);
     assert_eq!(c("ns.ovl.internal.", RecordType::A), None);
     assert_eq!(on_demand_candidate(b"\x00\x01garbage", &w.ctx()), None);
+}
+
+#[test]
+fn overlay_reverse_names_are_answered_never_forwarded() {
+    // A service instance and a node, by address.
+    let m = ask("2.4.64.100.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.metadata.authoritative);
+    let ptrs: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::PTR(p) => Some(p.0.to_ascii()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ptrs, vec!["orders.nodea.ovl.internal."]);
+    let m = ask("65.4.64.100.in-addr.arpa.", RecordType::PTR);
+    assert!(matches!(&m.answers[0].data, RData::PTR(p) if p.0.to_ascii() == "nodeb.ovl.internal."));
+    let m = ask("3.0.64.100.in-addr.arpa.", RecordType::PTR);
+    assert!(matches!(&m.answers[0].data, RData::PTR(p) if p.0.to_ascii() == "users.ovl.internal."));
+    // An overlay address nobody has: NXDOMAIN with the reverse zone's SOA, not forwarded.
+    let m = ask("9.9.64.100.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(has_soa(&m.authorities));
+    // Inside the network's reverse zone but above an address: no records, exists.
+    for name in [
+        "64.100.in-addr.arpa.",
+        "4.64.100.in-addr.arpa.",
+        "127.100.in-addr.arpa.",
+    ] {
+        let m = ask(name, RecordType::PTR);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
+        assert!(m.answers.is_empty() && has_soa(&m.authorities), "{name}");
+    }
+    // Other types of an existing address: NODATA.
+    let m = ask("2.4.64.100.in-addr.arpa.", RecordType::A);
+    assert!(m.answers.is_empty() && has_soa(&m.authorities));
+    // Outside the overlay network, and odd spellings: forwarded as before.
+    let w = World::new();
+    for name in [
+        "1.0.168.192.in-addr.arpa.",
+        "1.0.63.100.in-addr.arpa.",
+        "1.0.128.100.in-addr.arpa.",
+        "100.in-addr.arpa.",
+        "02.4.64.100.in-addr.arpa.",
+        "x.4.64.100.in-addr.arpa.",
+        "1.2.4.64.100.in-addr.arpa.",
+    ] {
+        assert_eq!(
+            answer(&query(name, RecordType::PTR), &w.ctx(), false),
+            DnsOutcome::Forward,
+            "{name}"
+        );
+    }
+    // Without a network, every reverse name is forwarded.
+    let mut ctx = w.ctx();
+    ctx.network = None;
+    assert_eq!(
+        answer(
+            &query("2.4.64.100.in-addr.arpa.", RecordType::PTR),
+            &ctx,
+            false
+        ),
+        DnsOutcome::Forward
+    );
+}
+
+#[test]
+fn servfail_and_refused_echo_the_question() {
+    let q = query_with("example.org.", RecordType::A, Some(1232));
+    for (out, code) in [
+        (servfail(&q, false), ResponseCode::ServFail),
+        (refused(&q, true), ResponseCode::Refused),
+    ] {
+        let DnsOutcome::Reply(r) = out else {
+            panic!("no reply");
+        };
+        let m = Message::from_vec(&r).unwrap();
+        assert_eq!(m.metadata.response_code, code);
+        assert_eq!(m.metadata.id, 0xbeef);
+        assert_eq!(m.queries.len(), 1);
+        assert!(m.edns.is_some());
+    }
+    assert_eq!(servfail(&[1, 2, 3], false), DnsOutcome::Drop);
+    // A reply is not a query.
+    let DnsOutcome::Reply(r) = servfail(&q, false) else {
+        panic!()
+    };
+    assert_eq!(servfail(&r, false), DnsOutcome::Drop);
 }

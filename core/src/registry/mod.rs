@@ -121,7 +121,8 @@ pub struct ServiceInstance {
     pub node: Option<String>,
     /// Its overlay address.
     pub address: Ipv4Addr,
-    /// The port callers use.
+    /// The port callers use; 0 for a name found on demand, which has none (see
+    /// [`ServiceInstance::known_port`]).
     pub port: u16,
     /// TCP or UDP.
     #[serde(default)]
@@ -151,6 +152,12 @@ impl ServiceInstance {
     /// Whether this is a remote service.
     pub fn is_remote(&self) -> bool {
         self.node.is_none()
+    }
+
+    /// The port callers use, if it has one: a name found on demand stands for a host, whatever
+    /// the port (its `port` is 0).
+    pub fn known_port(&self) -> Option<u16> {
+        (self.port != 0).then_some(self.port)
     }
 
     /// The instance's own DNS name without the trailing dot: `[tag.]name[.node].domain`.
@@ -184,8 +191,9 @@ pub fn valid_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Labels no service or node may take: the DNS server's own name under the domain.
-pub const RESERVED_NAMES: &[&str] = &[crate::dns::NS_LABEL];
+/// Labels no service or node may take: the DNS server's own name under the domain, and the
+/// label that names remote instances (`orders.remote.<domain>`).
+pub const RESERVED_NAMES: &[&str] = &[crate::dns::NS_LABEL, crate::resolver::REMOTE_LABEL];
 
 /// Who holds a name in the one namespace of node and service names.
 #[derive(Clone, Debug, PartialEq, Eq)]

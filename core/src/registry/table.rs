@@ -408,10 +408,16 @@ impl Registry {
             return Err(RegistryError::InvalidName(name.to_string()));
         }
         self.check_service_name(name)?;
-        if port == 0 {
+        // Port 0 is an on-demand name's: a host without a port of its own (`host:0`).
+        let any_port = port == 0 && origin.is_some();
+        if port == 0 && !any_port {
             return Err(RegistryError::InvalidPort(name.to_string()));
         }
-        if !valid_target(target) {
+        let target_ok = match target.strip_suffix(":0") {
+            Some(host) if any_port => valid_target(&format!("{host}:1")),
+            _ => valid_target(target),
+        };
+        if !target_ok {
             return Err(RegistryError::InvalidTarget(
                 target.to_string(),
                 name.to_string(),

@@ -418,6 +418,17 @@ fn on_demand_services_expire_and_yield_to_the_catalog() {
         r.add_on_demand("x", "bad", 1, 0, 1),
         Err(RegistryError::InvalidTarget(..))
     ));
+    // An on-demand name without a port of its own: port 0, target `host:0`; only on demand.
+    let h = r.add_on_demand("cache", "cache:0", 0, 0, 10).unwrap();
+    assert_eq!((h.port, h.known_port()), (0, None));
+    assert!(matches!(
+        r.add_on_demand("y", "bad host:0", 0, 0, 1),
+        Err(RegistryError::InvalidTarget(..))
+    ));
+    assert!(matches!(
+        r.set_remote(vec![remote("z", 0, "z:0")]).rejected.first(),
+        Some(RegistryError::InvalidPort(_))
+    ));
 }
 
 #[test]

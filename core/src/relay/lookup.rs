@@ -3,7 +3,7 @@
 //! for a while.
 
 use super::{Hub, HubError, Store, Wire};
-use crate::control::{self, ControlReply, CONTROL_PORT};
+use crate::control::{self, ControlReply, ErrorCode, CONTROL_PORT};
 use crate::packet;
 use crate::peers::PeerId;
 use crate::registry::{valid_label, ServiceKey};
@@ -14,8 +14,18 @@ use std::net::Ipv4Addr;
 pub const MAX_PENDING_LOOKUPS: usize = 256;
 /// A lookup the driver never answered is forgotten after this many seconds.
 const LOOKUP_DEADLINE_SECS: u64 = 30;
-/// The nominal port of an on-demand service (any port reaches the same host).
-pub const ON_DEMAND_PORT: u16 = 80;
+/// The port of an on-demand service: none. Such a name stands for a host, and a connection to
+/// any port reaches that port of the host; 0 says so in listings, SRV and the environment.
+pub const ON_DEMAND_PORT: u16 = 0;
+
+/// Why the driver could not resolve a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LookupFailure {
+    /// The remote environment's resolver said the name does not exist.
+    NotFound(String),
+    /// The resolution failed or took too long: the name may exist.
+    Unavailable(String),
+}
 
 /// Which names the relay looks up for nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,7 +185,7 @@ impl<S: Store> Hub<S> {
     pub fn lookup_done(
         &mut self,
         token: u64,
-        result: Result<(), String>,
+        result: Result<(), LookupFailure>,
         now: u64,
         wire: &mut impl Wire,
     ) {
@@ -199,10 +209,15 @@ impl<S: Store> Hub<S> {
                     Err(e) => ControlReply::error(p.id, &e.to_string()),
                 }
             }
-            Err(why) => ControlReply::error(
+            Err(LookupFailure::NotFound(why)) => ControlReply::error_with(
+                p.id,
+                ErrorCode::NotFound,
+                &format!("the remote environment has no name '{}': {why}", p.resolve),
+            ),
+            Err(LookupFailure::Unavailable(why)) => ControlReply::error(
                 p.id,
                 &format!(
-                    "the remote environment cannot resolve '{}': {why}",
+                    "the remote environment cannot resolve '{}' now: {why}",
                     p.resolve
                 ),
             ),

@@ -15,7 +15,7 @@ pub mod state;
 
 pub use admin::{NodeInfo, PeerAdded, RelayStats, TokenCreated};
 pub use flood::{JoinJob, JoinOpened, JoinOpener, JoinStats, JOB_QUEUE};
-pub use lookup::{LookupRequest, OnDemandConfig};
+pub use lookup::{LookupFailure, LookupRequest, OnDemandConfig};
 
 use crate::addressing::AddressPlan;
 use crate::control::{self, ControlMessage, ControlReply, ControlRequest, CONTROL_PORT};

@@ -2,6 +2,7 @@
 
 use super::state::RelayState;
 use super::*;
+use crate::control::ErrorCode;
 use crate::join::cookie::Notice;
 use crate::join::{JoinInitiator, JoinRequest, JoinResponse, Reply};
 use crate::packet::{build_echo_request, build_udp, Ipv4Packet};
@@ -719,7 +720,8 @@ fn lookups_map_remote_names_on_demand() {
         panic!("{r:?}");
     };
     assert_eq!(data["name"], "inventory");
-    assert_eq!(data["target"], "inventory:80");
+    assert_eq!(data["target"], "inventory:0");
+    assert_eq!(data["port"], 0, "an on-demand name has no port of its own");
     let saved = store.saved.borrow().clone().unwrap();
     assert_eq!(saved.registry.on_demand.len(), 1);
     // Known names answer at once; names that are not labels are refused.
@@ -730,11 +732,58 @@ fn lookups_map_remote_names_on_demand() {
         replies(&got)[0],
         ControlReply::Error { id: 9, .. }
     ));
-    // A failed resolution is an error for the node.
+    // A failed resolution is an error for the node; one the remote side called a miss says so.
+    let decode = |hub: &mut Hub<_>, token, result, a: &mut SimNode| {
+        let mut out = Outbox::default();
+        hub.lookup_done(token, result, NOW, &mut out);
+        assert_eq!(out.0.len(), 1);
+        let mut buf = vec![0u8; 65536];
+        let mut got = Vec::new();
+        for (to, d) in out.0 {
+            if let TunnResult::WriteToTunnelV4(p, _) =
+                a.tunn.decapsulate(Some(to.ip()), &d, &mut buf)
+            {
+                got.push(p.to_vec());
+            }
+        }
+        replies(&got).remove(0)
+    };
     let (_, _) = a.send(&mut hub, &control_packet(ia, 10, lookup("nothing")));
-    let mut out = Outbox::default();
-    hub.lookup_done(2, Err("no address".into()), NOW, &mut out);
-    assert_eq!(out.0.len(), 1);
+    let r = decode(
+        &mut hub,
+        2,
+        Err(LookupFailure::NotFound("no such host".into())),
+        &mut a,
+    );
+    assert!(
+        matches!(
+            r,
+            ControlReply::Error {
+                id: 10,
+                code: Some(ErrorCode::NotFound),
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    let (_, _) = a.send(&mut hub, &control_packet(ia, 12, lookup("later")));
+    let r = decode(
+        &mut hub,
+        3,
+        Err(LookupFailure::Unavailable("timed out".into())),
+        &mut a,
+    );
+    assert!(
+        matches!(
+            r,
+            ControlReply::Error {
+                id: 12,
+                code: None,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
     // Any port of an on-demand address reaches the same host on that port.
     let inv = hub
         .services()

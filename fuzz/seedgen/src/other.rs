@@ -256,6 +256,7 @@ fn control(out: &Path) {
         &control::encode(&ControlReply::Error {
             id: 10,
             message: "there is no node named 'x'".into(),
+            code: None,
         }),
     );
     w("reply-no-data", br#"{"status":"ok","id":11}"#);
