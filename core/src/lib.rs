@@ -30,5 +30,6 @@ pub mod resolver;
 pub mod sockbuf;
 pub mod spin;
 pub mod statefile;
+pub mod stream;
 pub mod token;
 pub mod wgconfig;
