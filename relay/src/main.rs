@@ -6,6 +6,7 @@ mod hub;
 mod metrics;
 mod serve;
 mod state;
+mod tls;
 mod stream;
 mod udp;
 mod wake;

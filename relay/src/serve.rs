@@ -36,6 +36,13 @@ pub struct ServeArgs {
     /// beside the UDP endpoint; its path is the one served). Default: http://TCP-LISTEN/overlay.
     #[arg(long, env = "OVERLAY_RELAY_PUBLIC_URL")]
     public_url: Option<String>,
+    /// PEM certificate chain for TLS on --tcp-listen (with --tls-key), when no ingress
+    /// terminates TLS in front of the relay.
+    #[arg(long, env = "OVERLAY_RELAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "OVERLAY_RELAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Streams from one source address at most on --tcp-listen (an ingress counts as one source).
     #[arg(long, env = "OVERLAY_RELAY_TCP_MAX_PER_SOURCE", default_value_t = 64)]
     tcp_max_per_source: usize,
@@ -146,7 +153,10 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     };
     let public_url = match (&args.public_url, args.tcp_listen) {
         (Some(u), _) => Some(RelayUrl::parse(u)?),
-        (None, Some(a)) => Some(RelayUrl::parse(&format!("http://{a}/overlay"))?),
+        (None, Some(a)) => {
+            let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+            Some(RelayUrl::parse(&format!("{scheme}://{a}/overlay"))?)
+        }
         (None, None) => None,
     };
     if public_url.is_some() && args.tcp_listen.is_none() {
@@ -155,6 +165,10 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
              another relay process must serve it"
         );
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(crate::tls::acceptor(c, k)?),
+        _ => None,
+    };
     let tcp_listener = match args.tcp_listen {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a)
@@ -255,6 +269,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
                 per_source: args.tcp_max_per_source.max(1),
                 total: args.tcp_max_streams.max(1),
             },
+            tls,
             wake.clone(),
         )),
         _ => None,

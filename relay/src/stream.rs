@@ -104,6 +104,7 @@ struct Shared {
     wake: Arc<Wake>,
     stats: Arc<StreamStats>,
     next_id: AtomicU64,
+    tls: Option<crate::tls::Acceptor>,
 }
 
 /// Serves upgrades at `path` on `listener` from the runtime; the hub thread reads the inbox.
@@ -112,6 +113,7 @@ pub fn start(
     listener: TcpListener,
     path: String,
     limits: StreamLimits,
+    tls: Option<crate::tls::Acceptor>,
     wake: Arc<Wake>,
 ) -> StreamInbox {
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
@@ -126,6 +128,7 @@ pub fn start(
         wake,
         stats: stats.clone(),
         next_id: AtomicU64::new(1),
+        tls,
     });
     rt.spawn(accept_loop(listener, shared));
     StreamInbox {
@@ -153,7 +156,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let _ = sock.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
-            let r = serve(sock, &shared).await;
+            let r = match &shared.tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(sock)).await {
+                        Ok(Ok(tls)) => serve(tls, &shared).await,
+                        Ok(Err(e)) => Err(format!("tls: {e}")),
+                        Err(_) => Err("no TLS handshake in time".into()),
+                    }
+                }
+                None => serve(sock, &shared).await,
+            };
             if let Err(e) = r {
                 tracing::debug!(%peer, "stream: {e}");
             }
