@@ -338,3 +338,88 @@ fn tp_a_laptop_behind_an_http_proxy_joins_through_https_proxy() {
     serve_files(&w, &d, "blobs", &files);
     download_intact(&w, &c, "http://blobs/blob", &files.join("blob"));
 }
+
+#[test]
+fn tp_tls_on_the_relay_itself_with_transport_tcp() {
+    let mut w = World::new("tptls");
+    let dir = w.hub.dir.clone();
+    let (cert, key, ca) = (
+        dir.join("relay.crt"),
+        dir.join("relay.key"),
+        dir.join("ca.crt"),
+    );
+    // A private CA and the relay's certificate from it (webpki refuses a CA as the server's).
+    w.exec_ok(
+        &w.hub,
+        &format!(
+            "cd {d} && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+             -days 2 -subj /CN=tp-ca -keyout ca.key -out ca.crt 2>&1 && \
+             openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+             -subj /CN=relay.tp.test -keyout relay.key -out relay.csr 2>&1 && \
+             printf 'subjectAltName=DNS:relay.tp.test\\nbasicConstraints=CA:FALSE\\n' > ext && \
+             openssl x509 -req -in relay.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+             -extfile ext -out relay.crt 2>&1",
+            d = dir.display()
+        ),
+    );
+    let listen = format!("{}:8443", w.hub.ip);
+    let (c, k) = (cert.to_string_lossy(), key.to_string_lossy());
+    let relay = start_relay(
+        &w,
+        &[
+            "--tcp-listen",
+            &listen,
+            "--public-url",
+            "https://relay.tp.test:8443/overlay",
+            "--tls-cert",
+            &c,
+            "--tls-key",
+            &k,
+        ],
+    );
+    let token = relay.token(&w, "--uses 1");
+    let h = w.add_host("a", 2);
+    // The relay's name, in this namespace's own hosts file.
+    std::fs::write(
+        format!("/etc/netns/{}/hosts", h.ns),
+        format!("127.0.0.1 localhost\n{} relay.tp.test\n", w.hub.ip),
+    )
+    .expect("hosts");
+    // Without trusting the relay's certificate, the stream is refused.
+    let out = w.exec(
+        &h,
+        &format!(
+            "{} {} join {token} --transport tcp --no-start",
+            node_env(&h),
+            bin("overlay").display()
+        ),
+    );
+    assert!(!out.status.success(), "joined over TLS with an untrusted certificate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS") || err.contains("certificate"), "{err}");
+    let token = relay.token(&w, "--uses 1");
+    let out = w.exec(
+        &h,
+        &format!(
+            "SSL_CERT_FILE={} {} {} join {token} --transport tcp",
+            ca.display(),
+            node_env(&h),
+            bin("overlay").display()
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "join over TLS failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = Node {
+        host: h.clone(),
+        address: String::new(),
+        pid: 0,
+    };
+    let st = n.status(&w).expect("status");
+    assert_eq!(st["transport"], "tcp", "{st}");
+    assert_eq!(st["transport_mode"], "tcp", "{st}");
+    assert_eq!(st["state"], "connected", "{st}");
+}
