@@ -414,7 +414,10 @@ mod tests {
             ..sample()
         };
         assert_eq!(Token::parse(&t.encode()), Ok(t));
-        assert_eq!(Token::parse(&with_json(VECTOR_JSON)).map(|t| t.url), Ok(None));
+        assert_eq!(
+            Token::parse(&with_json(VECTOR_JSON)).map(|t| t.url),
+            Ok(None)
+        );
         let bad = with_field("url", serde_json::json!("ftp://relay/"));
         assert!(matches!(Token::parse(&bad), Err(TokenError::BadPayload(_))));
     }

@@ -70,6 +70,10 @@ pub struct DaemonArgs {
     /// UDP when it answers again), `udp` or `tcp` (default: what `overlay join` saved).
     #[arg(long, env = "OVERLAY_TRANSPORT", value_name = "MODE")]
     transport: Option<overlay_core::stream::transport::Mode>,
+    /// The relay's URL for the transport over TCP (default: the one from the join token; a
+    /// --config file has none).
+    #[arg(long, env = "OVERLAY_RELAY_URL", value_name = "URL")]
+    relay_url: Option<String>,
     /// Traffic capture and the web inspector.
     #[command(flatten)]
     traffic: crate::traffic::TrafficArgs,
@@ -509,7 +513,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         keepalive: cfg.keepalive,
         cpu_latency: args.cpu_latency,
         relay_address: s.relay_address,
-        url: s.url.clone(),
+        url: args.relay_url.clone().or_else(|| s.url.clone()),
         transport: args.transport.unwrap_or(s.transport),
     })
     .await?;

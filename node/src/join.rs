@@ -27,7 +27,12 @@ pub struct JoinArgs {
     no_start: bool,
     /// Which way to the relay: `auto` (UDP; the relay's URL from the token when UDP gets no
     /// answer within 3 s; back to UDP when it answers again), `udp` or `tcp`. Saved for the daemon.
-    #[arg(long, env = "OVERLAY_TRANSPORT", default_value = "auto", value_name = "MODE")]
+    #[arg(
+        long,
+        env = "OVERLAY_TRANSPORT",
+        default_value = "auto",
+        value_name = "MODE"
+    )]
     transport: TransportMode,
 }
 
@@ -224,7 +229,8 @@ async fn exchange_stream(
                 target.describe(),
                 match heard {
                     Heard::Notice(Notice::WrongKey) => " (this token was made for another relay)",
-                    Heard::Notice(Notice::LockedOut) => " (joins from this address are locked out for a minute)",
+                    Heard::Notice(Notice::LockedOut) =>
+                        " (joins from this address are locked out for a minute)",
                     _ => "",
                 }
             ),

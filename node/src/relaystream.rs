@@ -95,8 +95,10 @@ async fn connect_inner(target: &Target) -> anyhow::Result<Stream> {
     let tcp = match &target.proxy {
         Some(p) => {
             let mut s = TcpStream::connect(p.authority.as_str()).await?;
-            s.write_all(upgrade::connect_request(&url.authority(), p.credentials.as_deref()).as_bytes())
-                .await?;
+            s.write_all(
+                upgrade::connect_request(&url.authority(), p.credentials.as_deref()).as_bytes(),
+            )
+            .await?;
             let (head, _) = read_head(&mut s).await?;
             upgrade::check_connect_response(&head)
                 .map_err(|e| anyhow::anyhow!("the proxy refused CONNECT: {e}"))?;
@@ -176,7 +178,10 @@ impl Reader {
 
 impl Writer {
     /// Sends datagrams as frames in one write.
-    pub async fn send_all<'a>(&mut self, datagrams: impl Iterator<Item = &'a [u8]>) -> anyhow::Result<()> {
+    pub async fn send_all<'a>(
+        &mut self,
+        datagrams: impl Iterator<Item = &'a [u8]>,
+    ) -> anyhow::Result<()> {
         self.buf.clear();
         for d in datagrams {
             // The client masks every frame (RFC 6455 5.3).

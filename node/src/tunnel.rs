@@ -18,7 +18,6 @@ use crate::cpu_latency::CpuLatencyRequest;
 use crate::relaysocket::Udp;
 use crate::relaystream::{self, Target};
 use crate::wake::Wake;
-use overlay_core::stream::transport::{Action, Chooser, Mode as TransportMode, Transport};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -28,6 +27,7 @@ use overlay_core::cpu_latency::{Change, Hold, Mode, LINGER};
 use overlay_core::packet;
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::spin::Spin;
+use overlay_core::stream::transport::{Action, Chooser, Mode as TransportMode, Transport};
 use quinn_udp::RecvMeta;
 use serde::Serialize;
 use std::io::{ErrorKind, IoSliceMut};
@@ -646,7 +646,7 @@ impl Tunnel {
                 .take()
             {
                 tracing::info!(
-                    ms = at.elapsed().as_millis() as u64,
+                    us = at.elapsed().as_micros() as u64,
                     "first datagram over the stream after giving up on UDP"
                 );
             }

@@ -6,8 +6,8 @@ mod hub;
 mod metrics;
 mod serve;
 mod state;
-mod tls;
 mod stream;
+mod tls;
 mod udp;
 mod wake;
 

@@ -133,7 +133,9 @@ async fn render(
     let (mut on_udp, mut on_tcp) = (0, 0);
     for n in nodes.as_array().map(Vec::as_slice).unwrap_or_default() {
         let recent = n["last_handshake_secs"].as_u64().is_some_and(|s| s < 180);
-        let ep = n["endpoint"].as_str().and_then(|e| e.parse::<std::net::SocketAddr>().ok());
+        let ep = n["endpoint"]
+            .as_str()
+            .and_then(|e| e.parse::<std::net::SocketAddr>().ok());
         match ep {
             Some(a) if recent && stream_id(a).is_some() => on_tcp += 1,
             Some(_) if recent => on_udp += 1,
@@ -162,7 +164,13 @@ async fn render(
                 ("{direction=\"tx\"}".into(), g(&st.tx_bytes)),
             ],
         );
-        metric(&mut o, "overlay_relay_streams", "gauge", "Streams open.", vec![(String::new(), g(&st.open))]);
+        metric(
+            &mut o,
+            "overlay_relay_streams",
+            "gauge",
+            "Streams open.",
+            vec![(String::new(), g(&st.open))],
+        );
         metric(
             &mut o,
             "overlay_relay_streams_total",

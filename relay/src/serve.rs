@@ -154,7 +154,11 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let public_url = match (&args.public_url, args.tcp_listen) {
         (Some(u), _) => Some(RelayUrl::parse(u)?),
         (None, Some(a)) => {
-            let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+            let scheme = if args.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             Some(RelayUrl::parse(&format!("{scheme}://{a}/overlay"))?)
         }
         (None, None) => None,

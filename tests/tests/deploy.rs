@@ -21,7 +21,8 @@ fn manifest(heading: &str) -> String {
 }
 
 fn validate(yaml: &str, name: &str) -> std::process::Output {
-    let path = std::env::temp_dir().join(format!("overlay-deploy-{}-{name}.yaml", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("overlay-deploy-{}-{name}.yaml", std::process::id()));
     std::fs::write(&path, yaml).expect("manifest file");
     let out = Command::new("kubernetes-validate")
         .args(["--strict", "--quiet", "-k", KUBERNETES])
@@ -67,6 +68,9 @@ fn tp_ingress_only_manifest_uses_real_relay_variables() {
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| w.starts_with("OVERLAY_RELAY_"))
     {
-        assert!(help.contains(var), "{var} is not a variable of overlay-relay serve");
+        assert!(
+            help.contains(var),
+            "{var} is not a variable of overlay-relay serve"
+        );
     }
 }

@@ -63,7 +63,14 @@ fn relay_behind_ingress(w: &World) -> (Relay, String) {
     let url = format!("http://{}:{INGRESS_PORT}/overlay", w.hub.ip);
     let relay = start_relay(
         w,
-        &["--tcp-listen", RELAY_TCP, "--public-url", &url, "--metrics", METRICS],
+        &[
+            "--tcp-listen",
+            RELAY_TCP,
+            "--public-url",
+            &url,
+            "--metrics",
+            METRICS,
+        ],
     );
     start_ingress(w);
     (relay, url)
@@ -123,7 +130,11 @@ fn download_intact(w: &World, n: &Node, url: &str, want: &std::path::Path) {
     });
     assert!(ok, "curl {url} failed on {}", n.host.ns);
     let sum = |p: &std::path::Path| w.exec_ok(&n.host, &format!("sha256sum < {}", p.display()));
-    assert_eq!(sum(want), sum(&out), "the download differs from the file served");
+    assert_eq!(
+        sum(want),
+        sum(&out),
+        "the download differs from the file served"
+    );
 }
 
 #[test]
@@ -174,7 +185,12 @@ fn tp_ingress_fallback_other_laptop_on_udp_and_back_to_udp() {
     assert_eq!(code("/overlay", ""), "400", "a plain GET is not an upgrade");
     assert_eq!(code("/overlay/other", ""), "404");
     // Metrics count peers and bytes per transport.
-    let by = |t: &str| metric(&w, &format!("overlay_relay_peers_by_transport{{transport=\"{t}\"}}"));
+    let by = |t: &str| {
+        metric(
+            &w,
+            &format!("overlay_relay_peers_by_transport{{transport=\"{t}\"}}"),
+        )
+    };
     assert_eq!((by("udp"), by("tcp")), (Some(1), Some(1)));
     assert!(
         metric(&w, "overlay_relay_stream_bytes_total{direction=\"tx\"}").unwrap_or(0) > 20_000_000,
@@ -296,7 +312,10 @@ fn tp_a_laptop_behind_an_http_proxy_joins_through_https_proxy() {
     only_proxy(&w, &hc, &hp.ip, 8888);
     // Nothing but the proxy: the relay itself is out of reach, by UDP and by TCP.
     assert!(!w
-        .exec(&hc, &format!("curl -s --max-time 2 http://{}:{INGRESS_PORT}/", w.hub.ip))
+        .exec(
+            &hc,
+            &format!("curl -s --max-time 2 http://{}:{INGRESS_PORT}/", w.hub.ip)
+        )
         .status
         .success());
     let proxy = format!("http://{}:8888", hp.ip);
@@ -394,7 +413,10 @@ fn tp_tls_on_the_relay_itself_with_transport_tcp() {
             bin("overlay").display()
         ),
     );
-    assert!(!out.status.success(), "joined over TLS with an untrusted certificate");
+    assert!(
+        !out.status.success(),
+        "joined over TLS with an untrusted certificate"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TLS") || err.contains("certificate"), "{err}");
     let token = relay.token(&w, "--uses 1");

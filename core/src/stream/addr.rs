@@ -34,8 +34,15 @@ mod tests {
         for id in [0, 1, 77, u64::MAX] {
             assert_eq!(stream_id(stream_addr(id)), Some(id));
         }
-        assert_eq!(stream_addr(5).to_string(), "[fd6f:766c:7463:0:0:0:0:5]:1".replace(":0:0:0:0:", "::"));
-        for udp in ["192.0.2.1:1", "[fd6f:766c:7463::5]:51820", "[2001:db8::1]:1"] {
+        assert_eq!(
+            stream_addr(5).to_string(),
+            "[fd6f:766c:7463:0:0:0:0:5]:1".replace(":0:0:0:0:", "::")
+        );
+        for udp in [
+            "192.0.2.1:1",
+            "[fd6f:766c:7463::5]:51820",
+            "[2001:db8::1]:1",
+        ] {
             assert_eq!(stream_id(udp.parse().expect("addr")), None, "{udp}");
         }
     }

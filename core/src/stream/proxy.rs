@@ -117,20 +117,41 @@ mod tests {
     use super::*;
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())
+        move |n| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
     fn chooses_the_proxy_and_honours_no_proxy() {
-        let vars = [("HTTPS_PROXY", "http://10.9.0.1:8888"), ("NO_PROXY", "localhost, .internal,192.0.2.7")];
+        let vars = [
+            ("HTTPS_PROXY", "http://10.9.0.1:8888"),
+            ("NO_PROXY", "localhost, .internal,192.0.2.7"),
+        ];
         let p = for_relay("relay.example.com", true, env(&vars)).expect("valid");
-        assert_eq!(p, Some(Proxy { authority: "10.9.0.1:8888".into(), credentials: None }));
-        assert_eq!(for_relay("relay.example.com", false, env(&vars)).expect("valid").map(|p| p.authority), Some("10.9.0.1:8888".into()));
+        assert_eq!(
+            p,
+            Some(Proxy {
+                authority: "10.9.0.1:8888".into(),
+                credentials: None
+            })
+        );
+        assert_eq!(
+            for_relay("relay.example.com", false, env(&vars))
+                .expect("valid")
+                .map(|p| p.authority),
+            Some("10.9.0.1:8888".into())
+        );
         assert_eq!(for_relay("relay.internal", true, env(&vars)), Ok(None));
         assert_eq!(for_relay("a.b.internal", true, env(&vars)), Ok(None));
         assert_eq!(for_relay("192.0.2.7", true, env(&vars)), Ok(None));
         assert_eq!(for_relay("relay.example.com", true, env(&[])), Ok(None));
-        assert_eq!(for_relay("x", true, env(&[("https_proxy", "p"), ("no_proxy", "*")])), Ok(None));
+        assert_eq!(
+            for_relay("x", true, env(&[("https_proxy", "p"), ("no_proxy", "*")])),
+            Ok(None)
+        );
         assert!(!excluded("notinternal", ".internal"));
     }
 
@@ -138,7 +159,10 @@ mod tests {
     fn test_parse() {
         assert_eq!(
             parse("http://us%40r:p%3Ass@proxy.corp:3129/").expect("valid"),
-            Proxy { authority: "proxy.corp:3129".into(), credentials: Some("us@r:p:ss".into()) }
+            Proxy {
+                authority: "proxy.corp:3129".into(),
+                credentials: Some("us@r:p:ss".into())
+            }
         );
         assert_eq!(parse("proxy").expect("valid").authority, "proxy:3128");
         assert_eq!(parse("[::1]:8080").expect("valid").authority, "[::1]:8080");

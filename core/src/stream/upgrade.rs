@@ -110,7 +110,9 @@ pub fn accept(head: &[u8], path: &str) -> Result<Accepted, UpgradeError> {
         return Err(UpgradeError::NotFound);
     }
     if method != "GET" {
-        return Err(UpgradeError::BadRequest("only a GET upgrade is served here"));
+        return Err(UpgradeError::BadRequest(
+            "only a GET upgrade is served here",
+        ));
     }
     if !h.has_token("upgrade", "websocket") || !h.has_token("connection", "upgrade") {
         return Err(UpgradeError::BadRequest(
@@ -123,7 +125,9 @@ pub fn accept(head: &[u8], path: &str) -> Result<Accepted, UpgradeError> {
     let key = h
         .get("sec-websocket-key")
         .filter(|k| STANDARD.decode(k).is_ok_and(|b| b.len() == 16))
-        .ok_or(UpgradeError::BadRequest("a valid Sec-WebSocket-Key is required"))?;
+        .ok_or(UpgradeError::BadRequest(
+            "a valid Sec-WebSocket-Key is required",
+        ))?;
     let protocol = if h.has_token("sec-websocket-protocol", PROTOCOL) {
         format!("Sec-WebSocket-Protocol: {PROTOCOL}\r\n")
     } else {
@@ -242,7 +246,11 @@ mod tests {
             Err(ResponseError::BadAccept)
         );
         let with_proto = accept(
-            upgrade("/overlay?x=1", &format!("Sec-WebSocket-Protocol: {PROTOCOL}\r\n")).as_bytes(),
+            upgrade(
+                "/overlay?x=1",
+                &format!("Sec-WebSocket-Protocol: {PROTOCOL}\r\n"),
+            )
+            .as_bytes(),
             "/overlay",
         )
         .expect("accepted");
@@ -283,7 +291,11 @@ mod tests {
             accept(badkey.as_bytes(), "/overlay"),
             Err(UpgradeError::BadRequest(_))
         ));
-        for junk in [&b"\xff\xfe\r\n\r\n"[..], b"\r\n\r\n", b"GET / HTTP/1.1\r\nno colon\r\n\r\n"] {
+        for junk in [
+            &b"\xff\xfe\r\n\r\n"[..],
+            b"\r\n\r\n",
+            b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+        ] {
             assert!(matches!(
                 accept(junk, "/"),
                 Err(UpgradeError::BadRequest(_))
@@ -300,13 +312,18 @@ mod tests {
             "CONNECT relay:443 HTTP/1.1\r\nHost: relay:443\r\nProxy-Authorization: Basic dTpw\r\n\r\n"
         );
         assert_eq!(
-            check_connect_response(b"HTTP/1.0 200 Connection established\r\nProxy-agent: tinyproxy/1.11\r\n\r\n"),
+            check_connect_response(
+                b"HTTP/1.0 200 Connection established\r\nProxy-agent: tinyproxy/1.11\r\n\r\n"
+            ),
             Ok(())
         );
         assert_eq!(
             check_connect_response(b"HTTP/1.1 403 Forbidden\r\n\r\n"),
             Err(ResponseError::Status("403 Forbidden".into()))
         );
-        assert_eq!(check_connect_response(b"SSH-2.0\r\n\r\n"), Err(ResponseError::NotHttp));
+        assert_eq!(
+            check_connect_response(b"SSH-2.0\r\n\r\n"),
+            Err(ResponseError::NotHttp)
+        );
     }
 }

@@ -85,7 +85,8 @@ impl fmt::Display for RelayUrl {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 fn bracket(host: &str) -> String {
@@ -139,14 +140,27 @@ mod tests {
         assert_eq!(u.authority(), "relay.example.com:443");
         assert_eq!(u.host_header(), "relay.example.com");
         let v = RelayUrl::parse("HTTP://[fd00::1]:8080").expect("valid");
-        assert_eq!((v.tls, v.host.as_str(), v.port, v.path.as_str()), (false, "fd00::1", 8080, "/"));
+        assert_eq!(
+            (v.tls, v.host.as_str(), v.port, v.path.as_str()),
+            (false, "fd00::1", 8080, "/")
+        );
         assert_eq!(v.authority(), "[fd00::1]:8080");
         assert_eq!(v.to_string(), "http://[fd00::1]:8080/");
     }
 
     #[test]
     fn errors() {
-        for bad in ["ftp://x/", "relay:80", "http://", "http://:80/", "http://a:0/", "http://a:99999/", "http://u@a/", "http://a/#x", "http://a b/"] {
+        for bad in [
+            "ftp://x/",
+            "relay:80",
+            "http://",
+            "http://:80/",
+            "http://a:0/",
+            "http://a:99999/",
+            "http://u@a/",
+            "http://a/#x",
+            "http://a b/",
+        ] {
             assert!(RelayUrl::parse(bad).is_err(), "{bad}");
         }
     }

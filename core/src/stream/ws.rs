@@ -340,14 +340,27 @@ mod tests {
         }
         let mut fb = FrameBuffer::new(Role::Server);
         fb.push(&[0x82, 0x01, 0xaa]);
-        assert_eq!(fb.next_frame(), Err(FrameError::Masking), "unmasked to the server");
+        assert_eq!(
+            fb.next_frame(),
+            Err(FrameError::Masking),
+            "unmasked to the server"
+        );
         let mut fb = FrameBuffer::new(Role::Client);
         fb.push(&MASKED_HELLO);
-        assert_eq!(fb.next_frame(), Err(FrameError::Masking), "masked to the client");
+        assert_eq!(
+            fb.next_frame(),
+            Err(FrameError::Masking),
+            "masked to the client"
+        );
         let mut fb = FrameBuffer::new(Role::Client);
         fb.push(&[0x89, 126, 0, 126]);
         assert!(matches!(fb.next_frame(), Err(FrameError::TooLong { .. })));
-        assert!(!encode(Opcode::Binary, &[0; MAX_PAYLOAD + 1], None, &mut Vec::new()));
+        assert!(!encode(
+            Opcode::Binary,
+            &[0; MAX_PAYLOAD + 1],
+            None,
+            &mut Vec::new()
+        ));
     }
 
     #[test]
