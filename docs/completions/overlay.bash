@@ -219,7 +219,7 @@ _overlay() {
             return 0
             ;;
         overlay__subcmd__daemon)
-            opts="-h --config --interface --name --no-dns-config --cpu-latency --transport --inspect-listen --capture-body-cap --capture-buffer --capture-off --help"
+            opts="-h --config --interface --name --no-dns-config --cpu-latency --transport --relay-url --inspect-listen --capture-body-cap --capture-buffer --capture-off --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -242,6 +242,10 @@ _overlay() {
                     return 0
                     ;;
                 --transport)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --relay-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
