@@ -41,7 +41,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib/world.sh
 source "$ROOT/scripts/lib/world.sh"
 
-PARTS=(dataplane join dns registry gateway restart scale flood)
+PARTS=(dataplane join dns registry gateway restart scale flood tcp)
 
 usage() {
     cat <<EOF
@@ -160,6 +160,7 @@ NEED_TOOLS=(ip timeout awk sort flock)
 for p in "${RUN_PARTS[@]}"; do
     case $p in
     dataplane) NEED_TOOLS+=(iperf3 ping wg wireguard-go) ;;
+    tcp) NEED_TOOLS+=(iperf3 ping nft) ;;
     join | registry) NEED_TOOLS+=(python3) ;;
     dns) NEED_TOOLS+=(python3 dig dnsperf dnsmasq) ;;
     restart) NEED_TOOLS+=(python3 setpriv curl) ;;
@@ -523,8 +524,10 @@ wait_relay_rtt() { world_wait 5 "the node to measure its round trip to the relay
 
 # setup_overlay [ID TITLE NODE_FLAGS PINGS_ONLY]: relay and two nodes (default: setup "overlay",
 # the nodes as they run by default, pings and iperf3).
+# setup_overlay [ID TITLE NODE_FLAGS PINGS_ONLY RELAY_FLAGS]; SETUP_PRE_NODES, when set, runs
+# (eval) after the relay is up and before the nodes start.
 setup_overlay() {
-    local id=${1:-overlay} title=${2:-"overlay node -> relay -> node"} node_flags=${3:-} pings_only=${4:-0}
+    local id=${1:-overlay} title=${2:-"overlay node -> relay -> node"} node_flags=${3:-} pings_only=${4:-0} relay_flags=${5:-}
     setup_begin "$id" "$title"
     if ! ensure_binaries; then
         setup_na "$id" "binaries missing"
@@ -535,7 +538,7 @@ setup_overlay() {
     local rlog=$LOG_DIR/relay-$id.log pids=()
 
     world_bg ovb-hub "$rlog" env RUST_LOG="$rust_log" "$RELAY_BIN" --state "$d/relay" \
-        serve --listen "$HUB_UL:$RELAY_PORT" --public-endpoint "$HUB_UL:$RELAY_PORT"
+        serve --listen "$HUB_UL:$RELAY_PORT" --public-endpoint "$HUB_UL:$RELAY_PORT" $relay_flags
     local relay_pid=$WORLD_LAST_PID
     pids+=("$relay_pid")
     if ! world_wait 10 "the relay's admin socket" relay_ready "$d/relay/admin.sock" "$relay_pid" ||
@@ -565,6 +568,7 @@ setup_overlay() {
         return 0
     fi
 
+    [[ -z ${SETUP_PRE_NODES:-} ]] || eval "$SETUP_PRE_NODES"
     for n in a b; do
         world_bg_shielded "ovb-$n" "$LOG_DIR/node-$id-$n.log" env RUST_LOG="$rust_log" \
             OVERLAY_STATE_DIR="$d/$n/state" OVERLAY_RUN_DIR="$d/$n/run" \
@@ -2271,6 +2275,54 @@ part_flood() {
         "$when" "$(json_str "$host")" "$(json_str "$status")" "$json" >"$OUT_DIR/flood.json"
     echo
     echo "results: ${OUT_DIR#"$ROOT"/}/flood.json"
+    world_cleanup
+}
+
+# ---------------------------------------------------------------------------------------------
+# part: tcp (issue 20: the overlay over a WebSocket stream where UDP cannot pass)
+
+TCP_PORT=8300
+
+part_tcp() {
+    log "part tcp: ${TIME} s x $DP_RUNS iperf3 runs per setup, UDP and the stream in the same run"
+    dataplane_world
+    local url="http://$HUB_UL:$TCP_PORT/overlay" relay_flags="--tcp-listen $HUB_UL:$TCP_PORT"
+    setup_overlay tcp_udp "overlay over UDP (baseline)" "--transport udp" 0 "$relay_flags"
+    setup_overlay tcp_tcp "overlay over the stream (--transport tcp)" \
+        "--transport tcp --relay-url $url" 0 "$relay_flags"
+    # auto with UDP to the relay dropped in ovb-a: the node gives up on UDP after ~3 s and logs
+    # how long the first datagram over the stream took after that.
+    SETUP_PRE_NODES="ip netns exec ovb-a nft -f - <<<'table inet ovbtcp { chain out { type filter hook output priority 0; ip daddr $HUB_UL udp dport $RELAY_PORT drop; }; }'" \
+        OVB_RUST_LOG=info setup_overlay tcp_fallback "auto, UDP dropped in ovb-a (ping only)" \
+        "--transport auto --relay-url $url" 1 "$relay_flags"
+    local fallback_ms
+    fallback_ms=$(sed 's/\x1b\[[0-9;]*m//g' "$LOG_DIR/node-tcp_fallback-a.log" 2>/dev/null |
+        grep 'first datagram over the stream' | grep -o 'us=[0-9]*' | head -1 |
+        awk -F= '{ printf "%.2f\n", $2 / 1000 }')
+    local when host ratio
+    when=$(now_utc)
+    host=$(host_desc)
+    ratio=$(fmt_ratio "${S_TPUT[tcp_tcp]:-}" "${S_TPUT[tcp_udp]:-}")
+    echo
+    echo "tcp: $host"
+    echo "iperf3 TCP, 1 stream, ${TIME} s per run (after 1 s warm-up), median of $DP_RUNS run(s)"
+    echo
+    local id
+    for id in tcp_udp tcp_tcp tcp_fallback; do
+        if [[ ${S_STATUS[$id]} == ok ]]; then
+            printf '%-44s %12s Mbit/s   ping median %s µs\n' "${S_TITLE[$id]}" "$(fmt_num "${S_TPUT[$id]:-}")" "${S_P50[$id]:-n/a}"
+        else
+            printf '%-44s %s\n' "${S_TITLE[$id]}" "${S_STATUS[$id]}"
+        fi
+    done
+    echo
+    echo "stream / UDP throughput: $ratio (target >= 0.5: $(at_least "$ratio" 0.5))"
+    echo "giving up on UDP -> first datagram over the stream: ${fallback_ms:-n/a} ms (target < 1000: $(awk -v a="${fallback_ms:-}" 'BEGIN { if (a == "") print "n/a"; else print (a + 0 < 1000) ? "yes" : "no" }'))"
+    printf '{"part": "tcp", "time": "%s", "host": %s, "udp_mbps": %s, "tcp_mbps": %s, "tcp_udp_ratio": %s, "fallback_first_datagram_ms": %s, "targets": {"tcp_udp_ratio": 0.5, "fallback_first_datagram_ms": 1000}}\n' \
+        "$when" "$(json_str "$host")" "$(json_num "${S_TPUT[tcp_udp]:-}")" "$(json_num "${S_TPUT[tcp_tcp]:-}")" \
+        "$(json_num "$ratio")" "$(json_num "${fallback_ms:-}")" >"$OUT_DIR/tcp.json"
+    echo
+    echo "results: ${OUT_DIR#"$ROOT"/}/tcp.json"
     world_cleanup
 }
 

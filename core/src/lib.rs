@@ -31,6 +31,7 @@ pub mod routes;
 pub mod sockbuf;
 pub mod spin;
 pub mod statefile;
+pub mod stream;
 pub mod token;
 pub mod wgconfig;
 pub mod wsframe;

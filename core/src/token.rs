@@ -41,6 +41,9 @@ pub struct Token {
     pub relay_key: [u8; 32],
     /// Where the relay listens, as `host:port`; at least one.
     pub endpoints: Vec<String>,
+    /// The relay's URL for the overlay over an HTTP upgrade (`--public-url`), where UDP
+    /// cannot pass; absent in tokens of relays without one (and in older tokens).
+    pub url: Option<String>,
     /// The overlay network, e.g. `100.64.0.0/10`.
     pub network: String,
     /// The overlay DNS domain, e.g. `ovl.internal`.
@@ -98,6 +101,8 @@ pub enum TokenError {
 struct Payload {
     relay_key: String,
     endpoints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
     network: String,
     domain: String,
     id: String,
@@ -133,6 +138,7 @@ impl Token {
         let payload = Payload {
             relay_key: STANDARD.encode(self.relay_key),
             endpoints: self.endpoints.clone(),
+            url: self.url.clone(),
             network: self.network.clone(),
             domain: self.domain.clone(),
             id: self.id.clone(),
@@ -159,6 +165,10 @@ impl Token {
                 shorten(e)
             )));
         }
+        if let Some(u) = &p.url {
+            crate::stream::url::RelayUrl::parse(u)
+                .map_err(|e| TokenError::BadPayload(e.to_string()))?;
+        }
         if !is_cidr(&p.network) {
             return Err(TokenError::BadPayload(format!(
                 "network {:?} is not a CIDR such as 100.64.0.0/10",
@@ -177,6 +187,7 @@ impl Token {
         Ok(Token {
             relay_key,
             endpoints: p.endpoints,
+            url: p.url,
             network: p.network,
             domain: p.domain,
             id: p.id,
@@ -190,6 +201,7 @@ impl fmt::Debug for Token {
         f.debug_struct("Token")
             .field("relay_key", &STANDARD.encode(self.relay_key))
             .field("endpoints", &self.endpoints)
+            .field("url", &self.url)
             .field("network", &self.network)
             .field("domain", &self.domain)
             .field("id", &self.id)
@@ -328,6 +340,7 @@ mod tests {
         Token {
             relay_key: relay_key(),
             endpoints: vec!["relay.example.com:51820".into(), "192.0.2.7:51820".into()],
+            url: None,
             network: "100.64.0.0/10".into(),
             domain: "ovl.internal".into(),
             id: "0123456789abcdef".into(),
@@ -392,6 +405,21 @@ mod tests {
             ..sample()
         };
         assert_eq!(Token::parse(&t.encode()), Ok(t));
+    }
+
+    #[test]
+    fn the_url_roundtrips_and_old_tokens_have_none() {
+        let t = Token {
+            url: Some("https://relay.example.com/overlay".into()),
+            ..sample()
+        };
+        assert_eq!(Token::parse(&t.encode()), Ok(t));
+        assert_eq!(
+            Token::parse(&with_json(VECTOR_JSON)).map(|t| t.url),
+            Ok(None)
+        );
+        let bad = with_field("url", serde_json::json!("ftp://relay/"));
+        assert!(matches!(Token::parse(&bad), Err(TokenError::BadPayload(_))));
     }
 
     #[test]

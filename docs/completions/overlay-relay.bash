@@ -568,7 +568,7 @@ _overlay__relay() {
             return 0
             ;;
         overlay__subcmd__relay__subcmd__serve)
-            opts="-h --listen --network --domain --public-endpoint --catalog --mtu --callback-listen --callback-ports --callback-host --metrics --on-demand-suffix --no-on-demand --on-demand-ttl --max-flows-per-node --max-flows --tcp-buffer-kib --gateway-buffer-mib --tcp-idle-timeout --udp-idle-timeout --new-key --state --help"
+            opts="-h --listen --network --domain --public-endpoint --tcp-listen --public-url --tls-cert --tls-key --tcp-max-per-source --tcp-max-streams --catalog --mtu --callback-listen --callback-ports --callback-host --metrics --on-demand-suffix --no-on-demand --on-demand-ttl --max-flows-per-node --max-flows --tcp-buffer-kib --gateway-buffer-mib --tcp-idle-timeout --udp-idle-timeout --new-key --state --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -587,6 +587,30 @@ _overlay__relay() {
                     return 0
                     ;;
                 --public-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tcp-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --public-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tcp-max-per-source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tcp-max-streams)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

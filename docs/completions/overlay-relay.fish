@@ -41,6 +41,12 @@ complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l li
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l network -d 'The overlay network' -r
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l domain -d 'The DNS domain of the overlay' -r
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l public-endpoint -d 'HOST:PORT nodes reach the relay at (defaults to --listen)' -r
+complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l tcp-listen -d 'TCP address serving the overlay as an HTTP/1.1 WebSocket upgrade, for nodes whose UDP cannot reach the relay (behind an HTTP ingress or proxy)' -r
+complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l public-url -d 'URL nodes reach --tcp-listen at, e.g. https://relay.example.com/overlay (put in tokens beside the UDP endpoint; its path is the one served). Default: http://TCP-LISTEN/overlay' -r
+complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l tls-cert -d 'PEM certificate chain for TLS on --tcp-listen (with --tls-key), when no ingress terminates TLS in front of the relay' -r -F
+complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l tls-key -d 'PEM private key for --tls-cert' -r -F
+complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l tcp-max-per-source -d 'Streams from one source address at most on --tcp-listen (an ingress counts as one source)' -r
+complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l tcp-max-streams -d 'Streams at most on --tcp-listen (each buffers up to 128 KiB)' -r
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l catalog -d 'Catalog of remote services (TOML), re-read when it changes' -r -F
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l mtu -d 'Inner MTU handed to peers' -r
 complete -c overlay-relay -n "__fish_overlay_relay_using_subcommand serve" -l callback-listen -d 'TCP address of the HTTP callback router (routes by Host `[tag.]service.node.domain`); its IP is also where callback ports listen' -r

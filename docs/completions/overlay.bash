@@ -225,7 +225,7 @@ _overlay() {
             return 0
             ;;
         overlay__subcmd__daemon)
-            opts="-h --config --interface --name --no-dns-config --cpu-latency --inspect-listen --capture-body-cap --capture-buffer --capture-off --help"
+            opts="-h --config --interface --name --no-dns-config --cpu-latency --transport --relay-url --inspect-listen --capture-body-cap --capture-buffer --capture-off --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -244,6 +244,14 @@ _overlay() {
                     return 0
                     ;;
                 --cpu-latency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --transport)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --relay-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -667,13 +675,17 @@ _overlay() {
             return 0
             ;;
         overlay__subcmd__join)
-            opts="-h --name --no-start --help"
+            opts="-h --name --no-start --transport --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --transport)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

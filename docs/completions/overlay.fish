@@ -54,6 +54,7 @@ complete -c overlay -n "__fish_overlay_using_subcommand completions" -s h -l hel
 complete -c overlay -n "__fish_overlay_using_subcommand manpage" -s h -l help -d 'Print help'
 complete -c overlay -n "__fish_overlay_using_subcommand reference" -s h -l help -d 'Print help'
 complete -c overlay -n "__fish_overlay_using_subcommand join" -l name -d 'The node\'s name in the overlay (default: this machine\'s host name)' -r
+complete -c overlay -n "__fish_overlay_using_subcommand join" -l transport -d 'Which way to the relay: `auto` (UDP; the relay\'s URL from the token when UDP gets no answer within 3 s; back to UDP when it answers again), `udp` or `tcp`. Saved for the daemon' -r
 complete -c overlay -n "__fish_overlay_using_subcommand join" -l no-start -d 'Do not start the daemon (a service manager will run `overlay daemon`)'
 complete -c overlay -n "__fish_overlay_using_subcommand join" -s h -l help -d 'Print help'
 complete -c overlay -n "__fish_overlay_using_subcommand up" -s h -l help -d 'Print help'
@@ -63,6 +64,8 @@ complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l config -d 'Ru
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l interface -d 'The TUN device name' -r
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l name -d 'The node\'s name with --config (default: the config file\'s name)' -r
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l cpu-latency -d 'While exchanges follow each other within 20 ms, ask the kernel to keep idle CPUs quick to wake (/dev/cpu_dma_latency) until 20 ms after the last packet: `auto` when the relay is under 2 ms away, `on` always, `off` never (idle CPUs poll while it is held: power)' -r
+complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l transport -d 'Which way to the relay: `auto` (UDP, the relay\'s URL when UDP gets no answer, back to UDP when it answers again), `udp` or `tcp` (default: what `overlay join` saved)' -r
+complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l relay-url -d 'The relay\'s URL for the transport over TCP (default: the one from the join token; a --config file has none)' -r
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l inspect-listen -d 'Where the web inspector listens ("off" disables it)' -r
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l capture-body-cap -d 'Bytes of each request and response body kept in the capture' -r
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l capture-buffer -d 'Bytes of records kept in memory; the oldest go first' -r

@@ -176,6 +176,7 @@ impl Run {
             private_key: RELAY_SECRET,
             plan,
             endpoints: vec!["10.0.0.254:51820".into()],
+            url: None,
             domain: "ovl.internal".into(),
             mtu: 1420,
         };

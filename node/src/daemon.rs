@@ -66,6 +66,14 @@ pub struct DaemonArgs {
         value_name = "MODE"
     )]
     cpu_latency: overlay_core::cpu_latency::Mode,
+    /// Which way to the relay: `auto` (UDP, the relay's URL when UDP gets no answer, back to
+    /// UDP when it answers again), `udp` or `tcp` (default: what `overlay join` saved).
+    #[arg(long, env = "OVERLAY_TRANSPORT", value_name = "MODE")]
+    transport: Option<overlay_core::stream::transport::Mode>,
+    /// The relay's URL for the transport over TCP (default: the one from the join token; a
+    /// --config file has none).
+    #[arg(long, env = "OVERLAY_RELAY_URL", value_name = "URL")]
+    relay_url: Option<String>,
     /// Traffic capture and the web inspector.
     #[command(flatten)]
     traffic: crate::traffic::TrafficArgs,
@@ -123,6 +131,8 @@ fn from_wg_config(path: &PathBuf, name: Option<String>) -> anyhow::Result<NodeCo
             endpoints: vec![endpoint],
             mtu: cfg.interface.mtu.unwrap_or(1420),
             owner_uid: None,
+            url: None,
+            transport: Default::default(),
         },
         private_key: cfg.interface.private_key,
         relay_key: relay.public_key,
@@ -186,7 +196,9 @@ impl Node {
             "address": s.address.to_string(),
             "prefix": s.prefix.to_string(),
             "domain": s.domain,
-            "relay": {"endpoint": t.endpoint, "last_handshake_secs": t.last_handshake_secs, "last_seen_secs": t.last_rx_secs},
+            "relay": {"endpoint": t.endpoint, "url": t.url, "last_handshake_secs": t.last_handshake_secs, "last_seen_secs": t.last_rx_secs},
+            "transport": t.transport,
+            "transport_mode": t.transport_mode,
             "rx_bytes": t.rx_bytes,
             "tx_bytes": t.tx_bytes,
             "rx_packets": t.rx_packets,
@@ -533,6 +545,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         keepalive: cfg.keepalive,
         cpu_latency: args.cpu_latency,
         relay_address: s.relay_address,
+        url: args.relay_url.clone().or_else(|| s.url.clone()),
+        transport: args.transport.unwrap_or(s.transport),
     })
     .await?;
     // Before anything is changed (also when a service manager starts the daemon).

@@ -6,6 +6,7 @@ use crate::settings::{NodeFiles, Settings};
 use clap::Args;
 use overlay_core::join::cookie::Notice;
 use overlay_core::join::{JoinInitiator, JoinRequest, JoinResponse, Reply};
+use overlay_core::stream::transport::{Mode as TransportMode, FALLBACK_AFTER};
 use overlay_core::token::Token;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,6 +25,15 @@ pub struct JoinArgs {
     /// Do not start the daemon (a service manager will run `overlay daemon`).
     #[arg(long)]
     no_start: bool,
+    /// Which way to the relay: `auto` (UDP; the relay's URL from the token when UDP gets no
+    /// answer within 3 s; back to UDP when it answers again), `udp` or `tcp`. Saved for the daemon.
+    #[arg(
+        long,
+        env = "OVERLAY_TRANSPORT",
+        default_value = "auto",
+        value_name = "MODE"
+    )]
+    transport: TransportMode,
 }
 
 /// Prints one progress step and its result with the time it took.
@@ -81,11 +91,21 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
             .unwrap_or(0),
     };
     let (initiator, datagram) = JoinInitiator::new(&secret, token.relay_key, &request)?;
+    if args.transport == TransportMode::Tcp && token.url.is_none() {
+        anyhow::bail!(
+            "--transport tcp needs a relay URL, and this token has none; start the relay with --tcp-listen (and --public-url) and create a new token"
+        );
+    }
     let step = Step::start(&format!(
-        "registering with the relay at {}",
-        token.endpoints.join(", ")
+        "registering with the relay at {}{}",
+        token.endpoints.join(", "),
+        token
+            .url
+            .as_deref()
+            .map(|u| format!(" (or {u})"))
+            .unwrap_or_default()
     ));
-    let (response, endpoint) = match exchange(&token.endpoints, &initiator, &datagram).await {
+    let (response, endpoint) = match choose(&token, args.transport, &initiator, &datagram).await {
         Ok(r) => r,
         Err(e) => {
             step.done("failed");
@@ -121,6 +141,8 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
                     }),
                 mtu,
                 owner_uid: std::env::var("SUDO_UID").ok().and_then(|v| v.parse().ok()),
+                url: token.url.clone(),
+                transport: args.transport,
             }
         }
         JoinResponse::Rejected { reason } => {
@@ -150,6 +172,79 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Registers over UDP, or over the relay's URL as `mode` allows: in `auto` the URL is tried
+/// when UDP gets no answer within [`FALLBACK_AFTER`].
+async fn choose(
+    token: &Token,
+    mode: TransportMode,
+    initiator: &JoinInitiator,
+    datagram: &[u8],
+) -> anyhow::Result<(JoinResponse, String)> {
+    let first = token.endpoints.first().cloned().unwrap_or_default();
+    let url = match (mode, &token.url) {
+        (TransportMode::Udp, _) | (_, None) => {
+            return exchange(&token.endpoints, initiator, datagram, JOIN_TIMEOUT).await
+        }
+        (_, Some(u)) => u.as_str(),
+    };
+    let started = Instant::now();
+    let udp_error = if mode == TransportMode::Auto {
+        match exchange(&token.endpoints, initiator, datagram, FALLBACK_AFTER).await {
+            Ok(r) => return Ok(r),
+            Err(e) => Some(e),
+        }
+    } else {
+        None
+    };
+    let left = JOIN_TIMEOUT.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, exchange_stream(url, initiator, datagram)).await {
+        Ok(Ok(r)) => Ok((r, first)),
+        Ok(Err(e)) => Err(match udp_error {
+            Some(u) => anyhow::anyhow!("{u}; the relay's URL did not work either: {e}"),
+            None => e,
+        }),
+        Err(_) => Err(anyhow::anyhow!(
+            "the relay did not answer over UDP nor over its URL {url} within {} s; check that it runs with --tcp-listen and that the URL (or HTTPS_PROXY) leads to it",
+            JOIN_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Registers over the stream to the relay's URL (through `HTTPS_PROXY` if set).
+async fn exchange_stream(
+    url: &str,
+    initiator: &JoinInitiator,
+    datagram: &[u8],
+) -> anyhow::Result<JoinResponse> {
+    let target = crate::relaystream::Target::from_env(url)?;
+    let (mut r, mut w) = crate::relaystream::connect(&target).await?.split();
+    w.send(datagram).await?;
+    let mut heard = Heard::Nothing;
+    // The stream is reliable: one request, and one more with a cookie if the relay asks.
+    loop {
+        let d = match r.recv().await {
+            Ok(Some(d)) => d,
+            Ok(None) => anyhow::bail!(
+                "the relay at {} closed the stream without an answer{}",
+                target.describe(),
+                match heard {
+                    Heard::Notice(Notice::WrongKey) => " (this token was made for another relay)",
+                    Heard::Notice(Notice::LockedOut) =>
+                        " (joins from this address are locked out for a minute)",
+                    _ => "",
+                }
+            ),
+            Err(e) => anyhow::bail!("the stream to {} failed: {e}", target.describe()),
+        };
+        match initiator.open_reply(&d) {
+            Ok(Reply::Response(resp)) => return Ok(resp),
+            Ok(Reply::Cookie(c)) => w.send(&initiator.with_cookie(datagram, &c)).await?,
+            Ok(Reply::Notice(notice)) => heard = heard.max(Heard::Notice(notice)),
+            Err(_) => {}
+        }
+    }
+}
+
 /// Sends the request to each endpoint in turn, retrying, until one answers or time runs out.
 /// A cookie reply makes it send the request again at once with the cookie; notices (not
 /// authenticated) only choose the message when no real answer comes.
@@ -157,8 +252,9 @@ async fn exchange(
     endpoints: &[String],
     initiator: &JoinInitiator,
     datagram: &[u8],
+    timeout: Duration,
 ) -> anyhow::Result<(JoinResponse, String)> {
-    let deadline = Instant::now() + JOIN_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let mut resolved: Vec<(String, SocketAddr)> = Vec::new();
     for e in endpoints {
         if let Ok(mut addrs) = tokio::net::lookup_host(e.as_str()).await {
@@ -205,7 +301,7 @@ async fn exchange(
         wait = (wait * 2).min(Duration::from_secs(2));
     }
     let at = endpoints.join(", ");
-    let secs = JOIN_TIMEOUT.as_secs();
+    let secs = timeout.as_secs();
     Err(match heard {
         Heard::Nothing => anyhow::anyhow!(
             "the relay at {at} did not answer within {secs} s; check that it is running and that UDP to that port is not blocked"

@@ -12,13 +12,16 @@ mod listener;
 mod paths;
 mod relaylink;
 mod relaysocket;
+mod relaystream;
 mod resolvconf;
 mod services;
 mod settings;
 mod status;
+mod tls;
 mod traffic;
 mod tunnel;
 mod udpbatch;
+mod wake;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

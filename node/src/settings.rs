@@ -40,6 +40,12 @@ pub struct Settings {
     /// The user who joined (may use the control socket).
     #[serde(default)]
     pub owner_uid: Option<u32>,
+    /// The relay's URL for the stream (from the token), where UDP cannot pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The transports `overlay join --transport` allowed.
+    #[serde(default)]
+    pub transport: overlay_core::stream::transport::Mode,
 }
 
 /// Paths of the node's files.

@@ -28,7 +28,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 "address": s.address.to_string(),
                 "prefix": s.prefix.to_string(),
                 "domain": s.domain,
-                "relay": {"endpoint": s.endpoints.first(), "last_handshake_secs": null},
+                "relay": {"endpoint": s.endpoints.first(), "url": s.url, "last_handshake_secs": null},
+                "transport_mode": s.transport,
                 "rx_bytes": 0,
                 "tx_bytes": 0,
             })
@@ -73,6 +74,14 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         .filter_map(|c| c.as_str())
     {
         println!("conflict:  {c}");
+    }
+    let url = relay.and_then(|r| r.get("url")).and_then(|v| v.as_str());
+    let mode = s("transport_mode");
+    match (data.get("transport").and_then(|v| v.as_str()), url) {
+        (Some("tcp"), Some(u)) => println!("transport: tcp, over {u} (allowed: {mode})"),
+        (Some(t), Some(u)) => println!("transport: {t} (allowed: {mode}; relay URL {u})"),
+        (Some(t), None) => println!("transport: {t} (the relay has no URL for tcp)"),
+        (None, _) => {}
     }
     println!(
         "traffic:   rx {} bytes, tx {} bytes",

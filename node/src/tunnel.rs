@@ -1,4 +1,9 @@
-//! The node's data path: TUN <-> boringtun <-> UDP to the relay.
+//! The node's data path: TUN <-> boringtun <-> UDP to the relay, or the stream to its URL.
+//!
+//! Which way datagrams go is decided by `overlay_core::stream::transport::Chooser` in the timer
+//! task; the data thread reads the choice from an atomic. The stream is a tokio task
+//! ([`Tunnel::stream_task`]) that talks to the data thread through two bounded queues and a
+//! wake-up descriptor the data thread polls with the TUN device and the UDP socket.
 //!
 //! One thread moves packets in both directions (see [`DataPath`]); a task drives the WireGuard
 //! timers. The `Tunn` sits behind a mutex that is held only for the cryptographic call, never
@@ -11,6 +16,8 @@
 
 use crate::cpu_latency::CpuLatencyRequest;
 use crate::relaysocket::Udp;
+use crate::relaystream::{self, Target};
+use crate::wake::Wake;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -20,12 +27,13 @@ use overlay_core::cpu_latency::{Change, Hold, Mode, LINGER};
 use overlay_core::packet;
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::spin::Spin;
+use overlay_core::stream::transport::{Action, Chooser, Mode as TransportMode, Transport};
 use quinn_udp::RecvMeta;
 use serde::Serialize;
 use std::io::{ErrorKind, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tun_rs::{DeviceImpl, GROTable, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
@@ -41,6 +49,14 @@ const TIMER_TICK: Duration = Duration::from_millis(250);
 /// The relay's control datagrams waiting for the daemon's control client at most (it reads
 /// them at once; the relay sends one per request and a notice per registry change).
 pub const CONTROL_QUEUE: usize = 256;
+/// Batches of datagrams waiting for the stream's writer at most (each a TUN read's worth).
+const STREAM_OUT_QUEUE: usize = 256;
+/// Datagrams from the stream waiting for the data thread at most.
+const STREAM_IN_QUEUE: usize = 4096;
+/// Stream datagrams the data thread takes per turn.
+const STREAM_READS_PER_TURN: usize = 256;
+/// The longest wait between attempts to open the stream.
+const STREAM_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Settings of one tunnel to the relay.
 pub struct TunnelConfig {
@@ -59,6 +75,10 @@ pub struct TunnelConfig {
     /// The relay's overlay address: its control channel is the daemon's alone, never carried
     /// to or from the TUN device.
     pub relay_address: Ipv4Addr,
+    /// The relay's URL for the stream, if it has one.
+    pub url: Option<String>,
+    /// Which transports may be used.
+    pub transport: TransportMode,
 }
 
 /// Counters of the data path, readable while it runs.
@@ -85,6 +105,10 @@ pub struct Stats {
     cpu_latency_held: AtomicBool,
     /// How many times it took the request.
     cpu_latency_holds: AtomicU64,
+    /// Milliseconds since `started` when an authenticated datagram last came over UDP.
+    last_udp_rx_ms: AtomicU64,
+    /// Batches or datagrams dropped because a stream queue was full.
+    drop_stream_queue: AtomicU64,
 }
 
 /// A snapshot of the tunnel for `overlay status`.
@@ -108,6 +132,12 @@ pub struct TunnelStatus {
     pub last_rx_secs: Option<u64>,
     /// Quick CPU wake-ups around traffic.
     pub cpu_latency: CpuLatencyStatus,
+    /// The transport in use: `udp` or `tcp`.
+    pub transport: Transport,
+    /// The transports allowed: `auto`, `udp` or `tcp`.
+    pub transport_mode: String,
+    /// The relay's URL for the stream, if it has one.
+    pub url: Option<String>,
 }
 
 /// The CPU-latency request in `overlay status`.
@@ -138,6 +168,51 @@ pub struct Tunnel {
     tap: std::sync::OnceLock<crate::traffic::tap::Tap>,
     /// Where the relay's control datagrams go: the daemon's control client, never the TUN.
     control: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    /// The transport decision, driven by the timer task.
+    chooser: Mutex<Chooser>,
+    /// What the data thread sends over: 0 UDP, 1 the stream.
+    transport: AtomicU8,
+    /// Tells the stream task which transport is in use.
+    want: tokio::sync::watch::Sender<Transport>,
+    /// Where the stream goes, when the relay has a URL.
+    target: Option<Target>,
+    /// Encrypted datagrams for the stream, in batches (see [`push_datagram`]).
+    stream_out: tokio::sync::mpsc::Sender<Vec<u8>>,
+    stream_out_rx: Mutex<Option<tokio::sync::mpsc::Receiver<Vec<u8>>>>,
+    /// Datagrams from the stream for the data thread.
+    stream_in: std::sync::mpsc::SyncSender<Vec<u8>>,
+    stream_in_rx: Mutex<Option<std::sync::mpsc::Receiver<Vec<u8>>>>,
+    /// Wakes the data thread when the stream delivered.
+    wake: Wake,
+    /// When the node gave up on UDP, until the first datagram went over the stream.
+    gave_up_udp: Mutex<Option<Instant>>,
+}
+
+/// Which way a datagram came, so an answer goes back the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    Udp(SocketAddr),
+    Stream,
+}
+
+/// Appends `d` to a batch for the stream: a 2-byte length, then the datagram.
+fn push_datagram(out: &mut Vec<u8>, d: &[u8]) {
+    // WireGuard datagrams are far below 64 KiB (inner MTU plus 32 bytes).
+    let len = u16::try_from(d.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&d[..usize::from(len)]);
+}
+
+/// The datagrams of a batch made by [`push_datagram`].
+fn batch_datagrams(b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = b;
+    std::iter::from_fn(move || {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len)).min(tail.len());
+        let (d, after) = tail.split_at(len);
+        rest = after;
+        Some(d)
+    })
 }
 
 impl Tunnel {
@@ -152,6 +227,19 @@ impl Tunnel {
         .parse()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let sock = Udp::bind(bind)?;
+        let target = match &cfg.url {
+            Some(u) => Some(Target::from_env(u)?),
+            None => None,
+        };
+        if cfg.transport == TransportMode::Tcp && target.is_none() {
+            anyhow::bail!(
+                "the transport is tcp, but the relay has no URL for it; join with a token of a relay started with --tcp-listen, or use --transport auto"
+            );
+        }
+        let chooser = Chooser::new(cfg.transport, target.is_some());
+        let current = chooser.current();
+        let (stream_out, out_rx) = tokio::sync::mpsc::channel(STREAM_OUT_QUEUE);
+        let (stream_in, in_rx) = std::sync::mpsc::sync_channel(STREAM_IN_QUEUE);
         let tunn = Tunn::new(
             StaticSecret::from(cfg.private_key),
             PublicKey::from(cfg.relay_key),
@@ -172,6 +260,16 @@ impl Tunnel {
             relay_address: cfg.relay_address,
             tap: std::sync::OnceLock::new(),
             control: std::sync::OnceLock::new(),
+            chooser: Mutex::new(chooser),
+            transport: AtomicU8::new(u8::from(current == Transport::Tcp)),
+            want: tokio::sync::watch::Sender::new(current),
+            target,
+            stream_out,
+            stream_out_rx: Mutex::new(Some(out_rx)),
+            stream_in,
+            stream_in_rx: Mutex::new(Some(in_rx)),
+            wake: Wake::new()?,
+            gave_up_udp: Mutex::new(None),
         }))
     }
 
@@ -195,7 +293,7 @@ impl Tunnel {
         let r = self.lock().encapsulate(packet, &mut buf);
         match r {
             TunnResult::WriteToNetwork(d) => {
-                self.sock.send_now(d, self.relay());
+                self.send_now(d);
                 self.stats
                     .tx_bytes
                     .fetch_add(packet.len() as u64, Ordering::Relaxed);
@@ -245,6 +343,44 @@ impl Tunnel {
         }
     }
 
+    /// The transport the data path sends over now.
+    pub fn transport(&self) -> Transport {
+        if self.transport.load(Ordering::Relaxed) == 1 {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        }
+    }
+
+    /// Sends one datagram to the relay over the transport in use.
+    fn send_now(&self, d: &[u8]) {
+        match self.transport() {
+            Transport::Udp => self.sock.send_now(d, self.relay()),
+            Transport::Tcp => self.send_stream(d),
+        }
+    }
+
+    /// Sends one datagram back the way `via` says.
+    fn send_via(&self, via: Via, d: &[u8]) {
+        match via {
+            Via::Udp(to) => self.sock.send_now(d, to),
+            Via::Stream => self.send_stream(d),
+        }
+    }
+
+    fn send_stream(&self, d: &[u8]) {
+        let mut b = Vec::with_capacity(d.len() + 2);
+        push_datagram(&mut b, d);
+        self.queue_stream(b);
+    }
+
+    /// Hands a batch to the stream's writer; a full queue drops it, like a full socket buffer.
+    fn queue_stream(&self, batch: Vec<u8>) {
+        if self.stream_out.try_send(batch).is_err() {
+            self.stats.drop_stream_queue.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn relay(&self) -> SocketAddr {
         *self.relay.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -265,6 +401,8 @@ impl Tunnel {
                 let _ = done_tx.send(DataPath::new(&this, &dev).run(&this, &dev));
             })?;
         let timers = tokio::spawn(self.clone().timers());
+        // Ends with the runtime; it is idle while UDP is in use.
+        tokio::spawn(self.clone().stream_task());
         tokio::select! {
             r = done_rx => r.map_err(|_| anyhow::anyhow!("the data path thread died"))?,
             r = timers => r?,
@@ -275,13 +413,31 @@ impl Tunnel {
         let mut buf = vec![0u8; 256];
         let r = self.lock().format_handshake_initiation(&mut buf, false);
         if let TunnResult::WriteToNetwork(p) = r {
-            self.sock.send_now(p, self.relay());
+            self.send_now(p);
+            if self.transport() == Transport::Udp {
+                self.chooser().udp_initiation_sent(Instant::now());
+            }
         }
+    }
+
+    fn chooser(&self) -> std::sync::MutexGuard<'_, Chooser> {
+        self.chooser.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sends what `batch` holds and counts what could not be sent.
     fn flush(&self, batch: &mut SendBatch) {
         if batch.is_empty() {
+            return;
+        }
+        if self.transport() == Transport::Tcp {
+            let mut b = Vec::with_capacity(batch.datagrams() * 2 + SEND_BATCH / 4);
+            for run in batch.runs() {
+                for d in batch.bytes(run).chunks(run.segment.max(1)) {
+                    push_datagram(&mut b, d);
+                }
+            }
+            batch.clear();
+            self.queue_stream(b);
             return;
         }
         let lost = self.sock.send_batch(batch);
@@ -297,27 +453,34 @@ impl Tunnel {
     fn open(
         &self,
         d: &[u8],
-        from: SocketAddr,
+        via: Via,
         pkt: &mut Vec<u8>,
         headroom: usize,
         scratch: &mut [u8],
     ) -> bool {
         pkt.clear();
         pkt.resize(headroom + d.len(), 0);
-        let r = self
-            .lock()
-            .decapsulate(Some(from.ip()), d, &mut pkt[headroom..]);
+        let src = match via {
+            Via::Udp(from) => from.ip(),
+            Via::Stream => self.relay().ip(),
+        };
+        let r = self.lock().decapsulate(Some(src), d, &mut pkt[headroom..]);
         if !matches!(r, TunnResult::Err(_)) {
             self.mark_rx();
+            if matches!(via, Via::Udp(_)) {
+                // The timer task sees this and moves back to UDP if it was on the stream.
+                let ms = self.started.elapsed().as_millis() as u64 + 1;
+                self.stats.last_udp_rx_ms.store(ms, Ordering::Relaxed);
+            }
         }
         match r {
             TunnResult::WriteToNetwork(p) => {
-                self.sock.send_now(p, from);
-                // Packets queued during the handshake go out now.
+                self.send_via(via, p);
+                // Packets queued during the handshake go out now, the way in use.
                 loop {
                     let r = self.lock().decapsulate(None, &[], scratch);
                     match r {
-                        TunnResult::WriteToNetwork(p) => self.sock.send_now(p, from),
+                        TunnResult::WriteToNetwork(p) => self.send_now(p),
                         _ => break,
                     }
                 }
@@ -360,12 +523,28 @@ impl Tunnel {
     async fn timers(self: Arc<Self>) -> anyhow::Result<()> {
         let mut buf = vec![0u8; BUF];
         let mut tick = tokio::time::interval(TIMER_TICK);
+        let mut seen_udp_rx = 0;
         loop {
             tick.tick().await;
+            let now = Instant::now();
+            let udp_rx = self.stats.last_udp_rx_ms.load(Ordering::Relaxed);
+            let mut actions = Vec::new();
+            if udp_rx != seen_udp_rx {
+                seen_udp_rx = udp_rx;
+                actions.extend(self.chooser().udp_answered(now));
+            }
+            actions.extend(self.chooser().poll(now));
+            for a in actions {
+                self.act(a, &mut buf);
+            }
             let r = self.lock().update_timers(&mut buf);
             match r {
                 TunnResult::WriteToNetwork(p) => {
-                    self.sock.send_now(p, self.relay());
+                    self.send_now(p);
+                    // A handshake initiation (message type 1) over UDP waits for its answer.
+                    if self.transport() == Transport::Udp && p.first() == Some(&1) {
+                        self.chooser().udp_initiation_sent(now);
+                    }
                 }
                 TunnResult::Err(WireGuardError::ConnectionExpired) => {
                     // Keep trying for as long as we run; the relay may have moved (DNS).
@@ -376,6 +555,136 @@ impl Tunnel {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Carries out a transport decision.
+    fn act(&self, a: Action, buf: &mut [u8]) {
+        match a {
+            Action::Switch(t) => {
+                self.transport
+                    .store(u8::from(t == Transport::Tcp), Ordering::Relaxed);
+                self.want.send_replace(t);
+                match t {
+                    Transport::Tcp => {
+                        *self.gave_up_udp.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(Instant::now());
+                        tracing::warn!(
+                            url = %self.target.as_ref().map(Target::describe).unwrap_or_default(),
+                            "the relay did not answer over UDP within {} s: using the stream to its URL (UDP is tried again every {} s)",
+                            overlay_core::stream::transport::FALLBACK_AFTER.as_secs(),
+                            overlay_core::stream::transport::PROBE_EVERY.as_secs()
+                        );
+                    }
+                    Transport::Udp => {
+                        tracing::info!("the relay answered over UDP again: back on UDP");
+                    }
+                }
+            }
+            Action::ProbeUdp => {
+                // A new handshake over UDP: its answer comes back over UDP only if UDP passes.
+                if let TunnResult::WriteToNetwork(p) =
+                    self.lock().format_handshake_initiation(buf, true)
+                {
+                    tracing::debug!("probing UDP to the relay");
+                    self.sock.send_now(p, self.relay());
+                }
+            }
+        }
+    }
+
+    /// Keeps the stream to the relay's URL open while the stream is the transport in use:
+    /// connects (again after a failure, with growing waits), starts a handshake over it, and
+    /// moves datagrams between it and the data thread.
+    async fn stream_task(self: Arc<Self>) {
+        let Some(target) = self.target.clone() else {
+            return;
+        };
+        let Some(mut out) = self
+            .stream_out_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let mut want = self.want.subscribe();
+        let mut retry = Duration::from_millis(250);
+        let mut buf = vec![0u8; 256];
+        loop {
+            while *want.borrow_and_update() != Transport::Tcp {
+                if want.changed().await.is_err() {
+                    return;
+                }
+            }
+            let stream = match relaystream::connect(&target).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("{e}; trying again in {} ms", retry.as_millis());
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(STREAM_RETRY_MAX);
+                    continue;
+                }
+            };
+            retry = Duration::from_millis(250);
+            tracing::info!(url = %target.describe(), "stream to the relay open");
+            let (mut r, mut w) = stream.split();
+            // What queued while there was no stream is stale.
+            while out.try_recv().is_ok() {}
+            // The relay learns the stream is this node's from an authenticated datagram.
+            let init = match self.lock().format_handshake_initiation(&mut buf, true) {
+                TunnResult::WriteToNetwork(p) => p.to_vec(),
+                _ => Vec::new(),
+            };
+            if !init.is_empty() && w.send(&init).await.is_err() {
+                continue;
+            }
+            if let Some(at) = self
+                .gave_up_udp
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                tracing::info!(
+                    us = at.elapsed().as_micros() as u64,
+                    "first datagram over the stream after giving up on UDP"
+                );
+            }
+            let why = loop {
+                tokio::select! {
+                    b = out.recv() => {
+                        let Some(b) = b else { return };
+                        let sent = tokio::time::timeout(
+                            Duration::from_secs(15),
+                            w.send_all(batch_datagrams(&b)),
+                        )
+                        .await;
+                        match sent {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => break e.to_string(),
+                            Err(_) => break "the relay stopped taking writes".to_string(),
+                        }
+                    }
+                    got = r.recv_batch(|d| {
+                        if self.stream_in.try_send(d.to_vec()).is_err() {
+                            self.stats.drop_stream_queue.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }) => {
+                        self.wake.wake();
+                        match got {
+                            Ok(true) => {}
+                            Ok(false) => break "the relay closed it".to_string(),
+                            Err(e) => break e.to_string(),
+                        }
+                    }
+                    _ = want.changed() => {
+                        if *want.borrow() != Transport::Tcp {
+                            break "back on UDP".to_string();
+                        }
+                    }
+                }
+            };
+            tracing::info!("stream to the relay closed: {why}");
         }
     }
 
@@ -398,6 +707,7 @@ impl Tunnel {
             ("send_failed", get(&s.drop_send)),
             ("local_control", get(&s.drop_local_control)),
             ("control_queue", get(&s.drop_control_queue)),
+            ("stream_queue", get(&s.drop_stream_queue)),
         ] {
             if v > 0 {
                 drops.insert(k, v);
@@ -427,6 +737,9 @@ impl Tunnel {
                 holds: get(&s.cpu_latency_holds),
                 relay_rtt_us: self.relay_rtt().map(|d| d.as_micros() as u64),
             },
+            transport: self.transport(),
+            transport_mode: self.chooser().mode().to_string(),
+            url: self.target.as_ref().map(|t| t.url.to_string()),
         }
     }
 }
@@ -459,6 +772,8 @@ struct DataPath {
     spin: Spin,
     hold: Hold,
     request: CpuLatencyRequest,
+    /// Datagrams the stream task received.
+    stream_in: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
 }
 
 /// How long the data thread keeps polling after the last packet before it sleeps, when
@@ -491,6 +806,11 @@ impl DataPath {
             spin: Spin::new(SPIN),
             hold: Hold::new(tunnel.cpu_latency, LINGER),
             request: CpuLatencyRequest::default(),
+            stream_in: tunnel
+                .stream_in_rx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
         }
     }
 
@@ -500,9 +820,11 @@ impl DataPath {
     /// for or to keep CPUs awake for.
     fn run(mut self, t: &Tunnel, dev: &SyncDevice) -> anyhow::Result<()> {
         let dev: &DeviceImpl = dev;
-        let fds = [dev.as_raw_fd(), t.sock.as_raw_fd()];
+        let fds = [dev.as_raw_fd(), t.sock.as_raw_fd(), t.wake.fd()];
         loop {
-            let moved = self.tun_to_udp(t, dev)? + self.udp_to_tun(t, dev);
+            t.wake.reset();
+            let moved =
+                self.tun_to_udp(t, dev)? + self.udp_to_tun(t, dev) + self.stream_to_tun(t, dev);
             let now = Instant::now();
             if moved > 0 {
                 self.spin.traffic(now);
@@ -639,7 +961,7 @@ impl DataPath {
                     }
                     if t.open(
                         d,
-                        relay,
+                        Via::Udp(relay),
                         &mut self.pkts[ready],
                         self.headroom,
                         &mut self.scratch,
@@ -657,6 +979,44 @@ impl DataPath {
     }
 }
 
+impl DataPath {
+    /// Decrypts what the stream task received and writes it to the TUN device.
+    fn stream_to_tun(&mut self, t: &Tunnel, dev: &DeviceImpl) -> usize {
+        let Some(rx) = &self.stream_in else {
+            return 0;
+        };
+        let mut moved = 0;
+        let mut ready = 0;
+        let mut taken = 0;
+        for _ in 0..STREAM_READS_PER_TURN {
+            let Ok(d) = rx.try_recv() else { break };
+            taken += 1;
+            if ready == self.pkts.len() {
+                write_tun(dev, &mut self.gro, &mut self.pkts, self.headroom);
+                ready = 0;
+            }
+            if t.open(
+                &d,
+                Via::Stream,
+                &mut self.pkts[ready],
+                self.headroom,
+                &mut self.scratch,
+            ) {
+                moved += 1;
+                ready += 1;
+            }
+        }
+        if ready > 0 {
+            write_tun(dev, &mut self.gro, &mut self.pkts[..ready], self.headroom);
+        }
+        if taken == STREAM_READS_PER_TURN {
+            // More may be waiting: do not sleep before the next turn.
+            t.wake.wake();
+        }
+        moved
+    }
+}
+
 fn write_tun(dev: &DeviceImpl, gro: &mut GROTable, pkts: &mut [Vec<u8>], headroom: usize) {
     if let Err(e) = dev.send_multiple(gro, pkts, headroom) {
         tracing::debug!("tun write: {e}");
@@ -664,14 +1024,14 @@ fn write_tun(dev: &DeviceImpl, gro: &mut GROTable, pkts: &mut [Vec<u8>], headroo
 }
 
 /// Sleeps until one of `fds` is readable, or `ms` milliseconds pass.
-fn wait_readable(fds: &[RawFd; 2], ms: i32) {
+fn wait_readable(fds: &[RawFd; 3], ms: i32) {
     let mut p = fds.map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     });
-    // SAFETY: p is a valid array of two pollfd for the length given.
-    unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
+    // SAFETY: p is a valid array of three pollfd for the length given.
+    unsafe { libc::poll(p.as_mut_ptr(), 3, ms) };
 }
 
 async fn resolve(endpoint: &str) -> anyhow::Result<SocketAddr> {

@@ -10,11 +10,14 @@ use crate::gateway::{
     CallbackListeners, CallbackRoutes, GatewayHandle, GatewayOutput, Resolver, ToGateway,
 };
 use crate::state::StateDir;
+use crate::stream::{StreamEvent, StreamInbox, StreamStats};
 use crate::udp;
 use crate::wake::Wake;
 use overlay_core::relay::{Hub, JoinJob, JoinOpened, LookupRequest, Wire, JOB_QUEUE};
 use overlay_core::spin::Spin;
+use overlay_core::stream::addr::{stream_addr, stream_id};
 use serde_json::json;
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -36,15 +39,34 @@ const SPIN: Duration = Duration::from_micros(500);
 /// Gateway packets delivered per wake-up before the socket gets its turn.
 const GATEWAY_BATCH: usize = 1024;
 
+/// Stream datagrams handed to the hub per wake-up before the socket gets its turn.
+const STREAM_BATCH: usize = 1024;
+
 struct UdpWire<'a> {
     out: udp::Sender<'a>,
     gateway: Option<&'a GatewayHandle>,
     resolver: Option<&'a Resolver>,
+    /// The writers of the open streams (`--tcp-listen`), by stream number.
+    streams: HashMap<u64, tokio::sync::mpsc::Sender<Vec<u8>>>,
+    stream_stats: Option<Arc<StreamStats>>,
 }
 
 impl Wire for UdpWire<'_> {
     fn send(&mut self, to: SocketAddr, d: &[u8]) {
-        self.out.send(to, d);
+        let Some(id) = stream_id(to) else {
+            self.out.send(to, d);
+            return;
+        };
+        // A peer on a stream: its writer task frames and sends; a full queue drops, like UDP.
+        let sent = self
+            .streams
+            .get(&id)
+            .is_some_and(|tx| tx.try_send(d.to_vec()).is_ok());
+        if !sent {
+            if let Some(s) = &self.stream_stats {
+                s.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn send_to_gateway(&mut self, node: &str, target: Option<&str>, packet: &[u8]) {
@@ -77,6 +99,8 @@ pub struct Plumbing {
     pub callbacks: Option<CallbackListeners>,
     /// Set (then `wake`) to stop: the thread saves what is unsaved and returns.
     pub stop: Arc<AtomicBool>,
+    /// The streams of `--tcp-listen`, if it is set.
+    pub streams: Option<StreamInbox>,
 }
 
 /// Unix seconds now.
@@ -188,6 +212,8 @@ pub fn run(
         out: udp::Sender::new(&sock, &state),
         gateway,
         resolver,
+        streams: HashMap::new(),
+        stream_stats: plumbing.streams.as_ref().map(|s| s.stats.clone()),
     };
     hub.greet(wire);
     flush(wire, &mut hub);
@@ -224,6 +250,10 @@ pub fn run(
                 Err(e) => return Err(anyhow::anyhow!("udp receive failed: {e}")),
             }
             // The answers to this batch go out together, before the next batch is read.
+            flush(wire, &mut hub);
+        }
+        if let Some(inbox) = &plumbing.streams {
+            moved += from_streams(inbox, &mut hub, wire, &wake);
             flush(wire, &mut hub);
         }
         // Public-key work goes to the join worker; the forwarding path never waits for it.
@@ -274,6 +304,43 @@ pub fn run(
         // Handshake replies, control answers and gateway output go out before the next sleep.
         flush(wire, &mut hub);
     }
+}
+
+/// Takes the streams' opens, closes and datagrams; returns the datagrams handled.
+fn from_streams(
+    inbox: &StreamInbox,
+    hub: &mut Hub<StateDir>,
+    wire: &mut UdpWire<'_>,
+    wake: &Wake,
+) -> usize {
+    let events = |wire: &mut UdpWire<'_>| {
+        while let Ok(ev) = inbox.events.try_recv() {
+            match ev {
+                StreamEvent::Open { id, out } => {
+                    wire.streams.insert(id, out);
+                }
+                StreamEvent::Closed { id } => {
+                    wire.streams.remove(&id);
+                }
+            }
+        }
+    };
+    events(wire);
+    let mut n = 0;
+    while n < STREAM_BATCH {
+        let Ok((id, d)) = inbox.datagrams.try_recv() else {
+            return n;
+        };
+        if !wire.streams.contains_key(&id) {
+            // Its open may have been queued after the events were read: the answer needs it.
+            events(wire);
+        }
+        hub.on_datagram(stream_addr(id), &d, unix_now(), wire);
+        n += 1;
+    }
+    // Possibly more waiting: come back without sleeping.
+    wake.wake();
+    n
 }
 
 /// Starts the thread that opens join requests (two X25519 operations each) off the hub

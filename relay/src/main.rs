@@ -6,6 +6,8 @@ mod hub;
 mod metrics;
 mod serve;
 mod state;
+mod stream;
+mod tls;
 mod udp;
 mod wake;
 

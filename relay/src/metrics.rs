@@ -2,6 +2,8 @@
 
 use crate::admin::{AdminCall, AdminRequest, AdminResponse};
 use crate::gateway::GatewayStats;
+use crate::stream::StreamStats;
+use overlay_core::stream::addr::stream_id;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ pub async fn serve(
     l: TcpListener,
     admin: std::sync::mpsc::Sender<AdminCall>,
     gw: Option<Arc<GatewayStats>>,
+    streams: Option<Arc<StreamStats>>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNS));
     loop {
@@ -30,8 +33,9 @@ pub async fn serve(
         };
         let admin = admin.clone();
         let gw = gw.clone();
+        let streams = streams.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), one(s, admin, gw)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), one(s, admin, gw, streams)).await;
             drop(p);
         });
     }
@@ -53,6 +57,7 @@ async fn one(
     mut s: TcpStream,
     admin: std::sync::mpsc::Sender<AdminCall>,
     gw: Option<Arc<GatewayStats>>,
+    streams: Option<Arc<StreamStats>>,
 ) -> std::io::Result<()> {
     let mut buf = [0u8; 2048];
     let n = s.read(&mut buf).await?;
@@ -78,7 +83,7 @@ async fn one(
                 "the hub does not answer\n".to_string(),
             ),
         },
-        "/metrics" => match render(&admin, gw.as_deref()).await {
+        "/metrics" => match render(&admin, gw.as_deref(), streams.as_deref()).await {
             Some(b) => ("200 OK", b),
             None => (
                 "503 Service Unavailable",
@@ -98,6 +103,7 @@ async fn one(
 async fn render(
     admin: &std::sync::mpsc::Sender<AdminCall>,
     gw: Option<&GatewayStats>,
+    streams: Option<&StreamStats>,
 ) -> Option<String> {
     let stats = ask(admin, AdminRequest::Stats).await?;
     let nodes = ask(admin, AdminRequest::Nodes).await?;
@@ -123,6 +129,66 @@ async fn render(
         "Peers with a recent handshake.",
         vec![(String::new(), num(&stats["connected"]))],
     );
+    // A peer's transport is the way its last authenticated datagram came.
+    let (mut on_udp, mut on_tcp) = (0, 0);
+    for n in nodes.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let recent = n["last_handshake_secs"].as_u64().is_some_and(|s| s < 180);
+        let ep = n["endpoint"]
+            .as_str()
+            .and_then(|e| e.parse::<std::net::SocketAddr>().ok());
+        match ep {
+            Some(a) if recent && stream_id(a).is_some() => on_tcp += 1,
+            Some(_) if recent => on_udp += 1,
+            _ => {}
+        }
+    }
+    metric(
+        &mut o,
+        "overlay_relay_peers_by_transport",
+        "gauge",
+        "Peers with a recent handshake, by the transport they use now.",
+        vec![
+            ("{transport=\"udp\"}".into(), on_udp),
+            ("{transport=\"tcp\"}".into(), on_tcp),
+        ],
+    );
+    if let Some(st) = streams {
+        let g = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        metric(
+            &mut o,
+            "overlay_relay_stream_bytes_total",
+            "counter",
+            "WireGuard datagram bytes carried over streams (--tcp-listen), by direction.",
+            vec![
+                ("{direction=\"rx\"}".into(), g(&st.rx_bytes)),
+                ("{direction=\"tx\"}".into(), g(&st.tx_bytes)),
+            ],
+        );
+        metric(
+            &mut o,
+            "overlay_relay_streams",
+            "gauge",
+            "Streams open.",
+            vec![(String::new(), g(&st.open))],
+        );
+        metric(
+            &mut o,
+            "overlay_relay_streams_total",
+            "counter",
+            "Streams by outcome: accepted (upgraded), refused (over a limit or not an upgrade).",
+            vec![
+                ("{outcome=\"accepted\"}".into(), g(&st.accepted)),
+                ("{outcome=\"refused\"}".into(), g(&st.refused)),
+            ],
+        );
+        metric(
+            &mut o,
+            "overlay_relay_stream_dropped_total",
+            "counter",
+            "Datagrams dropped on the stream side because a queue was full.",
+            vec![(String::new(), g(&st.dropped))],
+        );
+    }
     metric(
         &mut o,
         "overlay_relay_uptime_seconds",

@@ -7,6 +7,7 @@ use overlay_core::addressing::AddressPlan;
 use overlay_core::gateway::{BudgetConfig, CallbackPlan, FlowLimits, PortRange};
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::relay::{Hub, HubConfig, OnDemandConfig};
+use overlay_core::stream::url::RelayUrl;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +28,27 @@ pub struct ServeArgs {
     /// HOST:PORT nodes reach the relay at (defaults to --listen).
     #[arg(long, env = "OVERLAY_RELAY_PUBLIC_ENDPOINT")]
     public_endpoint: Option<String>,
+    /// TCP address serving the overlay as an HTTP/1.1 WebSocket upgrade, for nodes whose UDP
+    /// cannot reach the relay (behind an HTTP ingress or proxy).
+    #[arg(long, env = "OVERLAY_RELAY_TCP_LISTEN")]
+    tcp_listen: Option<SocketAddr>,
+    /// URL nodes reach --tcp-listen at, e.g. https://relay.example.com/overlay (put in tokens
+    /// beside the UDP endpoint; its path is the one served). Default: http://TCP-LISTEN/overlay.
+    #[arg(long, env = "OVERLAY_RELAY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// PEM certificate chain for TLS on --tcp-listen (with --tls-key), when no ingress
+    /// terminates TLS in front of the relay.
+    #[arg(long, env = "OVERLAY_RELAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "OVERLAY_RELAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Streams from one source address at most on --tcp-listen (an ingress counts as one source).
+    #[arg(long, env = "OVERLAY_RELAY_TCP_MAX_PER_SOURCE", default_value_t = 64)]
+    tcp_max_per_source: usize,
+    /// Streams at most on --tcp-listen (each buffers up to 128 KiB).
+    #[arg(long, env = "OVERLAY_RELAY_TCP_MAX_STREAMS", default_value_t = 1024)]
+    tcp_max_streams: usize,
     /// Catalog of remote services (TOML), re-read when it changes.
     #[arg(long, env = "OVERLAY_RELAY_CATALOG")]
     catalog: Option<std::path::PathBuf>,
@@ -129,6 +151,36 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let public_url = match (&args.public_url, args.tcp_listen) {
+        (Some(u), _) => Some(RelayUrl::parse(u)?),
+        (None, Some(a)) => {
+            let scheme = if args.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            Some(RelayUrl::parse(&format!("{scheme}://{a}/overlay"))?)
+        }
+        (None, None) => None,
+    };
+    if public_url.is_some() && args.tcp_listen.is_none() {
+        tracing::warn!(
+            "--public-url is set without --tcp-listen: tokens name the URL, so an ingress or \
+             another relay process must serve it"
+        );
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(crate::tls::acceptor(c, k)?),
+        _ => None,
+    };
+    let tcp_listener = match args.tcp_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for streams on tcp {a}: {e}"))?,
+        ),
+        None => None,
+    };
     let sock = std::net::UdpSocket::bind(args.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on udp {}: {e}", args.listen))?;
     overlay_core::sockbuf::enlarge(std::os::fd::AsRawFd::as_raw_fd(&sock));
@@ -137,6 +189,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
             private_key,
             plan,
             endpoints: vec![public_endpoint.clone()],
+            url: public_url.as_ref().map(ToString::to_string),
             domain: args.domain.clone(),
             mtu: args.mtu,
         },
@@ -211,7 +264,23 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let admin_wake = wake.clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_wake = wake.clone();
+    let streams = match (tcp_listener, &public_url) {
+        (Some(l), Some(url)) => Some(crate::stream::start(
+            &rt,
+            l,
+            url.path.split('?').next().unwrap_or("/").to_string(),
+            crate::stream::StreamLimits {
+                per_source: args.tcp_max_per_source.max(1),
+                total: args.tcp_max_streams.max(1),
+            },
+            tls,
+            wake.clone(),
+        )),
+        _ => None,
+    };
+    let stream_stats = streams.as_ref().map(|s| s.stats.clone());
     let plumbing = crate::hub::Plumbing {
+        streams,
         stop: stop.clone(),
         wake,
         gateway: Some((gw, gw_out)),
@@ -228,6 +297,8 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         listen = %args.listen,
         endpoint = %public_endpoint,
+        tcp_listen = ?args.tcp_listen,
+        url = ?public_url.as_ref().map(ToString::to_string),
         network = %plan.network(),
         domain = %args.domain,
         public_key = %overlay_core::key::encode(&hub.public_key()),
@@ -243,7 +314,12 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
             let _ = done_tx.send(r);
         })?;
     if let Some(l) = metrics_listener {
-        tokio::spawn(crate::metrics::serve(l, tx.clone(), Some(gw_stats)));
+        tokio::spawn(crate::metrics::serve(
+            l,
+            tx.clone(),
+            Some(gw_stats),
+            stream_stats,
+        ));
     }
     let admin_path = dir.admin_socket();
     let admin = tokio::spawn(async move { crate::admin::serve(&admin_path, tx, admin_wake).await });

@@ -244,6 +244,7 @@ impl<S: Store> Hub<S> {
         let tok = Token {
             relay_key: self.public_key(),
             endpoints: self.cfg.endpoints.clone(),
+            url: self.cfg.url.clone(),
             network: self.cfg.plan.network().to_string(),
             domain: self.cfg.domain.clone(),
             id: id.clone(),

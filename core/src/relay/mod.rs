@@ -74,6 +74,8 @@ pub struct HubConfig {
     pub plan: AddressPlan,
     /// Where nodes reach the relay (`host:port`), first preferred.
     pub endpoints: Vec<String>,
+    /// Where nodes reach the relay over an HTTP upgrade (`--public-url`), when it serves one.
+    pub url: Option<String>,
     /// The overlay DNS domain.
     pub domain: String,
     /// Inner MTU given to nodes.

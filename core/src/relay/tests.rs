@@ -53,6 +53,7 @@ fn hub_with(state: RelayState, store: MemStore) -> Hub<MemStore> {
         private_key: [9; 32],
         plan: AddressPlan::new("100.64.0.0/10".parse().unwrap()).unwrap(),
         endpoints: vec!["10.0.0.1:51820".into()],
+        url: None,
         domain: "ovl.internal".into(),
         mtu: 1420,
     };

@@ -57,6 +57,7 @@ fn fixture() -> Fixture {
         private_key: RELAY_SECRET,
         plan,
         endpoints: vec!["10.0.0.254:51820".into()],
+        url: None,
         domain: "ovl.internal".into(),
         mtu: 1420,
     };

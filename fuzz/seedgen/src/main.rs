@@ -153,6 +153,7 @@ fn main() {
     let token = Token {
         relay_key,
         endpoints: vec!["relay.example.com:51820".into(), "192.0.2.7:51820".into()],
+        url: Some("https://relay.example.com/overlay".into()),
         network: "100.64.0.0/10".into(),
         domain: "ovl.internal".into(),
         id: "0123456789abcdef".into(),
