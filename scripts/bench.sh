@@ -1451,7 +1451,7 @@ part_registry() {
 # part: gateway
 
 # ovb-a is the laptop, ovb-b a host in the remote environment, ovb-hub the relay's (or the
-# WireGuard gateway's) host. Through the relay, ovb-a reaches "remote" (catalog -> ovb-b); through
+# WireGuard gateway's) host. Through the relay, ovb-a reaches "upstream" (catalog -> ovb-b); through
 # stock wireguard-go, ovb-a reaches ovb-b's 10.98.0.3 routed by the hub's kernel.
 part_gateway() {
     log "part gateway: iperf3 laptop -> remote host through the relay's userspace stack vs wireguard-go + kernel forwarding; relay RSS with 1000 proxied connections"
@@ -1491,7 +1491,7 @@ part_gateway() {
     if ! ensure_binaries; then
         setup_na gw_overlay "binaries missing"
     else
-        printf '[services.remote]\naddress = "10.77.0.3:5201"\n' >"$d/catalog.toml"
+        printf '[services.upstream]\naddress = "10.77.0.3:5201"\n' >"$d/catalog.toml"
         local rlog=$LOG_DIR/gateway-relay.log
         world_bg ovb-hub "$rlog" env RUST_LOG="${OVB_RUST_LOG:-warn}" "$RELAY_BIN" --state "$d/relay" \
             serve --listen "$HUB_UL:$RELAY_PORT" --catalog "$d/catalog.toml"
@@ -1500,10 +1500,10 @@ part_gateway() {
         if ! world_wait 10 "the relay's admin socket" relay_ready "$d/relay/admin.sock" "$OVL_RELAY_PID" ||
             ! ovl_token 1 || ! ovl_join a; then
             setup_failed gw_overlay "the relay or the node did not start" "$rlog"
-        elif ! world_wait 10 "ovb-a to resolve remote" ip netns exec ovb-a getent hosts remote; then
-            setup_failed gw_overlay "the name 'remote' does not resolve on the node" "$rlog"
+        elif ! world_wait 10 "ovb-a to resolve upstream" ip netns exec ovb-a getent hosts upstream; then
+            setup_failed gw_overlay "the name upstream does not resolve on the node" "$rlog"
         else
-            remote_ip=$(ip netns exec ovb-a getent hosts remote | awk '{ print $1; exit }')
+            remote_ip=$(ip netns exec ovb-a getent hosts upstream | awk '{ print $1; exit }')
             iperf_runs gw_overlay ovb-a ovb-b "$remote_ip"
             # 1000 concurrent proxied TCP connections, each with a little data, held open.
             cat >"$d/hold-server.py" <<'PY'

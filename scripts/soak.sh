@@ -4,12 +4,12 @@
 #
 #   sudo scripts/soak.sh [--minutes N] [--relay-every M]
 #
-# World: ovs-hub runs overlay-relay (10.79.0.1:51820) with a catalog naming "remote", an HTTP
+# World: ovs-hub runs overlay-relay (10.79.0.1:51820) with a catalog naming "upstream", an HTTP
 # server on ovs-r (a host of the remote environment); nodes a, b, c join with a token; b serves
 # "web" (an HTTP server on its 127.0.0.1, registered with `overlay register web --target`).
 # Until the time is up, in rounds:
 #   - iperf3 burst (3 s) from a to b's overlay address, through the relay;
-#   - 20 curls from a to http://web:8080 and 20 from c to http://remote:8080 (relay gateway);
+#   - 20 curls from a to http://web:8080 and 20 from c to http://upstream:8080 (relay gateway);
 #   - 20 DNS queries on c (web, remote) to 100.100.100.100;
 #   - every 2nd round: an extra node d joins (fresh key, name "d"), pings the relay, leaves;
 #   - every 3rd round: `overlay down` then `overlay up` on c;
@@ -247,7 +247,7 @@ curls() { # ACTIVITY NODE URL
 dns_queries() {
     local i name ans
     for ((i = 0; i < 10; i++)); do
-        for name in web.ovl.internal remote.ovl.internal; do
+        for name in web.ovl.internal upstream.ovl.internal; do
             ans=$(world_run timeout 5 ip netns exec ovs-c dig +short +tries=1 +time=2 @"$NODE_DNS" "$name" 2>/dev/null) || ans=
             if [[ $ans =~ ^[0-9.]+$ ]]; then count dns 1; else count dns 0; echo "$(date +%T) $name: '$ans'" >>"$LOG_DIR/dns.log"; fi
         done
@@ -311,7 +311,7 @@ done
 REMOTE_IP=10.79.0.6 # ovs-r
 mkdir -p "$WORK/relay" "$WORK/www"
 printf 'hello from the soak\n' >"$WORK/www/index.html"
-printf '[services.remote]\naddress = "%s:8081"\nport = 8080\n' "$REMOTE_IP" >"$WORK/catalog.toml"
+printf '[services.upstream]\naddress = "%s:8081"\nport = 8080\n' "$REMOTE_IP" >"$WORK/catalog.toml"
 world_bg ovs-r "$LOG_DIR/remote-http.log" python3 -m http.server --bind "$REMOTE_IP" --directory "$WORK/www" 8081
 world_bg ovs-b "$LOG_DIR/web-http.log" python3 -m http.server --bind 127.0.0.1 --directory "$WORK/www" 18080
 
@@ -329,7 +329,7 @@ if ! ovl b register web --port 8080 --target 18080 >>"$CLI_LOG"; then
 fi
 world_wait 20 "web and remote to answer from a and c" bash -c \
     "ip netns exec ovs-a curl -sf --max-time 2 -o /dev/null http://web:8080/ &&
-     ip netns exec ovs-c curl -sf --max-time 2 -o /dev/null http://remote:8080/" ||
+     ip netns exec ovs-c curl -sf --max-time 2 -o /dev/null http://upstream:8080/" ||
     say "warning: web or remote does not answer yet (the rounds count the failures)"
 
 # ---------------------------------------------------------------------------------------------
@@ -351,7 +351,7 @@ while ((SECONDS < END)); do
     iperf_burst
     check_alive
     curls curl-web a http://web:8080/
-    curls curl-remote c http://remote:8080/
+    curls curl-remote c http://upstream:8080/
     dns_queries
     check_alive
     ((round % 2)) || join_leave

@@ -6,7 +6,7 @@
 //! port = 8080                                          # port on the overlay name (default: same)
 //! ```
 
-use crate::registry::{valid_label, valid_target, RemoteEntry};
+use crate::registry::{valid_label, valid_target, RemoteEntry, RESERVED_NAMES};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -77,6 +77,14 @@ pub fn parse(text: &str) -> Result<Vec<RemoteEntry>, CatalogError> {
                 ),
             });
         }
+        if RESERVED_NAMES.contains(&name.as_str()) {
+            return Err(CatalogError {
+                line,
+                reason: format!(
+                    "'{name}' is reserved by the overlay's DNS ({name}.<domain> names other things); rename the entry"
+                ),
+            });
+        }
         if !valid_target(&e.address) {
             return Err(CatalogError {
                 line,
@@ -133,6 +141,8 @@ mod tests {
         assert_eq!(e.line, 2, "{e}");
         let e = parse("[services.a]\naddress = \"nohostport\"\n").unwrap_err();
         assert!(e.reason.contains("host:port"), "{e}");
+        let e = parse("[services.remote]\naddress = \"x:1\"\n").unwrap_err();
+        assert!(e.reason.contains("reserved"), "{e}");
         assert!(parse("[services.a\n").is_err());
         assert_eq!(parse("").unwrap(), vec![]);
     }

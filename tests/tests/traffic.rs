@@ -120,7 +120,7 @@ fn world(tag: &str) -> (World, Relay, Node) {
     let catalog = write(
         &w.hub.dir,
         "catalog.toml",
-        format!("[services.remote]\naddress = \"{REMOTE}:9000\"\n").as_bytes(),
+        format!("[services.upstream]\naddress = \"{REMOTE}:9000\"\n").as_bytes(),
     );
     let relay = start_relay(
         &w,
@@ -236,8 +236,8 @@ fn remote_address(w: &World, n: &Node) -> String {
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let r = list
         .as_array()
-        .and_then(|l| l.iter().find(|s| s["name"] == "remote"))
-        .unwrap_or_else(|| panic!("remote is not listed: {list}"));
+        .and_then(|l| l.iter().find(|s| s["name"] == "upstream"))
+        .unwrap_or_else(|| panic!("upstream is not listed: {list}"));
     format!("{}:{}", r["address"].as_str().expect("address"), r["port"])
 }
 
@@ -300,14 +300,14 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
     });
     assert_eq!(outbound["method"], "POST");
     assert_eq!(outbound["status"], 201);
-    assert_eq!(outbound["server_name"], "remote");
+    assert_eq!(outbound["server_name"], "upstream");
     let out_id = outbound["id"].as_u64().expect("id");
     let detail = api(&w, &a, "GET", &format!("/api/exchanges/{out_id}"), None);
     assert_eq!(detail["request"]["body"]["text"], "item=7");
     let body: serde_json::Value =
         serde_json::from_str(detail["response"]["body"]["text"].as_str().unwrap_or(""))
             .expect("json body");
-    assert_eq!(body["service"], "remote");
+    assert_eq!(body["service"], "upstream");
 
     // 10 MB through the listener: intact for the service, truncated in the capture.
     let big = a.host.dir.join("big.bin");
