@@ -529,18 +529,32 @@ fn logs_per_service_and_merged_in_time_order_local() {
     let mut w = World::new("devlogs");
     let h = w.add_host("a", 2);
     let dir = app(&h);
+    // The two services take turns through their own log files: each line is printed only
+    // once the other service's previous line is in its log (so it was read and timestamped),
+    // which makes the true order api-1, db-1, api-2, ... however slow the machine is.
+    let logs = h.dir.join("state/logs");
+    let logs = logs.to_str().expect("utf-8");
+    let wait_for = |file: &str, line: &str| {
+        format!(
+            "n=0; until grep -q '{line}' {logs}/{file}.log 2>/dev/null || [ $n -ge 1000 ]; do n=$((n+1)); sleep 0.01; done"
+        )
+    };
     let cfg = write(
         &dir,
         "overlay.toml",
-        r#"
+        &format!(
+            r#"
 [services.api]
-command = "for i in 1 2 3 4 5; do echo api-line-$i; sleep 0.05; done; exec sleep 600"
-health = { tcp = false }
+command = "for i in 1 2 3 4 5; do echo api-line-$i; {}; done; exec sleep 600"
+health = {{ tcp = false }}
 
 [services.db]
-command = "sleep 0.025; for i in 1 2 3 4 5; do echo db-line-$i; sleep 0.05; done; exec sleep 600"
-health = { tcp = false }
+command = "for i in 1 2 3 4 5; do {}; echo db-line-$i; done; exec sleep 600"
+health = {{ tcp = false }}
 "#,
+            wait_for("db", "db-line-$i"),
+            wait_for("api", "api-line-$i"),
+        ),
     );
     let pid = start_dev(
         &w,
@@ -549,9 +563,11 @@ health = { tcp = false }
         &["--local", "-f", cfg.to_str().expect("utf-8")],
     );
     wait_ready(&w, &h, "dev", "api", 1);
-    assert!(wait_until(Duration::from_secs(10), || w
-        .log(&h, "dev")
-        .contains("db-line-5")));
+    assert!(
+        wait_until(Duration::from_secs(10), || w.log(&h, "dev").contains("db-line-5")),
+        "{}",
+        w.log(&h, "dev")
+    );
     std::thread::sleep(Duration::from_millis(300));
     let out = overlay(&w, &h, "logs api -n 0");
     assert!(out.status.success(), "{}", text(&out));
