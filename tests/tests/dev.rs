@@ -536,7 +536,7 @@ fn logs_per_service_and_merged_in_time_order_local() {
     let logs = logs.to_str().expect("utf-8");
     let wait_for = |file: &str, line: &str| {
         format!(
-            "n=0; until grep -q '{line}' {logs}/{file}.log 2>/dev/null || [ $n -ge 1000 ]; do n=$((n+1)); sleep 0.01; done"
+            "n=0; until grep -q {line} {logs}/{file}.log 2>/dev/null || [ $n -ge 1000 ]; do n=$((n+1)); sleep 0.01; done; sleep 0.02"
         )
     };
     let cfg = write(
