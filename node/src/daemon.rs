@@ -436,7 +436,7 @@ fn save_local(local: &HashMap<(String, Option<String>), LocalService>) {
         })
         .collect();
     let bytes = serde_json::to_vec(&list).unwrap_or_default();
-    if let Err(e) = overlay_core::statefile::write_atomic(&local_file(), &bytes, 0o600) {
+    if let Err(e) = overlay_sys::statefile::write_atomic(&local_file(), &bytes, 0o600) {
         tracing::warn!("cannot remember local services: {e}");
     }
 }

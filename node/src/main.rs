@@ -11,7 +11,6 @@ mod lifecycle;
 mod listener;
 mod paths;
 mod relaylink;
-mod relaysocket;
 mod relaystream;
 mod resolvconf;
 mod services;
@@ -21,7 +20,6 @@ mod tls;
 mod traffic;
 mod tunnel;
 mod udpbatch;
-mod wake;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -119,17 +117,17 @@ fn main() -> ExitCode {
             Command::Leave => lifecycle::leave().await,
             Command::Daemon(a) => daemon::run(a).await,
             Command::Completions { shell } => print_bytes(
-                overlay_core::cliref::completions(
+                overlay_sys::cliref::completions(
                     &<Cli as clap::CommandFactory>::command(),
                     &shell,
                 )
                 .map_err(anyhow::Error::msg),
             ),
             Command::Manpage => print_bytes(
-                overlay_core::cliref::man_page(&<Cli as clap::CommandFactory>::command())
+                overlay_sys::cliref::man_page(&<Cli as clap::CommandFactory>::command())
                     .map_err(Into::into),
             ),
-            Command::Reference => print_bytes(Ok(overlay_core::cliref::markdown(
+            Command::Reference => print_bytes(Ok(overlay_sys::cliref::markdown(
                 &<Cli as clap::CommandFactory>::command(),
             )
             .into_bytes())),

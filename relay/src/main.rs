@@ -8,8 +8,6 @@ mod serve;
 mod state;
 mod stream;
 mod tls;
-mod udp;
-mod wake;
 
 use admin::AdminRequest;
 use clap::{Args, Parser, Subcommand};
@@ -149,14 +147,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::serve(&cli.state, args).await,
         Command::Completions { shell } => print_bytes(
-            overlay_core::cliref::completions(&<Cli as clap::CommandFactory>::command(), &shell)
+            overlay_sys::cliref::completions(&<Cli as clap::CommandFactory>::command(), &shell)
                 .map_err(anyhow::Error::msg),
         ),
         Command::Manpage => print_bytes(
-            overlay_core::cliref::man_page(&<Cli as clap::CommandFactory>::command())
+            overlay_sys::cliref::man_page(&<Cli as clap::CommandFactory>::command())
                 .map_err(Into::into),
         ),
-        Command::Reference => print_bytes(Ok(overlay_core::cliref::markdown(
+        Command::Reference => print_bytes(Ok(overlay_sys::cliref::markdown(
             &<Cli as clap::CommandFactory>::command(),
         )
         .into_bytes())),

@@ -183,7 +183,6 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     };
     let sock = std::net::UdpSocket::bind(args.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on udp {}: {e}", args.listen))?;
-    overlay_core::sockbuf::enlarge(std::os::fd::AsRawFd::as_raw_fd(&sock));
     let hub = Hub::new(
         HubConfig {
             private_key,
@@ -220,7 +219,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         ttl_secs: on_demand_ttl,
     });
     let rt = tokio::runtime::Handle::current();
-    let wake = Arc::new(crate::wake::Wake::new()?);
+    let wake = Arc::new(overlay_sys::wake::Wake::new()?);
     let (gw, gw_out) = crate::gateway::start(
         crate::gateway::GatewayConfig {
             relay_addr: plan.relay_addr(),

@@ -14,7 +14,7 @@
 //! [`IDLE`] or cannot take writes for [`WRITE_TIMEOUT`] is closed, and streams are limited per
 //! source address and in total.
 
-use crate::wake::Wake;
+use overlay_sys::wake::Wake;
 use overlay_core::stream::upgrade::{self, MAX_HEAD};
 use overlay_core::stream::ws::{self, FrameBuffer, Opcode, Role};
 use std::collections::HashMap;

@@ -6,8 +6,8 @@
 //! then holds the data, not the relay.
 
 use super::device::Queues;
-use super::{Control, GatewayConfig, GatewayHandle, GatewayStats, GwWake, ToGateway};
-use crate::wake::Wake;
+use super::{Control, GatewayConfig, GatewayHandle, GatewayStats, ToGateway};
+use overlay_sys::wake::Wake;
 use mio::{Events, Interest, Poll, Token};
 use overlay_core::gateway::{BufferBudget, FlowTable, Segment, Transport};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -66,7 +66,7 @@ struct TcpFlow {
 pub struct Engine {
     pub(super) cfg: GatewayConfig,
     poll: Poll,
-    wake: Arc<GwWake>,
+    wake: Arc<Wake>,
     in_rx: Receiver<ToGateway>,
     ctl_rx: Receiver<Control>,
     out_tx: SyncSender<Vec<u8>>,
@@ -110,7 +110,7 @@ impl Engine {
     pub fn new(
         cfg: GatewayConfig,
         poll: Poll,
-        wake: Arc<GwWake>,
+        wake: Arc<Wake>,
         in_rx: Receiver<ToGateway>,
         ctl_rx: Receiver<Control>,
         out_tx: SyncSender<Vec<u8>>,
