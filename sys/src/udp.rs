@@ -190,7 +190,11 @@ impl<'a> Receiver<'a> {
 
     /// Receives one batch without blocking and calls `each` on every datagram in it, in order,
     /// GRO trains split; returns how many there were. WouldBlock means the socket is drained.
-    pub fn recv(&mut self, udp: &Udp, mut each: impl FnMut(SocketAddr, &[u8])) -> io::Result<usize> {
+    pub fn recv(
+        &mut self,
+        udp: &Udp,
+        mut each: impl FnMut(SocketAddr, &[u8]),
+    ) -> io::Result<usize> {
         let n = udp.try_recv(&mut self.bufs, &mut self.meta)?;
         let mut datagrams = 0;
         for (buf, meta) in self.bufs.iter().zip(&self.meta).take(n) {
@@ -338,7 +342,11 @@ mod tests {
         for d in &want {
             out.send(to, d);
         }
-        assert_eq!(out.batch.datagrams(), 10, "the first {QUEUE_DATAGRAMS} went out");
+        assert_eq!(
+            out.batch.datagrams(),
+            10,
+            "the first {QUEUE_DATAGRAMS} went out"
+        );
         out.flush();
         out.send(SocketAddr::from(([127, 0, 0, 1], 0)), b"nowhere");
         out.flush();

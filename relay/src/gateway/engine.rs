@@ -7,9 +7,9 @@
 
 use super::device::Queues;
 use super::{Control, GatewayConfig, GatewayHandle, GatewayStats, ToGateway};
-use overlay_sys::wake::Wake;
 use mio::{Events, Interest, Poll, Token};
 use overlay_core::gateway::{BufferBudget, FlowTable, Segment, Transport};
+use overlay_sys::wake::Wake;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};

@@ -19,8 +19,8 @@ mod udp;
 pub use callbacks::{CallbackListeners, CallbackRoutes};
 pub use resolve::Resolver;
 
-use overlay_sys::wake::Wake;
 use overlay_core::gateway::{BudgetConfig, BufferStats, FlowLimits};
+use overlay_sys::wake::Wake;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};

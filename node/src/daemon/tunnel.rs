@@ -14,10 +14,8 @@
 //! coalesced ones back (GRO), and the UDP socket sends a train of equal-sized datagrams in one
 //! call (GSO) and receives many per call (recvmmsg, GRO). Buffers are allocated once.
 
-use crate::cpu_latency::CpuLatencyRequest;
-use overlay_sys::udp::Udp;
-use crate::relaystream::{self, Target};
-use overlay_sys::wake::Wake;
+use crate::daemon::cpu_latency::CpuLatencyRequest;
+use crate::daemon::relaystream::{self, Target};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -28,6 +26,8 @@ use overlay_core::packet;
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::spin::Spin;
 use overlay_core::stream::transport::{Action, Chooser, Mode as TransportMode, Transport};
+use overlay_sys::udp::Udp;
+use overlay_sys::wake::Wake;
 use quinn_udp::RecvMeta;
 use serde::Serialize;
 use std::io::{ErrorKind, IoSliceMut};

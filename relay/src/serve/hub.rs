@@ -5,17 +5,17 @@
 //! [`crate::udp`]), without blocking. Ticks happen on the poll timeout; admin requests arrive
 //! over a channel and are served between batches.
 
-use crate::admin::{AdminCall, AdminRequest, AdminResponse};
 use crate::gateway::{
     CallbackListeners, CallbackRoutes, GatewayHandle, GatewayOutput, Resolver, ToGateway,
 };
-use crate::state::StateDir;
-use crate::stream::{StreamEvent, StreamInbox, StreamStats};
-use overlay_sys::udp::{self, Udp};
-use overlay_sys::wake::Wake;
+use crate::serve::admin::{AdminCall, AdminRequest, AdminResponse};
+use crate::serve::state::StateDir;
+use crate::serve::stream::{StreamEvent, StreamInbox, StreamStats};
 use overlay_core::relay::{Hub, JoinJob, JoinOpened, LookupRequest, Wire, JOB_QUEUE};
 use overlay_core::spin::Spin;
 use overlay_core::stream::addr::{stream_addr, stream_id};
+use overlay_sys::udp::{self, Udp};
+use overlay_sys::wake::Wake;
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::ErrorKind;
