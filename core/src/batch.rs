@@ -67,7 +67,14 @@ pub struct SendBatch {
     buf: Vec<u8>,
     used: usize,
     runs: Vec<Run>,
+    /// Datagrams in `runs`.
+    count: usize,
     max_segments: usize,
+    /// Where [`SendBatch::group_by_destination`] lays datagrams out anew (allocated on first
+    /// use: the node's batch, with one destination, never needs it).
+    regroup: Vec<u8>,
+    order: Vec<usize>,
+    regrouped: Vec<Run>,
 }
 
 impl SendBatch {
@@ -78,7 +85,11 @@ impl SendBatch {
             buf: vec![0; capacity],
             used: 0,
             runs: Vec::with_capacity(64),
+            count: 0,
             max_segments: max_segments.max(1),
+            regroup: Vec::new(),
+            order: Vec::new(),
+            regrouped: Vec::new(),
         }
     }
 
@@ -106,6 +117,7 @@ impl SendBatch {
         }
         let start = self.used;
         self.used += len;
+        self.count += 1;
         if let Some(run) = self.runs.last_mut() {
             if run.extend(to, len, self.max_segments) {
                 return;
@@ -138,7 +150,51 @@ impl SendBatch {
 
     /// Datagrams waiting.
     pub fn datagrams(&self) -> usize {
-        self.runs.iter().map(|r| r.count).sum()
+        self.count
+    }
+
+    /// Lays the datagrams out again so that each destination's come together (in the order
+    /// they were added) and form runs as long as GSO allows. Output for many peers arrives
+    /// interleaved (a bulk flow one way, its acks the other); grouped, each peer's burst is
+    /// one send instead of one per datagram. Nothing is copied when every destination's
+    /// datagrams are already together.
+    pub fn group_by_destination(&mut self) {
+        self.order.clear();
+        self.order.extend(0..self.runs.len());
+        let runs = &self.runs;
+        self.order.sort_unstable_by_key(|&i| (runs[i].to, i));
+        // Already together when each destination's runs are consecutive (the order of the
+        // destinations does not matter).
+        let together = self
+            .order
+            .windows(2)
+            .all(|w| runs[w[0]].to != runs[w[1]].to || w[1] == w[0] + 1);
+        if together {
+            return;
+        }
+        if self.regroup.len() != self.buf.len() {
+            self.regroup = vec![0; self.buf.len()];
+        }
+        let mut regrouped = std::mem::take(&mut self.regrouped);
+        regrouped.clear();
+        let mut used = 0;
+        for &i in &self.order {
+            let run = self.runs[i];
+            let bytes = &self.buf[run.start..run.start + run.len];
+            for d in bytes.chunks(run.segment.max(1)) {
+                self.regroup[used..used + d.len()].copy_from_slice(d);
+                let joined = regrouped
+                    .last_mut()
+                    .is_some_and(|r| r.extend(run.to, d.len(), self.max_segments));
+                if !joined {
+                    regrouped.push(Run::begin(run.to, used, d.len()));
+                }
+                used += d.len();
+            }
+        }
+        std::mem::swap(&mut self.buf, &mut self.regroup);
+        self.regrouped = std::mem::replace(&mut self.runs, regrouped);
+        self.used = used;
     }
 
     /// Nothing waiting.
@@ -149,6 +205,7 @@ impl SendBatch {
     /// Forgets everything (after sending).
     pub fn clear(&mut self) {
         self.used = 0;
+        self.count = 0;
         self.runs.clear();
     }
 }
@@ -233,6 +290,29 @@ mod tests {
         b.push(a(1), &[0; 10]);
         b.push(a(1), &[0; 10]);
         assert_eq!(sizes(&b), vec![(1, 10, 1, 10), (1, 10, 1, 10)]);
+    }
+
+    #[test]
+    fn grouping_by_destination_keeps_each_ones_order() {
+        let mut b = SendBatch::new(1 << 16, 64);
+        for i in 0..5u8 {
+            b.push(a(1), &[i; 100]);
+            b.push(a(2), &[i; 10]);
+        }
+        b.push(a(1), &[9; 40]);
+        assert_eq!(b.runs().len(), 11);
+        b.group_by_destination();
+        assert_eq!(sizes(&b), vec![(1, 100, 6, 540), (2, 10, 5, 50)]);
+        let one = b.bytes(&b.runs()[0]);
+        assert_eq!(&one[..100], &[0; 100][..]);
+        assert_eq!(&one[400..500], &[4; 100][..]);
+        assert_eq!(&one[500..], &[9; 40][..]);
+        assert_eq!(b.bytes(&b.runs()[1])[40..], [4; 10]);
+        assert_eq!(b.datagrams(), 11);
+        // Already grouped: nothing moves.
+        let before = b.runs().to_vec();
+        b.group_by_destination();
+        assert_eq!(b.runs(), &before[..]);
     }
 
     #[test]

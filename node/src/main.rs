@@ -1,27 +1,11 @@
 //! `overlay`: the node side of the overlay (daemon and CLI).
 
-mod control;
-mod cpu_latency;
+mod cli;
 mod daemon;
 mod dev;
-mod device;
-mod dns;
-mod join;
-mod lifecycle;
-mod listener;
 mod paths;
-mod relaylink;
-mod relaysocket;
-mod relaystream;
-mod resolvconf;
-mod services;
 mod settings;
-mod status;
-mod tls;
 mod traffic;
-mod tunnel;
-mod udpbatch;
-mod wake;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -48,7 +32,7 @@ enum Command {
     #[command(hide = true)]
     Reference,
     /// Join an overlay with a token from the relay's operator (needs root).
-    Join(join::JoinArgs),
+    Join(cli::join::JoinArgs),
     /// Start the daemon again after `overlay down`.
     Up,
     /// Stop the daemon; routes and DNS are restored.
@@ -58,38 +42,38 @@ enum Command {
     /// Run the node daemon in the foreground (what a service manager runs).
     Daemon(daemon::DaemonArgs),
     /// Show the connection state.
-    Status(status::StatusArgs),
+    Status(cli::status::StatusArgs),
     /// List every service instance, local, remote and on other nodes.
-    Services(services::ServicesArgs),
+    Services(cli::services::ServicesArgs),
     /// Show what a name resolves to and which rule chose it.
     Resolve {
         /// The name, e.g. `orders`, `v2.orders`, `orders.laptop`.
         name: String,
     },
     /// Register a service by hand (`overlay dev` does this for its services).
-    Register(services::RegisterArgs),
+    Register(cli::services::RegisterArgs),
     /// Remove a service registered by hand.
-    Unregister(services::UnregisterArgs),
+    Unregister(cli::services::UnregisterArgs),
     /// Run the local services of overlay.toml or a Procfile, as your user.
     Dev(dev::DevArgs),
     /// Run one service ad hoc: `overlay run NAME [--port P] [--tag T] -- CMD ARGS...`.
     Run(dev::RunArgs),
     /// Show the logs of `overlay dev` services, one or all merged by time.
-    Logs(dev::LogsArgs),
+    Logs(cli::dev::LogsArgs),
     /// Show the services of the running `overlay dev`: state, port, restarts, last exit.
-    Ps(dev::PsArgs),
+    Ps(cli::dev::PsArgs),
     /// Build and restart a service of the running `overlay dev`, without disturbing callers.
-    Restart(dev::ServiceArg),
+    Restart(cli::dev::ServiceArg),
     /// Stop a service of the running `overlay dev`.
-    Stop(dev::ServiceArg),
+    Stop(cli::dev::ServiceArg),
     /// Start a stopped service of the running `overlay dev`.
-    Start(dev::ServiceArg),
+    Start(cli::dev::ServiceArg),
     /// Show captured HTTP exchanges and connections, one line each (`-f` to follow).
-    Traffic(traffic::cli::TrafficArgs),
+    Traffic(cli::traffic::TrafficArgs),
     /// Print the web inspector's URL, with the token that opens it (for you only).
-    Inspect(traffic::cli::InspectArgs),
+    Inspect(cli::traffic::InspectArgs),
     /// Write the overlay packets (decrypted, as on the TUN) to a pcap file.
-    Capture(traffic::cli::CaptureArgs),
+    Capture(cli::traffic::CaptureArgs),
 }
 
 fn main() -> ExitCode {
@@ -113,41 +97,38 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Join(a) => join::run(a).await,
-            Command::Up => lifecycle::up().await,
-            Command::Down => lifecycle::down().await,
-            Command::Leave => lifecycle::leave().await,
+            Command::Join(a) => cli::join::run(a).await,
+            Command::Up => cli::lifecycle::up().await,
+            Command::Down => cli::lifecycle::down().await,
+            Command::Leave => cli::lifecycle::leave().await,
             Command::Daemon(a) => daemon::run(a).await,
             Command::Completions { shell } => print_bytes(
-                overlay_core::cliref::completions(
-                    &<Cli as clap::CommandFactory>::command(),
-                    &shell,
-                )
-                .map_err(anyhow::Error::msg),
+                overlay_sys::cliref::completions(&<Cli as clap::CommandFactory>::command(), &shell)
+                    .map_err(anyhow::Error::msg),
             ),
             Command::Manpage => print_bytes(
-                overlay_core::cliref::man_page(&<Cli as clap::CommandFactory>::command())
+                overlay_sys::cliref::man_page(&<Cli as clap::CommandFactory>::command())
                     .map_err(Into::into),
             ),
-            Command::Reference => print_bytes(Ok(overlay_core::cliref::markdown(
+            Command::Reference => print_bytes(Ok(overlay_sys::cliref::markdown(
                 &<Cli as clap::CommandFactory>::command(),
             )
             .into_bytes())),
-            Command::Status(a) => status::run(a).await,
-            Command::Services(a) => services::list(a).await,
-            Command::Resolve { name } => services::resolve(name).await,
-            Command::Register(a) => services::register(a).await,
-            Command::Unregister(a) => services::unregister(a).await,
+            Command::Status(a) => cli::status::run(a).await,
+            Command::Services(a) => cli::services::list(a).await,
+            Command::Resolve { name } => cli::services::resolve(name).await,
+            Command::Register(a) => cli::services::register(a).await,
+            Command::Unregister(a) => cli::services::unregister(a).await,
             Command::Dev(a) => dev::dev(a).await,
             Command::Run(a) => dev::run(a).await,
-            Command::Logs(a) => dev::logs(a).await,
-            Command::Ps(a) => dev::ps(a).await,
-            Command::Restart(a) => dev::control(dev::Action::Restart, a).await,
-            Command::Stop(a) => dev::control(dev::Action::Stop, a).await,
-            Command::Start(a) => dev::control(dev::Action::Start, a).await,
-            Command::Traffic(a) => traffic::cli::traffic(a).await,
-            Command::Inspect(a) => traffic::cli::inspect(a).await,
-            Command::Capture(a) => traffic::cli::capture(a).await,
+            Command::Logs(a) => cli::dev::logs(a).await,
+            Command::Ps(a) => cli::dev::ps(a).await,
+            Command::Restart(a) => cli::dev::control(cli::dev::Action::Restart, a).await,
+            Command::Stop(a) => cli::dev::control(cli::dev::Action::Stop, a).await,
+            Command::Start(a) => cli::dev::control(cli::dev::Action::Start, a).await,
+            Command::Traffic(a) => cli::traffic::traffic(a).await,
+            Command::Inspect(a) => cli::traffic::inspect(a).await,
+            Command::Capture(a) => cli::traffic::capture(a).await,
         }
     });
     match result {

@@ -20,3 +20,8 @@ pub fn run_dir() -> PathBuf {
 pub fn control_socket() -> PathBuf {
     run_dir().join("overlay.sock")
 }
+
+/// The daemon's pcap socket (`overlay capture`).
+pub fn capture_socket() -> PathBuf {
+    run_dir().join("capture.sock")
+}

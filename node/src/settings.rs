@@ -2,7 +2,7 @@
 
 use overlay_core::key;
 use overlay_core::prefix::Ipv4Prefix;
-use overlay_core::statefile;
+use overlay_sys::statefile;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

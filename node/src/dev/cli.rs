@@ -1,10 +1,11 @@
-//! The `overlay dev`, `run`, `logs`, `restart`, `stop` and `start` subcommands.
+//! `overlay dev` and `overlay run`: read the config, become the invoking user, run the session.
+//! The clients of a running session (`logs`, `ps`, `restart`, `stop`, `start`) are in
+//! `crate::cli::dev`.
 
-use super::logview::{self, View};
 use super::output::{Output, Style};
 use super::process::Groups;
 use super::registrar::Registrar;
-use super::session::{self, SessionRequest};
+use super::session;
 use super::supervisor::{self, Cmd, Handle, Shared};
 use super::user::Identity;
 use crate::paths;
@@ -48,45 +49,6 @@ pub struct RunArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
-}
-
-/// Flags of `overlay logs`.
-#[derive(Args, Debug)]
-pub struct LogsArgs {
-    /// One service (its key in the config); all services, merged by time, when omitted.
-    service: Option<String>,
-    /// Keep printing new lines.
-    #[arg(short = 'f', long)]
-    follow: bool,
-    /// How many of the last lines to print (0: all).
-    #[arg(short = 'n', long = "lines", default_value_t = 100)]
-    lines: usize,
-}
-
-/// Flags of `overlay ps`.
-#[derive(Args, Debug)]
-pub struct PsArgs {
-    /// Print a JSON list of the services (the fields of the table, and `name`, `tag`).
-    #[arg(long)]
-    json: bool,
-}
-
-/// The service of `overlay restart|stop|start`.
-#[derive(Args, Debug)]
-pub struct ServiceArg {
-    /// The service: its key in the config, its name, or TAG.NAME.
-    service: String,
-}
-
-/// What `overlay restart|stop|start` asks for.
-#[derive(Clone, Copy, Debug)]
-pub enum Action {
-    /// Build, then replace the process.
-    Restart,
-    /// Stop it.
-    Stop,
-    /// Start it.
-    Start,
 }
 
 /// `overlay dev`.
@@ -151,91 +113,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = DevConfig::from_services("overlay run", vec![spec])?;
     let dir = std::env::current_dir().context("cannot read the current directory")?;
     session(config, dir, Vec::new(), args.local, me).await
-}
-
-/// `overlay logs`.
-pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
-    let me = Identity::invoking();
-    logview::show(View {
-        dir: me.logs_dir(),
-        service: args.service,
-        lines: args.lines,
-        follow: args.follow,
-    })
-    .await
-}
-
-/// `overlay restart|stop|start SERVICE`.
-pub async fn control(action: Action, args: ServiceArg) -> anyhow::Result<()> {
-    let me = Identity::invoking();
-    let mut found = Vec::new();
-    for dir in me.session_dirs() {
-        found.extend(session::sessions(&dir).await);
-    }
-    if found.is_empty() {
-        anyhow::bail!(
-            "no overlay dev session is running for this user; start one with `overlay dev`"
-        );
-    }
-    let wanted = args.service.as_str();
-    let matches = |s: &supervisor::ServiceState| {
-        s.key == wanted
-            || s.name == wanted && s.tag.is_none()
-            || s.tag
-                .as_ref()
-                .is_some_and(|t| format!("{t}.{}", s.name) == wanted)
-    };
-    let Some((path, _)) = found.iter().find(|(_, list)| list.iter().any(matches)) else {
-        let all: Vec<String> = found
-            .iter()
-            .flat_map(|(_, l)| l.iter().map(|s| s.key.clone()))
-            .collect();
-        anyhow::bail!(
-            "no running overlay dev session has a service {wanted}; it runs: {}",
-            all.join(", ")
-        );
-    };
-    let service = args.service.clone();
-    let req = match action {
-        Action::Restart => SessionRequest::Restart { service },
-        Action::Stop => SessionRequest::Stop { service },
-        Action::Start => SessionRequest::Start { service },
-    };
-    let resp = session::call(path, &req)
-        .await
-        .map_err(|e| anyhow::anyhow!("the overlay dev session did not answer: {e}"))?;
-    if resp.ok {
-        println!("{}", resp.message);
-        Ok(())
-    } else {
-        anyhow::bail!("{}", resp.message)
-    }
-}
-
-/// `overlay ps`.
-pub async fn ps(args: PsArgs) -> anyhow::Result<()> {
-    let me = Identity::invoking();
-    let mut all = Vec::new();
-    for dir in me.session_dirs() {
-        for (_, list) in session::sessions(&dir).await {
-            all.extend(list);
-        }
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
-        return Ok(());
-    }
-    if all.is_empty() {
-        anyhow::bail!(
-            "no overlay dev session is running for this user; start one with `overlay dev`"
-        );
-    }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    print!("{}", super::ps::render(&all, now_ms, Style::detect().color));
-    Ok(())
 }
 
 /// Becomes the user who invoked overlay (from sudo) for good.

@@ -2,7 +2,7 @@
 //! service's overlay address and listener, point the listener at a new local port or hold
 //! connections during a restart, unregister.
 
-use crate::control::{self, Request};
+use crate::daemon::api::{self, Request};
 use overlay_core::devconfig::env::{KnownService, Where};
 use overlay_core::devconfig::ServiceSpec;
 use std::path::PathBuf;
@@ -65,7 +65,7 @@ impl Registrar {
         let Registrar::Daemon(path) = self else {
             return Ok(serde_json::Value::Null);
         };
-        match tokio::time::timeout(CALL_TIMEOUT, control::call(path, &req)).await {
+        match tokio::time::timeout(CALL_TIMEOUT, api::call(path, &req)).await {
             Ok(r) => r,
             Err(_) => anyhow::bail!(
                 "the overlay daemon did not answer within {} s; check `overlay status`",
@@ -163,7 +163,7 @@ impl Registrar {
         };
         // The answer comes after the drain: allow for it on top of the usual wait.
         let wait = CALL_TIMEOUT + spec.drain;
-        let data = match tokio::time::timeout(wait, control::call(path, &req)).await {
+        let data = match tokio::time::timeout(wait, api::call(path, &req)).await {
             Ok(r) => r?,
             Err(_) => anyhow::bail!("the overlay daemon did not finish the drain in time"),
         };

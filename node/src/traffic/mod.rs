@@ -7,16 +7,15 @@
 //!
 //! Neither source ever waits for the capture: bytes go through bounded queues with `try_send`,
 //! and a full queue costs capture data (the record is marked incomplete), never traffic.
-//! [`server`] serves the inspector and its JSON API; [`cli`] is `overlay traffic`, `overlay
-//! inspect` and `overlay capture`.
+//! [`server`] serves the inspector and its JSON API; `overlay traffic`, `overlay inspect` and
+//! `overlay capture` are in `crate::cli::traffic`.
 
-pub mod cli;
 pub mod replay;
 pub mod server;
 pub mod splice;
 pub mod tap;
 
-use crate::relaylink::Directory;
+use crate::daemon::relaylink::Directory;
 use clap::Args;
 use overlay_core::capture::access::Secret;
 use overlay_core::capture::{ConnectionCapture, Record, Ring};
@@ -234,14 +233,14 @@ pub fn now_us() -> u64 {
 pub async fn start(
     args: &TrafficArgs,
     traffic: &Arc<Traffic>,
-    tunnel: &crate::tunnel::Tunnel,
+    tunnel: &crate::daemon::tunnel::Tunnel,
     owner_uid: Option<u32>,
 ) {
     tunnel.set_tap(tap::start(traffic.clone()));
     tokio::spawn({
         let t = traffic.clone();
         async move {
-            if let Err(e) = tap::serve_capture(cli::capture_socket(), owner_uid, t).await {
+            if let Err(e) = tap::serve_capture(crate::paths::capture_socket(), owner_uid, t).await {
                 tracing::warn!("overlay capture is unavailable: {e:#}");
             }
         }

@@ -263,7 +263,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 
 #[cfg(test)]
 mod tests {
-    use crate::listener::Listener;
+    use crate::daemon::listener::Listener;
     use crate::traffic::{Traffic, TrafficArgs};
     use overlay_core::capture::Filter;
     use std::sync::Arc;

@@ -210,7 +210,7 @@ pub async fn serve_capture(
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
-        overlay_core::statefile::ensure_dir(dir, 0o755)?;
+        overlay_sys::statefile::ensure_dir(dir, 0o755)?;
     }
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)

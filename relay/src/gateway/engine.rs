@@ -6,10 +6,10 @@
 //! then holds the data, not the relay.
 
 use super::device::Queues;
-use super::{Control, GatewayConfig, GatewayHandle, GatewayStats, GwWake, ToGateway};
-use crate::wake::Wake;
+use super::{Control, GatewayConfig, GatewayHandle, GatewayStats, ToGateway};
 use mio::{Events, Interest, Poll, Token};
 use overlay_core::gateway::{BufferBudget, FlowTable, Segment, Transport};
+use overlay_sys::wake::Wake;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
@@ -66,7 +66,7 @@ struct TcpFlow {
 pub struct Engine {
     pub(super) cfg: GatewayConfig,
     poll: Poll,
-    wake: Arc<GwWake>,
+    wake: Arc<Wake>,
     in_rx: Receiver<ToGateway>,
     ctl_rx: Receiver<Control>,
     out_tx: SyncSender<Vec<u8>>,
@@ -110,7 +110,7 @@ impl Engine {
     pub fn new(
         cfg: GatewayConfig,
         poll: Poll,
-        wake: Arc<GwWake>,
+        wake: Arc<Wake>,
         in_rx: Receiver<ToGateway>,
         ctl_rx: Receiver<Control>,
         out_tx: SyncSender<Vec<u8>>,

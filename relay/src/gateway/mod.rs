@@ -19,10 +19,10 @@ mod udp;
 pub use callbacks::{CallbackListeners, CallbackRoutes};
 pub use resolve::Resolver;
 
-use crate::wake::Wake;
 use overlay_core::gateway::{BudgetConfig, BufferStats, FlowLimits};
+use overlay_sys::wake::Wake;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -155,30 +155,12 @@ pub(crate) fn trim_memory() {
     }
 }
 
-/// Wakes the gateway thread; one system call per burst.
-pub(crate) struct GwWake {
-    waker: mio::Waker,
-    pending: AtomicBool,
-}
-
-impl GwWake {
-    pub(crate) fn wake(&self) {
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            let _ = self.waker.wake();
-        }
-    }
-
-    fn reset(&self) {
-        self.pending.store(false, Ordering::Release);
-    }
-}
-
 /// The hub's and tokio's handle on the gateway.
 #[derive(Clone)]
 pub struct GatewayHandle {
     to_gw: SyncSender<ToGateway>,
     ctl: SyncSender<Control>,
-    wake: Arc<GwWake>,
+    wake: Arc<Wake>,
     /// Counters.
     pub stats: Arc<GatewayStats>,
 }
@@ -216,11 +198,12 @@ pub fn start(
     hub_wake: Arc<Wake>,
 ) -> std::io::Result<(GatewayHandle, GatewayOutput)> {
     let poll = mio::Poll::new()?;
-    let waker = mio::Waker::new(poll.registry(), engine::WAKER)?;
-    let wake = Arc::new(GwWake {
-        waker,
-        pending: AtomicBool::new(false),
-    });
+    let wake = Arc::new(Wake::new()?);
+    poll.registry().register(
+        &mut mio::unix::SourceFd(&wake.fd()),
+        engine::WAKER,
+        mio::Interest::READABLE,
+    )?;
     let (to_gw, in_rx) = sync_channel(TO_GATEWAY_QUEUE);
     let (ctl, ctl_rx) = sync_channel(cfg.limits.total + 1024);
     let (out_tx, out_rx) = sync_channel(FROM_GATEWAY_QUEUE);

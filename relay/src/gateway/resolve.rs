@@ -1,8 +1,8 @@
 //! Resolves names for remote names on demand, off the hub's thread, with the relay's own
 //! resolver (the remote environment's DNS, search domains included).
 
-use crate::wake::Wake;
 use overlay_core::relay::{LookupFailure, LookupRequest};
+use overlay_sys::wake::Wake;
 use std::ffi::CString;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;

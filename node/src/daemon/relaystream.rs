@@ -108,7 +108,7 @@ async fn connect_inner(target: &Target) -> anyhow::Result<Stream> {
     };
     let _ = tcp.set_nodelay(true);
     let mut io: Box<dyn Io> = if url.tls {
-        Box::new(crate::tls::connect(&url.host, tcp).await?)
+        Box::new(crate::daemon::tls::connect(&url.host, tcp).await?)
     } else {
         Box::new(tcp)
     };

@@ -120,7 +120,7 @@ pub async fn serve<H: Handler>(
     handler: std::sync::Arc<H>,
 ) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        overlay_core::statefile::ensure_dir(dir, 0o755)?;
+        overlay_sys::statefile::ensure_dir(dir, 0o755)?;
     }
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)

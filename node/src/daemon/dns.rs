@@ -3,8 +3,8 @@
 //! Names in the overlay domain are answered from the synced registry (`overlay_core::dns`);
 //! everything else is forwarded to the servers the system used before overlay changed it.
 
-use crate::relaylink::{Directory, Looked};
-use crate::udpbatch::{Peer, Slots};
+use crate::daemon::relaylink::{Directory, Looked};
+use crate::daemon::udpbatch::{Peer, Slots};
 use overlay_core::dns::explain;
 use overlay_core::dns::upstream::{matches_query, try_next, Plan, StaleCache, Upstreams};
 use overlay_core::dns::{

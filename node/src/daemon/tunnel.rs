@@ -14,10 +14,8 @@
 //! coalesced ones back (GRO), and the UDP socket sends a train of equal-sized datagrams in one
 //! call (GSO) and receives many per call (recvmmsg, GRO). Buffers are allocated once.
 
-use crate::cpu_latency::CpuLatencyRequest;
-use crate::relaysocket::Udp;
-use crate::relaystream::{self, Target};
-use crate::wake::Wake;
+use crate::daemon::cpu_latency::CpuLatencyRequest;
+use crate::daemon::relaystream::{self, Target};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -28,6 +26,8 @@ use overlay_core::packet;
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::spin::Spin;
 use overlay_core::stream::transport::{Action, Chooser, Mode as TransportMode, Transport};
+use overlay_sys::udp::Udp;
+use overlay_sys::wake::Wake;
 use quinn_udp::RecvMeta;
 use serde::Serialize;
 use std::io::{ErrorKind, IoSliceMut};
@@ -45,6 +45,10 @@ const SEND_BATCH: usize = 256 << 10;
 const SEAL_OVERHEAD: usize = 16 + 16 + 15;
 /// Receive buffers per recvmmsg call, each big enough for one GRO-coalesced train.
 const RECV_SLOTS: usize = 8;
+/// How long a send from the data thread waits for room in a full socket buffer before it
+/// drops the rest of the batch (the relay is the node's only peer: waiting a little costs no
+/// one else anything).
+const SEND_WAIT: Duration = Duration::from_millis(5);
 const TIMER_TICK: Duration = Duration::from_millis(250);
 /// The relay's control datagrams waiting for the daemon's control client at most (it reads
 /// them at once; the relay sends one per request and a notice per registry change).
@@ -440,7 +444,7 @@ impl Tunnel {
             self.queue_stream(b);
             return;
         }
-        let lost = self.sock.send_batch(batch);
+        let lost = self.sock.send_batch(batch, SEND_WAIT);
         if lost > 0 {
             self.stats
                 .drop_send

@@ -1,6 +1,6 @@
 //! `overlay services`, `overlay resolve`, `overlay register`, `overlay unregister`.
 
-use crate::control::{self, Request};
+use crate::daemon::api::{self, Request};
 use crate::paths;
 use clap::Args;
 
@@ -43,7 +43,7 @@ pub struct UnregisterArgs {
 }
 
 async fn call(req: Request) -> anyhow::Result<serde_json::Value> {
-    control::call(&paths::control_socket(), &req).await
+    api::call(&paths::control_socket(), &req).await
 }
 
 /// `overlay services`.

@@ -3,7 +3,7 @@
 use overlay_core::key;
 use overlay_core::relay::state::{RelayState, StateFile};
 use overlay_core::relay::Store;
-use overlay_core::statefile::{self, StateFileError};
+use overlay_sys::statefile::{self, StateFileError};
 use std::path::{Path, PathBuf};
 
 /// Errors loading relay state.

@@ -1,8 +1,8 @@
 //! `--metrics ADDR`: Prometheus text metrics on `/metrics` and a health check on `/healthz`.
 
-use crate::admin::{AdminCall, AdminRequest, AdminResponse};
 use crate::gateway::GatewayStats;
-use crate::stream::StreamStats;
+use crate::serve::admin::{AdminCall, AdminRequest, AdminResponse};
+use crate::serve::stream::StreamStats;
 use overlay_core::stream::addr::stream_id;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;

@@ -7,7 +7,7 @@
 //! after a crash. Our server is the only one listed: it forwards other names to the original
 //! servers itself (see [`render_resolv_conf`] for why they are not listed behind it).
 
-use overlay_core::statefile;
+use overlay_sys::statefile;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

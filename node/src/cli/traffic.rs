@@ -1,6 +1,6 @@
 //! `overlay traffic`, `overlay inspect`, `overlay capture`.
 
-use crate::control::{self, Request};
+use crate::daemon::api::{self, Request};
 use crate::paths;
 use clap::Args;
 use std::io::Write;
@@ -76,7 +76,7 @@ pub async fn traffic(args: TrafficArgs) -> anyhow::Result<()> {
     let mut first = true;
     loop {
         let limit = if first { args.lines } else { 1000 };
-        let data = control::call(
+        let data = api::call(
             &sock,
             &Request::Traffic {
                 query: query(&args, after, limit),
@@ -162,7 +162,7 @@ fn line(r: &serde_json::Value) -> String {
 
 /// `overlay inspect`.
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
-    let data = control::call(&paths::control_socket(), &Request::Inspect).await?;
+    let data = api::call(&paths::control_socket(), &Request::Inspect).await?;
     let url = data["url"]
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("the inspector is not running (OVERLAY_INSPECT_LISTEN=off, or its address was taken; see the daemon's log)"))?;
@@ -174,18 +174,13 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The capture socket in the run directory.
-pub fn capture_socket() -> std::path::PathBuf {
-    paths::run_dir().join("capture.sock")
-}
-
 /// `overlay capture`.
 pub async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
     let duration_ms = match &args.duration {
         Some(d) => Some(overlay_core::duration::parse_secs(d)? * 1000),
         None => None,
     };
-    let path = capture_socket();
+    let path = paths::capture_socket();
     let mut s = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
         anyhow::anyhow!(
             "the overlay daemon is not running ({}: {e}); start it with `sudo overlay up`",

@@ -5,17 +5,17 @@
 //! [`crate::udp`]), without blocking. Ticks happen on the poll timeout; admin requests arrive
 //! over a channel and are served between batches.
 
-use crate::admin::{AdminCall, AdminRequest, AdminResponse};
 use crate::gateway::{
     CallbackListeners, CallbackRoutes, GatewayHandle, GatewayOutput, Resolver, ToGateway,
 };
-use crate::state::StateDir;
-use crate::stream::{StreamEvent, StreamInbox, StreamStats};
-use crate::udp;
-use crate::wake::Wake;
+use crate::serve::admin::{AdminCall, AdminRequest, AdminResponse};
+use crate::serve::state::StateDir;
+use crate::serve::stream::{StreamEvent, StreamInbox, StreamStats};
 use overlay_core::relay::{Hub, JoinJob, JoinOpened, LookupRequest, Wire, JOB_QUEUE};
 use overlay_core::spin::Spin;
 use overlay_core::stream::addr::{stream_addr, stream_id};
+use overlay_sys::udp::{self, Udp};
+use overlay_sys::wake::Wake;
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -169,7 +169,7 @@ fn flush(wire: &mut UdpWire<'_>, hub: &mut Hub<StateDir>) {
 }
 
 /// Sleeps until the socket or the wake-up is readable, or `timeout` passes.
-fn wait(sock: &UdpSocket, wake: &Wake, timeout: Duration) {
+fn wait(sock: &Udp, wake: &Wake, timeout: Duration) {
     let mut fds = [
         libc::pollfd {
             fd: sock.as_raw_fd(),
@@ -205,11 +205,11 @@ pub fn run(
     let resolver = plumbing.resolver.as_ref().map(|r| &r.0);
     let lookups = plumbing.resolver.as_ref().map(|r| &r.1);
     let wake = plumbing.wake.clone();
-    let state = udp::setup(&sock).map_err(|e| anyhow::anyhow!("udp socket setup failed: {e}"))?;
+    let sock = Udp::from_std(sock).map_err(|e| anyhow::anyhow!("udp socket setup failed: {e}"))?;
     let mut storage = vec![0u8; udp::RECV_STORAGE];
     let mut rx = udp::Receiver::new(&mut storage);
     let wire = &mut UdpWire {
-        out: udp::Sender::new(&sock, &state),
+        out: udp::Sender::new(&sock),
         gateway,
         resolver,
         streams: HashMap::new(),
@@ -240,7 +240,7 @@ pub fn run(
         }
         for _ in 0..RECV_BATCHES {
             let now = unix_now();
-            match rx.recv(&sock, &state, |from, d| hub.on_datagram(from, d, now, wire)) {
+            match rx.recv(&sock, |from, d| hub.on_datagram(from, d, now, wire)) {
                 Ok(n) => moved += n,
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
                     break

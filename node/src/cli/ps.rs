@@ -2,7 +2,7 @@
 //! local port, overlay address (or `worker`), restarts and how the last process ended. In a
 //! terminal the states are coloured; piped, the same table is plain text.
 
-use super::supervisor::ServiceState;
+use crate::dev::supervisor::ServiceState;
 
 /// The table's header.
 const HEADER: [&str; 7] = [

@@ -9,7 +9,7 @@
 //! node pull registry changes. The view stays as it is while the relay is away, so names keep
 //! resolving.
 
-use crate::tunnel::{Tunnel, CONTROL_QUEUE};
+use crate::daemon::tunnel::{Tunnel, CONTROL_QUEUE};
 use overlay_core::control::{
     self, ControlMessage, ControlReply, ControlRequest, ErrorCode, RegistryNotice, NOTICE_ID,
 };
@@ -35,7 +35,7 @@ const MAX_PENDING: usize = 256;
 const LOOKED_UP_KEEP: Duration = Duration::from_secs(60);
 /// How long a name the remote environment does not have is not asked about again: the SOA
 /// minimum of the node's zone, which is what clients may cache the NXDOMAIN for (RFC 2308).
-const NEGATIVE_KEEP: Duration = Duration::from_secs(crate::dns::NEGATIVE_TTL as u64);
+const NEGATIVE_KEEP: Duration = Duration::from_secs(crate::daemon::dns::NEGATIVE_TTL as u64);
 /// How long a lookup that failed (relay or remote resolver not answering) is answered SERVFAIL
 /// without asking again (RFC 9520: at least 1 s).
 const FAILURE_KEEP: Duration = Duration::from_secs(5);

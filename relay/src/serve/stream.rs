@@ -14,9 +14,9 @@
 //! [`IDLE`] or cannot take writes for [`WRITE_TIMEOUT`] is closed, and streams are limited per
 //! source address and in total.
 
-use crate::wake::Wake;
 use overlay_core::stream::upgrade::{self, MAX_HEAD};
 use overlay_core::stream::ws::{self, FrameBuffer, Opcode, Role};
+use overlay_sys::wake::Wake;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,7 +104,7 @@ struct Shared {
     wake: Arc<Wake>,
     stats: Arc<StreamStats>,
     next_id: AtomicU64,
-    tls: Option<crate::tls::Acceptor>,
+    tls: Option<crate::serve::tls::Acceptor>,
 }
 
 /// Serves upgrades at `path` on `listener` from the runtime; the hub thread reads the inbox.
@@ -113,7 +113,7 @@ pub fn start(
     listener: TcpListener,
     path: String,
     limits: StreamLimits,
-    tls: Option<crate::tls::Acceptor>,
+    tls: Option<crate::serve::tls::Acceptor>,
     wake: Arc<Wake>,
 ) -> StreamInbox {
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();

@@ -74,7 +74,7 @@ pub type AdminCall = (AdminRequest, oneshot::Sender<AdminResponse>);
 pub async fn serve(
     path: &Path,
     tx: std::sync::mpsc::Sender<AdminCall>,
-    wake: std::sync::Arc<crate::wake::Wake>,
+    wake: std::sync::Arc<overlay_sys::wake::Wake>,
 ) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)
@@ -95,7 +95,7 @@ pub async fn serve(
 async fn handle(
     stream: UnixStream,
     tx: std::sync::mpsc::Sender<AdminCall>,
-    wake: &crate::wake::Wake,
+    wake: &overlay_sys::wake::Wake,
 ) -> anyhow::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r.take(MAX_REQUEST as u64)).lines();

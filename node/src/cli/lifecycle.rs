@@ -1,6 +1,6 @@
 //! Starting and stopping the daemon: `overlay up`, `overlay down`, `overlay leave`.
 
-use crate::control::{self, Request};
+use crate::daemon::api::{self, Request};
 use crate::paths;
 use crate::settings::NodeFiles;
 use std::os::unix::process::CommandExt;
@@ -18,7 +18,7 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
 
 /// Whether a daemon answers on the control socket.
 pub async fn daemon_running() -> bool {
-    control::call(&paths::control_socket(), &Request::Status)
+    api::call(&paths::control_socket(), &Request::Status)
         .await
         .is_ok()
 }
@@ -29,7 +29,7 @@ pub async fn start_daemon_and_wait() -> anyhow::Result<()> {
     // The daemon refuses too; saying it here gives the sentence instead of "see the log".
     if let Ok(settings) = files.load() {
         let interface = std::env::var("OVERLAY_INTERFACE").unwrap_or_else(|_| "ovl0".into());
-        crate::device::refuse_route_conflicts(&interface, settings.network)?;
+        crate::daemon::device::refuse_route_conflicts(&interface, settings.network)?;
     }
     let exe = std::env::current_exe()?;
     let log = std::fs::OpenOptions::new()
@@ -58,7 +58,7 @@ pub async fn start_daemon_and_wait() -> anyhow::Result<()> {
                 files.daemon_log().display()
             );
         }
-        if let Ok(s) = control::call(&paths::control_socket(), &Request::Status).await {
+        if let Ok(s) = api::call(&paths::control_socket(), &Request::Status).await {
             if s["state"] == "connected" {
                 return Ok(());
             }
@@ -102,7 +102,7 @@ pub async fn down() -> anyhow::Result<()> {
         println!("overlay is already down");
         return Ok(());
     }
-    control::call(&paths::control_socket(), &Request::Shutdown).await?;
+    api::call(&paths::control_socket(), &Request::Shutdown).await?;
     wait_stopped().await?;
     println!("overlay is down");
     Ok(())
@@ -118,7 +118,7 @@ pub async fn leave() -> anyhow::Result<()> {
     if !daemon_running().await {
         anyhow::bail!("the daemon is not running, so the relay cannot be told; run `sudo overlay up` first, then leave");
     }
-    control::call(&paths::control_socket(), &Request::Leave).await?;
+    api::call(&paths::control_socket(), &Request::Leave).await?;
     wait_stopped().await?;
     files.remove()?;
     println!("left the overlay; this machine's node state is removed");

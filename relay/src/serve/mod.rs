@@ -1,7 +1,19 @@
 //! `overlay-relay serve`: load state, bind the port, run the hub and the admin socket.
+//!
+//! The relay's running side: [`hub`] drives the sans-IO hub on the UDP socket, [`stream`] the
+//! overlay over an HTTP upgrade, [`admin`] the admin socket, [`metrics`] `/metrics` and
+//! `/healthz`, [`state`] the state directory; the gateway into the remote environment is
+//! `crate::gateway`.
 
-use crate::hub::unix_now;
-use crate::state::StateDir;
+pub mod admin;
+pub mod hub;
+pub mod metrics;
+pub mod state;
+pub mod stream;
+pub mod tls;
+
+use crate::serve::hub::unix_now;
+use crate::serve::state::StateDir;
 use clap::Args;
 use overlay_core::addressing::AddressPlan;
 use overlay_core::gateway::{BudgetConfig, CallbackPlan, FlowLimits, PortRange};
@@ -170,7 +182,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => Some(crate::tls::acceptor(c, k)?),
+        (Some(c), Some(k)) => Some(crate::serve::tls::acceptor(c, k)?),
         _ => None,
     };
     let tcp_listener = match args.tcp_listen {
@@ -183,7 +195,6 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     };
     let sock = std::net::UdpSocket::bind(args.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on udp {}: {e}", args.listen))?;
-    overlay_core::sockbuf::enlarge(std::os::fd::AsRawFd::as_raw_fd(&sock));
     let hub = Hub::new(
         HubConfig {
             private_key,
@@ -220,7 +231,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         ttl_secs: on_demand_ttl,
     });
     let rt = tokio::runtime::Handle::current();
-    let wake = Arc::new(crate::wake::Wake::new()?);
+    let wake = Arc::new(overlay_sys::wake::Wake::new()?);
     let (gw, gw_out) = crate::gateway::start(
         crate::gateway::GatewayConfig {
             relay_addr: plan.relay_addr(),
@@ -265,11 +276,11 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_wake = wake.clone();
     let streams = match (tcp_listener, &public_url) {
-        (Some(l), Some(url)) => Some(crate::stream::start(
+        (Some(l), Some(url)) => Some(crate::serve::stream::start(
             &rt,
             l,
             url.path.split('?').next().unwrap_or("/").to_string(),
-            crate::stream::StreamLimits {
+            crate::serve::stream::StreamLimits {
                 per_source: args.tcp_max_per_source.max(1),
                 total: args.tcp_max_streams.max(1),
             },
@@ -279,7 +290,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let stream_stats = streams.as_ref().map(|s| s.stats.clone());
-    let plumbing = crate::hub::Plumbing {
+    let plumbing = crate::serve::hub::Plumbing {
         streams,
         stop: stop.clone(),
         wake,
@@ -310,11 +321,11 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("hub".into())
         .spawn(move || {
-            let r = crate::hub::run(hub, sock, rx, catalog, plumbing);
+            let r = crate::serve::hub::run(hub, sock, rx, catalog, plumbing);
             let _ = done_tx.send(r);
         })?;
     if let Some(l) = metrics_listener {
-        tokio::spawn(crate::metrics::serve(
+        tokio::spawn(crate::serve::metrics::serve(
             l,
             tx.clone(),
             Some(gw_stats),
@@ -322,7 +333,8 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
     let admin_path = dir.admin_socket();
-    let admin = tokio::spawn(async move { crate::admin::serve(&admin_path, tx, admin_wake).await });
+    let admin =
+        tokio::spawn(async move { crate::serve::admin::serve(&admin_path, tx, admin_wake).await });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hub_done = false;
     let result = tokio::select! {

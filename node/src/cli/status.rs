@@ -1,6 +1,6 @@
 //! `overlay status`: the connection state, from the daemon.
 
-use crate::control::{self, Request};
+use crate::daemon::api::{self, Request};
 use crate::paths;
 use crate::settings::NodeFiles;
 use clap::Args;
@@ -15,7 +15,7 @@ pub struct StatusArgs {
 
 /// Prints the daemon's status.
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let data = match control::call(&paths::control_socket(), &Request::Status).await {
+    let data = match api::call(&paths::control_socket(), &Request::Status).await {
         Ok(d) => d,
         Err(e) => {
             // No daemon: say so, with what the node would be, rather than fail.

@@ -1,6 +1,6 @@
 //! `overlay join <token>`: register with the relay, save the settings, start the daemon.
 
-use crate::lifecycle;
+use crate::cli::lifecycle;
 use crate::paths;
 use crate::settings::{NodeFiles, Settings};
 use clap::Args;
@@ -216,8 +216,8 @@ async fn exchange_stream(
     initiator: &JoinInitiator,
     datagram: &[u8],
 ) -> anyhow::Result<JoinResponse> {
-    let target = crate::relaystream::Target::from_env(url)?;
-    let (mut r, mut w) = crate::relaystream::connect(&target).await?.split();
+    let target = crate::daemon::relaystream::Target::from_env(url)?;
+    let (mut r, mut w) = crate::daemon::relaystream::connect(&target).await?.split();
     w.send(datagram).await?;
     let mut heard = Heard::Nothing;
     // The stream is reliable: one request, and one more with a cookie if the relay asks.

@@ -1,14 +1,25 @@
-//! `overlay daemon`: the node in the foreground: TUN, tunnel, control socket.
+//! `overlay daemon`: the node in the foreground, as root: TUN device and tunnel to the relay,
+//! DNS server and resolver integration, service listeners, and the local API socket that the
+//! CLI and `overlay dev` talk to.
 
-use crate::control::{self, Handler, Request, Response};
-use crate::dns::DnsServer;
-use crate::listener::Listener;
-use crate::relaylink::RelayLink;
-use crate::resolvconf;
+pub mod api;
+pub mod cpu_latency;
+pub mod device;
+pub mod dns;
+pub mod listener;
+pub mod relaylink;
+pub mod relaystream;
+pub mod resolvconf;
+pub mod tls;
+pub mod tunnel;
+pub mod udpbatch;
+
+use crate::paths;
 use crate::settings::{NodeFiles, Settings};
-use crate::tunnel::{Tunnel, TunnelConfig};
-use crate::{device, paths};
+use api::{Handler, Request, Response};
 use clap::Args;
+use dns::DnsServer;
+use listener::Listener;
 use overlay_core::addressing::DNS_ADDR;
 use overlay_core::addressing::NODE_PREFIX_LEN;
 use overlay_core::control::ControlRequest;
@@ -17,6 +28,7 @@ use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::registry::{Protocol, ServiceInstance};
 use overlay_core::resolver::listing;
 use overlay_core::wgconfig::WgConfig;
+use relaylink::RelayLink;
 use serde_json::json;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,6 +38,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tunnel::{Tunnel, TunnelConfig};
 
 /// How often the daemon checks that the relay answers.
 const LIVENESS_PING: std::time::Duration = std::time::Duration::from_secs(3);
@@ -354,7 +367,7 @@ impl Node {
         // are done, so stopping it next cuts none of them off (bounded: keep-alive connections
         // may never finish on their own).
         let drained = match target {
-            None => crate::listener::drain(&forwarding, DRAIN_TIMEOUT).await,
+            None => crate::daemon::listener::drain(&forwarding, DRAIN_TIMEOUT).await,
             Some(_) => true,
         };
         Ok(json!({"name": name, "tag": tag, "target": target, "drained": drained}))
@@ -436,7 +449,7 @@ fn save_local(local: &HashMap<(String, Option<String>), LocalService>) {
         })
         .collect();
     let bytes = serde_json::to_vec(&list).unwrap_or_default();
-    if let Err(e) = overlay_core::statefile::write_atomic(&local_file(), &bytes, 0o600) {
+    if let Err(e) = overlay_sys::statefile::write_atomic(&local_file(), &bytes, 0o600) {
         tracing::warn!("cannot remember local services: {e}");
     }
 }
@@ -660,7 +673,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let control = tokio::spawn({
         let p = sock_path.clone();
         let n = node.clone();
-        async move { control::serve(&p, owner, n).await }
+        async move { api::serve(&p, owner, n).await }
     });
     let data = tokio::spawn(tunnel.run(dev));
     tokio::spawn(node.clone().restore_local());
