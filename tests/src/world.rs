@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Namespaces of the worlds alive in this process, for [`cleanup_all`] (a signal handler's
+/// last resort: a process that exits on SIGINT runs no destructors).
+static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 /// The underlay subnet inside every world (private to its namespaces).
 pub const UNDERLAY: &str = "10.78.0";
 
@@ -103,9 +107,15 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 impl World {
     /// A new world whose namespace names start with `ovt-<tag>`.
     pub fn new(tag: &str) -> World {
+        World::with_prefix("ovt-", tag)
+    }
+
+    /// A new world whose namespace names start with `<kind><tag>` (the benches use `ovb-`, the
+    /// soak `ovs-`, so that their leftovers can be told from the tests').
+    pub fn with_prefix(kind: &str, tag: &str) -> World {
         require_root();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("ovt-{tag}-{}-{n}", std::process::id());
+        let prefix = format!("{kind}{tag}-{}-{n}", std::process::id());
         let dir = std::env::temp_dir().join(&prefix);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -132,6 +142,9 @@ impl World {
     }
 
     fn make_ns(&self, ns: &str) {
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ns.to_string());
         let _ = sh_output(&format!("ip netns del {ns} 2>/dev/null"));
         sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
         // Every namespace gets its own resolv.conf and hosts, so nothing reads the host's.
@@ -166,7 +179,16 @@ impl World {
     /// Starts a background process in `host`'s namespace; it is killed when the world drops.
     /// Its stdout and stderr go to `<host dir>/<log>.log`. Returns its pid.
     pub fn spawn(&self, host: &Host, log: &str, env: &[(&str, &str)], cmd: &[&str]) -> u32 {
-        let logf = std::fs::File::create(host.dir.join(format!("{log}.log"))).expect("log file");
+        self.spawn_to(host, &host.dir.join(format!("{log}.log")), env, cmd)
+    }
+
+    /// Like [`World::spawn`], with stdout and stderr appended to the file `log`.
+    pub fn spawn_to(&self, host: &Host, log: &Path, env: &[(&str, &str)], cmd: &[&str]) -> u32 {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("log file {}: {e}", log.display()));
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &host.ns]).args(cmd);
         for (k, v) in env {
@@ -182,6 +204,42 @@ impl World {
             .unwrap_or_else(|e| e.into_inner())
             .push(child);
         pid
+    }
+
+    /// Whether a process started with [`World::spawn`] still runs (not exited, not a zombie).
+    pub fn alive(&self, pid: u32) -> bool {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops a process started with [`World::spawn`]: `signal` (e.g. `TERM`, `INT`), then
+    /// SIGKILL if it still runs after `grace`; reaps it. Unknown pids are ignored.
+    pub fn stop_with(&self, pid: u32, signal: &str, grace: Duration) {
+        let child = {
+            let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+            match children.iter().position(|c| c.id() == pid) {
+                Some(i) => children.swap_remove(i),
+                None => return,
+            }
+        };
+        let mut child = child;
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = sh_output(&format!("kill -{signal} {pid} 2>/dev/null"));
+            let end = Instant::now() + grace;
+            while Instant::now() < end && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+
+    /// [`World::stop_with`] SIGTERM and 3 s of grace.
+    pub fn stop(&self, pid: u32) {
+        self.stop_with(pid, "TERM", Duration::from_secs(3));
     }
 
     /// Runs a command in `host`'s namespace and returns its output.
@@ -213,6 +271,47 @@ impl World {
     }
 }
 
+/// Kills every process in, and deletes, every namespace of the worlds alive in this process,
+/// without their destructors: for a signal handler that is about to exit.
+pub fn cleanup_all() {
+    let live: Vec<String> = LIVE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    for ns in live.iter().rev() {
+        let _ = sh_output(&format!("ip netns pids {ns} | xargs -r kill -9"));
+    }
+    for ns in live.iter().rev() {
+        let _ = sh_output(&format!("ip netns del {ns} 2>/dev/null"));
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+    }
+}
+
+/// Deletes namespaces (and their `/etc/netns` files) whose names start with `prefix`, left over
+/// from a run that was killed; returns their names.
+pub fn remove_stale(prefix: &str) -> Vec<String> {
+    let list = sh_output("ip netns list");
+    let stale: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|ns| ns.starts_with(prefix))
+        .map(str::to_string)
+        .collect();
+    for ns in &stale {
+        let _ = sh_output(&format!("ip netns pids {ns} | xargs -r kill -9"));
+        let _ = sh_output(&format!("ip netns del {ns}"));
+    }
+    if let Ok(dir) = std::fs::read_dir("/etc/netns") {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    stale
+}
+
 /// Quotes a string for bash.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -238,6 +337,9 @@ impl Drop for World {
             let _ = sh_output(&format!("ip netns del {}", h.ns));
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&h.ns));
         }
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|ns| !self.hosts.iter().any(|h| &h.ns == ns));
         if std::env::var_os("OVERLAY_KEEP_TEST_DIRS").is_none() && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

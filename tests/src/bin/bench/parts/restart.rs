@@ -1,0 +1,5 @@
+//! Part `restart` (being ported).
+
+pub fn run(ctx: &crate::ctx::Ctx) {
+    ctx.fail("restart", "not ported yet");
+}

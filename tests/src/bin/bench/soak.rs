@@ -1,0 +1,5 @@
+//! soak
+
+pub fn main(_args: &[String]) -> i32 {
+    2
+}
