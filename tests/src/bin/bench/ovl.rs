@@ -180,6 +180,22 @@ impl<'c> Ovl<'c> {
         Ok(addr)
     }
 
+    /// `overlay ARGS` against node `name` for commands that start the daemon (`up`): shielded
+    /// from D-Bus like [`Ovl::join_with`], at most 30 s.
+    pub fn shielded(&self, w: &World, name: &str, args: &str) -> Output {
+        run(
+            w,
+            self.h(name),
+            30,
+            &format!(
+                "sh -c {} sh {} 2>>{}",
+                shell_quote(SHIELD),
+                self.cmd(name, args),
+                self.cli_log.display()
+            ),
+        )
+    }
+
     pub fn join(&mut self, w: &World, name: &str) -> Result<String, String> {
         self.join_with(w, name, "")
     }
