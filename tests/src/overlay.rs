@@ -64,6 +64,7 @@ impl Relay {
             "relay {} did not exit after SIGKILL",
             self.pid
         );
+        // The outage itself: the relay stays away this long (what the callers test).
         std::thread::sleep(pause);
         self.pid = spawn_relay(w, self, extra);
     }
@@ -293,7 +294,7 @@ pub fn transfer_paced(
             &format!("CREATE:{}", dst.display()),
         ],
     );
-    std::thread::sleep(Duration::from_millis(300));
+    w.wait_listening(&b.host, 9000);
     let sender = match rate {
         None => format!(
             "socat -u FILE:{} TCP:{}:9000,retry=20,interval=0.2",
@@ -323,4 +324,23 @@ pub fn transfer_paced(
     assert!(done, "transfer incomplete: {got} of {bytes} bytes");
     let sum = |p: &std::path::Path| w.exec_ok(&a.host, &format!("sha256sum < {}", p.display()));
     assert_eq!(sum(&src), sum(&dst), "content differs after the transfer");
+}
+
+/// Waits (at most 5 s) until the relay lists `token` as expired (its TTL counts whole seconds,
+/// the relay's clock decides).
+pub fn wait_expired(w: &World, relay: &Relay, token: &str) {
+    let id = overlay_core::token::Token::parse(token)
+        .expect("a token")
+        .id;
+    let expired = wait_until(Duration::from_secs(5), || {
+        relay
+            .admin(w, "token list")
+            .lines()
+            .any(|l| l.starts_with(id.as_str()) && l.contains("expired"))
+    });
+    assert!(
+        expired,
+        "token {id} did not expire: {}",
+        relay.admin(w, "token list")
+    );
 }

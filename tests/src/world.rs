@@ -265,10 +265,34 @@ impl World {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Whether something in `host` listens on TCP `port`.
+    pub fn listening(&self, host: &Host, port: u16) -> bool {
+        self.exec(host, &format!("ss -Hltn 'sport = :{port}' | grep -q ."))
+            .status
+            .success()
+    }
+
+    /// Waits (at most 10 s) until something in `host` listens on TCP `port`; panics if not.
+    pub fn wait_listening(&self, host: &Host, port: u16) {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.listening(host, port)),
+            "nothing listens on port {port} in {}",
+            host.ns
+        );
+    }
+
     /// The contents of a host's log (for failure messages).
     pub fn log(&self, host: &Host, log: &str) -> String {
         std::fs::read_to_string(host.dir.join(format!("{log}.log"))).unwrap_or_default()
     }
+}
+
+/// Whether process `pid` is gone: no such process, or a zombie waiting to be reaped.
+pub fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    })
 }
 
 /// Kills every process in, and deletes, every namespace of the worlds alive in this process,

@@ -1,7 +1,7 @@
 //! Names end to end: registry, DNS with real clients (dig, getent), the OS resolver, the catalog.
 
 use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
-use overlay_tests::world::{bin, wait_until, World};
+use overlay_tests::world::{bin, gone, wait_until, World};
 use std::time::Duration;
 
 const ORIGINAL_RESOLV: &str = "# test namespace: no resolver\n";
@@ -208,7 +208,7 @@ fn resolv_conf_is_restored_byte_for_byte() {
     assert!(overlay(&w, &a.host, "up").status.success());
     let pid = a.status(&w).expect("status")["pid"].as_u64().expect("pid");
     w.exec_ok(&a.host, &format!("kill -KILL {pid}"));
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(wait_until(Duration::from_secs(5), || gone(pid as u32)));
     assert!(read().contains("100.100.100.100"), "SIGKILL cannot restore");
     assert!(overlay(&w, &a.host, "up").status.success());
     assert!(overlay(&w, &a.host, "down").status.success());

@@ -131,7 +131,10 @@ impl Ctx {
 
 /// Runs `cmd` (bash) in `host` with a deadline of `secs` (`timeout`), returning its output.
 pub fn run(w: &World, host: &Host, secs: u64, cmd: &str) -> Output {
-    w.exec(host, &format!("timeout {secs} bash -c {}", shell_quote(cmd)))
+    w.exec(
+        host,
+        &format!("timeout {secs} bash -c {}", shell_quote(cmd)),
+    )
 }
 
 /// [`run`], true when the command succeeded.

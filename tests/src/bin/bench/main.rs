@@ -134,7 +134,7 @@ struct Cli {
     /// storm: register/unregister cycles (at most 10000)
     #[arg(long, value_parser = positive, default_value_t = 150)]
     cycles: u32,
-    /// Do not run cargo to install boringtun-cli when it is missing
+    /// Do not build (scripts/bench.sh), nor install boringtun-cli when it is missing
     #[arg(long)]
     no_build: bool,
 }
@@ -159,12 +159,13 @@ fn main() {
 
 /// The repository root (for target/): `OVB_ROOT`, else where this crate was built from.
 pub fn repo_root() -> PathBuf {
-    std::env::var_os("OVB_ROOT").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
-        PathBuf::from,
-    )
-    .canonicalize()
-    .unwrap_or_else(|_| PathBuf::from("."))
+    std::env::var_os("OVB_ROOT")
+        .map_or_else(
+            || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+            PathBuf::from,
+        )
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
 }
 
 fn bench() -> i32 {
@@ -191,16 +192,25 @@ fn bench() -> i32 {
         .filter(|p| selected.iter().any(|s| s == p))
         .collect();
     let limits: [(bool, &str); 7] = [
-        (cli.services <= 50 * 200, "--services is at most 10000 (50 per node, 200 nodes)."),
+        (
+            cli.services <= 50 * 200,
+            "--services is at most 10000 (50 per node, 200 nodes).",
+        ),
         (
             cli.registrations <= 2 * MAX_PER_NODE,
             "--registrations is at most 124 (two registering nodes).",
         ),
-        (cli.fill <= 60 * 200, "--fill is at most 12000 (60 per node, 200 nodes)."),
+        (
+            cli.fill <= 60 * 200,
+            "--fill is at most 12000 (60 per node, 200 nodes).",
+        ),
         (cli.requests <= 100_000, "--requests is at most 100000."),
         (cli.restarts <= 100, "--restarts is at most 100."),
         (cli.peers <= 50_000, "--peers is at most 50000."),
-        (cli.steady <= 3600 && cli.cycles <= 10_000, "--steady is at most 3600 seconds, --cycles at most 10000."),
+        (
+            cli.steady <= 3600 && cli.cycles <= 10_000,
+            "--steady is at most 3600 seconds, --cycles at most 10000.",
+        ),
     ];
     for (ok, msg) in limits {
         if !ok {
@@ -305,7 +315,11 @@ pub fn require_tools(tools: &[&str]) -> Result<(), String> {
     let mut missing: Vec<&str> = Vec::new();
     let mut pkgs: Vec<&str> = Vec::new();
     for t in tools {
-        if missing.contains(t) || overlay_tests::world::sh_output(&format!("command -v {t}")).status.success() {
+        if missing.contains(t)
+            || overlay_tests::world::sh_output(&format!("command -v {t}"))
+                .status
+                .success()
+        {
             continue;
         }
         missing.push(t);
@@ -354,29 +368,52 @@ pub fn give_back(dir: &std::path::Path) {
 /// Set once SIGINT or SIGTERM came: the handler thread is cleaning up and will exit.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Blocks SIGINT and SIGTERM in this (and every later) thread and handles them on a thread of
-/// their own: it deletes every namespace of the live worlds (a process that exits on a
-/// signal runs no destructors), runs `extra`, and exits 130 / 143. Children get an unblocked
-/// mask (std's `Command` resets it).
-pub fn on_signals(extra: impl Fn() + Send + 'static) {
-    // SAFETY: sigset manipulation on a local set; pthread_sigmask on the calling thread.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
+/// The write end of the pipe the signal handler reports through.
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let b = sig as u8;
+    // SAFETY: write(2) is async-signal-safe; the fd is the pipe's write end (or -1: EBADF).
+    unsafe {
+        libc::write(
+            SIGNAL_PIPE.load(Ordering::SeqCst),
+            (&b as *const u8).cast(),
+            1,
+        )
     };
+}
+
+/// Handles SIGINT and SIGTERM on a thread of their own: it deletes every namespace of the live
+/// worlds (a process that exits on a signal runs no destructors), runs `extra`, and exits
+/// 130 / 143. A handler (not a blocked mask, which children would inherit) reports to the
+/// thread through a pipe; children get the default dispositions back at exec.
+pub fn on_signals(extra: impl Fn() + Send + 'static) {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        tracing::warn!("no signal pipe: Ctrl-C will not clean up");
+        return;
+    }
+    SIGNAL_PIPE.store(fds[1], Ordering::SeqCst);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction with a handler that only calls write(2).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
     std::thread::spawn(move || {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: set is a valid signal set; sig a valid out pointer.
-        unsafe { libc::sigwait(&set, &mut sig) };
+        let mut b = 0u8;
+        // SAFETY: reads one byte into b from our pipe's read end.
+        while unsafe { libc::read(fds[0], (&mut b as *mut u8).cast(), 1) } != 1 {}
         INTERRUPTED.store(true, Ordering::SeqCst);
         eprintln!("interrupted, cleaning up.");
         overlay_tests::world::cleanup_all();
         extra();
-        std::process::exit(128 + sig);
+        std::process::exit(128 + i32::from(b));
     });
 }
 

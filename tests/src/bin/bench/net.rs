@@ -125,7 +125,12 @@ pub fn iperf_once(
         &["iperf3", "-s", "-1", "-p", &port.to_string()],
     );
     let listening = wait(10, &format!("the iperf3 server in {}", server.ns), || {
-        ok(w, server, 5, &format!("ss -Hltn 'sport = :{port}' | grep -q ."))
+        ok(
+            w,
+            server,
+            5,
+            &format!("ss -Hltn 'sport = :{port}' | grep -q ."),
+        )
     });
     if !listening {
         w.stop(srv);
@@ -251,7 +256,9 @@ pub fn wg_start(ctx: &Ctx, w: &World, imp: &str, end: &WgEnd) -> Result<u32, Str
         )
     };
     let sock = PathBuf::from(format!("/var/run/wireguard/{}.sock", end.ifname));
-    if !wait(5, &format!("{imp} {} in {ns}", end.ifname), || sock.exists()) {
+    if !wait(5, &format!("{imp} {} in {ns}", end.ifname), || {
+        sock.exists()
+    }) {
         return Err(format!("{imp} did not start (log {})", ctx.rel(&log)));
     }
     let cmd = format!(

@@ -73,7 +73,14 @@ impl<'c> Ovl<'c> {
         let state = self.relay_state.to_string_lossy().into_owned();
         let listen = format!("{}:{RELAY_PORT}", w.hub.ip);
         let relay = self.ctx.relay.to_string_lossy().into_owned();
-        let mut cmd = vec![relay.as_str(), "--state", &state, "serve", "--listen", &listen];
+        let mut cmd = vec![
+            relay.as_str(),
+            "--state",
+            &state,
+            "serve",
+            "--listen",
+            &listen,
+        ];
         cmd.extend_from_slice(extra);
         let pid = w.spawn_to(&w.hub, &log, &[("RUST_LOG", &self.ctx.rust_log)], &cmd);
         let up = wait(10, "the relay's admin socket", || {
@@ -128,7 +135,11 @@ impl<'c> Ovl<'c> {
 
     /// The command line of `overlay ARGS` against node `name` (to run in its namespace).
     pub fn cmd(&self, name: &str, args: &str) -> String {
-        format!("env {} {} {args}", self.env(name), self.ctx.overlay.display())
+        format!(
+            "env {} {} {args}",
+            self.env(name),
+            self.ctx.overlay.display()
+        )
     }
 
     /// `overlay ARGS` against node `name`, at most 20 s; stderr to the part's CLI log.
@@ -153,8 +164,8 @@ impl<'c> Ovl<'c> {
     /// [`SHIELD`]), with extra environment `env` (`VAR=VALUE ...`). Returns its address.
     pub fn join_with(&mut self, w: &World, name: &str, env: &str) -> Result<String, String> {
         let h = self.h(name).clone();
-        let resolv = std::fs::read_to_string(format!("/etc/netns/{}/resolv.conf", h.ns))
-            .unwrap_or_default();
+        let resolv =
+            std::fs::read_to_string(format!("/etc/netns/{}/resolv.conf", h.ns)).unwrap_or_default();
         let cmd = format!(
             "sh -c {} sh env {env} {} {} join {} --name {name} 2>>{}",
             shell_quote(SHIELD),
@@ -217,12 +228,14 @@ impl<'c> Ovl<'c> {
                 continue;
             }
             let ns = &self.h(&name).ns;
-            let now = std::fs::read_to_string(format!("/etc/netns/{ns}/resolv.conf"))
-                .unwrap_or_default();
+            let now =
+                std::fs::read_to_string(format!("/etc/netns/{ns}/resolv.conf")).unwrap_or_default();
             if self.resolv.get(&name) != Some(&now) {
                 self.ctx.fail(
                     &self.part,
-                    &format!("node {name}: 'overlay down' did not restore the namespace's resolv.conf"),
+                    &format!(
+                        "node {name}: 'overlay down' did not restore the namespace's resolv.conf"
+                    ),
                 );
             }
         }

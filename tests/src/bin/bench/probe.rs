@@ -51,7 +51,10 @@ pub struct LatencyLine {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "overlay-bench probe", about = "Timing probes (run inside a namespace)")]
+#[command(
+    name = "overlay-bench probe",
+    about = "Timing probes (run inside a namespace)"
+)]
 struct Args {
     #[command(subcommand)]
     mode: Mode,
@@ -172,7 +175,8 @@ fn start(c: &Common, own_group: bool) -> Result<Child, String> {
     if own_group {
         cmd.process_group(0);
     }
-    cmd.spawn().map_err(|e| format!("cannot start {}: {e}", c.cmd[0]))
+    cmd.spawn()
+        .map_err(|e| format!("cannot start {}: {e}", c.cmd[0]))
 }
 
 fn write_result(path: &PathBuf, r: &ProbeResult) -> Result<(), String> {
@@ -479,9 +483,16 @@ impl Probe for Dns {
 }
 
 /// One GET on `s`; the status and body (Content-Length framed, else until close).
-fn http_get(s: &mut TcpStream, host: &str, path: &str, close: bool) -> std::io::Result<(u16, Vec<u8>)> {
+fn http_get(
+    s: &mut TcpStream,
+    host: &str,
+    path: &str,
+    close: bool,
+) -> std::io::Result<(u16, Vec<u8>)> {
     let conn = if close { "close" } else { "keep-alive" };
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {conn}\r\n\r\n").as_bytes())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {conn}\r\n\r\n").as_bytes(),
+    )?;
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -607,8 +618,13 @@ fn http_probe(
 }
 
 fn split_hostport(s: &str) -> Result<(String, u16), String> {
-    let (h, p) = s.rsplit_once(':').ok_or_else(|| format!("{s}: not HOST:PORT"))?;
-    Ok((h.to_string(), p.parse().map_err(|_| format!("{s}: bad port"))?))
+    let (h, p) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s}: not HOST:PORT"))?;
+    Ok((
+        h.to_string(),
+        p.parse().map_err(|_| format!("{s}: bad port"))?,
+    ))
 }
 
 fn latency(

@@ -19,7 +19,7 @@
 //! 2 on bad usage. Logs: target/soak/ (emptied at each start).
 
 use crate::ctx::{ok, out, run as run_in, wait, Ctx, Opts};
-use crate::ovl::{Ovl, RELAY_OVL, NODE_DNS};
+use crate::ovl::{Ovl, NODE_DNS, RELAY_OVL};
 use crate::report::{fds, now_utc, rss_kb};
 use crate::stats::Summary;
 use clap::Parser;
@@ -29,7 +29,10 @@ use std::time::{Duration, Instant};
 
 /// overlay soak test: relay and three nodes under mixed load, in namespaces "ovs-*".
 #[derive(Parser, Debug)]
-#[command(name = "scripts/soak.sh", after_help = "Exit status: 0 nothing crashed; 1 a daemon died or panicked, or the world could not be set up; 2 bad usage.\nLogs: target/soak/.")]
+#[command(
+    name = "scripts/soak.sh",
+    after_help = "Exit status: 0 nothing crashed; 1 a daemon died or panicked, or the world could not be set up; 2 bad usage.\nLogs: target/soak/."
+)]
 struct Args {
     /// Minutes to run (at most 1440)
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1440))]
@@ -39,7 +42,15 @@ struct Args {
     relay_every: u32,
 }
 
-const ACTIVITIES: [&str; 7] = ["iperf3", "curl-web", "curl-remote", "dns", "join-leave", "down-up", "relay-restart"];
+const ACTIVITIES: [&str; 7] = [
+    "iperf3",
+    "curl-web",
+    "curl-remote",
+    "dns",
+    "join-leave",
+    "down-up",
+    "relay-restart",
+];
 const ROLES: [&str; 4] = ["relay", "a", "b", "c"];
 
 struct Sample {
@@ -72,7 +83,9 @@ impl Soak<'_> {
     }
 
     fn count(&mut self, what: &'static str, good: bool) {
-        *if good { &mut self.ok } else { &mut self.fail }.entry(what).or_default() += 1;
+        *if good { &mut self.ok } else { &mut self.fail }
+            .entry(what)
+            .or_default() += 1;
     }
 
     fn crashed(&mut self, what: String) {
@@ -88,15 +101,25 @@ impl Soak<'_> {
     fn check_alive(&mut self) {
         if let Some(p) = self.relay_pid() {
             if !self.w.alive(p) {
-                self.crashed(format!("the relay (pid {p}) exited on its own; see target/soak/soak-relay.log"));
+                self.crashed(format!(
+                    "the relay (pid {p}) exited on its own; see target/soak/soak-relay.log"
+                ));
                 self.o.relay_pid = None;
-                let _ = self.o.relay_start(&self.w, &["--catalog", &self.w.dir.join("catalog.toml").to_string_lossy()]);
+                let _ = self.o.relay_start(
+                    &self.w,
+                    &[
+                        "--catalog",
+                        &self.w.dir.join("catalog.toml").to_string_lossy(),
+                    ],
+                );
             }
         }
         for n in ["a", "b", "c"] {
             if let Some(Some(p)) = self.pid.get(n).copied() {
                 if !std::path::Path::new(&format!("/proc/{p}")).exists() {
-                    self.crashed(format!("the daemon of node {n} (pid {p}) exited on its own; see its daemon.log"));
+                    self.crashed(format!(
+                        "the daemon of node {n} (pid {p}) exited on its own; see its daemon.log"
+                    ));
                     let up = self.o.shielded(&self.w, n, "up").status.success();
                     let np = if up { self.o.pid(&self.w, n) } else { None };
                     self.pid.insert(n, np);
@@ -109,10 +132,25 @@ impl Soak<'_> {
         let elapsed = self.t0.elapsed().as_secs();
         let mut line = String::new();
         for role in ROLES {
-            let pid = if role == "relay" { self.relay_pid() } else { self.pid.get(role).copied().flatten() };
+            let pid = if role == "relay" {
+                self.relay_pid()
+            } else {
+                self.pid.get(role).copied().flatten()
+            };
             let (rss, fds) = (pid.and_then(rss_kb), pid.and_then(fds));
-            line.push_str(&format!("{role} {} kB {} fds; ", rss.map_or("-".into(), |v| v.to_string()), fds.map_or("-".into(), |v| v.to_string())));
-            self.samples.push(Sample { label: label.to_string(), elapsed, role, pid, rss, fds });
+            line.push_str(&format!(
+                "{role} {} kB {} fds; ",
+                rss.map_or("-".into(), |v| v.to_string()),
+                fds.map_or("-".into(), |v| v.to_string())
+            ));
+            self.samples.push(Sample {
+                label: label.to_string(),
+                elapsed,
+                role,
+                pid,
+                rss,
+                fds,
+            });
         }
         self.say(&format!("sample {label}: {line}"));
     }
@@ -122,15 +160,35 @@ impl Soak<'_> {
         let (port, b_addr) = (self.port, self.o.addr["b"].clone());
         let b = self.o.h("b").clone();
         let a = self.o.h("a").clone();
-        let srv = self.w.spawn_to(&b, &ctx.log("iperf3-server.log"), &[], &["iperf3", "-s", "-1", "-p", &port.to_string(), "-B", &b_addr]);
+        let srv = self.w.spawn_to(
+            &b,
+            &ctx.log("iperf3-server.log"),
+            &[],
+            &["iperf3", "-s", "-1", "-p", &port.to_string(), "-B", &b_addr],
+        );
         let mut good = false;
-        if wait(5, "iperf3 server", || ok(&self.w, &b, 5, &format!("ss -Hltn 'sport = :{port}' | grep -q ."))) {
-            let o = run_in(&self.w, &a, 20, &format!("iperf3 -c {b_addr} -p {port} -t 3 -f m -J --connect-timeout 3000"));
+        if wait(5, "iperf3 server", || {
+            ok(
+                &self.w,
+                &b,
+                5,
+                &format!("ss -Hltn 'sport = :{port}' | grep -q ."),
+            )
+        }) {
+            let o = run_in(
+                &self.w,
+                &a,
+                20,
+                &format!("iperf3 -c {b_addr} -p {port} -t 3 -f m -J --connect-timeout 3000"),
+            );
             let text = String::from_utf8_lossy(&o.stdout).into_owned();
             crate::ctx::append(&ctx.log("iperf3.log"), &text);
             if o.status.success() {
                 good = true;
-                if let Some(bps) = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["end"]["sum_received"]["bits_per_second"].as_f64()) {
+                if let Some(bps) = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["end"]["sum_received"]["bits_per_second"].as_f64())
+                {
                     self.iperf.push(bps / 1e6);
                 }
             }
@@ -142,9 +200,17 @@ impl Soak<'_> {
     fn curls(&mut self, ctx: &Ctx, what: &'static str, node: &str, url: &str) {
         let h = self.o.h(node).clone();
         for _ in 0..20 {
-            let good = ok(&self.w, &h, 10, &format!("curl -sf --max-time 5 -o /dev/null {url}"));
+            let good = ok(
+                &self.w,
+                &h,
+                10,
+                &format!("curl -sf --max-time 5 -o /dev/null {url}"),
+            );
             if !good {
-                crate::ctx::append(&ctx.log("curl.log"), &format!("{} {node} {url} failed\n", now_utc()));
+                crate::ctx::append(
+                    &ctx.log("curl.log"),
+                    &format!("{} {node} {url} failed\n", now_utc()),
+                );
             }
             self.count(what, good);
         }
@@ -154,10 +220,19 @@ impl Soak<'_> {
         let c = self.o.h("c").clone();
         for _ in 0..10 {
             for name in ["web.ovl.internal", "upstream.ovl.internal"] {
-                let ans = out(&self.w, &c, 5, &format!("dig +short +tries=1 +time=2 @{NODE_DNS} {name}")).unwrap_or_default();
+                let ans = out(
+                    &self.w,
+                    &c,
+                    5,
+                    &format!("dig +short +tries=1 +time=2 @{NODE_DNS} {name}"),
+                )
+                .unwrap_or_default();
                 let good = ans.trim().parse::<std::net::Ipv4Addr>().is_ok();
                 if !good {
-                    crate::ctx::append(&ctx.log("dns.log"), &format!("{} {name}: '{}'\n", now_utc(), ans.trim()));
+                    crate::ctx::append(
+                        &ctx.log("dns.log"),
+                        &format!("{} {name}: '{}'\n", now_utc(), ans.trim()),
+                    );
                 }
                 self.count("dns", good);
             }
@@ -172,11 +247,16 @@ impl Soak<'_> {
             std::fs::create_dir_all(d.dir.join(sub)).expect("node directories");
         }
         let mut good = self.o.join(&self.w, "d").is_ok()
-            && wait(10, "d to reach the relay", || ok(&self.w, &d, 5, &format!("ping -n -c 1 -W 1 {RELAY_OVL}")));
+            && wait(10, "d to reach the relay", || {
+                ok(&self.w, &d, 5, &format!("ping -n -c 1 -W 1 {RELAY_OVL}"))
+            });
         if !self.o.ovl(&self.w, "d", "leave").status.success() {
             good = false;
             // The daemon, so that the next round starts clean.
-            let _ = overlay_tests::world::sh_output(&format!("ip netns pids {} | xargs -r kill -9", d.ns));
+            let _ = overlay_tests::world::sh_output(&format!(
+                "ip netns pids {} | xargs -r kill -9",
+                d.ns
+            ));
         }
         self.o.forget("d");
         if !good {
@@ -189,7 +269,9 @@ impl Soak<'_> {
         let good = self.o.ovl(&self.w, "c", "down").status.success()
             && self.o.shielded(&self.w, "c", "up").status.success()
             && wait(15, "c to connect again", || {
-                self.o.ovl_out(&self.w, "c", "status --json").is_some_and(|s| s.contains("\"connected\""))
+                self.o
+                    .ovl_out(&self.w, "c", "status --json")
+                    .is_some_and(|s| s.contains("\"connected\""))
             });
         let p = self.o.pid(&self.w, "c");
         self.pid.insert("c", p);
@@ -202,22 +284,34 @@ impl Soak<'_> {
             self.w.stop(p);
         }
         let t = Instant::now();
-        let cat = self.w.dir.join("catalog.toml").to_string_lossy().into_owned();
+        let cat = self
+            .w
+            .dir
+            .join("catalog.toml")
+            .to_string_lossy()
+            .into_owned();
         let b = self.o.addr["b"].clone();
         let a = self.o.h("a").clone();
         let good = self.o.relay_start(&self.w, &["--catalog", &cat]).is_ok()
-            && wait(60, "a to reach b after the relay restart", || ok(&self.w, &a, 5, &format!("ping -n -c 1 -W 1 {b}")));
+            && wait(60, "a to reach b after the relay restart", || {
+                ok(&self.w, &a, 5, &format!("ping -n -c 1 -W 1 {b}"))
+            });
         if good {
             let s = (t.elapsed().as_secs_f64() * 10.0).round() / 10.0;
             self.reconnect.push(s);
-            self.say(&format!("the relay is back (pid {:?}); a reached b {s} s after the restart began", self.o.relay_pid));
+            self.say(&format!(
+                "the relay is back (pid {:?}); a reached b {s} s after the restart began",
+                self.o.relay_pid
+            ));
         }
         self.count("relay-restart", good);
     }
 }
 
 pub fn main(args: &[String]) -> i32 {
-    let a = match Args::try_parse_from(std::iter::once("scripts/soak.sh".to_string()).chain(args.iter().cloned())) {
+    let a = match Args::try_parse_from(
+        std::iter::once("scripts/soak.sh".to_string()).chain(args.iter().cloned()),
+    ) {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
@@ -230,19 +324,36 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("soak.sh needs root (network namespaces): run sudo scripts/soak.sh");
         return 1;
     }
-    if let Err(e) = crate::require_tools(&["ip", "timeout", "python3", "curl", "dig", "iperf3", "ping", "ss"]) {
+    if let Err(e) = crate::require_tools(&[
+        "ip", "timeout", "python3", "curl", "dig", "iperf3", "ping", "ss",
+    ]) {
         eprintln!("{e}");
         return 1;
     }
     let opts = Opts {
-        runs: None, time: 3, pings: 0, services: 0, rate: 0, registrations: 0, fill: 0,
-        requests: 0, restarts: 0, peers: 0, steady: 0, cycles: 0, no_build: true,
+        runs: None,
+        time: 3,
+        pings: 0,
+        services: 0,
+        rate: 0,
+        registrations: 0,
+        fill: 0,
+        requests: 0,
+        restarts: 0,
+        peers: 0,
+        steady: 0,
+        cycles: 0,
+        no_build: true,
     };
     let mut ctx = Ctx::new(opts, crate::repo_root());
     ctx.out = ctx.root.join("target").join("soak");
     ctx.logs = ctx.out.clone();
     if !ctx.have_binaries() {
-        eprintln!("soak.sh: {} or {} is missing; build them with: cargo build --release --bins", ctx.overlay.display(), ctx.relay.display());
+        eprintln!(
+            "soak.sh: {} or {} is missing; build them with: cargo build --release --bins",
+            ctx.overlay.display(),
+            ctx.relay.display()
+        );
         return 1;
     }
     let Some(_lock) = crate::lock("/run/ovs-soak.lock") else {
@@ -257,10 +368,10 @@ pub fn main(args: &[String]) -> i32 {
     let out_dir = ctx.out.clone();
     crate::on_signals(move || crate::give_back(&out_dir));
     overlay_tests::world::remove_stale("ovs-");
-    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| soak(&ctx, a.minutes, a.relay_every))) {
-        Ok(c) => c,
-        Err(_) => 1,
-    };
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        soak(&ctx, a.minutes, a.relay_every)
+    }))
+    .unwrap_or(1);
     crate::give_back(&ctx.out);
     crate::wait_if_interrupted();
     code
@@ -268,7 +379,10 @@ pub fn main(args: &[String]) -> i32 {
 
 fn soak(ctx: &Ctx, minutes: u32, relay_every: u32) -> i32 {
     let t0 = Instant::now();
-    println!("[   0s] soak: {minutes} minute(s); logs in {}/", ctx.rel(&ctx.out));
+    println!(
+        "[   0s] soak: {minutes} minute(s); logs in {}/",
+        ctx.rel(&ctx.out)
+    );
     let mut w = World::with_prefix("ovs-", "soak");
     let mut o = Ovl::new(ctx, &w, "soak");
     for (i, n) in ["a", "b", "c", "d", "r"].into_iter().enumerate() {
@@ -280,16 +394,54 @@ fn soak(ctx: &Ctx, minutes: u32, relay_every: u32) -> i32 {
     std::fs::create_dir_all(&www).expect("www");
     std::fs::write(www.join("index.html"), "hello from the soak\n").expect("index");
     let catalog = w.dir.join("catalog.toml");
-    std::fs::write(&catalog, format!("[services.upstream]\naddress = \"{}:8081\"\nport = 8080\n", r.ip)).expect("catalog");
+    std::fs::write(
+        &catalog,
+        format!(
+            "[services.upstream]\naddress = \"{}:8081\"\nport = 8080\n",
+            r.ip
+        ),
+    )
+    .expect("catalog");
     let www_s = www.to_string_lossy().into_owned();
-    w.spawn_to(&r, &ctx.log("remote-http.log"), &[], &["python3", "-m", "http.server", "--bind", &r.ip, "--directory", &www_s, "8081"]);
-    w.spawn_to(&b, &ctx.log("web-http.log"), &[], &["python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", &www_s, "18080"]);
+    w.spawn_to(
+        &r,
+        &ctx.log("remote-http.log"),
+        &[],
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            &r.ip,
+            "--directory",
+            &www_s,
+            "8081",
+        ],
+    );
+    w.spawn_to(
+        &b,
+        &ctx.log("web-http.log"),
+        &[],
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            &www_s,
+            "18080",
+        ],
+    );
     let cat = catalog.to_string_lossy().into_owned();
     if let Err(e) = o.relay_start(&w, &["--catalog", &cat]) {
         eprintln!("soak.sh: {e}.");
         return 1;
     }
-    if let Err(e) = o.admin(&w, "token create --uses 10000 --ttl 48h").map(|t| o.token = t.trim().to_string()) {
+    if let Err(e) = o
+        .admin(&w, "token create --uses 10000 --ttl 48h")
+        .map(|t| o.token = t.trim().to_string())
+    {
         eprintln!("soak.sh: {e}.");
         return 1;
     }
@@ -298,7 +450,10 @@ fn soak(ctx: &Ctx, minutes: u32, relay_every: u32) -> i32 {
         match o.join(&w, n) {
             Ok(addr) => {
                 let p = o.pid(&w, n);
-                println!("[{:4}s] node {n}: {addr} (daemon pid {p:?})", t0.elapsed().as_secs());
+                println!(
+                    "[{:4}s] node {n}: {addr} (daemon pid {p:?})",
+                    t0.elapsed().as_secs()
+                );
                 pid.insert(n, p);
             }
             Err(e) => {
@@ -307,15 +462,32 @@ fn soak(ctx: &Ctx, minutes: u32, relay_every: u32) -> i32 {
             }
         }
     }
-    if !o.ovl(&w, "b", "register web --port 8080 --target 18080").status.success() {
+    if !o
+        .ovl(&w, "b", "register web --port 8080 --target 18080")
+        .status
+        .success()
+    {
         eprintln!("soak.sh: overlay register web failed on b.");
         return 1;
     }
     let (a, c) = (o.h("a").clone(), o.h("c").clone());
     if !wait(20, "web and upstream to answer from a and c", || {
-        ok(&w, &a, 5, "curl -sf --max-time 2 -o /dev/null http://web:8080/") && ok(&w, &c, 5, "curl -sf --max-time 2 -o /dev/null http://upstream:8080/")
+        ok(
+            &w,
+            &a,
+            5,
+            "curl -sf --max-time 2 -o /dev/null http://web:8080/",
+        ) && ok(
+            &w,
+            &c,
+            5,
+            "curl -sf --max-time 2 -o /dev/null http://upstream:8080/",
+        )
     }) {
-        println!("[{:4}s] warning: web or upstream does not answer yet (the rounds count the failures)", t0.elapsed().as_secs());
+        println!(
+            "[{:4}s] warning: web or upstream does not answer yet (the rounds count the failures)",
+            t0.elapsed().as_secs()
+        );
     }
     let mut s = Soak {
         w,
@@ -352,10 +524,10 @@ fn soak(ctx: &Ctx, minutes: u32, relay_every: u32) -> i32 {
         s.curls(ctx, "curl-remote", "c", "http://upstream:8080/");
         s.dns(ctx);
         s.check_alive();
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             s.join_leave();
         }
-        if round % 3 == 0 {
+        if round.is_multiple_of(3) {
             s.down_up();
         }
         s.check_alive();
@@ -396,21 +568,34 @@ fn report(ctx: &Ctx, s: &mut Soak, minutes: u32, rounds: u32) -> i32 {
         }
     }
     for f in logs {
-        if let Some(l) = std::fs::read_to_string(&f).ok().and_then(|t| t.lines().find(|l| l.contains("panicked")).map(str::to_string)) {
+        if let Some(l) = std::fs::read_to_string(&f).ok().and_then(|t| {
+            t.lines()
+                .find(|l| l.contains("panicked"))
+                .map(str::to_string)
+        }) {
             s.crashed(format!("a panic in {}: {l}", ctx.rel(&f)));
         }
     }
-    println!("\nsoak: {minutes} minute(s), {rounds} rounds, {}\n", now_utc());
+    println!(
+        "\nsoak: {minutes} minute(s), {rounds} rounds, {}\n",
+        now_utc()
+    );
     println!("{:<14} {:>8} {:>8}", "activity", "ok", "failed");
     for a in ACTIVITIES {
         println!("{a:<14} {:>8} {:>8}", s.ok[a], s.fail[a]);
     }
     if !s.reconnect.is_empty() {
         let v: Vec<String> = s.reconnect.iter().map(|x| x.to_string()).collect();
-        println!("after each relay restart, a reached b again after: {} s", v.join(" "));
+        println!(
+            "after each relay restart, a reached b again after: {} s",
+            v.join(" ")
+        );
     }
     match Summary::of(&s.iperf) {
-        Some(x) => println!("iperf3 bursts a -> b (3 s each), Mbit/s: median {:.0}, min {:.0}, max {:.0} over {}", x.median, x.min, x.max, x.n),
+        Some(x) => println!(
+            "iperf3 bursts a -> b (3 s each), Mbit/s: median {:.0}, min {:.0}, max {:.0} over {}",
+            x.median, x.min, x.max, x.n
+        ),
         None => println!("iperf3 bursts a -> b (3 s each), Mbit/s: none"),
     }
     println!("\nsamples (RSS kB / open fds):");
@@ -444,11 +629,18 @@ fn report(ctx: &Ctx, s: &mut Soak, minutes: u32, rounds: u32) -> i32 {
         let fds_flat = ef as f64 <= wf as f64 * 1.2 + 5.0;
         let word = |f: bool| if f { "flat" } else { "GROWING" };
         let note = if wm.pid != en.pid {
-            format!(" (restarted during the soak: pid {:?} -> {:?}, so this compares two processes)", wm.pid, en.pid)
+            format!(
+                " (restarted during the soak: pid {:?} -> {:?}, so this compares two processes)",
+                wm.pid, en.pid
+            )
         } else {
             String::new()
         };
-        println!("{role}: RSS {wr} -> {er} kB {}; fds {wf} -> {ef} {}{note}", word(rss_flat), word(fds_flat));
+        println!(
+            "{role}: RSS {wr} -> {er} kB {}; fds {wf} -> {ef} {}{note}",
+            word(rss_flat),
+            word(fds_flat)
+        );
         flat &= rss_flat && fds_flat;
     }
     if flat {

@@ -138,10 +138,8 @@ fn boringtun_bin(ctx: &Ctx) -> Option<PathBuf> {
         ),
         _ => cargo,
     };
-    let _ = overlay_tests::world::sh_output(&format!(
-        "timeout 1800 {cmd} > {} 2>&1",
-        log.display()
-    ));
+    let _ =
+        overlay_tests::world::sh_output(&format!("timeout 1800 {cmd} > {} 2>&1", log.display()));
     b.exists().then_some(b)
 }
 
@@ -213,7 +211,11 @@ pub fn overlay_setup(
             })
             .and_then(|v| v.split([',', '/']).next().map(|a| a.trim().to_string()));
         let Some(addr) = addr.filter(|_| o.status.success()) else {
-            s.failed(ctx, &format!("'overlay-relay peer add bench-{n}' failed"), None);
+            s.failed(
+                ctx,
+                &format!("'overlay-relay peer add bench-{n}' failed"),
+                None,
+            );
             pids.into_iter().for_each(|p| w.stop(p));
             return s;
         };
@@ -222,7 +224,10 @@ pub fn overlay_setup(
         let redacted: String = conf
             .lines()
             .map(|l| {
-                if l.trim_start().to_ascii_lowercase().starts_with("privatekey") {
+                if l.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("privatekey")
+                {
                     "PrivateKey = (redacted)\n".to_string()
                 } else {
                     format!("{l}\n")
@@ -302,7 +307,9 @@ pub fn overlay_setup(
                     ctx.overlay.display()
                 ),
             )
-            .is_some_and(|s| s.contains("\"relay_rtt_us\": ") && !s.contains("\"relay_rtt_us\": null"))
+            .is_some_and(|s| {
+                s.contains("\"relay_rtt_us\": ") && !s.contains("\"relay_rtt_us\": null")
+            })
         });
         if pings_only {
             ping_only(ctx, w, &mut s, &dp.a, &b_ip);
@@ -362,7 +369,12 @@ pub fn setups_table(setups: &[Setup]) -> Table {
                 fmt(s.ping_p99_us, 0),
             ]);
         } else {
-            t.row(vec![s.title.clone(), s.status.clone(), String::new(), String::new()]);
+            t.row(vec![
+                s.title.clone(),
+                s.status.clone(),
+                String::new(),
+                String::new(),
+            ]);
         }
     }
     t
@@ -377,7 +389,13 @@ pub fn run(ctx: &Ctx) {
     );
     let dp = world(ctx, "dataplane");
     let mut setups = vec![veth(ctx, &dp)];
-    setups.push(wg_pair(ctx, &dp, "wggo", "wireguard-go", "wireguard-go point to point"));
+    setups.push(wg_pair(
+        ctx,
+        &dp,
+        "wggo",
+        "wireguard-go",
+        "wireguard-go point to point",
+    ));
     match boringtun_bin(ctx) {
         Some(b) => setups.push(wg_pair(
             ctx,
@@ -423,7 +441,10 @@ pub fn run(ctx: &Ctx) {
         throughput_overlay_over_boringtun: ratio(tput("overlay"), tput("btun")),
         throughput_wireguard_go_over_veth: ratio(tput("wggo"), tput("veth")),
         latency_added_overlay_over_veth_us: diff(p50("overlay"), p50("veth")),
-        latency_added_overlay_cpu_latency_off_over_veth_us: diff(p50("overlay_nowake"), p50("veth")),
+        latency_added_overlay_cpu_latency_off_over_veth_us: diff(
+            p50("overlay_nowake"),
+            p50("veth"),
+        ),
         latency_added_wireguard_go_over_veth_us: diff(p50("wggo"), p50("veth")),
         latency_added_boringtun_over_veth_us: diff(p50("btun"), p50("veth")),
     };
@@ -431,16 +452,29 @@ pub fn run(ctx: &Ctx) {
     let table = setups_table(&setups);
     let mut ratios = Table::new(&["ratio (same run)", "value"]);
     for (k, v) in [
-        ("throughput overlay / wireguard-go", fmt(r.throughput_overlay_over_wireguard_go, 3)),
-        ("throughput overlay / boringtun-cli", fmt(r.throughput_overlay_over_boringtun, 3)),
-        ("throughput wireguard-go / raw veth", fmt(r.throughput_wireguard_go_over_veth, 3)),
+        (
+            "throughput overlay / wireguard-go",
+            fmt(r.throughput_overlay_over_wireguard_go, 3),
+        ),
+        (
+            "throughput overlay / boringtun-cli",
+            fmt(r.throughput_overlay_over_boringtun, 3),
+        ),
+        (
+            "throughput wireguard-go / raw veth",
+            fmt(r.throughput_wireguard_go_over_veth, 3),
+        ),
         (
             "latency added by overlay over raw veth (median)",
             fmt_unit(r.latency_added_overlay_over_veth_us, 0, "µs"),
         ),
         (
             "latency added by overlay with --cpu-latency off (median)",
-            fmt_unit(r.latency_added_overlay_cpu_latency_off_over_veth_us, 0, "µs"),
+            fmt_unit(
+                r.latency_added_overlay_cpu_latency_off_over_veth_us,
+                0,
+                "µs",
+            ),
         ),
         (
             "latency added by wireguard-go over raw veth (median)",

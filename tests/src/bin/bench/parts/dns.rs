@@ -100,7 +100,9 @@ fn parse_dnsperf(id: &'static str, title: String, text: &str) -> PerfRun {
     PerfRun {
         id,
         title,
-        qps: field("Queries per second:", 3).and_then(|v| v.parse::<f64>().ok()).map(f64::round),
+        qps: field("Queries per second:", 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(f64::round),
         sent: field("Queries sent:", 2).and_then(|v| v.parse().ok()),
         completed: field("Queries completed:", 2).and_then(|v| v.parse().ok()),
         noerror,
@@ -122,16 +124,36 @@ struct State {
     reg_ms: Option<f64>,
 }
 
-fn dnsperf(ctx: &Ctx, w: &World, o: &Ovl, st: &mut State, id: &'static str, title: String, server: &str, rate: Option<u32>, queries: &str) {
+#[allow(clippy::too_many_arguments)]
+fn dnsperf(
+    ctx: &Ctx,
+    w: &World,
+    o: &Ovl,
+    st: &mut State,
+    id: &'static str,
+    title: String,
+    server: &str,
+    rate: Option<u32>,
+    queries: &str,
+) {
     let mut args = format!("-s {server} -d {queries} -l {} -v", ctx.o.time);
     if let Some(r) = rate {
         args.push_str(&format!(" -Q {r}"));
     }
     let log = ctx.log("dnsperf.log");
     crate::ctx::append(&log, &format!("-- {id}: dnsperf {args}\n"));
-    let res = run_in(w, o.h("a"), u64::from(ctx.o.time) + 30, &format!("dnsperf {args} 2>>{}", log.display()));
+    let res = run_in(
+        w,
+        o.h("a"),
+        u64::from(ctx.o.time) + 30,
+        &format!("dnsperf {args} 2>>{}", log.display()),
+    );
     let text = String::from_utf8_lossy(&res.stdout).into_owned();
-    let summary: String = text.lines().filter(|l| !l.starts_with("> ")).map(|l| format!("{l}\n")).collect();
+    let summary: String = text
+        .lines()
+        .filter(|l| !l.starts_with("> "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     crate::ctx::append(&log, &summary);
     if !res.status.success() {
         ctx.fail("dns", &format!("dnsperf against {server} failed"));
@@ -153,7 +175,12 @@ fn dnsperf(ctx: &Ctx, w: &World, o: &Ovl, st: &mut State, id: &'static str, titl
 
 /// dig's "Query time" (ms) for `name` at the node's DNS in a.
 fn dig_ms(w: &World, o: &Ovl, name: &str) -> Option<(f64, String)> {
-    let text = out(w, o.h("a"), 10, &format!("dig +tries=1 +time=5 +nocookie @{NODE_DNS} {name}"))?;
+    let text = out(
+        w,
+        o.h("a"),
+        10,
+        &format!("dig +tries=1 +time=5 +nocookie @{NODE_DNS} {name}"),
+    )?;
     let status = text
         .lines()
         .find_map(|l| l.split("status: ").nth(1))
@@ -196,8 +223,11 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State) -> Result<(), Stri
     o.token(w, nodes)?;
     // Node a's only upstream is an address nobody answers on (no outside network needed).
     let dead = format!("{}.250", overlay_tests::world::UNDERLAY);
-    std::fs::write(format!("/etc/netns/{}/resolv.conf", o.h("a").ns), format!("nameserver {dead}\n"))
-        .map_err(|e| format!("resolv.conf of a: {e}"))?;
+    std::fs::write(
+        format!("/etc/netns/{}/resolv.conf", o.h("a").ns),
+        format!("nameserver {dead}\n"),
+    )
+    .map_err(|e| format!("resolv.conf of a: {e}"))?;
     for i in 0..nodes {
         o.join(w, &node_name(i))?;
     }
@@ -209,7 +239,8 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State) -> Result<(), Stri
         let text = o
             .ovl_out(w, &n, &format!("register svc{i} --port 80 --json"))
             .ok_or_else(|| format!("overlay register svc{i} failed on node {n}"))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("register --json: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("register --json: {e}"))?;
         let addr = v["address"].as_str().unwrap_or_default();
         hosts.push_str(&format!("{addr} svc{i}.ovl.internal\n"));
         queries.push_str(&format!("svc{i}.ovl.internal A\n"));
@@ -224,14 +255,21 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State) -> Result<(), Stri
         "while read -r addr name; do [ \"$(dig +short +tries=1 +time=1 @{NODE_DNS} $name)\" = \"$addr\" ] || exit 1; done < {}",
         hosts_f.display()
     );
-    if !wait(30, "every name to resolve at the node's DNS", || crate::ctx::ok(w, o.h("a"), 60, &check)) {
-        return Err(format!("the registered names did not all resolve at {NODE_DNS} within 30 s"));
+    if !wait(30, "every name to resolve at the node's DNS", || {
+        crate::ctx::ok(w, o.h("a"), 60, &check)
+    }) {
+        return Err(format!(
+            "the registered names did not all resolve at {NODE_DNS} within 30 s"
+        ));
     }
     let pid = o.pid(w, "a");
     // Measured idle: two seconds without queries after the registrations settled.
     std::thread::sleep(Duration::from_secs(2));
     st.rss_idle = pid.and_then(rss_kb);
-    tracing::info!("  node a daemon (pid {pid:?}): RSS {:?} kB idle", st.rss_idle);
+    tracing::info!(
+        "  node a daemon (pid {pid:?}): RSS {:?} kB idle",
+        st.rss_idle
+    );
     let a = o.h("a").clone();
     if !crate::ctx::ok(w, &a, 5, &format!("ip addr add {DNSMASQ_IP}/32 dev lo")) {
         return Err("cannot add dnsmasq's address".into());
@@ -242,7 +280,19 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State) -> Result<(), Stri
         &a,
         &ctx.log("dnsmasq.log"),
         &[],
-        &["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", &hosts_arg, &listen, "--bind-interfaces", "--port", "53", "--pid-file=", "--log-facility=-"],
+        &[
+            "dnsmasq",
+            "--no-daemon",
+            "--no-resolv",
+            "--no-hosts",
+            &hosts_arg,
+            &listen,
+            "--bind-interfaces",
+            "--port",
+            "53",
+            "--pid-file=",
+            "--log-facility=-",
+        ],
     );
     let (first_addr, first_name) = hosts
         .lines()
@@ -250,17 +300,59 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State) -> Result<(), Stri
         .and_then(|l| l.split_once(' '))
         .map(|(a, n)| (a.to_string(), n.to_string()))
         .unwrap_or_default();
-    if !wait(10, "dnsmasq to answer", || dig_answers(w, &a, DNSMASQ_IP, &first_name, &first_addr)) {
+    if !wait(10, "dnsmasq to answer", || {
+        dig_answers(w, &a, DNSMASQ_IP, &first_name, &first_addr)
+    }) {
         ctx.tail(&ctx.log("dnsmasq.log"));
         w.stop(dpid);
         return Err("dnsmasq did not start".into());
     }
     let q = queries_f.to_string_lossy().into_owned();
     let rate = ctx.o.rate;
-    dnsperf(ctx, w, o, st, "overlay", "overlay node DNS, unpaced".into(), NODE_DNS, None, &q);
-    dnsperf(ctx, w, o, st, "dnsmasq", "dnsmasq (hosts file), unpaced".into(), DNSMASQ_IP, None, &q);
-    dnsperf(ctx, w, o, st, "overlay-paced", format!("overlay node DNS, {rate} queries/s"), NODE_DNS, Some(rate), &q);
-    dnsperf(ctx, w, o, st, "dnsmasq-paced", format!("dnsmasq (hosts file), {rate} queries/s"), DNSMASQ_IP, Some(rate), &q);
+    dnsperf(
+        ctx,
+        w,
+        o,
+        st,
+        "overlay",
+        "overlay node DNS, unpaced".into(),
+        NODE_DNS,
+        None,
+        &q,
+    );
+    dnsperf(
+        ctx,
+        w,
+        o,
+        st,
+        "dnsmasq",
+        "dnsmasq (hosts file), unpaced".into(),
+        DNSMASQ_IP,
+        None,
+        &q,
+    );
+    dnsperf(
+        ctx,
+        w,
+        o,
+        st,
+        "overlay-paced",
+        format!("overlay node DNS, {rate} queries/s"),
+        NODE_DNS,
+        Some(rate),
+        &q,
+    );
+    dnsperf(
+        ctx,
+        w,
+        o,
+        st,
+        "dnsmasq-paced",
+        format!("dnsmasq (hosts file), {rate} queries/s"),
+        DNSMASQ_IP,
+        Some(rate),
+        &q,
+    );
     st.rss_load = pid.and_then(rss_kb);
     if pid.is_some() && st.rss_load.is_none() {
         ctx.fail("dns", "the node daemon of a is gone after the dnsperf runs");
@@ -311,7 +403,14 @@ fn report(ctx: &Ctx, st: &State) {
     let p99_ratio = ratio(p99("overlay"), p99("dnsmasq"));
     let pq_ratio = ratio(p99("overlay-paced"), p99("dnsmasq-paced"));
     let local = services.min(50);
-    let mut t = Table::new(&["server, load", "queries/s", "p50 (µs)", "p99 (µs)", "max (µs)", "NOERROR / completed"]);
+    let mut t = Table::new(&[
+        "server, load",
+        "queries/s",
+        "p50 (µs)",
+        "p99 (µs)",
+        "max (µs)",
+        "NOERROR / completed",
+    ]);
     for r in &st.runs {
         t.row(vec![
             r.title.clone(),
@@ -323,23 +422,49 @@ fn report(ctx: &Ctx, st: &State) {
         ]);
     }
     if st.runs.is_empty() {
-        t.row(vec!["overlay node DNS".into(), st.status.clone(), "".into(), "".into(), "".into(), "".into()]);
+        t.row(vec![
+            "overlay node DNS".into(),
+            st.status.clone(),
+            "".into(),
+            "".into(),
+            "".into(),
+            "".into(),
+        ]);
     }
     let kb = |v: Option<u64>| fmt_unit(v.map(|x| x as f64), 0, "kB");
     let ms = |v: Option<f64>| fmt_unit(v, 0, "ms");
     let d = &st.dead;
     let mut f = Table::new(&["ratio or figure (same run)", "value"]);
     for (k, v) in [
-        ("queries/s overlay / dnsmasq (unpaced)".to_string(), fmt(q_ratio, 3)),
+        (
+            "queries/s overlay / dnsmasq (unpaced)".to_string(),
+            fmt(q_ratio, 3),
+        ),
         ("p99 overlay / dnsmasq (unpaced)".into(), fmt(p99_ratio, 3)),
-        (format!("p99 overlay / dnsmasq (at {rate} queries/s)"), fmt(pq_ratio, 3)),
+        (
+            format!("p99 overlay / dnsmasq (at {rate} queries/s)"),
+            fmt(pq_ratio, 3),
+        ),
         (
             format!("overlay p99 < 1 ms: unpaced; at {rate} queries/s"),
-            format!("{}; {}", met(p99("overlay"), |v| v < 1000.0), met(p99("overlay-paced"), |v| v < 1000.0)),
+            format!(
+                "{}; {}",
+                met(p99("overlay"), |v| v < 1000.0),
+                met(p99("overlay-paced"), |v| v < 1000.0)
+            ),
         ),
-        (format!("node daemon RSS, {local} services registered, idle"), kb(st.rss_idle)),
-        ("node daemon RSS after the dnsperf runs".into(), kb(st.rss_load)),
-        (format!("registering {services} services one by one with overlay register"), ms(st.reg_ms)),
+        (
+            format!("node daemon RSS, {local} services registered, idle"),
+            kb(st.rss_idle),
+        ),
+        (
+            "node daemon RSS after the dnsperf runs".into(),
+            kb(st.rss_load),
+        ),
+        (
+            format!("registering {services} services one by one with overlay register"),
+            ms(st.reg_ms),
+        ),
         (
             "every upstream dead: first forwarded query (target < 1.5 s)".into(),
             format!("{} ({})", ms(d.first), met(d.first, |v| v < 1500.0)),
@@ -350,7 +475,11 @@ fn report(ctx: &Ctx, st: &State) {
         ),
         (
             "every upstream dead: `getent hosts nosuchhost` (target < 3 s)".into(),
-            format!("{} ({})", ms(d.getent_nosuchhost), met(d.getent_nosuchhost, |v| v < 3000.0)),
+            format!(
+                "{} ({})",
+                ms(d.getent_nosuchhost),
+                met(d.getent_nosuchhost, |v| v < 3000.0)
+            ),
         ),
     ] {
         f.row(vec![k, v]);
@@ -393,8 +522,16 @@ fn report(ctx: &Ctx, st: &State) {
                 "p99_under_1ms_unpaced": met_json(p99("overlay"), |v| v < 1000.0),
                 "p99_under_1ms_paced": met_json(p99("overlay-paced"), |v| v < 1000.0),
             }),
-            dead_upstream_ms: Dead { first: d.first, repeat: d.repeat, getent_nosuchhost: d.getent_nosuchhost },
-            daemon_rss_kb: Rss { local_services: local, idle: st.rss_idle, after_load: st.rss_load },
+            dead_upstream_ms: Dead {
+                first: d.first,
+                repeat: d.repeat,
+                getent_nosuchhost: d.getent_nosuchhost,
+            },
+            daemon_rss_kb: Rss {
+                local_services: local,
+                idle: st.rss_idle,
+                after_load: st.rss_load,
+            },
             register_all_ms: st.reg_ms,
         },
     );
@@ -411,7 +548,10 @@ mod tests {
   Response codes:       NOERROR 998 (100.00%)\n  Average packet size:  request 37, response 53\n  Run time (s):         1.000\n\
   Queries per second:   997.9\n";
         let r = parse_dnsperf("x", "t".into(), text);
-        assert_eq!((r.sent, r.completed, r.noerror), (Some(1000), Some(998), Some(998)));
+        assert_eq!(
+            (r.sent, r.completed, r.noerror),
+            (Some(1000), Some(998), Some(998))
+        );
         assert_eq!(r.qps, Some(998.0));
         assert_eq!(r.latency_us.p50, Some(160.0));
         assert_eq!(r.latency_us.max, Some(200.0));

@@ -62,14 +62,19 @@ pub fn run(ctx: &Ctx) {
     let a = o.host(&mut w, "a", 2);
     let f = o.host(&mut w, "f", 3);
     let up = if ctx.have_binaries() {
-        o.relay_start(&w, &[]).and_then(|_| o.token(&w, 20)).and_then(|()| o.join(&w, "a"))
+        o.relay_start(&w, &[])
+            .and_then(|_| o.token(&w, 20))
+            .and_then(|()| o.join(&w, "a"))
     } else {
         Err("binaries missing".into())
     };
     match up {
         Err(e) => {
             status = "failed".into();
-            ctx.fail("flood", &format!("the relay or the first node did not start: {e}"));
+            ctx.fail(
+                "flood",
+                &format!("the relay or the first node did not start: {e}"),
+            );
         }
         Ok(_) => {
             // Every host first: a new bridge port can change the bridge's MAC address, and the
@@ -90,7 +95,16 @@ pub fn run(ctx: &Ctx) {
                         &f,
                         &ctx.log(&format!("flood-gen-{rate}.log")),
                         &[],
-                        &[&ctx.flood.to_string_lossy(), "anon", "--relay", &relay_ep, "--rate", &rate.to_string(), "--secs", "16"],
+                        &[
+                            &ctx.flood.to_string_lossy(),
+                            "anon",
+                            "--relay",
+                            &relay_ep,
+                            "--rate",
+                            &rate.to_string(),
+                            "--secs",
+                            "16",
+                        ],
                     );
                     // The flood's first second: it is at full rate before the measurement.
                     std::thread::sleep(Duration::from_secs(1));
@@ -99,10 +113,18 @@ pub fn run(ctx: &Ctx) {
                 let c0 = cpu_ticks(relay);
                 let l0 = std::fs::metadata(&rlog).map_or(0, |m| m.len());
                 let t0 = Instant::now();
-                let out = run_in(&w, &a, 30, &format!("ping -q -n -c 200 -i 0.05 -W 1 {RELAY_OVL} 2>&1"));
+                let out = run_in(
+                    &w,
+                    &a,
+                    30,
+                    &format!("ping -q -n -c 200 -i 0.05 -W 1 {RELAY_OVL} 2>&1"),
+                );
                 let (loss, rtt) = ping_summary(&String::from_utf8_lossy(&out.stdout));
                 let j0 = Instant::now();
-                let join = o.join(&w, &format!("c{}", 10 + k)).ok().map(|_| (j0.elapsed().as_secs_f64() * 100.0).round() / 100.0);
+                let join = o
+                    .join(&w, &format!("c{}", 10 + k))
+                    .ok()
+                    .map(|_| (j0.elapsed().as_secs_f64() * 100.0).round() / 100.0);
                 let secs = t0.elapsed().as_secs_f64();
                 let c1 = cpu_ticks(relay);
                 let l1 = std::fs::metadata(&rlog).map_or(0, |m| m.len());
@@ -115,7 +137,10 @@ pub fn run(ctx: &Ctx) {
                     join_secs: join,
                     relay_cpu_percent: cpu,
                     relay_rss_mb: rss_kb(relay).map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
-                    relay_log_kb_per_min: Some(((l1.saturating_sub(l0)) as f64 / 1024.0 / secs * 60.0 * 100.0).round() / 100.0),
+                    relay_log_kb_per_min: Some(
+                        ((l1.saturating_sub(l0)) as f64 / 1024.0 / secs * 60.0 * 100.0).round()
+                            / 100.0,
+                    ),
                 };
                 tracing::info!("  {rate}/s: loss {loss:?} %, rtt {rtt:?} ms, join {join:?} s, relay CPU {cpu:?} %");
                 rows.push(row);
@@ -128,10 +153,22 @@ pub fn run(ctx: &Ctx) {
     }
     o.down_all(&w);
     let (when, host) = (now_utc(), host_desc());
-    let mut t = Table::new(&["anonymous joins/s", "ping loss (%)", "ping RTT avg (ms)", "a valid join (s)", "relay CPU (% of one core)", "relay RSS (MB)", "relay log (KB/min)"]);
+    let mut t = Table::new(&[
+        "anonymous joins/s",
+        "ping loss (%)",
+        "ping RTT avg (ms)",
+        "a valid join (s)",
+        "relay CPU (% of one core)",
+        "relay RSS (MB)",
+        "relay log (KB/min)",
+    ]);
     for r in &rows {
         t.row(vec![
-            if r.rate == 0 { "idle".into() } else { r.rate.to_string() },
+            if r.rate == 0 {
+                "idle".into()
+            } else {
+                r.rate.to_string()
+            },
             fmt(r.ping_loss_percent, 0),
             fmt(r.ping_rtt_avg_ms, 3),
             r.join_secs.map_or("failed".into(), |s| format!("{s:.2}")),

@@ -55,8 +55,23 @@ pub fn run(ctx: &Ctx) {
     std::fs::create_dir_all(&keys).expect("key directory");
     let (akey, apub) = net::wg_key(&keys, "a");
     let (hkey, hpub) = net::wg_key(&keys, "h");
-    let routed = ok(&w, &b, 5, &format!("ip addr add {hole}/32 dev lo && ip route add 10.99.0.0/24 via {}", hub.ip))
-        && ok(&w, &hub, 5, &format!("ip route add {hole}/32 via {} && sysctl -qw net.ipv4.ip_forward=1", b.ip));
+    let routed = ok(
+        &w,
+        &b,
+        5,
+        &format!(
+            "ip addr add {hole}/32 dev lo && ip route add 10.99.0.0/24 via {}",
+            hub.ip
+        ),
+    ) && ok(
+        &w,
+        &hub,
+        5,
+        &format!(
+            "ip route add {hole}/32 via {} && sysctl -qw net.ipv4.ip_forward=1",
+            b.ip
+        ),
+    );
     let ends = [
         WgEnd {
             host: &a,
@@ -79,7 +94,8 @@ pub fn run(ctx: &Ctx) {
     ];
     let mut pids = Vec::new();
     let started: Result<(), String> = if routed {
-        ends.iter().try_for_each(|e| net::wg_start(ctx, &w, "wireguard-go", e).map(|p| pids.push(p)))
+        ends.iter()
+            .try_for_each(|e| net::wg_start(ctx, &w, "wireguard-go", e).map(|p| pids.push(p)))
     } else {
         Err("routes for the forwarding setup".into())
     };
@@ -87,9 +103,11 @@ pub fn run(ctx: &Ctx) {
         Err(e) => wg.failed(ctx, &format!("wireguard-go did not start: {e}"), None),
         Ok(()) => {
             let _ = ok(&w, &a, 5, "ip route add 10.98.0.0/24 dev ovbwga");
-            if wait(10, "a to reach the remote host through wireguard-go", || {
-                ok(&w, &a, 5, &format!("ping -n -c 1 -W 1 {hole}"))
-            }) {
+            if wait(
+                10,
+                "a to reach the remote host through wireguard-go",
+                || ok(&w, &a, 5, &format!("ping -n -c 1 -W 1 {hole}")),
+            ) {
                 iperf_runs(ctx, &w, &mut wg, &a, &b, hole, runs(ctx));
             } else {
                 wg.failed(ctx, "no traffic through wireguard-go", None);
@@ -106,7 +124,11 @@ pub fn run(ctx: &Ctx) {
         gw.na("binaries missing");
     } else {
         let catalog = w.dir.join("catalog.toml");
-        std::fs::write(&catalog, format!("[services.upstream]\naddress = \"{}:5201\"\n", b.ip)).expect("catalog");
+        std::fs::write(
+            &catalog,
+            format!("[services.upstream]\naddress = \"{}:5201\"\n", b.ip),
+        )
+        .expect("catalog");
         let cat = catalog.to_string_lossy().into_owned();
         let up = o
             .relay_start(&w, &["--catalog", &cat])
@@ -114,9 +136,19 @@ pub fn run(ctx: &Ctx) {
             .and_then(|()| o.join(&w, "a"));
         let rlog = ctx.log("gateway-relay.log");
         if let Err(e) = up {
-            gw.failed(ctx, &format!("the relay or the node did not start: {e}"), Some(&rlog));
-        } else if !wait(10, "a to resolve upstream", || ok(&w, &a, 5, "getent hosts upstream")) {
-            gw.failed(ctx, "the name upstream does not resolve on the node", Some(&rlog));
+            gw.failed(
+                ctx,
+                &format!("the relay or the node did not start: {e}"),
+                Some(&rlog),
+            );
+        } else if !wait(10, "a to resolve upstream", || {
+            ok(&w, &a, 5, "getent hosts upstream")
+        }) {
+            gw.failed(
+                ctx,
+                "the name upstream does not resolve on the node",
+                Some(&rlog),
+            );
         } else {
             let remote = out(&w, &a, 5, "getent hosts upstream")
                 .and_then(|t| t.split_whitespace().next().map(str::to_string))
@@ -126,18 +158,34 @@ pub fn run(ctx: &Ctx) {
             let (hs_py, hc_py) = (w.dir.join("hold-server.py"), w.dir.join("hold-client.py"));
             std::fs::write(&hs_py, HOLD_SERVER).expect("hold server");
             std::fs::write(&hc_py, HOLD_CLIENT).expect("hold client");
-            let hs = w.spawn_to(&b, &ctx.log("gateway-hold-server.log"), &[], &["python3", &hs_py.to_string_lossy(), &b.ip]);
-            let listening = wait(10, "the hold server to listen", || ok(&w, &b, 5, "ss -Hltn 'sport = :7000' | grep -q ."));
+            let hs = w.spawn_to(
+                &b,
+                &ctx.log("gateway-hold-server.log"),
+                &[],
+                &["python3", &hs_py.to_string_lossy(), &b.ip],
+            );
+            let listening = wait(10, "the hold server to listen", || {
+                ok(&w, &b, 5, "ss -Hltn 'sport = :7000' | grep -q .")
+            });
             let clog = ctx.log("gateway-hold-client.log");
             let hc = w.spawn_to(
                 &a,
                 &clog,
                 &[],
-                &["bash", "-c", &format!("ulimit -n 4096; exec python3 {} {remote} 1000", hc_py.display())],
+                &[
+                    "bash",
+                    "-c",
+                    &format!(
+                        "ulimit -n 4096; exec python3 {} {remote} 1000",
+                        hc_py.display()
+                    ),
+                ],
             );
-            if listening && wait(60, "1000 connections through the relay", || {
-                std::fs::read_to_string(&clog).is_ok_and(|t| t.contains("open 1000"))
-            }) {
+            if listening
+                && wait(60, "1000 connections through the relay", || {
+                    std::fs::read_to_string(&clog).is_ok_and(|t| t.contains("open 1000"))
+                })
+            {
                 // Settled: every connection's data has crossed before the reading.
                 let relay = o.relay_pid.unwrap_or(0);
                 wait(5, "the relay's RSS to settle", || {
@@ -169,7 +217,10 @@ pub fn run(ctx: &Ctx) {
             println!("  {:<40} {}", s.title, s.status);
         }
     }
-    println!("  throughput gateway / wireguard-go: {} (target >= 1.0)", fmt(r, 3));
+    println!(
+        "  throughput gateway / wireguard-go: {} (target >= 1.0)",
+        fmt(r, 3)
+    );
     println!(
         "  relay RSS with 1000 proxied TCP connections: {} kB (target < 200 MB)",
         relay_rss.map_or("n/a".into(), |v| v.to_string())

@@ -60,7 +60,9 @@ struct Results {
 
 /// The N of `overlay join`'s step line "... STEP ... (N ms)".
 fn step_ms(err: &str, step: &str) -> Option<f64> {
-    let l = err.lines().find(|l| l.contains(step) && l.trim_end().ends_with(" ms)"))?;
+    let l = err
+        .lines()
+        .find(|l| l.contains(step) && l.trim_end().ends_with(" ms)"))?;
     let inner = l.trim_end().strip_suffix(" ms)")?;
     inner.rsplit('(').next()?.trim().parse().ok()
 }
@@ -74,7 +76,13 @@ struct Runs {
 }
 
 /// One fresh join as node `jR` in a (new state directory), then `overlay leave`.
-fn once(ctx: &Ctx, w: &overlay_tests::World, o: &mut Ovl, r: u32, runs: &mut Runs) -> Result<(), String> {
+fn once(
+    ctx: &Ctx,
+    w: &overlay_tests::World,
+    o: &mut Ovl,
+    r: u32,
+    runs: &mut Runs,
+) -> Result<(), String> {
     let a = o.h("a").clone();
     let n = format!("j{r}");
     let dir = a.dir.join(&n);
@@ -82,8 +90,12 @@ fn once(ctx: &Ctx, w: &overlay_tests::World, o: &mut Ovl, r: u32, runs: &mut Run
         std::fs::create_dir_all(dir.join(d)).expect("node directories");
     }
     // The previous node's route must be gone, or the first ping would not need the new tunnel.
-    if !wait(5, "the previous node's route to go", || no_route(&a.ns, RELAY_OVL)) {
-        return Err(format!("run {r}: a route to {RELAY_OVL} is left from the previous run"));
+    if !wait(5, "the previous node's route to go", || {
+        no_route(&a.ns, RELAY_OVL)
+    }) {
+        return Err(format!(
+            "run {r}: a route to {RELAY_OVL} is left from the previous run"
+        ));
     }
     let (res, out, err) = (
         dir.join("probe.json"),
@@ -121,15 +133,21 @@ fn once(ctx: &Ctx, w: &overlay_tests::World, o: &mut Ovl, r: u32, runs: &mut Run
     })?;
     if p.cmd_rc != Some(0) {
         ctx.tail(&err);
-        return Err(format!("run {r}: overlay join exited with status {:?}", p.cmd_rc));
+        return Err(format!(
+            "run {r}: overlay join exited with status {:?}",
+            p.cmd_rc
+        ));
     }
     let (Some(reached), Some(cmd_ms)) = (p.reached_ms, p.cmd_ms) else {
         ctx.tail(&dir.join("state").join("daemon.log"));
-        return Err(format!("run {r}: no ping answered through the tunnel within 20 s"));
+        return Err(format!(
+            "run {r}: no ping answered through the tunnel within 20 s"
+        ));
     };
     runs.reach.push(reached);
     runs.cmd.push(cmd_ms);
-    runs.reg.extend(step_ms(&err_text, "registering with the relay"));
+    runs.reg
+        .extend(step_ms(&err_text, "registering with the relay"));
     runs.start.extend(step_ms(&err_text, "starting the daemon"));
     tracing::info!(
         "  run {r}/{}: first ping through the tunnel after {reached} ms, overlay join took {cmd_ms} ms ({} pings sent)",
@@ -140,13 +158,20 @@ fn once(ctx: &Ctx, w: &overlay_tests::World, o: &mut Ovl, r: u32, runs: &mut Run
         w,
         &a,
         20,
-        &format!("env {env} {} leave >>{} 2>&1", ctx.overlay.display(), ctx.log("join-runs.log").display()),
+        &format!(
+            "env {env} {} leave >>{} 2>&1",
+            ctx.overlay.display(),
+            ctx.log("join-runs.log").display()
+        ),
     );
     if !leave.status.success() {
         ctx.fail("join", &format!("run {r}: overlay leave failed"));
         let _ = overlay_tests::world::sh_output(&format!("ip netns pids {} | xargs -r kill", a.ns));
     } else if dir.join("state").join("node.json").exists() {
-        ctx.fail("join", &format!("run {r}: overlay leave left the node's state behind"));
+        ctx.fail(
+            "join",
+            &format!("run {r}: overlay leave left the node's state behind"),
+        );
     }
     Ok(())
 }
@@ -201,8 +226,20 @@ pub fn run(ctx: &Ctx) {
             fmt(f.max, 1),
         ]);
     }
-    t.row(vec!["(step) registering with the relay".into(), fmt(steps.register, 0), String::new(), String::new(), String::new()]);
-    t.row(vec!["(step) starting the daemon until connected".into(), fmt(steps.daemon_connected, 0), String::new(), String::new(), String::new()]);
+    t.row(vec![
+        "(step) registering with the relay".into(),
+        fmt(steps.register, 0),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    t.row(vec![
+        "(step) starting the daemon until connected".into(),
+        fmt(steps.daemon_connected, 0),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
     println!(
         "\njoin: {host}; {n} of {n_runs} fresh joins measured ({status})\n\n{}\ntarget: first packet through the tunnel in under 500 ms",
         t.plain()
@@ -237,7 +274,10 @@ mod tests {
     #[test]
     fn step_lines() {
         let err = "registering with the relay at 10.0.0.1:51820 ... ok (12 ms)\nstarting the daemon ... connected (85 ms)\n";
-        assert_eq!(super::step_ms(err, "registering with the relay"), Some(12.0));
+        assert_eq!(
+            super::step_ms(err, "registering with the relay"),
+            Some(12.0)
+        );
         assert_eq!(super::step_ms(err, "starting the daemon"), Some(85.0));
         assert_eq!(super::step_ms(err, "nothing"), None);
     }

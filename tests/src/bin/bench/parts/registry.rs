@@ -65,7 +65,10 @@ fn once(ctx: &Ctx, w: &World, o: &Ovl, node: &str, name: &str) -> Result<(f64, f
     let p = read_result(&res).ok_or("the probe did not report")?;
     if p.cmd_rc != Some(0) {
         ctx.tail(&o.cli_log);
-        return Err(format!("overlay register {name} on node {node} failed (status {:?})", p.cmd_rc));
+        return Err(format!(
+            "overlay register {name} on node {node} failed (status {:?})",
+            p.cmd_rc
+        ));
     }
     let reached = p
         .reached_ms
@@ -78,13 +81,24 @@ fn once(ctx: &Ctx, w: &World, o: &Ovl, node: &str, name: &str) -> Result<(f64, f
     if !same {
         crate::ctx::append(
             &ctx.log("registry-mismatch.log"),
-            &format!("{name}: register printed {printed:?}, DNS answered {:?}\n", p.detail),
+            &format!(
+                "{name}: register printed {printed:?}, DNS answered {:?}\n",
+                p.detail
+            ),
         );
     }
     Ok((reached, p.cmd_ms.unwrap_or(f64::NAN), same))
 }
 
-fn round(ctx: &Ctx, w: &World, o: &Ovl, id: &'static str, title: String, prefix: &str, filled: u32) -> Result<Round, String> {
+fn round(
+    ctx: &Ctx,
+    w: &World,
+    o: &Ovl,
+    id: &'static str,
+    title: String,
+    prefix: &str,
+    filled: u32,
+) -> Result<Round, String> {
     let n = ctx.o.registrations;
     let (mut vals, mut cmds, mut mism) = (Vec::new(), Vec::new(), 0);
     for i in 1..=n {
@@ -104,7 +118,12 @@ fn round(ctx: &Ctx, w: &World, o: &Ovl, id: &'static str, title: String, prefix:
         fmt(s.map(|s| s.p99), 1)
     );
     if mism > 0 {
-        ctx.fail("registry", &format!("{title}: {mism} names answered another address than overlay register printed"));
+        ctx.fail(
+            "registry",
+            &format!(
+                "{title}: {mism} names answered another address than overlay register printed"
+            ),
+        );
     }
     Ok(Round {
         id,
@@ -139,7 +158,11 @@ fn fill(ctx: &Ctx, w: &mut World, o: &mut Ovl, st: &mut State) -> Result<(), Str
     let t0 = Instant::now();
     for i in 1..=total {
         let n = format!("f{}", (i - 1) / 60 + 1);
-        if !o.ovl(w, &n, &format!("register fill-{i} --port 80")).status.success() {
+        if !o
+            .ovl(w, &n, &format!("register fill-{i} --port 80"))
+            .status
+            .success()
+        {
             ctx.tail(&o.cli_log);
             ctx.tail(&o.h(&n).dir.join("state").join("daemon.log"));
             return Err(format!("overlay register fill-{i} failed on {n}"));
@@ -149,8 +172,13 @@ fn fill(ctx: &Ctx, w: &mut World, o: &mut Ovl, st: &mut State) -> Result<(), Str
         }
     }
     st.fill_ms = Some(crate::ctx::ms_since(t0).round());
-    if !wait(60, &format!("b to list the {total} services"), || count(w, o, "b") >= total as usize) {
-        return Err(format!("node b lists {} services, not the {total} registered", count(w, o, "b")));
+    if !wait(60, &format!("b to list the {total} services"), || {
+        count(w, o, "b") >= total as usize
+    }) {
+        return Err(format!(
+            "node b lists {} services, not the {total} registered",
+            count(w, o, "b")
+        ));
     }
     Ok(())
 }
@@ -161,9 +189,20 @@ fn measure(ctx: &Ctx, w: &mut World, o: &mut Ovl, st: &mut State) -> Result<(), 
     for n in ["b", "a", "c"] {
         o.join(w, n)?;
     }
-    st.rounds.push(round(ctx, w, o, "empty", "no other services".into(), "p0", 0)?);
+    st.rounds.push(round(
+        ctx,
+        w,
+        o,
+        "empty",
+        "no other services".into(),
+        "p0",
+        0,
+    )?);
     if ctx.o.fill > 0 {
-        tracing::info!("  removing round 1's services, then registering {} services on other nodes", ctx.o.fill);
+        tracing::info!(
+            "  removing round 1's services, then registering {} services on other nodes",
+            ctx.o.fill
+        );
         for i in 1..=ctx.o.registrations {
             let n = if i % 2 == 1 { "a" } else { "c" };
             if !o.ovl(w, n, &format!("unregister p0-{i}")).status.success() {
@@ -172,7 +211,8 @@ fn measure(ctx: &Ctx, w: &mut World, o: &mut Ovl, st: &mut State) -> Result<(), 
         }
         fill(ctx, w, o, st)?;
         let title = format!("{} services registered on other nodes", ctx.o.fill);
-        st.rounds.push(round(ctx, w, o, "filled", title, "p1", ctx.o.fill)?);
+        st.rounds
+            .push(round(ctx, w, o, "filled", title, "p1", ctx.o.fill)?);
     }
     st.b_knows = Some(count(w, o, "b"));
     st.rss_b = o.pid(w, "b").and_then(rss_kb);
@@ -184,7 +224,10 @@ fn measure(ctx: &Ctx, w: &mut World, o: &mut Ovl, st: &mut State) -> Result<(), 
 
 pub fn run(ctx: &Ctx) {
     let again = if ctx.o.fill > 0 {
-        format!("; then again with {} services registered on other nodes", ctx.o.fill)
+        format!(
+            "; then again with {} services registered on other nodes",
+            ctx.o.fill
+        )
     } else {
         String::new()
     };
@@ -207,7 +250,14 @@ pub fn run(ctx: &Ctx) {
     }
     o.down_all(&w);
     let (when, host) = (now_utc(), host_desc());
-    let mut t = Table::new(&["round", "median (ms)", "p90 (ms)", "p99 (ms)", "max (ms)", "`overlay register` median (ms)"]);
+    let mut t = Table::new(&[
+        "round",
+        "median (ms)",
+        "p90 (ms)",
+        "p99 (ms)",
+        "max (ms)",
+        "`overlay register` median (ms)",
+    ]);
     for r in &st.rounds {
         let s = r.propagation_ms;
         t.row(vec![
@@ -220,15 +270,31 @@ pub fn run(ctx: &Ctx) {
         ]);
     }
     if st.rounds.is_empty() {
-        t.row(vec!["propagation".into(), status.clone(), "".into(), "".into(), "".into(), "".into()]);
+        t.row(vec![
+            "propagation".into(),
+            status.clone(),
+            "".into(),
+            "".into(),
+            "".into(),
+            "".into(),
+        ]);
     }
     let kb = |v: Option<u64>| fmt_unit(v.map(|x| x as f64), 0, "kB");
     let knows = st.b_knows.map_or("?".into(), |k| k.to_string());
     let mut f = Table::new(&["figure (same run)", "value"]);
-    f.row(vec![format!("node daemon RSS, node knowing {knows} services of other nodes"), kb(st.rss_b)]);
-    f.row(vec!["node daemon RSS, 60 services registered on it".into(), kb(st.rss_fill)]);
+    f.row(vec![
+        format!("node daemon RSS, node knowing {knows} services of other nodes"),
+        kb(st.rss_b),
+    ]);
+    f.row(vec![
+        "node daemon RSS, 60 services registered on it".into(),
+        kb(st.rss_fill),
+    ]);
     if let Some(ms) = st.fill_ms {
-        f.row(vec![format!("registering the {} filler services one by one", ctx.o.fill), fmt_unit(Some(ms), 0, "ms")]);
+        f.row(vec![
+            format!("registering the {} filler services one by one", ctx.o.fill),
+            fmt_unit(Some(ms), 0, "ms"),
+        ]);
     }
     println!(
         "\nregistry: {host} ({status})\n{} registrations per round on nodes a and c (alternating), each timed until node b's DNS answers the name (probed every 1 ms)\n\n{}\n{}target: p99 under 200 ms",

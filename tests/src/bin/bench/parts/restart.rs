@@ -109,7 +109,10 @@ fn dev_line(l: &str) -> Option<(&str, &str)> {
     let (left, msg) = l.split_once(" | ")?;
     let mut it = left.split_whitespace();
     let ts = it.next()?;
-    if !ts.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '.') {
+    if !ts
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == ':' || c == '.')
+    {
         return None;
     }
     Some((it.next()?, msg))
@@ -119,19 +122,37 @@ fn dev_line(l: &str) -> Option<(&str, &str)> {
 /// of `svc`.
 fn ready(log: &str, svc: &str) -> Option<(u16, String)> {
     log.lines()
+        .rev()
         .filter_map(dev_line)
         .filter(|(n, m)| *n == svc && m.contains("ready in "))
         .filter_map(|(_, m)| {
-            let port = m.split("local port ").nth(1)?.split(',').next()?.trim().parse().ok()?;
-            let addr = m.split(", at ").nth(1)?.split_whitespace().next()?.to_string();
+            let port = m
+                .split("local port ")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .trim()
+                .parse()
+                .ok()?;
+            let addr = m
+                .split(", at ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .to_string();
             addr.contains(':').then_some((port, addr))
         })
-        .last()
+        .next()
 }
 
 /// The N of "restarted in N ms".
 fn printed(out: &str) -> Option<f64> {
-    out.split("restarted in ").nth(1)?.split_whitespace().next()?.parse().ok()
+    out.split("restarted in ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// "... ; N connection(s) drained, M closed": (N, M).
@@ -139,8 +160,14 @@ fn drained(out: &str) -> (Option<u64>, Option<u64>) {
     let Some(i) = out.find(" drained, ") else {
         return (None, None);
     };
-    let n = out[..i].rsplit("; ").next().and_then(|s| s.split_whitespace().next()?.parse().ok());
-    let m = out[i + 10..].split_whitespace().next().and_then(|s| s.parse().ok());
+    let n = out[..i]
+        .rsplit("; ")
+        .next()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok());
+    let m = out[i + 10..]
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok());
     (n, m)
 }
 
@@ -176,7 +203,10 @@ struct Dev<'a> {
 
 impl Dev<'_> {
     fn cmd(&self, svc: &str) -> &str {
-        self.cmds.iter().find(|(s, _)| s == svc).map_or("", |(_, c)| c)
+        self.cmds
+            .iter()
+            .find(|(s, _)| s == svc)
+            .map_or("", |(_, c)| c)
     }
 
     fn overlay(&self, args: &[&str]) -> std::process::Output {
@@ -215,13 +245,23 @@ impl Dev<'_> {
     /// `overlay restart SVC`, timed until a GET at the overlay address answers from a new
     /// process: (until serving, printed "restarted in").
     fn restart(&self, svc: &str, addr: &str, r: u32) -> Result<(f64, Option<f64>), String> {
-        let old = crate::ctx::out(self.w, &self.a, 10, &format!("curl -s --max-time 5 http://{addr}/"))
-            .unwrap_or_default();
+        let old = crate::ctx::out(
+            self.w,
+            &self.a,
+            10,
+            &format!("curl -s --max-time 5 http://{addr}/"),
+        )
+        .unwrap_or_default();
         if !old.starts_with("pid") {
-            return Err(format!("{svc} run {r}: the service did not answer at {addr} before the restart"));
+            return Err(format!(
+                "{svc} run {r}: the service did not answer at {addr} before the restart"
+            ));
         }
         let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "80"));
-        let (res, out) = (self.svc_dir.join("restart.json"), self.svc_dir.join("restart.out"));
+        let (res, out) = (
+            self.svc_dir.join("restart.json"),
+            self.svc_dir.join("restart.out"),
+        );
         let cli = self.ctx.log("restart-cli.log");
         let cmd = format!(
             "{} probe http {host} {port} --not-body {} --timeout 30 --result {} --cmd-out {} -- env {} {} restart {svc} 2>>{}",
@@ -237,10 +277,14 @@ impl Dev<'_> {
         let _ = run_in(self.w, &self.a, 60, &cmd);
         let text = std::fs::read_to_string(&out).unwrap_or_default();
         append(&cli, &text);
-        let p = read_result(&res).ok_or_else(|| format!("{svc} run {r}: the probe did not report"))?;
+        let p =
+            read_result(&res).ok_or_else(|| format!("{svc} run {r}: the probe did not report"))?;
         if p.cmd_rc != Some(0) {
             self.ctx.tail(&cli);
-            return Err(format!("{svc} run {r}: overlay restart failed (status {:?})", p.cmd_rc));
+            return Err(format!(
+                "{svc} run {r}: overlay restart failed (status {:?})",
+                p.cmd_rc
+            ));
         }
         let reached = p.reached_ms.ok_or_else(|| {
             self.ctx.tail(&self.log);
@@ -263,7 +307,22 @@ impl Dev<'_> {
         let t0 = Instant::now();
         let o = direct(
             &self.a,
-            &["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "env", "-C", &svc, "WORKER_ONCE=1", "PORT=1", "sh", "-c", self.cmd("worker")],
+            &[
+                "setpriv",
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "env",
+                "-C",
+                &svc,
+                "WORKER_ONCE=1",
+                "PORT=1",
+                "sh",
+                "-c",
+                self.cmd("worker"),
+            ],
         );
         let own = ms_since(t0);
         if !o.status.success() {
@@ -272,15 +331,24 @@ impl Dev<'_> {
         let n0 = worker_lines(&self.log);
         let t0 = Instant::now();
         let o = self.overlay(&["restart", "worker"]);
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         if !o.status.success() {
-            return Err(format!("worker run {r}: overlay restart failed: {}", text.trim()));
+            return Err(format!(
+                "worker run {r}: overlay restart failed: {}",
+                text.trim()
+            ));
         }
         let end = Instant::now() + Duration::from_secs(10);
         while worker_lines(&self.log) <= n0 {
             if Instant::now() > end {
                 self.ctx.tail(&self.log);
-                return Err(format!("worker run {r}: the new worker printed nothing within 10 s"));
+                return Err(format!(
+                    "worker run {r}: the new worker printed nothing within 10 s"
+                ));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -303,40 +371,74 @@ impl Dev<'_> {
             &self.a,
             &self.ctx.log("restart-hold.log"),
             &[],
-            &["python3", &hold_py, host, port, &hold.to_string(), &ready.to_string_lossy()],
+            &[
+                "python3",
+                &hold_py,
+                host,
+                port,
+                &hold.to_string(),
+                &ready.to_string_lossy(),
+            ],
         );
-        if !wait(10, "the drain client to hold its connection", || ready.exists()) {
+        if !wait(10, "the drain client to hold its connection", || {
+            ready.exists()
+        }) {
             self.ctx.tail(&self.ctx.log("restart-hold.log"));
-            return Err(format!("drain: the client did not get an answer from held at {addr}"));
+            return Err(format!(
+                "drain: the client did not get an answer from held at {addr}"
+            ));
         }
         let t0 = Instant::now();
         let o = self.overlay(&["restart", "held"]);
         let ms = ms_since(t0).round();
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         append(&self.ctx.log("restart-cli.log"), &text);
         self.w.stop(pid);
         if !o.status.success() {
-            return Err(format!("drain: overlay restart held failed: {}", text.trim()));
+            return Err(format!(
+                "drain: overlay restart held failed: {}",
+                text.trim()
+            ));
         }
         let (d, c) = drained(&text);
         tracing::info!("  drain: a connection its client closes after {hold} s, drain = {DRAIN_S}s: overlay restart took {ms} ms; {d:?} drained, {c:?} closed");
-        st.drains.push(Drain { client_closes_after_s: hold, restart_ms: ms, drained: d, closed: c });
+        st.drains.push(Drain {
+            client_closes_after_s: hold,
+            restart_ms: ms,
+            drained: d,
+            closed: c,
+        });
         Ok(())
     }
 }
 
 fn dev_ready(log: &Path) -> bool {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    SERVICES.iter().chain(&["held"]).all(|s| ready(&text, s).is_some())
+    SERVICES
+        .iter()
+        .chain(&["held"])
+        .all(|s| ready(&text, s).is_some())
         && text
             .lines()
             .filter_map(dev_line)
             .any(|(n, m)| n == "worker" && m.starts_with("[overlay] ready in"))
 }
 
-fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State, dev_pid: &mut Option<u32>) -> Result<(), String> {
+fn measure(
+    ctx: &Ctx,
+    w: &World,
+    o: &mut Ovl,
+    st: &mut State,
+    dev_pid: &mut Option<u32>,
+) -> Result<(), String> {
     if !Path::new(DEV_PYTHON).exists() {
-        return Err(format!("{DEV_PYTHON} is missing (the service runs as uid {DEV_UID})"));
+        return Err(format!(
+            "{DEV_PYTHON} is missing (the service runs as uid {DEV_UID})"
+        ));
     }
     o.relay_start(w, &[])?;
     o.token(w, 1)?;
@@ -351,29 +453,54 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State, dev_pid: &mut Opti
         std::fs::create_dir_all(d).expect("restart directories");
     }
     let sh = |c: &str| overlay_tests::world::sh(c);
-    sh(&format!("chmod 1777 {} && chown {DEV_UID}:{DEV_UID} {}", run_dir.display(), dev_dir.display()));
-    for (f, text) in [("server.py", SERVER_PY), ("worker.py", WORKER_PY), ("hold.py", HOLD_PY)] {
+    sh(&format!(
+        "chmod 1777 {} && chown {DEV_UID}:{DEV_UID} {}",
+        run_dir.display(),
+        dev_dir.display()
+    ));
+    for (f, text) in [
+        ("server.py", SERVER_PY),
+        ("worker.py", WORKER_PY),
+        ("hold.py", HOLD_PY),
+    ] {
         std::fs::write(svc_dir.join(f), text).expect("service files");
     }
     let s = svc_dir.display();
     let cmds = vec![
-        ("echo".to_string(), format!("exec {DEV_PYTHON} {s}/server.py")),
+        (
+            "echo".to_string(),
+            format!("exec {DEV_PYTHON} {s}/server.py"),
+        ),
         ("echo-sh".to_string(), format!("{DEV_PYTHON} {s}/server.py")),
-        ("worker".to_string(), format!("exec {DEV_PYTHON} {s}/worker.py")),
-        ("held".to_string(), format!("exec {DEV_PYTHON} {s}/server.py")),
+        (
+            "worker".to_string(),
+            format!("exec {DEV_PYTHON} {s}/worker.py"),
+        ),
+        (
+            "held".to_string(),
+            format!("exec {DEV_PYTHON} {s}/server.py"),
+        ),
     ];
     let mut toml = String::new();
     for svc in SERVICES {
         let c = &cmds.iter().find(|(n, _)| n == svc).expect("command").1;
-        toml.push_str(&format!("[services.{svc}]\ncommand = \"{c}\"\nport = 8080\nhealth = {{ http = \"/\" }}\n\n"));
+        toml.push_str(&format!(
+            "[services.{svc}]\ncommand = \"{c}\"\nport = 8080\nhealth = {{ http = \"/\" }}\n\n"
+        ));
     }
     // No health setting: overlay dev tells it is a worker from its sockets.
-    toml.push_str(&format!("[services.worker]\ncommand = \"{}\"\n\n", cmds[2].1));
+    toml.push_str(&format!(
+        "[services.worker]\ncommand = \"{}\"\n\n",
+        cmds[2].1
+    ));
     toml.push_str(&format!("[services.held]\ncommand = \"{}\"\nport = 8080\nhealth = {{ http = \"/\" }}\ndrain = \"{DRAIN_S}s\"\n", cmds[3].1));
     let toml_path = svc_dir.join("overlay.toml");
     std::fs::write(&toml_path, &toml).expect("overlay.toml");
     let _ = std::fs::write(ctx.log("restart-overlay.toml.txt"), &toml);
-    sh(&format!("chmod -R a+rX {s} && chmod a+x {}", a.dir.display()));
+    sh(&format!(
+        "chmod -R a+rX {s} && chmod a+x {}",
+        a.dir.display()
+    ));
     let env = vec![
         format!("RUST_LOG={}", ctx.rust_log),
         "NO_COLOR=1".to_string(),
@@ -383,7 +510,15 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State, dev_pid: &mut Opti
         format!("SUDO_GID={DEV_UID}"),
     ];
     let log = ctx.log("restart-dev.log");
-    let dev = Dev { ctx, w, a: a.clone(), svc_dir: svc_dir.clone(), env, log: log.clone(), cmds };
+    let dev = Dev {
+        ctx,
+        w,
+        a: a.clone(),
+        svc_dir: svc_dir.clone(),
+        env,
+        log: log.clone(),
+        cmds,
+    };
     let overlay = ctx.overlay.to_string_lossy().into_owned();
     let toml_arg = toml_path.to_string_lossy().into_owned();
     let mut cmd: Vec<&str> = Vec::new();
@@ -393,7 +528,10 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State, dev_pid: &mut Opti
     cmd.extend([overlay.as_str(), "dev", "-f", toml_arg.as_str()]);
     let pid = w.spawn_to(&a, &log, &[], &cmd);
     *dev_pid = Some(pid);
-    if !wait(30, "overlay dev to start the services", || dev_ready(&log) || !w.alive(pid)) || !w.alive(pid) {
+    if !wait(30, "overlay dev to start the services", || {
+        dev_ready(&log) || !w.alive(pid)
+    }) || !w.alive(pid)
+    {
         ctx.tail(&log);
         return Err("overlay dev did not bring the services up".into());
     }
@@ -403,10 +541,17 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State, dev_pid: &mut Opti
         let (port, addr) = ready(&text, svc).ok_or("no ready line")?;
         tracing::info!("  overlay dev (uid {DEV_UID}): {svc} at {addr}, local port {port}");
         if !wait(10, &format!("{svc} to answer at {addr}"), || {
-            crate::ctx::ok(w, &a, 5, &format!("curl -sf --max-time 2 -o /dev/null http://{addr}/"))
+            crate::ctx::ok(
+                w,
+                &a,
+                5,
+                &format!("curl -sf --max-time 2 -o /dev/null http://{addr}/"),
+            )
         }) {
             ctx.tail(&log);
-            return Err(format!("{svc} does not answer at its overlay address {addr}"));
+            return Err(format!(
+                "{svc} does not answer at its overlay address {addr}"
+            ));
         }
         addrs.push((svc, port, addr));
     }
@@ -436,9 +581,17 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State, dev_pid: &mut Opti
         .unwrap_or_default();
     st.svcs = SERVICES
         .iter()
-        .map(|s| Svc { service: s.to_string(), command: dev.cmd(s).to_string(), ..Default::default() })
+        .map(|s| Svc {
+            service: s.to_string(),
+            command: dev.cmd(s).to_string(),
+            ..Default::default()
+        })
         .collect();
-    st.worker = Svc { service: "worker".into(), command: dev.cmd("worker").to_string(), ..Default::default() };
+    st.worker = Svc {
+        service: "worker".into(),
+        command: dev.cmd("worker").to_string(),
+        ..Default::default()
+    };
     // Own starts and restarts alternate, so that background load hits both alike.
     for r in 1..=ctx.o.restarts {
         for (i, (svc, _, addr)) in addrs.iter().enumerate() {
@@ -456,8 +609,17 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State, dev_pid: &mut Opti
     st.worker_first = text
         .lines()
         .filter_map(dev_line)
-        .find(|(n, m)| *n == "worker" && m.starts_with("[overlay] ready in") && m.contains("a worker"))
-        .and_then(|(_, m)| m.split("ready in ").nth(1)?.split_whitespace().next()?.parse().ok());
+        .find(|(n, m)| {
+            *n == "worker" && m.starts_with("[overlay] ready in") && m.contains("a worker")
+        })
+        .and_then(|(_, m)| {
+            m.split("ready in ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        });
     let (_, held) = ready(&text, "held").ok_or_else(|| {
         ctx.tail(&log);
         "the service held did not start".to_string()
@@ -476,7 +638,8 @@ fn stop_dev(w: &World, a: &Host, pid: u32) -> String {
         left = String::from_utf8_lossy(&o.stdout)
             .split_whitespace()
             .filter(|p| {
-                std::fs::metadata(format!("/proc/{p}")).is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == DEV_UID)
+                std::fs::metadata(format!("/proc/{p}"))
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == DEV_UID)
             })
             .collect::<Vec<_>>()
             .join(" ");
@@ -506,7 +669,13 @@ pub fn run(ctx: &Ctx) {
     if let Some(p) = dev_pid {
         st.left = stop_dev(&w, &a, p);
         if !st.left.is_empty() {
-            ctx.fail("restart", &format!("processes of uid {DEV_UID} left after overlay dev stopped: {}", st.left));
+            ctx.fail(
+                "restart",
+                &format!(
+                    "processes of uid {DEV_UID} left after overlay dev stopped: {}",
+                    st.left
+                ),
+            );
         }
     }
     o.down_all(&w);
@@ -516,25 +685,61 @@ pub fn run(ctx: &Ctx) {
 fn report(ctx: &Ctx, st: &State, status: &str) {
     let (when, host) = (now_utc(), host_desc());
     let lat = |round: &str, who: &str| st.lat.iter().find(|l| l.round == round && l.address == who);
-    let mut lt = Table::new(&["per-request latency (µs)", "direct median", "direct p99", "overlay address median", "overlay address p99", "added median", "added p99"]);
+    let mut lt = Table::new(&[
+        "per-request latency (µs)",
+        "direct median",
+        "direct p99",
+        "overlay address median",
+        "overlay address p99",
+        "added median",
+        "added p99",
+    ]);
     let mut lat_json = serde_json::Map::new();
-    for (round, title) in [("fresh", "a new connection per request"), ("keepalive", "one kept-alive connection")] {
+    for (round, title) in [
+        ("fresh", "a new connection per request"),
+        ("keepalive", "one kept-alive connection"),
+    ] {
         let (d, v) = (lat(round, "direct"), lat(round, "via"));
         let dm = d.map(|l| l.median_us);
         let dp = d.map(|l| l.p99_us);
         let vm = v.map(|l| l.median_us);
         let vp = v.map(|l| l.p99_us);
-        lt.row(vec![title.into(), fmt(dm, 1), fmt(dp, 1), fmt(vm, 1), fmt(vp, 1), fmt(diff(vm, dm), 0), fmt(diff(vp, dp), 0)]);
+        lt.row(vec![
+            title.into(),
+            fmt(dm, 1),
+            fmt(dp, 1),
+            fmt(vm, 1),
+            fmt(vp, 1),
+            fmt(diff(vm, dm), 0),
+            fmt(diff(vp, dp), 0),
+        ]);
         lat_json.insert(
             round.into(),
             serde_json::json!({"direct": {"median": dm, "p99": dp}, "overlay": {"median": vm, "p99": vp}, "added": {"median": diff(vm, dm), "p99": diff(vp, dp)}}),
         );
     }
-    let mut rt = Table::new(&["`command`", "own start, median (ms)", "`overlay restart` until the new process answers, median (ms)", "overhead (ms)", "restart min–max (ms)", "printed \"restarted in\", median (ms)"]);
+    let mut rt = Table::new(&[
+        "`command`",
+        "own start, median (ms)",
+        "`overlay restart` until the new process answers, median (ms)",
+        "overhead (ms)",
+        "restart min–max (ms)",
+        "printed \"restarted in\", median (ms)",
+    ]);
     let mut rs_json = Vec::new();
-    let titles = [("echo", "exec python3 server.py"), ("echo-sh", "python3 server.py (sh stays its parent)"), ("worker", "exec python3 worker.py (a worker: no port; until it printed its first line)")];
+    let titles = [
+        ("echo", "exec python3 server.py"),
+        ("echo-sh", "python3 server.py (sh stays its parent)"),
+        (
+            "worker",
+            "exec python3 worker.py (a worker: no port; until it printed its first line)",
+        ),
+    ];
     for s in st.svcs.iter().chain(std::iter::once(&st.worker)) {
-        let title = titles.iter().find(|(n, _)| *n == s.service).map_or(s.service.as_str(), |(_, t)| t);
+        let title = titles
+            .iter()
+            .find(|(n, _)| *n == s.service)
+            .map_or(s.service.as_str(), |(_, t)| t);
         let own = median(&s.own_start_ms);
         let r = Summary::of(&s.restart_until_serving_ms);
         let over = diff(r.map(|r| r.median), own);
@@ -554,18 +759,35 @@ fn report(ctx: &Ctx, st: &State, status: &str) {
             "overhead_ms": over,
         }));
     }
-    let mut dt = Table::new(&[&format!("drain (`drain = \"{DRAIN_S}s\"`, one open connection)"), "`overlay restart` (ms)", "expected (ms)", "ratio", "drained / closed"]);
+    let mut dt = Table::new(&[
+        &format!("drain (`drain = \"{DRAIN_S}s\"`, one open connection)"),
+        "`overlay restart` (ms)",
+        "expected (ms)",
+        "ratio",
+        "drained / closed",
+    ]);
     for d in &st.drains {
         let expect = (d.client_closes_after_s.min(DRAIN_S) * 1000.0).round();
         dt.row(vec![
-            if d.client_closes_after_s >= 30.0 { "the client never closes it (the drain timeout does)".into() } else { format!("the client closes it after {} s", d.client_closes_after_s) },
+            if d.client_closes_after_s >= 30.0 {
+                "the client never closes it (the drain timeout does)".into()
+            } else {
+                format!("the client closes it after {} s", d.client_closes_after_s)
+            },
             format!("{:.0}", d.restart_ms),
             format!("{expect:.0}"),
             format!("{:.2}", d.restart_ms / expect),
-            format!("{} / {}", d.drained.map_or("n/a".into(), |v| v.to_string()), d.closed.map_or("n/a".into(), |v| v.to_string())),
+            format!(
+                "{} / {}",
+                d.drained.map_or("n/a".into(), |v| v.to_string()),
+                d.closed.map_or("n/a".into(), |v| v.to_string())
+            ),
         ]);
     }
-    let first = format!("A worker's first start: told as a worker after {} ms.", fmt(st.worker_first, 0));
+    let first = format!(
+        "A worker's first start: told as a worker after {} ms.",
+        fmt(st.worker_first, 0)
+    );
     println!(
         "\nrestart: {host} ({status})\noverlay dev (as uid {DEV_UID}) runs a python3 http.server answering \"pid N\"; the client runs on the same node\n\n{}\n{} restarts per service:\n{}\n{first}\n\n{}",
         lt.plain(),
@@ -574,7 +796,10 @@ fn report(ctx: &Ctx, st: &State, status: &str) {
         dt.plain()
     );
     if !st.left.is_empty() {
-        println!("processes of uid {DEV_UID} left after overlay dev stopped: {}", st.left);
+        println!(
+            "processes of uid {DEV_UID} left after overlay dev stopped: {}",
+            st.left
+        );
     }
     println!("targets: added latency under 100 µs (median); restart overhead under 50 ms; a worker known within about 1 s; a drain ends when the last old connection closes (ratio near 1)");
     println!(
@@ -612,7 +837,10 @@ mod tests {
         assert_eq!(ready(log, "echo"), Some((41234, "100.64.0.66:8080".into())));
         assert_eq!(ready(log, "held"), None);
         assert_eq!(printed("echo restarted in 93 ms: pid 7"), Some(93.0));
-        assert_eq!(drained("held restarted in 512 ms: pid 9; 1 connection drained, 0 closed"), (Some(1), Some(0)));
+        assert_eq!(
+            drained("held restarted in 512 ms: pid 9; 1 connection drained, 0 closed"),
+            (Some(1), Some(0))
+        );
         assert_eq!(drained("nothing"), (None, None));
     }
 }

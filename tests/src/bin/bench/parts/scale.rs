@@ -67,8 +67,8 @@ pub fn run(ctx: &Ctx) {
                 crate::ctx::append(&err, &text);
                 json = text
                     .lines()
-                    .filter(|l| l.starts_with('{'))
-                    .last()
+                    .rev()
+                    .find(|l| l.starts_with('{'))
                     .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok());
                 if !out.status.success() {
                     ctx.fail("scale", "overlay-loadgen failed");
@@ -97,14 +97,38 @@ pub fn run(ctx: &Ctx) {
     let mut t = Table::new(&["figure", "value", "target"]);
     t.row(vec![
         "peers with a session".into(),
-        format!("{} / {}", fmt(f("handshaken"), 0), fmt(f("peers").or(Some(f64::from(peers))), 0)),
+        format!(
+            "{} / {}",
+            fmt(f("handshaken"), 0),
+            fmt(f("peers").or(Some(f64::from(peers))), 0)
+        ),
         "all".into(),
     ]);
-    t.row(vec!["all peers handshaken, from the first handshake (s)".into(), fmt(secs, 2), "< 5".into()]);
-    t.row(vec![format!("relay RSS with {peers} peers (MB)"), fmt(f("relay_rss_mb"), 2), "< 100".into()]);
-    t.row(vec![format!("relay CPU at steady keepalive over {steady} s (% of one core)"), fmt(f("relay_cpu_percent_steady"), 2), "< 5".into()]);
-    t.row(vec!["relay RSS idle, before the peers (MB)".into(), fmt(idle_mb, 1), String::new()]);
-    t.row(vec!["registering the peers through the admin socket, about (s)".into(), fmt(reg, 0), String::new()]);
+    t.row(vec![
+        "all peers handshaken, from the first handshake (s)".into(),
+        fmt(secs, 2),
+        "< 5".into(),
+    ]);
+    t.row(vec![
+        format!("relay RSS with {peers} peers (MB)"),
+        fmt(f("relay_rss_mb"), 2),
+        "< 100".into(),
+    ]);
+    t.row(vec![
+        format!("relay CPU at steady keepalive over {steady} s (% of one core)"),
+        fmt(f("relay_cpu_percent_steady"), 2),
+        "< 5".into(),
+    ]);
+    t.row(vec![
+        "relay RSS idle, before the peers (MB)".into(),
+        fmt(idle_mb, 1),
+        String::new(),
+    ]);
+    t.row(vec![
+        "registering the peers through the admin socket, about (s)".into(),
+        fmt(reg, 0),
+        String::new(),
+    ]);
     println!(
         "\nscale: {host} ({status})\noverlay-loadgen in a: {peers} peers registered through the relay's admin socket, handshakes 1 ms apart, keepalive 25 s, a ping every 5 s per peer\n\n{}",
         t.plain()

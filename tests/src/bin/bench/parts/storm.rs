@@ -103,7 +103,12 @@ pub fn run(ctx: &Ctx) {
             // The same pings, running until the cycles are done; SIGINT makes ping print
             // (and flush) everything it has.
             let slog = ctx.log("storm-ping-storm.log");
-            let pid = w.spawn_to(&a, &slog, &[], &["ping", "-n", "-i", "0.005", "-W", "1", &b]);
+            let pid = w.spawn_to(
+                &a,
+                &slog,
+                &[],
+                &["ping", "-n", "-i", "0.005", "-W", "1", &b],
+            );
             for i in 1..=cycles {
                 let t0 = Instant::now();
                 let reg = o.ovl(&w, "c", &format!("register storm{i} --port 80"));
@@ -120,7 +125,10 @@ pub fn run(ctx: &Ctx) {
             w.stop_with(pid, "INT", Duration::from_secs(5));
             storm = Some(phase(&std::fs::read_to_string(&slog).unwrap_or_default()));
             if failed > 0 {
-                ctx.fail("storm", &format!("{failed} of {cycles} register/unregister cycles failed"));
+                ctx.fail(
+                    "storm",
+                    &format!("{failed} of {cycles} register/unregister cycles failed"),
+                );
                 ctx.tail(&o.cli_log);
             }
         }
@@ -141,7 +149,10 @@ pub fn run(ctx: &Ctx) {
     ]);
     for (name, ph) in [
         ("idle".to_string(), &idle),
-        (format!("during {cycles} register/unregister cycles on c"), &storm),
+        (
+            format!("during {cycles} register/unregister cycles on c"),
+            &storm,
+        ),
     ] {
         match ph {
             Some(x) => t.row(vec![
@@ -155,7 +166,13 @@ pub fn run(ctx: &Ctx) {
                 fmt(x.rtt_us.map(|s| s.p99), 0),
                 fmt(x.rtt_us.map(|s| s.max), 0),
             ]),
-            None => t.row(vec![name, status.clone(), String::new(), String::new(), String::new()]),
+            None => t.row(vec![
+                name,
+                status.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]),
         }
     }
     let cyc = Summary::of(&cycle_ms);

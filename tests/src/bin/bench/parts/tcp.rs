@@ -31,9 +31,13 @@ struct Results {
 
 /// The `us=N` of the node's "first datagram over the stream" log line, in ms.
 fn fallback_ms(log: &str) -> Option<f64> {
-    let line = log.lines().find(|l| l.contains("first datagram over the stream"))?;
+    let line = log
+        .lines()
+        .find(|l| l.contains("first datagram over the stream"))?;
     let plain: String = strip_ansi(line);
-    let us = plain.split_whitespace().find_map(|w| w.strip_prefix("us="))?;
+    let us = plain
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("us="))?;
     us.trim_matches(|c: char| !c.is_ascii_digit())
         .parse::<f64>()
         .ok()
@@ -113,7 +117,12 @@ pub fn run(ctx: &Ctx) {
     let fb = std::fs::read_to_string(ctx.log("node-tcp_fallback-a.log"))
         .ok()
         .and_then(|l| fallback_ms(&l));
-    let tput = |id: &str| setups.iter().find(|s| s.id == id).and_then(|s| s.throughput_mbps);
+    let tput = |id: &str| {
+        setups
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.throughput_mbps)
+    };
     let r = ratio(tput("tcp_tcp"), tput("tcp_udp"));
     let (when, host) = (now_utc(), host_desc());
     let t = super::dataplane::setups_table(&setups);
