@@ -6,7 +6,6 @@ use crate::stats::{median, percentile};
 use overlay_tests::{Host, World};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// One measured setup (a row of the dataplane, gateway and tcp tables).
 #[derive(Clone, Debug, Serialize)]
@@ -75,7 +74,7 @@ pub fn ping_figures(times: &[f64]) -> Option<(f64, f64, usize)> {
 }
 
 /// `count` pings 5 ms apart from `host` to `addr`; their output goes to `log`.
-pub fn ping(ctx: &Ctx, w: &World, host: &Host, addr: &str, count: u32, log: &Path) -> Vec<f64> {
+pub fn ping(w: &World, host: &Host, addr: &str, count: u32, log: &Path) -> Vec<f64> {
     let o = run(
         w,
         host,
@@ -84,7 +83,6 @@ pub fn ping(ctx: &Ctx, w: &World, host: &Host, addr: &str, count: u32, log: &Pat
     );
     let text = String::from_utf8_lossy(&o.stdout);
     append(log, &text);
-    let _ = ctx;
     ping_times_us(&text)
 }
 
@@ -92,7 +90,7 @@ pub fn ping(ctx: &Ctx, w: &World, host: &Host, addr: &str, count: u32, log: &Pat
 /// reply came back.
 pub fn ping_only(ctx: &Ctx, w: &World, s: &mut Setup, host: &Host, addr: &str) -> bool {
     let log = ctx.log(&format!("ping-{}.log", s.id));
-    let times = ping(ctx, w, host, addr, ctx.o.pings, &log);
+    let times = ping(w, host, addr, ctx.o.pings, &log);
     let Some((p50, p99, n)) = ping_figures(&times) else {
         s.failed(ctx, &format!("no ping replies from {addr}"), Some(&log));
         return false;
@@ -279,7 +277,6 @@ pub fn wg_start(ctx: &Ctx, w: &World, imp: &str, end: &WgEnd) -> Result<u32, Str
             String::from_utf8_lossy(&o.stderr).trim()
         ));
     }
-    let _ = Duration::ZERO;
     Ok(pid)
 }
 

@@ -98,7 +98,7 @@ pub fn run(ctx: &Ctx) {
             status = "failed (no traffic between the nodes)".into();
         } else {
             let log = ctx.log("storm-ping-idle.log");
-            let _ = ping(ctx, &w, &a, &b, idle_pings, &log);
+            let _ = ping(&w, &a, &b, idle_pings, &log);
             idle = Some(phase(&std::fs::read_to_string(&log).unwrap_or_default()));
             // The same pings, running until the cycles are done; SIGINT makes ping print
             // (and flush) everything it has.
