@@ -344,3 +344,20 @@ pub fn wait_expired(w: &World, relay: &Relay, token: &str) {
         relay.admin(w, "token list")
     );
 }
+
+/// Waits (at most 10 s) until the node daemon `pid` in `host` is gone and so is its TUN device:
+/// the kernel tears the device (and its routes into 100.64.0.0/10) down after the process, and
+/// `overlay up` refuses to start while another interface routes the overlay network.
+pub fn wait_daemon_gone(w: &World, host: &Host, pid: u32) {
+    let gone = wait_until(Duration::from_secs(10), || {
+        crate::world::gone(pid)
+            && w.exec(host, "ip route show 100.64.0.0/10")
+                .stdout
+                .is_empty()
+    });
+    assert!(
+        gone,
+        "the daemon {pid} or its interface is still there: {}",
+        String::from_utf8_lossy(&w.exec(host, "ip route; ip link").stdout)
+    );
+}

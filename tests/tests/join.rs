@@ -1,8 +1,8 @@
 //! `overlay join` end to end: tokens, registration, stable addresses, leave, bad input.
 
 use overlay_core::token::Token;
-use overlay_tests::overlay::{join_node, overlay, start_relay, wait_expired};
-use overlay_tests::world::{gone, wait_until, World};
+use overlay_tests::overlay::{join_node, overlay, start_relay, wait_daemon_gone, wait_expired};
+use overlay_tests::world::{wait_until, World};
 use std::time::{Duration, Instant};
 
 fn stderr(o: &std::process::Output) -> String {
@@ -58,7 +58,7 @@ fn addresses_survive_node_and_relay_restarts() {
     // A daemon killed outright comes back with the same address too.
     let pid = a.status(&w).expect("status")["pid"].as_u64().expect("pid");
     w.exec_ok(&ha, &format!("kill -9 {pid}"));
-    assert!(wait_until(Duration::from_secs(5), || gone(pid as u32)));
+    wait_daemon_gone(&w, &ha, pid as u32);
     let out = overlay(&w, &ha, "up");
     assert!(out.status.success(), "{}", stderr(&out));
     w.exec_ok(&ha, &format!("ping -c 2 -i 0.2 -W 2 {}", b.address));

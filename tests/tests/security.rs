@@ -1,8 +1,8 @@
 //! Nobody in who should not be, and bad conditions refused without damage.
 
 use overlay_core::token::Token;
-use overlay_tests::overlay::{join_node, overlay, start_relay, wait_expired};
-use overlay_tests::world::{bin, gone, sh, wait_until, World};
+use overlay_tests::overlay::{join_node, overlay, start_relay, wait_daemon_gone, wait_expired};
+use overlay_tests::world::{bin, sh, wait_until, World};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -257,7 +257,7 @@ fn a_killed_daemon_comes_back_with_its_services() {
     );
     let pid = a.status(&w).expect("status")["pid"].as_u64().expect("pid");
     w.exec_ok(&ha, &format!("kill -9 {pid}"));
-    assert!(wait_until(Duration::from_secs(5), || gone(pid as u32)));
+    wait_daemon_gone(&w, &ha, pid as u32);
     // A SIGKILL cannot restore: resolv.conf still names only the node's DNS until the next start
     // restores the original first (the original servers are not listed behind ours any more).
     let resolv = std::fs::read_to_string(
