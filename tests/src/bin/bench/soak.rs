@@ -53,6 +53,11 @@ const ACTIVITIES: [&str; 7] = [
 ];
 const ROLES: [&str; 4] = ["relay", "a", "b", "c"];
 
+/// A pid for people: the number, or `-`.
+fn show(pid: Option<u32>) -> String {
+    pid.map_or("-".to_string(), |p| p.to_string())
+}
+
 struct Sample {
     label: String,
     elapsed: u64,
@@ -300,8 +305,8 @@ impl Soak<'_> {
             let s = (t.elapsed().as_secs_f64() * 10.0).round() / 10.0;
             self.reconnect.push(s);
             self.say(&format!(
-                "the relay is back (pid {:?}); a reached b {s} s after the restart began",
-                self.o.relay_pid
+                "the relay is back (pid {}); a reached b {s} s after the restart began",
+                show(self.o.relay_pid)
             ));
         }
         self.count("relay-restart", good);
@@ -451,8 +456,9 @@ fn soak(ctx: &Ctx, minutes: u32, relay_every: u32) -> i32 {
             Ok(addr) => {
                 let p = o.pid(&w, n);
                 println!(
-                    "[{:4}s] node {n}: {addr} (daemon pid {p:?})",
-                    t0.elapsed().as_secs()
+                    "[{:4}s] node {n}: {addr} (daemon pid {})",
+                    t0.elapsed().as_secs(),
+                    show(p)
                 );
                 pid.insert(n, p);
             }
@@ -630,8 +636,9 @@ fn report(ctx: &Ctx, s: &mut Soak, minutes: u32, rounds: u32) -> i32 {
         let word = |f: bool| if f { "flat" } else { "GROWING" };
         let note = if wm.pid != en.pid {
             format!(
-                " (restarted during the soak: pid {:?} -> {:?}, so this compares two processes)",
-                wm.pid, en.pid
+                " (restarted during the soak: pid {} -> {}, so this compares two processes)",
+                show(wm.pid),
+                show(en.pid)
             )
         } else {
             String::new()

@@ -267,7 +267,7 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State) -> Result<(), Stri
     std::thread::sleep(Duration::from_secs(2));
     st.rss_idle = pid.and_then(rss_kb);
     tracing::info!(
-        "  node a daemon (pid {pid:?}): RSS {:?} kB idle",
+        "  node a daemon (pid {pid:?}): RSS {:?} kB idle (None: unknown)",
         st.rss_idle
     );
     let a = o.h("a").clone();
