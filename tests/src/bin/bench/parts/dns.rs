@@ -194,15 +194,21 @@ fn dig_ms(w: &World, o: &Ovl, name: &str) -> Option<(f64, String)> {
     Some((t, status))
 }
 
+/// "N ms (STATUS)" of a dig answer, or "no answer".
+fn show(r: &Option<(f64, String)>) -> String {
+    r.as_ref()
+        .map_or("no answer".into(), |(ms, st)| format!("{ms} ms ({st})"))
+}
+
 fn dead_upstream(w: &World, o: &Ovl, st: &mut State) {
     // A name never asked: waits the forwarding deadline, then SERVFAIL.
     let first = dig_ms(w, o, &format!("first-{}.example.", rand::random::<u16>()));
-    tracing::info!("  dead upstream, first forwarded query: {first:?} (ms, status)");
+    tracing::info!("  dead upstream, first forwarded query: {}", show(&first));
     st.dead.first = first.map(|x| x.0);
     // The same again while the upstream is skipped.
     let _ = dig_ms(w, o, "first-again.example.");
     let again = dig_ms(w, o, "first-again.example.");
-    tracing::info!("  dead upstream, repeated query: {again:?} (ms, status)");
+    tracing::info!("  dead upstream, repeated query: {}", show(&again));
     st.dead.repeat = again.map(|x| x.0);
     // glibc: nosuchhost.ovl.internal, then nosuchhost at both nameservers (ours, then the dead
     // one with the one-second timeout overlay sets).
@@ -267,8 +273,9 @@ fn measure(ctx: &Ctx, w: &World, o: &mut Ovl, st: &mut State) -> Result<(), Stri
     std::thread::sleep(Duration::from_secs(2));
     st.rss_idle = pid.and_then(rss_kb);
     tracing::info!(
-        "  node a daemon (pid {pid:?}): RSS {:?} kB idle (None: unknown)",
-        st.rss_idle
+        "  node a daemon (pid {}): RSS {} kB idle",
+        pid.map_or("?".into(), |p| p.to_string()),
+        st.rss_idle.map_or("?".into(), |v| v.to_string())
     );
     let a = o.h("a").clone();
     if !crate::ctx::ok(w, &a, 5, &format!("ip addr add {DNSMASQ_IP}/32 dev lo")) {

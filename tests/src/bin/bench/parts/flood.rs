@@ -142,7 +142,13 @@ pub fn run(ctx: &Ctx) {
                             / 100.0,
                     ),
                 };
-                tracing::info!("  {rate}/s: loss {loss:?} %, rtt {rtt:?} ms, join {join:?} s, relay CPU {cpu:?} %");
+                tracing::info!(
+                    "  {rate}/s: loss {} %, rtt {} ms, join {} s, relay CPU {} %",
+                    fmt(loss, 1),
+                    fmt(rtt, 3),
+                    fmt(join, 2),
+                    fmt(cpu, 0)
+                );
                 rows.push(row);
                 if let Some(p) = fpid {
                     wait(30, "the flood to end", || !w.alive(p));

@@ -194,7 +194,10 @@ pub fn run(ctx: &Ctx) {
                     r1 == rss_kb(relay)
                 });
                 relay_rss = rss_kb(relay);
-                tracing::info!("  relay RSS with 1000 proxied connections: {relay_rss:?} kB");
+                tracing::info!(
+                    "  relay RSS with 1000 proxied connections: {} kB",
+                    fmt(relay_rss.map(|v| v as f64), 0)
+                );
             } else {
                 ctx.fail("gateway", "the 1000 connections did not open");
                 ctx.tail(&clog);

@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx) {
                     r.is_some() && r == rss_kb(pid)
                 });
                 idle = rss_kb(pid);
-                tracing::info!("  relay pid {pid}, RSS {idle:?} kB idle; registering {peers} peers through its admin socket, then handshakes and {steady} s of steady state");
+                tracing::info!("  relay pid {pid}, RSS {} kB idle; registering {peers} peers through its admin socket, then handshakes and {steady} s of steady state", fmt(idle.map(|v| v as f64), 0));
                 let err = ctx.log("scale-loadgen.log");
                 let t0 = Instant::now();
                 let out = run_in(
