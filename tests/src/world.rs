@@ -356,7 +356,14 @@ impl Drop for World {
             // Whatever else runs in the namespace (daemonised wireguard-go, iperf3 servers).
             let _ = sh_output(&format!("ip netns pids {} | xargs -r kill -9", h.ns));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // Deleting a namespace while its processes die leaves it half gone: wait until they have.
+        wait_until(Duration::from_secs(2), || {
+            self.hosts.iter().all(|h| {
+                sh_output(&format!("ip netns pids {}", h.ns))
+                    .stdout
+                    .is_empty()
+            })
+        });
         for h in self.hosts.iter().rev() {
             let _ = sh_output(&format!("ip netns del {}", h.ns));
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&h.ns));
