@@ -11,6 +11,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Namespaces of the worlds alive in this process, for [`cleanup_all`] (a signal handler's
 /// last resort: a process that exits on SIGINT runs no destructors).
 static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Their temporary directories, likewise.
+static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// The underlay subnet inside every world (private to its namespaces).
 pub const UNDERLAY: &str = "10.78.0";
@@ -119,6 +121,10 @@ impl World {
         let dir = std::env::temp_dir().join(&prefix);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
+        LIVE_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir.clone());
         let hub_ns = format!("{prefix}-hub");
         let mut w = World {
             prefix,
@@ -310,6 +316,16 @@ pub fn cleanup_all() {
         let _ = sh_output(&format!("ip netns del {ns} 2>/dev/null"));
         let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
     }
+    let dirs: Vec<PathBuf> = LIVE_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    if std::env::var_os("OVERLAY_KEEP_TEST_DIRS").is_none() {
+        for d in dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }
 
 /// Deletes namespaces (and their `/etc/netns` files) whose names start with `prefix`, left over
@@ -371,6 +387,10 @@ impl Drop for World {
         LIVE.lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|ns| !self.hosts.iter().any(|h| &h.ns == ns));
+        LIVE_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d| d != &self.dir);
         if std::env::var_os("OVERLAY_KEEP_TEST_DIRS").is_none() && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
