@@ -52,7 +52,7 @@ fn fixture() -> &'static Fixture {
         let node = StaticSecret::from(NODE_SECRET);
         let node_public = PublicKey::from(&node).to_bytes();
         let req = request("0123456789abcdef", Some("laptop"), None, NOW);
-        let (initiator, datagram) = JoinInitiator::new(&node, relay_public, &req).unwrap();
+        let (initiator, datagram) = JoinInitiator::new(&node, relay_public, &req, &mut rand_core::OsRng).unwrap();
         let opened = open_request(&relay, &datagram, NOW).unwrap();
         Fixture {
             relay,
@@ -96,7 +96,7 @@ fn check_open_request(f: &Fixture, data: &[u8]) {
     // The relay's answer fits, is a join message, and is not taken for a request.
     let reply = opened.seal_response(&JoinResponse::Rejected {
         reason: "no".into(),
-    });
+    }, &mut rand_core::OsRng);
     assert!(reply.len() <= MAX_RESPONSE_LEN && reply.starts_with(&RESPONSE_MAGIC));
     assert_eq!(
         open_request(&f.relay, &reply, NOW).unwrap_err(),
@@ -122,7 +122,7 @@ fn check_response_roundtrip(f: &Fixture, text: &str, mtu: u16) {
     let reason = text.to_string();
     let reply = f.opened.seal_response(&JoinResponse::Rejected {
         reason: reason.clone(),
-    });
+    }, &mut rand_core::OsRng);
     assert!(
         reply.len() <= MAX_RESPONSE_LEN,
         "rejection of {} bytes",
@@ -152,7 +152,7 @@ fn check_response_roundtrip(f: &Fixture, text: &str, mtu: u16) {
         relay_address: "100.64.0.1".into(),
         mtu,
     };
-    let reply = f.opened.seal_response(&accepted);
+    let reply = f.opened.seal_response(&accepted, &mut rand_core::OsRng);
     let opened = f.initiator.open_response(&reply);
     if reply.len() <= MAX_RESPONSE_LEN {
         assert_eq!(opened, Ok(accepted));
@@ -172,7 +172,7 @@ fn check_request_roundtrip(f: &Fixture, data: &[u8], text: &str) {
     let offset = i64::from(data.get(1).copied().unwrap_or(0)) * if data.len() % 2 == 0 { 1 } else { -1 };
     let timestamp = NOW.saturating_add_signed(offset);
     let req = request(token_id, name, hint, timestamp);
-    let (initiator, datagram) = JoinInitiator::new(&f.node, f.relay_public, &req)
+    let (initiator, datagram) = JoinInitiator::new(&f.node, f.relay_public, &req, &mut rand_core::OsRng)
         .expect("the fixed relay key is not weak");
     let result = open_request(&f.relay, &datagram, NOW);
     if datagram.len() > MAX_REQUEST_LEN {
@@ -197,7 +197,7 @@ fn check_request_roundtrip(f: &Fixture, data: &[u8], text: &str) {
     assert_eq!(opened.ephemeral_public, initiator.ephemeral_public());
     let reply = opened.seal_response(&JoinResponse::Rejected {
         reason: "roundtrip".into(),
-    });
+    }, &mut rand_core::OsRng);
     assert_eq!(
         initiator.open_response(&reply),
         Ok(JoinResponse::Rejected {
@@ -227,7 +227,7 @@ fn check_gate(f: &Fixture, data: &[u8]) {
     let _ = f.initiator.open_reply(data);
     if data.first().is_some_and(|b| b & 0x1f == 1) {
         let req = request("0123456789abcdef", None, Some("fuzz"), NOW);
-        let (initiator, d) = JoinInitiator::new(&f.node, f.relay_public, &req).unwrap();
+        let (initiator, d) = JoinInitiator::new(&f.node, f.relay_public, &req, &mut rand_core::OsRng).unwrap();
         let Verdict::NeedCookie(reply) = gate.check(from, &d, NOW, true, &mut rng) else {
             panic!("no cookie for a fresh request under load");
         };

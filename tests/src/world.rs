@@ -103,9 +103,15 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 impl World {
     /// A new world whose namespace names start with `ovt-<tag>`.
     pub fn new(tag: &str) -> World {
+        World::named("ovt", tag)
+    }
+
+    /// A new world whose namespace names start with `<root>-<tag>` (benches use their own root,
+    /// so they never collide with tests running beside them).
+    pub fn named(root: &str, tag: &str) -> World {
         require_root();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("ovt-{tag}-{}-{n}", std::process::id());
+        let prefix = format!("{root}-{tag}-{}-{n}", std::process::id());
         let dir = std::env::temp_dir().join(&prefix);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");

@@ -93,7 +93,7 @@ fn main() {
         ("request-hint", request(None, Some("build-host"))),
         ("request-bare", request(None, None)),
     ] {
-        let (_, datagram) = JoinInitiator::new(&node, relay_public, &req).unwrap();
+        let (_, datagram) = JoinInitiator::new(&node, relay_public, &req, &mut rand_core::OsRng).unwrap();
         let opened = open_request(&relay, &datagram, NOW).expect("seed request opens");
         assert!(opened.request == req);
         write(&out, "join", file, &datagram);
@@ -106,7 +106,7 @@ fn main() {
                 domain: "ovl.internal".into(),
                 relay_address: "100.64.0.1".into(),
                 mtu: 1420,
-            });
+            }, &mut rand_core::OsRng);
             write(&out, "join", "response-accepted", &reply);
         }
     }
