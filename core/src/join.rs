@@ -866,8 +866,10 @@ mod tests {
 
     #[test]
     fn fresh_ephemeral_per_attempt() {
-        let (a, da) = JoinInitiator::new(&node(), public(&relay()), &request(), &mut OsRng).unwrap();
-        let (b, db) = JoinInitiator::new(&node(), public(&relay()), &request(), &mut OsRng).unwrap();
+        let (a, da) =
+            JoinInitiator::new(&node(), public(&relay()), &request(), &mut OsRng).unwrap();
+        let (b, db) =
+            JoinInitiator::new(&node(), public(&relay()), &request(), &mut OsRng).unwrap();
         assert_ne!(a.ephemeral_public(), b.ephemeral_public());
         assert_ne!(da, db);
         // A response to one attempt does not open in the other.
@@ -1107,7 +1109,8 @@ mod tests {
             hint: None,
             ..request()
         };
-        let (_, datagram) = JoinInitiator::new(&node(), public(&relay()), &long, &mut OsRng).unwrap();
+        let (_, datagram) =
+            JoinInitiator::new(&node(), public(&relay()), &long, &mut OsRng).unwrap();
         assert!(matches!(
             open_request(&relay(), &datagram, NOW),
             Err(JoinError::TooLarge { .. })

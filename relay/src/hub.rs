@@ -143,7 +143,9 @@ fn dispatch(hub: &mut Hub, e: Event, to: &Dispatch<'_>) {
                 target: p.target.map(Into::into),
                 packet: p.packet,
             }),
-            None => tracing::debug!(node = %p.node, target = ?p.target, "no gateway: packet dropped"),
+            None => {
+                tracing::debug!(node = %p.node, target = ?p.target, "no gateway: packet dropped")
+            }
         },
         Event::Lookup(request) => {
             if let Some(r) = to.resolver {
@@ -227,8 +229,9 @@ struct HeldAdmin(Vec<(u64, oneshot::Sender<AdminResponse>, AdminResponse)>);
 impl HeldAdmin {
     /// Answers the requests whose change is durable now.
     fn release(&mut self, persisted: u64) {
-        let (ready, wait): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.0).into_iter().partition(|(v, _, _)| *v <= persisted);
+        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|(v, _, _)| *v <= persisted);
         self.0 = wait;
         for (_, reply, response) in ready {
             let _ = reply.send(response);
@@ -237,8 +240,9 @@ impl HeldAdmin {
 
     /// Answers the requests that waited for `version` with the write's error.
     fn fail(&mut self, version: u64, error: &str) {
-        let (failed, wait): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.0).into_iter().partition(|(v, _, _)| *v <= version);
+        let (failed, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|(v, _, _)| *v <= version);
         self.0 = wait;
         for (_, reply, _) in failed {
             let _ = reply.send(AdminResponse::Error {

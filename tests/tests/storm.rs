@@ -22,7 +22,11 @@ fn rtts(text: &str) -> (Vec<f64>, usize) {
         .collect();
     let sent = text
         .lines()
-        .find_map(|l| l.split(" packets transmitted").next().filter(|_| l.contains("transmitted")))
+        .find_map(|l| {
+            l.split(" packets transmitted")
+                .next()
+                .filter(|_| l.contains("transmitted"))
+        })
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(got.len());
     (got, sent)

@@ -2,8 +2,8 @@
 //! registration, answer.
 
 use super::flood::{JoinJob, JoinOpened, JoinOpener, JOB_QUEUE};
-use super::state::{unhex32, PeerRecord};
 use super::persist::Held;
+use super::state::{unhex32, PeerRecord};
 use super::{valid_name, Event, Hub, HubError, Now};
 use crate::counters::DropReason;
 use crate::join::cookie::{Notice, Verdict};
@@ -29,7 +29,10 @@ impl Hub {
             .get(4..36)
             .and_then(|e| <[u8; 32]>::try_from(e).ok())
             .unwrap_or_default();
-        let proven = match self.gate.check(from, d, now, need_cookie, &mut &mut *self.rng) {
+        let proven = match self
+            .gate
+            .check(from, d, now, need_cookie, &mut &mut *self.rng)
+        {
             Verdict::Malformed => {
                 self.join_stats.malformed += 1;
                 self.global.drop(DropReason::InvalidDatagram);
@@ -83,13 +86,7 @@ impl Hub {
     }
 
     /// Sends a notice within the reply budget.
-    fn notice(
-        &mut self,
-        to: SocketAddr,
-        n: Notice,
-        ephemeral: &[u8; 32],
-        now: u64,
-    ) {
+    fn notice(&mut self, to: SocketAddr, n: Notice, ephemeral: &[u8; 32], now: u64) {
         if self.replies.allow(to, now) {
             self.join_stats.notices_sent += 1;
             self.out.push(to, &n.encode(ephemeral));
@@ -151,7 +148,8 @@ impl Hub {
             }
             Err(reason) => {
                 self.join_stats.refused += 1;
-                let d = opened.seal_response(&JoinResponse::Rejected { reason }, &mut &mut *self.rng);
+                let d =
+                    opened.seal_response(&JoinResponse::Rejected { reason }, &mut &mut *self.rng);
                 self.out.push(from, &d);
             }
         }

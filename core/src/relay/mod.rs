@@ -240,7 +240,12 @@ pub struct Hub {
 
 impl Hub {
     /// A hub with the peers, tokens and registry of `state` (as loaded from disk).
-    pub fn new(cfg: HubConfig, state: RelayState, now: Now, mut rng: HubRng) -> Result<Self, HubError> {
+    pub fn new(
+        cfg: HubConfig,
+        state: RelayState,
+        now: Now,
+        mut rng: HubRng,
+    ) -> Result<Self, HubError> {
         let secret = StaticSecret::from(cfg.private_key);
         let public = PublicKey::from(&secret);
         let limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
@@ -424,7 +429,8 @@ impl Hub {
         self.join_stats.opens_this_sec = self.opens.used(now.unix);
         self.summary.tick(&self.join_stats, now.unix);
         self.send_notices();
-        self.timers.set(timers::Timer::Tick, now.instant + timers::TICK);
+        self.timers
+            .set(timers::Timer::Tick, now.instant + timers::TICK);
     }
 
     /// Counts datagrams the driver could not send (socket buffer full, send error): they show

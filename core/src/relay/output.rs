@@ -123,7 +123,10 @@ mod tests {
         assert_eq!(o.pop().map(|t| t.contents.to_vec()), Some(b"one".to_vec()));
         o.push(a, b"three");
         assert_eq!(o.pop().map(|t| t.contents.to_vec()), Some(b"two".to_vec()));
-        assert_eq!(o.pop().map(|t| t.contents.to_vec()), Some(b"three".to_vec()));
+        assert_eq!(
+            o.pop().map(|t| t.contents.to_vec()),
+            Some(b"three".to_vec())
+        );
         assert!(o.pop().is_none());
         assert!(o.bytes.is_empty(), "drained: the buffer is reused");
         for _ in 0..MAX_TRANSMITS + 3 {

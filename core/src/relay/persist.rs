@@ -178,17 +178,26 @@ impl Hub {
     /// The driver could not write `version`: the replies that waited for it are answered with
     /// `error`, and the write is tried again in a second.
     pub fn persist_failed(&mut self, now: Now, version: u64, error: &str) {
-        tracing::warn!(version, "cannot save the relay state: {error}; trying again in a second");
+        tracing::warn!(
+            version,
+            "cannot save the relay state: {error}; trying again in a second"
+        );
         if self.persist.in_flight.is_some_and(|v| v <= version) {
             self.persist.in_flight = None;
         }
-        while self.persist.held.front().is_some_and(|(v, _)| *v <= version) {
+        while self
+            .persist
+            .held
+            .front()
+            .is_some_and(|(v, _)| *v <= version)
+        {
             if let Some((_, h)) = self.persist.held.pop_front() {
                 self.release(h, Some(error));
             }
         }
         self.persist.backoff = true;
-        self.timers.set(Timer::PersistRetry, now.instant + RETRY_INTERVAL);
+        self.timers
+            .set(Timer::PersistRetry, now.instant + RETRY_INTERVAL);
     }
 
     /// Clears the retry back-off when its timer fired.
@@ -257,8 +266,7 @@ impl Hub {
                 None => self.out.push(to, &datagram),
                 Some(_) => {
                     let refusal = JoinResponse::Rejected {
-                        reason: "the relay could not save the registration; try again later"
-                            .into(),
+                        reason: "the relay could not save the registration; try again later".into(),
                     };
                     let d = opened.seal_response(&refusal, &mut &mut *self.rng);
                     self.out.push(to, &d);

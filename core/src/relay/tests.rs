@@ -72,7 +72,13 @@ fn forwards_between_nodes_and_roams() {
     let na = sim.hub.nodes().into_iter().find(|n| n.name == "a").unwrap();
     assert_eq!(na.endpoint.as_deref(), Some("10.0.0.99:3000"));
     // Endpoints are written within a second, not at once.
-    assert!(!sim.store.state().unwrap().peers.iter().any(|p| p.endpoint == Some(a.addr)));
+    assert!(!sim
+        .store
+        .state()
+        .unwrap()
+        .peers
+        .iter()
+        .any(|p| p.endpoint == Some(a.addr)));
     sim.advance(Duration::from_secs(1));
     let saved = sim.store.state().cloned().unwrap();
     assert!(saved.peers.iter().any(|p| p.endpoint == Some(a.addr)));
@@ -104,7 +110,10 @@ fn unknown_keys_get_nothing() {
     let mut stranger = node(&sim, 7, Ipv4Addr::new(100, 64, 4, 1), 1000);
     let (got, others) = stranger.send(&mut sim, &build_echo_request(stranger.ip, RELAY, 1, 1, b""));
     assert!(got.is_empty() && others.is_empty());
-    assert_eq!(sim.hub.stats(NOW).global.drops.get("unknown_peer"), Some(&1));
+    assert_eq!(
+        sim.hub.stats(NOW).global.drops.get("unknown_peer"),
+        Some(&1)
+    );
 }
 
 #[test]
@@ -167,12 +176,7 @@ fn join(
 }
 
 /// What a node does: sends the request, and once more with the cookie if the relay asks.
-fn exchange(
-    sim: &mut Sim,
-    init: &JoinInitiator,
-    d: &[u8],
-    from: SocketAddr,
-) -> Option<Reply> {
+fn exchange(sim: &mut Sim, init: &JoinInitiator, d: &[u8], from: SocketAddr) -> Option<Reply> {
     let out = sim.datagram(from, d);
     let (_, resp) = out.first()?;
     match init.open_reply(resp).unwrap() {
@@ -246,7 +250,18 @@ fn join_refusals() {
     sim.hub.token_revoke(&t.id, sim.now()).unwrap();
     assert!(rejected(join(&mut sim, &t.token, 4, None, None, 4)).contains("revoked"));
     // Expired.
-    let short = sim.hub.token_create(1, 10, None, Now { unix: NOW - 20, ..sim.now() }).unwrap();
+    let short = sim
+        .hub
+        .token_create(
+            1,
+            10,
+            None,
+            Now {
+                unix: NOW - 20,
+                ..sim.now()
+            },
+        )
+        .unwrap();
     assert!(rejected(join(&mut sim, &short.token, 5, None, None, 5)).contains("expired"));
 }
 
@@ -321,7 +336,10 @@ fn forged_source_failures_do_not_lock_the_victim_out() {
         let forged_from = SocketAddr::new(victim.ip(), 5000 + (i % 3) as u16);
         sim.datagram(forged_from, &d);
     }
-    assert_eq!(sim.hub.join_stats.not_authentic + sim.hub.join_stats.refused, 1);
+    assert_eq!(
+        sim.hub.join_stats.not_authentic + sim.hub.join_stats.refused,
+        1
+    );
     assert!(sim.hub.join_stats.cookies_sent >= 29);
     // The victim joins at once with one cookie round trip.
     let (init, d) = attempt(&t.token, 61);
@@ -336,7 +354,13 @@ fn forged_source_failures_do_not_lock_the_victim_out() {
 #[test]
 fn wrong_key_gets_a_notice_and_costs_no_public_key_work() {
     let mut sim = sim();
-    let mut t = Token::parse(&sim.hub.token_create(5, 3600, None, sim.now()).unwrap().token).unwrap();
+    let mut t = Token::parse(
+        &sim.hub
+            .token_create(5, 3600, None, sim.now())
+            .unwrap()
+            .token,
+    )
+    .unwrap();
     t.relay_key = public(99);
     let (init, d) = attempt(&t.encode(), 62);
     let from = SocketAddr::from(([10, 0, 0, 62], 4000));
@@ -344,7 +368,10 @@ fn wrong_key_gets_a_notice_and_costs_no_public_key_work() {
         exchange(&mut sim, &init, &d, from),
         Some(Reply::Notice(Notice::WrongKey))
     );
-    assert_eq!(sim.hub.join_stats.opened + sim.hub.join_stats.not_authentic, 0);
+    assert_eq!(
+        sim.hub.join_stats.opened + sim.hub.join_stats.not_authentic,
+        0
+    );
     // Anonymous garbage with the magic: counted, never opened, never more than the budget of
     // notices, and every reply is smaller than what it answers.
     sim.advance(Duration::from_secs(1));
@@ -356,7 +383,10 @@ fn wrong_key_gets_a_notice_and_costs_no_public_key_work() {
         out.extend(sim.datagram(from, &g));
     }
     assert_eq!(sim.hub.join_stats.wrong_key, 1001);
-    assert_eq!(sim.hub.join_stats.opened + sim.hub.join_stats.not_authentic, 0);
+    assert_eq!(
+        sim.hub.join_stats.opened + sim.hub.join_stats.not_authentic,
+        0
+    );
     assert_eq!(out.len(), super::flood::REPLIES_PER_SOURCE_PER_SEC as usize);
     assert!(out.iter().all(|(_, d)| d.len() < 200));
 }
@@ -451,7 +481,11 @@ fn a_failed_write_is_answered_with_an_error_and_tried_again() {
     // The join takes effect in memory, but its acceptance is never sent: a refusal instead.
     assert!(rejected(join(&mut sim, &t.token, 2, None, None, 2)).contains("could not save"));
     assert_eq!(sim.hub.nodes().len(), 1);
-    assert_eq!(sim.store.state().unwrap().tokens[0].uses_left, 5, "not on disk");
+    assert_eq!(
+        sim.store.state().unwrap().tokens[0].uses_left,
+        5,
+        "not on disk"
+    );
     // A second later the write is tried again, and works once the disk does.
     sim.store.fail = None;
     sim.advance(Duration::from_secs(1));
@@ -466,7 +500,10 @@ fn a_failed_write_is_answered_with_an_error_and_tried_again() {
 #[test]
 fn state_survives_a_restart() {
     let mut sim = sim();
-    let t = sim.hub.token_create(5, 3600, Some("ci-".into()), sim.now()).unwrap();
+    let t = sim
+        .hub
+        .token_create(5, 3600, Some("ci-".into()), sim.now())
+        .unwrap();
     let (name, addr) = accepted(join(&mut sim, &t.token, 1, Some("runner"), None, 1));
     assert_eq!(name, "ci-runner");
     let sim2 = sim.restart(2).unwrap();
@@ -504,12 +541,16 @@ fn leave_through_the_control_channel() {
 fn remote_service_packets_go_to_the_gateway_and_back() {
     let mut sim = sim();
     let ia = add(&mut sim, "a", 1);
-    sim.hub.set_catalog(vec![crate::registry::RemoteEntry {
-        name: "orders".into(),
-        port: 8080,
-        target: "orders.svc:8080".into(),
-    }], sim.now())
-    .unwrap();
+    sim.hub
+        .set_catalog(
+            vec![crate::registry::RemoteEntry {
+                name: "orders".into(),
+                port: 8080,
+                target: "orders.svc:8080".into(),
+            }],
+            sim.now(),
+        )
+        .unwrap();
     let orders = sim
         .hub
         .services()
@@ -821,12 +862,7 @@ fn control_acts_only_for_the_sender_and_only_on_whole_datagrams() {
     assert_eq!(names(&sim), ["a", "b"]);
 }
 
-fn register_reply(
-    a: &mut SimNode,
-    sim: &mut Sim,
-    ip: Ipv4Addr,
-    name: &str,
-) -> ControlReply {
+fn register_reply(a: &mut SimNode, sim: &mut Sim, ip: Ipv4Addr, name: &str) -> ControlReply {
     let req = ControlRequest::Register {
         name: name.into(),
         tag: None,
@@ -883,11 +919,14 @@ fn node_and_service_names_are_one_namespace() {
     // The catalog cannot take a node's name either: that entry is not applied.
     let up = sim
         .hub
-        .set_catalog(vec![crate::registry::RemoteEntry {
-            name: "lap2".into(),
-            port: 80,
-            target: "lap2.staging:80".into(),
-        }], sim.now())
+        .set_catalog(
+            vec![crate::registry::RemoteEntry {
+                name: "lap2".into(),
+                port: 80,
+                target: "lap2.staging:80".into(),
+            }],
+            sim.now(),
+        )
         .unwrap();
     assert_eq!((up.changes, up.rejected.len()), (0, 1));
     // After lap2 is removed its name is free for a service.
@@ -925,6 +964,6 @@ fn node_and_service_names_are_one_namespace() {
         .all(|i| i.name != "orders-2"));
 }
 
-mod replay;
 mod persist;
+mod replay;
 mod timers;

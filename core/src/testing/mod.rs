@@ -15,9 +15,7 @@ pub use node::{Exchange, SimNode};
 
 use crate::addressing::AddressPlan;
 use crate::relay::state::RelayState;
-use crate::relay::{
-    Event, GatewayPacket, Hub, HubConfig, HubError, JoinJob, LookupRequest, Now,
-};
+use crate::relay::{Event, GatewayPacket, Hub, HubConfig, HubError, JoinJob, LookupRequest, Now};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use rand_core::SeedableRng;
 use std::net::SocketAddr;
@@ -101,12 +99,15 @@ pub struct MemStore {
     pub fail: Option<String>,
     /// Writes done (failed ones included).
     pub writes: u64,
+    /// Whether the last write failed.
+    pub last_failed: bool,
 }
 
 impl MemStore {
     /// Writes `state`, or fails as told.
     pub fn save(&mut self, version: u64, state: RelayState) -> Result<(), String> {
         self.writes += 1;
+        self.last_failed = self.fail.is_some();
         if let Some(e) = &self.fail {
             return Err(e.clone());
         }

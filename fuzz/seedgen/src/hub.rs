@@ -12,7 +12,7 @@ use overlay_core::key;
 use overlay_core::packet::{build_echo_request, build_ipv4, build_udp, proto};
 use overlay_core::registry::{Protocol, RemoteEntry};
 use overlay_core::relay::state::RelayState;
-use overlay_core::testing::{self, Sim, NOW};
+use overlay_core::testing::{Sim, NOW};
 
 use crate::write;
 

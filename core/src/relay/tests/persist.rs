@@ -64,7 +64,8 @@ fn replies_wait_for_the_disk_and_forwarding_does_not() {
     let sent = sim.take_sent();
     let r = replies_to(&mut a, &sent);
     assert!(
-        r.iter().any(|r| matches!(r, ControlReply::Ok { id: 1, .. })),
+        r.iter()
+            .any(|r| matches!(r, ControlReply::Ok { id: 1, .. })),
         "{r:?}"
     );
     assert_eq!(sim.hub.held_replies(), 0);
@@ -119,7 +120,10 @@ fn a_burst_of_changes_costs_two_writes() {
     ids.sort_unstable();
     assert_eq!(ids, (1..=150).collect::<Vec<u64>>());
     assert_eq!(sim.hub.persist_requests() - before, 2);
-    assert_eq!(sim.store.state().unwrap().registry.seq, sim.hub.registry_seq());
+    assert_eq!(
+        sim.store.state().unwrap().registry.seq,
+        sim.hub.registry_seq()
+    );
 }
 
 #[test]
@@ -128,7 +132,11 @@ fn held_replies_are_bounded() {
     let (mut a, _) = two_nodes(&mut sim);
     sim.auto_persist = false;
     for i in 0..(MAX_HELD as u64 + 10) {
-        let name = if i % 2 == 0 { register(a.ip, i + 1, "api") } else { unregister(a.ip, i + 1, "api") };
+        let name = if i % 2 == 0 {
+            register(a.ip, i + 1, "api")
+        } else {
+            unregister(a.ip, i + 1, "api")
+        };
         a.send(&mut sim, &name);
     }
     assert_eq!(sim.hub.held_replies(), MAX_HELD);
@@ -151,7 +159,9 @@ fn snapshot_cost() {
         let prefix = crate::prefix::Ipv4Prefix::containing(*ip, 26);
         for s in 0..60 {
             sim.hub
-                .change_registry(|r| r.register(&name, prefix, &format!("s{s}"), None, 80, Protocol::Tcp))
+                .change_registry(|r| {
+                    r.register(&name, prefix, &format!("s{s}"), None, 80, Protocol::Tcp)
+                })
                 .unwrap();
         }
     }

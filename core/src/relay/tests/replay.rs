@@ -3,7 +3,12 @@
 use super::*;
 
 fn replayed(sim: &Sim, name: &str) -> u64 {
-    let n = sim.hub.nodes().into_iter().find(|n| n.name == name).unwrap();
+    let n = sim
+        .hub
+        .nodes()
+        .into_iter()
+        .find(|n| n.name == name)
+        .unwrap();
     n.counters.drops.get("replayed").copied().unwrap_or(0)
 }
 
@@ -28,7 +33,10 @@ fn a_recorded_initiation_is_refused_after_a_restart() {
     let mut sim = sim.restart(2).unwrap();
     sim.advance(Duration::from_secs(60));
     let attacker = SocketAddr::from(([10, 9, 9, 9], 4444));
-    assert!(sim.datagram(attacker, &recorded).is_empty(), "the replay got an answer");
+    assert!(
+        sim.datagram(attacker, &recorded).is_empty(),
+        "the replay got an answer"
+    );
     assert_eq!(replayed(&sim, "a"), 1);
     let n = &sim.hub.nodes()[0];
     assert_eq!(

@@ -16,17 +16,27 @@ fn the_relay_sends_a_keepalive_when_it_only_received() {
     sim.advance(Duration::from_secs(1));
     a.send(&mut sim, &build_udp(ia, 5, ib, 6, b"to b"));
     let out = sim.advance(Duration::from_secs(8));
-    assert!(out.iter().all(|(to, _)| *to != a.addr), "too early: {out:?}");
+    assert!(
+        out.iter().all(|(to, _)| *to != a.addr),
+        "too early: {out:?}"
+    );
     // KEEPALIVE_TIMEOUT (10 s) after the relay last sent to a, an empty data message goes to
     // a, which a accepts.
     let out = sim.advance(Duration::from_secs(2));
-    let to_a: Vec<&Vec<u8>> = out.iter().filter(|(to, _)| *to == a.addr).map(|(_, d)| d).collect();
+    let to_a: Vec<&Vec<u8>> = out
+        .iter()
+        .filter(|(to, _)| *to == a.addr)
+        .map(|(_, d)| d)
+        .collect();
     assert_eq!(to_a.len(), 1, "{out:?}");
     assert_eq!((to_a[0][0], to_a[0].len()), (4, 32), "a keepalive");
     let (back, got) = a.receive(to_a[0]);
     assert!(back.is_empty() && got.is_empty());
     // Only one.
-    assert!(sim.advance(Duration::from_secs(5)).iter().all(|(to, _)| *to != a.addr));
+    assert!(sim
+        .advance(Duration::from_secs(5))
+        .iter()
+        .all(|(to, _)| *to != a.addr));
 }
 
 #[test]
@@ -54,7 +64,9 @@ fn a_node_rekeys_after_two_minutes_and_the_session_goes_on() {
     };
     assert_eq!(init[0], 1, "a handshake initiation");
     a.pump(&mut sim, vec![init]);
-    assert!(sim.hub.nodes()[0].last_handshake_secs.is_some_and(|s| s < 1));
+    assert!(sim.hub.nodes()[0]
+        .last_handshake_secs
+        .is_some_and(|s| s < 1));
     let (got, _) = a.send(&mut sim, &build_echo_request(ia, RELAY, 1, 3, b""));
     assert_eq!(got.len(), 1, "the new session works");
     // The newer timestamp is written within a second (a restart then refuses the old one).
@@ -67,11 +79,14 @@ fn an_expired_session_is_rebuilt_by_the_relay_when_it_has_something_to_send() {
     let mut sim = sim();
     let ia = add(&mut sim, "a", 1);
     sim.hub
-        .set_catalog(vec![crate::registry::RemoteEntry {
-            name: "orders".into(),
-            port: 8080,
-            target: "orders.svc:8080".into(),
-        }], sim.now())
+        .set_catalog(
+            vec![crate::registry::RemoteEntry {
+                name: "orders".into(),
+                port: 8080,
+                target: "orders.svc:8080".into(),
+            }],
+            sim.now(),
+        )
         .unwrap();
     let orders = sim.hub.services()[0].address;
     let mut a = node(&sim, 1, ia, 1000);
@@ -85,7 +100,11 @@ fn an_expired_session_is_rebuilt_by_the_relay_when_it_has_something_to_send() {
     // sends the packet once a has answered.
     let out = sim.from_gateway(&build_udp(orders, 8080, ia, 5, b"late answer"));
     assert_eq!(out.len(), 1, "{out:?}");
-    assert_eq!((out[0].0, out[0].1[0]), (a.addr, 1), "a handshake initiation");
+    assert_eq!(
+        (out[0].0, out[0].1[0]),
+        (a.addr, 1),
+        "a handshake initiation"
+    );
     let (back, _) = a.receive(&out[0].1);
     let (got, _) = a.pump(&mut sim, back);
     assert_eq!(got.len(), 1, "the queued packet arrives");
