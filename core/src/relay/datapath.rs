@@ -213,7 +213,7 @@ impl Hub {
                 match self.table.get(from).map(|e| e.name.clone()) {
                     Some(node) => {
                         let packet = self.aux[..len].to_vec();
-                        self.to_gateway(from, node, None, packet);
+                        self.queue_for_gateway(from, node, None, packet);
                     }
                     None => self.count_drop(from, DropReason::NoRoute),
                 }
@@ -249,14 +249,20 @@ impl Hub {
         match (target, node) {
             (Some(target), Some(node)) => {
                 let packet = self.aux[..len].to_vec();
-                self.to_gateway(from, node, Some(target), packet);
+                self.queue_for_gateway(from, node, Some(target), packet);
             }
             _ => self.count_drop(from, DropReason::NoRoute),
         }
     }
 
     /// Queues a packet for the gateway; a full queue drops it, like a full gateway would.
-    fn to_gateway(&mut self, from: PeerId, node: String, target: Option<String>, packet: Vec<u8>) {
+    fn queue_for_gateway(
+        &mut self,
+        from: PeerId,
+        node: String,
+        target: Option<String>,
+        packet: Vec<u8>,
+    ) {
         let e = Event::Gateway(GatewayPacket {
             node,
             target,
