@@ -77,8 +77,13 @@ impl Hub {
             datagram: d.to_vec(),
         };
         if self.join_worker {
-            self.jobs_waiting += 1;
-            self.events.push(Event::OpenJoin(job));
+            if self.events.push(Event::OpenJoin(job)) {
+                self.jobs_waiting += 1;
+            } else {
+                self.join_stats.busy += 1;
+                self.global.drop(DropReason::RateLimited);
+                self.notice(from, Notice::Busy, &ephemeral, now);
+            }
         } else {
             let done = JoinOpener::new(self.cfg.private_key).open(job, now);
             self.finish_join(done, at);
