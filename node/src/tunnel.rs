@@ -24,10 +24,10 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use overlay_core::batch::SendBatch;
 use overlay_core::control::{self, Owner};
 use overlay_core::cpu_latency::{Change, Hold, Mode, LINGER};
-use overlay_core::packet;
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::spin::Spin;
 use overlay_core::stream::transport::{Action, Chooser, Mode as TransportMode, Transport};
+use overlay_core::wire;
 use quinn_udp::RecvMeta;
 use serde::Serialize;
 use std::io::{ErrorKind, IoSliceMut};
@@ -306,7 +306,7 @@ impl Tunnel {
 
     /// Passes a control datagram from the relay to the daemon; false when it was not one.
     fn to_daemon(&self, p: &[u8]) -> bool {
-        let Ok(ip) = packet::Ipv4Packet::new_checked(p) else {
+        let Ok(ip) = wire::ipv4(p) else {
             return false;
         };
         if control::owner(&ip, self.relay_address) != Owner::Daemon {
@@ -316,7 +316,7 @@ impl Tunnel {
         let queued = self
             .control
             .get()
-            .is_some_and(|c| c.try_send(ip.as_bytes().to_vec()).is_ok());
+            .is_some_and(|c| c.try_send(ip.as_ref().to_vec()).is_ok());
         if !queued {
             self.stats
                 .drop_control_queue
@@ -885,7 +885,7 @@ impl DataPath {
             let relay = t.relay();
             for (buf, &len) in self.bufs.iter().zip(&self.sizes).take(n) {
                 let p = &buf[..len];
-                let Ok(ip) = packet::Ipv4Packet::new_checked(p) else {
+                let Ok(ip) = wire::ipv4(p) else {
                     // IPv6 router solicitations and the like: not carried yet.
                     t.stats.drop_tun_invalid.fetch_add(1, Ordering::Relaxed);
                     continue;

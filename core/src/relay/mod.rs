@@ -23,9 +23,9 @@ use crate::counters::{Counters, DropReason};
 use crate::datagram::{self, Datagram};
 use crate::join::ReplayGuard;
 use crate::key;
-use crate::packet::{self, icmp_echo_reply, Ipv4Packet};
 use crate::peers::{PeerId, PeerTable, Route};
 use crate::registry::{Registry, RegistryConfig};
+use crate::wire::{self, IpProtocol};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
@@ -518,11 +518,11 @@ impl<S: Store> Hub<S> {
 
     /// Passes a packet for a remote service's address to the gateway, with the service's target.
     fn forward_to_gateway(&mut self, from: PeerId, len: usize, wire: &mut impl Wire) {
-        let Ok(p) = Ipv4Packet::new_checked(&self.aux[..len]) else {
+        let Ok(p) = wire::ipv4(&self.aux[..len]) else {
             return;
         };
-        let dst_port = crate::gateway::Segment::parse(p.as_bytes()).map(|s| s.dst.port());
-        let target = match (self.remote_targets.get(&p.dst()), dst_port) {
+        let dst_port = crate::gateway::Segment::parse(p.as_ref()).map(|s| s.dst.port());
+        let target = match (self.remote_targets.get(&p.dst_addr()), dst_port) {
             (Some((port, target)), Some(dst_port)) => {
                 crate::gateway::effective_target(dst_port, *port, target)
             }
@@ -540,7 +540,7 @@ impl<S: Store> Hub<S> {
     /// Delivers a packet from the gateway (a remote service answering, or a callback into a
     /// node) to the peer that owns its destination.
     pub fn from_gateway(&mut self, packet: &[u8], wire: &mut impl Wire) {
-        let Ok((src, dst)) = packet::addresses(packet) else {
+        let Ok((src, dst)) = wire::addresses(packet) else {
             self.global.drop(DropReason::Malformed);
             return;
         };
@@ -557,23 +557,21 @@ impl<S: Store> Hub<S> {
 
     /// Answers a packet addressed to the relay itself: ICMP echo and the control channel.
     fn answer_relay_packet(&mut self, from: PeerId, len: usize, now: u64) -> Option<Vec<u8>> {
-        let p = Ipv4Packet::new_checked(&self.aux[..len]).ok()?;
-        if p.protocol() == packet::proto::ICMP {
+        let p = wire::ipv4(&self.aux[..len]).ok()?;
+        if p.next_header() == IpProtocol::Icmp {
             let mut out = vec![0u8; len];
-            let n = icmp_echo_reply(&self.aux[..len], &mut out)?;
+            let n = wire::echo_reply(&p, &mut out)?;
             out.truncate(n);
             return Some(out);
         }
-        // Only a whole datagram has its port: a later fragment's payload can fake a header.
-        if p.is_fragment() {
+        // Only a whole datagram has its port: a later fragment's payload can fake a header
+        // (`wire::udp` refuses fragments).
+        let u = wire::udp(&p).ok()?;
+        if u.dst_port() != CONTROL_PORT {
             return None;
         }
-        let u = packet::udp(&p)?;
-        if u.dst_port != CONTROL_PORT {
-            return None;
-        }
-        let (src, dst, src_port) = (p.src(), p.dst(), u.src_port);
-        let parsed = control::parse_request(u.payload);
+        let (src, dst, src_port) = (p.src_addr(), p.dst_addr(), u.src_port());
+        let parsed = control::parse_request(u.payload());
         let reply = match parsed {
             Ok(m) => match self.on_control(from, m, (src, src_port), now) {
                 Some(r) => r,
@@ -581,7 +579,7 @@ impl<S: Store> Hub<S> {
             },
             Err(e) => ControlReply::error(0, &e.to_string()),
         };
-        Some(packet::build_udp(
+        Some(wire::build_udp(
             dst,
             CONTROL_PORT,
             src,
@@ -723,7 +721,7 @@ impl<S: Store> Hub<S> {
 
 /// Whether `p` is a TCP packet.
 fn is_tcp(p: &[u8]) -> bool {
-    Ipv4Packet::new_checked(p).is_ok_and(|p| p.protocol() == packet::proto::TCP)
+    wire::ipv4(p).is_ok_and(|p| p.next_header() == IpProtocol::Tcp)
 }
 
 /// Updates a peer's endpoint after an authenticated datagram from `from` (roaming).

@@ -4,11 +4,11 @@
 use super::{Hub, HubError, Store, Wire};
 use crate::control::{self, ControlReply, RegistryNotice, CONTROL_PORT, DELTA_BUDGET, NOTICE_ID};
 use crate::gateway::{CallbackPlan, CallbackPortRecord};
-use crate::packet;
 use crate::peers::PeerId;
 use crate::registry::{
     Protocol, Pull, Registry, RegistryError, RemoteEntry, RemoteUpdate, ServiceInstance, ServiceKey,
 };
+use crate::wire;
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 
@@ -202,7 +202,7 @@ impl<S: Store> Hub<S> {
             .map(|e| (e.id, crate::addressing::AddressPlan::node_addr(&e.prefix)))
             .collect();
         for (id, addr) in targets {
-            let p = packet::build_udp(relay, CONTROL_PORT, addr, CONTROL_PORT, &payload);
+            let p = wire::build_udp(relay, CONTROL_PORT, addr, CONTROL_PORT, &payload);
             self.send_to_peer(id, &p, wire);
         }
     }
