@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod http1;
 pub mod join;
 pub mod key;
+pub mod node;
 pub mod peers;
 pub mod prefix;
 pub mod registry;
