@@ -114,7 +114,7 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
-/// A relay with a remote service `remote` (in the hub) and callback ports, and one laptop.
+/// A relay with a remote service `upstream` (in the hub) and callback ports, and one laptop.
 fn world(tag: &str) -> (World, Relay, Node) {
     let mut w = World::new(tag);
     let catalog = write(
@@ -244,7 +244,7 @@ fn remote_address(w: &World, n: &Node) -> String {
 #[test]
 fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() {
     let (w, _relay, a) = world("trf");
-    http_server(&w, &w.hub, "remote", REMOTE, 9000);
+    http_server(&w, &w.hub, "upstream", REMOTE, 9000);
     http_server(&w, &a.host, "api", "127.0.0.1", 18080);
     let reg = register(&w, &a, "api", 8080, 18080);
     let callback = reg["callback_url"].as_str().unwrap_or_default().to_string();
