@@ -131,6 +131,8 @@ pub struct Message {
     pub truncated: bool,
     /// Whether the message ended properly (false: cut by an error or the connection's end).
     pub complete: bool,
+    /// Trailer fields (HTTP/2 trailers; gRPC's status is there).
+    pub trailers: Vec<(String, String)>,
 }
 
 /// Result of one [`MessageParser::parse`] step: bytes used and maybe a finished message.
@@ -223,6 +225,11 @@ impl MessageParser {
     /// Stops parsing until [`MessageParser::resume`].
     pub fn pause(&mut self) {
         self.state = State::Paused;
+    }
+
+    /// Whether it is paused.
+    pub fn is_paused(&self) -> bool {
+        self.state == State::Paused
     }
 
     /// Parses again after a pause.
