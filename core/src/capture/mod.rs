@@ -21,6 +21,8 @@ pub mod pcap;
 pub mod protobuf;
 pub mod record;
 pub mod ring;
+pub mod schema;
+pub mod synth;
 pub mod tcp;
 #[cfg(test)]
 mod tests;
