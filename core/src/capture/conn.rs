@@ -58,8 +58,13 @@ pub struct ConnectionCapture {
     remote_caller: Option<RemoteCaller>,
     /// The client's first bytes, while fewer than tell the protocol.
     first: Vec<u8>,
+    /// What the server sent before the client said anything.
+    server_first: Vec<u8>,
     out: VecDeque<Record>,
 }
+
+/// Server bytes held before the client's first bytes.
+const MAX_FIRST: usize = 64 * 1024;
 
 fn idx(side: Side) -> usize {
     match side {
@@ -84,6 +89,7 @@ impl ConnectionCapture {
             client_process: None,
             remote_caller: None,
             first: Vec::new(),
+            server_first: Vec::new(),
             out: VecDeque::new(),
         }
     }
@@ -113,6 +119,18 @@ impl ConnectionCapture {
         if let Some(b) = self.bytes.get_mut(idx(side)) {
             *b += bytes.len() as u64;
         }
+        if self.protocol == Protocol::Unknown && side == Side::Server && !bytes.is_empty() {
+            // An HTTP/2 server sends its SETTINGS without waiting for the client's preface:
+            // held until the client's first bytes tell the protocol.
+            let room = MAX_FIRST.saturating_sub(self.server_first.len());
+            if bytes.len() <= room {
+                self.server_first.extend_from_slice(bytes);
+                return;
+            }
+            self.protocol = Protocol::Tcp;
+            self.decoder = Decoder::Opaque;
+            return;
+        }
         if self.protocol == Protocol::Unknown && side == Side::Client && !bytes.is_empty() {
             // The first client bytes tell HTTP/2 with prior knowledge from HTTP/1.x; a very
             // short first read waits for the next.
@@ -122,12 +140,18 @@ impl ConnectionCapture {
             if preface && n < 3 {
                 return;
             }
+            let server_first = std::mem::take(&mut self.server_first);
             if preface {
                 self.protocol = Protocol::Http2;
                 self.decoder = Decoder::H2(Box::new(H2Conn::new(self.limits)));
+            } else if !server_first.is_empty() {
+                // The server spoke first and it is not HTTP/2: not a protocol we decode.
+                self.protocol = Protocol::Tcp;
+                self.decoder = Decoder::Opaque;
             }
             let first = std::mem::take(&mut self.first);
             self.feed(side, &first, now_ms);
+            self.feed(Side::Server, &server_first, now_ms);
             return;
         }
         self.feed(side, bytes, now_ms);

@@ -433,3 +433,30 @@ fn h2c_prior_knowledge_and_upgrade_become_exchanges() {
         (Some("/h2"), Some(200), 3)
     );
 }
+
+#[test]
+fn an_h2_server_that_speaks_first_is_still_http2() {
+    use crate::capture::h2::frame::{emit, flag, kind, PREFACE};
+    let mut server = Vec::new();
+    emit(&mut server, kind::SETTINGS, 0, 0, &[]);
+    let mut client = PREFACE.to_vec();
+    emit(&mut client, kind::SETTINGS, 0, 0, &[]);
+    let block =
+        loona_hpack::Encoder::new().encode([(&b":method"[..], &b"GET"[..]), (b":path", b"/first")]);
+    emit(
+        &mut client,
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        1,
+        &block,
+    );
+    let r = run(&[(Side::Server, &server), (Side::Client, &client)]);
+    assert_eq!(r[0].summary().path.as_deref(), Some("/first"), "{r:#?}");
+    // A server that speaks first in another protocol stays a TCP flow.
+    let r = run(&[
+        (Side::Server, b"220 smtp ready\r\n"),
+        (Side::Client, b"EHLO x\r\n"),
+    ]);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].summary().protocol, Some(Protocol::Tcp));
+}

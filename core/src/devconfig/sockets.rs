@@ -83,8 +83,9 @@ pub fn connection_inode(
         }
         // st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
         let uid = f.nth(4)?.parse().ok()?;
-        let inode = f.nth(1)?.parse().ok()?;
-        Some((inode, uid))
+        let inode: u64 = f.nth(1)?.parse().ok()?;
+        // Inode 0: a socket no process holds any more (or a request socket); look on.
+        (inode != 0).then_some((inode, uid))
     })
 }
 

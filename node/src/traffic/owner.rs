@@ -44,8 +44,12 @@ pub fn lookup(client: SocketAddrV4, server: SocketAddrV4) -> Option<Process> {
     let inode = ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|t| {
         let table = std::fs::read_to_string(t).ok()?;
         connection_inode(&table, client, server)
-    })?;
-    let (inode, _uid) = inode;
+    });
+    let Some((inode, _uid)) = inode else {
+        tracing::debug!(%client, %server, "no socket of a local caller in /proc/net/tcp*");
+        return None;
+    };
+    tracing::debug!(%client, %server, inode, "socket of a local caller");
     if inode == 0 {
         return None;
     }

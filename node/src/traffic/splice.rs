@@ -23,7 +23,7 @@ const QUEUE: usize = 64;
 const CHUNK: usize = 32 * 1024;
 /// How long a connection's capture waits for the name of its local caller before it goes on
 /// without (its chunks wait in the queue meanwhile).
-const OWNER_WAIT: Duration = Duration::from_millis(300);
+const OWNER_WAIT: Duration = Duration::from_millis(1000);
 
 enum Event {
     Data(Side, Vec<u8>, u64),
@@ -104,8 +104,11 @@ fn start(
     let traffic = traffic.clone();
     tokio::spawn(async move {
         if let Some(h) = owner {
-            if let Ok(Ok(Some(p))) = tokio::time::timeout(OWNER_WAIT, h).await {
-                cap.set_client_process(p);
+            match tokio::time::timeout(OWNER_WAIT, h).await {
+                Ok(Ok(Some(p))) => cap.set_client_process(p),
+                other => {
+                    tracing::debug!(%client, found = ?other.map(|r| r.ok()), "no process found for a local caller")
+                }
             }
         }
         while let Some(ev) = rx.recv().await {
