@@ -1242,7 +1242,8 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
     assert_eq!(d["websocket"]["close"]["code"], 1000);
     assert_eq!(d["websocket"]["close"]["reason"], "bye");
 
-    // h2c: prior knowledge (curl) and the HTTP/1.1 Upgrade (nghttp -u).
+    // h2c: prior knowledge, from curl and from nghttp. (nghttpd does not answer
+    // `Upgrade: h2c`; the upgrade path is covered by core's capture tests.)
     let stat_addr = addr(&stat, 8443);
     let got = w.exec_ok(
         &h,
@@ -1251,11 +1252,11 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
     assert_eq!(got, "<p>served over h2c</p>\n");
     w.exec_ok(
         &h,
-        &format!("nghttp -u http://{stat_addr}/index.html?upgraded=1"),
+        &format!("nghttp http://{stat_addr}/index.html?client=nghttp"),
     );
     for (what, path) in [
         ("prior knowledge", "/index.html"),
-        ("upgrade", "/index.html?upgraded=1"),
+        ("nghttp", "/index.html?client=nghttp"),
     ] {
         let r = wait_record(&w, &a, what, |r| {
             r["path"] == path && r["version"] == "HTTP/2"
@@ -1264,9 +1265,6 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
         assert_eq!(r["method"], "GET", "{what}: {r}");
         assert_eq!(r["response_bytes"], 23, "{what}: {r}");
     }
-    wait_record(&w, &a, "the 101 of the upgrade", |r| {
-        r["status"] == 101 && r["path"] == "/index.html?upgraded=1"
-    });
 
     // pcap of a laptop-local call: made up from the listener's bytes, decoded by tshark.
     let pcap = h.dir.join("local.pcap");

@@ -75,6 +75,7 @@ pub fn lookup(client: SocketAddrV4, server: SocketAddrV4) -> Option<Process> {
         r.truncate(RECENT_MAX);
     }
     let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    tracing::debug!(%client, pid, command = command.trim(), "a local caller's process");
     Some(Process {
         pid,
         command: command.trim().to_string(),

@@ -47,7 +47,7 @@ server.wait_for_termination()
 /// One client run: `argv[1]` target; calls SayHello("world") with an authorization header,
 /// then SayHello("nobody"); prints the reply bytes' text and the second call's status.
 pub const GRPC_CLIENT: &str = r#"
-import grpc, sys
+import grpc, sys, time
 with grpc.insecure_channel(sys.argv[1]) as ch:
     call = ch.unary_unary('/helloworld.Greeter/SayHello')
     name = b'world'
@@ -59,6 +59,9 @@ with grpc.insecure_channel(sys.argv[1]) as ch:
         print('no error')
     except grpc.RpcError as e:
         print(e.code().name)
+    # Channels live on in real programs; a process that exits within milliseconds of its call
+    # may be gone before the daemon looks for the socket's owner.
+    time.sleep(0.5)
 "#;
 
 /// A WebSocket echo server on `argv[1]` port (127.0.0.1).
