@@ -15,6 +15,7 @@
 //! the connection's open streams. Nothing here panics on input (fuzz target `h2`).
 
 pub mod frame;
+mod huffman;
 #[cfg(test)]
 mod tests;
 
@@ -371,7 +372,8 @@ impl State {
             let mut fields = Vec::new();
             let mut bytes = 0usize;
             let d = self.hpack.get_mut(i)?;
-            let r = d.decode_with_cb(&block.buf, |k, v| {
+            let plain = huffman::plain_block(&block.buf);
+            let r = d.decode_with_cb(plain.as_deref().unwrap_or(&block.buf), |k, v| {
                 bytes += k.len() + v.len();
                 // Beyond the limits fields are decoded (the table must follow) but not kept.
                 if fields.len() < max_headers && bytes <= max_bytes {
