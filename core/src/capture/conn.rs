@@ -31,7 +31,7 @@ pub struct ConnMeta {
 /// What decodes the connection now.
 #[derive(Debug)]
 enum Decoder {
-    Http1(Conversation),
+    Http1(Box<Conversation>),
     H2(Box<H2Conn>),
     Ws(Box<WsConn>),
     /// Nothing more to decode (only counted).
@@ -79,7 +79,7 @@ impl ConnectionCapture {
         ConnectionCapture {
             meta,
             limits,
-            decoder: Decoder::Http1(Conversation::new(limits)),
+            decoder: Decoder::Http1(Box::new(Conversation::new(limits))),
             protocol: Protocol::Unknown,
             note: None,
             started_ms: now_ms,
