@@ -6,7 +6,10 @@
 //!
 //! The hub namespace plays the remote environment, as in gateway.rs.
 
-use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
+#[path = "traffic/apps.rs"]
+mod apps;
+
+use overlay_tests::overlay::{join_node, node_env, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, sh, wait_until, Host, World};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1014,4 +1017,354 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
     );
     assert_eq!(code, 200);
     assert_eq!(whoamis(&w), 0);
+}
+
+/// The record `id` from the inspector's API, revealed or masked.
+fn detail(w: &World, n: &Node, id: u64) -> serde_json::Value {
+    api(w, n, "GET", &format!("/api/exchanges/{id}"), None)
+}
+
+fn header_of<'a>(m: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    m["headers"]
+        .as_array()?
+        .iter()
+        .find_map(|h| (h[0].as_str()? == name).then(|| h[1].as_str()).flatten())
+}
+
+#[test]
+fn grpc_h2c_websocket_and_local_callers_are_decoded() {
+    let mut w = World::new("trfh2");
+    let relay = start_relay(
+        &w,
+        &[
+            "--callback-listen",
+            &format!("{REMOTE}:8000"),
+            "--callback-ports",
+            "30000-30009",
+        ],
+    );
+    let token = relay.token(&w, "--uses 1");
+    let h = w.add_host("a", 2);
+    // The daemon reads the user's .proto files (the variable reaches it through join).
+    let protos = h.dir.join("protos");
+    std::fs::create_dir_all(&protos).expect("protos");
+    write(&protos, "helloworld.proto", apps::GREETER_PROTO.as_bytes());
+    let out = w.exec(
+        &h,
+        &format!(
+            "RUST_LOG=info,overlay::traffic=debug OVERLAY_PROTO_PATH={} {} {} join {token} --name alpha",
+            protos.display(),
+            node_env(&h),
+            bin("overlay").display()
+        ),
+    );
+    assert!(out.status.success(), "join: {}", text(&out));
+    let a = Node {
+        host: h.clone(),
+        address: String::new(),
+        pid: 0,
+    };
+    let py = apps::PYTHON;
+    // A gRPC greeter, a WebSocket echo, an h2c static server and an HTTP/1.1 service.
+    let grpc_server = write(&h.dir, "greeter.py", apps::GRPC_SERVER.as_bytes());
+    let grpc_client = write(&h.dir, "greet.py", apps::GRPC_CLIENT.as_bytes());
+    std::fs::copy(&grpc_client, w.hub.dir.join("greet.py")).expect("copy client");
+    let ws_server = write(&h.dir, "ws.py", apps::WS_SERVER.as_bytes());
+    let ws_client = write(&h.dir, "wsc.py", apps::WS_CLIENT.as_bytes());
+    let docroot = h.dir.join("htdocs");
+    std::fs::create_dir_all(&docroot).expect("docroot");
+    write(&docroot, "index.html", b"<p>served over h2c</p>\n");
+    w.spawn(
+        &h,
+        "greeter",
+        &[],
+        &[py, grpc_server.to_str().expect("utf-8"), "127.0.0.1:15051"],
+    );
+    w.spawn(
+        &h,
+        "chat",
+        &[],
+        &[py, ws_server.to_str().expect("utf-8"), "18765"],
+    );
+    w.spawn(
+        &h,
+        "nghttpd",
+        &[],
+        &[
+            "nghttpd",
+            "--no-tls",
+            "-a",
+            "127.0.0.1",
+            "-d",
+            docroot.to_str().expect("utf-8"),
+            "18443",
+        ],
+    );
+    http_server(&w, &h, "api", "127.0.0.1", 18080);
+    let greeter = register(&w, &a, "greeter", 50051, 15051);
+    let chat = register(&w, &a, "chat", 8765, 18765);
+    let stat = register(&w, &a, "static", 8443, 18443);
+    let api = register(&w, &a, "api", 8080, 18080);
+    let addr = |r: &serde_json::Value, port: u16| {
+        format!("{}:{port}", r["address"].as_str().expect("address"))
+    };
+    let greeter_addr = addr(&greeter, 50051);
+    assert!(
+        wait_until(Duration::from_secs(15), || w
+            .exec(
+                &h,
+                &format!("{py} {} {greeter_addr}", grpc_client.display())
+            )
+            .status
+            .success()),
+        "the greeter did not answer: {}",
+        w.log(&h, "greeter")
+    );
+
+    // gRPC from a program on the laptop: method, status, messages, named by its process.
+    let seen = traffic(&w, &a, "")
+        .iter()
+        .filter_map(|r| r["id"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let got = w.exec_ok(
+        &h,
+        &format!("{py} {} {greeter_addr}", grpc_client.display()),
+    );
+    assert_eq!(got, "hello world\nNOT_FOUND\n");
+    let ok = wait_record(&w, &a, "the gRPC call", |r| {
+        r["grpc_method"] == "helloworld.Greeter/SayHello"
+            && r["grpc_status"] == 0
+            && r["id"].as_u64().is_some_and(|id| id > seen)
+    });
+    assert_eq!(ok["service"], "greeter");
+    assert_eq!(ok["method"], "POST");
+    assert_eq!(ok["path"], "/helloworld.Greeter/SayHello");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["version"], "HTTP/2");
+    assert_eq!(ok["grpc_status_name"], "OK");
+    let command = ok["client_process"]["command"].as_str().unwrap_or("");
+    assert!(
+        command.starts_with("python"),
+        "the caller is not named by its process: {ok}"
+    );
+    assert!(
+        ok["client_name"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("python"),
+        "a local program is labelled as something else: {ok}"
+    );
+    let failed = wait_record(&w, &a, "the failing gRPC call", |r| {
+        r["grpc_status"] == 5 && r["id"].as_u64().is_some_and(|id| id > seen)
+    });
+    assert_eq!(failed["grpc_status_name"], "NOT_FOUND");
+    let d = detail(&w, &a, ok["id"].as_u64().expect("id"));
+    assert_eq!(
+        d["grpc"]["request_messages"][0]["json"],
+        serde_json::json!({"name": "world"}),
+        "{d}"
+    );
+    assert_eq!(
+        d["grpc"]["response_messages"][0]["json"]["message"],
+        "hello world"
+    );
+    assert_eq!(
+        d["grpc"]["request_messages"][0]["fields"][0]["value"],
+        "world"
+    );
+    assert_eq!(
+        header_of(&d["response"], "content-type"),
+        Some("application/grpc")
+    );
+    // gRPC metadata is masked like any header.
+    let auth = header_of(&d["request"], "authorization").unwrap_or("");
+    assert!(auth.starts_with("Bearer ••••"), "{auth}");
+    assert!(
+        !d.to_string().contains("grpc-secret"),
+        "a credential is shown: {d}"
+    );
+    let d = detail(&w, &a, failed["id"].as_u64().expect("id"));
+    assert_eq!(d["grpc"]["message"], "no such user: nobody");
+
+    // gRPC from the remote environment through the relay's callback port.
+    let callback = greeter["callback_url"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("http://")
+        .to_string();
+    let got = w.exec_ok(
+        &w.hub,
+        &format!("{py} {} {callback}", w.hub.dir.join("greet.py").display()),
+    );
+    assert_eq!(got, "hello world\nNOT_FOUND\n");
+    wait_record(&w, &a, "the remote gRPC call", |r| {
+        r["grpc_status"] == 0
+            && r["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("100.64.0.1:"))
+    });
+
+    // WebSocket: each message with its direction, and the close code.
+    let chat_addr = addr(&chat, 8765);
+    let got = w.exec_ok(
+        &h,
+        &format!("{py} {} ws://{chat_addr}/chat", ws_client.display()),
+    );
+    assert_eq!(got, "hello over websocket\n");
+    let ws = wait_record(&w, &a, "the WebSocket conversation", |r| {
+        r["protocol"] == "websocket" && r["messages"].as_u64().is_some_and(|n| n >= 5)
+    });
+    assert_eq!(ws["path"], "/chat");
+    let d = detail(&w, &a, ws["id"].as_u64().expect("id"));
+    let msgs = d["websocket"]["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let has = |from: &str, opcode: &str, text: Option<&str>| {
+        msgs.iter().any(|m| {
+            m["from"] == from && m["opcode"] == opcode && text.is_none_or(|t| m["text"] == t)
+        })
+    };
+    assert!(
+        has("client", "text", Some("hello over websocket")),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("server", "text", Some("hello over websocket")),
+        "{msgs:#?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m["from"] == "client" && m["opcode"] == "binary" && m["base64"] == "AAECAw=="),
+        "{msgs:#?}"
+    );
+    assert_eq!(d["websocket"]["close"]["code"], 1000);
+    assert_eq!(d["websocket"]["close"]["reason"], "bye");
+
+    // h2c: prior knowledge, from curl and from nghttp. (nghttpd does not answer
+    // `Upgrade: h2c`; the upgrade path is covered by core's capture tests.)
+    let stat_addr = addr(&stat, 8443);
+    let got = w.exec_ok(
+        &h,
+        &format!("curl -sS --fail -m 10 --http2-prior-knowledge http://{stat_addr}/index.html"),
+    );
+    assert_eq!(got, "<p>served over h2c</p>\n");
+    w.exec_ok(
+        &h,
+        &format!("nghttp http://{stat_addr}/index.html?client=nghttp"),
+    );
+    for (what, path) in [
+        ("prior knowledge", "/index.html"),
+        ("nghttp", "/index.html?client=nghttp"),
+    ] {
+        let r = wait_record(&w, &a, what, |r| {
+            r["path"] == path && r["version"] == "HTTP/2"
+        });
+        assert_eq!(r["status"], 200, "{what}: {r}");
+        assert_eq!(r["method"], "GET", "{what}: {r}");
+        assert_eq!(r["response_bytes"], 23, "{what}: {r}");
+    }
+
+    // pcap of a laptop-local call: made up from the listener's bytes, decoded by tshark.
+    let pcap = h.dir.join("local.pcap");
+    let cap_pid = w.spawn(
+        &h,
+        "capture",
+        &[
+            ("OVERLAY_STATE_DIR", &format!("{}/state", h.dir.display())),
+            ("OVERLAY_RUN_DIR", &format!("{}/run", h.dir.display())),
+        ],
+        &[
+            bin("overlay").to_str().expect("utf-8"),
+            "capture",
+            "-w",
+            pcap.to_str().expect("utf-8"),
+            "--service",
+            "api",
+            "--duration",
+            "30s",
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(5), || pcap
+        .metadata()
+        .is_ok_and(|m| m.len() >= 24)));
+    let api_addr = addr(&api, 8080);
+    w.exec_ok(
+        &h,
+        &format!("curl -sS --fail -m 10 http://{api_addr}/local-pcap?x=1"),
+    );
+    wait_record(&w, &a, "the local call", |r| r["path"] == "/local-pcap?x=1");
+    std::thread::sleep(Duration::from_millis(500));
+    sh(&format!("kill -INT {cap_pid}"));
+    let tshark = || {
+        sh(&format!(
+            "tshark -r {} -Y http -T fields -e http.request.method -e http.request.uri -e http.response.code 2>&1",
+            pcap.display()
+        ))
+    };
+    let mut seen = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            seen = tshark();
+            seen.contains("GET\t/local-pcap?x=1") && seen.contains("\t\t200")
+        }),
+        "tshark: {seen}"
+    );
+
+    // A service nobody has: one sentence that lists the services, and a failure.
+    let out = overlay(&w, &h, "traffic nosuch");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no service is called nosuch; the services are:") && err.contains("greeter"),
+        "{err}"
+    );
+
+    // The inspector: a gRPC call and a WebSocket conversation, in Chromium.
+    let token = inspector_token(&w, &a);
+    let base = format!("http://127.0.0.1:4141/?token={token}");
+    let profile = h.dir.join("chromium-profile");
+    let chromium = |extra: &str, url: &str| {
+        format!(
+            "chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+             --disable-background-networking --disable-component-update --disable-sync \
+             --user-data-dir={} --window-size=1400,1000 --virtual-time-budget=5000 {extra} '{url}' 2>/dev/null",
+            profile.display()
+        )
+    };
+    let grpc_url = format!("{base}#id={}", ok["id"]);
+    let dom = w.exec_ok(&h, &chromium("--dump-dom", &grpc_url));
+    assert!(
+        dom.contains("id=\"grpc-title\"") && dom.contains("helloworld.Greeter/SayHello"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("hello world") && dom.contains("id=\"svc-greeter\""),
+        "{dom}"
+    );
+    let ws_url = format!("{base}#id={}", ws["id"]);
+    let dom = w.exec_ok(&h, &chromium("--dump-dom", &ws_url));
+    assert!(
+        dom.contains("id=\"ws-messages\"") && dom.contains("hello over websocket"),
+        "{dom}"
+    );
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    for (name, url) in [
+        ("inspector-grpc-ws.png", &grpc_url),
+        ("inspector-ws.png", &ws_url),
+    ] {
+        let shot = artifacts.join(name);
+        let _ = std::fs::remove_file(&shot);
+        w.exec_ok(
+            &h,
+            &chromium(&format!("--screenshot={}", shot.display()), url),
+        );
+        assert!(
+            shot.metadata().is_ok_and(|m| m.len() > 10_000),
+            "no screenshot at {}",
+            shot.display()
+        );
+    }
 }

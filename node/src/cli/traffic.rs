@@ -126,6 +126,18 @@ fn line(r: &serde_json::Value) -> String {
         .as_u64()
         .map(|d| format!("{d}ms"))
         .unwrap_or_else(|| "-".into());
+    if r["type"] == "group" {
+        return format!(
+            "#{} {:<3} {:<10} {route} {} x{} up {}B down {}B (flows collapsed)",
+            r["id"],
+            s("direction"),
+            s("service"),
+            s("protocol"),
+            r["count"],
+            r["request_bytes"],
+            r["response_bytes"]
+        );
+    }
     let mut l = if r["type"] == "flow" {
         format!(
             "#{} {:<3} {:<10} {route} {} up {}B down {}B {time}",
@@ -151,6 +163,13 @@ fn line(r: &serde_json::Value) -> String {
             r["response_bytes"]
         )
     };
+    if let Some(g) = r["grpc_method"].as_str() {
+        let status = r["grpc_status_name"].as_str().unwrap_or("-");
+        l.push_str(&format!(" grpc {g} {status}"));
+    }
+    if let Some(n) = r["messages"].as_u64() {
+        l.push_str(&format!(" {n} messages"));
+    }
     if r["truncated"] == true {
         l.push_str(" (truncated)");
     }

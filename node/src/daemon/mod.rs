@@ -525,8 +525,11 @@ impl Handler for Node {
                 )
                 .await,
             ),
-            Request::Traffic { query } => Response::Ok {
-                data: crate::traffic::server::list_json(&query, &self.traffic),
+            Request::Traffic { query } => match self.unknown_service(&query) {
+                Some(message) => Response::Error { message },
+                None => Response::Ok {
+                    data: crate::traffic::server::list_json(&query, &self.traffic),
+                },
             },
             Request::Inspect => Response::Ok {
                 data: match self.traffic.private_url() {
@@ -535,6 +538,25 @@ impl Handler for Node {
                 },
             },
         }
+    }
+}
+
+impl Node {
+    /// One sentence naming the known services when the query asks for a service nobody has.
+    fn unknown_service(&self, query: &str) -> Option<String> {
+        let pairs = overlay_core::capture::filter::query_pairs(query);
+        let asked = pairs
+            .iter()
+            .find(|(k, v)| k == "service" && !v.is_empty())?;
+        let names = self.traffic.service_names();
+        if names.contains(&asked.1) {
+            return None;
+        }
+        Some(format!(
+            "no service is called {}; the services are: {}",
+            asked.1,
+            names.join(", ")
+        ))
     }
 }
 
