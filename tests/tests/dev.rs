@@ -564,7 +564,9 @@ health = {{ tcp = false }}
     );
     wait_ready(&w, &h, "dev", "api", 1);
     assert!(
-        wait_until(Duration::from_secs(10), || w.log(&h, "dev").contains("db-line-5")),
+        wait_until(Duration::from_secs(10), || w
+            .log(&h, "dev")
+            .contains("db-line-5")),
         "{}",
         w.log(&h, "dev")
     );

@@ -153,14 +153,24 @@ pub struct Record {
     pub kind: RecordKind,
 }
 
+/// What a [`Summary`] stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SummaryKind {
+    /// An HTTP request and its response.
+    Exchange,
+    /// A connection that is not HTTP.
+    Flow,
+}
+
 /// A record without headers and bodies: what lists show.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Record id.
     pub id: u64,
     /// `exchange` or `flow`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: SummaryKind,
     /// Local service.
     pub service: String,
     /// In or out.
@@ -239,7 +249,7 @@ impl Record {
                 response,
                 error,
             } => (
-                "exchange",
+                SummaryKind::Exchange,
                 request.head.method.clone(),
                 request.head.target.clone(),
                 response.as_ref().and_then(|r| r.head.status),
@@ -256,7 +266,7 @@ impl Record {
                 note,
                 ..
             } => (
-                "flow",
+                SummaryKind::Flow,
                 None,
                 None,
                 None,
@@ -293,7 +303,10 @@ impl Record {
 impl Summary {
     /// One line for `overlay traffic`: `id in|out client -> server METHOD path status size time`.
     pub fn line(&self) -> String {
-        let who = |name: &Option<String>, addr: &str| name.clone().unwrap_or_else(|| addr.into());
+        let who = |name: &Option<String>, addr: &str| match name.as_deref() {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => addr.to_string(),
+        };
         let route = format!(
             "{} -> {}",
             who(&self.client_name, &self.client),
@@ -304,8 +317,8 @@ impl Summary {
             .map(|d| format!("{d}ms"))
             .unwrap_or_else(|| "-".into());
         let mut line = match self.kind {
-            "exchange" => format!(
-                "#{} {:<3} {:<8} {} {} {} {} {}B {}",
+            SummaryKind::Exchange => format!(
+                "#{} {:<3} {:<10} {} {} {} {} {}B {}",
                 self.id,
                 self.direction.as_str(),
                 self.service,
@@ -316,15 +329,13 @@ impl Summary {
                 self.response_bytes,
                 time
             ),
-            _ => format!(
-                "#{} {:<3} {:<8} {} {} up {}B down {}B {}",
+            SummaryKind::Flow => format!(
+                "#{} {:<3} {:<10} {} {} up {}B down {}B {}",
                 self.id,
                 self.direction.as_str(),
                 self.service,
                 route,
-                self.protocol
-                    .map(|p| format!("{p:?}").to_lowercase())
-                    .unwrap_or_default(),
+                self.protocol.map(Protocol::as_str).unwrap_or_default(),
                 self.request_bytes,
                 self.response_bytes,
                 time

@@ -66,6 +66,20 @@ pub enum Protocol {
     Tcp,
 }
 
+impl Protocol {
+    /// Its name in JSON and in `overlay traffic` lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Unknown => "unknown",
+            Protocol::Http => "http",
+            Protocol::Websocket => "websocket",
+            Protocol::Upgraded => "upgraded",
+            Protocol::MalformedHttp => "malformed_http",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
 /// Output of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {

@@ -139,7 +139,7 @@ pub struct TunnelStatus {
     /// The transport in use: `udp` or `tcp`.
     pub transport: Transport,
     /// The transports allowed: `auto`, `udp` or `tcp`.
-    pub transport_mode: String,
+    pub transport_mode: TransportMode,
     /// The relay's URL for the stream, if it has one.
     pub url: Option<String>,
 }
@@ -742,7 +742,7 @@ impl Tunnel {
                 relay_rtt_us: self.relay_rtt().map(|d| d.as_micros() as u64),
             },
             transport: self.transport(),
-            transport_mode: self.chooser().mode().to_string(),
+            transport_mode: self.chooser().mode(),
             url: self.target.as_ref().map(|t| t.url.to_string()),
         }
     }

@@ -22,6 +22,7 @@
 
 use super::replay::{self, Edits};
 use super::Traffic;
+use overlay_core::api::daemon::TrafficPage;
 use overlay_core::capture::access::{self, Decision};
 use overlay_core::capture::filter::query_pairs;
 use overlay_core::capture::mask;
@@ -262,9 +263,9 @@ fn stats(t: &Arc<Traffic>) -> serde_json::Value {
     })
 }
 
-/// The list answer for a query string (also used by the control socket); credentials in
-/// targets are masked unless the query says `reveal=1`.
-pub fn list_json(query: &str, t: &Arc<Traffic>) -> serde_json::Value {
+/// The list answer for a query string (also the daemon's answer to `overlay traffic`);
+/// credentials in targets are masked unless the query says `reveal=1`.
+pub fn page(query: &str, t: &Arc<Traffic>) -> TrafficPage {
     let filter = Filter::from_query(query);
     let reveal = reveal(query);
     let pairs = query_pairs(query);
@@ -288,11 +289,11 @@ pub fn list_json(query: &str, t: &Arc<Traffic>) -> serde_json::Value {
             .collect();
         (l, r.next_id() - 1)
     });
-    json!({"records": records, "latest": latest})
+    TrafficPage { records, latest }
 }
 
 fn list(query: &str, t: &Arc<Traffic>) -> Reply {
-    json_reply(200, list_json(query, t))
+    json_reply(200, json!(page(query, t)))
 }
 
 async fn events(mut s: TcpStream, t: Arc<Traffic>) -> anyhow::Result<()> {

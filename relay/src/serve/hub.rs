@@ -8,15 +8,16 @@
 use crate::gateway::{
     CallbackListeners, CallbackRoutes, GatewayHandle, GatewayOutput, Resolver, ToGateway,
 };
-use crate::serve::admin::{AdminCall, AdminRequest, AdminResponse};
+use crate::serve::admin::AdminCall;
 use crate::serve::state::StateDir;
 use crate::serve::stream::{StreamEvent, StreamInbox, StreamStats};
+use overlay_core::api::admin::{AdminRequest, PeerRemoved, TokenRevoked};
+use overlay_core::api::{Answer, Request};
 use overlay_core::relay::{Hub, JoinJob, JoinOpened, LookupRequest, Wire, JOB_QUEUE};
 use overlay_core::spin::Spin;
 use overlay_core::stream::addr::{stream_addr, stream_id};
 use overlay_sys::udp::{self, Udp};
 use overlay_sys::wake::Wake;
-use serde_json::json;
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -367,40 +368,32 @@ fn start_join_worker(
     Ok((job_tx, done_rx))
 }
 
-fn answer(hub: &mut Hub<StateDir>, req: AdminRequest, gw: Option<&GatewayHandle>) -> AdminResponse {
+fn answer(hub: &mut Hub<StateDir>, req: AdminRequest, gw: Option<&GatewayHandle>) -> Answer {
     let now = unix_now();
-    let result: Result<serde_json::Value, String> = match req {
-        AdminRequest::PeerAdd { name, public_key } => hub
-            .peer_add(&name, &public_key, now)
-            .map(|a| json!(a))
-            .map_err(|e| e.to_string()),
-        AdminRequest::PeerRemove { name } => hub
-            .peer_remove(&name)
-            .map(|_| json!({ "removed": name }))
-            .map_err(|e| e.to_string()),
-        AdminRequest::Nodes => Ok(json!(hub.nodes())),
-        AdminRequest::Stats => {
+    match req {
+        AdminRequest::PeerAdd(r) => r.answer(hub.peer_add(&r.name, &r.public_key, now)),
+        AdminRequest::PeerRemove(r) => {
+            let removed = hub.peer_remove(&r.name).map(|()| PeerRemoved {
+                removed: r.name.clone(),
+            });
+            r.answer(removed)
+        }
+        AdminRequest::Nodes(r) => r.ok(hub.nodes()),
+        AdminRequest::Stats(r) => {
             let mut stats = hub.stats(now);
             stats.gateway_buffers = gw.map(|g| g.stats.buffers());
-            Ok(json!(stats))
+            r.ok(stats)
         }
-        AdminRequest::TokenCreate {
-            uses,
-            ttl_secs,
-            name_prefix,
-        } => hub
-            .token_create(uses, ttl_secs, name_prefix, now)
-            .map(|t| json!(t))
-            .map_err(|e| e.to_string()),
-        AdminRequest::TokenList => Ok(json!(hub.tokens())),
-        AdminRequest::Services => Ok(json!(hub.services())),
-        AdminRequest::TokenRevoke { id } => hub
-            .token_revoke(&id)
-            .map(|_| json!({ "revoked": id }))
-            .map_err(|e| e.to_string()),
-    };
-    match result {
-        Ok(data) => AdminResponse::Ok { data },
-        Err(message) => AdminResponse::Error { message },
+        AdminRequest::TokenCreate(r) => {
+            r.answer(hub.token_create(r.uses, r.ttl_secs, r.name_prefix.clone(), now))
+        }
+        AdminRequest::TokenList(r) => r.ok(hub.tokens().to_vec()),
+        AdminRequest::Services(r) => r.ok(hub.services()),
+        AdminRequest::TokenRevoke(r) => {
+            let revoked = hub.token_revoke(&r.id).map(|()| TokenRevoked {
+                revoked: r.id.clone(),
+            });
+            r.answer(revoked)
+        }
     }
 }
