@@ -64,6 +64,7 @@ impl Relay {
             "relay {} did not exit after SIGKILL",
             self.pid
         );
+        // The outage itself: the relay stays away this long (what the callers test).
         std::thread::sleep(pause);
         self.pid = spawn_relay(w, self, extra);
     }
@@ -293,7 +294,7 @@ pub fn transfer_paced(
             &format!("CREATE:{}", dst.display()),
         ],
     );
-    std::thread::sleep(Duration::from_millis(300));
+    w.wait_listening(&b.host, 9000);
     let sender = match rate {
         None => format!(
             "socat -u FILE:{} TCP:{}:9000,retry=20,interval=0.2",
@@ -323,4 +324,40 @@ pub fn transfer_paced(
     assert!(done, "transfer incomplete: {got} of {bytes} bytes");
     let sum = |p: &std::path::Path| w.exec_ok(&a.host, &format!("sha256sum < {}", p.display()));
     assert_eq!(sum(&src), sum(&dst), "content differs after the transfer");
+}
+
+/// Waits (at most 5 s) until the relay lists `token` as expired (its TTL counts whole seconds,
+/// the relay's clock decides).
+pub fn wait_expired(w: &World, relay: &Relay, token: &str) {
+    let id = overlay_core::token::Token::parse(token)
+        .expect("a token")
+        .id;
+    let expired = wait_until(Duration::from_secs(5), || {
+        relay
+            .admin(w, "token list")
+            .lines()
+            .any(|l| l.starts_with(id.as_str()) && l.contains("expired"))
+    });
+    assert!(
+        expired,
+        "token {id} did not expire: {}",
+        relay.admin(w, "token list")
+    );
+}
+
+/// Waits (at most 10 s) until the node daemon `pid` in `host` is gone and so is its TUN device:
+/// the kernel tears the device (and its routes into 100.64.0.0/10) down after the process, and
+/// `overlay up` refuses to start while another interface routes the overlay network.
+pub fn wait_daemon_gone(w: &World, host: &Host, pid: u32) {
+    let gone = wait_until(Duration::from_secs(10), || {
+        crate::world::gone(pid)
+            && w.exec(host, "ip route show 100.64.0.0/10")
+                .stdout
+                .is_empty()
+    });
+    assert!(
+        gone,
+        "the daemon {pid} or its interface is still there: {}",
+        String::from_utf8_lossy(&w.exec(host, "ip route; ip link").stdout)
+    );
 }

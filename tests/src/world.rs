@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Namespaces of the worlds alive in this process, for [`cleanup_all`] (a signal handler's
+/// last resort: a process that exits on SIGINT runs no destructors).
+static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Their temporary directories, likewise.
+static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
 /// The underlay subnet inside every world (private to its namespaces).
 pub const UNDERLAY: &str = "10.78.0";
 
@@ -103,12 +109,22 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 impl World {
     /// A new world whose namespace names start with `ovt-<tag>`.
     pub fn new(tag: &str) -> World {
+        World::with_prefix("ovt-", tag)
+    }
+
+    /// A new world whose namespace names start with `<kind><tag>` (the benches use `ovb-`, the
+    /// soak `ovs-`, so that their leftovers can be told from the tests').
+    pub fn with_prefix(kind: &str, tag: &str) -> World {
         require_root();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("ovt-{tag}-{}-{n}", std::process::id());
+        let prefix = format!("{kind}{tag}-{}-{n}", std::process::id());
         let dir = std::env::temp_dir().join(&prefix);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
+        LIVE_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir.clone());
         let hub_ns = format!("{prefix}-hub");
         let mut w = World {
             prefix,
@@ -132,6 +148,9 @@ impl World {
     }
 
     fn make_ns(&self, ns: &str) {
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ns.to_string());
         let _ = sh_output(&format!("ip netns del {ns} 2>/dev/null"));
         sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
         // Every namespace gets its own resolv.conf and hosts, so nothing reads the host's.
@@ -166,7 +185,16 @@ impl World {
     /// Starts a background process in `host`'s namespace; it is killed when the world drops.
     /// Its stdout and stderr go to `<host dir>/<log>.log`. Returns its pid.
     pub fn spawn(&self, host: &Host, log: &str, env: &[(&str, &str)], cmd: &[&str]) -> u32 {
-        let logf = std::fs::File::create(host.dir.join(format!("{log}.log"))).expect("log file");
+        self.spawn_to(host, &host.dir.join(format!("{log}.log")), env, cmd)
+    }
+
+    /// Like [`World::spawn`], with stdout and stderr appended to the file `log`.
+    pub fn spawn_to(&self, host: &Host, log: &Path, env: &[(&str, &str)], cmd: &[&str]) -> u32 {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("log file {}: {e}", log.display()));
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &host.ns]).args(cmd);
         for (k, v) in env {
@@ -182,6 +210,42 @@ impl World {
             .unwrap_or_else(|e| e.into_inner())
             .push(child);
         pid
+    }
+
+    /// Whether a process started with [`World::spawn`] still runs (not exited, not a zombie).
+    pub fn alive(&self, pid: u32) -> bool {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops a process started with [`World::spawn`]: `signal` (e.g. `TERM`, `INT`), then
+    /// SIGKILL if it still runs after `grace`; reaps it. Unknown pids are ignored.
+    pub fn stop_with(&self, pid: u32, signal: &str, grace: Duration) {
+        let child = {
+            let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+            match children.iter().position(|c| c.id() == pid) {
+                Some(i) => children.swap_remove(i),
+                None => return,
+            }
+        };
+        let mut child = child;
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = sh_output(&format!("kill -{signal} {pid} 2>/dev/null"));
+            let end = Instant::now() + grace;
+            while Instant::now() < end && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+
+    /// [`World::stop_with`] SIGTERM and 3 s of grace.
+    pub fn stop(&self, pid: u32) {
+        self.stop_with(pid, "TERM", Duration::from_secs(3));
     }
 
     /// Runs a command in `host`'s namespace and returns its output.
@@ -207,10 +271,85 @@ impl World {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Whether something in `host` listens on TCP `port`.
+    pub fn listening(&self, host: &Host, port: u16) -> bool {
+        self.exec(host, &format!("ss -Hltn 'sport = :{port}' | grep -q ."))
+            .status
+            .success()
+    }
+
+    /// Waits (at most 10 s) until something in `host` listens on TCP `port`; panics if not.
+    pub fn wait_listening(&self, host: &Host, port: u16) {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.listening(host, port)),
+            "nothing listens on port {port} in {}",
+            host.ns
+        );
+    }
+
     /// The contents of a host's log (for failure messages).
     pub fn log(&self, host: &Host, log: &str) -> String {
         std::fs::read_to_string(host.dir.join(format!("{log}.log"))).unwrap_or_default()
     }
+}
+
+/// Whether process `pid` is gone: no such process, or a zombie waiting to be reaped.
+pub fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// Kills every process in, and deletes, every namespace of the worlds alive in this process,
+/// without their destructors: for a signal handler that is about to exit.
+pub fn cleanup_all() {
+    let live: Vec<String> = LIVE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    for ns in live.iter().rev() {
+        let _ = sh_output(&format!("ip netns pids {ns} | xargs -r kill -9"));
+    }
+    for ns in live.iter().rev() {
+        let _ = sh_output(&format!("ip netns del {ns} 2>/dev/null"));
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+    }
+    let dirs: Vec<PathBuf> = LIVE_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    if std::env::var_os("OVERLAY_KEEP_TEST_DIRS").is_none() {
+        for d in dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Deletes namespaces (and their `/etc/netns` files) whose names start with `prefix`, left over
+/// from a run that was killed; returns their names.
+pub fn remove_stale(prefix: &str) -> Vec<String> {
+    let list = sh_output("ip netns list");
+    let stale: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|ns| ns.starts_with(prefix))
+        .map(str::to_string)
+        .collect();
+    for ns in &stale {
+        let _ = sh_output(&format!("ip netns pids {ns} | xargs -r kill -9"));
+        let _ = sh_output(&format!("ip netns del {ns}"));
+    }
+    if let Ok(dir) = std::fs::read_dir("/etc/netns") {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    stale
 }
 
 /// Quotes a string for bash.
@@ -233,11 +372,25 @@ impl Drop for World {
             // Whatever else runs in the namespace (daemonised wireguard-go, iperf3 servers).
             let _ = sh_output(&format!("ip netns pids {} | xargs -r kill -9", h.ns));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // Deleting a namespace while its processes die leaves it half gone: wait until they have.
+        wait_until(Duration::from_secs(2), || {
+            self.hosts.iter().all(|h| {
+                sh_output(&format!("ip netns pids {}", h.ns))
+                    .stdout
+                    .is_empty()
+            })
+        });
         for h in self.hosts.iter().rev() {
             let _ = sh_output(&format!("ip netns del {}", h.ns));
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&h.ns));
         }
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|ns| !self.hosts.iter().any(|h| &h.ns == ns));
+        LIVE_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d| d != &self.dir);
         if std::env::var_os("OVERLAY_KEEP_TEST_DIRS").is_none() && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -119,7 +119,8 @@ fn quick_cpu_wakeups_are_held_while_pings_flow_and_given_back() {
     assert!(released, "{sa}");
     let holds = sa["cpu_latency"]["holds"].as_u64().unwrap_or(0);
     assert!((1..50).contains(&holds), "{sa}");
-    // Idle again: the liveness ping (every 3 s) is a lone exchange and must not take it.
+    // Idle again: the liveness ping (every 3 s) is a lone exchange and must not take it. The
+    // sleep is the test: nothing may happen during a liveness period (no condition to wait on).
     std::thread::sleep(Duration::from_millis(3500));
     let sa = a.status(&w).expect("status a");
     assert_eq!(sa["cpu_latency"]["holds"].as_u64(), Some(holds), "{sa}");
@@ -186,7 +187,7 @@ fn relay_restart_mid_transfer_resumes_without_rejoin() {
             &format!("CREATE:{}", dst.display()),
         ],
     );
-    std::thread::sleep(Duration::from_millis(300));
+    w.wait_listening(&b.host, 9000);
     let sender = format!(
         "(for i in $(seq 0 39); do dd if={} bs=100000 skip=$i count=1 status=none; sleep 0.1; done) | \
          socat -u - TCP:{}:9000,retry=20,interval=0.2",
@@ -194,8 +195,10 @@ fn relay_restart_mid_transfer_resumes_without_rejoin() {
         b.address
     );
     w.spawn(&a.host, "sender", &[], &["bash", "-c", &sender]);
-    std::thread::sleep(Duration::from_millis(1200));
-    let partial = std::fs::metadata(&dst).map(|m| m.len()).unwrap_or(0);
+    // Restart once a good part (but not all) has arrived: the sender needs 4 s in all.
+    let received = || std::fs::metadata(&dst).map(|m| m.len()).unwrap_or(0);
+    wait_until(Duration::from_secs(10), || received() >= 500_000);
+    let partial = received();
     assert!(
         partial > 0 && partial < 4_000_000,
         "transfer not in progress at restart: {partial} bytes"
@@ -272,28 +275,32 @@ fn bad_datagrams_are_counted_and_harmless() {
             w.exec_ok(&a.host, &format!("({cmd}) | socat -u - {target}"));
         }
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let stats = relay.stats(&w);
-    let drops = &stats["global"]["drops"];
-    let total: u64 = drops
-        .as_object()
-        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
-        .unwrap_or(0);
-    let per_peer: u64 = relay
-        .nodes(&w)
-        .as_array()
-        .map(|l| {
-            l.iter()
-                .map(|n| {
-                    n["counters"]["drops"]
-                        .as_object()
-                        .map(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>())
-                        .unwrap_or(0)
-                })
-                .sum()
-        })
-        .unwrap_or(0);
-    assert!(total + per_peer >= 25, "drops not counted: {stats}");
+    // Every datagram is handled (and counted) soon after it arrived: wait for the counts.
+    let drops = || {
+        let stats = relay.stats(&w);
+        let total: u64 = stats["global"]["drops"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0);
+        let per_peer: u64 = relay
+            .nodes(&w)
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|n| {
+                        n["counters"]["drops"]
+                            .as_object()
+                            .map(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>())
+                            .unwrap_or(0)
+                    })
+                    .sum()
+            })
+            .unwrap_or(0);
+        (total + per_peer, stats)
+    };
+    wait_until(Duration::from_secs(5), || drops().0 >= 25);
+    let (counted, stats) = drops();
+    assert!(counted >= 25, "drops not counted: {stats}");
     // The relay still serves.
     w.exec_ok(&a.host, &format!("ping -c 2 -i 0.2 -W 2 {}", b.address));
 }

@@ -1,6 +1,7 @@
 //! The demo is an end-to-end test too: it must run to its end with every step working, twice
 //! in a row and after an interrupted run, and leave nothing behind.
 
+use overlay_tests::world::wait_until;
 use std::process::Command;
 use std::time::Duration;
 
@@ -58,7 +59,8 @@ fn demo_runs_to_the_end_twice_and_after_an_interrupted_run() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_secs(4));
+    // In the middle: once the demo has built its namespaces.
+    wait_until(Duration::from_secs(60), || !leftovers().is_empty());
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();

@@ -50,6 +50,7 @@ while not os.path.exists(stop) and time.time() < end:
         with urllib.request.urlopen(url, timeout=30) as r:
             r.read()
             ok += 1
+            open(out + '.ok', 'w').write('%d\n' % ok)
     except Exception as e:
         fail += 1
         errors.append(repr(e))
@@ -344,7 +345,17 @@ port = 8080
             result.to_str().expect("utf-8"),
         ],
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Requests answered so far (the client counts them in RESULT.ok).
+    let served = || {
+        std::fs::read_to_string(b.host.dir.join("result.ok"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || served() > 0),
+        "the client got no answer"
+    );
     let started = Instant::now();
     for i in 1..=10 {
         let out = overlay(&w, &a.host, "restart api");
@@ -353,7 +364,12 @@ port = 8080
         assert_ne!(new, api_pid, "restart {i} started a new process");
         assert!(exited(api_pid), "the old process {api_pid} is gone");
         api_pid = new;
-        std::thread::sleep(Duration::from_millis(200));
+        // Under load: the new process answers requests before the next restart.
+        let before = served();
+        assert!(
+            wait_until(Duration::from_secs(10), || served() > before),
+            "no request answered after restart {i}"
+        );
     }
     eprintln!("10 restarts in {} ms", started.elapsed().as_millis());
     std::fs::write(&stop, "").expect("stop file");
@@ -570,7 +586,11 @@ health = {{ tcp = false }}
         "{}",
         w.log(&h, "dev")
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The log files have every line once `overlay logs` shows the last of each service.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let all = String::from_utf8_lossy(&overlay(&w, &h, "logs -n 0").stdout).into_owned();
+        all.contains("api-line-5") && all.contains("db-line-5")
+    }));
     let out = overlay(&w, &h, "logs api -n 0");
     assert!(out.status.success(), "{}", text(&out));
     let api = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -638,8 +658,18 @@ watch = ["src/**/*.txt"]
     assert!(out.contains("CRASHED with exit status 3"), "{out}");
     assert!(out.contains("restarting in 1 s"), "{out}");
     let first = wait_ready(&w, &h, "dev", "watched", 1);
-    std::thread::sleep(Duration::from_millis(700));
-    write(&dir, "src/lib.txt", "2");
+    // The watcher polls every 500 ms and acts on a change against what it saw before: a change
+    // made before its first look is not one. Nothing tells when that look was, so the file is
+    // changed again (new content each time) until a restart shows it was seen.
+    let mut n = 1;
+    let seen = wait_until(Duration::from_secs(15), || {
+        n += 1;
+        write(&dir, "src/lib.txt", &n.to_string());
+        wait_until(Duration::from_millis(1500), || {
+            ready_pids(&w.log(&h, "dev"), "watched").len() >= 2
+        })
+    });
+    assert!(seen, "the change was not seen:\n{}", w.log(&h, "dev"));
     let second = wait_ready(&w, &h, "dev", "watched", 2);
     assert_ne!(first, second);
     assert!(w.log(&h, "dev").contains("src/lib.txt changed; restarting"));

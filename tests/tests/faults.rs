@@ -53,7 +53,7 @@ fn partition_shows_and_heals_without_rejoin() {
         "the outage does not show in overlay status"
     );
     eprintln!("outage visible after {} ms", began.elapsed().as_millis());
-    // Hold the partition for 30 s in all.
+    // Hold the partition for 30 s in all: the sleep is the test (a long outage, then the heal).
     std::thread::sleep(Duration::from_secs(30).saturating_sub(began.elapsed()));
     assert_eq!(status(&a), "connecting");
     w.exec_ok(&a.host, "nft delete table inet part");

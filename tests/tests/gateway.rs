@@ -772,8 +772,16 @@ fn floods_and_stuck_services_leave_the_relay_responsive() {
             ],
         );
     }
-    // Meanwhile beta (and alpha itself) still get answers, quickly.
-    for _ in 0..10 {
+    // Meanwhile beta (and alpha itself) still get answers, quickly: asked again and again
+    // until the flood is over (at least 10 times).
+    let end = Instant::now() + Duration::from_secs(40);
+    let mut asked = 0;
+    while asked < 10 || !w.log(&a.host, "flood").contains("flood sent") {
+        assert!(
+            Instant::now() < end,
+            "the flood did not run: {}",
+            w.log(&a.host, "flood")
+        );
         let t = Instant::now();
         let body = w.exec_ok(&b.host, "curl -sS --max-time 5 http://orders:8080/ok");
         assert_eq!(body, "ok\n");
@@ -782,15 +790,8 @@ fn floods_and_stuck_services_leave_the_relay_responsive() {
             "slow answer: {:?}",
             t.elapsed()
         );
-        std::thread::sleep(Duration::from_millis(300));
+        asked += 1;
     }
-    assert!(
-        wait_until(Duration::from_secs(20), || w
-            .log(&a.host, "flood")
-            .contains("flood sent")),
-        "the flood did not run: {}",
-        w.log(&a.host, "flood")
-    );
     let body = w.exec_ok(&b.host, "curl -sS --max-time 5 http://orders:8080/ok");
     assert_eq!(body, "ok\n");
     let rss = relay_rss_kib(&relay);

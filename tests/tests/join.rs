@@ -1,7 +1,7 @@
 //! `overlay join` end to end: tokens, registration, stable addresses, leave, bad input.
 
 use overlay_core::token::Token;
-use overlay_tests::overlay::{join_node, overlay, start_relay};
+use overlay_tests::overlay::{join_node, overlay, start_relay, wait_daemon_gone, wait_expired};
 use overlay_tests::world::{wait_until, World};
 use std::time::{Duration, Instant};
 
@@ -58,7 +58,7 @@ fn addresses_survive_node_and_relay_restarts() {
     // A daemon killed outright comes back with the same address too.
     let pid = a.status(&w).expect("status")["pid"].as_u64().expect("pid");
     w.exec_ok(&ha, &format!("kill -9 {pid}"));
-    std::thread::sleep(Duration::from_millis(200));
+    wait_daemon_gone(&w, &ha, pid as u32);
     let out = overlay(&w, &ha, "up");
     assert!(out.status.success(), "{}", stderr(&out));
     w.exec_ok(&ha, &format!("ping -c 2 -i 0.2 -W 2 {}", b.address));
@@ -127,7 +127,7 @@ fn bad_tokens_and_conditions_are_refused_clearly() {
     other_key.relay_key = [7; 32];
     let mut unreachable = Token::parse(&good).expect("token");
     unreachable.endpoints = vec!["10.78.0.250:51820".into()];
-    std::thread::sleep(Duration::from_millis(1100));
+    wait_expired(&w, &relay, &expired);
 
     let before = relay.state_bytes();
     let cases: Vec<(&str, String, &str)> = vec![
@@ -202,7 +202,13 @@ fn acknowledged_joins_survive_a_relay_sigkill() {
         bin = overlay_tests::world::bin("overlay").display()
     );
     w.spawn(&h, "burst", &[], &["bash", "-c", &script]);
-    std::thread::sleep(Duration::from_millis(150));
+    // SIGKILL in the middle of the burst: once the first joins were acknowledged.
+    assert!(wait_until(Duration::from_secs(10), || {
+        (1..=40).any(|i| {
+            std::fs::read_to_string(h.dir.join(format!("out{i}")))
+                .is_ok_and(|s| s.contains("joined as") || s.contains("overlay:"))
+        })
+    }));
     relay.kill_and_restart(&w, Duration::from_millis(200), &[]);
     // Joins that were not answered retry within their 10 s and reach the restarted relay.
     assert!(wait_until(Duration::from_secs(20), || {

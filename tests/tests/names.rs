@@ -1,6 +1,6 @@
 //! Names end to end: registry, DNS with real clients (dig, getent), the OS resolver, the catalog.
 
-use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
+use overlay_tests::overlay::{join_node, overlay, start_relay, wait_daemon_gone, Node, Relay};
 use overlay_tests::world::{bin, wait_until, World};
 use std::time::Duration;
 
@@ -204,13 +204,24 @@ fn resolv_conf_is_restored_byte_for_byte() {
         "after SIGTERM: {}",
         read()
     );
+    wait_daemon_gone(&w, &a.host, pid as u32);
     // SIGKILL, then the next start restores first (and applies again).
-    assert!(overlay(&w, &a.host, "up").status.success());
+    let up = overlay(&w, &a.host, "up");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
     let pid = a.status(&w).expect("status")["pid"].as_u64().expect("pid");
     w.exec_ok(&a.host, &format!("kill -KILL {pid}"));
-    std::thread::sleep(Duration::from_millis(200));
+    wait_daemon_gone(&w, &a.host, pid as u32);
     assert!(read().contains("100.100.100.100"), "SIGKILL cannot restore");
-    assert!(overlay(&w, &a.host, "up").status.success());
+    let up = overlay(&w, &a.host, "up");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
     assert!(overlay(&w, &a.host, "down").status.success());
     assert_eq!(read(), ORIGINAL_RESOLV);
 }

@@ -1,7 +1,7 @@
 //! Nobody in who should not be, and bad conditions refused without damage.
 
 use overlay_core::token::Token;
-use overlay_tests::overlay::{join_node, overlay, start_relay};
+use overlay_tests::overlay::{join_node, overlay, start_relay, wait_daemon_gone, wait_expired};
 use overlay_tests::world::{bin, sh, wait_until, World};
 use std::time::{Duration, Instant};
 
@@ -104,7 +104,7 @@ fn expired_and_revoked_tokens_stay_dead_after_a_relay_restart() {
         &format!("token revoke {}", Token::parse(&revoked).expect("token").id),
     );
     let expired = relay.token(&w, "--uses 5 --ttl 1s");
-    std::thread::sleep(Duration::from_millis(1100));
+    wait_expired(&w, &relay, &expired);
     relay.kill_and_restart(&w, Duration::from_millis(200), &[]);
     for (what, t) in [("revoked", &revoked), ("expired", &expired)] {
         let out = overlay(&w, &h, &format!("join {t}"));
@@ -257,7 +257,7 @@ fn a_killed_daemon_comes_back_with_its_services() {
     );
     let pid = a.status(&w).expect("status")["pid"].as_u64().expect("pid");
     w.exec_ok(&ha, &format!("kill -9 {pid}"));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_daemon_gone(&w, &ha, pid as u32);
     // A SIGKILL cannot restore: resolv.conf still names only the node's DNS until the next start
     // restores the original first (the original servers are not listed behind ours any more).
     let resolv = std::fs::read_to_string(

@@ -627,7 +627,7 @@ fn capture_cost_through_a_listener() {
             &[],
             &["iperf3", "-s", "-B", "127.0.0.1", "-p", "15201"],
         );
-        std::thread::sleep(Duration::from_millis(500));
+        w.wait_listening(&n.host, 15201);
         let reg = register(&w, n, "sink", 5201, 15201);
         let addr = reg["address"].as_str().expect("address").to_string();
         let direct = iperf(&w, &n.host, "127.0.0.1", 15201, 5);

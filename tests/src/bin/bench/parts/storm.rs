@@ -1,0 +1,216 @@
+//! Part `storm`: ping latency node a -> relay -> node b (5 ms apart) while a third node, c,
+//! runs `overlay register` / `overlay unregister` cycles, beside the idle latency of the same
+//! run. A registry change makes the relay send the registry to every node; the ratio of the
+//! p99s tells how much that holds up forwarding. Target: storm p99 at most 3x idle.
+
+use crate::ctx::{ms_since, ok, wait, Ctx};
+use crate::net::{ping, ping_times_us};
+use crate::ovl::Ovl;
+use crate::report::{host_desc, now_utc, write_json, Table};
+use crate::stats::{fmt, met, ratio, Summary};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+#[derive(Serialize)]
+struct Phase {
+    pings_sent: Option<u64>,
+    replies: usize,
+    rtt_us: Option<Summary>,
+}
+
+#[derive(Serialize)]
+struct Results {
+    part: &'static str,
+    time: String,
+    host: String,
+    status: String,
+    params: Params,
+    idle: Option<Phase>,
+    storm: Option<Phase>,
+    cycle_ms: Option<Summary>,
+    cycles_failed: u32,
+    p99_storm_over_idle: Option<f64>,
+    median_storm_over_idle: Option<f64>,
+    target_p99_ratio: f64,
+}
+
+#[derive(Serialize)]
+struct Params {
+    cycles: u32,
+    idle_pings: u32,
+    ping_interval_ms: u32,
+    churning_node: &'static str,
+}
+
+/// "N packets transmitted" of ping's summary.
+fn transmitted(text: &str) -> Option<u64> {
+    let l = text.lines().find(|l| l.contains("packets transmitted"))?;
+    l.split_whitespace().next()?.parse().ok()
+}
+
+fn phase(text: &str) -> Phase {
+    let t = ping_times_us(text);
+    Phase {
+        pings_sent: transmitted(text),
+        replies: t.len(),
+        rtt_us: Summary::of(&t),
+    }
+}
+
+pub fn run(ctx: &Ctx) {
+    let cycles = ctx.o.cycles;
+    let idle_pings = ctx.o.pings.max(1000);
+    tracing::info!(
+        "part storm: ping a -> relay -> b, idle ({idle_pings} pings) and during {cycles} register/unregister cycles on c"
+    );
+    let mut w = ctx.world("storm");
+    let mut o = Ovl::new(ctx, &w, "storm");
+    for (n, oct) in [("a", 2), ("b", 3), ("c", 4)] {
+        o.host(&mut w, n, oct);
+    }
+    let mut status = "ok".to_string();
+    let (mut idle, mut storm, mut cycle_ms, mut failed) = (None, None, Vec::new(), 0u32);
+    let ready = if !ctx.have_binaries() {
+        status = "n/a (binaries missing)".into();
+        None
+    } else {
+        let r = o
+            .relay_start(&w, &[])
+            .and_then(|_| o.token(&w, 3))
+            .and_then(|()| o.join(&w, "a"))
+            .and_then(|_| o.join(&w, "b"))
+            .and_then(|b| o.join(&w, "c").map(|_| b));
+        match r {
+            Ok(b) => Some(b),
+            Err(e) => {
+                ctx.fail("storm", &e);
+                status = format!("failed ({e})");
+                None
+            }
+        }
+    };
+    if let Some(b) = ready {
+        let a = o.h("a").clone();
+        if !wait(15, "a to reach b through the relay", || {
+            ok(&w, &a, 5, &format!("ping -n -c 1 -W 1 {b}"))
+        }) {
+            ctx.fail("storm", "a cannot reach b through the relay");
+            status = "failed (no traffic between the nodes)".into();
+        } else {
+            let log = ctx.log("storm-ping-idle.log");
+            let _ = ping(&w, &a, &b, idle_pings, &log);
+            idle = Some(phase(&std::fs::read_to_string(&log).unwrap_or_default()));
+            // The same pings, running until the cycles are done; SIGINT makes ping print
+            // (and flush) everything it has.
+            let slog = ctx.log("storm-ping-storm.log");
+            let pid = w.spawn_to(
+                &a,
+                &slog,
+                &[],
+                &["ping", "-n", "-i", "0.005", "-W", "1", &b],
+            );
+            for i in 1..=cycles {
+                let t0 = Instant::now();
+                let reg = o.ovl(&w, "c", &format!("register storm{i} --port 80"));
+                let unreg = o.ovl(&w, "c", &format!("unregister storm{i}"));
+                if reg.status.success() && unreg.status.success() {
+                    cycle_ms.push(ms_since(t0));
+                } else {
+                    failed += 1;
+                }
+                if i % 50 == 0 {
+                    tracing::info!("  {i}/{cycles} cycles");
+                }
+            }
+            w.stop_with(pid, "INT", Duration::from_secs(5));
+            storm = Some(phase(&std::fs::read_to_string(&slog).unwrap_or_default()));
+            if failed > 0 {
+                ctx.fail(
+                    "storm",
+                    &format!("{failed} of {cycles} register/unregister cycles failed"),
+                );
+                ctx.tail(&o.cli_log);
+            }
+        }
+    }
+    o.down_all(&w);
+    let p = |ph: &Option<Phase>, f: fn(&Summary) -> f64| {
+        ph.as_ref().and_then(|x| x.rtt_us.as_ref()).map(f)
+    };
+    let p99_ratio = ratio(p(&storm, |s| s.p99), p(&idle, |s| s.p99));
+    let med_ratio = ratio(p(&storm, |s| s.median), p(&idle, |s| s.median));
+    let (when, host) = (now_utc(), host_desc());
+    let mut t = Table::new(&[
+        "ping a -> relay -> b",
+        "replies / sent",
+        "median (µs)",
+        "p99 (µs)",
+        "max (µs)",
+    ]);
+    for (name, ph) in [
+        ("idle".to_string(), &idle),
+        (
+            format!("during {cycles} register/unregister cycles on c"),
+            &storm,
+        ),
+    ] {
+        match ph {
+            Some(x) => t.row(vec![
+                name,
+                format!(
+                    "{} / {}",
+                    x.replies,
+                    x.pings_sent.map_or("?".into(), |n| n.to_string())
+                ),
+                fmt(x.rtt_us.map(|s| s.median), 0),
+                fmt(x.rtt_us.map(|s| s.p99), 0),
+                fmt(x.rtt_us.map(|s| s.max), 0),
+            ]),
+            None => t.row(vec![
+                name,
+                status.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]),
+        }
+    }
+    let cyc = Summary::of(&cycle_ms);
+    let lines = format!(
+        "p99 during the storm / idle p99: {} (target <= 3: {}); medians: {}\n\
+         one register + unregister cycle (two CLI runs): median {} ms, max {} ms; {failed} failed",
+        fmt(p99_ratio, 2),
+        met(p99_ratio, |v| v <= 3.0),
+        fmt(med_ratio, 2),
+        fmt(cyc.map(|s| s.median), 0),
+        fmt(cyc.map(|s| s.max), 0),
+    );
+    println!("\nstorm: {host} ({status})\n\n{}\n{lines}", t.plain());
+    println!(
+        "\nmarkdown (for docs/benchmarks.md):\n\nMeasured {when} on {host}; pings 5 ms apart, {cycles} cycles.\n\n{}\n{lines}",
+        t.markdown()
+    );
+    write_json(
+        &ctx.out,
+        "storm",
+        &Results {
+            part: "storm",
+            time: when,
+            host,
+            status,
+            params: Params {
+                cycles,
+                idle_pings,
+                ping_interval_ms: 5,
+                churning_node: "c",
+            },
+            idle,
+            storm,
+            cycle_ms: cyc,
+            cycles_failed: failed,
+            p99_storm_over_idle: p99_ratio,
+            median_storm_over_idle: med_ratio,
+            target_p99_ratio: 3.0,
+        },
+    );
+}
