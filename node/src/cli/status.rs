@@ -6,7 +6,7 @@ use crate::settings::NodeFiles;
 use clap::Args;
 use overlay_core::api::daemon::{LinkState, RelayStatus, Status, StatusReply};
 use overlay_core::stream::transport::Transport;
-use overlay_sys::local_api::to_json_pretty;
+use overlay_sys::local_api::{to_json_pretty, ApiError};
 
 /// Flags of `overlay status`.
 #[derive(Args, Debug)]
@@ -20,8 +20,9 @@ pub struct StatusArgs {
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let st = match api::call(Status {}).await {
         Ok(st) => st,
-        Err(e) => {
-            // No daemon: say so, with what the node would be, rather than fail.
+        // No daemon: say so, with what the node would be, rather than fail. (A daemon that
+        // refuses this user or does not answer is an error, not a node that is down.)
+        Err(e @ ApiError::NotRunning { .. }) => {
             let Ok(s) = NodeFiles::new(&paths::state_dir()).load() else {
                 return Err(e.into());
             };
@@ -44,6 +45,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 running: None,
             }
         }
+        Err(e) => return Err(e.into()),
     };
     if args.json {
         println!("{}", to_json_pretty(&st)?);
