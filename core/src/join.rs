@@ -26,7 +26,7 @@ use blake2::digest::{FixedOutput, KeyInit, Update};
 use blake2::{Blake2s256, Blake2sMac256};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::ChaCha20Poly1305;
-use rand_core::{OsRng, RngCore};
+use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -225,12 +225,13 @@ impl JoinInitiator {
         node_static: &StaticSecret,
         relay_public: [u8; 32],
         request: &JoinRequest,
+        rng: &mut impl CryptoRngCore,
     ) -> Result<(JoinInitiator, Vec<u8>), JoinError> {
         Self::with_ephemeral(
             node_static,
             relay_public,
             request,
-            StaticSecret::random_from_rng(OsRng),
+            StaticSecret::random_from_rng(rng),
         )
     }
 
@@ -428,10 +429,10 @@ impl OpenedRequest {
     /// Encrypts the answer for the node that made this request.
     ///
     /// A rejection reason too long for [`MAX_RESPONSE_LEN`] is shortened. Each call picks a
-    /// fresh random nonce, so answering the same request twice never reuses one.
-    pub fn seal_response(&self, response: &JoinResponse) -> Vec<u8> {
+    /// fresh random nonce from `rng`, so answering the same request twice never reuses one.
+    pub fn seal_response(&self, response: &JoinResponse, rng: &mut impl CryptoRngCore) -> Vec<u8> {
         let mut nonce = [0u8; 12];
-        OsRng.fill_bytes(&mut nonce);
+        rng.fill_bytes(&mut nonce);
         self.seal_response_with_nonce(response, nonce)
     }
 
@@ -636,6 +637,7 @@ mod secret_base64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand_core::OsRng;
 
     const NOW: u64 = 1_700_000_000;
 
@@ -769,7 +771,7 @@ mod tests {
         // Nothing of the body is in the clear.
         assert!(!datagram.windows(6).any(|w| w == b"laptop"));
         let opened = open_request(&relay(), &datagram, NOW).unwrap();
-        let response = opened.seal_response(&accepted());
+        let response = opened.seal_response(&accepted(), &mut OsRng);
         assert_eq!(&response[field::MAGIC], b"OVJ\x02");
         assert_eq!(&response[field::EPHEMERAL], &initiator.ephemeral_public());
         assert_eq!(response.len(), 48 + to_json(&accepted()).len() + TAG_LEN);
@@ -805,12 +807,12 @@ mod tests {
             },
         ] {
             let (initiator, datagram) =
-                JoinInitiator::new(&node, public(&relay), &request()).unwrap();
+                JoinInitiator::new(&node, public(&relay), &request(), &mut OsRng).unwrap();
             assert!(is_join_message(&datagram));
             let opened = open_request(&relay, &datagram, NOW + 5).unwrap();
             assert_eq!(opened.node_public, public(&node));
             assert_eq!(opened.request, request());
-            let reply = opened.seal_response(&response);
+            let reply = opened.seal_response(&response, &mut OsRng);
             assert!(is_join_message(&reply));
             assert_eq!(initiator.open_response(&reply), Ok(response));
         }
@@ -849,7 +851,7 @@ mod tests {
         assert!(initiator.open_reply(&other).is_err());
         let response = open_request(&relay(), &datagram, NOW)
             .unwrap()
-            .seal_response(&accepted());
+            .seal_response(&accepted(), &mut OsRng);
         assert_eq!(
             initiator.open_reply(&response),
             Ok(Reply::Response(accepted()))
@@ -864,14 +866,16 @@ mod tests {
 
     #[test]
     fn fresh_ephemeral_per_attempt() {
-        let (a, da) = JoinInitiator::new(&node(), public(&relay()), &request()).unwrap();
-        let (b, db) = JoinInitiator::new(&node(), public(&relay()), &request()).unwrap();
+        let (a, da) =
+            JoinInitiator::new(&node(), public(&relay()), &request(), &mut OsRng).unwrap();
+        let (b, db) =
+            JoinInitiator::new(&node(), public(&relay()), &request(), &mut OsRng).unwrap();
         assert_ne!(a.ephemeral_public(), b.ephemeral_public());
         assert_ne!(da, db);
         // A response to one attempt does not open in the other.
         let reply = open_request(&relay(), &da, NOW)
             .unwrap()
-            .seal_response(&accepted());
+            .seal_response(&accepted(), &mut OsRng);
         assert_eq!(b.open_response(&reply), Err(JoinError::WrongAttempt));
     }
 
@@ -893,7 +897,7 @@ mod tests {
         let (initiator, datagram) = vector_attempt();
         let reply = open_request(&relay(), &datagram, NOW)
             .unwrap()
-            .seal_response(&accepted());
+            .seal_response(&accepted(), &mut OsRng);
         for i in 0..reply.len() {
             for bit in [0x01, 0x80] {
                 let mut bad = reply.clone();
@@ -938,7 +942,7 @@ mod tests {
             request: request(),
             response_key: keys.response,
         }
-        .seal_response(&accepted());
+        .seal_response(&accepted(), &mut OsRng);
         assert_eq!(
             initiator.open_response(&forged),
             Err(JoinError::ResponseNotAuthentic)
@@ -953,7 +957,7 @@ mod tests {
         .unwrap();
         let reply = open_request(&impostor, &for_impostor, NOW)
             .unwrap()
-            .seal_response(&accepted());
+            .seal_response(&accepted(), &mut OsRng);
         assert_eq!(
             initiator.open_response(&reply),
             Err(JoinError::ResponseNotAuthentic)
@@ -975,7 +979,7 @@ mod tests {
     #[test]
     fn weak_keys_refused() {
         assert_eq!(
-            JoinInitiator::new(&node(), [0u8; 32], &request()).unwrap_err(),
+            JoinInitiator::new(&node(), [0u8; 32], &request(), &mut OsRng).unwrap_err(),
             JoinError::WeakKey
         );
         for range in [field::EPHEMERAL, field::REQ_NODE_STATIC] {
@@ -1070,7 +1074,7 @@ mod tests {
         let (initiator, datagram) = vector_attempt();
         let reply = open_request(&relay(), &datagram, NOW)
             .unwrap()
-            .seal_response(&accepted());
+            .seal_response(&accepted(), &mut OsRng);
         assert_eq!(
             open_request(&relay(), &reply, NOW).unwrap_err(),
             JoinError::NotARequest
@@ -1105,7 +1109,8 @@ mod tests {
             hint: None,
             ..request()
         };
-        let (_, datagram) = JoinInitiator::new(&node(), public(&relay()), &long).unwrap();
+        let (_, datagram) =
+            JoinInitiator::new(&node(), public(&relay()), &long, &mut OsRng).unwrap();
         assert!(matches!(
             open_request(&relay(), &datagram, NOW),
             Err(JoinError::TooLarge { .. })
@@ -1117,7 +1122,7 @@ mod tests {
         let (initiator, datagram) = vector_attempt();
         let opened = open_request(&relay(), &datagram, NOW).unwrap();
         for reason in ["é".repeat(5000), "\u{1}".repeat(3000), "x".repeat(1200)] {
-            let reply = opened.seal_response(&JoinResponse::Rejected { reason });
+            let reply = opened.seal_response(&JoinResponse::Rejected { reason }, &mut OsRng);
             assert!(reply.len() <= MAX_RESPONSE_LEN, "{}", reply.len());
             match initiator.open_response(&reply) {
                 Ok(JoinResponse::Rejected { reason }) => assert!(!reason.is_empty()),
@@ -1156,7 +1161,7 @@ mod tests {
         let (initiator, datagram) = vector_attempt();
         let reply = open_request(&relay(), &datagram, NOW)
             .unwrap()
-            .seal_response(&accepted());
+            .seal_response(&accepted(), &mut OsRng);
         for n in 0..datagram.len() {
             assert!(open_request(&relay(), &datagram[..n], NOW).is_err(), "{n}");
         }

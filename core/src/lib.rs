@@ -30,6 +30,12 @@ pub mod resolver;
 pub mod routes;
 pub mod spin;
 pub mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token;
 pub mod wgconfig;
 pub mod wsframe;
+
+/// Whether boringtun runs on simulated time (the feature `sim-time`, for tests only): a binary
+/// built so would never rekey or send keepalives, so the binaries refuse to start.
+pub const SIMULATED_TIME: bool = cfg!(feature = "sim-time");

@@ -71,6 +71,17 @@ pub fn parse_ip_route(text: &str) -> Vec<Route> {
     out
 }
 
+impl Route {
+    /// The route's interface is going away: iproute2 prints `if<index>` for an interface index
+    /// it can no longer name, which is what a dead daemon's TUN device looks like while the
+    /// kernel tears it down (its routes go with it a moment later).
+    pub fn is_vanishing(&self) -> bool {
+        self.dev
+            .strip_prefix("if")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }
+}
+
 /// What a conflicting route overlaps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Overlap {
@@ -166,6 +177,15 @@ local 100.64.4.65 dev ovl0 table local proto kernel scope host src 100.64.4.65
 100.64.0.0/10 dev ovl0 scope link
 broadcast 127.255.255.255 dev lo table local proto kernel scope link src 127.0.0.1
 ";
+
+    #[test]
+    fn a_device_being_removed_is_vanishing() {
+        let r =
+            parse_ip_route("100.64.0.0/10 dev if7 scope link\n100.64.0.0/10 dev if0x scope link\n");
+        assert!(r[0].is_vanishing());
+        assert!(!r[1].is_vanishing());
+        assert!(!parse_ip_route(TAILSCALE)[2].is_vanishing());
+    }
 
     #[test]
     fn parses_ip_route_output() {

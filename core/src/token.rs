@@ -21,7 +21,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use blake2::digest::{FixedOutput, KeyInit, Update};
 use blake2::Blake2sMac256;
-use rand_core::{OsRng, RngCore};
+use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -211,16 +211,16 @@ impl fmt::Debug for Token {
 }
 
 /// Generates a token id: 8 random bytes as 16 lowercase hex characters.
-pub fn generate_id() -> String {
+pub fn generate_id(rng: &mut impl CryptoRngCore) -> String {
     let mut bytes = [0u8; 8];
-    OsRng.fill_bytes(&mut bytes);
+    rng.fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Generates a token secret from the OS random source.
-pub fn generate_secret() -> [u8; 32] {
+/// Generates a token secret from `rng` (the OS generator in the relay).
+pub fn generate_secret(rng: &mut impl CryptoRngCore) -> [u8; 32] {
     let mut secret = [0u8; 32];
-    OsRng.fill_bytes(&mut secret);
+    rng.fill_bytes(&mut secret);
     secret
 }
 
@@ -330,6 +330,7 @@ fn shorten(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand_core::OsRng;
 
     /// Relay public key of the test vector: X25519 base point times the scalar [1; 32].
     fn relay_key() -> [u8; 32] {
@@ -398,8 +399,8 @@ mod tests {
     #[test]
     fn roundtrip_generated() {
         let t = Token {
-            id: generate_id(),
-            secret: generate_secret(),
+            id: generate_id(&mut OsRng),
+            secret: generate_secret(&mut OsRng),
             endpoints: vec!["[2001:db8::1]:51820".into()],
             network: "fd00::/64".into(),
             ..sample()
@@ -606,7 +607,7 @@ mod tests {
 
     #[test]
     fn secret_hash_and_verify() {
-        let secret = generate_secret();
+        let secret = generate_secret(&mut OsRng);
         let hash = hash_secret(&secret);
         assert_ne!(hash, secret);
         assert!(verify_secret(&secret, &hash));
@@ -627,10 +628,10 @@ mod tests {
 
     #[test]
     fn generated_ids_and_secrets_differ() {
-        let id = generate_id();
+        let id = generate_id(&mut OsRng);
         assert!(is_token_id(&id));
-        assert_ne!(id, generate_id());
-        assert_ne!(generate_secret(), generate_secret());
+        assert_ne!(id, generate_id(&mut OsRng));
+        assert_ne!(generate_secret(&mut OsRng), generate_secret(&mut OsRng));
     }
 
     fn hex(bytes: &[u8]) -> String {

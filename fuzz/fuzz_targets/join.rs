@@ -52,7 +52,8 @@ fn fixture() -> &'static Fixture {
         let node = StaticSecret::from(NODE_SECRET);
         let node_public = PublicKey::from(&node).to_bytes();
         let req = request("0123456789abcdef", Some("laptop"), None, NOW);
-        let (initiator, datagram) = JoinInitiator::new(&node, relay_public, &req).unwrap();
+        let (initiator, datagram) =
+            JoinInitiator::new(&node, relay_public, &req, &mut rand_core::OsRng).unwrap();
         let opened = open_request(&relay, &datagram, NOW).unwrap();
         Fixture {
             relay,
@@ -82,7 +83,10 @@ fn request(token_id: &str, name: Option<&str>, hint: Option<&str>, timestamp: u6
 fn check_open_request(f: &Fixture, data: &[u8]) {
     let result = open_request(&f.relay, data, NOW);
     if data.len() > MAX_REQUEST_LEN {
-        assert!(matches!(result, Err(JoinError::TooLarge { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(JoinError::TooLarge { .. })),
+            "{result:?}"
+        );
         return;
     }
     let Ok(opened) = result else {
@@ -92,11 +96,17 @@ fn check_open_request(f: &Fixture, data: &[u8]) {
     assert_eq!(&opened.ephemeral_public[..], &data[4..36]);
     assert_eq!(&opened.node_public[..], &data[36..68]);
     let skew = NOW.abs_diff(opened.request.timestamp);
-    assert!(skew <= MAX_CLOCK_SKEW_SECS, "accepted a request {skew} s off");
+    assert!(
+        skew <= MAX_CLOCK_SKEW_SECS,
+        "accepted a request {skew} s off"
+    );
     // The relay's answer fits, is a join message, and is not taken for a request.
-    let reply = opened.seal_response(&JoinResponse::Rejected {
-        reason: "no".into(),
-    });
+    let reply = opened.seal_response(
+        &JoinResponse::Rejected {
+            reason: "no".into(),
+        },
+        &mut rand_core::OsRng,
+    );
     assert!(reply.len() <= MAX_RESPONSE_LEN && reply.starts_with(&RESPONSE_MAGIC));
     assert_eq!(
         open_request(&f.relay, &reply, NOW).unwrap_err(),
@@ -108,7 +118,10 @@ fn check_open_request(f: &Fixture, data: &[u8]) {
 fn check_open_response(f: &Fixture, data: &[u8]) {
     let result = f.initiator.open_response(data);
     if data.len() > MAX_RESPONSE_LEN {
-        assert!(matches!(result, Err(JoinError::TooLarge { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(JoinError::TooLarge { .. })),
+            "{result:?}"
+        );
         return;
     }
     if result.is_ok() {
@@ -120,9 +133,12 @@ fn check_open_response(f: &Fixture, data: &[u8]) {
 /// Relay seals, node opens: a rejection with `reason`, and an acceptance naming `name`.
 fn check_response_roundtrip(f: &Fixture, text: &str, mtu: u16) {
     let reason = text.to_string();
-    let reply = f.opened.seal_response(&JoinResponse::Rejected {
-        reason: reason.clone(),
-    });
+    let reply = f.opened.seal_response(
+        &JoinResponse::Rejected {
+            reason: reason.clone(),
+        },
+        &mut rand_core::OsRng,
+    );
     assert!(
         reply.len() <= MAX_RESPONSE_LEN,
         "rejection of {} bytes",
@@ -130,8 +146,14 @@ fn check_response_roundtrip(f: &Fixture, text: &str, mtu: u16) {
     );
     match f.initiator.open_response(&reply) {
         Ok(JoinResponse::Rejected { reason: got }) => {
-            assert!(reason.starts_with(&got), "the reason changed, not just shortened");
-            assert!(reason.is_empty() || !got.is_empty(), "the reason was cut to nothing");
+            assert!(
+                reason.starts_with(&got),
+                "the reason changed, not just shortened"
+            );
+            assert!(
+                reason.is_empty() || !got.is_empty(),
+                "the reason was cut to nothing"
+            );
             let full = serde_json::to_vec(&JoinResponse::Rejected {
                 reason: reason.clone(),
             })
@@ -152,13 +174,16 @@ fn check_response_roundtrip(f: &Fixture, text: &str, mtu: u16) {
         relay_address: "100.64.0.1".into(),
         mtu,
     };
-    let reply = f.opened.seal_response(&accepted);
+    let reply = f.opened.seal_response(&accepted, &mut rand_core::OsRng);
     let opened = f.initiator.open_response(&reply);
     if reply.len() <= MAX_RESPONSE_LEN {
         assert_eq!(opened, Ok(accepted));
     } else {
         // Nothing shortens an acceptance: the relay must not hand out names this long.
-        assert!(matches!(opened, Err(JoinError::TooLarge { .. })), "{opened:?}");
+        assert!(
+            matches!(opened, Err(JoinError::TooLarge { .. })),
+            "{opened:?}"
+        );
     }
 }
 
@@ -169,14 +194,19 @@ fn check_request_roundtrip(f: &Fixture, data: &[u8], text: &str) {
     let name = parts.next().filter(|s| !s.is_empty());
     let hint = parts.next().filter(|s| !s.is_empty());
     // Timestamps from 255 s early to 255 s late: both sides of the allowed skew.
-    let offset = i64::from(data.get(1).copied().unwrap_or(0)) * if data.len() % 2 == 0 { 1 } else { -1 };
+    let offset =
+        i64::from(data.get(1).copied().unwrap_or(0)) * if data.len() % 2 == 0 { 1 } else { -1 };
     let timestamp = NOW.saturating_add_signed(offset);
     let req = request(token_id, name, hint, timestamp);
-    let (initiator, datagram) = JoinInitiator::new(&f.node, f.relay_public, &req)
-        .expect("the fixed relay key is not weak");
+    let (initiator, datagram) =
+        JoinInitiator::new(&f.node, f.relay_public, &req, &mut rand_core::OsRng)
+            .expect("the fixed relay key is not weak");
     let result = open_request(&f.relay, &datagram, NOW);
     if datagram.len() > MAX_REQUEST_LEN {
-        assert!(matches!(result, Err(JoinError::TooLarge { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(JoinError::TooLarge { .. })),
+            "{result:?}"
+        );
         return;
     }
     if offset.unsigned_abs() > MAX_CLOCK_SKEW_SECS {
@@ -195,9 +225,12 @@ fn check_request_roundtrip(f: &Fixture, data: &[u8], text: &str) {
     assert!(opened.request == req, "the request changed on the way");
     assert_eq!(opened.node_public, f.node_public);
     assert_eq!(opened.ephemeral_public, initiator.ephemeral_public());
-    let reply = opened.seal_response(&JoinResponse::Rejected {
-        reason: "roundtrip".into(),
-    });
+    let reply = opened.seal_response(
+        &JoinResponse::Rejected {
+            reason: "roundtrip".into(),
+        },
+        &mut rand_core::OsRng,
+    );
     assert_eq!(
         initiator.open_response(&reply),
         Ok(JoinResponse::Rejected {
@@ -227,7 +260,8 @@ fn check_gate(f: &Fixture, data: &[u8]) {
     let _ = f.initiator.open_reply(data);
     if data.first().is_some_and(|b| b & 0x1f == 1) {
         let req = request("0123456789abcdef", None, Some("fuzz"), NOW);
-        let (initiator, d) = JoinInitiator::new(&f.node, f.relay_public, &req).unwrap();
+        let (initiator, d) =
+            JoinInitiator::new(&f.node, f.relay_public, &req, &mut rand_core::OsRng).unwrap();
         let Verdict::NeedCookie(reply) = gate.check(from, &d, NOW, true, &mut rng) else {
             panic!("no cookie for a fresh request under load");
         };
@@ -248,7 +282,10 @@ fuzz_target!(|data: &[u8]| {
     check_open_response(f, data);
     check_gate(f, data);
     let text = String::from_utf8_lossy(data);
-    let mtu = u16::from_le_bytes([data.first().copied().unwrap_or(0), data.get(1).copied().unwrap_or(0)]);
+    let mtu = u16::from_le_bytes([
+        data.first().copied().unwrap_or(0),
+        data.get(1).copied().unwrap_or(0),
+    ]);
     check_response_roundtrip(f, &text, mtu);
     if data.first().is_some_and(|b| b & 0x1f == 0) {
         check_request_roundtrip(f, data, &text);

@@ -1,21 +1,22 @@
 //! The relay's whole datagram path (`relay::Hub`), as a sequence of events from the fuzz input.
 //!
-//! Each run starts a fresh hub (relay key `[9; 32]`, network 100.64.0.0/10, clock `NOW`) with
+//! Each run starts a fresh hub in `overlay_core::testing::Sim` (relay key `[9; 32]`, network
+//! 100.64.0.0/10, a virtual clock from `NOW` that boringtun follows, seeded randomness) with
 //! two registered peers `a` and `b` (keys `[1; 32]` and `[2; 32]`, the first two node prefixes),
 //! one join token (`TOKEN_ID`, secret `[0xa5; 32]`, two uses), a remote service `orders`, names
-//! on demand under `svc.cluster.local`, and callback ports; the state lives in an in-memory
-//! store. The input is a list of chunks, each `op`, `len` (u16, little-endian; cut to what is
+//! on demand under `svc.cluster.local`, and callback ports; the state is written to an in-memory
+//! store as the hub asks. The input is a list of chunks, each `op`, `len` (u16, little-endian; cut to what is
 //! left), then `len` bytes. The op's bits:
 //!
 //! * 0-1: the source address, one of `SOURCES` (two IPv4 endpoints, a third one, an IPv6 one);
-//! * 2-4: the action: 0-3 `on_datagram(source, bytes)`; 4-5 the bytes are an inner packet that
+//! * 2-4: the action: 0-3 `handle_datagram(source, bytes)`; 4-5 the bytes are an inner packet that
 //!   a simulated node (a real boringtun `Tunn` with peer `a`'s or `b`'s key, by bit 5) sends
 //!   through its tunnel from that source, and the exchange runs until quiet (so the fuzzer gets
 //!   past the handshake and the encryption, to routing, the control channel and the gateway);
-//!   6 `from_gateway(bytes)`; 7 an operation chosen by the first byte: `on_tick`, answer the
+//!   6 `handle_gateway_packet(bytes)`; 7 an operation chosen by the first byte: 100 ms of timers, answer the
 //!   pending lookups (resolved or not), make the store fail or work again, `greet`, remove
 //!   peer `b`, revoke the token, turn names on demand off;
-//! * 6-7: seconds the clock moves on before the chunk.
+//! * 6-7: seconds the clock moves on (timers running) before the chunk.
 //!
 //! Properties, besides never panicking:
 //! * the hub only sends to addresses it has heard from in this run, datagrams of 1 to 65535
@@ -25,9 +26,10 @@
 //!   block, or is TCP to the relay's own address;
 //! * what a simulated node decrypts is addressed to its own prefix, and every control datagram
 //!   from the relay parses with `control::parse_reply` (so it fits in `MAX_CONTROL_LEN`);
-//! * after every event the state in the store is the hub's state (what the relay acknowledged
-//!   is on disk), the peers of the state are the peers of the routing table, and `stats`
-//!   counts them.
+//! * after every event no reply waits for the disk unless the last write failed (the store
+//!   answers at once; after a failure replies wait for the retry a second later), the store holds
+//!   the version the hub counts as durable and, when nothing is unsaved, the hub's state; the
+//!   peers of the state are the peers of the routing table, and `stats` counts them.
 //!
 //! The seeds (fuzz/seeds/relay_hub/, made by fuzz/seedgen) hold real handshake initiations of
 //! `a` and `b`, a valid join request for the token, control requests, forwarded and gateway
@@ -37,16 +39,12 @@
 //! or a crash input does: `cargo fuzz run -O relay_hub FILE`).
 #![no_main]
 
-use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::rc::Rc;
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use boringtun::noise::{Tunn, TunnResult};
-use boringtun::x25519::{PublicKey, StaticSecret};
 use libfuzzer_sys::fuzz_target;
-use overlay_core::addressing::AddressPlan;
 use overlay_core::control::{self, CONTROL_PORT};
 use overlay_core::gateway::CallbackPlan;
 use overlay_core::key;
@@ -54,12 +52,11 @@ use overlay_core::packet::{self, proto, Ipv4Packet};
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::registry::RemoteEntry;
 use overlay_core::relay::state::{hex, RelayState, TokenRecord};
-use overlay_core::relay::{Hub, HubConfig, LookupRequest, OnDemandConfig, Store, Wire};
+use overlay_core::relay::OnDemandConfig;
+use overlay_core::testing::{self, Sim, SimNode, NOW};
 use overlay_core::token;
 
-const NOW: u64 = 1_800_000_000;
-const RELAY_SECRET: [u8; 32] = [9; 32];
-const NODE_SECRETS: [[u8; 32]; 2] = [[1; 32], [2; 32]];
+const NODE_KEYS: [u8; 2] = [1, 2];
 const NODE_NAMES: [&str; 2] = ["a", "b"];
 const TOKEN_ID: &str = "0123456789abcdef";
 const TOKEN_SECRET: [u8; 32] = [0xa5; 32];
@@ -84,64 +81,18 @@ macro_rules! trace {
     };
 }
 
-/// Datagrams the hub sent, packets it handed to the gateway, names it asked to resolve.
-#[derive(Default)]
-struct Outbox {
-    sent: Vec<(SocketAddr, Vec<u8>)>,
-    gateway: Vec<(String, Option<String>, Vec<u8>)>,
-    lookups: Vec<LookupRequest>,
-}
-
-impl Wire for Outbox {
-    fn send(&mut self, to: SocketAddr, d: &[u8]) {
-        self.sent.push((to, d.to_vec()));
-    }
-
-    fn send_to_gateway(&mut self, node: &str, target: Option<&str>, packet: &[u8]) {
-        self.gateway.push((
-            node.to_string(),
-            target.map(str::to_string),
-            packet.to_vec(),
-        ));
-    }
-
-    fn resolve(&mut self, request: LookupRequest) {
-        self.lookups.push(request);
-    }
-}
-
-/// Keeps the last saved state; can be told to fail.
-#[derive(Clone, Default)]
-struct MemStore {
-    saved: Rc<RefCell<Option<RelayState>>>,
-    fail: Rc<Cell<bool>>,
-}
-
-impl Store for MemStore {
-    fn save(&mut self, state: &RelayState) -> Result<(), String> {
-        if self.fail.get() {
-            return Err("disk full".into());
-        }
-        *self.saved.borrow_mut() = Some(state.clone());
-        Ok(())
-    }
-}
-
 /// The nodes' public keys, computed once (X25519 is most of the cost of a run).
 fn node_keys() -> &'static [String; 2] {
     static K: OnceLock<[String; 2]> = OnceLock::new();
-    K.get_or_init(|| {
-        NODE_SECRETS.map(|s| key::encode(PublicKey::from(&StaticSecret::from(s)).as_bytes()))
-    })
+    K.get_or_init(|| NODE_KEYS.map(|k| key::encode(&testing::public(k))))
 }
 
 struct Run {
-    hub: Hub<MemStore>,
-    store: MemStore,
+    sim: Sim,
     sources: [SocketAddr; 4],
     heard: [bool; 4],
     /// The simulated nodes, made when first used.
-    nodes: [Option<Tunn>; 2],
+    nodes: [Option<SimNode>; 2],
     /// The prefixes `a` and `b` were given.
     node_prefix: [Ipv4Prefix; 2],
     /// Every node name seen in this run and its latest prefix.
@@ -149,13 +100,10 @@ struct Run {
     relay: Ipv4Addr,
     remote_block: Ipv4Prefix,
     pending_lookups: Vec<u64>,
-    now: u64,
-    buf: Vec<u8>,
 }
 
 impl Run {
     fn new() -> Run {
-        let store = MemStore::default();
         let state = RelayState {
             tokens: vec![TokenRecord {
                 id: TOKEN_ID.into(),
@@ -170,41 +118,40 @@ impl Run {
             }],
             ..RelayState::default()
         };
-        let plan = AddressPlan::new("100.64.0.0/10".parse().unwrap()).unwrap();
-        let (relay, remote_block) = (plan.relay_addr(), plan.remote_block());
-        let cfg = HubConfig {
-            private_key: RELAY_SECRET,
-            plan,
-            endpoints: vec!["10.0.0.254:51820".into()],
-            url: None,
-            domain: "ovl.internal".into(),
-            mtu: 1420,
-        };
-        let mut hub = Hub::new(cfg, state, store.clone(), NOW).expect("the hub starts");
+        let cfg = testing::config();
+        let (relay, remote_block) = (cfg.plan.relay_addr(), cfg.plan.remote_block());
+        let mut sim = Sim::with(cfg, state, 1).expect("the hub starts");
         let mut node_prefix = Vec::new();
         for (name, public) in NODE_NAMES.iter().zip(node_keys()) {
-            let added = hub.peer_add(name, public, NOW).expect("peer added");
+            let now = sim.now();
+            let added = sim.hub.peer_add(name, public, now).expect("peer added");
             node_prefix.push(added.prefix.parse::<Ipv4Prefix>().unwrap());
         }
-        hub.set_catalog(vec![RemoteEntry {
-            name: "orders".into(),
-            port: 8080,
-            target: "orders.svc:8080".into(),
-        }])
-        .expect("catalog set");
-        hub.set_on_demand(OnDemandConfig {
+        let now = sim.now();
+        sim.hub
+            .set_catalog(
+                vec![RemoteEntry {
+                    name: "orders".into(),
+                    port: 8080,
+                    target: "orders.svc:8080".into(),
+                }],
+                now,
+            )
+            .expect("catalog set");
+        sim.hub.set_on_demand(OnDemandConfig {
             enabled: true,
             suffixes: vec!["svc.cluster.local".into()],
             ttl_secs: 60,
         });
-        hub.set_callback_plan(CallbackPlan {
+        sim.hub.set_callback_plan(CallbackPlan {
             ports: Some("30000-30001".parse().unwrap()),
             host: "relay.staging".into(),
             http_port: Some(8000),
         });
+        sim.drain();
+        sim.take_sent();
         let mut run = Run {
-            hub,
-            store,
+            sim,
             sources: SOURCES.map(|s| s.parse().unwrap()),
             heard: [false; 4],
             nodes: [None, None],
@@ -213,8 +160,6 @@ impl Run {
             relay,
             remote_block,
             pending_lookups: Vec::new(),
-            now: NOW,
-            buf: vec![0; 65536],
         };
         run.refresh_prefixes();
         run.check_state();
@@ -222,28 +167,33 @@ impl Run {
     }
 
     fn refresh_prefixes(&mut self) {
-        for n in self.hub.nodes() {
+        for n in self.sim.hub.nodes() {
             let p = n.prefix.parse().expect("a node's prefix parses");
             self.prefixes.insert(n.name, p);
         }
     }
 
-    /// What the hub did in one call.
-    fn check_out(&mut self, out: &Outbox) {
+    /// What the hub did in one call: returns the datagrams it sent.
+    fn check_out(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         self.refresh_prefixes();
-        for (to, d) in &out.sent {
+        let sent = self.sim.take_sent();
+        let gateway = std::mem::take(&mut self.sim.gateway);
+        let lookups = std::mem::take(&mut self.sim.lookups);
+        for (to, d) in &sent {
             trace!("    hub -> {to}: {} bytes (type {})", d.len(), d[0]);
         }
-        for (node, target, p) in &out.gateway {
+        for p in &gateway {
             trace!(
-                "    hub -> gateway: {} bytes from {node} for {target:?}",
-                p.len()
+                "    hub -> gateway: {} bytes from {} for {:?}",
+                p.packet.len(),
+                p.node,
+                p.target
             );
         }
-        for l in &out.lookups {
+        for l in &lookups {
             trace!("    hub -> resolver: {:?}", l.name);
         }
-        for (to, d) in &out.sent {
+        for (to, d) in &sent {
             let i = self.sources.iter().position(|s| s == to);
             assert!(
                 i.is_some_and(|i| self.heard[i]),
@@ -256,12 +206,14 @@ impl Run {
                 d.len()
             );
         }
-        for (node, target, p) in &out.gateway {
+        for p in &gateway {
+            let (node, target) = (&p.node, &p.target);
             let prefix = self
                 .prefixes
                 .get(node)
                 .unwrap_or_else(|| panic!("a packet for the gateway from unknown node {node:?}"));
-            let ip = Ipv4Packet::new_checked(p).expect("the gateway gets a valid IPv4 packet");
+            let ip =
+                Ipv4Packet::new_checked(&p.packet).expect("the gateway gets a valid IPv4 packet");
             assert!(
                 prefix.contains(ip.src()),
                 "node {node} ({prefix}) sent {} to the gateway",
@@ -275,33 +227,47 @@ impl Run {
                 None => assert!(ip.dst() == self.relay && ip.protocol() == proto::TCP),
             }
         }
-        for l in &out.lookups {
+        for l in &lookups {
             assert!(!l.name.is_empty());
             self.pending_lookups.push(l.token);
         }
+        sent
     }
 
     /// The persisted state and the live tables agree.
     fn check_state(&self) {
-        let state = self.hub.state();
-        if let Some(saved) = self.store.saved.borrow().as_ref() {
-            assert!(saved == state, "the hub's state is not the saved one");
+        let hub = &self.sim.hub;
+        // Writes complete at once here; after a failed one, replies wait for its retry.
+        assert!(
+            hub.held_replies() == 0 || self.sim.store.last_failed,
+            "a reply waits although the store answered"
+        );
+        let saved_version = self.sim.store.saved.as_ref().map_or(0, |(v, _)| *v);
+        assert_eq!(
+            saved_version,
+            hub.persisted_version(),
+            "the hub counts another version durable than the store holds"
+        );
+        let state = hub.snapshot();
+        if hub.persisted_version() == hub.state_version() {
+            if let Some(saved) = self.sim.store.state() {
+                assert!(*saved == state, "nothing is unsaved, but the store differs");
+            }
         }
-        let mut live: Vec<String> = self.hub.nodes().into_iter().map(|n| n.name).collect();
+        let mut live: Vec<String> = hub.nodes().into_iter().map(|n| n.name).collect();
         let mut persisted: Vec<String> = state.peers.iter().map(|p| p.name.clone()).collect();
         live.sort();
         persisted.sort();
         assert_eq!(live, persisted, "routing table and persisted peers differ");
-        assert_eq!(self.hub.stats(self.now).peers, live.len());
+        assert_eq!(hub.stats(self.sim.now().unix).peers, live.len());
     }
 
-    fn datagram(&mut self, src: usize, d: &[u8]) -> Outbox {
+    fn datagram(&mut self, src: usize, d: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
         self.heard[src] = true;
-        let mut out = Outbox::default();
-        self.hub
-            .on_datagram(self.sources[src], d, self.now, &mut out);
-        self.check_out(&out);
-        out
+        let now = self.sim.now();
+        self.sim.hub.handle_datagram(now, self.sources[src], d);
+        self.sim.drain();
+        self.check_out()
     }
 
     /// What simulated node `n` decrypted.
@@ -339,20 +305,16 @@ impl Run {
 
     /// Node `n` sends `inner` through its tunnel from source `src`; runs until quiet.
     fn tunnel(&mut self, n: usize, src: usize, inner: &[u8]) {
-        let hub_public = PublicKey::from(self.hub.public_key());
-        let mut tunn = self.nodes[n].take().unwrap_or_else(|| {
-            Tunn::new(
-                StaticSecret::from(NODE_SECRETS[n]),
-                hub_public,
-                None,
-                None,
-                n as u32 + 1,
-                None,
-            )
-        });
-        let mut buf = std::mem::take(&mut self.buf);
+        let hub_public = self.sim.hub.public_key();
+        let mut node = self.nodes[n]
+            .take()
+            .unwrap_or_else(|| SimNode::new(hub_public, NODE_KEYS[n], Ipv4Addr::UNSPECIFIED, 1));
+        node.addr = self.sources[src];
+        let mut buf = vec![0u8; 65536];
         let mut to_hub = Vec::new();
-        if let TunnResult::WriteToNetwork(d) = tunn.encapsulate(inner, &mut buf) {
+        if let boringtun::noise::TunnResult::WriteToNetwork(d) =
+            node.tunn.encapsulate(inner, &mut buf)
+        {
             to_hub.push(d.to_vec());
         }
         for _ in 0..8 {
@@ -362,67 +324,71 @@ impl Run {
             let mut back = Vec::new();
             for d in to_hub.drain(..) {
                 let out = self.datagram(src, &d);
-                back.extend(
-                    out.sent
-                        .into_iter()
-                        .filter(|(to, _)| *to == self.sources[src]),
-                );
+                back.extend(out.into_iter().filter(|(to, _)| *to == self.sources[src]));
             }
             for (_, d) in back {
-                let mut r = tunn.decapsulate(None, &d, &mut buf);
-                loop {
-                    match r {
-                        TunnResult::WriteToNetwork(p) => to_hub.push(p.to_vec()),
-                        TunnResult::WriteToTunnelV4(p, _) => self.received(n, p),
-                        _ => break,
-                    }
-                    r = tunn.decapsulate(None, &[], &mut buf);
+                let (more, got) = node.receive(&d);
+                to_hub.extend(more);
+                for p in got {
+                    self.received(n, &p);
                 }
             }
         }
-        self.buf = buf;
-        self.nodes[n] = Some(tunn);
+        self.nodes[n] = Some(node);
     }
 
     fn operation(&mut self, which: u8) {
-        let mut out = Outbox::default();
+        let now = self.sim.now();
         match which % 8 {
-            0 => self.hub.on_tick(self.now, &mut out),
+            0 => {
+                let sent = self.sim.advance(Duration::from_millis(100));
+                self.sim.sent.extend(sent);
+            }
             op @ (1 | 2) => {
                 for token in std::mem::take(&mut self.pending_lookups) {
                     let result = if op == 1 {
                         Ok(())
                     } else {
-                        Err("no such host".into())
+                        Err(overlay_core::relay::LookupFailure::NotFound(
+                            "no such host".into(),
+                        ))
                     };
-                    self.hub.lookup_done(token, result, self.now, &mut out);
+                    self.sim.hub.lookup_done(now, token, result);
                 }
             }
-            3 => self.store.fail.set(!self.store.fail.get()),
-            4 => self.hub.greet(&mut out),
+            3 => {
+                self.sim.store.fail = match self.sim.store.fail {
+                    Some(_) => None,
+                    None => Some("disk full".into()),
+                }
+            }
+            4 => self.sim.hub.greet(),
             5 => {
-                let _ = self.hub.peer_remove("b");
+                let _ = self.sim.hub.peer_remove("b", now);
             }
             6 => {
-                let _ = self.hub.token_revoke(TOKEN_ID);
+                let _ = self.sim.hub.token_revoke(TOKEN_ID, now);
             }
-            _ => self.hub.set_on_demand(OnDemandConfig {
+            _ => self.sim.hub.set_on_demand(OnDemandConfig {
                 enabled: false,
                 ..OnDemandConfig::default()
             }),
         }
-        self.check_out(&out);
+        self.sim.drain();
+        self.check_out();
     }
 
     fn step(&mut self, op: u8, data: &[u8]) {
-        self.now += u64::from(op >> 6);
+        let sent = self.sim.advance(Duration::from_secs(u64::from(op >> 6)));
+        self.sim.sent.extend(sent);
+        self.check_out();
         let src = usize::from(op & 3);
         trace!(
             "event op {op:#04x} (action {}, source {}) with {} bytes, t+{}",
             (op >> 2) & 7,
             self.sources[src],
             data.len(),
-            self.now - NOW
+            self.sim.now().unix - NOW
         );
         match (op >> 2) & 7 {
             0..=3 => {
@@ -430,9 +396,9 @@ impl Run {
             }
             4 | 5 => self.tunnel(usize::from((op >> 5) & 1), src, data),
             6 => {
-                let mut out = Outbox::default();
-                self.hub.from_gateway(data, &mut out);
-                self.check_out(&out);
+                self.sim.hub.handle_gateway_packet(data);
+                self.sim.drain();
+                self.check_out();
             }
             _ => self.operation(data.first().copied().unwrap_or(0)),
         }
@@ -456,11 +422,12 @@ fuzz_target!(|data: &[u8]| {
         run.step(op, chunk);
         rest = next;
     }
+    let hub = &run.sim.hub;
     trace!(
         "end: nodes {:?}",
-        run.hub.nodes().iter().map(|n| &n.name).collect::<Vec<_>>()
+        hub.nodes().iter().map(|n| &n.name).collect::<Vec<_>>()
     );
-    trace!("end: stats {:?}", run.hub.stats(run.now).global);
-    let _ = run.hub.services();
-    let _ = run.hub.callback_routes();
+    trace!("end: stats {:?}", hub.stats(run.sim.now().unix).global);
+    let _ = hub.services();
+    let _ = hub.callback_routes();
 });

@@ -57,6 +57,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if overlay_core::SIMULATED_TIME {
+        // Built inside a `cargo test` of overlay-core (feature sim-time): WireGuard would never
+        // rekey or send keepalives.
+        eprintln!("overlay-relay: this binary was built with simulated time (a test build); build it with `cargo build --release --bins`");
+        return ExitCode::FAILURE;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -358,9 +358,11 @@ fn world_of(tag: &str, names: &[&str]) -> (World, Relay, Vec<Node>, String) {
         });
         assert!(
             ok,
-            "the tunnel of {} does not carry packets: {:?}",
+            "the tunnel of {} does not carry packets: {:?}\nrelay nodes: {:?}\nrelay stats: {:?}",
             n.host.ns,
-            n.status(&w)
+            n.status(&w),
+            relay.nodes(&w),
+            relay.stats(&w)
         );
     }
     (w, relay, nodes, token)

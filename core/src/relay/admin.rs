@@ -1,7 +1,7 @@
 //! Operator and node-lifecycle operations: peers, tokens, listings.
 
 use super::state::{hex, PeerRecord, TokenRecord};
-use super::{valid_name, Hub, HubError, Store};
+use super::{valid_name, Hub, HubError, Now};
 use crate::addressing::AddressPlan;
 use crate::key;
 use crate::peers::PeerId;
@@ -87,7 +87,7 @@ pub struct RelayStats {
     pub gateway_buffers: Option<crate::gateway::BufferStats>,
 }
 
-impl<S: Store> Hub<S> {
+impl Hub {
     pub(super) fn peer_added(&self, rec: &PeerRecord) -> PeerAdded {
         PeerAdded {
             name: rec.name.clone(),
@@ -110,32 +110,35 @@ impl<S: Store> Hub<S> {
             .ok_or_else(|| HubError::NetworkFull(self.cfg.plan.network().to_string()))
     }
 
-    /// Registers `rec` (saved first) and activates it.
+    /// Registers `rec` and activates it; the change is written with the next write.
     pub(super) fn register(
         &mut self,
         rec: PeerRecord,
         token_update: Option<TokenRecord>,
     ) -> Result<PeerId, HubError> {
-        let mut next = self.state.clone();
-        next.peers.push(rec.clone());
+        // Into the table first: if that fails, nothing changed.
+        let id = self.activate(&rec)?;
+        self.registry.add_node(&rec.name);
         if let Some(t) = token_update {
-            if let Some(slot) = next.tokens.iter_mut().find(|x| x.id == t.id) {
+            if let Some(slot) = self.state.tokens.iter_mut().find(|x| x.id == t.id) {
                 *slot = t;
             }
         }
-        self.commit(next)?;
-        let id = self.activate(&rec)?;
-        self.registry.add_node(&rec.name);
+        self.state.peers.push(rec);
+        self.changed();
         Ok(id)
     }
 
-    /// Registers a plain WireGuard peer (`overlay-relay peer add`).
+    /// Registers a plain WireGuard peer (`overlay-relay peer add`). Like every operator's
+    /// change, it takes effect at once and is durable once [`Hub::state_version`] as it stands
+    /// after the call is [`Hub::persisted`]: hold the answer until then.
     pub fn peer_add(
         &mut self,
         name: &str,
         public_key: &str,
-        now: u64,
+        at: Now,
     ) -> Result<PeerAdded, HubError> {
+        let now = at.unix;
         if !valid_name(name) {
             return Err(HubError::InvalidName(name.to_string()));
         }
@@ -162,59 +165,67 @@ impl<S: Store> Hub<S> {
             handshake_timestamp: None,
         };
         self.register(rec.clone(), None)?;
+        self.after_input(at);
         tracing::info!(name, prefix = %rec.prefix, "peer added");
         Ok(self.peer_added(&rec))
     }
 
-    /// Removes a peer by name (saved first).
-    pub fn peer_remove(&mut self, name: &str) -> Result<(), HubError> {
+    /// Removes a peer by name.
+    pub fn peer_remove(&mut self, name: &str, now: Now) -> Result<(), HubError> {
         let id = self
             .table
             .by_name(name)
             .map(|e| e.id)
             .ok_or_else(|| HubError::NoSuchPeer(name.to_string()))?;
-        self.remove_peer_state(name)?;
+        self.remove_peer_state(name);
         self.table.remove(id);
         self.live.remove(&id);
+        self.after_input(now);
         tracing::info!(name, "peer removed");
         Ok(())
     }
 
-    /// Saves the removal of `from`; the tunnel is torn down by `finish_leave` after the reply.
+    /// Forgets `from` and its services; the tunnel is torn down by `finish_leave` once the
+    /// reply went out through it.
     pub(super) fn plan_leave(&mut self, from: PeerId) -> Result<String, HubError> {
         let name = self
             .table
             .get(from)
             .map(|e| e.name.clone())
             .ok_or_else(|| HubError::NoSuchPeer(format!("#{from}")))?;
-        self.remove_peer_state(&name)?;
-        self.pending_leave = Some(from);
+        if !self.state.peers.iter().any(|p| p.name == name) {
+            // A repeated leave while the first one's reply waits for the disk.
+            return Ok(name);
+        }
+        self.remove_peer_state(&name);
         tracing::info!(name, "node left");
         Ok(name)
     }
 
-    /// Saves the state without peer `name` and its services, then makes that live.
-    fn remove_peer_state(&mut self, name: &str) -> Result<(), HubError> {
-        let mut reg = self.registry.clone();
-        let removed = reg.remove_node(name);
-        reg.forget_node(name);
-        let mut next = self.state.clone();
-        next.peers.retain(|r| r.name != name);
-        next.registry = reg.snapshot();
-        self.commit(next)?;
-        self.registry = reg;
+    /// Removes peer `name` and its services from the state (not from the routing table).
+    fn remove_peer_state(&mut self, name: &str) {
+        let removed = self.registry.remove_node(name);
+        self.registry.forget_node(name);
+        self.state.peers.retain(|r| r.name != name);
+        self.changed();
         if removed > 0 {
             self.notice_pending = true;
+            self.refresh_remote_targets();
+            self.events.push(super::Event::RegistryChanged);
         }
-        Ok(())
     }
 
+    /// Tears down the tunnel of a peer that left.
     pub(super) fn finish_leave(&mut self, from: PeerId) {
-        if self.pending_leave == Some(from) {
-            self.pending_leave = None;
-            self.table.remove(from);
-            self.live.remove(&from);
+        let Some(name) = self.table.get(from).map(|e| e.name.clone()) else {
+            return;
+        };
+        if self.state.peers.iter().any(|p| p.name == name) {
+            // It joined again meanwhile (with the same name): keep it.
+            return;
         }
+        self.table.remove(from);
+        self.live.remove(&from);
     }
 
     /// Creates a join token valid for `ttl_secs` and `uses` joins.
@@ -223,8 +234,9 @@ impl<S: Store> Hub<S> {
         uses: u32,
         ttl_secs: u64,
         name_prefix: Option<String>,
-        now: u64,
+        at: Now,
     ) -> Result<TokenCreated, HubError> {
+        let now = at.unix;
         if uses == 0 {
             return Err(HubError::BadToken("--uses must be at least 1".into()));
         }
@@ -239,8 +251,8 @@ impl<S: Store> Hub<S> {
                 )));
             }
         }
-        let secret = token::generate_secret();
-        let id = token::generate_id();
+        let secret = token::generate_secret(&mut &mut *self.rng);
+        let id = token::generate_id(&mut &mut *self.rng);
         let tok = Token {
             relay_key: self.public_key(),
             endpoints: self.cfg.endpoints.clone(),
@@ -261,17 +273,18 @@ impl<S: Store> Hub<S> {
             revoked: false,
             used_by: vec![],
         };
-        let mut next = self.state.clone();
-        if next.tokens.len() >= MAX_TOKENS {
-            next.tokens.retain(|t| t.unusable(now).is_none());
+        let tokens = &mut self.state.tokens;
+        if tokens.len() >= MAX_TOKENS {
+            tokens.retain(|t| t.unusable(now).is_none());
         }
-        if next.tokens.len() >= MAX_TOKENS {
+        if tokens.len() >= MAX_TOKENS {
             return Err(HubError::BadToken(format!(
                 "there are {MAX_TOKENS} usable tokens already; revoke some first"
             )));
         }
-        next.tokens.push(rec.clone());
-        self.commit(next)?;
+        tokens.push(rec.clone());
+        self.changed();
+        self.after_input(at);
         tracing::info!(id, uses, expires = rec.expires, "token created");
         Ok(TokenCreated {
             token: tok.encode(),
@@ -287,15 +300,16 @@ impl<S: Store> Hub<S> {
     }
 
     /// Revokes a token by id.
-    pub fn token_revoke(&mut self, id: &str) -> Result<(), HubError> {
-        let mut next = self.state.clone();
-        let t = next
+    pub fn token_revoke(&mut self, id: &str, now: Now) -> Result<(), HubError> {
+        let t = self
+            .state
             .tokens
             .iter_mut()
             .find(|t| t.id == id)
             .ok_or_else(|| HubError::NoSuchToken(id.to_string()))?;
         t.revoked = true;
-        self.commit(next)?;
+        self.changed();
+        self.after_input(now);
         tracing::info!(id, "token revoked");
         Ok(())
     }

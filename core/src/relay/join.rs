@@ -2,21 +2,22 @@
 //! registration, answer.
 
 use super::flood::{JoinJob, JoinOpened, JoinOpener, JOB_QUEUE};
+use super::persist::Held;
 use super::state::{unhex32, PeerRecord};
-use super::{valid_name, Hub, HubError, Store, Wire};
+use super::{valid_name, Event, Hub, HubError, Now};
 use crate::counters::DropReason;
 use crate::join::cookie::{Notice, Verdict};
 use crate::join::{JoinResponse, OpenedRequest};
 use crate::key;
 use crate::token;
-use rand_core::OsRng;
 use std::net::SocketAddr;
 
-impl<S: Store> Hub<S> {
+impl Hub {
     /// Handles a join datagram with cheap checks only: `mac1`, the cookie when wanted, the
     /// lockout of proven addresses and the budget of opens. What passes becomes a [`JoinJob`]:
-    /// opened at once, or queued for the join worker ([`Hub::use_join_worker`]).
-    pub(super) fn on_join(&mut self, from: SocketAddr, d: &[u8], now: u64, wire: &mut impl Wire) {
+    /// opened at once, or handed to the join worker ([`Hub::use_join_worker`]).
+    pub(super) fn on_join(&mut self, from: SocketAddr, d: &[u8], at: Now) {
+        let now = at.unix;
         self.join_stats.requests += 1;
         let ip = from.ip();
         // An address with failures it did not prove must prove itself before it is opened, so
@@ -28,7 +29,10 @@ impl<S: Store> Hub<S> {
             .get(4..36)
             .and_then(|e| <[u8; 32]>::try_from(e).ok())
             .unwrap_or_default();
-        let proven = match self.gate.check(from, d, now, need_cookie, &mut OsRng) {
+        let proven = match self
+            .gate
+            .check(from, d, now, need_cookie, &mut &mut *self.rng)
+        {
             Verdict::Malformed => {
                 self.join_stats.malformed += 1;
                 self.global.drop(DropReason::InvalidDatagram);
@@ -37,14 +41,14 @@ impl<S: Store> Hub<S> {
             Verdict::WrongKey => {
                 self.join_stats.wrong_key += 1;
                 self.global.drop(DropReason::Rejected);
-                self.notice(from, Notice::WrongKey, &ephemeral, now, wire);
+                self.notice(from, Notice::WrongKey, &ephemeral, now);
                 return;
             }
             Verdict::NeedCookie(reply) => {
                 self.join_stats.cookies_sent += 1;
                 self.global.drop(DropReason::RateLimited);
                 if self.replies.allow(from, now) {
-                    wire.send(from, &reply);
+                    self.out.push(from, &reply);
                 } else {
                     self.join_stats.replies_suppressed += 1;
                 }
@@ -57,14 +61,14 @@ impl<S: Store> Hub<S> {
             if !self.guesses.allowed(ip, now) {
                 self.join_stats.locked_out += 1;
                 self.global.drop(DropReason::RateLimited);
-                self.notice(from, Notice::LockedOut, &ephemeral, now, wire);
+                self.notice(from, Notice::LockedOut, &ephemeral, now);
                 return;
             }
         }
-        if (self.join_worker && self.jobs.len() >= JOB_QUEUE) || !self.opens.take(now) {
+        if (self.join_worker && self.jobs_waiting >= JOB_QUEUE) || !self.opens.take(now) {
             self.join_stats.busy += 1;
             self.global.drop(DropReason::RateLimited);
-            self.notice(from, Notice::Busy, &ephemeral, now, wire);
+            self.notice(from, Notice::Busy, &ephemeral, now);
             return;
         }
         let job = JoinJob {
@@ -73,46 +77,48 @@ impl<S: Store> Hub<S> {
             datagram: d.to_vec(),
         };
         if self.join_worker {
-            self.jobs.push(job);
+            if self.events.push(Event::OpenJoin(job)) {
+                self.jobs_waiting += 1;
+            } else {
+                self.join_stats.busy += 1;
+                self.global.drop(DropReason::RateLimited);
+                self.notice(from, Notice::Busy, &ephemeral, now);
+            }
         } else {
             let done = JoinOpener::new(self.cfg.private_key).open(job, now);
-            self.on_join_opened(done, now, wire);
+            self.finish_join(done, at);
         }
     }
 
     /// Sends a notice within the reply budget.
-    fn notice(
-        &mut self,
-        to: SocketAddr,
-        n: Notice,
-        ephemeral: &[u8; 32],
-        now: u64,
-        wire: &mut impl Wire,
-    ) {
+    fn notice(&mut self, to: SocketAddr, n: Notice, ephemeral: &[u8; 32], now: u64) {
         if self.replies.allow(to, now) {
             self.join_stats.notices_sent += 1;
-            wire.send(to, &n.encode(ephemeral));
+            self.out.push(to, &n.encode(ephemeral));
         } else {
             self.join_stats.replies_suppressed += 1;
         }
     }
 
-    /// Sends the join worker's jobs off the hub: every request that passed the cheap checks
-    /// since the last call.
-    pub fn take_join_jobs(&mut self) -> Vec<JoinJob> {
-        std::mem::take(&mut self.jobs)
-    }
-
     /// Counts a job the driver could not hand to the worker (its queue was full).
     pub fn join_job_dropped(&mut self) {
+        self.jobs_waiting = self.jobs_waiting.saturating_sub(1);
         self.join_stats.busy += 1;
         self.global.drop(DropReason::RateLimited);
     }
 
-    /// Finishes a request the worker opened: replay check, token check, registration, answer.
-    /// Requests that do not open (tampered, stale, another key) get no answer; valid requests
-    /// with a bad token get a one-line reason.
-    pub fn on_join_opened(&mut self, done: JoinOpened, now: u64, wire: &mut impl Wire) {
+    /// Finishes a request the worker opened ([`Event::OpenJoin`]): replay check, token check,
+    /// registration, answer. Requests that do not open (tampered, stale, another key) get no
+    /// answer; valid requests with a bad token get a one-line reason; an accepted join is
+    /// answered once its registration is durable.
+    pub fn handle_join_opened(&mut self, now: Now, done: JoinOpened) {
+        self.jobs_waiting = self.jobs_waiting.saturating_sub(1);
+        self.finish_join(done, now);
+        self.after_input(now);
+    }
+
+    fn finish_join(&mut self, done: JoinOpened, at: Now) {
+        let now = at.unix;
         let JoinOpened {
             from,
             proven,
@@ -135,17 +141,23 @@ impl<S: Store> Hub<S> {
             self.global.drop(DropReason::Rejected);
             return;
         }
-        let response = match self.join(&opened, from, proven, now) {
+        match self.join(&opened, from, proven, now) {
             Ok(r) => {
                 self.join_stats.accepted += 1;
-                r
+                let datagram = opened.seal_response(&r, &mut &mut *self.rng);
+                self.hold(Held::Join {
+                    to: from,
+                    datagram,
+                    opened: Box::new(opened),
+                });
             }
             Err(reason) => {
                 self.join_stats.refused += 1;
-                JoinResponse::Rejected { reason }
+                let d =
+                    opened.seal_response(&JoinResponse::Rejected { reason }, &mut &mut *self.rng);
+                self.out.push(from, &d);
             }
-        };
-        wire.send(from, &opened.seal_response(&response));
+        }
     }
 
     /// Counts a failed join against `from`: toward the lockout when the address is proven,
@@ -230,10 +242,6 @@ impl<S: Store> Hub<S> {
             Ok(_) => {
                 tracing::info!(%name, %prefix, %from, "node joined");
                 Ok(self.accepted(&rec))
-            }
-            Err(e @ HubError::Store(_)) => {
-                tracing::error!("join of {name} failed: {e}");
-                Err("the relay could not save the registration; try again later".into())
             }
             Err(e) => Err(e.to_string()),
         }

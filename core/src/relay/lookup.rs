@@ -2,7 +2,8 @@
 //! driver resolves it off the hub's thread and the hub maps it to a remote-service address
 //! for a while.
 
-use super::{Hub, HubError, Store, Wire};
+use super::persist::Held;
+use super::{Event, Hub, Now};
 use crate::control::{self, ControlReply, ErrorCode, CONTROL_PORT};
 use crate::packet;
 use crate::peers::PeerId;
@@ -102,11 +103,10 @@ struct Pending {
 pub(super) struct Lookups {
     cfg: OnDemandConfig,
     pending: HashMap<u64, Pending>,
-    outbox: Vec<LookupRequest>,
     next_token: u64,
 }
 
-impl<S: Store> Hub<S> {
+impl Hub {
     /// Sets which names are looked up on demand.
     pub fn set_on_demand(&mut self, cfg: OnDemandConfig) {
         self.lookups.cfg = cfg;
@@ -120,8 +120,8 @@ impl<S: Store> Hub<S> {
         asked: &str,
         reply_to: (Ipv4Addr, u16),
         now: u64,
-    ) -> Option<ControlReply> {
-        let err = |message: String| Some(ControlReply::error(id, &message));
+    ) -> Option<(ControlReply, bool)> {
+        let err = |message: String| Some((ControlReply::error(id, &message), false));
         if !self.lookups.cfg.enabled {
             return err("remote names on demand are turned off on this relay".into());
         }
@@ -136,10 +136,14 @@ impl<S: Store> Hub<S> {
             ));
         };
         if let Some(inst) = self.registry.get(&ServiceKey::remote(&label)) {
-            return Some(ControlReply::Ok {
-                id,
-                data: serde_json::to_value(inst).unwrap_or_default(),
-            });
+            // Acknowledges a mapping that may not be durable yet.
+            return Some((
+                ControlReply::Ok {
+                    id,
+                    data: serde_json::to_value(inst).unwrap_or_default(),
+                },
+                true,
+            ));
         }
         if self
             .lookups
@@ -166,32 +170,26 @@ impl<S: Store> Hub<S> {
                 asked: now,
             },
         );
-        self.lookups.outbox.push(LookupRequest {
+        let request = Event::Lookup(LookupRequest {
             token,
             name: resolve,
         });
+        if !self.events.push(request) {
+            self.lookups.pending.remove(&token);
+            return err("the relay is busy; try again".into());
+        }
         None
     }
 
-    /// Hands queued lookups to the driver.
-    pub(super) fn flush_lookups(&mut self, wire: &mut impl Wire) {
-        for r in std::mem::take(&mut self.lookups.outbox) {
-            wire.resolve(r);
-        }
-    }
-
     /// The driver's answer to a [`LookupRequest`]: `Ok` if the name resolves in the remote
-    /// environment, else why not. Maps the name and replies to the node.
-    pub fn lookup_done(
-        &mut self,
-        token: u64,
-        result: Result<(), LookupFailure>,
-        now: u64,
-        wire: &mut impl Wire,
-    ) {
+    /// environment, else why not. Maps the name and replies to the node (once the mapping is
+    /// durable).
+    pub fn lookup_done(&mut self, at: Now, token: u64, result: Result<(), LookupFailure>) {
+        let now = at.unix;
         let Some(p) = self.lookups.pending.remove(&token) else {
             return;
         };
+        let mut acknowledges = false;
         let reply = match result {
             Ok(()) => {
                 let target = format!("{}:{ON_DEMAND_PORT}", p.resolve);
@@ -201,6 +199,7 @@ impl<S: Store> Hub<S> {
                 }) {
                     Ok(inst) => {
                         tracing::info!(name = %p.resolve, address = %inst.address, "remote name mapped on demand");
+                        acknowledges = true;
                         ControlReply::Ok {
                             id: p.id,
                             data: serde_json::to_value(inst).unwrap_or_default(),
@@ -230,12 +229,23 @@ impl<S: Store> Hub<S> {
             p.reply_to.1,
             &control::encode(&reply),
         );
-        self.send_to_peer(p.from, &pkt, wire);
-        self.send_notices(wire);
+        if acknowledges {
+            self.hold(Held::Control {
+                to: p.from,
+                id: p.id,
+                reply_to: p.reply_to,
+                packet: pkt,
+                leave: false,
+            });
+        } else {
+            self.send_to_peer(p.from, &pkt);
+        }
+        self.after_input(at);
     }
 
     /// Drops on-demand names whose time is up, and lookups the driver never answered.
-    pub(super) fn expire_on_demand(&mut self, now: u64) {
+    pub(super) fn expire_on_demand(&mut self, at: Now) {
+        let now = at.unix;
         self.lookups
             .pending
             .retain(|_, p| now.saturating_sub(p.asked) < LOOKUP_DEADLINE_SECS);
@@ -243,7 +253,6 @@ impl<S: Store> Hub<S> {
             match self.change_registry(|r| Ok(r.expire(now))) {
                 Ok(n) if n > 0 => tracing::info!(count = n, "on-demand remote names expired"),
                 Ok(_) => {}
-                Err(HubError::Store(e)) => tracing::warn!("cannot expire on-demand names: {e}"),
                 Err(e) => tracing::warn!("cannot expire on-demand names: {e}"),
             }
         }

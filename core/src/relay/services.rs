@@ -1,50 +1,35 @@
 //! The relay's service registry: node registrations over the control channel, the catalog,
 //! pulls of changes, and notices to every node when something changed.
 
-use super::{Hub, HubError, Store, Wire};
+use super::{Event, Hub, HubError, Now};
 use crate::control::{self, ControlReply, RegistryNotice, CONTROL_PORT, DELTA_BUDGET, NOTICE_ID};
-use crate::gateway::{CallbackPlan, CallbackPortRecord};
+use crate::gateway::CallbackPlan;
 use crate::packet;
 use crate::peers::PeerId;
 use crate::registry::{
-    Protocol, Pull, Registry, RegistryError, RemoteEntry, RemoteUpdate, ServiceInstance, ServiceKey,
+    valid_callback_url, Protocol, Pull, Registry, RegistryError, RemoteEntry, RemoteUpdate,
+    ServiceInstance, ServiceKey,
 };
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 
-impl<S: Store> Hub<S> {
-    /// Applies `op` to a copy of the registry, saves the result, and only then makes it live.
+impl Hub {
+    /// Applies `op` to the registry in place. When the registry moved on (even if `op` then
+    /// failed), the change is recorded for the next write, nodes get a notice and the gateway's
+    /// targets follow.
     pub(super) fn change_registry<T>(
         &mut self,
         op: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
     ) -> Result<T, HubError> {
-        self.change_registry_and(op, None)
-    }
-
-    /// [`Hub::change_registry`], saving new callback port records in the same write.
-    fn change_registry_and<T>(
-        &mut self,
-        op: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
-        callback_ports: Option<Vec<CallbackPortRecord>>,
-    ) -> Result<T, HubError> {
-        let mut reg = self.registry.clone();
-        let before = reg.seq();
-        let out = op(&mut reg).map_err(|e| HubError::Registry(e.to_string()))?;
-        let ports_changed = callback_ports
-            .as_ref()
-            .is_some_and(|p| *p != self.state.callback_ports);
-        if reg.seq() != before || ports_changed {
-            let mut next = self.state.clone();
-            next.registry = reg.snapshot();
-            if let Some(p) = callback_ports {
-                next.callback_ports = p;
-            }
-            self.commit(next)?;
-            self.registry = reg;
+        let before = self.registry.seq();
+        let out = op(&mut self.registry);
+        if self.registry.seq() != before {
+            self.changed();
             self.notice_pending = true;
             self.refresh_remote_targets();
+            self.events.push(Event::RegistryChanged);
         }
-        Ok(out)
+        out.map_err(|e| HubError::Registry(e.to_string()))
     }
 
     /// Rebuilds the gateway's address -> target map from the registry.
@@ -110,17 +95,26 @@ impl<S: Store> Hub<S> {
         } else {
             None
         };
-        let inst = self.change_registry_and(
-            |r| {
-                let inst = r.register(&node, prefix, name, tag, port, protocol)?;
-                if inst.callback_url == url {
-                    return Ok(inst);
-                }
-                r.set_callback_url(&key, url.clone())?;
-                Ok(r.get(&key).cloned().unwrap_or(inst))
-            },
-            assigned.map(|a| a.1),
-        )?;
+        // Checked before anything changes: the registration and its URL are one change.
+        if let Some(u) = url.as_deref().filter(|u| !valid_callback_url(u)) {
+            return Err(HubError::Registry(
+                RegistryError::InvalidCallbackUrl(u.to_string()).to_string(),
+            ));
+        }
+        let inst = self.change_registry(|r| {
+            let inst = r.register(&node, prefix, name, tag, port, protocol)?;
+            if inst.callback_url == url {
+                return Ok(inst);
+            }
+            r.set_callback_url(&key, url.clone())?;
+            Ok(r.get(&key).cloned().unwrap_or(inst))
+        })?;
+        if let Some((_, ports)) = assigned {
+            if ports != self.state.callback_ports {
+                self.state.callback_ports = ports;
+                self.changed();
+            }
+        }
         tracing::info!(%node, service = %name, tag = ?tag, address = %inst.address, "service registered");
         Ok(inst)
     }
@@ -153,8 +147,13 @@ impl<S: Store> Hub<S> {
     }
 
     /// Replaces the catalog's remote services (the catalog file changed).
-    pub fn set_catalog(&mut self, entries: Vec<RemoteEntry>) -> Result<RemoteUpdate, HubError> {
+    pub fn set_catalog(
+        &mut self,
+        entries: Vec<RemoteEntry>,
+        now: Now,
+    ) -> Result<RemoteUpdate, HubError> {
         let update = self.change_registry(|r| Ok(r.set_remote(entries)))?;
+        self.after_input(now);
         for e in &update.rejected {
             tracing::warn!("catalog entry not applied: {e}");
         }
@@ -180,7 +179,7 @@ impl<S: Store> Hub<S> {
     }
 
     /// Tells every connected node that the registry moved on, so it pulls right away.
-    pub(super) fn send_notices(&mut self, wire: &mut impl Wire) {
+    pub(super) fn send_notices(&mut self) {
         if !std::mem::take(&mut self.notice_pending) {
             return;
         }
@@ -203,7 +202,7 @@ impl<S: Store> Hub<S> {
             .collect();
         for (id, addr) in targets {
             let p = packet::build_udp(relay, CONTROL_PORT, addr, CONTROL_PORT, &payload);
-            self.send_to_peer(id, &p, wire);
+            self.send_to_peer(id, &p);
         }
     }
 }

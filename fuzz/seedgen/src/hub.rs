@@ -6,19 +6,16 @@ use std::path::Path;
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
-use overlay_core::addressing::AddressPlan;
 use overlay_core::control::{self, ControlMessage, ControlRequest, CONTROL_PORT};
 use overlay_core::join::{JoinInitiator, JoinRequest};
 use overlay_core::key;
 use overlay_core::packet::{build_echo_request, build_ipv4, build_udp, proto};
 use overlay_core::registry::{Protocol, RemoteEntry};
 use overlay_core::relay::state::RelayState;
-use overlay_core::relay::{Hub, HubConfig, Store};
+use overlay_core::testing::{Sim, NOW};
 
 use crate::write;
 
-const NOW: u64 = 1_800_000_000;
-const RELAY_SECRET: [u8; 32] = [9; 32];
 const NODE_SECRETS: [[u8; 32]; 2] = [[1; 32], [2; 32]];
 const NODE_NAMES: [&str; 2] = ["a", "b"];
 const TOKEN_ID: &str = "0123456789abcdef";
@@ -33,14 +30,6 @@ const SRC_B: u8 = 1;
 const SRC_OTHER: u8 = 2;
 const SRC_V6: u8 = 3;
 
-struct NoStore;
-
-impl Store for NoStore {
-    fn save(&mut self, _: &RelayState) -> Result<(), String> {
-        Ok(())
-    }
-}
-
 /// What the seeds need from the target's set-up: the nodes' addresses and `orders`'s.
 struct Fixture {
     relay: Ipv4Addr,
@@ -50,33 +39,33 @@ struct Fixture {
     relay_public: [u8; 32],
 }
 
+/// The target's hub (the same simulation, `overlay_core::testing`), set up as the target does.
 fn fixture() -> Fixture {
-    let plan = AddressPlan::new("100.64.0.0/10".parse().unwrap()).unwrap();
-    let relay = plan.relay_addr();
-    let cfg = HubConfig {
-        private_key: RELAY_SECRET,
-        plan,
-        endpoints: vec!["10.0.0.254:51820".into()],
-        url: None,
-        domain: "ovl.internal".into(),
-        mtu: 1420,
-    };
-    let mut hub = Hub::new(cfg, RelayState::default(), NoStore, NOW).unwrap();
+    let mut sim = Sim::new(RelayState::default()).unwrap();
+    let relay = sim.hub.config().plan.relay_addr();
     let mut addrs = Vec::new();
     for (name, secret) in NODE_NAMES.iter().zip(NODE_SECRETS) {
         let public = PublicKey::from(&StaticSecret::from(secret));
-        let added = hub
-            .peer_add(name, &key::encode(public.as_bytes()), NOW)
+        let now = sim.now();
+        let added = sim
+            .hub
+            .peer_add(name, &key::encode(public.as_bytes()), now)
             .unwrap();
         addrs.push(added.address.parse::<Ipv4Addr>().unwrap());
     }
-    hub.set_catalog(vec![RemoteEntry {
-        name: "orders".into(),
-        port: 8080,
-        target: "orders.svc:8080".into(),
-    }])
-    .unwrap();
-    let orders = hub
+    let now = sim.now();
+    sim.hub
+        .set_catalog(
+            vec![RemoteEntry {
+                name: "orders".into(),
+                port: 8080,
+                target: "orders.svc:8080".into(),
+            }],
+            now,
+        )
+        .unwrap();
+    let orders = sim
+        .hub
         .services()
         .into_iter()
         .find(|s| s.name == "orders")
@@ -87,7 +76,7 @@ fn fixture() -> Fixture {
         a: addrs[0],
         b: addrs[1],
         orders,
-        relay_public: hub.public_key(),
+        relay_public: sim.hub.public_key(),
     }
 }
 
@@ -103,7 +92,7 @@ impl Events {
         self
     }
 
-    /// `on_datagram(source, d)`.
+    /// `handle_datagram(source, d)`.
     fn raw(self, src: u8, d: &[u8]) -> Self {
         self.chunk(src, d)
     }
@@ -154,7 +143,9 @@ fn join_request(relay_public: [u8; 32], secret: &str, name: Option<&str>) -> Vec
     }))
     .unwrap();
     let node = x25519_dalek::StaticSecret::from(JOINER_SECRET);
-    JoinInitiator::new(&node, relay_public, &req).unwrap().1
+    JoinInitiator::new(&node, relay_public, &req, &mut rand_core::OsRng)
+        .unwrap()
+        .1
 }
 
 fn control_packet(from: Ipv4Addr, relay: Ipv4Addr, id: u64, request: ControlRequest) -> Vec<u8> {

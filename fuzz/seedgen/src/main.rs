@@ -93,20 +93,24 @@ fn main() {
         ("request-hint", request(None, Some("build-host"))),
         ("request-bare", request(None, None)),
     ] {
-        let (_, datagram) = JoinInitiator::new(&node, relay_public, &req).unwrap();
+        let (_, datagram) =
+            JoinInitiator::new(&node, relay_public, &req, &mut rand_core::OsRng).unwrap();
         let opened = open_request(&relay, &datagram, NOW).expect("seed request opens");
         assert!(opened.request == req);
         write(&out, "join", file, &datagram);
         if file == "request-name" {
-            let reply = opened.seal_response(&JoinResponse::Accepted {
-                node_name: "laptop".into(),
-                address: "100.64.4.1".into(),
-                prefix: "100.64.4.0/26".into(),
-                network: "100.64.0.0/10".into(),
-                domain: "ovl.internal".into(),
-                relay_address: "100.64.0.1".into(),
-                mtu: 1420,
-            });
+            let reply = opened.seal_response(
+                &JoinResponse::Accepted {
+                    node_name: "laptop".into(),
+                    address: "100.64.4.1".into(),
+                    prefix: "100.64.4.0/26".into(),
+                    network: "100.64.0.0/10".into(),
+                    domain: "ovl.internal".into(),
+                    relay_address: "100.64.0.1".into(),
+                    mtu: 1420,
+                },
+                &mut rand_core::OsRng,
+            );
             write(&out, "join", "response-accepted", &reply);
         }
     }
@@ -114,7 +118,12 @@ fn main() {
     // datagram: each WireGuard message shape, a join magic, and IPv4 packets the peer table of
     // the target routes each way (a = 100.64.4.0/26, b = 100.64.4.64/26, relay 100.64.0.1).
     write(&out, "datagram", "wg-init", &wg_message(1, 148, 0, 0));
-    write(&out, "datagram", "wg-response", &wg_message(2, 92, 8, 1 << 8));
+    write(
+        &out,
+        "datagram",
+        "wg-response",
+        &wg_message(2, 92, 8, 1 << 8),
+    );
     write(&out, "datagram", "wg-cookie", &wg_message(3, 64, 4, 2 << 8));
     write(&out, "datagram", "wg-data", &wg_message(4, 64, 4, 1 << 8));
     write(&out, "datagram", "join-magic", b"OVJ\x01");
@@ -165,7 +174,12 @@ fn main() {
         network: "fd00::/64".into(),
         ..token.clone()
     };
-    write(&out, "token", "token-v6", format!("  {}\n", v6.encode()).as_bytes());
+    write(
+        &out,
+        "token",
+        "token-v6",
+        format!("  {}\n", v6.encode()).as_bytes(),
+    );
     write(&out, "token", "version-2", b"ovl2_eyJ9");
 
     // wgconfig: the file `peer add --wireguard-config` prints, and a hand-written one.

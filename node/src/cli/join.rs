@@ -90,7 +90,8 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
     };
-    let (initiator, datagram) = JoinInitiator::new(&secret, token.relay_key, &request)?;
+    let (initiator, datagram) =
+        JoinInitiator::new(&secret, token.relay_key, &request, &mut rand::rngs::OsRng)?;
     if args.transport == TransportMode::Tcp && token.url.is_none() {
         anyhow::bail!(
             "--transport tcp needs a relay URL, and this token has none; start the relay with --tcp-listen (and --public-url) and create a new token"

@@ -28,7 +28,7 @@ pub async fn start_daemon_and_wait() -> anyhow::Result<()> {
     // The daemon refuses too; saying it here gives the sentence instead of "see the log".
     if let Ok(settings) = files.load() {
         let interface = std::env::var("OVERLAY_INTERFACE").unwrap_or_else(|_| "ovl0".into());
-        crate::daemon::device::refuse_route_conflicts(&interface, settings.network)?;
+        crate::daemon::device::refuse_route_conflicts(&interface, settings.network).await?;
     }
     let exe = std::env::current_exe()?;
     let log = std::fs::OpenOptions::new()

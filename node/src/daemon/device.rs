@@ -56,6 +56,14 @@ pub fn remove_address(dev: &str, ip: std::net::Ipv4Addr) {
 /// Routes of other interfaces (another VPN) for `network` or the DNS address, as sentences;
 /// empty when there are none or the routing table cannot be read.
 pub fn route_conflicts(ours: &str, network: Ipv4Prefix) -> Vec<String> {
+    current_conflicts(ours, network)
+        .iter()
+        .filter(|c| !c.route.is_vanishing())
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn current_conflicts(ours: &str, network: Ipv4Prefix) -> Vec<overlay_core::routes::Conflict> {
     let Ok(out) = std::process::Command::new("ip")
         .args(["-4", "-o", "route", "show", "table", "all"])
         .output()
@@ -64,17 +72,27 @@ pub fn route_conflicts(ours: &str, network: Ipv4Prefix) -> Vec<String> {
     };
     let routes = overlay_core::routes::parse_ip_route(&String::from_utf8_lossy(&out.stdout));
     overlay_core::routes::conflicts(&routes, network, overlay_core::addressing::DNS_ADDR, ours)
-        .iter()
-        .map(ToString::to_string)
-        .collect()
 }
 
+/// How long a start waits for the routes of a device being removed (a daemon that just died)
+/// to go before it calls them a conflict.
+const VANISHING_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Refuses to start beside another interface's routes for the overlay: packets would go to
-/// whichever route the kernel picks, and names to the other VPN's DNS.
-pub fn refuse_route_conflicts(ours: &str, network: Ipv4Prefix) -> anyhow::Result<()> {
-    match route_conflicts(ours, network).into_iter().next() {
-        Some(c) => Err(anyhow::anyhow!("{c}")),
-        None => Ok(()),
+/// whichever route the kernel picks, and names to the other VPN's DNS. Routes of a device the
+/// kernel is still removing (the previous daemon's TUN after a crash) are waited out.
+pub async fn refuse_route_conflicts(ours: &str, network: Ipv4Prefix) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + VANISHING_WAIT;
+    loop {
+        let found = current_conflicts(ours, network);
+        let Some(first) = found.first() else {
+            return Ok(());
+        };
+        let waiting = found.iter().all(|c| c.route.is_vanishing());
+        if !waiting || std::time::Instant::now() >= deadline {
+            return Err(anyhow::anyhow!("{first}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

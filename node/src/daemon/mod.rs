@@ -563,7 +563,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     })
     .await?;
     // Before anything is changed (also when a service manager starts the daemon).
-    device::refuse_route_conflicts(&args.interface, s.network)?;
+    device::refuse_route_conflicts(&args.interface, s.network).await?;
     let dev = Arc::new(device::create(
         &args.interface,
         s.address,

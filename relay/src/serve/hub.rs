@@ -1,35 +1,41 @@
-//! Runs the sans-IO hub on a UDP socket, in a thread of its own.
+//! Runs the sans-IO hub on a UDP socket, in a thread of its own: the I/O shell around
+//! `overlay_core::relay::Hub`.
 //!
-//! One thread owns the hub, so there are no locks on the data path: it receives a batch of
-//! datagrams, lets the hub decide on each, and sends what the hub produced as a batch (see
-//! [`crate::udp`]), without blocking. Ticks happen on the poll timeout; admin requests arrive
-//! over a channel and are served between batches.
+//! One thread owns the hub, so there are no locks on the data path. It receives a batch of
+//! datagrams and hands each to the hub, drains what the hub wants sent into the batched sender
+//! (see `overlay_sys::udp`) and sends it after the batch, performs the hub's requests in one place
+//! ([`dispatch`]), and calls the hub's timeout when [`Hub::poll_timeout`] is due. The state is
+//! written on a thread of its own ([`crate::serve::state::Persister`]): forwarding never waits for the
+//! disk, and what the relay acknowledges (to nodes, and to the operator on the admin socket)
+//! waits until the hub reports it durable.
 
 use crate::gateway::{
     CallbackListeners, CallbackRoutes, GatewayHandle, GatewayOutput, Resolver, ToGateway,
 };
 use crate::serve::admin::AdminCall;
-use crate::serve::state::StateDir;
+use crate::serve::state::{Persisted, Persister, StateDir};
 use crate::serve::stream::{StreamEvent, StreamInbox, StreamStats};
 use overlay_core::api::admin::{AdminRequest, PeerRemoved, TokenRevoked};
 use overlay_core::api::{Answer, Request};
-use overlay_core::relay::{Hub, JoinJob, JoinOpened, LookupRequest, Wire, JOB_QUEUE};
+use overlay_core::relay::{Event, Hub, JoinJob, JoinOpened, Now, JOB_QUEUE};
 use overlay_core::spin::Spin;
 use overlay_core::stream::addr::{stream_addr, stream_id};
 use overlay_sys::udp::{self, Udp};
 use overlay_sys::wake::Wake;
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
 
-/// How often timers run; also the longest an admin request waits while the port is idle.
-const TICK: Duration = Duration::from_millis(100);
+/// Longest sleep while idle: the catalog is checked and admin requests are served at least
+/// this often (the hub's own timers are usually due sooner).
+const MAX_WAIT: Duration = Duration::from_millis(100);
 /// Receive batches (`recvmmsg` calls of up to 32 buffers) per wake-up before the gateway's
 /// output gets its turn: at least 256 datagrams, as many as one `recvfrom` each used to take.
 const RECV_BATCHES: usize = 8;
@@ -39,58 +45,14 @@ const RECV_BATCHES: usize = 8;
 const SPIN: Duration = Duration::from_micros(500);
 /// Gateway packets delivered per wake-up before the socket gets its turn.
 const GATEWAY_BATCH: usize = 1024;
-
 /// Stream datagrams handed to the hub per wake-up before the socket gets its turn.
 const STREAM_BATCH: usize = 1024;
-
-struct UdpWire<'a> {
-    out: udp::Sender<'a>,
-    gateway: Option<&'a GatewayHandle>,
-    resolver: Option<&'a Resolver>,
-    /// The writers of the open streams (`--tcp-listen`), by stream number.
-    streams: HashMap<u64, tokio::sync::mpsc::Sender<Vec<u8>>>,
-    stream_stats: Option<Arc<StreamStats>>,
-}
-
-impl Wire for UdpWire<'_> {
-    fn send(&mut self, to: SocketAddr, d: &[u8]) {
-        let Some(id) = stream_id(to) else {
-            self.out.send(to, d);
-            return;
-        };
-        // A peer on a stream: its writer task frames and sends; a full queue drops, like UDP.
-        let sent = self
-            .streams
-            .get(&id)
-            .is_some_and(|tx| tx.try_send(d.to_vec()).is_ok());
-        if !sent {
-            if let Some(s) = &self.stream_stats {
-                s.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn send_to_gateway(&mut self, node: &str, target: Option<&str>, packet: &[u8]) {
-        match self.gateway {
-            Some(g) => g.send_packet(ToGateway {
-                node: node.into(),
-                target: target.map(Into::into),
-                packet: packet.to_vec(),
-            }),
-            None => tracing::debug!(node, ?target, "no gateway: packet dropped"),
-        }
-    }
-
-    fn resolve(&mut self, request: LookupRequest) {
-        if let Some(r) = self.resolver {
-            r.resolve(request);
-        }
-    }
-}
+/// Operator requests waiting for the disk at most; more are answered with an error.
+const MAX_HELD_ADMIN: usize = 256;
 
 /// What the hub thread drives besides the UDP socket.
 pub struct Plumbing {
-    /// Wakes the hub thread (gateway output, lookup results).
+    /// Wakes the hub thread (gateway output, lookup results, the persister).
     pub wake: Arc<Wake>,
     /// The gateway, if any.
     pub gateway: Option<(GatewayHandle, GatewayOutput)>,
@@ -98,7 +60,7 @@ pub struct Plumbing {
     pub resolver: Option<(Resolver, Receiver<crate::gateway::resolve::LookupResult>)>,
     /// Callback listeners to keep up to date.
     pub callbacks: Option<CallbackListeners>,
-    /// Set (then `wake`) to stop: the thread saves what is unsaved and returns.
+    /// Set (then `wake`) to stop: the thread writes what is unsaved and returns.
     pub stop: Arc<AtomicBool>,
     /// The streams of `--tcp-listen`, if it is set.
     pub streams: Option<StreamInbox>,
@@ -112,6 +74,111 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The time to hand the hub.
+pub fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix: unix_now(),
+    }
+}
+
+/// Where the hub's datagrams go: the UDP socket, or the writer of a stream.
+struct Output<'a> {
+    udp: udp::Sender<'a>,
+    /// The writers of the open streams (`--tcp-listen`), by stream number.
+    streams: HashMap<u64, tokio::sync::mpsc::Sender<Vec<u8>>>,
+    stream_stats: Option<Arc<StreamStats>>,
+}
+
+impl Output<'_> {
+    /// Moves everything the hub wants sent into the batched sender (or the streams' queues).
+    fn take(&mut self, hub: &mut Hub) {
+        while let Some(t) = hub.poll_transmit() {
+            let Some(id) = stream_id(t.destination) else {
+                self.udp.send(t.destination, t.contents);
+                continue;
+            };
+            // A peer on a stream: its writer task frames and sends; a full queue drops, like UDP.
+            let sent = self
+                .streams
+                .get(&id)
+                .is_some_and(|tx| tx.try_send(t.contents.to_vec()).is_ok());
+            if !sent {
+                if let Some(s) = &self.stream_stats {
+                    s.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Sends what is queued and counts what could not be sent.
+    fn flush(&mut self, hub: &mut Hub) {
+        self.take(hub);
+        self.udp.flush();
+        let unsent = self.udp.take_unsent();
+        if unsent > 0 {
+            tracing::debug!(
+                unsent,
+                "udp send: datagrams dropped (socket buffer full or send error)"
+            );
+            hub.count_send_failures(unsent);
+        }
+    }
+}
+
+/// Everything the hub's requests go to.
+struct Dispatch<'a> {
+    gateway: Option<&'a GatewayHandle>,
+    resolver: Option<&'a Resolver>,
+    callbacks: Option<&'a CallbackListeners>,
+    jobs: SyncSender<JoinJob>,
+    persister: &'a Persister,
+}
+
+/// Performs one request of the hub: the only place where its events turn into I/O.
+fn dispatch(hub: &mut Hub, e: Event, to: &Dispatch<'_>) {
+    match e {
+        Event::Gateway(p) => match to.gateway {
+            Some(g) => g.send_packet(ToGateway {
+                node: p.node.into(),
+                target: p.target.map(Into::into),
+                packet: p.packet,
+            }),
+            None => {
+                tracing::debug!(node = %p.node, target = ?p.target, "no gateway: packet dropped")
+            }
+        },
+        Event::Lookup(request) => {
+            if let Some(r) = to.resolver {
+                r.resolve(request);
+            }
+        }
+        // Public-key work goes to the join worker; the forwarding path never waits for it.
+        Event::OpenJoin(job) => {
+            if to.jobs.try_send(job).is_err() {
+                hub.join_job_dropped();
+            }
+        }
+        Event::Persist { version, state } => {
+            if let Err(e) = to.persister.write(version, state) {
+                hub.persist_failed(now(), version, &e);
+            }
+        }
+        Event::RegistryChanged => {
+            if let Some(cb) = to.callbacks {
+                cb.publish(CallbackRoutes::new(hub.callback_routes()));
+            }
+        }
+    }
+}
+
+/// Performs every request the hub has.
+fn dispatch_all(hub: &mut Hub, to: &Dispatch<'_>) {
+    while let Some(e) = hub.poll_event() {
+        dispatch(hub, e, to);
+    }
+}
+
 /// Watches the catalog file and hands every good version to the hub.
 struct CatalogWatch {
     path: PathBuf,
@@ -122,7 +189,7 @@ struct CatalogWatch {
 impl CatalogWatch {
     /// Re-reads the file when its modification time or size changed; a broken file keeps the
     /// last good catalog and says which line is wrong.
-    fn poll(&mut self, hub: &mut Hub<StateDir>) {
+    fn poll(&mut self, hub: &mut Hub) {
         if Instant::now() < self.next_check {
             return;
         }
@@ -142,7 +209,7 @@ impl CatalogWatch {
             }
         };
         match overlay_core::catalog::parse(&text) {
-            Ok(entries) => match hub.set_catalog(entries) {
+            Ok(entries) => match hub.set_catalog(entries, now()) {
                 Ok(u) => {
                     tracing::info!(file = %self.path.display(), changes = u.changes, "catalog loaded")
                 }
@@ -156,16 +223,35 @@ impl CatalogWatch {
     }
 }
 
-/// Sends what the hub queued and counts what could not be sent.
-fn flush(wire: &mut UdpWire<'_>, hub: &mut Hub<StateDir>) {
-    wire.out.flush();
-    let unsent = wire.out.take_unsent();
-    if unsent > 0 {
-        tracing::debug!(
-            unsent,
-            "udp send: datagrams dropped (socket buffer full or send error)"
-        );
-        hub.count_send_failures(unsent);
+/// Operator answers that acknowledge a change, waiting until it is durable.
+#[derive(Default)]
+struct HeldAdmin(Vec<(u64, oneshot::Sender<Answer>, Answer)>);
+
+impl HeldAdmin {
+    /// Answers the requests whose change is durable now.
+    fn release(&mut self, persisted: u64) {
+        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|(v, _, _)| *v <= persisted);
+        self.0 = wait;
+        for (_, reply, response) in ready {
+            let _ = reply.send(response);
+        }
+    }
+
+    /// Answers the requests that waited for `version` with the write's error.
+    fn fail(&mut self, version: u64, error: &str) {
+        let (failed, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|(v, _, _)| *v <= version);
+        self.0 = wait;
+        for (_, reply, _) in failed {
+            let _ = reply.send(Answer::Error {
+                message: format!(
+                    "the change is made but could not be saved ({error}); the relay tries again every second"
+                ),
+            });
+        }
     }
 }
 
@@ -188,9 +274,10 @@ fn wait(sock: &Udp, wake: &Wake, timeout: Duration) {
     unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
 }
 
-/// Runs the hub until the socket fails.
+/// Runs the hub until the socket fails or `plumbing.stop` is set; the state goes to `dir`.
 pub fn run(
-    mut hub: Hub<StateDir>,
+    mut hub: Hub,
+    dir: StateDir,
     sock: UdpSocket,
     admin: Receiver<AdminCall>,
     catalog: Option<PathBuf>,
@@ -201,47 +288,59 @@ pub fn run(
         seen: None,
         next_check: Instant::now(),
     });
-    let gateway = plumbing.gateway.as_ref().map(|g| &g.0);
     let gw_out = plumbing.gateway.as_ref().map(|g| &g.1);
-    let resolver = plumbing.resolver.as_ref().map(|r| &r.0);
     let lookups = plumbing.resolver.as_ref().map(|r| &r.1);
     let wake = plumbing.wake.clone();
     let sock = Udp::from_std(sock).map_err(|e| anyhow::anyhow!("udp socket setup failed: {e}"))?;
     let mut storage = vec![0u8; udp::RECV_STORAGE];
     let mut rx = udp::Receiver::new(&mut storage);
-    let wire = &mut UdpWire {
-        out: udp::Sender::new(&sock),
-        gateway,
-        resolver,
+    let out = &mut Output {
+        udp: udp::Sender::new(&sock),
         streams: HashMap::new(),
         stream_stats: plumbing.streams.as_ref().map(|s| s.stats.clone()),
     };
-    hub.greet(wire);
-    flush(wire, &mut hub);
     let (jobs, done) = start_join_worker(&mut hub, wake.clone())?;
-    let mut next_tick = Instant::now() + TICK;
-    let mut published_seq = None;
+    let (persister, persisted) = Persister::start(dir.clone(), wake.clone())?;
+    let to = &Dispatch {
+        gateway: plumbing.gateway.as_ref().map(|g| &g.0),
+        resolver: plumbing.resolver.as_ref().map(|r| &r.0),
+        callbacks: plumbing.callbacks.as_ref(),
+        jobs,
+        persister: &persister,
+    };
+    let mut held_admin = HeldAdmin::default();
+    // The callback routes of the state as loaded.
+    if let Some(cb) = to.callbacks {
+        cb.publish(CallbackRoutes::new(hub.callback_routes()));
+    }
+    hub.greet();
+    dispatch_all(&mut hub, to);
+    out.flush(&mut hub);
     let mut spin = Spin::new(SPIN);
     let mut moved = 0;
     loop {
-        let now = Instant::now();
+        let t = Instant::now();
         if moved > 0 {
-            spin.traffic(now);
-        } else if spin.keep_polling(now) {
+            spin.traffic(t);
+        } else if spin.keep_polling(t) {
             std::thread::yield_now();
         } else {
-            wait(&sock, &wake, next_tick.saturating_duration_since(now));
+            let due = hub.poll_timeout().unwrap_or(t + MAX_WAIT).min(t + MAX_WAIT);
+            wait(&sock, &wake, due.saturating_duration_since(t));
         }
         moved = 0;
         wake.reset();
         if plumbing.stop.load(Ordering::Acquire) {
-            // Newest handshake timestamps and endpoints accepted since the last save.
-            hub.save_live(unix_now());
-            return Ok(());
+            return shutdown(hub, dir, persister, persisted, held_admin);
         }
         for _ in 0..RECV_BATCHES {
-            let now = unix_now();
-            match rx.recv(&sock, |from, d| hub.on_datagram(from, d, now, wire)) {
+            let at = now();
+            let r = rx.recv(&sock, |from, d| {
+                hub.handle_datagram(at, from, d);
+                // Staged in the sender right away: the hub's queue stays short.
+                out.take(&mut hub);
+            });
+            match r {
                 Ok(n) => moved += n,
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
                     break
@@ -251,27 +350,37 @@ pub fn run(
                 Err(e) => return Err(anyhow::anyhow!("udp receive failed: {e}")),
             }
             // The answers to this batch go out together, before the next batch is read.
-            flush(wire, &mut hub);
+            out.flush(&mut hub);
+            dispatch_all(&mut hub, to);
         }
         if let Some(inbox) = &plumbing.streams {
-            moved += from_streams(inbox, &mut hub, wire, &wake);
-            flush(wire, &mut hub);
+            moved += from_streams(inbox, &mut hub, out, &wake);
+            out.flush(&mut hub);
+            dispatch_all(&mut hub, to);
         }
-        // Public-key work goes to the join worker; the forwarding path never waits for it.
-        for job in hub.take_join_jobs() {
-            if jobs.try_send(job).is_err() {
-                hub.join_job_dropped();
+        while let Ok(p) = persisted.try_recv() {
+            match p {
+                Persisted::Done(version) => {
+                    hub.persisted(now(), version);
+                    held_admin.release(hub.persisted_version());
+                }
+                Persisted::Failed(version, e) => {
+                    hub.persist_failed(now(), version, &e);
+                    held_admin.fail(version, &e);
+                }
             }
-        }
-        while let Ok(d) = done.try_recv() {
-            hub.on_join_opened(d, unix_now(), wire);
             moved += 1;
         }
-        if let Some(out) = gw_out {
+        while let Ok(d) = done.try_recv() {
+            hub.handle_join_opened(now(), d);
+            moved += 1;
+        }
+        if let Some(gw) = gw_out {
             let mut n = 0;
             while n < GATEWAY_BATCH {
-                let Ok(p) = out.packets.try_recv() else { break };
-                hub.from_gateway(&p, wire);
+                let Ok(p) = gw.packets.try_recv() else { break };
+                hub.handle_gateway_packet(&p);
+                out.take(&mut hub);
                 n += 1;
             }
             moved += n;
@@ -282,61 +391,76 @@ pub fn run(
         }
         if let Some(rx) = lookups {
             while let Ok((token, result)) = rx.try_recv() {
-                hub.lookup_done(token, result, unix_now(), wire);
+                hub.lookup_done(now(), token, result);
             }
         }
-        if Instant::now() >= next_tick {
-            if let Some(c) = catalog.as_mut() {
-                c.poll(&mut hub);
-            }
-            hub.on_tick(unix_now(), wire);
-            next_tick = Instant::now() + TICK;
+        if hub.poll_timeout().is_some_and(|at| Instant::now() >= at) {
+            hub.handle_timeout(now());
+        }
+        if let Some(c) = catalog.as_mut() {
+            c.poll(&mut hub);
         }
         while let Ok((req, reply)) = admin.try_recv() {
-            let _ = reply.send(answer(&mut hub, req, gateway));
+            answer(&mut hub, req, reply, to.gateway, &mut held_admin);
         }
-        if let Some(cb) = &plumbing.callbacks {
-            let seq = hub.registry_seq();
-            if published_seq != Some(seq) {
-                published_seq = Some(seq);
-                cb.publish(CallbackRoutes::new(hub.callback_routes()));
-            }
-        }
+        dispatch_all(&mut hub, to);
         // Handshake replies, control answers and gateway output go out before the next sleep.
-        flush(wire, &mut hub);
+        out.flush(&mut hub);
     }
 }
 
+/// Waits for the write in progress, then writes what is still unsaved (the newest handshake
+/// timestamps and endpoints are written at most once a second), and answers what waited.
+fn shutdown(
+    mut hub: Hub,
+    dir: StateDir,
+    persister: Persister,
+    persisted: Receiver<Persisted>,
+    mut held_admin: HeldAdmin,
+) -> anyhow::Result<()> {
+    persister.finish();
+    while let Ok(p) = persisted.try_recv() {
+        match p {
+            Persisted::Done(version) => hub.persisted(now(), version),
+            Persisted::Failed(version, e) => hub.persist_failed(now(), version, &e),
+        }
+    }
+    if let Some((version, state)) = hub.unsaved() {
+        match dir.save(state) {
+            Ok(()) => hub.persisted(now(), version),
+            Err(e) => tracing::warn!("cannot save the relay state at shutdown: {e}"),
+        }
+    }
+    held_admin.release(hub.persisted_version());
+    Ok(())
+}
+
 /// Takes the streams' opens, closes and datagrams; returns the datagrams handled.
-fn from_streams(
-    inbox: &StreamInbox,
-    hub: &mut Hub<StateDir>,
-    wire: &mut UdpWire<'_>,
-    wake: &Wake,
-) -> usize {
-    let events = |wire: &mut UdpWire<'_>| {
+fn from_streams(inbox: &StreamInbox, hub: &mut Hub, out: &mut Output<'_>, wake: &Wake) -> usize {
+    let events = |out: &mut Output<'_>| {
         while let Ok(ev) = inbox.events.try_recv() {
             match ev {
-                StreamEvent::Open { id, out } => {
-                    wire.streams.insert(id, out);
+                StreamEvent::Open { id, out: tx } => {
+                    out.streams.insert(id, tx);
                 }
                 StreamEvent::Closed { id } => {
-                    wire.streams.remove(&id);
+                    out.streams.remove(&id);
                 }
             }
         }
     };
-    events(wire);
+    events(out);
     let mut n = 0;
     while n < STREAM_BATCH {
         let Ok((id, d)) = inbox.datagrams.try_recv() else {
             return n;
         };
-        if !wire.streams.contains_key(&id) {
+        if !out.streams.contains_key(&id) {
             // Its open may have been queued after the events were read: the answer needs it.
-            events(wire);
+            events(out);
         }
-        hub.on_datagram(stream_addr(id), &d, unix_now(), wire);
+        hub.handle_datagram(now(), stream_addr(id), &d);
+        out.take(hub);
         n += 1;
     }
     // Possibly more waiting: come back without sleeping.
@@ -347,7 +471,7 @@ fn from_streams(
 /// Starts the thread that opens join requests (two X25519 operations each) off the hub
 /// thread; it wakes the hub when a result is ready. Its queue holds [`JOB_QUEUE`] requests.
 fn start_join_worker(
-    hub: &mut Hub<StateDir>,
+    hub: &mut Hub,
     wake: Arc<Wake>,
 ) -> anyhow::Result<(SyncSender<JoinJob>, Receiver<JoinOpened>)> {
     hub.use_join_worker();
@@ -368,32 +492,57 @@ fn start_join_worker(
     Ok((job_tx, done_rx))
 }
 
-fn answer(hub: &mut Hub<StateDir>, req: AdminRequest, gw: Option<&GatewayHandle>) -> Answer {
-    let now = unix_now();
-    match req {
-        AdminRequest::PeerAdd(r) => r.answer(hub.peer_add(&r.name, &r.public_key, now)),
+/// Serves one operator request; an answer that acknowledges a change waits for the disk.
+fn answer(
+    hub: &mut Hub,
+    req: AdminRequest,
+    reply: oneshot::Sender<Answer>,
+    gw: Option<&GatewayHandle>,
+    held: &mut HeldAdmin,
+) {
+    let at = now();
+    let changes = matches!(
+        req,
+        AdminRequest::PeerAdd(_)
+            | AdminRequest::PeerRemove(_)
+            | AdminRequest::TokenCreate(_)
+            | AdminRequest::TokenRevoke(_)
+    );
+    let answer = match req {
+        AdminRequest::PeerAdd(r) => r.answer(hub.peer_add(&r.name, &r.public_key, at)),
         AdminRequest::PeerRemove(r) => {
-            let removed = hub.peer_remove(&r.name).map(|()| PeerRemoved {
+            let removed = hub.peer_remove(&r.name, at).map(|()| PeerRemoved {
                 removed: r.name.clone(),
             });
             r.answer(removed)
         }
         AdminRequest::Nodes(r) => r.ok(hub.nodes()),
         AdminRequest::Stats(r) => {
-            let mut stats = hub.stats(now);
+            let mut stats = hub.stats(at.unix);
             stats.gateway_buffers = gw.map(|g| g.stats.buffers());
             r.ok(stats)
         }
         AdminRequest::TokenCreate(r) => {
-            r.answer(hub.token_create(r.uses, r.ttl_secs, r.name_prefix.clone(), now))
+            r.answer(hub.token_create(r.uses, r.ttl_secs, r.name_prefix.clone(), at))
         }
         AdminRequest::TokenList(r) => r.ok(hub.tokens().to_vec()),
         AdminRequest::Services(r) => r.ok(hub.services()),
         AdminRequest::TokenRevoke(r) => {
-            let revoked = hub.token_revoke(&r.id).map(|()| TokenRevoked {
+            let revoked = hub.token_revoke(&r.id, at).map(|()| TokenRevoked {
                 revoked: r.id.clone(),
             });
             r.answer(revoked)
         }
+    };
+    let version = hub.state_version();
+    let ok = matches!(answer, Answer::Ok { .. });
+    if !changes || !ok || version <= hub.persisted_version() {
+        let _ = reply.send(answer);
+    } else if held.0.len() >= MAX_HELD_ADMIN {
+        let _ = reply.send(Answer::Error {
+            message: "the change is made but the relay is still saving earlier ones; check with the listing".into(),
+        });
+    } else {
+        held.0.push((version, reply, answer));
     }
 }

@@ -12,7 +12,6 @@ pub mod state;
 pub mod stream;
 pub mod tls;
 
-use crate::serve::hub::unix_now;
 use crate::serve::state::StateDir;
 use clap::Args;
 use overlay_core::addressing::AddressPlan;
@@ -205,8 +204,8 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
             mtu: args.mtu,
         },
         persisted,
-        dir.clone(),
-        unix_now(),
+        crate::serve::hub::now(),
+        Box::new(rand::rngs::OsRng),
     )?;
     let mut hub = hub;
     let callback_host = args
@@ -319,10 +318,11 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let catalog = args.catalog.clone();
+    let hub_dir = dir.clone();
     std::thread::Builder::new()
         .name("hub".into())
         .spawn(move || {
-            let r = crate::serve::hub::run(hub, sock, rx, catalog, plumbing);
+            let r = crate::serve::hub::run(hub, hub_dir, sock, rx, catalog, plumbing);
             let _ = done_tx.send(r);
         })?;
     let calls = crate::serve::admin::HubCalls::new(tx, admin_wake);
@@ -346,8 +346,8 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted, stopping"); Ok(()) }
         _ = term.recv() => { tracing::info!("terminated, stopping"); Ok(()) }
     };
-    // Let the hub thread save what it has not yet (handshake timestamps are saved at most once
-    // a second); bounded, so a stuck disk cannot keep the relay from exiting.
+    // Let the hub thread write what it has not yet (handshake timestamps are written at most
+    // once a second); bounded, so a stuck disk cannot keep the relay from exiting.
     stop.store(true, std::sync::atomic::Ordering::Release);
     stop_wake.wake();
     if !hub_done

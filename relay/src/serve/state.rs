@@ -2,7 +2,6 @@
 
 use overlay_core::key;
 use overlay_core::relay::state::{RelayState, StateFile};
-use overlay_core::relay::Store;
 use overlay_sys::statefile::{self, StateFileError};
 use std::path::{Path, PathBuf};
 
@@ -156,11 +155,80 @@ impl StateDir {
     }
 }
 
-impl Store for StateDir {
-    fn save(&mut self, state: &RelayState) -> Result<(), String> {
+impl StateDir {
+    /// Writes `state` atomically (temporary file, fsync, rename; mode 0600).
+    pub fn save(&self, state: RelayState) -> Result<(), String> {
         let mut bytes =
-            serde_json::to_vec_pretty(&StateFile::V1(state.clone())).map_err(|e| e.to_string())?;
+            serde_json::to_vec_pretty(&StateFile::V1(state)).map_err(|e| e.to_string())?;
         bytes.push(b'\n');
         statefile::write_atomic(&self.state_file(), &bytes, 0o600).map_err(|e| e.to_string())
+    }
+}
+
+/// What the persister reports back to the hub thread.
+#[derive(Debug)]
+pub enum Persisted {
+    /// This version is durable.
+    Done(u64),
+    /// This version could not be written, for this reason.
+    Failed(u64, String),
+}
+
+/// Writes the hub's state on a thread of its own, so forwarding never waits for the disk.
+///
+/// The hub asks for at most one write at a time (`Event::Persist`) and coalesces the changes
+/// made meanwhile into the next one, so the queue holds one state at most, and serializing and
+/// fsyncing happen here.
+pub struct Persister {
+    tx: Option<std::sync::mpsc::SyncSender<(u64, Box<RelayState>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Persister {
+    /// Starts the thread; it reports each write on the receiver and wakes the hub.
+    pub fn start(
+        dir: StateDir,
+        wake: std::sync::Arc<overlay_sys::wake::Wake>,
+    ) -> anyhow::Result<(Persister, std::sync::mpsc::Receiver<Persisted>)> {
+        // One in progress and one waiting at most (the hub never asks for more).
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Box<RelayState>)>(2);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("persist".into())
+            .spawn(move || {
+                for (version, state) in rx {
+                    let r = match dir.save(*state) {
+                        Ok(()) => Persisted::Done(version),
+                        Err(e) => Persisted::Failed(version, e),
+                    };
+                    if done_tx.send(r).is_err() {
+                        break;
+                    }
+                    wake.wake();
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the persister thread: {e}"))?;
+        Ok((
+            Persister {
+                tx: Some(tx),
+                thread: Some(thread),
+            },
+            done_rx,
+        ))
+    }
+
+    /// Hands `state` (version `version`) to the thread.
+    pub fn write(&self, version: u64, state: Box<RelayState>) -> Result<(), String> {
+        let tx = self.tx.as_ref().ok_or("the persister has stopped")?;
+        tx.try_send((version, state))
+            .map_err(|e| format!("the persister cannot take the state: {e}"))
+    }
+
+    /// Lets the write in progress finish and stops the thread.
+    pub fn finish(mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -155,7 +155,7 @@ fn forge(
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs(),
         };
-        let (_, d) = JoinInitiator::new(&node, t.relay_key, &req)?;
+        let (_, d) = JoinInitiator::new(&node, t.relay_key, &req, &mut rand::rngs::OsRng)?;
         let packet = overlay_core::packet::build_udp(
             source,
             40000 + i as u16,
@@ -188,6 +188,11 @@ fn forge(
 }
 
 fn main() -> anyhow::Result<()> {
+    // A test build of overlay-core (feature sim-time) freezes boringtun's clock.
+    anyhow::ensure!(
+        !overlay_core::SIMULATED_TIME,
+        "built with simulated time (a test build of overlay-core); build with `cargo build --release --bins`"
+    );
     match Args::parse().mode {
         Mode::Anon {
             relay,

@@ -147,6 +147,11 @@ async fn peer(p: SimPeer, done: Arc<AtomicUsize>) -> anyhow::Result<()> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // A test build of overlay-core (feature sim-time) freezes boringtun's clock.
+    anyhow::ensure!(
+        !overlay_core::SIMULATED_TIME,
+        "built with simulated time (a test build of overlay-core); build with `cargo build --release --bins`"
+    );
     let args = Args::parse();
     raise_fd_limit(args.peers as u64 + 256);
     let sock = args.state.join("admin.sock");
