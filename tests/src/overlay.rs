@@ -176,18 +176,23 @@ impl Node {
         ))
     }
 
-    /// `overlay services --json`.
-    pub fn services(&self, w: &World) -> Vec<ServiceListing> {
-        let out = self.overlay(w, "services --json");
+    /// `overlay ARGS` (a `--json` output), which must succeed, as its typed reply.
+    pub fn json<T: DeserializeOwned>(&self, w: &World, args: &str) -> T {
+        let out = self.overlay(w, args);
         assert!(
             out.status.success(),
-            "overlay services: {}",
+            "overlay {args}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         parse_json(
-            "overlay services --json",
+            &format!("overlay {args}"),
             &String::from_utf8_lossy(&out.stdout),
         )
+    }
+
+    /// `overlay services --json`.
+    pub fn services(&self, w: &World) -> Vec<ServiceListing> {
+        self.json(w, "services --json")
     }
 
     /// The overlay `ip:port` of this node's own instance of `name` (tagged `tag`).
@@ -202,16 +207,7 @@ impl Node {
 
     /// `overlay register ARGS --json`, which must succeed.
     pub fn register(&self, w: &World, args: &str) -> Registered {
-        let out = self.overlay(w, &format!("register {args} --json"));
-        assert!(
-            out.status.success(),
-            "overlay register {args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        parse_json(
-            "overlay register --json",
-            &String::from_utf8_lossy(&out.stdout),
-        )
+        self.json(w, &format!("register {args} --json"))
     }
 
     /// The running daemon's pid, from `overlay status`.

@@ -9,7 +9,7 @@
 
 use overlay_core::api::session::ServiceState;
 use overlay_core::resolver::Where;
-use overlay_tests::overlay::{join_node, overlay, parse_json, start_relay, Node, Relay};
+use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, sh_output, wait_until, Host, World};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -347,9 +347,7 @@ fn dv_procfile_names_as_written_and_a_worker_that_never_listens() {
         .find(|l| l.starts_with("Web_App "))
         .expect("web row");
     assert!(web.contains(&a.local_address(&w, "web-app", None)), "{web}");
-    let json = overlay(&w, &a.host, "ps --json");
-    let list: Vec<ServiceState> =
-        parse_json("overlay ps --json", &String::from_utf8_lossy(&json.stdout));
+    let list: Vec<ServiceState> = a.json(&w, "ps --json");
     let worker = list
         .iter()
         .find(|s| s.key == "clock_worker")

@@ -1,10 +1,8 @@
 //! Faults the data plane must survive: loss, partitions, address changes.
 
-use overlay_core::api::daemon::{LinkState, Registered};
+use overlay_core::api::daemon::LinkState;
 use overlay_core::relay::NodeInfo;
-use overlay_tests::overlay::{
-    join_node, overlay, parse_json, start_relay, transfer, transfer_paced, Node,
-};
+use overlay_tests::overlay::{join_node, parse_json, start_relay, transfer, transfer_paced, Node};
 use overlay_tests::world::{wait_until, World};
 use std::time::{Duration, Instant};
 
@@ -127,16 +125,7 @@ fn relay_sigkill_loses_no_state() {
     let token = relay.token(&w, "--uses 3");
     let ha = w.add_host("a", 2);
     let a = join_node(&w, &ha, &token, "--name alpha");
-    let out = overlay(&w, &ha, "register api --port 8080 --json");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reg: Registered = parse_json(
-        "overlay register --json",
-        &String::from_utf8_lossy(&out.stdout),
-    );
+    let reg = a.register(&w, "api --port 8080");
     let before = |r: &overlay_tests::overlay::Relay| {
         (
             r.admin(&w, "nodes --json"),

@@ -10,7 +10,7 @@ use overlay_core::api::daemon::{InspectReply, Registered};
 use overlay_core::capture::record::{Direction, Summary, SummaryKind};
 use overlay_core::http1::Protocol;
 use overlay_core::resolver::Where;
-use overlay_tests::overlay::{join_node, overlay, parse_json, start_relay, Node, Relay};
+use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, sh, wait_until, Host, World};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -171,12 +171,7 @@ fn register(w: &World, n: &Node, name: &str, port: u16, target: u16) -> Register
 
 /// `overlay traffic --json` on `n` (every record, oldest first).
 fn traffic(w: &World, n: &Node, args: &str) -> Vec<Summary> {
-    let out = overlay(w, &n.host, &format!("traffic --json -n 1000 {args}"));
-    assert!(out.status.success(), "traffic: {}", text(&out));
-    parse_json(
-        "overlay traffic --json",
-        &String::from_utf8_lossy(&out.stdout),
-    )
+    n.json(w, &format!("traffic --json -n 1000 {args}"))
 }
 
 /// Whether `r` is an exchange for `path`.
@@ -203,12 +198,7 @@ fn wait_record(w: &World, n: &Node, what: &str, pred: impl Fn(&Summary) -> bool)
 
 /// The inspector's secret, from `overlay inspect --json` (as root).
 fn inspector_token(w: &World, n: &Node) -> String {
-    let out = overlay(w, &n.host, "inspect --json");
-    assert!(out.status.success(), "inspect: {}", text(&out));
-    let reply: InspectReply = parse_json(
-        "overlay inspect --json",
-        &String::from_utf8_lossy(&out.stdout),
-    );
+    let reply: InspectReply = n.json(w, "inspect --json");
     reply.token.expect("token")
 }
 
