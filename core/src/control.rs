@@ -9,6 +9,7 @@
 //! and receives the relay's datagrams from it, and the data path keeps the TUN device out of it
 //! ([`owner`]), so other local users can neither send requests as the node nor read replies.
 
+use crate::wire::{self, IpProtocol, Ipv4Packet};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
@@ -214,8 +215,8 @@ pub enum Owner {
 /// program can send control requests), and one from the tunnel goes to the daemon's control
 /// client instead of the TUN device (no local program can read replies and notices). A byte
 /// and two addresses: cheap enough for the hot path.
-pub fn owner(p: &crate::packet::Ipv4Packet<'_>, relay: Ipv4Addr) -> Owner {
-    if p.protocol() == crate::packet::proto::UDP && (p.dst() == relay || p.src() == relay) {
+pub fn owner(p: &Ipv4Packet<&[u8]>, relay: Ipv4Addr) -> Owner {
+    if p.next_header() == IpProtocol::Udp && (p.dst_addr() == relay || p.src_addr() == relay) {
         Owner::Daemon
     } else {
         Owner::Applications
@@ -225,31 +226,32 @@ pub fn owner(p: &crate::packet::Ipv4Packet<'_>, relay: Ipv4Addr) -> Owner {
 /// The inner packet that carries a control request `payload` from the daemon: UDP from
 /// `node:CONTROL_PORT` to `relay:CONTROL_PORT`. The daemon hands it straight to the tunnel.
 pub fn request_packet(node: Ipv4Addr, relay: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
-    crate::packet::build_udp(node, CONTROL_PORT, relay, CONTROL_PORT, payload)
+    wire::build_udp(node, CONTROL_PORT, relay, CONTROL_PORT, payload)
 }
 
 /// The payload of a control datagram from the relay to the daemon at `node`, or `None` for
 /// anything else: not whole IPv4 (a fragment), not UDP, or not from `relay:CONTROL_PORT` to
 /// `node:CONTROL_PORT`. What it returns is what [`parse_reply`] reads.
 pub fn reply_payload(packet: &[u8], node: Ipv4Addr, relay: Ipv4Addr) -> Option<&[u8]> {
-    let p = crate::packet::Ipv4Packet::new_checked(packet).ok()?;
-    if p.is_fragment() || p.src() != relay || p.dst() != node {
+    let p = wire::ipv4(packet).ok()?;
+    if p.src_addr() != relay || p.dst_addr() != node {
         return None;
     }
-    let u = crate::packet::udp(&p)?;
-    (u.src_port == CONTROL_PORT && u.dst_port == CONTROL_PORT).then_some(u.payload)
+    // A fragment is refused here: only the first one has the ports.
+    let u = wire::udp(&p).ok()?;
+    (u.src_port() == CONTROL_PORT && u.dst_port() == CONTROL_PORT).then_some(u.payload())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{build_echo_request, build_ipv4, build_udp, proto};
+    use crate::wire::{build_echo_request, build_ipv4, build_udp, IpProtocol};
 
     const NODE: Ipv4Addr = Ipv4Addr::new(100, 64, 4, 1);
     const RELAY: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 
     fn owner_of(p: &[u8]) -> Owner {
-        owner(&crate::packet::Ipv4Packet::new_checked(p).unwrap(), RELAY)
+        owner(&wire::ipv4(p).unwrap(), RELAY)
     }
 
     #[test]
@@ -285,8 +287,8 @@ mod tests {
             build_udp(other, CONTROL_PORT, NODE, CONTROL_PORT, b""),
             build_echo_request(NODE, RELAY, 1, 1, b""),
             build_echo_request(RELAY, NODE, 1, 1, b""),
-            build_ipv4(RELAY, NODE, proto::TCP, &[0; 20]),
-            build_ipv4(NODE, RELAY, proto::TCP, &[0; 20]),
+            build_ipv4(RELAY, NODE, IpProtocol::Tcp, &[0; 20]),
+            build_ipv4(NODE, RELAY, IpProtocol::Tcp, &[0; 20]),
         ] {
             assert_eq!(owner_of(&p), Owner::Applications);
         }
@@ -314,7 +316,7 @@ mod tests {
             build_udp(RELAY, 53, NODE, CONTROL_PORT, &r),
             build_udp(RELAY, CONTROL_PORT, NODE, 40000, &r),
             build_udp(RELAY, CONTROL_PORT, other, CONTROL_PORT, &r),
-            build_ipv4(RELAY, NODE, proto::TCP, &good[20..]),
+            build_ipv4(RELAY, NODE, IpProtocol::Tcp, &good[20..]),
             frag,
             good[..good.len() - 1].to_vec(),
             vec![0x45, 0, 0],
@@ -330,13 +332,13 @@ mod tests {
             request: ControlRequest::Ping,
         };
         let p = request_packet(NODE, RELAY, &encode(&m));
-        let v = crate::packet::Ipv4Packet::new_checked(&p).unwrap();
-        let u = crate::packet::udp(&v).unwrap();
+        let v = wire::ipv4(&p).unwrap();
+        let u = wire::udp(&v).unwrap();
         assert_eq!(
-            (v.src(), u.src_port, v.dst(), u.dst_port),
+            (v.src_addr(), u.src_port(), v.dst_addr(), u.dst_port()),
             (NODE, CONTROL_PORT, RELAY, CONTROL_PORT)
         );
-        assert_eq!(parse_request(u.payload).unwrap(), m);
+        assert_eq!(parse_request(u.payload()).unwrap(), m);
     }
 
     #[test]

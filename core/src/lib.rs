@@ -21,7 +21,7 @@ pub mod gateway;
 pub mod http1;
 pub mod join;
 pub mod key;
-pub mod packet;
+pub mod node;
 pub mod peers;
 pub mod prefix;
 pub mod registry;
@@ -34,6 +34,7 @@ pub mod stream;
 pub mod testing;
 pub mod token;
 pub mod wgconfig;
+pub mod wire;
 pub mod wsframe;
 
 /// Whether boringtun runs on simulated time (the feature `sim-time`, for tests only): a binary

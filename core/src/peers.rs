@@ -5,8 +5,8 @@
 
 use crate::addressing::NODE_PREFIX_LEN;
 use crate::counters::DropReason;
-use crate::packet;
 use crate::prefix::Ipv4Prefix;
+use crate::wire::{self, WireError};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -195,9 +195,9 @@ impl PeerTable {
         let Some(sender) = self.by_id.get(&from) else {
             return Route::Drop(DropReason::UnknownPeer);
         };
-        let (src, dst) = match packet::addresses(ip_packet) {
+        let (src, dst) = match wire::addresses(ip_packet) {
             Ok(a) => a,
-            Err(packet::PacketError::NotIpv4) => return Route::Drop(DropReason::NotIpv4),
+            Err(WireError::NotIpv4) => return Route::Drop(DropReason::NotIpv4),
             Err(_) => return Route::Drop(DropReason::Malformed),
         };
         if !sender.prefix.contains(src) {
@@ -220,7 +220,7 @@ impl PeerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{build_ipv4, proto};
+    use crate::wire::{build_ipv4, IpProtocol};
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
@@ -242,12 +242,22 @@ mod tests {
     #[test]
     fn routes_between_peers_and_to_relay() {
         let (t, a, b) = table();
-        let p = build_ipv4(ip("100.64.4.1"), ip("100.64.4.65"), proto::TCP, &[0; 20]);
+        let p = build_ipv4(
+            ip("100.64.4.1"),
+            ip("100.64.4.65"),
+            IpProtocol::Tcp,
+            &[0; 20],
+        );
         assert_eq!(t.route(a, RELAY, &p), Route::Peer(b));
-        let p = build_ipv4(ip("100.64.4.9"), RELAY, proto::ICMP, &[0; 8]);
+        let p = build_ipv4(ip("100.64.4.9"), RELAY, IpProtocol::Icmp, &[0; 8]);
         assert_eq!(t.route(a, RELAY, &p), Route::Relay);
         // Services inside a peer's prefix are reachable too.
-        let p = build_ipv4(ip("100.64.4.66"), ip("100.64.4.2"), proto::UDP, &[0; 8]);
+        let p = build_ipv4(
+            ip("100.64.4.66"),
+            ip("100.64.4.2"),
+            IpProtocol::Udp,
+            &[0; 8],
+        );
         assert_eq!(t.route(b, RELAY, &p), Route::Peer(a));
     }
 
@@ -258,13 +268,23 @@ mod tests {
             gateway: Some("100.64.0.0/22".parse().unwrap()),
             ..t
         };
-        let p = build_ipv4(ip("100.64.4.1"), ip("100.64.0.9"), proto::TCP, &[0; 20]);
+        let p = build_ipv4(
+            ip("100.64.4.1"),
+            ip("100.64.0.9"),
+            IpProtocol::Tcp,
+            &[0; 20],
+        );
         assert_eq!(t.route(a, RELAY, &p), Route::Gateway);
-        let p = build_ipv4(ip("100.64.4.1"), RELAY, proto::ICMP, &[0; 8]);
+        let p = build_ipv4(ip("100.64.4.1"), RELAY, IpProtocol::Icmp, &[0; 8]);
         assert_eq!(t.route(a, RELAY, &p), Route::Relay);
         // Without a gateway the same packet has no route.
         let (plain, a, _) = table();
-        let p = build_ipv4(ip("100.64.4.1"), ip("100.64.0.9"), proto::TCP, &[0; 20]);
+        let p = build_ipv4(
+            ip("100.64.4.1"),
+            ip("100.64.0.9"),
+            IpProtocol::Tcp,
+            &[0; 20],
+        );
         assert_eq!(plain.route(a, RELAY, &p), Route::Drop(DropReason::NoRoute));
     }
 
@@ -272,22 +292,32 @@ mod tests {
     fn drops_spoofed_sources() {
         let (t, a, _) = table();
         // a claims b's address
-        let p = build_ipv4(ip("100.64.4.65"), RELAY, proto::ICMP, &[0; 8]);
+        let p = build_ipv4(ip("100.64.4.65"), RELAY, IpProtocol::Icmp, &[0; 8]);
         assert_eq!(t.route(a, RELAY, &p), Route::Drop(DropReason::Spoofed));
         // a claims an address outside the network
-        let p = build_ipv4(ip("10.0.0.1"), ip("100.64.4.65"), proto::ICMP, &[0; 8]);
+        let p = build_ipv4(ip("10.0.0.1"), ip("100.64.4.65"), IpProtocol::Icmp, &[0; 8]);
         assert_eq!(t.route(a, RELAY, &p), Route::Drop(DropReason::Spoofed));
         // a claims the relay's address
-        let p = build_ipv4(RELAY, ip("100.64.4.65"), proto::ICMP, &[0; 8]);
+        let p = build_ipv4(RELAY, ip("100.64.4.65"), IpProtocol::Icmp, &[0; 8]);
         assert_eq!(t.route(a, RELAY, &p), Route::Drop(DropReason::Spoofed));
     }
 
     #[test]
     fn drops_unroutable_and_malformed() {
         let (t, a, _) = table();
-        let p = build_ipv4(ip("100.64.4.1"), ip("100.64.9.1"), proto::TCP, &[0; 20]);
+        let p = build_ipv4(
+            ip("100.64.4.1"),
+            ip("100.64.9.1"),
+            IpProtocol::Tcp,
+            &[0; 20],
+        );
         assert_eq!(t.route(a, RELAY, &p), Route::Drop(DropReason::NoRoute));
-        let p = build_ipv4(ip("100.64.4.1"), ip("100.64.4.2"), proto::TCP, &[0; 20]);
+        let p = build_ipv4(
+            ip("100.64.4.1"),
+            ip("100.64.4.2"),
+            IpProtocol::Tcp,
+            &[0; 20],
+        );
         assert_eq!(t.route(a, RELAY, &p), Route::Drop(DropReason::Loop));
         assert_eq!(
             t.route(a, RELAY, &[0x45, 0, 0]),

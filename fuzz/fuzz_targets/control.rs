@@ -22,7 +22,7 @@ use overlay_core::control::{
     encode, owner, parse_reply, parse_request, reply_payload, ControlError, ControlReply, Owner,
     CONTROL_PORT, MAX_CONTROL_LEN,
 };
-use overlay_core::packet::{self, Ipv4Packet};
+use overlay_core::wire::{self, IpProtocol};
 use std::net::Ipv4Addr;
 
 const NODE: Ipv4Addr = Ipv4Addr::new(100, 64, 4, 1);
@@ -139,19 +139,19 @@ fn check_reply(data: &[u8]) {
 }
 
 fn check_packet(data: &[u8]) {
-    if let Ok(p) = Ipv4Packet::new_checked(data) {
+    if let Ok(p) = wire::ipv4(data) {
         let daemons =
-            p.protocol() == packet::proto::UDP && (p.src() == RELAY || p.dst() == RELAY);
+            p.next_header() == IpProtocol::Udp && (p.src_addr() == RELAY || p.dst_addr() == RELAY);
         assert_eq!(owner(&p, RELAY) == Owner::Daemon, daemons);
     }
     if let Some(payload) = reply_payload(data, NODE, RELAY) {
-        let p = Ipv4Packet::new_checked(data).expect("a reply's packet is valid");
-        assert!(!p.is_fragment());
+        let p = wire::ipv4(data).expect("a reply's packet is valid");
+        assert!(!wire::is_fragment(&p));
         assert_eq!(owner(&p, RELAY), Owner::Daemon);
         assert!(payload.len() + 28 <= data.len());
     }
     if data.len() <= MAX_CONTROL_LEN {
-        let p = packet::build_udp(RELAY, CONTROL_PORT, NODE, CONTROL_PORT, data);
+        let p = wire::build_udp(RELAY, CONTROL_PORT, NODE, CONTROL_PORT, data);
         assert_eq!(reply_payload(&p, NODE, RELAY), Some(data));
     }
 }

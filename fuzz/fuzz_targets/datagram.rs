@@ -1,19 +1,17 @@
-//! Everything the relay does with an untrusted datagram or decrypted packet before any state
-//! changes: `datagram::classify` (the raw UDP payload on the one port), the IPv4 view
-//! `packet::Ipv4Packet::new_checked` and its accessors, `packet::icmp_echo_reply`, and
+//! Everything the relay decides about an untrusted datagram or decrypted packet before any
+//! state changes: `datagram::classify` (the raw UDP payload on the one port) and
 //! `PeerTable::route` on a small fixed table. Properties: never panics, and the answers agree
-//! with each other (see the asserts).
+//! with each other (see the asserts). The packet views themselves are the `wire` target's.
 #![no_main]
 
-use std::cell::RefCell;
 use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use overlay_core::counters::DropReason;
 use overlay_core::datagram::{self, Datagram};
-use overlay_core::packet::{self, Ipv4Packet, PacketError};
 use overlay_core::peers::{PeerId, PeerTable, Route, MAX_PEER_ID};
+use overlay_core::wire::{self, WireError};
 
 const RELAY: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 /// An id that is not in the table.
@@ -39,11 +37,6 @@ fn table() -> &'static Table {
     })
 }
 
-thread_local! {
-    /// Output buffer for echo replies, reused (zeroing 64 KiB per input would dominate).
-    static OUT: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 65536]);
-}
-
 fn check_classify(data: &[u8]) {
     match datagram::classify(data) {
         Datagram::HandshakeInit => {
@@ -61,45 +54,6 @@ fn check_classify(data: &[u8]) {
     }
 }
 
-fn check_packet(data: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
-    let checked = Ipv4Packet::new_checked(data);
-    assert_eq!(
-        packet::addresses(data),
-        checked.map(|p| (p.src(), p.dst()))
-    );
-    let p = checked.ok()?;
-    let bytes = p.as_bytes();
-    assert!(bytes.len() >= 20 && bytes.len() <= data.len());
-    assert_eq!(bytes, &data[..bytes.len()]);
-    let hl = p.header_len();
-    assert!((20..=60).contains(&hl) && hl <= bytes.len());
-    assert_eq!(p.payload(), &bytes[hl..]);
-    let _ = p.protocol();
-    Some((p.src(), p.dst()))
-}
-
-fn check_echo_reply(data: &[u8]) {
-    OUT.with(|out| {
-        let mut out = out.borrow_mut();
-        let Some(n) = packet::icmp_echo_reply(data, &mut out[..]) else {
-            return;
-        };
-        let req = Ipv4Packet::new_checked(data).expect("an echo reply answers a valid packet");
-        assert_eq!(n, req.as_bytes().len());
-        let rep = Ipv4Packet::new_checked(&out[..n]).expect("the echo reply is a valid packet");
-        assert_eq!((rep.src(), rep.dst()), (req.dst(), req.src()));
-        assert_eq!(rep.protocol(), packet::proto::ICMP);
-        assert_eq!(rep.header_len(), req.header_len());
-        assert_eq!(packet::checksum(&out[..rep.header_len()]), 0, "IP header checksum");
-        let icmp = rep.payload();
-        assert_eq!((icmp[0], icmp[1]), (0, 0), "echo reply type and code");
-        assert_eq!(packet::checksum(icmp), 0, "ICMP checksum");
-        assert_eq!(&icmp[4..], &req.payload()[4..], "id, sequence and data are echoed");
-        // An output buffer one byte short is refused, not overrun.
-        assert_eq!(packet::icmp_echo_reply(data, &mut out[..n - 1]), None);
-    });
-}
-
 fn check_route(data: &[u8], addrs: Option<(Ipv4Addr, Ipv4Addr)>) {
     let t = table();
     for from in [t.a, t.b, UNKNOWN] {
@@ -110,10 +64,13 @@ fn check_route(data: &[u8], addrs: Option<(Ipv4Addr, Ipv4Addr)>) {
         };
         let Some((src, dst)) = addrs else {
             assert!(
-                matches!(route, Route::Drop(DropReason::NotIpv4 | DropReason::Malformed)),
+                matches!(
+                    route,
+                    Route::Drop(DropReason::NotIpv4 | DropReason::Malformed)
+                ),
                 "{route:?} for a packet that does not parse"
             );
-            if matches!(Ipv4Packet::new_checked(data), Err(PacketError::NotIpv4)) {
+            if matches!(wire::ipv4(data), Err(WireError::NotIpv4)) {
                 assert_eq!(route, Route::Drop(DropReason::NotIpv4));
             }
             continue;
@@ -143,7 +100,5 @@ fn check_route(data: &[u8], addrs: Option<(Ipv4Addr, Ipv4Addr)>) {
 
 fuzz_target!(|data: &[u8]| {
     check_classify(data);
-    let addrs = check_packet(data);
-    check_echo_reply(data);
-    check_route(data, addrs);
+    check_route(data, wire::addresses(data).ok());
 });

@@ -48,7 +48,7 @@ use libfuzzer_sys::fuzz_target;
 use overlay_core::control::{self, CONTROL_PORT};
 use overlay_core::gateway::CallbackPlan;
 use overlay_core::key;
-use overlay_core::packet::{self, proto, Ipv4Packet};
+use overlay_core::wire::{self, IpProtocol};
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::registry::RemoteEntry;
 use overlay_core::relay::state::{hex, RelayState, TokenRecord};
@@ -213,18 +213,18 @@ impl Run {
                 .get(node)
                 .unwrap_or_else(|| panic!("a packet for the gateway from unknown node {node:?}"));
             let ip =
-                Ipv4Packet::new_checked(&p.packet).expect("the gateway gets a valid IPv4 packet");
+                wire::ipv4(&p.packet).expect("the gateway gets a valid IPv4 packet");
             assert!(
-                prefix.contains(ip.src()),
+                prefix.contains(ip.src_addr()),
                 "node {node} ({prefix}) sent {} to the gateway",
-                ip.src()
+                ip.src_addr()
             );
             match target {
                 Some(t) => {
-                    assert!(self.remote_block.contains(ip.dst()), "{} for {t}", ip.dst());
+                    assert!(self.remote_block.contains(ip.dst_addr()), "{} for {t}", ip.dst_addr());
                     assert!(!t.is_empty());
                 }
-                None => assert!(ip.dst() == self.relay && ip.protocol() == proto::TCP),
+                None => assert!(ip.dst_addr() == self.relay && ip.next_header() == IpProtocol::Tcp),
             }
         }
         for l in &lookups {
@@ -272,30 +272,30 @@ impl Run {
 
     /// What simulated node `n` decrypted.
     fn received(&self, n: usize, p: &[u8]) {
-        let ip = Ipv4Packet::new_checked(p).expect("boringtun hands over valid IPv4");
+        let ip = wire::ipv4(p).expect("boringtun hands over valid IPv4");
         trace!(
             "    node {} decrypted {} bytes {} -> {} proto {}: {}",
             NODE_NAMES[n],
             p.len(),
-            ip.src(),
-            ip.dst(),
-            ip.protocol(),
+            ip.src_addr(),
+            ip.dst_addr(),
+            ip.next_header(),
             String::from_utf8_lossy(&ip.payload()[ip.payload().len().min(8)..])
         );
         assert!(
-            self.node_prefix[n].contains(ip.dst()),
+            self.node_prefix[n].contains(ip.dst_addr()),
             "node {} got a packet for {}",
             NODE_NAMES[n],
-            ip.dst()
+            ip.dst_addr()
         );
-        if ip.src() == self.relay && ip.protocol() == proto::UDP {
-            if let Some(u) = packet::udp(&ip) {
-                if u.src_port == CONTROL_PORT {
-                    if let Err(e) = control::parse_reply(u.payload) {
+        if ip.src_addr() == self.relay && ip.next_header() == IpProtocol::Udp {
+            if let Ok(u) = wire::udp(&ip) {
+                if u.src_port() == CONTROL_PORT {
+                    if let Err(e) = control::parse_reply(u.payload()) {
                         panic!(
                             "node {} cannot read the relay's control datagram: {e}\n{}",
                             NODE_NAMES[n],
-                            String::from_utf8_lossy(&u.payload[..u.payload.len().min(400)])
+                            String::from_utf8_lossy(&u.payload()[..u.payload().len().min(400)])
                         );
                     }
                 }

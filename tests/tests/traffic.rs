@@ -118,7 +118,7 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
-/// A relay with a remote service `remote` (in the hub) and callback ports, and one laptop.
+/// A relay with a remote service `upstream` (in the hub) and callback ports, and one laptop.
 fn world(tag: &str) -> (World, Relay, Node) {
     let mut w = World::new(tag);
     let catalog = write(

@@ -1,4 +1,4 @@
-//! Passive TCP reassembly from IPv4 packets, read-only: what each side of a connection sent,
+//! Passive TCP reassembly from IPv4 packets (read through the `wire` views), read-only: what each side of a connection sent,
 //! in order.
 //!
 //! [`Tracker::packet`] takes every packet seen (both directions) and queues [`TcpEvent`]s. Only
@@ -9,7 +9,7 @@
 //! connections, each with at most [`TcpLimits::max_out_of_order`] bytes buffered per direction.
 
 use crate::http1::Side;
-use crate::packet::{proto, Ipv4Packet};
+use crate::wire;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddrV4;
 
@@ -69,47 +69,14 @@ pub enum TcpEvent {
     Close(FlowKey, TcpEnd),
 }
 
-/// The fields of a TCP header we use.
+/// The fields of a TCP segment the tracker uses, read from its `wire` view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpHeader {
-    /// Source port.
-    pub src_port: u16,
-    /// Destination port.
-    pub dst_port: u16,
-    /// Sequence number.
-    pub seq: u32,
-    /// Flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10).
-    pub flags: u8,
-    /// Header length in bytes.
-    pub header_len: usize,
-}
-
-/// TCP flag bits.
-pub mod flags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-}
-
-/// Parses a TCP header; `None` for a segment too short or with a bad data offset.
-pub fn tcp_header(seg: &[u8]) -> Option<TcpHeader> {
-    let b = |i: usize| seg.get(i).copied();
-    let header_len = usize::from(b(12)? >> 4) * 4;
-    if header_len < 20 || seg.len() < header_len {
-        return None;
-    }
-    Some(TcpHeader {
-        src_port: u16::from_be_bytes([b(0)?, b(1)?]),
-        dst_port: u16::from_be_bytes([b(2)?, b(3)?]),
-        seq: u32::from_be_bytes([b(4)?, b(5)?, b(6)?, b(7)?]),
-        flags: b(13)?,
-        header_len,
-    })
+struct TcpHeader {
+    seq: u32,
+    syn: bool,
+    ack: bool,
+    fin: bool,
+    rst: bool,
 }
 
 /// `a` comes before `b` in sequence space.
@@ -172,27 +139,24 @@ impl Tracker {
 
     /// Looks at one IPv4 packet. A SYN starts tracking when `follow` says so for its key.
     pub fn packet(&mut self, pkt: &[u8], now_ms: u64, follow: impl FnOnce(&FlowKey) -> bool) {
-        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
-            return;
-        };
-        if ip.protocol() != proto::TCP {
-            return;
-        }
         // Fragments (never on our TUN, which has DF traffic) are not reassembled.
-        let frag = ip
-            .as_bytes()
-            .get(6..8)
-            .map(|f| u16::from_be_bytes([f[0], f[1]]));
-        if frag.is_some_and(|f| f & 0x3fff != 0) {
-            return;
-        }
-        let seg = ip.payload();
-        let Some(h) = tcp_header(seg) else {
+        let Ok(ip) = wire::ipv4(pkt) else {
             return;
         };
-        let data = seg.get(h.header_len..).unwrap_or(&[]);
-        let src = SocketAddrV4::new(ip.src(), h.src_port);
-        let dst = SocketAddrV4::new(ip.dst(), h.dst_port);
+        let Ok(seg) = wire::tcp(&ip) else {
+            return;
+        };
+        let data = seg.payload();
+        let h = TcpHeader {
+            // The sequence space wraps: the bits are what counts.
+            seq: seg.seq_number().0 as u32,
+            syn: seg.syn(),
+            ack: seg.ack(),
+            fin: seg.fin(),
+            rst: seg.rst(),
+        };
+        let src = SocketAddrV4::new(ip.src_addr(), seg.src_port());
+        let dst = SocketAddrV4::new(ip.dst_addr(), seg.dst_port());
         let fwd = FlowKey {
             client: src,
             server: dst,
@@ -206,7 +170,7 @@ impl Tracker {
         } else if self.conns.contains_key(&rev) {
             (rev, Side::Server)
         } else {
-            if h.flags & flags::SYN == 0 || h.flags & flags::ACK != 0 || !follow(&fwd) {
+            if !h.syn || h.ack || !follow(&fwd) {
                 return;
             }
             self.open(fwd, now_ms);
@@ -243,21 +207,21 @@ impl Tracker {
             return;
         };
         conn.last_ms = now_ms;
-        if h.flags & flags::RST != 0 {
+        if h.rst {
             self.conns.remove(&key);
             self.out.push_back(TcpEvent::Close(key, TcpEnd::Reset));
             return;
         }
         let s = &mut conn.streams[idx(side)];
         let mut seq = h.seq;
-        if h.flags & flags::SYN != 0 {
+        if h.syn {
             if s.next.is_none() {
                 s.next = Some(h.seq.wrapping_add(1));
             }
             seq = h.seq.wrapping_add(1);
         }
         let next = *s.next.get_or_insert(seq);
-        if h.flags & flags::FIN != 0 {
+        if h.fin {
             s.fin_at = Some(seq.wrapping_add(data.len() as u32));
         }
         let out = &mut self.out;

@@ -1,26 +1,21 @@
 use super::conn::ConnMeta;
 use super::pcap;
 use super::record::*;
-use super::tcp::{flags, FlowKey, TcpEnd, TcpEvent, TcpLimits, Tracker};
+use super::tcp::{FlowKey, TcpEnd, TcpEvent, TcpLimits, Tracker};
 use super::*;
 use crate::http1::{Limits, Protocol, Side};
-use crate::packet::{build_ipv4, proto};
+use crate::wire::{build_tcp, tcp_flags as flags};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 const A: Ipv4Addr = Ipv4Addr::new(100, 64, 4, 65);
 const B: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 9);
 
 fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), seq: u32, fl: u8, data: &[u8]) -> Vec<u8> {
-    let mut seg = Vec::new();
-    seg.extend_from_slice(&src.1.to_be_bytes());
-    seg.extend_from_slice(&dst.1.to_be_bytes());
-    seg.extend_from_slice(&seq.to_be_bytes());
-    seg.extend_from_slice(&0u32.to_be_bytes());
-    seg.push(5 << 4);
-    seg.push(fl);
-    seg.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
-    seg.extend_from_slice(data);
-    build_ipv4(src.0, dst.0, proto::TCP, &seg)
+    let (src, dst) = (
+        SocketAddrV4::new(src.0, src.1),
+        SocketAddrV4::new(dst.0, dst.1),
+    );
+    build_tcp(src, dst, seq, fl, data)
 }
 
 fn key() -> FlowKey {

@@ -7,8 +7,8 @@ use crate::control::{self, ControlMessage, ControlReply, ControlRequest, CONTROL
 use crate::counters::DropReason;
 use crate::datagram::{self, Datagram};
 use crate::key;
-use crate::packet::{self, icmp_echo_reply, Ipv4Packet};
 use crate::peers::{PeerId, Route};
+use crate::wire::{self, IpProtocol};
 use boringtun::noise::{Packet, TunnResult};
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -235,11 +235,11 @@ impl Hub {
 
     /// Passes a packet for a remote service's address to the gateway, with the service's target.
     fn forward_to_gateway(&mut self, from: PeerId, len: usize) {
-        let Ok(p) = Ipv4Packet::new_checked(&self.aux[..len]) else {
+        let Ok(p) = wire::ipv4(&self.aux[..len]) else {
             return;
         };
-        let dst_port = crate::gateway::Segment::parse(p.as_bytes()).map(|s| s.dst.port());
-        let target = match (self.remote_targets.get(&p.dst()), dst_port) {
+        let dst_port = crate::gateway::Segment::parse(p.as_ref()).map(|s| s.dst.port());
+        let target = match (self.remote_targets.get(&p.dst_addr()), dst_port) {
             (Some((port, target)), Some(dst_port)) => {
                 crate::gateway::effective_target(dst_port, *port, target)
             }
@@ -276,7 +276,7 @@ impl Hub {
     /// Delivers a packet from the gateway (a remote service answering, or a callback into a
     /// node) to the peer that owns its destination.
     pub fn handle_gateway_packet(&mut self, packet: &[u8]) {
-        let Ok((src, dst)) = packet::addresses(packet) else {
+        let Ok((src, dst)) = wire::addresses(packet) else {
             self.global.drop(DropReason::Malformed);
             return;
         };
@@ -293,32 +293,30 @@ impl Hub {
 
     /// Answers a packet addressed to the relay itself: ICMP echo and the control channel.
     fn answer_relay_packet(&mut self, from: PeerId, len: usize, now: Now) -> Answer {
-        let Ok(p) = Ipv4Packet::new_checked(&self.aux[..len]) else {
+        let Ok(p) = wire::ipv4(&self.aux[..len]) else {
             return Answer::Unsupported;
         };
-        if p.protocol() == packet::proto::ICMP {
+        if p.next_header() == IpProtocol::Icmp {
             let mut out = vec![0u8; len];
-            let Some(n) = icmp_echo_reply(&self.aux[..len], &mut out) else {
+            let Some(n) = wire::echo_reply(&p, &mut out) else {
                 return Answer::Unsupported;
             };
             out.truncate(n);
             return Answer::Now(out);
         }
-        // Only a whole datagram has its port: a later fragment's payload can fake a header.
-        if p.is_fragment() {
-            return Answer::Unsupported;
-        }
-        let Some(u) = packet::udp(&p) else {
+        // Only a whole datagram has its port: a later fragment's payload can fake a header
+        // (`wire::udp` refuses fragments).
+        let Ok(u) = wire::udp(&p) else {
             return Answer::Unsupported;
         };
-        if u.dst_port != CONTROL_PORT {
+        if u.dst_port() != CONTROL_PORT {
             return Answer::Unsupported;
         }
-        let (src, dst, src_port) = (p.src(), p.dst(), u.src_port);
+        let (src, dst, src_port) = (p.src_addr(), p.dst_addr(), u.src_port());
         let build = |reply: &ControlReply| {
-            packet::build_udp(dst, CONTROL_PORT, src, src_port, &control::encode(reply))
+            wire::build_udp(dst, CONTROL_PORT, src, src_port, &control::encode(reply))
         };
-        match control::parse_request(u.payload) {
+        match control::parse_request(u.payload()) {
             Ok(m) => {
                 let id = m.id;
                 let leave = matches!(m.request, ControlRequest::Leave);
@@ -411,5 +409,5 @@ impl Hub {
 
 /// Whether `p` is a TCP packet.
 fn is_tcp(p: &[u8]) -> bool {
-    Ipv4Packet::new_checked(p).is_ok_and(|p| p.protocol() == packet::proto::TCP)
+    wire::ipv4(p).is_ok_and(|p| p.next_header() == IpProtocol::Tcp)
 }

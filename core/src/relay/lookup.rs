@@ -5,9 +5,9 @@
 use super::persist::Held;
 use super::{Event, Hub, Now};
 use crate::control::{self, ControlReply, ErrorCode, CONTROL_PORT};
-use crate::packet;
 use crate::peers::PeerId;
 use crate::registry::{valid_label, ServiceKey};
+use crate::wire;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -222,7 +222,7 @@ impl Hub {
             ),
         };
         let relay = self.cfg.plan.relay_addr();
-        let pkt = packet::build_udp(
+        let pkt = wire::build_udp(
             relay,
             CONTROL_PORT,
             p.reply_to.0,

@@ -17,10 +17,10 @@
 use super::{Event, Hub, Now};
 use crate::control::{self, ControlReply, CONTROL_PORT};
 use crate::join::{JoinResponse, OpenedRequest};
-use crate::packet;
 use crate::peers::PeerId;
 use crate::relay::state::RelayState;
 use crate::relay::timers::Timer;
+use crate::wire;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -244,7 +244,7 @@ impl Hub {
                             id,
                             &format!("the relay could not save the change ({e}); try again"),
                         );
-                        let p = packet::build_udp(
+                        let p = wire::build_udp(
                             self.cfg.plan.relay_addr(),
                             CONTROL_PORT,
                             reply_to.0,

@@ -4,12 +4,12 @@
 use super::{Event, Hub, HubError, Now};
 use crate::control::{self, ControlReply, RegistryNotice, CONTROL_PORT, DELTA_BUDGET, NOTICE_ID};
 use crate::gateway::CallbackPlan;
-use crate::packet;
 use crate::peers::PeerId;
 use crate::registry::{
     valid_callback_url, Protocol, Pull, Registry, RegistryError, RemoteEntry, RemoteUpdate,
     ServiceInstance, ServiceKey,
 };
+use crate::wire;
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 
@@ -201,7 +201,7 @@ impl Hub {
             .map(|e| (e.id, crate::addressing::AddressPlan::node_addr(&e.prefix)))
             .collect();
         for (id, addr) in targets {
-            let p = packet::build_udp(relay, CONTROL_PORT, addr, CONTROL_PORT, &payload);
+            let p = wire::build_udp(relay, CONTROL_PORT, addr, CONTROL_PORT, &payload);
             self.send_to_peer(id, &p);
         }
     }

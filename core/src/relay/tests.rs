@@ -6,9 +6,9 @@ use super::*;
 use crate::control::{self, ControlMessage, ControlReply, ControlRequest, ErrorCode, CONTROL_PORT};
 use crate::join::cookie::Notice;
 use crate::join::{JoinInitiator, JoinRequest, JoinResponse, Reply};
-use crate::packet::{self, build_echo_request, build_udp, Ipv4Packet};
 use crate::testing::{public, secret, Sim, SimNode, NOW};
 use crate::token::Token;
+use crate::wire::{self, build_echo_request, build_udp};
 use rand_core::OsRng;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -39,8 +39,8 @@ fn node_pings_the_relay() {
     let mut a = node(&sim, 1, ip, 1000);
     let (got, _) = a.send(&mut sim, &build_echo_request(ip, RELAY, 1, 1, b"hi"));
     assert_eq!(got.len(), 1, "one echo reply");
-    let p = Ipv4Packet::new_checked(&got[0]).unwrap();
-    assert_eq!((p.src(), p.dst(), p.payload()[0]), (RELAY, ip, 0));
+    let p = wire::ipv4(&got[0]).unwrap();
+    assert_eq!((p.src_addr(), p.dst_addr(), p.payload()[0]), (RELAY, ip, 0));
     let n = &sim.hub.nodes()[0];
     assert_eq!(n.endpoint.as_deref(), Some("10.0.0.1:1000"));
     assert_eq!(n.counters.rx_packets, 1);
@@ -523,10 +523,10 @@ fn leave_through_the_control_channel() {
     });
     let (got, _) = a.send(&mut sim, &build_udp(ia, 5555, RELAY, CONTROL_PORT, &req));
     assert_eq!(got.len(), 1, "the reply comes back through the tunnel");
-    let p = Ipv4Packet::new_checked(&got[0]).unwrap();
-    let u = packet::udp(&p).unwrap();
-    assert_eq!(u.dst_port, 5555);
-    let reply = control::parse_reply(u.payload).unwrap();
+    let p = wire::ipv4(&got[0]).unwrap();
+    let u = wire::udp(&p).unwrap();
+    assert_eq!(u.dst_port(), 5555);
+    let reply = control::parse_reply(u.payload()).unwrap();
     assert!(
         matches!(reply, ControlReply::Ok { id: 42, .. }),
         "{reply:?}"
@@ -612,8 +612,8 @@ fn replies(packets: &[Vec<u8>]) -> Vec<ControlReply> {
     packets
         .iter()
         .filter_map(|p| {
-            let v = Ipv4Packet::new_checked(p).ok()?;
-            control::parse_reply(crate::packet::udp(&v)?.payload).ok()
+            let v = wire::ipv4(p).ok()?;
+            control::parse_reply(wire::udp(&v).ok()?.payload()).ok()
         })
         .collect()
 }
@@ -850,7 +850,7 @@ fn control_acts_only_for_the_sender_and_only_on_whole_datagrams() {
     // A fragment never counts as a control request: only the first one has the port.
     let mut frag = control_packet(ia, 6, ControlRequest::Leave);
     frag[6] = 0x20;
-    let sum = packet::checksum(&{
+    let sum = !wire::checksum::data(&{
         let mut h = frag[..20].to_vec();
         h[10] = 0;
         h[11] = 0;

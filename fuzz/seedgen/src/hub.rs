@@ -9,7 +9,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use overlay_core::control::{self, ControlMessage, ControlRequest, CONTROL_PORT};
 use overlay_core::join::{JoinInitiator, JoinRequest};
 use overlay_core::key;
-use overlay_core::packet::{build_echo_request, build_ipv4, build_udp, proto};
+use overlay_core::wire::{build_echo_request, build_ipv4, build_udp, IpProtocol};
 use overlay_core::registry::{Protocol, RemoteEntry};
 use overlay_core::relay::state::RelayState;
 use overlay_core::testing::{Sim, NOW};
@@ -262,7 +262,7 @@ pub fn seeds(out: &Path) {
         "callback-tcp",
         Events::default()
             .tunnel(0, SRC_A, &register(1, "api", None, Protocol::Tcp))
-            .tunnel(0, SRC_A, &build_ipv4(a, relay, proto::TCP, &tcp)),
+            .tunnel(0, SRC_A, &build_ipv4(a, relay, IpProtocol::Tcp, &tcp)),
     );
     // The control channel.
     w(

@@ -13,14 +13,16 @@ mod hub;
 mod other;
 
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use overlay_core::join::{open_request, JoinInitiator, JoinRequest, JoinResponse};
-use overlay_core::packet::{build_echo_request, build_ipv4, proto};
 use overlay_core::token::Token;
 use overlay_core::wgconfig::{Interface, Peer, WgConfig};
+use overlay_core::wire::{
+    build_echo_request, build_ipv4, build_tcp, build_udp, tcp_flags, IpProtocol,
+};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 /// Must match fuzz_targets/join.rs.
@@ -138,13 +140,18 @@ fn main() {
         &out,
         "datagram",
         "tcp-a-to-b",
-        &build_ipv4(ip("100.64.4.1"), ip("100.64.4.65"), proto::TCP, &[0; 20]),
+        &build_ipv4(
+            ip("100.64.4.1"),
+            ip("100.64.4.65"),
+            IpProtocol::Tcp,
+            &[0; 20],
+        ),
     );
     write(
         &out,
         "datagram",
         "udp-spoofed",
-        &build_ipv4(ip("10.0.0.1"), ip("100.64.4.65"), proto::UDP, &[0; 8]),
+        &build_ipv4(ip("10.0.0.1"), ip("100.64.4.65"), IpProtocol::Udp, &[0; 8]),
     );
     let mut options = build_echo_request(ip("100.64.4.70"), relay_addr, 1, 2, b"x");
     // IHL 6: a header with 4 bytes of options (checksums are not recomputed: shape only).
@@ -156,6 +163,38 @@ fn main() {
     let mut v6 = vec![0u8; 40];
     v6[0] = 0x60;
     write(&out, "datagram", "ipv6", &v6);
+
+    // wire: the packets above, and whole TCP and UDP packets with valid checksums, a SYN, a
+    // fragment and an echo request with IP options.
+    write(&out, "wire", "ipv6", &v6);
+    write(&out, "wire", "ipv4-options", &options);
+    let (a, s) = (
+        SocketAddrV4::new(ip("100.64.4.1"), 40000),
+        SocketAddrV4::new(ip("100.64.0.2"), 8080),
+    );
+    let ping = build_echo_request(*a.ip(), relay_addr, 7, 1, b"ping-data");
+    write(&out, "wire", "echo-request", &ping);
+    write(
+        &out,
+        "wire",
+        "tcp-syn",
+        &build_tcp(a, s, 1000, tcp_flags::SYN, b""),
+    );
+    let get = build_tcp(
+        a,
+        s,
+        1001,
+        tcp_flags::ACK | tcp_flags::PSH,
+        b"GET / HTTP/1.1\r\n\r\n",
+    );
+    write(&out, "wire", "tcp-data", &get);
+    let fin = build_tcp(s, a, 5000, tcp_flags::FIN | tcp_flags::ACK, b"");
+    write(&out, "wire", "tcp-fin", &fin);
+    let udp = build_udp(*a.ip(), 5353, relay_addr, 4100, br#"{"id":1,"op":"ping"}"#);
+    write(&out, "wire", "udp-control", &udp);
+    let mut frag = udp.clone();
+    frag[6] = 0x20; // more fragments follow
+    write(&out, "wire", "udp-fragment", &frag);
 
     // token: a token as `token create` prints it, an IPv6 one, another version.
     let relay_key = PublicKey::from(&StaticSecret::from([1u8; 32])).to_bytes();

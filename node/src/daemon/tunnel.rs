@@ -1,13 +1,17 @@
-//! The node's data path: TUN <-> boringtun <-> UDP to the relay, or the stream to its URL.
+//! The node's data path, the I/O side: TUN device <-> `overlay_core::node::Tunnel` <-> UDP to
+//! the relay, or the stream to its URL.
 //!
-//! Which way datagrams go is decided by `overlay_core::stream::transport::Chooser` in the timer
-//! task; the data thread reads the choice from an atomic. The stream is a tokio task
-//! ([`Tunnel::stream_task`]) that talks to the data thread through two bounded queues and a
-//! wake-up descriptor the data thread polls with the TUN device and the UDP socket.
+//! Everything that decides is in the core's `node::Tunnel` (which packets are carried, the
+//! allowed sources, the control channel, counters, the transport choice, the timers,
+//! busy-polling and quick CPU wake-ups). This file moves bytes: the TUN device with offload,
+//! the batched UDP socket, the stream, one data thread and its wake-ups. The core sits behind
+//! a mutex that is held for one call at a time, never across I/O; the data thread drives it
+//! (packets, timers, `end_turn`, transmits and events) and the daemon's tasks call in for
+//! control datagrams and status.
 //!
-//! One thread moves packets in both directions (see [`DataPath`]); a task drives the WireGuard
-//! timers. The `Tunn` sits behind a mutex that is held only for the cryptographic call, never
-//! across I/O.
+//! The stream is a tokio task ([`Tunnel::stream_task`]) that talks to the data thread through
+//! two bounded queues and a wake-up descriptor the data thread polls with the TUN device and
+//! the UDP socket.
 //!
 //! Both directions work in batches, which is where the speed comes from: the TUN device hands
 //! over TCP super-packets of up to 64 KiB (TSO, split here into MTU-sized packets) and takes
@@ -16,16 +20,12 @@
 
 use crate::daemon::cpu_latency::CpuLatencyRequest;
 use crate::daemon::relaystream::{self, Target};
-use boringtun::noise::errors::WireGuardError;
-use boringtun::noise::{Tunn, TunnResult};
-use boringtun::x25519::{PublicKey, StaticSecret};
 use overlay_core::batch::SendBatch;
-use overlay_core::control::{self, Owner};
-use overlay_core::cpu_latency::{Change, Hold, Mode, LINGER};
-use overlay_core::packet;
+use overlay_core::cpu_latency::Mode;
+use overlay_core::node::tunnel::{MIN_OUT, SEAL_OVERHEAD, TRANSMIT_BUF};
+use overlay_core::node::{self, Dropped, Event, Next, Outbound, Received, Via};
 use overlay_core::prefix::Ipv4Prefix;
-use overlay_core::spin::Spin;
-use overlay_core::stream::transport::{Action, Chooser, Mode as TransportMode, Transport};
+use overlay_core::stream::transport::{Mode as TransportMode, Transport};
 use overlay_sys::udp::Udp;
 use overlay_sys::wake::Wake;
 use quinn_udp::RecvMeta;
@@ -33,23 +33,19 @@ use serde::Serialize;
 use std::io::{ErrorKind, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tun_rs::{DeviceImpl, GROTable, SyncDevice, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 const BUF: usize = 65536;
 /// Bytes of encrypted datagrams gathered before they are sent (a few GSO runs).
 const SEND_BATCH: usize = 256 << 10;
-/// What encryption adds to a packet at most: header, tag and padding to 16 bytes.
-const SEAL_OVERHEAD: usize = 16 + 16 + 15;
 /// Receive buffers per recvmmsg call, each big enough for one GRO-coalesced train.
 const RECV_SLOTS: usize = 8;
 /// How long a send from the data thread waits for room in a full socket buffer before it
 /// drops the rest of the batch (the relay is the node's only peer: waiting a little costs no
 /// one else anything).
 const SEND_WAIT: Duration = Duration::from_millis(5);
-const TIMER_TICK: Duration = Duration::from_millis(250);
 /// The relay's control datagrams waiting for the daemon's control client at most (it reads
 /// them at once; the relay sends one per request and a notice per registry change).
 pub const CONTROL_QUEUE: usize = 256;
@@ -61,6 +57,8 @@ const STREAM_IN_QUEUE: usize = 4096;
 const STREAM_READS_PER_TURN: usize = 256;
 /// The longest wait between attempts to open the stream.
 const STREAM_RETRY_MAX: Duration = Duration::from_secs(10);
+/// The data thread sleeps at most this long (the core's timers wake it sooner).
+const MAX_SLEEP_MS: i32 = 1000;
 
 /// Settings of one tunnel to the relay.
 pub struct TunnelConfig {
@@ -83,36 +81,6 @@ pub struct TunnelConfig {
     pub url: Option<String>,
     /// Which transports may be used.
     pub transport: TransportMode,
-}
-
-/// Counters of the data path, readable while it runs.
-#[derive(Default)]
-pub struct Stats {
-    rx_bytes: AtomicU64,
-    tx_bytes: AtomicU64,
-    rx_packets: AtomicU64,
-    tx_packets: AtomicU64,
-    drop_tun_invalid: AtomicU64,
-    drop_rejected: AtomicU64,
-    drop_foreign_source: AtomicU64,
-    drop_unknown_sender: AtomicU64,
-    drop_send: AtomicU64,
-    /// Packets local programs wrote to the TUN device for the relay's control channel.
-    drop_local_control: AtomicU64,
-    /// Control datagrams from the relay that found the daemon's queue full.
-    drop_control_queue: AtomicU64,
-    /// Milliseconds since `started` when the relay last sent anything that authenticated.
-    last_rx_ms: AtomicU64,
-    /// The round-trip floor to the relay in microseconds; 0 until measured.
-    relay_rtt_us: AtomicU64,
-    /// Whether the data thread holds the kernel's CPU-latency request now.
-    cpu_latency_held: AtomicBool,
-    /// How many times it took the request.
-    cpu_latency_holds: AtomicU64,
-    /// Milliseconds since `started` when an authenticated datagram last came over UDP.
-    last_udp_rx_ms: AtomicU64,
-    /// Batches or datagrams dropped because a stream queue was full.
-    drop_stream_queue: AtomicU64,
 }
 
 /// A snapshot of the tunnel for `overlay status`.
@@ -159,23 +127,13 @@ pub struct CpuLatencyStatus {
 
 /// A running tunnel.
 pub struct Tunnel {
-    tunn: Mutex<Tunn>,
+    core: Mutex<node::Tunnel>,
     sock: Udp,
-    relay: RwLock<SocketAddr>,
     endpoint: String,
-    allowed: Vec<Ipv4Prefix>,
-    stats: Stats,
-    started: std::time::Instant,
-    cpu_latency: Mode,
-    relay_address: Ipv4Addr,
     /// The traffic capture's read-only tap, once the daemon sets it.
     tap: std::sync::OnceLock<crate::traffic::tap::Tap>,
     /// Where the relay's control datagrams go: the daemon's control client, never the TUN.
     control: std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<u8>>>,
-    /// The transport decision, driven by the timer task.
-    chooser: Mutex<Chooser>,
-    /// What the data thread sends over: 0 UDP, 1 the stream.
-    transport: AtomicU8,
     /// Tells the stream task which transport is in use.
     want: tokio::sync::watch::Sender<Transport>,
     /// Where the stream goes, when the relay has a URL.
@@ -186,17 +144,12 @@ pub struct Tunnel {
     /// Datagrams from the stream for the data thread.
     stream_in: std::sync::mpsc::SyncSender<Vec<u8>>,
     stream_in_rx: Mutex<Option<std::sync::mpsc::Receiver<Vec<u8>>>>,
-    /// Wakes the data thread when the stream delivered.
+    /// Wakes the data thread when the stream delivered or the core has work for it.
     wake: Wake,
     /// When the node gave up on UDP, until the first datagram went over the stream.
     gave_up_udp: Mutex<Option<Instant>>,
-}
-
-/// Which way a datagram came, so an answer goes back the same way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Via {
-    Udp(SocketAddr),
-    Stream,
+    /// The runtime the data thread hands asynchronous work to (resolving the relay again).
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 /// Appends `d` to a batch for the stream: a 2-byte length, then the datagram.
@@ -240,32 +193,30 @@ impl Tunnel {
                 "the transport is tcp, but the relay has no URL for it; join with a token of a relay started with --tcp-listen, or use --transport auto"
             );
         }
-        let chooser = Chooser::new(cfg.transport, target.is_some());
-        let current = chooser.current();
+        let core = node::Tunnel::new(
+            node::Config {
+                private_key: cfg.private_key,
+                relay_key: cfg.relay_key,
+                keepalive: cfg.keepalive,
+                index: rand::random::<u32>(),
+                allowed: cfg.allowed,
+                relay_address: cfg.relay_address,
+                relay,
+                cpu_latency: cfg.cpu_latency,
+                transport: cfg.transport,
+                has_url: target.is_some(),
+            },
+            Instant::now(),
+        );
+        let current = core.transport();
         let (stream_out, out_rx) = tokio::sync::mpsc::channel(STREAM_OUT_QUEUE);
         let (stream_in, in_rx) = std::sync::mpsc::sync_channel(STREAM_IN_QUEUE);
-        let tunn = Tunn::new(
-            StaticSecret::from(cfg.private_key),
-            PublicKey::from(cfg.relay_key),
-            None,
-            cfg.keepalive,
-            rand::random::<u32>() & 0x00ff_ffff,
-            None,
-        );
         Ok(Arc::new(Tunnel {
-            tunn: Mutex::new(tunn),
+            core: Mutex::new(core),
             sock,
-            relay: RwLock::new(relay),
             endpoint: cfg.endpoint,
-            allowed: cfg.allowed,
-            stats: Stats::default(),
-            started: std::time::Instant::now(),
-            cpu_latency: cfg.cpu_latency,
-            relay_address: cfg.relay_address,
             tap: std::sync::OnceLock::new(),
             control: std::sync::OnceLock::new(),
-            chooser: Mutex::new(chooser),
-            transport: AtomicU8::new(u8::from(current == Transport::Tcp)),
             want: tokio::sync::watch::Sender::new(current),
             target,
             stream_out,
@@ -274,6 +225,7 @@ impl Tunnel {
             stream_in_rx: Mutex::new(Some(in_rx)),
             wake: Wake::new()?,
             gave_up_udp: Mutex::new(None),
+            runtime: std::sync::OnceLock::new(),
         }))
     }
 
@@ -292,74 +244,50 @@ impl Tunnel {
     /// not pass the TUN device, so only the daemon can originate control traffic; before a
     /// session exists boringtun queues it and starts the handshake.
     pub fn send_control(&self, packet: &[u8]) {
-        // encapsulate needs room for its overhead, and 148 bytes for a handshake initiation.
-        let mut buf = vec![0u8; (packet.len() + SEAL_OVERHEAD).max(256)];
-        let r = self.lock().encapsulate(packet, &mut buf);
-        match r {
-            TunnResult::WriteToNetwork(d) => {
-                self.send_now(d);
-                self.stats
-                    .tx_bytes
-                    .fetch_add(packet.len() as u64, Ordering::Relaxed);
-                self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
-            }
-            TunnResult::Err(e) => tracing::debug!("encapsulate control: {e:?}"),
-            _ => {}
+        let mut buf = vec![0u8; (packet.len() + SEAL_OVERHEAD).max(MIN_OUT)];
+        let mut core = self.core();
+        let (transport, relay) = (core.transport(), core.relay());
+        if let Outbound::Datagram(d) = core.send_control(Instant::now(), packet, &mut buf) {
+            drop(core);
+            self.send_to(transport, relay, d);
         }
     }
 
-    /// Passes a control datagram from the relay to the daemon; false when it was not one.
-    fn to_daemon(&self, p: &[u8]) -> bool {
-        let Ok(ip) = packet::Ipv4Packet::new_checked(p) else {
-            return false;
-        };
-        if control::owner(&ip, self.relay_address) != Owner::Daemon {
-            return false;
-        }
+    /// Passes a control datagram from the relay to the daemon's control client.
+    fn to_daemon(&self, p: &[u8]) {
         // Rare (replies and notices): a copy per datagram is fine here.
         let queued = self
             .control
             .get()
-            .is_some_and(|c| c.try_send(ip.as_bytes().to_vec()).is_ok());
+            .is_some_and(|c| c.try_send(p.to_vec()).is_ok());
         if !queued {
-            self.stats
-                .drop_control_queue
-                .fetch_add(1, Ordering::Relaxed);
+            self.core().count_drop(Dropped::ControlQueue, 1);
         }
-        true
     }
 
     /// Records the round-trip floor to the relay (what `auto` CPU-latency mode decides by).
     pub fn set_relay_rtt(&self, rtt: Duration) {
-        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
-        self.stats.relay_rtt_us.store(us, Ordering::Relaxed);
+        self.core().set_relay_rtt(rtt);
     }
 
     /// Whether a session with the relay exists (a handshake completed).
     pub fn handshaken(&self) -> bool {
-        self.lock().stats().0.is_some()
-    }
-
-    fn relay_rtt(&self) -> Option<Duration> {
-        match self.stats.relay_rtt_us.load(Ordering::Relaxed) {
-            0 => None,
-            us => Some(Duration::from_micros(us)),
-        }
+        self.core().has_session()
     }
 
     /// The transport the data path sends over now.
     pub fn transport(&self) -> Transport {
-        if self.transport.load(Ordering::Relaxed) == 1 {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        }
+        self.core().transport()
     }
 
-    /// Sends one datagram to the relay over the transport in use.
-    fn send_now(&self, d: &[u8]) {
-        match self.transport() {
-            Transport::Udp => self.sock.send_now(d, self.relay()),
+    fn core(&self) -> std::sync::MutexGuard<'_, node::Tunnel> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends one datagram to the relay over `transport`.
+    fn send_to(&self, transport: Transport, relay: SocketAddr, d: &[u8]) {
+        match transport {
+            Transport::Udp => self.sock.send_now(d, relay),
             Transport::Tcp => self.send_stream(d),
         }
     }
@@ -381,22 +309,30 @@ impl Tunnel {
     /// Hands a batch to the stream's writer; a full queue drops it, like a full socket buffer.
     fn queue_stream(&self, batch: Vec<u8>) {
         if self.stream_out.try_send(batch).is_err() {
-            self.stats.drop_stream_queue.fetch_add(1, Ordering::Relaxed);
+            self.core().count_drop(Dropped::StreamQueue, 1);
         }
     }
 
-    fn relay(&self) -> SocketAddr {
-        *self.relay.read().unwrap_or_else(|e| e.into_inner())
+    /// Sends what the core has to send on its own (handshakes, keepalives, probes, packets
+    /// queued during a handshake); `buf` holds at least `TRANSMIT_BUF` bytes.
+    fn transmit(&self, buf: &mut [u8]) {
+        loop {
+            let (t, relay) = {
+                let mut core = self.core();
+                (core.poll_transmit(buf), core.relay())
+            };
+            let Some(t) = t else { return };
+            if let Some(d) = buf.get(..t.len) {
+                self.send_to(t.transport, relay, d);
+            }
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Tunn> {
-        self.tunn.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Starts the handshake, then moves packets on a thread of its own and drives the timers
-    /// until either fails.
+    /// Starts the handshake, then moves packets on a thread of its own until it fails.
     pub async fn run(self: Arc<Self>, dev: Arc<SyncDevice>) -> anyhow::Result<()> {
-        self.initiate().await;
+        let _ = self.runtime.set(tokio::runtime::Handle::current());
+        // The initiation leaves in the data thread's first turn.
+        self.core().initiate(Instant::now());
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let this = self.clone();
         std::thread::Builder::new()
@@ -404,28 +340,60 @@ impl Tunnel {
             .spawn(move || {
                 let _ = done_tx.send(DataPath::new(&this, &dev).run(&this, &dev));
             })?;
-        let timers = tokio::spawn(self.clone().timers());
         // Ends with the runtime; it is idle while UDP is in use.
         tokio::spawn(self.clone().stream_task());
-        tokio::select! {
-            r = done_rx => r.map_err(|_| anyhow::anyhow!("the data path thread died"))?,
-            r = timers => r?,
-        }
+        done_rx
+            .await
+            .map_err(|_| anyhow::anyhow!("the data path thread died"))?
     }
 
-    async fn initiate(&self) {
-        let mut buf = vec![0u8; 256];
-        let r = self.lock().format_handshake_initiation(&mut buf, false);
-        if let TunnResult::WriteToNetwork(p) = r {
-            self.send_now(p);
-            if self.transport() == Transport::Udp {
-                self.chooser().udp_initiation_sent(Instant::now());
+    /// Carries out what the core asks besides datagrams. Runs on the data thread.
+    fn on_event(self: &Arc<Self>, e: Event, request: &mut CpuLatencyRequest) {
+        match e {
+            Event::Transport(t) => {
+                self.want.send_replace(t);
+                match t {
+                    Transport::Tcp => {
+                        *self.gave_up_udp.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(Instant::now());
+                        tracing::warn!(
+                            url = %self.target.as_ref().map(Target::describe).unwrap_or_default(),
+                            "the relay did not answer over UDP within {} s: using the stream to its URL (UDP is tried again every {} s)",
+                            overlay_core::stream::transport::FALLBACK_AFTER.as_secs(),
+                            overlay_core::stream::transport::PROBE_EVERY.as_secs()
+                        );
+                    }
+                    Transport::Udp => {
+                        tracing::info!("the relay answered over UDP again: back on UDP");
+                    }
+                }
+            }
+            Event::Expired => {
+                let Some(rt) = self.runtime.get() else { return };
+                let this = self.clone();
+                rt.spawn(async move {
+                    // Keep trying for as long as we run; the relay may have moved (DNS).
+                    if let Ok(addr) = resolve(&this.endpoint).await {
+                        this.core().set_relay(addr);
+                    }
+                    this.core().initiate(Instant::now());
+                    this.wake.wake();
+                });
+            }
+            Event::CpuLatency(c) => {
+                let ok = request.apply(c);
+                let first = self.core().cpu_latency_applied(c, ok);
+                if first {
+                    let s = self.core().status();
+                    tracing::info!(
+                        "asking the kernel for quick CPU wake-ups while packets move (--cpu-latency {}; \
+                         relay round trip {:?}); `overlay status` shows when",
+                        s.cpu_latency,
+                        s.relay_rtt
+                    );
+                }
             }
         }
-    }
-
-    fn chooser(&self) -> std::sync::MutexGuard<'_, Chooser> {
-        self.chooser.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sends what `batch` holds and counts what could not be sent.
@@ -446,154 +414,7 @@ impl Tunnel {
         }
         let lost = self.sock.send_batch(batch, SEND_WAIT);
         if lost > 0 {
-            self.stats
-                .drop_send
-                .fetch_add(lost as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// Decrypts one datagram from the relay into `pkt` after `headroom` bytes; true when it
-    /// holds a packet for the TUN device. Handshake messages are answered here.
-    fn open(
-        &self,
-        d: &[u8],
-        via: Via,
-        pkt: &mut Vec<u8>,
-        headroom: usize,
-        scratch: &mut [u8],
-    ) -> bool {
-        pkt.clear();
-        pkt.resize(headroom + d.len(), 0);
-        let src = match via {
-            Via::Udp(from) => from.ip(),
-            Via::Stream => self.relay().ip(),
-        };
-        let r = self.lock().decapsulate(Some(src), d, &mut pkt[headroom..]);
-        if !matches!(r, TunnResult::Err(_)) {
-            self.mark_rx();
-            if matches!(via, Via::Udp(_)) {
-                // The timer task sees this and moves back to UDP if it was on the stream.
-                let ms = self.started.elapsed().as_millis() as u64 + 1;
-                self.stats.last_udp_rx_ms.store(ms, Ordering::Relaxed);
-            }
-        }
-        match r {
-            TunnResult::WriteToNetwork(p) => {
-                self.send_via(via, p);
-                // Packets queued during the handshake go out now, the way in use.
-                loop {
-                    let r = self.lock().decapsulate(None, &[], scratch);
-                    match r {
-                        TunnResult::WriteToNetwork(p) => self.send_now(p),
-                        _ => break,
-                    }
-                }
-                false
-            }
-            TunnResult::WriteToTunnelV4(p, src) => {
-                if !self.allowed.iter().any(|a| a.contains(src)) {
-                    self.stats
-                        .drop_foreign_source
-                        .fetch_add(1, Ordering::Relaxed);
-                    return false;
-                }
-                let len = p.len();
-                self.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
-                if self.to_daemon(p) {
-                    return false;
-                }
-                if let Some(tap) = self.tap.get() {
-                    tap.packet(p, false);
-                }
-                pkt.truncate(headroom + len);
-                true
-            }
-            TunnResult::WriteToTunnelV6(..) => {
-                self.stats
-                    .drop_foreign_source
-                    .fetch_add(1, Ordering::Relaxed);
-                false
-            }
-            TunnResult::Done => false,
-            TunnResult::Err(e) => {
-                tracing::debug!("decapsulate: {e:?}");
-                self.stats.drop_rejected.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
-    }
-
-    async fn timers(self: Arc<Self>) -> anyhow::Result<()> {
-        let mut buf = vec![0u8; BUF];
-        let mut tick = tokio::time::interval(TIMER_TICK);
-        let mut seen_udp_rx = 0;
-        loop {
-            tick.tick().await;
-            let now = Instant::now();
-            let udp_rx = self.stats.last_udp_rx_ms.load(Ordering::Relaxed);
-            let mut actions = Vec::new();
-            if udp_rx != seen_udp_rx {
-                seen_udp_rx = udp_rx;
-                actions.extend(self.chooser().udp_answered(now));
-            }
-            actions.extend(self.chooser().poll(now));
-            for a in actions {
-                self.act(a, &mut buf);
-            }
-            let r = self.lock().update_timers(&mut buf);
-            match r {
-                TunnResult::WriteToNetwork(p) => {
-                    self.send_now(p);
-                    // A handshake initiation (message type 1) over UDP waits for its answer.
-                    if self.transport() == Transport::Udp && p.first() == Some(&1) {
-                        self.chooser().udp_initiation_sent(now);
-                    }
-                }
-                TunnResult::Err(WireGuardError::ConnectionExpired) => {
-                    // Keep trying for as long as we run; the relay may have moved (DNS).
-                    if let Ok(addr) = resolve(&self.endpoint).await {
-                        *self.relay.write().unwrap_or_else(|e| e.into_inner()) = addr;
-                    }
-                    self.initiate().await;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Carries out a transport decision.
-    fn act(&self, a: Action, buf: &mut [u8]) {
-        match a {
-            Action::Switch(t) => {
-                self.transport
-                    .store(u8::from(t == Transport::Tcp), Ordering::Relaxed);
-                self.want.send_replace(t);
-                match t {
-                    Transport::Tcp => {
-                        *self.gave_up_udp.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(Instant::now());
-                        tracing::warn!(
-                            url = %self.target.as_ref().map(Target::describe).unwrap_or_default(),
-                            "the relay did not answer over UDP within {} s: using the stream to its URL (UDP is tried again every {} s)",
-                            overlay_core::stream::transport::FALLBACK_AFTER.as_secs(),
-                            overlay_core::stream::transport::PROBE_EVERY.as_secs()
-                        );
-                    }
-                    Transport::Udp => {
-                        tracing::info!("the relay answered over UDP again: back on UDP");
-                    }
-                }
-            }
-            Action::ProbeUdp => {
-                // A new handshake over UDP: its answer comes back over UDP only if UDP passes.
-                if let TunnResult::WriteToNetwork(p) =
-                    self.lock().format_handshake_initiation(buf, true)
-                {
-                    tracing::debug!("probing UDP to the relay");
-                    self.sock.send_now(p, self.relay());
-                }
-            }
+            self.core().count_drop(Dropped::SendFailed, lost as u64);
         }
     }
 
@@ -636,10 +457,11 @@ impl Tunnel {
             // What queued while there was no stream is stale.
             while out.try_recv().is_ok() {}
             // The relay learns the stream is this node's from an authenticated datagram.
-            let init = match self.lock().format_handshake_initiation(&mut buf, true) {
-                TunnResult::WriteToNetwork(p) => p.to_vec(),
-                _ => Vec::new(),
-            };
+            let init = self
+                .core()
+                .stream_opened(&mut buf)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
             if !init.is_empty() && w.send(&init).await.is_err() {
                 continue;
             }
@@ -671,7 +493,7 @@ impl Tunnel {
                     }
                     got = r.recv_batch(|d| {
                         if self.stream_in.try_send(d.to_vec()).is_err() {
-                            self.stats.drop_stream_queue.fetch_add(1, Ordering::Relaxed);
+                            self.core().count_drop(Dropped::StreamQueue, 1);
                         }
                     }) => {
                         self.wake.wake();
@@ -692,57 +514,32 @@ impl Tunnel {
         }
     }
 
-    fn mark_rx(&self) {
-        let ms = self.started.elapsed().as_millis() as u64 + 1;
-        self.stats.last_rx_ms.store(ms, Ordering::Relaxed);
-    }
-
     /// The tunnel's counters and handshake age.
     pub fn status(&self) -> TunnelStatus {
-        let (hs, ..) = self.lock().stats();
-        let s = &self.stats;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut drops = std::collections::BTreeMap::new();
-        for (k, v) in [
-            ("tun_invalid", get(&s.drop_tun_invalid)),
-            ("rejected", get(&s.drop_rejected)),
-            ("foreign_source", get(&s.drop_foreign_source)),
-            ("unknown_sender", get(&s.drop_unknown_sender)),
-            ("send_failed", get(&s.drop_send)),
-            ("local_control", get(&s.drop_local_control)),
-            ("control_queue", get(&s.drop_control_queue)),
-            ("stream_queue", get(&s.drop_stream_queue)),
-        ] {
-            if v > 0 {
-                drops.insert(k, v);
-            }
-        }
+        let s = self.core().status();
+        let c = &s.counters;
+        let drops = c
+            .drops()
+            .filter(|(_, n)| *n > 0)
+            .map(|(d, n)| (d.as_str(), n))
+            .collect();
         TunnelStatus {
-            endpoint: self.relay().to_string(),
-            last_handshake_secs: hs.map(|d| d.as_secs()),
-            last_rx_secs: match get(&s.last_rx_ms) {
-                0 => None,
-                ms => Some(
-                    self.started
-                        .elapsed()
-                        .as_millis()
-                        .saturating_sub(u128::from(ms)) as u64
-                        / 1000,
-                ),
-            },
-            rx_bytes: get(&s.rx_bytes),
-            tx_bytes: get(&s.tx_bytes),
-            rx_packets: get(&s.rx_packets),
-            tx_packets: get(&s.tx_packets),
+            endpoint: s.relay.to_string(),
+            last_handshake_secs: s.last_handshake.map(|d| d.as_secs()),
+            last_rx_secs: s.last_rx.map(|at| at.elapsed().as_secs()),
+            rx_bytes: c.rx_bytes,
+            tx_bytes: c.tx_bytes,
+            rx_packets: c.rx_packets,
+            tx_packets: c.tx_packets,
             drops,
             cpu_latency: CpuLatencyStatus {
-                mode: self.cpu_latency.to_string(),
-                held: s.cpu_latency_held.load(Ordering::Relaxed),
-                holds: get(&s.cpu_latency_holds),
-                relay_rtt_us: self.relay_rtt().map(|d| d.as_micros() as u64),
+                mode: s.cpu_latency.to_string(),
+                held: s.cpu_latency_held,
+                holds: c.cpu_latency_holds,
+                relay_rtt_us: s.relay_rtt.map(|d| (d.as_micros() as u64).max(1)),
             },
-            transport: self.transport(),
-            transport_mode: self.chooser().mode(),
+            transport: s.transport,
+            transport_mode: s.transport_mode,
             url: self.target.as_ref().map(|t| t.url.to_string()),
         }
     }
@@ -750,15 +547,15 @@ impl Tunnel {
 
 /// The data path's buffers, allocated once, and its loop.
 ///
-/// One thread serves both directions: it polls the TUN device and the UDP socket, and after
-/// traffic it may keep polling without sleeping for up to [`SPIN`]. A request's answer
-/// usually comes back within that window, so it is picked up without the thread (and, on a
-/// VM, the virtual CPU) being put to sleep and woken again, which is what most of the per-hop
-/// latency was. `Spin` stops polling where it does not pay (answers over a WAN). While
-/// packets move, `hold` also keeps the other CPUs quick to wake, for the hand-overs to the
-/// application and, on one host, to the relay (see `overlay_core::cpu_latency`).
-/// Encryption of a bulk flow and decryption of its acknowledgements fit one core; the relay's
-/// work and the peer's run on the other.
+/// One thread serves both directions: it polls the TUN device, the UDP socket and the
+/// stream's queue, and does what the core's `end_turn` says: poll again, busy-poll (an
+/// answer usually comes back within `node::tunnel::SPIN`, so it is picked up without the
+/// thread, and on a VM the virtual CPU, being put to sleep and woken again), or sleep until
+/// readable or the core's next deadline. While packets move it also takes the kernel's
+/// CPU-latency request when the core says so, for the hand-overs to the application and, on
+/// one host, to the relay (see `overlay_core::cpu_latency`). Encryption of a bulk flow and
+/// decryption of its acknowledgements fit one core; the relay's work and the peer's run on
+/// the other.
 struct DataPath {
     /// TUN read: a super-packet with its virtio header, split into `bufs`.
     original: Vec<u8>,
@@ -772,19 +569,13 @@ struct DataPath {
     pkts: Vec<Vec<u8>>,
     headroom: usize,
     gro: GROTable,
+    /// Where the core writes what it sends on its own.
     scratch: Vec<u8>,
-    spin: Spin,
-    hold: Hold,
     request: CpuLatencyRequest,
     /// Datagrams the stream task received.
     stream_in: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
 }
 
-/// How long the data thread keeps polling after the last packet before it sleeps, when
-/// polling pays (see `overlay_core::spin`). Covers an answer's round trip through the relay
-/// on a LAN or one host; measured: ping through the relay between two namespaces went from
-/// ~270 to ~70 µs median with the relay polling too (scripts/bench.sh dataplane).
-const SPIN: Duration = Duration::from_micros(500);
 /// TUN reads (each up to IDEAL_BATCH_SIZE packets) before the socket gets its turn.
 const TUN_READS_PER_TURN: usize = 4;
 /// recvmmsg calls before the TUN device gets its turn.
@@ -806,9 +597,7 @@ impl DataPath {
                 .collect(),
             headroom,
             gro: GROTable::default(),
-            scratch: vec![0u8; BUF],
-            spin: Spin::new(SPIN),
-            hold: Hold::new(tunnel.cpu_latency, LINGER),
+            scratch: vec![0u8; TRANSMIT_BUF],
             request: CpuLatencyRequest::default(),
             stream_in: tunnel
                 .stream_in_rx
@@ -818,60 +607,44 @@ impl DataPath {
         }
     }
 
-    /// `moved` counts the applications' packets carried: what the kernel sends that is not
-    /// carried (IPv6 router solicitations), WireGuard's own messages (keepalives, handshakes)
-    /// and the node's control channel (liveness pings, registry sync) are not traffic to poll
-    /// for or to keep CPUs awake for.
-    fn run(mut self, t: &Tunnel, dev: &SyncDevice) -> anyhow::Result<()> {
+    fn run(mut self, t: &Arc<Tunnel>, dev: &SyncDevice) -> anyhow::Result<()> {
         let dev: &DeviceImpl = dev;
         let fds = [dev.as_raw_fd(), t.sock.as_raw_fd(), t.wake.fd()];
         loop {
             t.wake.reset();
-            let moved =
-                self.tun_to_udp(t, dev)? + self.udp_to_tun(t, dev) + self.stream_to_tun(t, dev);
+            self.tun_to_udp(t, dev)?;
+            self.udp_to_tun(t, dev);
+            self.stream_to_tun(t, dev);
             let now = Instant::now();
-            if moved > 0 {
-                self.spin.traffic(now);
-                // After the packets went: asking the kernel must not delay them.
-                if let Some(c) = self.hold.traffic(now, t.relay_rtt()) {
-                    self.apply(t, c);
+            let next = {
+                let mut core = t.core();
+                core.handle_timeout(now);
+                core.end_turn(now)
+            };
+            t.transmit(&mut self.scratch);
+            loop {
+                let Some(e) = t.core().poll_event() else {
+                    break;
+                };
+                t.on_event(e, &mut self.request);
+            }
+            match next {
+                Next::Again => {}
+                Next::Spin => std::thread::yield_now(),
+                Next::Sleep(until) => {
+                    // Rounded up: waking a little early would only spin through a turn.
+                    let ms = until.saturating_duration_since(now).as_millis() + 1;
+                    wait_readable(
+                        &fds,
+                        i32::try_from(ms).map_or(MAX_SLEEP_MS, |m| m.min(MAX_SLEEP_MS)),
+                    );
                 }
-            } else if self.spin.keep_polling(now) {
-                std::thread::yield_now();
-            } else {
-                if let Some(c) = self.hold.idle(now) {
-                    self.apply(t, c);
-                }
-                let ms = self.hold.timeout(now).map_or(1000, |d| {
-                    i32::try_from(d.as_millis() + 1).unwrap_or(1000).min(1000)
-                });
-                wait_readable(&fds, ms);
             }
         }
     }
 
-    /// Takes or gives back the kernel's CPU-latency request and shows it in the stats.
-    fn apply(&mut self, t: &Tunnel, c: Change) {
-        let ok = self.request.apply(c);
-        if !ok {
-            // No device or no permission (said once in the log): stop asking.
-            self.hold = Hold::new(Mode::Off, LINGER);
-        }
-        let held = ok && c == Change::Take;
-        t.stats.cpu_latency_held.store(held, Ordering::Relaxed);
-        if held && t.stats.cpu_latency_holds.fetch_add(1, Ordering::Relaxed) == 0 {
-            tracing::info!(
-                "asking the kernel for quick CPU wake-ups while packets move (--cpu-latency {}; \
-                 relay round trip {:?}); `overlay status` shows when",
-                t.cpu_latency,
-                t.relay_rtt()
-            );
-        }
-    }
-
     /// Reads from the TUN device until it is empty (or its turn is over), encrypts, sends.
-    fn tun_to_udp(&mut self, t: &Tunnel, dev: &DeviceImpl) -> anyhow::Result<usize> {
-        let mut moved = 0;
+    fn tun_to_udp(&mut self, t: &Tunnel, dev: &DeviceImpl) -> anyhow::Result<()> {
         for _ in 0..TUN_READS_PER_TURN {
             let n = match dev.recv_multiple(&mut self.original, &mut self.bufs, &mut self.sizes, 0)
             {
@@ -881,62 +654,42 @@ impl DataPath {
                 // A super-packet the splitter cannot handle: drop it, keep the device.
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::Other) => {
                     tracing::debug!("tun read: {e}");
-                    t.stats.drop_tun_invalid.fetch_add(1, Ordering::Relaxed);
+                    t.core().count_drop(Dropped::TunInvalid, 1);
                     continue;
                 }
                 Err(e) => return Err(anyhow::anyhow!("reading the TUN device failed: {e}")),
             };
-            let relay = t.relay();
+            let now = Instant::now();
+            let relay = t.core().relay();
             for (buf, &len) in self.bufs.iter().zip(&self.sizes).take(n) {
                 let p = &buf[..len];
-                let Ok(ip) = packet::Ipv4Packet::new_checked(p) else {
-                    // IPv6 router solicitations and the like: not carried yet.
-                    t.stats.drop_tun_invalid.fetch_add(1, Ordering::Relaxed);
+                let need = (len + SEAL_OVERHEAD).max(MIN_OUT);
+                if self.batch.spare(need).is_none() {
+                    t.flush(&mut self.batch);
+                }
+                let Some(space) = self.batch.spare(need) else {
                     continue;
                 };
-                if control::owner(&ip, t.relay_address) == Owner::Daemon {
-                    // A local program speaking to the relay's control port: only the daemon
-                    // may (see Tunnel::send_control). Said once; `overlay status` counts them.
-                    if t.stats.drop_local_control.fetch_add(1, Ordering::Relaxed) == 0 {
-                        tracing::warn!(
-                            "dropped UDP from a local program to the relay {}: its control \
-                             channel is the daemon's alone (counted as local_control in `overlay status`)",
-                            t.relay_address
-                        );
-                    }
-                    continue;
-                }
+                let sealed = match t.core().send(now, p, space) {
+                    Outbound::Datagram(d) => Some(d.len()),
+                    Outbound::Held => None,
+                    Outbound::Refused => continue,
+                };
                 if let Some(tap) = t.tap.get() {
                     tap.packet(p, true);
                 }
-                if self.batch.spare(len + SEAL_OVERHEAD).is_none() {
-                    t.flush(&mut self.batch);
+                if let Some(n) = sealed {
+                    self.batch.commit(relay, n);
                 }
-                let Some(space) = self.batch.spare(len + SEAL_OVERHEAD) else {
-                    continue;
-                };
-                let sealed = match t.lock().encapsulate(p, space) {
-                    TunnResult::WriteToNetwork(d) => d.len(),
-                    TunnResult::Err(e) => {
-                        tracing::debug!("encapsulate: {e:?}");
-                        continue;
-                    }
-                    _ => continue,
-                };
-                self.batch.commit(relay, sealed);
-                moved += 1;
-                t.stats.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                t.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
             }
             t.flush(&mut self.batch);
         }
-        Ok(moved)
+        Ok(())
     }
 
     /// Receives from the socket until it is empty (or its turn is over), decrypts, and writes
     /// the packets to the TUN device together so GRO can coalesce them.
-    fn udp_to_tun(&mut self, t: &Tunnel, dev: &DeviceImpl) -> usize {
-        let mut moved = 0;
+    fn udp_to_tun(&mut self, t: &Tunnel, dev: &DeviceImpl) {
         for _ in 0..UDP_READS_PER_TURN {
             // On the stack: this runs on every poll, including while the thread spins.
             let mut chunks = self.rx.chunks_mut(BUF);
@@ -951,26 +704,23 @@ impl DataPath {
                     continue;
                 }
             };
-            let relay = t.relay();
+            let now = Instant::now();
             let mut ready = 0;
             for (m, iov) in self.meta.iter().zip(&iovs).take(got) {
-                if m.addr != relay {
-                    t.stats.drop_unknown_sender.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
                 for d in iov[..m.len].chunks(m.stride.max(1)) {
                     if ready == self.pkts.len() {
                         write_tun(dev, &mut self.gro, &mut self.pkts, self.headroom);
                         ready = 0;
                     }
-                    if t.open(
+                    if open(
+                        t,
+                        now,
+                        Via::Udp(m.addr),
                         d,
-                        Via::Udp(relay),
                         &mut self.pkts[ready],
                         self.headroom,
                         &mut self.scratch,
                     ) {
-                        moved += 1;
                         ready += 1;
                     }
                 }
@@ -979,17 +729,14 @@ impl DataPath {
                 write_tun(dev, &mut self.gro, &mut self.pkts[..ready], self.headroom);
             }
         }
-        moved
     }
-}
 
-impl DataPath {
     /// Decrypts what the stream task received and writes it to the TUN device.
-    fn stream_to_tun(&mut self, t: &Tunnel, dev: &DeviceImpl) -> usize {
+    fn stream_to_tun(&mut self, t: &Tunnel, dev: &DeviceImpl) {
         let Some(rx) = &self.stream_in else {
-            return 0;
+            return;
         };
-        let mut moved = 0;
+        let now = Instant::now();
         let mut ready = 0;
         let mut taken = 0;
         for _ in 0..STREAM_READS_PER_TURN {
@@ -999,14 +746,15 @@ impl DataPath {
                 write_tun(dev, &mut self.gro, &mut self.pkts, self.headroom);
                 ready = 0;
             }
-            if t.open(
-                &d,
+            if open(
+                t,
+                now,
                 Via::Stream,
+                &d,
                 &mut self.pkts[ready],
                 self.headroom,
                 &mut self.scratch,
             ) {
-                moved += 1;
                 ready += 1;
             }
         }
@@ -1017,7 +765,43 @@ impl DataPath {
             // More may be waiting: do not sleep before the next turn.
             t.wake.wake();
         }
-        moved
+    }
+}
+
+/// Decrypts one datagram from the relay into `pkt` after `headroom` bytes and does what the
+/// core says; true when `pkt` holds a packet for the TUN device.
+fn open(
+    t: &Tunnel,
+    now: Instant,
+    via: Via,
+    d: &[u8],
+    pkt: &mut Vec<u8>,
+    headroom: usize,
+    scratch: &mut [u8],
+) -> bool {
+    pkt.clear();
+    pkt.resize(headroom + d.len().max(MIN_OUT), 0);
+    let r = t.core().receive(now, via, d, &mut pkt[headroom..]);
+    match r {
+        Received::Tun(p) => {
+            let len = p.len();
+            if let Some(tap) = t.tap.get() {
+                tap.packet(p, false);
+            }
+            pkt.truncate(headroom + len);
+            true
+        }
+        Received::Daemon(p) => {
+            t.to_daemon(p);
+            false
+        }
+        Received::Reply(p) => {
+            t.send_via(via, p);
+            // Packets queued during the handshake go out now, the way in use.
+            t.transmit(scratch);
+            false
+        }
+        Received::Nothing => false,
     }
 }
 

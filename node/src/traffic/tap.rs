@@ -7,7 +7,7 @@ use overlay_core::capture::conn::ConnMeta;
 use overlay_core::capture::pcap;
 use overlay_core::capture::tcp::{FlowKey, TcpEnd, TcpEvent, TcpLimits, Tracker};
 use overlay_core::capture::{ConnectionCapture, Direction, FlowEnd};
-use overlay_core::packet::{self, proto};
+use overlay_core::wire::{self, IpProtocol};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,13 +40,17 @@ impl Tap {
     pub fn packet(&self, p: &[u8], outbound: bool) {
         let t = &self.traffic;
         if !t.pcap.active() {
-            if !t.enabled || p.get(9) != Some(&proto::TCP) {
+            if !t.enabled {
+                return;
+            }
+            let Ok(ip) = wire::ipv4(p) else {
+                return;
+            };
+            if ip.next_header() != IpProtocol::Tcp {
                 return;
             }
             // Connections of local services' listeners are captured there.
-            let Ok((src, dst)) = packet::addresses(p) else {
-                return;
-            };
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
             let ours = if outbound { src } else { dst };
             if t.is_local_service(ours) {
                 return;
@@ -79,7 +83,8 @@ async fn run(mut rx: mpsc::Receiver<TapPacket>, traffic: Arc<Traffic>) {
             p = rx.recv() => {
                 let Some(p) = p else { return };
                 traffic.pcap.publish(&p.data, p.ts_us);
-                if traffic.enabled && p.data.get(9) == Some(&proto::TCP) {
+                // The tracker looks at TCP only.
+                if traffic.enabled {
                     let now = p.ts_us / 1000;
                     let outbound = p.outbound;
                     tracker.packet(&p.data, now, |k| {
@@ -181,7 +186,7 @@ impl PcapSubscribers {
         if !self.active() {
             return;
         }
-        let addrs = packet::addresses(pkt).ok();
+        let addrs = wire::addresses(pkt).ok();
         let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
         subs.retain(|s| !s.tx.is_closed());
         for s in subs.iter() {

@@ -5,7 +5,7 @@ use super::engine::{Engine, Tuple};
 use super::{Control, GatewayStats, ToGateway};
 use mio::{Interest, Token};
 use overlay_core::gateway::Segment;
-use overlay_core::packet::{self, Ipv4Packet};
+use overlay_core::wire;
 use std::collections::HashMap;
 use std::io::ErrorKind;
 
@@ -35,9 +35,9 @@ impl UdpFlows {
 impl Engine {
     /// A datagram from a node to a remote service.
     pub(super) fn udp_packet(&mut self, p: &ToGateway, seg: Segment) {
-        let Some(payload) = Ipv4Packet::new_checked(&p.packet)
+        let Some(payload) = wire::ipv4(&p.packet)
             .ok()
-            .and_then(|ip| packet::udp(&ip).map(|u| u.payload.to_vec()))
+            .and_then(|ip| wire::udp(&ip).ok().map(|u| u.payload().to_vec()))
         else {
             GatewayStats::add(&self.stats.drop_no_flow, 1);
             return;
@@ -153,7 +153,7 @@ impl Engine {
                 Ok(n) if n <= max => {
                     got += 1;
                     GatewayStats::add(&self.stats.bytes_down, n as u64);
-                    self.dev.tx.push(packet::build_udp(
+                    self.dev.tx.push(wire::build_udp(
                         *service.ip(),
                         service.port(),
                         *client.ip(),

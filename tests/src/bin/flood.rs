@@ -156,13 +156,8 @@ fn forge(
                 .as_secs(),
         };
         let (_, d) = JoinInitiator::new(&node, t.relay_key, &req, &mut rand::rngs::OsRng)?;
-        let packet = overlay_core::packet::build_udp(
-            source,
-            40000 + i as u16,
-            *relay.ip(),
-            relay.port(),
-            &d,
-        );
+        let packet =
+            overlay_core::wire::build_udp(source, 40000 + i as u16, *relay.ip(), relay.port(), &d);
         // SAFETY: packet and dst are valid for the call.
         let n = unsafe {
             libc::sendto(
