@@ -9,6 +9,10 @@
 #[path = "traffic/apps.rs"]
 mod apps;
 
+use overlay_core::api::daemon::{InspectReply, Registered};
+use overlay_core::capture::record::{Direction, Summary, SummaryKind};
+use overlay_core::http1::Protocol;
+use overlay_core::resolver::Where;
 use overlay_tests::overlay::{join_node, node_env, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, sh, wait_until, Host, World};
 use std::path::{Path, PathBuf};
@@ -164,34 +168,27 @@ fn http_server(w: &World, host: &Host, name: &str, addr: &str, port: u16) {
 }
 
 /// Registers `name` on `n` with a listener to `127.0.0.1:target`; returns the registration.
-fn register(w: &World, n: &Node, name: &str, port: u16, target: u16) -> serde_json::Value {
-    let out = overlay(
-        w,
-        &n.host,
-        &format!("register {name} --port {port} --target {target} --json"),
-    );
-    assert!(out.status.success(), "register: {}", text(&out));
-    serde_json::from_slice(&out.stdout).expect("json")
+fn register(w: &World, n: &Node, name: &str, port: u16, target: u16) -> Registered {
+    n.register(w, &format!("{name} --port {port} --target {target}"))
 }
 
 /// `overlay traffic --json` on `n` (every record, oldest first).
-fn traffic(w: &World, n: &Node, args: &str) -> Vec<serde_json::Value> {
-    let out = overlay(w, &n.host, &format!("traffic --json -n 1000 {args}"));
-    assert!(out.status.success(), "traffic: {}", text(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .expect("json")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+fn traffic(w: &World, n: &Node, args: &str) -> Vec<Summary> {
+    n.json(w, &format!("traffic --json -n 1000 {args}"))
+}
+
+/// Whether `r` is an exchange for `path`.
+fn path_is(r: &Summary, path: &str) -> bool {
+    r.path.as_deref() == Some(path)
+}
+
+/// Whether `r` is a flow of `protocol`.
+fn flow_of(r: &Summary, protocol: Protocol) -> bool {
+    r.kind == SummaryKind::Flow && r.protocol == Some(protocol)
 }
 
 /// Waits for a record that `pred` accepts; returns it.
-fn wait_record(
-    w: &World,
-    n: &Node,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
+fn wait_record(w: &World, n: &Node, what: &str, pred: impl Fn(&Summary) -> bool) -> Summary {
     let mut found = None;
     let mut last = Vec::new();
     wait_until(Duration::from_secs(10), || {
@@ -204,10 +201,8 @@ fn wait_record(
 
 /// The inspector's secret, from `overlay inspect --json` (as root).
 fn inspector_token(w: &World, n: &Node) -> String {
-    let out = overlay(w, &n.host, "inspect --json");
-    assert!(out.status.success(), "inspect: {}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    v["token"].as_str().expect("token").to_string()
+    let reply: InspectReply = n.json(w, "inspect --json");
+    reply.token.expect("token")
 }
 
 /// The inspector's API, from inside the node's namespace, with its token.
@@ -235,13 +230,12 @@ fn shell(s: &str) -> String {
 }
 
 fn remote_address(w: &World, n: &Node) -> String {
-    let out = overlay(w, &n.host, "services --json");
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let list = n.services(w);
     let r = list
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["name"] == "upstream"))
-        .unwrap_or_else(|| panic!("upstream is not listed: {list}"));
-    format!("{}:{}", r["address"].as_str().expect("address"), r["port"])
+        .iter()
+        .find(|s| s.name == "upstream")
+        .unwrap_or_else(|| panic!("upstream is not listed: {list:?}"));
+    format!("{}:{}", r.address, r.port.expect("a port"))
 }
 
 #[test]
@@ -250,8 +244,8 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
     http_server(&w, &w.hub, "upstream", REMOTE, 9000);
     http_server(&w, &a.host, "api", "127.0.0.1", 18080);
     let reg = register(&w, &a, "api", 8080, 18080);
-    let callback = reg["callback_url"].as_str().unwrap_or_default().to_string();
-    assert!(callback.starts_with("http://"), "no callback URL: {reg}");
+    let callback = reg.callback_url.clone().unwrap_or_default();
+    assert!(callback.starts_with("http://"), "no callback URL: {reg:?}");
 
     // overlay capture runs while the requests happen.
     let pcap = a.host.dir.join("capture.pcap");
@@ -282,12 +276,12 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
     let got = w.exec_ok(&w.hub, &format!("curl -sS --fail -m 10 {callback}/hello"));
     assert_eq!(got, "hello from api\n");
     let inbound = wait_record(&w, &a, "GET /hello in", |r| {
-        r["direction"] == "in" && r["path"] == "/hello"
+        r.direction == Direction::In && path_is(r, "/hello")
     });
-    assert_eq!(inbound["service"], "api");
-    assert_eq!(inbound["method"], "GET");
-    assert_eq!(inbound["status"], 200);
-    let id = inbound["id"].as_u64().expect("id");
+    assert_eq!(inbound.service, "api");
+    assert_eq!(inbound.method.as_deref(), Some("GET"));
+    assert_eq!(inbound.status, Some(200));
+    let id = inbound.id;
     let detail = api(&w, &a, "GET", &format!("/api/exchanges/{id}"), None);
     assert_eq!(detail["response"]["body"]["text"], "hello from api\n");
 
@@ -299,12 +293,12 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
     );
     assert!(got.contains("\"path\": \"/orders/7?x=1\""), "{got}");
     let outbound = wait_record(&w, &a, "POST /orders/7 out", |r| {
-        r["direction"] == "out" && r["path"] == "/orders/7?x=1"
+        r.direction == Direction::Out && path_is(r, "/orders/7?x=1")
     });
-    assert_eq!(outbound["method"], "POST");
-    assert_eq!(outbound["status"], 201);
-    assert_eq!(outbound["server_name"], "upstream");
-    let out_id = outbound["id"].as_u64().expect("id");
+    assert_eq!(outbound.method.as_deref(), Some("POST"));
+    assert_eq!(outbound.status, Some(201));
+    assert_eq!(outbound.server_name.as_deref(), Some("upstream"));
+    let out_id = outbound.id;
     let detail = api(&w, &a, "GET", &format!("/api/exchanges/{out_id}"), None);
     assert_eq!(detail["request"]["body"]["text"], "item=7");
     let body: serde_json::Value =
@@ -335,11 +329,11 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
         sha.as_str(),
         "the body changed on its way"
     );
-    let upload = wait_record(&w, &a, "POST /upload", |r| r["path"] == "/upload");
-    assert_eq!(upload["request_bytes"], 10485760);
-    assert_eq!(upload["truncated"], true);
-    assert_eq!(upload["status"], 201);
-    let up_id = upload["id"].as_u64().expect("id");
+    let upload = wait_record(&w, &a, "POST /upload", |r| path_is(r, "/upload"));
+    assert_eq!(upload.request_bytes, 10485760);
+    assert!(upload.truncated, "{upload:?}");
+    assert_eq!(upload.status, Some(201));
+    let up_id = upload.id;
     let detail = api(&w, &a, "GET", &format!("/api/exchanges/{up_id}"), None);
     assert_eq!(detail["request"]["body"]["len"], 10485760);
     assert_eq!(detail["request"]["body"]["captured"], 1 << 20);
@@ -379,10 +373,10 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
         .as_str()
         .unwrap_or("")
         .contains("/edited"));
-    wait_record(&w, &a, "the edited replay", |r| r["path"] == "/edited");
+    wait_record(&w, &a, "the edited replay", |r| path_is(r, "/edited"));
     let hellos = traffic(&w, &a, "api")
-        .into_iter()
-        .filter(|r| r["path"] == "/hello")
+        .iter()
+        .filter(|r| path_is(r, "/hello"))
         .count();
     assert_eq!(hellos, 2, "the replay is captured like any request");
     // A truncated body is not replayed as if it were whole.
@@ -402,7 +396,7 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
     );
     // Filters.
     let only_out = traffic(&w, &a, "--filter direction=out");
-    assert!(!only_out.is_empty() && only_out.iter().all(|r| r["direction"] == "out"));
+    assert!(!only_out.is_empty() && only_out.iter().all(|r| r.direction == Direction::Out));
     let lines = overlay(&w, &a.host, "traffic api");
     assert!(text(&lines).contains("GET /hello 200"), "{}", text(&lines));
 
@@ -431,15 +425,15 @@ fn headless_chromium_lists_and_opens_a_captured_request() {
     let (w, _relay, a) = world("trfui");
     http_server(&w, &a.host, "api", "127.0.0.1", 18080);
     let reg = register(&w, &a, "api", 8080, 18080);
-    let addr = format!("{}:8080", reg["address"].as_str().expect("address"));
+    let addr = format!("{}:8080", reg.address);
     w.exec_ok(
         &a.host,
         &format!("curl -sS --fail -m 10 http://{addr}/from-the-browser-test"),
     );
     let rec = wait_record(&w, &a, "GET /from-the-browser-test", |r| {
-        r["path"] == "/from-the-browser-test"
+        path_is(r, "/from-the-browser-test")
     });
-    let id = rec["id"].as_u64().expect("id");
+    let id = rec.id;
     let profile = a.host.dir.join("chromium-profile");
     let chromium = |extra: &str, url: &str| {
         format!(
@@ -493,8 +487,8 @@ fn malformed_http_is_recorded_as_what_it_is_and_breaks_nothing() {
     http_server(&w, &a.host, "api", "127.0.0.1", 18080);
     let raw_reg = register(&w, &a, "raw", 9000, 18090);
     let api_reg = register(&w, &a, "api", 8080, 18080);
-    let raw_addr = format!("{}:9000", raw_reg["address"].as_str().expect("address"));
-    let api_addr = format!("{}:8080", api_reg["address"].as_str().expect("address"));
+    let raw_addr = format!("{}:9000", raw_reg.address);
+    let api_addr = format!("{}:8080", api_reg.address);
     let send = write(&a.host.dir, "send.py", SEND.as_bytes());
     let dir = a.host.dir.clone();
     // Sends `data` to `addr` and checks the echo (or returns the answer).
@@ -521,18 +515,21 @@ fn malformed_http_is_recorded_as_what_it_is_and_breaks_nothing() {
     flood.extend_from_slice(b"\r\n");
     assert_eq!(exchange("flood", &raw_addr, &flood), flood);
     let r = wait_record(&w, &a, "the header flood", |r| {
-        r["type"] == "flow" && r["error"].as_str().unwrap_or("").contains("header lines")
+        r.kind == SummaryKind::Flow
+            && r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("header lines"))
     });
-    assert_eq!(r["protocol"], "malformed_http");
-    assert_eq!(r["request_bytes"], flood.len());
+    assert_eq!(r.protocol, Some(Protocol::MalformedHttp));
+    assert_eq!(r.request_bytes, flood.len() as u64);
 
     // Binary garbage: a TCP flow with its byte counts.
     let garbage: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
     assert_eq!(exchange("garbage", &raw_addr, &garbage), garbage);
     let r = wait_record(&w, &a, "binary garbage", |r| {
-        r["type"] == "flow" && r["protocol"] == "tcp" && r["request_bytes"] == 70_000
+        flow_of(r, Protocol::Tcp) && r.request_bytes == 70_000
     });
-    assert_eq!(r["response_bytes"], 70_000);
+    assert_eq!(r.response_bytes, 70_000);
 
     // A bad chunk size in a response: the exchange is recorded with the error.
     let got = exchange(
@@ -545,9 +542,9 @@ fn malformed_http_is_recorded_as_what_it_is_and_breaks_nothing() {
         "{}",
         String::from_utf8_lossy(&got)
     );
-    let r = wait_record(&w, &a, "the bad chunk", |r| r["path"] == "/bad-chunk");
-    assert_eq!(r["error"], "bad chunk size");
-    assert_eq!(r["status"], 200);
+    let r = wait_record(&w, &a, "the bad chunk", |r| path_is(r, "/bad-chunk"));
+    assert_eq!(r.error.as_deref(), Some("bad chunk size"));
+    assert_eq!(r.status, Some(200));
 
     // WebSocket: the upgrade is an exchange, the rest a websocket flow.
     let mut ws =
@@ -560,10 +557,10 @@ fn malformed_http_is_recorded_as_what_it_is_and_breaks_nothing() {
         "{}",
         String::from_utf8_lossy(&got)
     );
-    let r = wait_record(&w, &a, "the upgrade", |r| r["path"] == "/ws");
-    assert_eq!(r["status"], 101);
+    let r = wait_record(&w, &a, "the upgrade", |r| path_is(r, "/ws"));
+    assert_eq!(r.status, Some(101));
     wait_record(&w, &a, "the websocket flow", |r| {
-        r["type"] == "flow" && r["protocol"] == "websocket"
+        flow_of(r, Protocol::Websocket)
     });
 
     // Pipelined requests to a real server: three exchanges, answers in order.
@@ -571,8 +568,8 @@ fn malformed_http_is_recorded_as_what_it_is_and_breaks_nothing() {
     let got = String::from_utf8_lossy(&exchange("pipe", &api_addr, pipelined)).into_owned();
     assert_eq!(got.matches("HTTP/1.1 200").count(), 3, "{got}");
     for p in ["/p1", "/p2", "/p3"] {
-        let r = wait_record(&w, &a, p, |r| r["path"] == p);
-        assert_eq!(r["status"], 200);
+        let r = wait_record(&w, &a, p, |r| path_is(r, p));
+        assert_eq!(r.status, Some(200));
     }
     // The daemon is fine and still forwards.
     assert_eq!(
@@ -582,7 +579,7 @@ fn malformed_http_is_recorded_as_what_it_is_and_breaks_nothing() {
         ),
         "hello from api\n"
     );
-    assert!(a.status(&w).is_some_and(|s| s["state"] == "connected"));
+    assert!(a.connected(&w));
 }
 
 /// `iperf3 -c ADDR -p PORT -t SECS -J` from `host`; returns Mbit/s received.
@@ -632,7 +629,7 @@ fn capture_cost_through_a_listener() {
         );
         w.wait_listening(&n.host, 15201);
         let reg = register(&w, n, "sink", 5201, 15201);
-        let addr = reg["address"].as_str().expect("address").to_string();
+        let addr = reg.address.to_string();
         let direct = iperf(&w, &n.host, "127.0.0.1", 15201, 5);
         let through = iperf(&w, &n.host, &addr, 5201, 5);
         results.push((direct, through));
@@ -645,7 +642,7 @@ fn capture_cost_through_a_listener() {
          without: {off_listener:.0} Mbit/s; capture costs {cost:.1}%"
     );
     let recs = traffic(&w, &on, "sink");
-    assert!(recs.iter().any(|r| r["type"] == "flow"), "{recs:?}");
+    assert!(recs.iter().any(|r| r.kind == SummaryKind::Flow), "{recs:?}");
     assert!(cost < 50.0, "capture costs {cost:.1}%");
 }
 
@@ -739,13 +736,12 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
     );
     let mut addr = String::new();
     let up = wait_until(Duration::from_secs(30), || {
-        let out = overlay(&w, &h, "services --json");
-        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if let Some(s) = list.as_array().and_then(|l| {
-            l.iter()
-                .find(|s| s["name"] == "api" && s["where"] == "local")
-        }) {
-            addr = format!("{}:{}", s["address"].as_str().unwrap_or(""), s["port"]);
+        let list = a.services(&w);
+        if let Some(s) = list
+            .iter()
+            .find(|s| s.name == "api" && s.where_ == Where::Local)
+        {
+            addr = format!("{}:{}", s.address, s.port.unwrap_or_default());
         }
         !addr.is_empty()
             && w.exec(&h, &format!("curl -sf -m 2 http://{addr}/ready"))
@@ -763,8 +759,8 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
             "curl -sS --fail -m 10 -H 'Authorization: Bearer {BEARER}' -H 'Cookie: sid=client-cookie-secret' http://{addr}/whoami"
         ),
     );
-    let rec = wait_record(&w, &a, "GET /whoami", |r| r["path"] == "/whoami");
-    let id = rec["id"].as_u64().expect("id");
+    let rec = wait_record(&w, &a, "GET /whoami", |r| path_is(r, "/whoami"));
+    let id = rec.id;
 
     // Another local user: 401 and no data, whatever it asks, and nothing changes.
     let stranger_inspect = w.exec(
@@ -833,7 +829,7 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
     let whoamis = |w: &World| {
         traffic(w, &a, "api")
             .iter()
-            .filter(|r| r["path"] == "/whoami")
+            .filter(|r| path_is(r, "/whoami"))
             .count()
     };
     assert_eq!(
@@ -1105,9 +1101,7 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
     let chat = register(&w, &a, "chat", 8765, 18765);
     let stat = register(&w, &a, "static", 8443, 18443);
     let api = register(&w, &a, "api", 8080, 18080);
-    let addr = |r: &serde_json::Value, port: u16| {
-        format!("{}:{port}", r["address"].as_str().expect("address"))
-    };
+    let addr = |r: &Registered, port: u16| format!("{}:{port}", r.address);
     let greeter_addr = addr(&greeter, 50051);
     assert!(
         wait_until(Duration::from_secs(15), || w
@@ -1124,7 +1118,7 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
     // gRPC from a program on the laptop: method, status, messages, named by its process.
     let seen = traffic(&w, &a, "")
         .iter()
-        .filter_map(|r| r["id"].as_u64())
+        .map(|r| r.id)
         .max()
         .unwrap_or(0);
     let got = w.exec_ok(
@@ -1133,33 +1127,37 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
     );
     assert_eq!(got, "hello world\nNOT_FOUND\n");
     let ok = wait_record(&w, &a, "the gRPC call", |r| {
-        r["grpc_method"] == "helloworld.Greeter/SayHello"
-            && r["grpc_status"] == 0
-            && r["id"].as_u64().is_some_and(|id| id > seen)
+        r.grpc_method.as_deref() == Some("helloworld.Greeter/SayHello")
+            && r.grpc_status == Some(0)
+            && r.id > seen
     });
-    assert_eq!(ok["service"], "greeter");
-    assert_eq!(ok["method"], "POST");
-    assert_eq!(ok["path"], "/helloworld.Greeter/SayHello");
-    assert_eq!(ok["status"], 200);
-    assert_eq!(ok["version"], "HTTP/2");
-    assert_eq!(ok["grpc_status_name"], "OK");
-    let command = ok["client_process"]["command"].as_str().unwrap_or("");
+    assert_eq!(ok.service, "greeter");
+    assert_eq!(ok.method.as_deref(), Some("POST"));
+    assert_eq!(ok.path.as_deref(), Some("/helloworld.Greeter/SayHello"));
+    assert_eq!(ok.status, Some(200));
+    assert_eq!(ok.version.as_deref(), Some("HTTP/2"));
+    assert_eq!(ok.grpc_status_name.as_deref(), Some("OK"));
+    let command = ok
+        .client_process
+        .as_ref()
+        .map(|p| p.command.as_str())
+        .unwrap_or("");
     assert!(
         command.starts_with("python"),
-        "the caller is not named by its process: {ok}"
+        "the caller is not named by its process: {ok:?}"
     );
     assert!(
-        ok["client_name"]
-            .as_str()
+        ok.client_name
+            .as_deref()
             .unwrap_or("")
             .starts_with("python"),
-        "a local program is labelled as something else: {ok}"
+        "a local program is labelled as something else: {ok:?}"
     );
     let failed = wait_record(&w, &a, "the failing gRPC call", |r| {
-        r["grpc_status"] == 5 && r["id"].as_u64().is_some_and(|id| id > seen)
+        r.grpc_status == Some(5) && r.id > seen
     });
-    assert_eq!(failed["grpc_status_name"], "NOT_FOUND");
-    let d = detail(&w, &a, ok["id"].as_u64().expect("id"));
+    assert_eq!(failed.grpc_status_name.as_deref(), Some("NOT_FOUND"));
+    let d = detail(&w, &a, ok.id);
     assert_eq!(
         d["grpc"]["request_messages"][0]["json"],
         serde_json::json!({"name": "world"}),
@@ -1184,12 +1182,13 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
         !d.to_string().contains("grpc-secret"),
         "a credential is shown: {d}"
     );
-    let d = detail(&w, &a, failed["id"].as_u64().expect("id"));
+    let d = detail(&w, &a, failed.id);
     assert_eq!(d["grpc"]["message"], "no such user: nobody");
 
     // gRPC from the remote environment through the relay's callback port.
-    let callback = greeter["callback_url"]
-        .as_str()
+    let callback = greeter
+        .callback_url
+        .as_deref()
         .unwrap_or("")
         .trim_start_matches("http://")
         .to_string();
@@ -1199,10 +1198,7 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
     );
     assert_eq!(got, "hello world\nNOT_FOUND\n");
     wait_record(&w, &a, "the remote gRPC call", |r| {
-        r["grpc_status"] == 0
-            && r["client"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("100.64.0.1:"))
+        r.grpc_status == Some(0) && r.client.starts_with("100.64.0.1:")
     });
 
     // WebSocket: each message with its direction, and the close code.
@@ -1213,10 +1209,10 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
     );
     assert_eq!(got, "hello over websocket\n");
     let ws = wait_record(&w, &a, "the WebSocket conversation", |r| {
-        r["protocol"] == "websocket" && r["messages"].as_u64().is_some_and(|n| n >= 5)
+        r.protocol == Some(Protocol::Websocket) && r.messages.is_some_and(|n| n >= 5)
     });
-    assert_eq!(ws["path"], "/chat");
-    let d = detail(&w, &a, ws["id"].as_u64().expect("id"));
+    assert_eq!(ws.path.as_deref(), Some("/chat"));
+    let d = detail(&w, &a, ws.id);
     let msgs = d["websocket"]["messages"]
         .as_array()
         .cloned()
@@ -1259,11 +1255,11 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
         ("nghttp", "/index.html?client=nghttp"),
     ] {
         let r = wait_record(&w, &a, what, |r| {
-            r["path"] == path && r["version"] == "HTTP/2"
+            r.path.as_deref() == Some(path) && r.version.as_deref() == Some("HTTP/2")
         });
-        assert_eq!(r["status"], 200, "{what}: {r}");
-        assert_eq!(r["method"], "GET", "{what}: {r}");
-        assert_eq!(r["response_bytes"], 23, "{what}: {r}");
+        assert_eq!(r.status, Some(200), "{what}: {r:?}");
+        assert_eq!(r.method.as_deref(), Some("GET"), "{what}: {r:?}");
+        assert_eq!(r.response_bytes, 23, "{what}: {r:?}");
     }
 
     // pcap of a laptop-local call: made up from the listener's bytes, decoded by tshark.
@@ -1294,7 +1290,7 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
         &h,
         &format!("curl -sS --fail -m 10 http://{api_addr}/local-pcap?x=1"),
     );
-    wait_record(&w, &a, "the local call", |r| r["path"] == "/local-pcap?x=1");
+    wait_record(&w, &a, "the local call", |r| path_is(r, "/local-pcap?x=1"));
     std::thread::sleep(Duration::from_millis(500));
     sh(&format!("kill -INT {cap_pid}"));
     let tshark = || {
@@ -1333,7 +1329,7 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
             profile.display()
         )
     };
-    let grpc_url = format!("{base}#id={}", ok["id"]);
+    let grpc_url = format!("{base}#id={}", ok.id);
     let dom = w.exec_ok(&h, &chromium("--dump-dom", &grpc_url));
     assert!(
         dom.contains("id=\"grpc-title\"") && dom.contains("helloworld.Greeter/SayHello"),
@@ -1343,7 +1339,7 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
         dom.contains("hello world") && dom.contains("id=\"svc-greeter\""),
         "{dom}"
     );
-    let ws_url = format!("{base}#id={}", ws["id"]);
+    let ws_url = format!("{base}#id={}", ws.id);
     let dom = w.exec_ok(&h, &chromium("--dump-dom", &ws_url));
     assert!(
         dom.contains("id=\"ws-messages\"") && dom.contains("hello over websocket"),

@@ -194,14 +194,26 @@ pub struct Record {
     pub kind: RecordKind,
 }
 
+/// What a [`Summary`] stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SummaryKind {
+    /// An HTTP request and its response.
+    Exchange,
+    /// A connection that is not HTTP.
+    Flow,
+    /// Plain flows of one caller to one server, collapsed (`collapse=1`).
+    Group,
+}
+
 /// A record without headers and bodies: what lists show.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Record id.
     pub id: u64,
     /// `exchange` or `flow`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: SummaryKind,
     /// Local service.
     pub service: String,
     /// In or out.
@@ -251,10 +263,19 @@ pub struct Summary {
     pub grpc_status: Option<u32>,
     /// gRPC calls: the status's name.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub grpc_status_name: Option<&'static str>,
+    pub grpc_status_name: Option<String>,
     /// WebSocket flows: messages in the record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<u64>,
+    /// Groups: the filter value (`group=KEY`) that lists the members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Groups: members in this page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Groups: the oldest member's id in this page (`id` is the newest's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_id: Option<u64>,
 }
 
 impl Record {
@@ -307,7 +328,7 @@ impl Record {
     pub fn summary(&self) -> Summary {
         let mut s = Summary {
             id: self.id,
-            kind: "exchange",
+            kind: SummaryKind::Exchange,
             service: self.service.clone(),
             direction: self.direction,
             client: self.client.clone(),
@@ -331,6 +352,9 @@ impl Record {
             grpc_status: None,
             grpc_status_name: None,
             messages: None,
+            group: None,
+            count: None,
+            first_id: None,
         };
         match &self.kind {
             RecordKind::Exchange {
@@ -351,7 +375,7 @@ impl Record {
                 if let Some(g) = grpc {
                     s.grpc_method = Some(format!("{}/{}", g.service, g.method));
                     s.grpc_status = g.status;
-                    s.grpc_status_name = g.status_name();
+                    s.grpc_status_name = g.status_name().map(str::to_string);
                 }
             }
             RecordKind::Flow {
@@ -362,7 +386,7 @@ impl Record {
                 websocket,
                 ..
             } => {
-                s.kind = "flow";
+                s.kind = SummaryKind::Flow;
                 s.request_bytes = *bytes_up;
                 s.response_bytes = *bytes_down;
                 s.error = note.clone();
@@ -380,7 +404,10 @@ impl Record {
 impl Summary {
     /// One line for `overlay traffic`: `id in|out client -> server METHOD path status size time`.
     pub fn line(&self) -> String {
-        let who = |name: &Option<String>, addr: &str| name.clone().unwrap_or_else(|| addr.into());
+        let who = |name: &Option<String>, addr: &str| match name.as_deref() {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => addr.to_string(),
+        };
         let route = format!(
             "{} -> {}",
             who(&self.client_name, &self.client),
@@ -391,8 +418,8 @@ impl Summary {
             .map(|d| format!("{d}ms"))
             .unwrap_or_else(|| "-".into());
         let mut line = match self.kind {
-            "exchange" => format!(
-                "#{} {:<3} {:<8} {} {} {} {} {}B {}",
+            SummaryKind::Exchange => format!(
+                "#{} {:<3} {:<10} {} {} {} {} {}B {}",
                 self.id,
                 self.direction.as_str(),
                 self.service,
@@ -403,20 +430,36 @@ impl Summary {
                 self.response_bytes,
                 time
             ),
-            _ => format!(
-                "#{} {:<3} {:<8} {} {} up {}B down {}B {}",
+            SummaryKind::Flow => format!(
+                "#{} {:<3} {:<10} {} {} up {}B down {}B {}",
                 self.id,
                 self.direction.as_str(),
                 self.service,
                 route,
-                self.protocol
-                    .map(|p| format!("{p:?}").to_lowercase())
-                    .unwrap_or_default(),
+                self.protocol.map(Protocol::as_str).unwrap_or_default(),
                 self.request_bytes,
                 self.response_bytes,
                 time
             ),
+            SummaryKind::Group => format!(
+                "#{} {:<3} {:<10} {} {} x{} up {}B down {}B (flows collapsed)",
+                self.id,
+                self.direction.as_str(),
+                self.service,
+                route,
+                self.protocol.map(Protocol::as_str).unwrap_or_default(),
+                self.count.unwrap_or(0),
+                self.request_bytes,
+                self.response_bytes
+            ),
         };
+        if let Some(g) = &self.grpc_method {
+            let status = self.grpc_status_name.as_deref().unwrap_or("-");
+            line.push_str(&format!(" grpc {g} {status}"));
+        }
+        if let Some(n) = self.messages {
+            line.push_str(&format!(" {n} messages"));
+        }
         if self.truncated {
             line.push_str(" (truncated)");
         }

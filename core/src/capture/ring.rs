@@ -59,6 +59,42 @@ pub struct FlowGroup {
     pub started_ms: u64,
 }
 
+impl FlowGroup {
+    /// The group as a list row (`type: "group"`).
+    pub fn summary(&self) -> super::record::Summary {
+        super::record::Summary {
+            id: self.id,
+            kind: super::record::SummaryKind::Group,
+            service: self.service.clone(),
+            direction: self.direction,
+            client: String::new(),
+            client_name: self.client_name.clone(),
+            server: self.server.clone(),
+            server_name: self.server_name.clone(),
+            started_ms: self.started_ms,
+            duration_ms: None,
+            method: None,
+            path: None,
+            status: None,
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+            truncated: false,
+            error: None,
+            protocol: Some(self.protocol),
+            version: None,
+            client_process: None,
+            remote_caller: None,
+            grpc_method: None,
+            grpc_status: None,
+            grpc_status_name: None,
+            messages: None,
+            group: Some(self.group.clone()),
+            count: Some(self.count),
+            first_id: Some(self.first_id),
+        }
+    }
+}
+
 /// What the per-service view shows of one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ServiceCount {

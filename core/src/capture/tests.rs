@@ -182,7 +182,7 @@ fn connection_capture_gives_exchanges_and_flows() {
         ),
         (Some("GET"), Some("/x"), Some(200), Some(4))
     );
-    assert_eq!(s.line(), "#0 in  api      web -> api GET /x 200 2B 4ms");
+    assert_eq!(s.line(), "#0 in  api        web -> api GET /x 200 2B 4ms");
     // Not HTTP: one flow record.
     let r = capture(b"\x00\x01binary", b"\x02");
     assert_eq!(r.len(), 1);

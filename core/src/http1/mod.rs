@@ -72,6 +72,21 @@ pub enum Protocol {
     Tcp,
 }
 
+impl Protocol {
+    /// Its name in JSON and in `overlay traffic` lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Unknown => "unknown",
+            Protocol::Http => "http",
+            Protocol::Websocket => "websocket",
+            Protocol::Http2 => "http2",
+            Protocol::Upgraded => "upgraded",
+            Protocol::MalformedHttp => "malformed_http",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
 /// What a connection was upgraded to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpgradeKind {

@@ -24,11 +24,12 @@
 
 use super::replay::{self, Edits};
 use super::Traffic;
+use overlay_core::api::daemon::TrafficPage;
 use overlay_core::capture::access::{self, Decision};
 use overlay_core::capture::filter::query_pairs;
 use overlay_core::capture::mask;
 use overlay_core::capture::ring::Row;
-use overlay_core::capture::{grpc, Filter, Record, RecordKind};
+use overlay_core::capture::{grpc, Filter, Record, RecordKind, Summary};
 use overlay_core::http1::{Kind, Limits, Message, MessageParser};
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -267,10 +268,10 @@ fn stats(t: &Arc<Traffic>) -> serde_json::Value {
     })
 }
 
-/// The list answer for a query string (also used by the control socket): a page of summaries
-/// (oldest first) and flow groups (`collapse=1`), through the whole ring with `before=ID`;
-/// credentials in targets are masked unless the query says `reveal=1`.
-pub fn list_json(query: &str, t: &Arc<Traffic>) -> serde_json::Value {
+/// The list answer for a query string (also the daemon's answer to `overlay traffic`): a page
+/// of summaries (oldest first) and flow groups (`collapse=1`), through the whole ring with
+/// `before=ID`; credentials in targets are masked unless the query says `reveal=1`.
+pub fn page(query: &str, t: &Arc<Traffic>) -> TrafficPage {
     let filter = Filter::from_query(query);
     let reveal = reveal(query);
     let pairs = query_pairs(query);
@@ -284,7 +285,7 @@ pub fn list_json(query: &str, t: &Arc<Traffic>) -> serde_json::Value {
         .min(MAX_LIST);
     t.with_ring(|r| {
         let page = r.page(&filter, after, before, limit, collapse);
-        let rows: Vec<serde_json::Value> = page
+        let records: Vec<Summary> = page
             .rows
             .iter()
             .rev()
@@ -294,25 +295,20 @@ pub fn list_json(query: &str, t: &Arc<Traffic>) -> serde_json::Value {
                     if !reveal {
                         s.path = s.path.as_deref().map(mask::mask_target);
                     }
-                    json!(s)
+                    s
                 }
-                Row::Group(g) => {
-                    let mut v = json!(g);
-                    v["type"] = "group".into();
-                    v
-                }
+                Row::Group(g) => g.summary(),
             })
             .collect();
-        json!({
-            "records": rows,
-            "latest": r.next_id() - 1,
-            "more": page.more,
-            "oldest": page.oldest,
-            "matched": page.matched,
-        })
+        TrafficPage {
+            records,
+            latest: r.next_id() - 1,
+            more: page.more,
+            oldest: page.oldest,
+            matched: page.matched,
+        }
     })
 }
-
 /// The per-service view: every known service with its record counts.
 pub fn services_json(t: &Arc<Traffic>) -> serde_json::Value {
     let counts = t.with_ring(|r| r.services());
@@ -368,7 +364,7 @@ pub fn detail_json(r: &Record, reveal: bool, t: &Traffic) -> serde_json::Value {
 }
 
 fn list(query: &str, t: &Arc<Traffic>) -> Reply {
-    json_reply(200, list_json(query, t))
+    json_reply(200, json!(page(query, t)))
 }
 
 async fn events(mut s: TcpStream, t: Arc<Traffic>) -> anyhow::Result<()> {

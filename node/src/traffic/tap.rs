@@ -232,34 +232,24 @@ impl PcapSubscribers {
 
 /// Serves `overlay capture` on a unix socket in the run directory: the client sends one JSON
 /// line (`{"service": "api", "duration_ms": 10000}`), then reads a pcap stream until the
-/// duration ends or it closes the connection. Root and `owner_uid` only.
+/// duration ends or it closes the connection. Root and `owner_uid` only, by the local API's
+/// socket access and peer-credential check (a refused connection is just closed: the client
+/// reads pcap, not answers).
 pub async fn serve_capture(
     path: std::path::PathBuf,
     owner_uid: Option<u32>,
     traffic: Arc<Traffic>,
 ) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use overlay_sys::local_api::{Access, Listener};
     if let Some(dir) = path.parent() {
         overlay_sys::statefile::ensure_dir(dir, 0o755)?;
     }
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    if let Some(uid) = owner_uid {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-        // SAFETY: c is a valid NUL-terminated path; -1 leaves the group unchanged.
-        unsafe { libc::chown(c.as_ptr(), uid, u32::MAX) };
-    }
+    let listener = Listener::bind(&path, Access::private(owner_uid))?;
     loop {
-        let (stream, _) = listener.accept().await?;
-        let allowed = stream
-            .peer_cred()
-            .map(|c| c.uid() == 0 || Some(c.uid()) == owner_uid)
-            .unwrap_or(false);
-        if !allowed {
+        let Ok(stream) = listener.accept().await else {
+            tracing::warn!("refused a capture connection from another user");
             continue;
-        }
+        };
         let t = traffic.clone();
         tokio::spawn(async move {
             if let Err(e) = capture_client(stream, t).await {
