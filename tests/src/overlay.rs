@@ -46,7 +46,7 @@ fn spawn_relay(w: &World, r: &Relay, extra: &[&str]) -> u32 {
         &r.endpoint,
     ];
     cmd.extend_from_slice(extra);
-    let pid = w.spawn(&w.hub, "relay", &[("RUST_LOG", "info")], &cmd);
+    let pid = w.spawn(&w.hub, "relay", &[("RUST_LOG", &log_filter())], &cmd);
     let sock = r.state.join("admin.sock");
     assert!(
         wait_until(Duration::from_secs(10), || sock.exists()),
@@ -246,7 +246,7 @@ pub fn start_node_with(w: &World, host: &Host, conf: &PathBuf, flags: &[&str]) -
         &[
             ("OVERLAY_STATE_DIR", &state),
             ("OVERLAY_RUN_DIR", &run),
-            ("RUST_LOG", "info"),
+            ("RUST_LOG", &log_filter()),
         ],
         &[
             &[
@@ -289,10 +289,21 @@ impl Relay {
 }
 
 /// The environment that points `overlay` at a host's own directories.
+/// The log filter of the relays and daemons the tests start: `OVERLAY_TEST_LOG` (e.g.
+/// `overlay=debug,overlay_core=trace` to chase a flaky test), else `info`.
+pub fn log_filter() -> String {
+    std::env::var("OVERLAY_TEST_LOG").unwrap_or_else(|_| "info".into())
+}
+
+/// The environment `overlay` commands run with in `host`: its directories (and `OVERLAY_TEST_LOG`).
 pub fn node_env(host: &Host) -> String {
     format!(
-        "OVERLAY_STATE_DIR={0}/state OVERLAY_RUN_DIR={0}/run",
-        host.dir.display()
+        "OVERLAY_STATE_DIR={0}/state OVERLAY_RUN_DIR={0}/run{1}",
+        host.dir.display(),
+        // Only when asked: the commands' own stderr is part of what tests check.
+        std::env::var("OVERLAY_TEST_LOG")
+            .map(|l| format!(" RUST_LOG={l}"))
+            .unwrap_or_default()
     )
 }
 

@@ -139,8 +139,14 @@ impl World {
         };
         w.make_ns(&hub_ns);
         std::fs::create_dir_all(&w.hub.dir).expect("hub dir");
+        // The bridge gets an address of its own: without one it takes the lowest of its ports'
+        // and changes it when a host with a lower one is added. Hosts that learned the old
+        // address for 10.78.0.1 then send it frames the hub's IP layer drops as not its own
+        // (they enter through another port), until their ARP entry goes stale: a node's tunnel
+        // went silent for ~10 s whenever a later host joined the bridge.
         sh(&format!(
-            "ip -n {hub_ns} link add br0 type bridge && ip -n {hub_ns} link set br0 up && \
+            "ip -n {hub_ns} link add br0 address 02:00:0a:4e:00:01 type bridge && \
+             ip -n {hub_ns} link set br0 up && \
              ip -n {hub_ns} addr add {UNDERLAY}.1/24 dev br0"
         ));
         w.hosts.push(w.hub.clone());

@@ -341,6 +341,15 @@ fn repeated_queries_never_get_a_stale_answer() {
     );
 }
 
+/// Stdout and stderr of `o`, for failure messages.
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// A relay and one joined node per name (hosts `h2`, `h3`, ...), with a token of spare uses.
 fn world_of(tag: &str, names: &[&str]) -> (World, Relay, Vec<Node>, String) {
     let mut w = World::new(tag);
@@ -358,11 +367,20 @@ fn world_of(tag: &str, names: &[&str]) -> (World, Relay, Vec<Node>, String) {
         });
         assert!(
             ok,
-            "the tunnel of {} does not carry packets: {:?}\nrelay nodes: {:?}\nrelay stats: {:?}",
+            "the tunnel of {} does not carry packets: {:?}\nrelay nodes: {:?}\nrelay stats: {:?}\nnode sockets: {}\nhub sockets: {}\nhub udp: {}",
             n.host.ns,
             n.status(&w),
             relay.nodes(&w),
-            relay.stats(&w)
+            relay.stats(&w),
+            text(&w.exec(
+                &n.host,
+                "ss -uan; nstat -az 'Udp*' 'Ip*Discards' 'IpOutRequests' 'IpOutNoRoutes' | grep -v ' 0 '; ip neigh; ip -s link show eth0; nft list ruleset; ip route"
+            )),
+            text(&w.exec(
+                &w.hub,
+                "ss -uan; ip neigh; ip -s link; bridge fdb show br br0; nft list ruleset"
+            )),
+            text(&w.exec(&w.hub, "nstat -az 'Udp*' 'Ip*Discards' 'IpInHdrErrors'"))
         );
     }
     (w, relay, nodes, token)

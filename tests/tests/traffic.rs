@@ -1116,11 +1116,7 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
     );
 
     // gRPC from a program on the laptop: method, status, messages, named by its process.
-    let seen = traffic(&w, &a, "")
-        .iter()
-        .map(|r| r.id)
-        .max()
-        .unwrap_or(0);
+    let seen = traffic(&w, &a, "").iter().map(|r| r.id).max().unwrap_or(0);
     let got = w.exec_ok(
         &h,
         &format!("{py} {} {greeter_addr}", grpc_client.display()),
