@@ -127,16 +127,7 @@ impl Run {
             let added = sim.hub.peer_add(name, public, now).expect("peer added");
             node_prefix.push(added.prefix.parse::<Ipv4Prefix>().unwrap());
         }
-        let now = sim.now();
-        sim.hub
-            .set_catalog(
-                vec![RemoteEntry {
-                    name: "orders".into(),
-                    port: 8080,
-                    target: "orders.svc:8080".into(),
-                }],
-                now,
-            )
+        sim.set_orders_catalog()
             .expect("catalog set");
         sim.hub.set_on_demand(OnDemandConfig {
             enabled: true,

@@ -541,16 +541,7 @@ fn leave_through_the_control_channel() {
 fn remote_service_packets_go_to_the_gateway_and_back() {
     let mut sim = sim();
     let ia = add(&mut sim, "a", 1);
-    sim.hub
-        .set_catalog(
-            vec![crate::registry::RemoteEntry {
-                name: "orders".into(),
-                port: 8080,
-                target: "orders.svc:8080".into(),
-            }],
-            sim.now(),
-        )
-        .unwrap();
+    sim.set_orders_catalog().unwrap();
     let orders = sim
         .hub
         .services()

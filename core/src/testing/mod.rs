@@ -187,6 +187,20 @@ impl Sim {
         self.clock.now()
     }
 
+    /// Sets the catalog to one remote service, `orders` on port 8080 at `orders.svc:8080`,
+    /// as the hub's tests, the fuzz target and its seeds use it.
+    pub fn set_orders_catalog(&mut self) -> Result<crate::registry::RemoteUpdate, HubError> {
+        let now = self.now();
+        self.hub.set_catalog(
+            vec![crate::registry::RemoteEntry {
+                name: "orders".into(),
+                port: 8080,
+                target: "orders.svc:8080".into(),
+            }],
+            now,
+        )
+    }
+
     /// Collects everything the hub has to say: datagrams, gateway packets, lookups, jobs, and
     /// persist requests (written and reported at once with `auto_persist`).
     pub fn drain(&mut self) {

@@ -53,16 +53,7 @@ fn fixture() -> Fixture {
             .unwrap();
         addrs.push(added.address.parse::<Ipv4Addr>().unwrap());
     }
-    let now = sim.now();
-    sim.hub
-        .set_catalog(
-            vec![RemoteEntry {
-                name: "orders".into(),
-                port: 8080,
-                target: "orders.svc:8080".into(),
-            }],
-            now,
-        )
+    sim.set_orders_catalog()
         .unwrap();
     let orders = sim
         .hub

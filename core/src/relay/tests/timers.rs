@@ -78,16 +78,7 @@ fn a_node_rekeys_after_two_minutes_and_the_session_goes_on() {
 fn an_expired_session_is_rebuilt_by_the_relay_when_it_has_something_to_send() {
     let mut sim = sim();
     let ia = add(&mut sim, "a", 1);
-    sim.hub
-        .set_catalog(
-            vec![crate::registry::RemoteEntry {
-                name: "orders".into(),
-                port: 8080,
-                target: "orders.svc:8080".into(),
-            }],
-            sim.now(),
-        )
-        .unwrap();
+    sim.set_orders_catalog().unwrap();
     let orders = sim.hub.services()[0].address;
     let mut a = node(&sim, 1, ia, 1000);
     a.send(&mut sim, &build_echo_request(ia, RELAY, 1, 1, b""));
