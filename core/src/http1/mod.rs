@@ -16,7 +16,9 @@ mod message;
 #[cfg(test)]
 mod tests;
 
-pub use message::{Head, HttpError, Kind, Limits, Message, MessageParser, Parsed};
+pub use message::{
+    looks_like_request, Head, HttpError, Kind, Limits, Message, MessageParser, Parsed,
+};
 
 use std::collections::VecDeque;
 

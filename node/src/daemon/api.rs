@@ -81,6 +81,22 @@ pub enum Request {
     },
     /// The web inspector's URL (`overlay inspect`).
     Inspect,
+    /// Send the remote environment's callers of `service` (through the relay's front) to this
+    /// node's instance: every connection, or requests with `header` (`NAME=VALUE`).
+    Intercept {
+        /// The service.
+        service: String,
+        /// `NAME=VALUE`.
+        #[serde(default)]
+        header: Option<String>,
+    },
+    /// End this node's intercept of `service`.
+    InterceptStop {
+        /// The service.
+        service: String,
+    },
+    /// Every node's intercepts.
+    Intercepts,
     /// Remove a local service and its listener.
     Unregister {
         /// Service name.

@@ -6,6 +6,7 @@ pub mod api;
 pub mod cpu_latency;
 pub mod device;
 pub mod dns;
+pub mod intercept;
 pub mod listener;
 pub mod relaylink;
 pub mod relaystream;
@@ -185,6 +186,8 @@ struct Node {
     traffic: Arc<crate::traffic::Traffic>,
     /// The DNS server (`overlay resolve` asks it).
     dns: Arc<DnsServer>,
+    /// This node's intercepts.
+    intercepts: intercept::Mine,
 }
 
 /// A service this node registered.
@@ -528,6 +531,23 @@ impl Handler for Node {
             Request::Traffic { query } => Response::Ok {
                 data: crate::traffic::server::list_json(&query, &self.traffic),
             },
+            Request::Intercept { service, header } => {
+                let runs_it = self.local.lock().await.keys().any(|(n, _)| *n == service);
+                reply(
+                    intercept::start(
+                        &self.link,
+                        &self.intercepts,
+                        &service,
+                        header.as_deref(),
+                        runs_it,
+                    )
+                    .await,
+                )
+            }
+            Request::InterceptStop { service } => {
+                reply(intercept::stop(&self.link, &self.intercepts, &service).await)
+            }
+            Request::Intercepts => reply(intercept::list(&self.link).await),
             Request::Inspect => Response::Ok {
                 data: match self.traffic.private_url() {
                     Some(url) => json!({"url": url, "token": self.traffic.secret.hex()}),
@@ -656,6 +676,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         link.directory.clone(),
         s.name.clone(),
         s.address,
+        s.relay_address,
+        link.callers.clone(),
     );
     crate::traffic::start(&args.traffic, &traffic, &tunnel, owner).await;
     let node = Arc::new(Node {
@@ -667,6 +689,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         stop: Notify::new(),
         traffic,
         dns: dns.clone(),
+        intercepts: intercept::Mine::default(),
     });
     tracing::info!(node = %node.settings.name, address = %node.settings.address, interface = %args.interface, "node up");
     let sock_path = paths::control_socket();
@@ -686,6 +709,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         _ = term.recv() => Ok(()),
         _ = node.stop.notified() => Ok(()),
     };
+    // The remote environment's callers go back to the remote service at once.
+    intercept::stop_all(&node.link, &node.intercepts).await;
     if let Some((change, _)) = &resolver_change {
         if let Err(e) = resolvconf::restore(change) {
             tracing::error!("cannot restore the system resolver: {e:#}");

@@ -10,6 +10,7 @@
 //! [`server`] serves the inspector and its JSON API; `overlay traffic`, `overlay inspect` and
 //! `overlay capture` are in `crate::cli::traffic`.
 
+pub mod callers;
 pub mod replay;
 pub mod server;
 pub mod splice;
@@ -75,6 +76,10 @@ pub struct Traffic {
     pub secret: Secret,
     /// `overlay capture` subscribers.
     pub pcap: tap::PcapSubscribers,
+    /// The real callers behind the relay's connections, as the relay announced them.
+    pub callers: Arc<callers::Callers>,
+    /// The relay's overlay address (connections from it are callbacks and intercepts).
+    pub relay_address: Ipv4Addr,
 }
 
 impl Traffic {
@@ -84,6 +89,8 @@ impl Traffic {
         directory: Arc<Directory>,
         node_name: String,
         node_address: Ipv4Addr,
+        relay_address: Ipv4Addr,
+        callers: Arc<callers::Callers>,
     ) -> Arc<Traffic> {
         let limits = Limits {
             body_cap: args.capture_body_cap.min(args.capture_buffer / 4),
@@ -103,6 +110,8 @@ impl Traffic {
             url: Mutex::new(None),
             secret: new_secret(),
             pcap: tap::PcapSubscribers::default(),
+            callers,
+            relay_address,
         })
     }
 

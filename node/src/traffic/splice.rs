@@ -74,27 +74,20 @@ fn start(
     server: SocketAddr,
 ) -> mpsc::Sender<Event> {
     let (tx, mut rx) = mpsc::channel(QUEUE);
-    let meta = ConnMeta {
-        service: service.to_string(),
-        direction: Direction::In,
-        client: client.to_string(),
-        client_name: traffic.name_of(client),
-        server: server.to_string(),
-        server_name: Some(service.to_string()),
-    };
-    let mut cap = ConnectionCapture::new(meta, traffic.limits, now_ms());
+    let started = now_ms();
     let traffic = traffic.clone();
+    let service = service.to_string();
     tokio::spawn(async move {
+        // Built when the first bytes come: a connection from the relay has been announced
+        // by then (the notice leaves the relay before the connection's SYN).
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let meta = conn_meta(&traffic, &service, client, server);
+        let mut cap = ConnectionCapture::new(meta, traffic.limits, started);
+        feed(&mut cap, &traffic, first);
         while let Some(ev) = rx.recv().await {
-            match ev {
-                Event::Data(side, d, t) => {
-                    cap.data(side, &d, t);
-                    traffic.in_flight.fetch_sub(d.len(), Ordering::Relaxed);
-                }
-                Event::Lost(side, n, t) => cap.gap(side, n, t),
-                Event::End(end, t) => cap.close(end, t),
-            }
-            traffic.collect(&mut cap);
+            feed(&mut cap, &traffic, ev);
         }
         if !cap.is_closed() {
             cap.close(FlowEnd::Closed, now_ms());
@@ -102,6 +95,48 @@ fn start(
         }
     });
     tx
+}
+
+fn feed(cap: &mut ConnectionCapture, traffic: &Traffic, ev: Event) {
+    match ev {
+        Event::Data(side, d, t) => {
+            cap.data(side, &d, t);
+            traffic.in_flight.fetch_sub(d.len(), Ordering::Relaxed);
+        }
+        Event::Lost(side, n, t) => cap.gap(side, n, t),
+        Event::End(end, t) => cap.close(end, t),
+    }
+    traffic.collect(cap);
+}
+
+/// Who talks to whom. A connection from the relay's address shows its real caller, as the
+/// relay announced it, instead of the relay's address and port.
+fn conn_meta(traffic: &Traffic, service: &str, client: SocketAddr, server: SocketAddr) -> ConnMeta {
+    let announced = match (client, server) {
+        (SocketAddr::V4(c), SocketAddr::V4(s)) if *c.ip() == traffic.relay_address => {
+            traffic.callers.get(s, c.port())
+        }
+        _ => None,
+    };
+    let (client_addr, client_name) = match announced {
+        Some(c) => {
+            let via = c.via.as_deref().unwrap_or("relay");
+            let mut name = format!("remote caller via the relay ({via})");
+            if let Some(f) = &c.forwarded_for {
+                name.push_str(&format!(", forwarded for {f}"));
+            }
+            (c.address, Some(name))
+        }
+        None => (client.to_string(), traffic.name_of(client)),
+    };
+    ConnMeta {
+        service: service.to_string(),
+        direction: Direction::In,
+        client: client_addr,
+        client_name,
+        server: server.to_string(),
+        server_name: Some(service.to_string()),
+    }
 }
 
 /// How a restart's drain reaches one connection: `close` turns true when the connection must
@@ -282,6 +317,8 @@ mod tests {
             Arc::default(),
             "node".into(),
             "100.64.0.65".parse().unwrap(),
+            "100.64.0.1".parse().unwrap(),
+            Arc::default(),
         )
     }
 
