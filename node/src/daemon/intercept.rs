@@ -1,6 +1,7 @@
-//! `overlay intercept` on the daemon's side: checks what it can locally (a local instance, the
-//! header), asks the relay over the control channel, and remembers this node's intercepts so
-//! that `overlay down` ends them at once (the relay also ends them when the node goes silent).
+//! `overlay intercept` on the daemon's side: checks the header, asks the relay over the control
+//! channel (which checks the service's front and this node's instance, in that order), and
+//! remembers this node's intercepts so that `overlay down` ends them at once (the relay also
+//! ends them when the node goes silent).
 
 use super::relaylink::RelayLink;
 use overlay_core::control::{ControlRequest, InterceptPage, InterceptStarted};
@@ -24,23 +25,17 @@ impl Mine {
     }
 }
 
-/// Starts this node's intercept of `service`; `runs_it` says whether a local instance runs.
+/// Starts this node's intercept of `service`.
 pub async fn start(
     link: &RelayLink,
     mine: &Mine,
     service: &str,
     header: Option<&str>,
-    runs_it: bool,
 ) -> anyhow::Result<serde_json::Value> {
     let header = header
         .map(HeaderMatch::parse)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    if !runs_it {
-        anyhow::bail!(
-            "this node runs no instance of {service}: start it with `overlay dev` or `overlay run {service} -- COMMAND` first"
-        );
-    }
     let data = link
         .request(ControlRequest::Intercept {
             service: service.to_string(),

@@ -531,19 +531,10 @@ impl Handler for Node {
             Request::Traffic { query } => Response::Ok {
                 data: crate::traffic::server::list_json(&query, &self.traffic),
             },
-            Request::Intercept { service, header } => {
-                let runs_it = self.local.lock().await.keys().any(|(n, _)| *n == service);
-                reply(
-                    intercept::start(
-                        &self.link,
-                        &self.intercepts,
-                        &service,
-                        header.as_deref(),
-                        runs_it,
-                    )
+            Request::Intercept { service, header } => reply(
+                intercept::start(&self.link, &self.intercepts, &service, header.as_deref())
                     .await,
-                )
-            }
+            ),
             Request::InterceptStop { service } => {
                 reply(intercept::stop(&self.link, &self.intercepts, &service).await)
             }
