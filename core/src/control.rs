@@ -76,7 +76,7 @@ pub enum ControlRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         header: Option<crate::intercept::HeaderMatch>,
     },
-    /// End this node's intercept of `service`; the reply's data is `{"stopped": bool}`.
+    /// End this node's intercept of `service`; the reply's data is an [`InterceptStopped`].
     InterceptStop {
         /// The service.
         service: String,
@@ -100,6 +100,13 @@ pub struct InterceptStarted {
     pub front: String,
     /// The node instance's overlay address and port they go to.
     pub target: String,
+}
+
+/// The answer to an intercept's stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptStopped {
+    /// Whether the node had an intercept of the service (now ended).
+    pub stopped: bool,
 }
 
 /// One page of the relay's intercepts.

@@ -6,6 +6,7 @@
 //! reads the clock; callers pass `now` in and perform the actions that come back.
 
 pub mod addressing;
+pub mod api;
 pub mod batch;
 pub mod capture;
 pub mod catalog;

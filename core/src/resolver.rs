@@ -14,13 +14,13 @@
 //!   have no records; everything else in the domain does not exist.
 
 use crate::registry::{Protocol, ServiceInstance};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::fmt;
 use std::net::Ipv4Addr;
 
 /// Where an instance runs, seen from one node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Where {
     /// On this node.
@@ -58,7 +58,7 @@ pub fn where_(instance: &ServiceInstance, local_node: &str) -> Where {
 }
 
 /// Why a name resolved to what it did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     /// The instance on this node wins.
@@ -95,7 +95,7 @@ impl Rule {
 }
 
 /// The outcome of resolving one name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Resolution {
     /// Outside the domain: ask the upstream resolvers.
@@ -469,7 +469,7 @@ pub fn srv_protocol_label(p: Protocol) -> &'static str {
 }
 
 /// One line of `overlay services --json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceListing {
     /// The service name.
     pub name: String,

@@ -1,6 +1,8 @@
 //! Following the server-to-client bytes of a proxied connection far enough to end it well: did
 //! the server switch to WebSocket (`HTTP/1.x 101`), and is the stream between two frames, where
 //! a close frame can be put in without cutting one of the server's frames (RFC 6455, 5.2).
+//! [`FrameReader`] is the frame-boundary follower itself; the traffic capture uses it too, to
+//! cut both directions of a WebSocket into messages (`capture::ws`).
 //!
 //! Used when a restart's drain timeout closes connections the old process still has: WebSocket
 //! clients then get close code 1012 (Service Restart) instead of a reset. Works on any split of
@@ -20,14 +22,39 @@ enum State {
     /// In the head of the 101 response: bytes of it seen, and the last three bytes.
     Head { seen: usize, last: [u8; 3] },
     /// In WebSocket frames.
-    Frames(Frame),
+    Frames(FrameReader),
     /// Not a WebSocket connection (or one this tracker lost track of).
     Other,
 }
 
-/// Position inside the frame sequence.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Frame {
+/// A WebSocket frame header (RFC 6455, 5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// The last frame of a message.
+    pub fin: bool,
+    /// The three reserved bits (non-zero only with an extension such as permessage-deflate).
+    pub rsv: u8,
+    /// The opcode (0 continuation, 1 text, 2 binary, 8 close, 9 ping, 10 pong).
+    pub opcode: u8,
+    /// The masking key (frames from clients carry one).
+    pub mask: Option<[u8; 4]>,
+    /// Payload bytes that follow the header.
+    pub payload_len: u64,
+}
+
+/// What a [`FrameReader`] found in the bytes it was given, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameEvent<'a> {
+    /// A frame's header is complete (a frame with an empty payload gets no `Payload`).
+    Header(FrameHeader),
+    /// Payload bytes of the current frame, still masked if the frame is.
+    Payload(&'a [u8]),
+}
+
+/// Position inside a sequence of frames: follows frame boundaries over any split of the
+/// stream into chunks. Memory: one header (14 bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct FrameReader {
     /// The header bytes of the current frame seen so far (at most 14).
     header: [u8; 14],
     header_len: usize,
@@ -35,13 +62,10 @@ struct Frame {
     payload_left: u64,
 }
 
-impl Frame {
-    fn boundary() -> Frame {
-        Frame {
-            header: [0; 14],
-            header_len: 0,
-            payload_left: 0,
-        }
+impl FrameReader {
+    /// A reader at a frame boundary.
+    pub fn new() -> FrameReader {
+        FrameReader::default()
     }
 
     /// The header length once its first two bytes are known.
@@ -59,27 +83,38 @@ impl Frame {
         Some(2 + ext + mask)
     }
 
-    fn payload_len(&self) -> u64 {
-        let b1 = self.header[1] & 0x7f;
-        match b1 {
-            126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+    /// The complete header in `self.header`.
+    fn parsed(&self) -> FrameHeader {
+        let h = &self.header;
+        let b1 = h[1] & 0x7f;
+        let (payload_len, at) = match b1 {
+            126 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),
             127 => {
                 let mut b = [0u8; 8];
-                b.copy_from_slice(&self.header[2..10]);
-                u64::from_be_bytes(b)
+                b.copy_from_slice(&h[2..10]);
+                (u64::from_be_bytes(b), 10)
             }
-            n => u64::from(n),
+            n => (u64::from(n), 2),
+        };
+        let mask = (h[1] & 0x80 != 0).then(|| [h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        FrameHeader {
+            fin: h[0] & 0x80 != 0,
+            rsv: (h[0] >> 4) & 0x7,
+            opcode: h[0] & 0x0f,
+            mask,
+            payload_len,
         }
     }
 
-    /// Consumes frame bytes from `data`.
-    fn feed(&mut self, mut data: &[u8]) {
+    /// Consumes frame bytes from `data`, telling `on` about headers and payload pieces.
+    pub fn feed<'a>(&mut self, mut data: &'a [u8], mut on: impl FnMut(FrameEvent<'a>)) {
         while !data.is_empty() {
             if self.payload_left > 0 {
                 let n = usize::try_from(self.payload_left)
                     .unwrap_or(usize::MAX)
                     .min(data.len());
                 self.payload_left -= n as u64;
+                on(FrameEvent::Payload(&data[..n]));
                 data = &data[n..];
                 continue;
             }
@@ -90,13 +125,16 @@ impl Frame {
             data = &data[n..];
             // Two bytes tell the full size; the loop then takes the rest of the header.
             if self.header_size() == Some(self.header_len) {
-                self.payload_left = self.payload_len();
+                let h = self.parsed();
+                self.payload_left = h.payload_len;
                 self.header_len = 0;
+                on(FrameEvent::Header(h));
             }
         }
     }
 
-    fn at_boundary(&self) -> bool {
+    /// Whether the stream is between two frames.
+    pub fn at_boundary(&self) -> bool {
         self.header_len == 0 && self.payload_left == 0
     }
 }
@@ -157,7 +195,7 @@ impl Upgrade {
                     match end {
                         Some(i) => {
                             data = &data[i..];
-                            self.state = State::Frames(Frame::boundary());
+                            self.state = State::Frames(FrameReader::new());
                         }
                         None => {
                             *seen = seen.saturating_add(data.len());
@@ -169,7 +207,7 @@ impl Upgrade {
                     }
                 }
                 State::Frames(f) => {
-                    f.feed(data);
+                    f.feed(data, |_| {});
                     return;
                 }
                 State::Other => return,

@@ -225,7 +225,7 @@ _overlay() {
             return 0
             ;;
         overlay__subcmd__daemon)
-            opts="-h --config --interface --name --no-dns-config --cpu-latency --transport --relay-url --inspect-listen --capture-body-cap --capture-buffer --capture-off --help"
+            opts="-h --config --interface --name --no-dns-config --cpu-latency --transport --relay-url --inspect-listen --capture-body-cap --capture-buffer --capture-off --proto-path --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -264,6 +264,10 @@ _overlay() {
                     return 0
                     ;;
                 --capture-buffer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proto-path)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -69,6 +69,7 @@ complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l relay-url -d 
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l inspect-listen -d 'Where the web inspector listens ("off" disables it)' -r
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l capture-body-cap -d 'Bytes of each request and response body kept in the capture' -r
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l capture-buffer -d 'Bytes of records kept in memory; the oldest go first' -r
+complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l proto-path -d 'Directories of `.proto` files: captured gRPC messages are shown with their field names (repeat the flag, or separate directories with `:` in the variable)' -r -F
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l no-dns-config -d 'Leave the system resolver alone (names work through 100.100.100.100 directly)'
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l capture-off -d 'Capture nothing (listeners splice without a tee, the TUN is not tapped)'
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -s h -l help -d 'Print help'

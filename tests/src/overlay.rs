@@ -1,6 +1,12 @@
 //! Helpers that drive the overlay binaries inside a [`World`].
 
 use crate::world::{bin, wait_until, Host, World};
+use overlay_core::api::daemon::{LinkState, Registered, StatusReply};
+use overlay_core::registry::ServiceInstance;
+use overlay_core::relay::state::TokenRecord;
+use overlay_core::relay::{NodeInfo, RelayStats};
+use overlay_core::resolver::{ServiceListing, Where};
+use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -90,13 +96,34 @@ impl Relay {
     }
 
     /// `overlay-relay nodes --json`.
-    pub fn nodes(&self, w: &World) -> serde_json::Value {
-        serde_json::from_str(&self.admin(w, "nodes --json")).expect("nodes json")
+    pub fn nodes(&self, w: &World) -> Vec<NodeInfo> {
+        parse_json("overlay-relay nodes --json", &self.admin(w, "nodes --json"))
     }
 
     /// `overlay-relay stats --json`.
-    pub fn stats(&self, w: &World) -> serde_json::Value {
-        serde_json::from_str(&self.admin(w, "stats --json")).expect("stats json")
+    pub fn stats(&self, w: &World) -> RelayStats {
+        parse_json("overlay-relay stats --json", &self.admin(w, "stats --json"))
+    }
+
+    /// `overlay-relay token list --json`.
+    pub fn tokens(&self, w: &World) -> Vec<TokenRecord> {
+        parse_json(
+            "overlay-relay token list --json",
+            &self.admin(w, "token list --json"),
+        )
+    }
+
+    /// `overlay-relay services --json`.
+    pub fn services(&self, w: &World) -> Vec<ServiceInstance> {
+        parse_json(
+            "overlay-relay services --json",
+            &self.admin(w, "services --json"),
+        )
+    }
+
+    /// The names of the nodes `overlay-relay nodes --json` lists.
+    pub fn node_names(&self, w: &World) -> Vec<String> {
+        self.nodes(w).into_iter().map(|n| n.name).collect()
     }
 }
 
@@ -137,14 +164,69 @@ impl Node {
         )
     }
 
-    /// `overlay status --json`, if the daemon answers.
-    pub fn status(&self, w: &World) -> Option<serde_json::Value> {
+    /// `overlay status --json`, if the command succeeds (a node that is down says so).
+    pub fn status(&self, w: &World) -> Option<StatusReply> {
         let out = self.overlay(w, "status --json");
         if !out.status.success() {
             return None;
         }
-        serde_json::from_slice(&out.stdout).ok()
+        Some(parse_json(
+            "overlay status --json",
+            &String::from_utf8_lossy(&out.stdout),
+        ))
     }
+
+    /// `overlay ARGS` (a `--json` output), which must succeed, as its typed reply.
+    pub fn json<T: DeserializeOwned>(&self, w: &World, args: &str) -> T {
+        let out = self.overlay(w, args);
+        assert!(
+            out.status.success(),
+            "overlay {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse_json(
+            &format!("overlay {args}"),
+            &String::from_utf8_lossy(&out.stdout),
+        )
+    }
+
+    /// `overlay services --json`.
+    pub fn services(&self, w: &World) -> Vec<ServiceListing> {
+        self.json(w, "services --json")
+    }
+
+    /// The overlay `ip:port` of this node's own instance of `name` (tagged `tag`).
+    pub fn local_address(&self, w: &World, name: &str, tag: Option<&str>) -> String {
+        let list = self.services(w);
+        let s = list
+            .iter()
+            .find(|s| s.name == name && s.where_ == Where::Local && s.tag.as_deref() == tag)
+            .unwrap_or_else(|| panic!("{name} {tag:?} is not registered: {list:?}"));
+        format!("{}:{}", s.address, s.port.expect("a registered port"))
+    }
+
+    /// `overlay register ARGS --json`, which must succeed.
+    pub fn register(&self, w: &World, args: &str) -> Registered {
+        self.json(w, &format!("register {args} --json"))
+    }
+
+    /// The running daemon's pid, from `overlay status`.
+    pub fn daemon_pid(&self, w: &World) -> u32 {
+        let st = self.status(w).expect("status");
+        st.running.map(|r| r.pid).expect("a running daemon")
+    }
+
+    /// Whether `overlay status` says connected.
+    pub fn connected(&self, w: &World) -> bool {
+        self.status(w)
+            .is_some_and(|s| s.state == LinkState::Connected)
+    }
+}
+
+/// The `--json` output of `what` as its typed reply: a field that is missing, renamed or of
+/// another type breaks the contract, and the test, here.
+pub fn parse_json<T: DeserializeOwned>(what: &str, text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{what} does not parse ({e}): {text}"))
 }
 
 /// Starts `overlay daemon --config` in `host` and waits until it has a handshake.
@@ -182,11 +264,7 @@ pub fn start_node_with(w: &World, host: &Host, conf: &PathBuf, flags: &[&str]) -
         address: config_address(conf),
         pid,
     };
-    let up = wait_until(Duration::from_secs(10), || {
-        node.status(w)
-            .map(|s| s["state"] == "connected")
-            .unwrap_or(false)
-    });
+    let up = wait_until(Duration::from_secs(10), || node.connected(w));
     assert!(
         up,
         "node in {} did not connect: {}",
@@ -248,7 +326,7 @@ pub fn join_node(w: &World, host: &Host, token: &str, flags: &str) -> Node {
         pid: 0,
     };
     let st = node.status(w).expect("status after join");
-    assert_eq!(st["state"], "connected", "{st}");
+    assert_eq!(st.state, LinkState::Connected, "{st:?}");
     node
 }
 

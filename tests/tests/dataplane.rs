@@ -1,6 +1,9 @@
 //! The data plane end to end: relay and nodes in namespaces, real traffic through the tunnel.
 
-use overlay_tests::overlay::{config_address, start_node, start_node_with, start_relay, transfer};
+use overlay_core::api::daemon::LinkState;
+use overlay_tests::overlay::{
+    config_address, start_node, start_node_with, start_relay, transfer, Node,
+};
 use overlay_tests::world::{wait_until, World};
 use std::time::Duration;
 
@@ -46,19 +49,15 @@ fn ping_relay_and_node_to_node() {
     w.exec_ok(&b.host, &format!("ping -c 3 -i 0.2 -W 2 {}", a.address));
     // Both nodes are connected and counted on the relay.
     let nodes = relay.nodes(&w);
-    let list = nodes.as_array().expect("list");
-    assert_eq!(list.len(), 2);
-    for n in list {
-        assert!(
-            n["counters"]["rx_packets"].as_u64().unwrap_or(0) >= 3,
-            "{n}"
-        );
-        assert!(n["last_handshake_secs"].is_u64(), "{n}");
+    assert_eq!(nodes.len(), 2);
+    for n in &nodes {
+        assert!(n.counters.rx_packets >= 3, "{n:?}");
+        assert!(n.last_handshake_secs.is_some(), "{n:?}");
     }
     let st = a.status(&w).expect("status");
-    assert_eq!(st["state"], "connected");
-    assert_eq!(st["address"], a.address.as_str());
-    assert!(st["rx_bytes"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(st.state, LinkState::Connected);
+    assert_eq!(st.address.to_string(), a.address);
+    assert!(st.rx_bytes > 0, "{st:?}");
 }
 
 /// The kernel's current CPU-latency limit in µs (what every request together asks for).
@@ -70,13 +69,17 @@ fn cpu_latency_limit() -> i32 {
 #[test]
 fn quick_cpu_wakeups_are_held_while_pings_flow_and_given_back() {
     let (w, _relay, a, b) = two_nodes_with("wake", &["--cpu-latency", "off"]);
+    // The node's CPU-latency request and its packet counts, from `overlay status`.
+    let cpu = |n: &Node| {
+        let r = n
+            .status(&w)
+            .and_then(|s| s.running)
+            .expect("a running daemon");
+        (r.cpu_latency, r.rx_packets)
+    };
     // The relay in the next namespace is near: its round trip was measured at start.
     let near = wait_until(Duration::from_secs(10), || {
-        a.status(&w).is_some_and(|s| {
-            s["cpu_latency"]["relay_rtt_us"]
-                .as_u64()
-                .is_some_and(|us| us < 2000)
-        })
+        cpu(&a).0.relay_rtt_us.is_some_and(|us| us < 2000)
     });
     assert!(near, "{:?}", a.status(&w));
     // Pings 5 ms apart for 2 s: a holds the request all along, b (off) never takes it.
@@ -90,44 +93,36 @@ fn quick_cpu_wakeups_are_held_while_pings_flow_and_given_back() {
     if !std::path::Path::new("/dev/cpu_dma_latency").exists() {
         // A kernel without PM QoS: the node must do without, and traffic must not notice.
         assert!(ping.wait().expect("ping wait").success(), "pings lost");
-        let sa = a.status(&w).expect("status a");
-        assert_eq!(sa["cpu_latency"]["held"], false, "{sa}");
-        assert_eq!(sa["cpu_latency"]["holds"], 0, "{sa}");
+        let (sa, _) = cpu(&a);
+        assert!(!sa.held && sa.holds == 0, "{sa:?}");
         return;
     }
-    let held = wait_until(Duration::from_secs(2), || {
-        a.status(&w)
-            .is_some_and(|s| s["cpu_latency"]["held"] == true)
-    });
+    let held = wait_until(Duration::from_secs(2), || cpu(&a).0.held);
     assert!(held, "{:?}", a.status(&w));
     assert_eq!(
         cpu_latency_limit(),
         0,
         "held, so idle CPUs must be asked to poll"
     );
-    let sb = b.status(&w).expect("status b");
-    assert_eq!(sb["cpu_latency"]["mode"], "off");
-    assert_eq!(sb["cpu_latency"]["held"], false, "{sb}");
+    let (sb, _) = cpu(&b);
+    assert_eq!(sb.mode, "off");
+    assert!(!sb.held, "{sb:?}");
     let done = ping.wait().expect("ping wait");
     assert!(done.success(), "pings lost");
     // Given back within LINGER (20 ms) after the last packet; taken once or a few times.
-    let released = wait_until(Duration::from_secs(2), || {
-        a.status(&w)
-            .is_some_and(|s| s["cpu_latency"]["held"] == false)
-    });
-    let sa = a.status(&w).expect("status a");
-    assert!(released, "{sa}");
-    let holds = sa["cpu_latency"]["holds"].as_u64().unwrap_or(0);
-    assert!((1..50).contains(&holds), "{sa}");
+    let released = wait_until(Duration::from_secs(2), || !cpu(&a).0.held);
+    let (sa, _) = cpu(&a);
+    assert!(released, "{sa:?}");
+    let holds = sa.holds;
+    assert!((1..50).contains(&holds), "{sa:?}");
     // Idle again: the liveness ping (every 3 s) is a lone exchange and must not take it. The
     // sleep is the test: nothing may happen during a liveness period (no condition to wait on).
     std::thread::sleep(Duration::from_millis(3500));
-    let sa = a.status(&w).expect("status a");
-    assert_eq!(sa["cpu_latency"]["holds"].as_u64(), Some(holds), "{sa}");
-    assert_eq!(sa["cpu_latency"]["held"], false, "{sa}");
-    let sb = b.status(&w).expect("status b");
-    assert_eq!(sb["cpu_latency"]["holds"], 0, "{sb}");
-    assert!(sb["rx_packets"].as_u64().unwrap_or(0) >= 400, "{sb}");
+    let (sa, _) = cpu(&a);
+    assert!(sa.holds == holds && !sa.held, "{sa:?}");
+    let (sb, rx_packets) = cpu(&b);
+    assert_eq!(sb.holds, 0, "{sb:?}");
+    assert!(rx_packets >= 400, "{rx_packets}");
 }
 
 #[test]
@@ -151,16 +146,12 @@ fn forged_source_is_dropped_and_counted() {
     );
     let nodes = relay.nodes(&w);
     let a_entry = nodes
-        .as_array()
-        .and_then(|l| l.iter().find(|n| n["name"] == "node-a"))
-        .expect("node-a listed")
-        .clone();
+        .iter()
+        .find(|n| n.name == "node-a")
+        .expect("node-a listed");
     assert!(
-        a_entry["counters"]["drops"]["spoofed"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 3,
-        "{a_entry}"
+        a_entry.counters.drops.get("spoofed").copied().unwrap_or(0) >= 3,
+        "{a_entry:?}"
     );
     // Honest traffic still flows.
     w.exec_ok(&a.host, &format!("ping -c 2 -i 0.2 -W 2 {}", b.address));
@@ -217,9 +208,8 @@ fn relay_restart_mid_transfer_resumes_without_rejoin() {
     let sum = |p: &std::path::Path| w.exec_ok(&a.host, &format!("sha256sum < {}", p.display()));
     assert_eq!(sum(&src), sum(&dst));
     // Same addresses, no new registration: the relay still knows exactly these two peers.
-    let nodes = relay.nodes(&w);
-    assert_eq!(nodes.as_array().map(|l| l.len()), Some(2));
-    assert_eq!(a.status(&w).expect("status")["address"], a.address.as_str());
+    assert_eq!(relay.nodes(&w).len(), 2);
+    assert_eq!(a.status(&w).expect("status").address.to_string(), a.address);
 }
 
 #[test]
@@ -278,29 +268,17 @@ fn bad_datagrams_are_counted_and_harmless() {
     // Every datagram is handled (and counted) soon after it arrived: wait for the counts.
     let drops = || {
         let stats = relay.stats(&w);
-        let total: u64 = stats["global"]["drops"]
-            .as_object()
-            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
-            .unwrap_or(0);
+        let total: u64 = stats.global.drops.values().sum();
         let per_peer: u64 = relay
             .nodes(&w)
-            .as_array()
-            .map(|l| {
-                l.iter()
-                    .map(|n| {
-                        n["counters"]["drops"]
-                            .as_object()
-                            .map(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>())
-                            .unwrap_or(0)
-                    })
-                    .sum()
-            })
-            .unwrap_or(0);
+            .iter()
+            .map(|n| n.counters.drops.values().sum::<u64>())
+            .sum();
         (total + per_peer, stats)
     };
     wait_until(Duration::from_secs(5), || drops().0 >= 25);
     let (counted, stats) = drops();
-    assert!(counted >= 25, "drops not counted: {stats}");
+    assert!(counted >= 25, "drops not counted: {stats:?}");
     // The relay still serves.
     w.exec_ok(&a.host, &format!("ping -c 2 -i 0.2 -W 2 {}", b.address));
 }

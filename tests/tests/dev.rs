@@ -5,6 +5,7 @@
 //! use `overlay dev --local` and need no relay; the others run in a namespace world with a relay
 //! and two nodes, `a` running the services and `b` calling them.
 
+use overlay_core::resolver::Where;
 use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, sh_output, wait_until, Host, World};
 use std::path::{Path, PathBuf};
@@ -177,27 +178,6 @@ fn overlay_world(tag: &str) -> (World, Relay, Node, Node) {
     (w, relay, a, b)
 }
 
-/// `overlay services --json` on `n`.
-fn services(w: &World, n: &Node) -> Vec<serde_json::Value> {
-    let out = overlay(w, &n.host, "services --json");
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .expect("json")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// The overlay `ip:port` of a local service instance on `n`.
-fn local_address(w: &World, n: &Node, name: &str, tag: Option<&str>) -> String {
-    let list = services(w, n);
-    let s = list
-        .iter()
-        .find(|s| s["name"] == name && s["where"] == "local" && s["tag"].as_str() == tag)
-        .unwrap_or_else(|| panic!("{name} {tag:?} is not registered: {list:?}"));
-    format!("{}:{}", s["address"].as_str().expect("address"), s["port"])
-}
-
 /// GET `url` from `host` with curl; panics on failure.
 fn curl(w: &World, host: &Host, url: &str) -> String {
     w.exec_ok(host, &format!("curl -sS --fail -m 10 {url}"))
@@ -266,8 +246,8 @@ health = { tcp = false }
     assert!(curl_eventually(&w, &b.host, "http://api:8080/").starts_with("api "));
     assert!(curl_eventually(&w, &b.host, "http://v2.api:8080/").starts_with("api-v2 "));
     assert!(curl_eventually(&w, &b.host, "http://web:8080/").starts_with("web "));
-    let api = local_address(&w, &a, "api", None);
-    let v2 = local_address(&w, &a, "api", Some("v2"));
+    let api = a.local_address(&w, "api", None);
+    let v2 = a.local_address(&w, "api", Some("v2"));
     assert_ne!(api, v2);
     // The environment, as the service sees it.
     let env = env_of(&curl(&w, &b.host, "http://api:8080/env"));
@@ -329,7 +309,7 @@ port = 8080
     let pid = start_dev(&w, &a.host, "dev", &["-f", cfg.to_str().expect("utf-8")]);
     let mut api_pid = wait_ready(&w, &a.host, "dev", "api", 1);
     let other_pid = wait_ready(&w, &a.host, "dev", "other", 1);
-    let addr = local_address(&w, &a, "api", None);
+    let addr = a.local_address(&w, "api", None);
     curl_eventually(&w, &b.host, &format!("http://{addr}/"));
     let client = write(&b.host.dir, "client.py", CLIENT);
     let (stop, result) = (b.host.dir.join("stop"), b.host.dir.join("result"));
@@ -469,9 +449,9 @@ stop_timeout = "1s"
     wait_ready(&w, &a.host, "dev", "stubborn", 1);
     assert!(!processes_with(&marker).is_empty());
     assert_eq!(
-        services(&w, &a)
+        a.services(&w)
             .iter()
-            .filter(|s| s["where"] == "local")
+            .filter(|s| s.where_ == Where::Local)
             .count(),
         2
     );
@@ -481,9 +461,10 @@ stop_timeout = "1s"
         "",
         "no process of the session is left"
     );
-    let left: Vec<_> = services(&w, &a)
+    let left: Vec<_> = a
+        .services(&w)
         .into_iter()
-        .filter(|s| s["where"] == "local")
+        .filter(|s| s.where_ == Where::Local)
         .collect();
     assert!(left.is_empty(), "registrations are removed: {left:?}");
     let sockets = std::fs::read_dir(a.host.dir.join("run/dev-0"))

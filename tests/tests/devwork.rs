@@ -7,6 +7,8 @@
 //! `overlay dev --local`; the others run in a world with a relay and two nodes, `a` running the
 //! services and `b` calling them.
 
+use overlay_core::api::session::ServiceState;
+use overlay_core::resolver::Where;
 use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, sh_output, wait_until, Host, World};
 use std::path::{Path, PathBuf};
@@ -226,25 +228,6 @@ fn overlay_world(tag: &str) -> (World, Relay, Node, Node) {
     (w, relay, a, b)
 }
 
-fn services(w: &World, n: &Node) -> Vec<serde_json::Value> {
-    let out = overlay(w, &n.host, "services --json");
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .expect("json")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn local_address(w: &World, n: &Node, name: &str) -> String {
-    let list = services(w, n);
-    let s = list
-        .iter()
-        .find(|s| s["name"] == name && s["where"] == "local")
-        .unwrap_or_else(|| panic!("{name} is not registered: {list:?}"));
-    format!("{}:{}", s["address"].as_str().expect("address"), s["port"])
-}
-
 fn curl_eventually(w: &World, host: &Host, url: &str) -> String {
     let mut body = String::new();
     let ok = wait_until(Duration::from_secs(15), || {
@@ -308,14 +291,14 @@ fn dv_procfile_names_as_written_and_a_worker_that_never_listens() {
         curl_eventually(&w, &b.host, "http://web-app/index.html"),
         "hello\n"
     );
-    let list = services(&w, &a);
+    let list = a.services(&w);
     assert!(
         list.iter()
-            .any(|s| s["name"] == "web-app" && s["where"] == "local"),
+            .any(|s| s.name == "web-app" && s.where_ == Where::Local),
         "{list:?}"
     );
     assert!(
-        !list.iter().any(|s| s["name"] == "clock-worker"),
+        !list.iter().any(|s| s.name == "clock-worker"),
         "a worker has no overlay address or SRV record: {list:?}"
     );
     // A restart of the worker takes the time the process takes, and it gets no address.
@@ -344,7 +327,7 @@ fn dv_procfile_names_as_written_and_a_worker_that_never_listens() {
     assert!(env.contains("PORT="), "{env}");
     assert!(!env.contains("OVERLAY_ADDRESS="), "{env}");
     assert!(!env.contains("OVERLAY_CALLBACK_URL="), "{env}");
-    assert!(!services(&w, &a).iter().any(|s| s["name"] == "clock-worker"));
+    assert!(!a.services(&w).iter().any(|s| s.name == "clock-worker"));
     // At a glance: plain text when not a terminal, and the same as JSON.
     let ps = overlay(&w, &a.host, "ps");
     assert!(ps.status.success(), "{}", text(&ps));
@@ -363,16 +346,15 @@ fn dv_procfile_names_as_written_and_a_worker_that_never_listens() {
         .lines()
         .find(|l| l.starts_with("Web_App "))
         .expect("web row");
-    assert!(web.contains(&local_address(&w, &a, "web-app")), "{web}");
-    let json = overlay(&w, &a.host, "ps --json");
-    let list: serde_json::Value = serde_json::from_slice(&json.stdout).expect("ps --json");
+    assert!(web.contains(&a.local_address(&w, "web-app", None)), "{web}");
+    let list: Vec<ServiceState> = a.json(&w, "ps --json");
     let worker = list
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["key"] == "clock_worker"))
+        .iter()
+        .find(|s| s.key == "clock_worker")
         .expect("worker in ps --json");
-    assert_eq!(worker["worker"], true);
-    assert_eq!(worker["name"], "clock-worker");
-    assert_eq!(worker["restarts"], 1);
+    assert!(worker.worker, "{worker:?}");
+    assert_eq!(worker.name, "clock-worker");
+    assert_eq!(worker.restarts, 1);
     interrupt(&w, &a.host, "dev", pid);
 }
 
@@ -445,7 +427,7 @@ fn dv_a_connection_held_open_across_a_restart_is_drained() {
     );
     let pid = start_dev(&w, &a.host, "dev", &["-f", cfg.to_str().expect("utf-8")]);
     let (old, _) = wait_ready(&w, &a.host, "dev", "echo", 1);
-    let addr = local_address(&w, &a, "echo");
+    let addr = a.local_address(&w, "echo", None);
     let steps = b.host.dir.join("steps");
     std::fs::create_dir_all(&steps).expect("steps");
     let holder = write(&b.host.dir, "holder.py", HOLDER);
@@ -522,7 +504,7 @@ fn dv_a_websocket_gets_close_code_1012_when_the_drain_times_out() {
     );
     let pid = start_dev(&w, &a.host, "dev", &["-f", cfg.to_str().expect("utf-8")]);
     wait_ready(&w, &a.host, "dev", "ticks", 1);
-    let addr = local_address(&w, &a, "ticks");
+    let addr = a.local_address(&w, "ticks", None);
     let client = write(&b.host.dir, "wsclient.py", WS_CLIENT);
     let result = b.host.dir.join("ws.result");
     w.spawn(

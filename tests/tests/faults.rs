@@ -1,6 +1,8 @@
 //! Faults the data plane must survive: loss, partitions, address changes.
 
-use overlay_tests::overlay::{join_node, overlay, start_relay, transfer, transfer_paced, Node};
+use overlay_core::api::daemon::LinkState;
+use overlay_core::relay::NodeInfo;
+use overlay_tests::overlay::{join_node, parse_json, start_relay, transfer, transfer_paced, Node};
 use overlay_tests::world::{wait_until, World};
 use std::time::{Duration, Instant};
 
@@ -35,12 +37,8 @@ fn transfer_survives_five_percent_loss() {
 #[test]
 fn partition_shows_and_heals_without_rejoin() {
     let (w, a, b) = world("partition");
-    let status = |n: &Node| {
-        n.status(&w)
-            .map(|s| s["state"].as_str().unwrap_or("").to_string())
-            .unwrap_or_default()
-    };
-    assert_eq!(status(&a), "connected");
+    let status = |n: &Node| n.status(&w).map(|s| s.state);
+    assert_eq!(status(&a), Some(LinkState::Connected));
     w.exec_ok(
         &a.host,
         "nft add table inet part && nft add chain inet part out '{ type filter hook output priority 0; }' && \
@@ -49,13 +47,14 @@ fn partition_shows_and_heals_without_rejoin() {
     );
     let began = Instant::now();
     assert!(
-        wait_until(Duration::from_secs(20), || status(&a) == "connecting"),
+        wait_until(Duration::from_secs(20), || status(&a)
+            == Some(LinkState::Connecting)),
         "the outage does not show in overlay status"
     );
     eprintln!("outage visible after {} ms", began.elapsed().as_millis());
     // Hold the partition for 30 s in all: the sleep is the test (a long outage, then the heal).
     std::thread::sleep(Duration::from_secs(30).saturating_sub(began.elapsed()));
-    assert_eq!(status(&a), "connecting");
+    assert_eq!(status(&a), Some(LinkState::Connecting));
     w.exec_ok(&a.host, "nft delete table inet part");
     let healed = Instant::now();
     let ok = wait_until(Duration::from_secs(5), || {
@@ -68,7 +67,8 @@ fn partition_shows_and_heals_without_rejoin() {
         "traffic again {} ms after the heal",
         healed.elapsed().as_millis()
     );
-    assert!(wait_until(Duration::from_secs(5), || status(&a) == "connected"));
+    assert!(wait_until(Duration::from_secs(5), || status(&a)
+        == Some(LinkState::Connected)));
 }
 
 #[test]
@@ -125,13 +125,7 @@ fn relay_sigkill_loses_no_state() {
     let token = relay.token(&w, "--uses 3");
     let ha = w.add_host("a", 2);
     let a = join_node(&w, &ha, &token, "--name alpha");
-    let out = overlay(&w, &ha, "register api --port 8080 --json");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let reg = a.register(&w, "api --port 8080");
     let before = |r: &overlay_tests::overlay::Relay| {
         (
             r.admin(&w, "nodes --json"),
@@ -143,18 +137,15 @@ fn relay_sigkill_loses_no_state() {
     relay.kill_and_restart(&w, Duration::from_millis(200), &flags);
     let (nodes2, tokens2, services2) = before(&relay);
     let names = |j: &str| -> Vec<(String, String)> {
-        serde_json::from_str::<serde_json::Value>(j)
-            .expect("json")
-            .as_array()
-            .expect("list")
-            .iter()
-            .map(|n| (n["name"].to_string(), n["prefix"].to_string()))
+        parse_json::<Vec<NodeInfo>>("overlay-relay nodes --json", j)
+            .into_iter()
+            .map(|n| (n.name, n.prefix))
             .collect()
     };
     assert_eq!(names(&nodes), names(&nodes2), "nodes or prefixes changed");
     assert_eq!(tokens, tokens2, "tokens changed");
     assert_eq!(services, services2, "services or callback ports changed");
-    assert!(services2.contains(reg["callback_url"].as_str().expect("callback url")));
+    assert!(services2.contains(reg.callback_url.as_deref().expect("callback url")));
     // And the node is back without rejoining (a new handshake: a few seconds, more on a busy host).
     assert!(wait_until(Duration::from_secs(20), || {
         w.exec(&a.host, "ping -c 1 -W 1 100.64.0.1")

@@ -50,7 +50,7 @@ fn an_anonymous_flood_leaves_pings_and_joins_working() {
     // Wait until the flood reaches the relay (its counters say so).
     assert!(
         wait_until(Duration::from_secs(10), || {
-            relay.stats(&w)["joins"]["wrong_key"].as_u64().unwrap_or(0) > 10_000
+            relay.stats(&w).joins.wrong_key > 10_000
         }),
         "the flood did not reach the relay: {}",
         w.log(&f, "flood")
@@ -63,7 +63,7 @@ fn an_anonymous_flood_leaves_pings_and_joins_working() {
     let started = Instant::now();
     join_node(&w, &c, &token, "--name during");
     let join_secs = started.elapsed().as_secs_f64();
-    let wrong_key = relay.stats(&w)["joins"]["wrong_key"].as_u64().unwrap_or(0);
+    let wrong_key = relay.stats(&w).joins.wrong_key;
     let log_growth = w.log(&w.hub, "relay").len() - log_before;
     eprintln!("flood 50k/s: loss {loss}% rtt {rtt} ms, join {join_secs:.1} s, wrong_key {wrong_key}, log +{log_growth} B");
     assert!(loss <= 5.0, "ping loss {loss}% during the flood");
@@ -92,10 +92,8 @@ fn forged_source_wrong_tokens_do_not_lock_the_victim_out() {
     assert!(out.contains("\"sent\":30"), "{out}");
     // The relay saw them (opened once unproven, then asked for cookies nobody answered).
     assert!(
-        wait_until(Duration::from_secs(5), || {
-            let j = &relay.stats(&w)["joins"];
-            j["requests"].as_u64().unwrap_or(0) >= 30
-        }),
+        wait_until(Duration::from_secs(5), || relay.stats(&w).joins.requests
+            >= 30),
         "the forged requests did not reach the relay"
     );
     let started = Instant::now();

@@ -3,7 +3,8 @@
 //! capabilities), the remote environment calls laptop services back, and bad traffic leaves the
 //! relay responsive. The hub namespace plays the remote environment.
 
-use overlay_tests::overlay::{join_node, overlay, Node, Relay};
+use overlay_core::resolver::Where;
+use overlay_tests::overlay::{join_node, Node, Relay};
 use overlay_tests::world::{bin, sh, wait_until, World};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -228,13 +229,12 @@ fn laptop_curls_remote_services_by_plain_name() {
         "curl -sS --max-time 10 http://inventory:8080/hello.txt",
     );
     assert_eq!(body, "hello from the remote environment\n");
-    let out = overlay(&w, &a.host, "services --json");
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("services json");
+    let list = a.services(&w);
     let inv = list
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["name"] == "inventory"))
-        .unwrap_or_else(|| panic!("inventory is not listed: {list}"));
-    assert_eq!(inv["where"], "remote");
+        .iter()
+        .find(|s| s.name == "inventory")
+        .unwrap_or_else(|| panic!("inventory is not listed: {list:?}"));
+    assert_eq!(inv.where_, Where::Remote);
     // A name nobody can resolve stays unknown.
     let nx = w.exec(&a.host, "getent hosts no-such-service-anywhere");
     assert!(!nx.status.success());
@@ -293,19 +293,9 @@ fn remote_environment_calls_laptop_services_back() {
     std::fs::create_dir_all(&site).expect("site");
     std::fs::write(site.join("who"), "api on alpha\n").expect("file");
     http_server(&w, &a.host, "api", &site, "127.0.0.1", 18080);
-    let out = overlay(
-        &w,
-        &a.host,
-        "register api --port 8080 --target 18080 --json",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reg: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let url = reg["callback_url"].as_str().unwrap_or_default().to_string();
-    assert_eq!(url, "http://10.78.0.1:30000", "{reg}");
+    let reg = a.register(&w, "api --port 8080 --target 18080");
+    let url = reg.callback_url.clone().unwrap_or_default();
+    assert_eq!(url, "http://10.78.0.1:30000", "{reg:?}");
 
     // The callback port: a plain process in the remote namespace, not in the overlay.
     let ok = wait_until(Duration::from_secs(10), || {
@@ -324,12 +314,7 @@ fn remote_environment_calls_laptop_services_back() {
         "curl -sS --max-time 5 -H 'Host: api.alpha.ovl.internal' http://10.78.0.1:8000/who",
     );
     assert_eq!(body, "api on alpha\n");
-    let tagged = overlay(
-        &w,
-        &a.host,
-        "register api --tag v2 --port 8080 --target 18080 --json",
-    );
-    assert!(tagged.status.success());
+    a.register(&w, "api --tag v2 --port 8080 --target 18080");
     let ok = wait_until(Duration::from_secs(5), || {
         w.exec(
             &w.hub,
@@ -345,20 +330,14 @@ fn remote_environment_calls_laptop_services_back() {
     );
     assert_eq!(nf, "404");
     // `overlay services` shows the callback URL; the same service keeps its port.
-    let out = overlay(&w, &a.host, "services --json");
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let list = a.services(&w);
     let api = list
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["name"] == "api" && s["tag"].is_null()))
+        .iter()
+        .find(|s| s.name == "api" && s.tag.is_none())
         .expect("api listed");
-    assert_eq!(api["callback_url"], url.as_str());
-    let again = overlay(
-        &w,
-        &a.host,
-        "register api --port 8080 --target 18080 --json",
-    );
-    let again: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
-    assert_eq!(again["callback_url"], url.as_str());
+    assert_eq!(api.callback_url.as_deref(), Some(url.as_str()));
+    let again = a.register(&w, "api --port 8080 --target 18080");
+    assert_eq!(again.callback_url.as_deref(), Some(url.as_str()));
 
     // A large transfer from the laptop to the remote caller, content checked.
     let big = site.join("big");
@@ -552,13 +531,12 @@ fn one_node_cannot_exhaust_the_relay_memory() {
         "relay peak RSS {peak} KiB: more than alpha's share of the buffer budget"
     );
     // The budget is what held alpha, and stats and metrics show it.
-    let stats = relay.stats(&w);
-    let buffers = &stats["gateway_buffers"];
-    eprintln!("relay buffers with alpha's flows open: {buffers}");
-    assert_eq!(buffers["budget"], 256u64 << 20, "{stats}");
-    assert_eq!(buffers["top"][0]["node"], "alpha", "{stats}");
-    let held = buffers["bytes"].as_u64().unwrap_or(0);
-    assert!(held > 32 << 20 && held <= 128 << 20, "{stats}");
+    let buffers = relay.stats(&w).gateway_buffers.expect("gateway buffers");
+    eprintln!("relay buffers with alpha's flows open: {buffers:?}");
+    assert_eq!(buffers.budget, 256u64 << 20, "{buffers:?}");
+    assert_eq!(buffers.top[0].node, "alpha", "{buffers:?}");
+    let held = buffers.bytes;
+    assert!(held > 32 << 20 && held <= 128 << 20, "{buffers:?}");
 
     let m = w.exec_ok(
         &w.hub,

@@ -132,9 +132,19 @@ fn world(tag: &str) -> (World, Relay, Node, Node) {
     script(&w, "grpc_client.py", GRPC_CLIENT);
     script(&w, "keepalive.py", KEEPALIVE);
     let who_s = who.to_str().expect("utf-8").to_string();
-    w.spawn(&w.hub, "orders", &[], &["python3", &who_s, "remote", REMOTE, "8080"]);
+    w.spawn(
+        &w.hub,
+        "orders",
+        &[],
+        &["python3", &who_s, "remote", REMOTE, "8080"],
+    );
     let grpc_s = grpc.to_str().expect("utf-8").to_string();
-    w.spawn(&w.hub, "greeter", &[], &[PY, &grpc_s, "remote", "10.78.0.1:9090"]);
+    w.spawn(
+        &w.hub,
+        "greeter",
+        &[],
+        &[PY, &grpc_s, "remote", "10.78.0.1:9090"],
+    );
     w.wait_listening(&w.hub, 8080);
     w.wait_listening(&w.hub, 9090);
     let token = relay.token(&w, "--uses 2");
@@ -174,7 +184,12 @@ fn run(w: &World, n: &Node, name: &str, port: u16, script: &str, args: &str) -> 
             .and_then(|v| v.as_array().cloned())
             .is_some_and(|l| l.iter().any(|s| s["name"] == name && s["where"] == "local"))
     });
-    assert!(registered, "{name} did not start on {}: {}", n.host.ns, w.log(&n.host, &format!("run-{name}")));
+    assert!(
+        registered,
+        "{name} did not start on {}: {}",
+        n.host.ns,
+        w.log(&n.host, &format!("run-{name}"))
+    );
     pid
 }
 
@@ -184,7 +199,10 @@ fn curl_front(w: &World, args: &str) -> String {
 }
 
 fn curl_path(w: &World, args: &str, path: &str) -> String {
-    let out = w.exec(&w.hub, &format!("curl -sS --max-time 5 {args} http://{FRONT}{path}"));
+    let out = w.exec(
+        &w.hub,
+        &format!("curl -sS --max-time 5 {args} http://{FRONT}{path}"),
+    );
     text(&out).trim().to_string()
 }
 
@@ -194,7 +212,11 @@ fn intercept(w: &World, n: &Node, args: &str) -> std::process::Output {
 
 fn intercept_ok(w: &World, n: &Node, args: &str) -> String {
     let out = intercept(w, n, args);
-    assert!(out.status.success(), "overlay intercept {args}: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "overlay intercept {args}: {}",
+        text(&out)
+    );
     text(&out)
 }
 
@@ -208,7 +230,11 @@ fn fronts_route_by_header_per_request_and_fall_back_to_the_remote_service() {
 
     // Two laptops, two headers.
     let said = intercept_ok(&w, &a, "orders --header x-dev=alice");
-    assert!(said.contains("requests with x-dev=alice") && said.contains("overlay intercept orders --stop"), "{said}");
+    assert!(
+        said.contains("requests with x-dev=alice")
+            && said.contains("overlay intercept orders --stop"),
+        "{said}"
+    );
     intercept_ok(&w, &b, "orders --header X-Dev=bob");
     assert_eq!(curl_front(&w, "-H 'x-dev: alice'"), "alpha");
     assert_eq!(curl_front(&w, "-H 'x-dev: bob'"), "beta");
@@ -217,16 +243,25 @@ fn fronts_route_by_header_per_request_and_fall_back_to_the_remote_service() {
     // Per request on one keep-alive connection.
     let keep = w.exec_ok(
         &w.hub,
-        &format!("python3 {}/keepalive.py 10.78.0.1 18080 alice - bob alice -", w.dir.display()),
+        &format!(
+            "python3 {}/keepalive.py 10.78.0.1 18080 alice - bob alice -",
+            w.dir.display()
+        ),
     );
     assert_eq!(
         keep.lines().collect::<Vec<_>>(),
         ["alpha", "remote", "beta", "alpha", "remote"]
     );
     // Per request with bodies (POST, content-length and chunked).
-    assert_eq!(curl_front(&w, "-H 'x-dev: bob' --data-binary hello"), "beta");
     assert_eq!(
-        curl_front(&w, "-H 'x-dev: alice' -H 'Transfer-Encoding: chunked' --data-binary hello"),
+        curl_front(&w, "-H 'x-dev: bob' --data-binary hello"),
+        "beta"
+    );
+    assert_eq!(
+        curl_front(
+            &w,
+            "-H 'x-dev: alice' -H 'Transfer-Encoding: chunked' --data-binary hello"
+        ),
         "alpha"
     );
     // Ambiguous framing is refused, not guessed.
@@ -236,29 +271,54 @@ fn fronts_route_by_header_per_request_and_fall_back_to_the_remote_service() {
             "printf 'POST / HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 4\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n' | timeout 5 socat - TCP:{FRONT}"
         ),
     );
-    assert!(text(&smuggle).starts_with("HTTP/1.1 400"), "{}", text(&smuggle));
+    assert!(
+        text(&smuggle).starts_with("HTTP/1.1 400"),
+        "{}",
+        text(&smuggle)
+    );
 
     // Every laptop's intercepts with their owners.
-    let list: serde_json::Value = serde_json::from_slice(&intercept(&w, &b, "--list --json").stdout)
-        .expect("list json");
+    let list: serde_json::Value =
+        serde_json::from_slice(&intercept(&w, &b, "--list --json").stdout).expect("list json");
     let owners: Vec<(String, String)> = list
         .as_array()
         .expect("a list")
         .iter()
-        .map(|i| (i["node"].as_str().unwrap_or("").into(), i["header"]["value"].as_str().unwrap_or("").into()))
+        .map(|i| {
+            (
+                i["node"].as_str().unwrap_or("").into(),
+                i["header"]["value"].as_str().unwrap_or("").into(),
+            )
+        })
         .collect();
-    assert_eq!(owners, [("alpha".into(), "alice".into()), ("beta".into(), "bob".into())]);
+    assert_eq!(
+        owners,
+        [
+            ("alpha".into(), "alice".into()),
+            ("beta".into(), "bob".into())
+        ]
+    );
     let table = intercept_ok(&w, &a, "--list");
-    assert!(table.contains("alpha") && table.contains("x-dev=bob"), "{table}");
+    assert!(
+        table.contains("alpha") && table.contains("x-dev=bob"),
+        "{table}"
+    );
 
     // Without a header: every connection, one laptop at a time.
     intercept_ok(&w, &a, "orders");
     assert_eq!(curl_front(&w, ""), "alpha");
-    assert_eq!(curl_front(&w, "-H 'x-dev: bob'"), "beta", "headers still win");
+    assert_eq!(
+        curl_front(&w, "-H 'x-dev: bob'"),
+        "beta",
+        "headers still win"
+    );
     let refused = intercept(&w, &b, "orders");
     assert!(!refused.status.success());
     let msg = text(&refused);
-    assert!(msg.contains("by node alpha") && msg.lines().count() == 1, "{msg}");
+    assert!(
+        msg.contains("by node alpha") && msg.lines().count() == 1,
+        "{msg}"
+    );
 
     // --stop ends this laptop's only.
     intercept_ok(&w, &b, "orders --stop");
@@ -281,7 +341,10 @@ fn fronts_route_by_header_per_request_and_fall_back_to_the_remote_service() {
     }
 
     // The relay counts what its fronts did.
-    let m = w.exec_ok(&w.hub, "curl -sS --max-time 5 http://10.78.0.1:9091/metrics");
+    let m = w.exec_ok(
+        &w.hub,
+        "curl -sS --max-time 5 http://10.78.0.1:9091/metrics",
+    );
     for k in [
         "overlay_relay_front_requests_node_total{front=\"orders\"}",
         "overlay_relay_front_requests_remote_total{front=\"orders\"}",
@@ -298,7 +361,11 @@ fn intercepted_requests_show_the_real_caller_in_the_laptops_traffic() {
     run(&w, &a, "orders", 8080, "who.py", "alpha 127.0.0.1 $PORT");
     intercept_ok(&w, &a, "orders --header x-dev=alice");
     assert_eq!(
-        curl_path(&w, "-H 'x-dev: alice' -H 'X-Forwarded-For: 203.0.113.7'", "/who-calls"),
+        curl_path(
+            &w,
+            "-H 'x-dev: alice' -H 'X-Forwarded-For: 203.0.113.7'",
+            "/who-calls"
+        ),
         "alpha"
     );
     let found = wait_until(Duration::from_secs(10), || {
@@ -309,17 +376,30 @@ fn intercepted_requests_show_the_real_caller_in_the_laptops_traffic() {
     let out = overlay(&w, &a.host, "traffic orders --json");
     assert!(found, "no record with the real caller: {}", text(&out));
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(!s.contains("\"client\":\"100.64.0.1"), "the relay's address shows: {s}");
+    assert!(
+        !s.contains("\"client\":\"100.64.0.1"),
+        "the relay's address shows: {s}"
+    );
 }
 
 #[test]
 fn grpc_through_a_front_by_metadata_and_through_the_host_router_by_authority() {
     let (w, _relay, a, _b) = world("icptgrpc");
-    run(&w, &a, "greeter", 9090, "grpc_server.py", "alpha 127.0.0.1:$PORT");
+    run(
+        &w,
+        &a,
+        "greeter",
+        9090,
+        "grpc_server.py",
+        "alpha 127.0.0.1:$PORT",
+    );
     let client = |target: &str, authority: &str, md: &str| {
         w.exec_ok(
             &w.hub,
-            &format!("{PY} {}/grpc_client.py {target} {authority} {md}", w.dir.display()),
+            &format!(
+                "{PY} {}/grpc_client.py {target} {authority} {md}",
+                w.dir.display()
+            ),
         )
         .trim()
         .to_string()
@@ -330,7 +410,10 @@ fn grpc_through_a_front_by_metadata_and_through_the_host_router_by_authority() {
     assert_eq!(client(GRPC_FRONT, "-", "x-dev=bob"), "remote");
     // The callback Host router by :authority (HTTP/2 prior knowledge), and a stream naming a
     // service nobody runs is refused on its own.
-    assert_eq!(client("10.78.0.1:8000", "greeter.alpha.ovl.internal", ""), "alpha");
+    assert_eq!(
+        client("10.78.0.1:8000", "greeter.alpha.ovl.internal", ""),
+        "alpha"
+    );
     let refused = client("10.78.0.1:8000", "nosuch.alpha.ovl.internal", "");
     assert!(refused.starts_with("ERROR"), "{refused}");
     // HTTP/1 keep-alive requests with different Hosts are routed each on its own.
@@ -396,7 +479,13 @@ fn no_request_fails_while_an_intercept_starts_and_stops_and_a_killed_laptop_give
         .expect("daemon pid");
     let killed = Instant::now();
     w.exec_ok(&a.host, &format!("kill -9 {pid}"));
-    let back = wait_until(Duration::from_secs(15), || curl_front(&w, "--max-time 2") == "remote");
-    assert!(back, "the front still sends to the dead laptop after {:?}", killed.elapsed());
+    let back = wait_until(Duration::from_secs(15), || {
+        curl_front(&w, "--max-time 2") == "remote"
+    });
+    assert!(
+        back,
+        "the front still sends to the dead laptop after {:?}",
+        killed.elapsed()
+    );
     assert!(killed.elapsed() < Duration::from_secs(15));
 }

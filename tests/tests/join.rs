@@ -1,5 +1,6 @@
 //! `overlay join` end to end: tokens, registration, stable addresses, leave, bad input.
 
+use overlay_core::api::daemon::LinkState;
 use overlay_core::token::Token;
 use overlay_tests::overlay::{join_node, overlay, start_relay, wait_daemon_gone, wait_expired};
 use overlay_tests::world::{wait_until, World};
@@ -21,16 +22,14 @@ fn two_nodes_join_and_reach_each_other() {
     let b = join_node(&w, &hb, &token, "--name beta");
     w.exec_ok(&a.host, &format!("ping -c 3 -i 0.2 -W 2 {}", b.address));
     let st = a.status(&w).expect("status");
-    assert_eq!(st["node"], "alpha");
-    assert_eq!(st["domain"], "ovl.internal");
-    assert!(st["relay"]["last_handshake_secs"].is_u64());
+    assert_eq!(st.node, "alpha");
+    assert_eq!(st.domain, "ovl.internal");
+    assert!(st.relay.last_handshake_secs.is_some(), "{st:?}");
     // The token is used up and remembers who used it.
-    let list: serde_json::Value =
-        serde_json::from_str(&relay.admin(&w, "token list --json")).expect("json");
-    assert_eq!(list[0]["uses_left"], 0);
-    assert_eq!(list[0]["used_by"], serde_json::json!(["alpha", "beta"]));
-    let nodes = relay.nodes(&w);
-    assert_eq!(nodes.as_array().map(|l| l.len()), Some(2));
+    let list = relay.tokens(&w);
+    assert_eq!(list[0].uses_left, 0);
+    assert_eq!(list[0].used_by, ["alpha", "beta"]);
+    assert_eq!(relay.nodes(&w).len(), 2);
     // The key file is private.
     let mode = w.exec_ok(
         &ha,
@@ -51,14 +50,14 @@ fn addresses_survive_node_and_relay_restarts() {
     // down / up keeps the address.
     let out = overlay(&w, &ha, "down");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(a.status(&w).expect("status")["state"], "down");
+    assert_eq!(a.status(&w).expect("status").state, LinkState::Down);
     let out = overlay(&w, &ha, "up");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(a.status(&w).expect("status")["address"], a.address.as_str());
+    assert_eq!(a.status(&w).expect("status").address.to_string(), a.address);
     // A daemon killed outright comes back with the same address too.
-    let pid = a.status(&w).expect("status")["pid"].as_u64().expect("pid");
+    let pid = a.daemon_pid(&w);
     w.exec_ok(&ha, &format!("kill -9 {pid}"));
-    wait_daemon_gone(&w, &ha, pid as u32);
+    wait_daemon_gone(&w, &ha, pid);
     let out = overlay(&w, &ha, "up");
     assert!(out.status.success(), "{}", stderr(&out));
     w.exec_ok(&ha, &format!("ping -c 2 -i 0.2 -W 2 {}", b.address));
@@ -76,15 +75,9 @@ fn addresses_survive_node_and_relay_restarts() {
         "reconnected {} ms after the relay restart",
         started.elapsed().as_millis()
     );
-    assert_eq!(a.status(&w).expect("status")["address"], a.address.as_str());
-    assert_eq!(b.status(&w).expect("status")["address"], b.address.as_str());
-    let names: Vec<String> = relay
-        .nodes(&w)
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|n| n["name"].as_str().unwrap_or_default().to_string())
-        .collect();
+    assert_eq!(a.status(&w).expect("status").address.to_string(), a.address);
+    assert_eq!(b.status(&w).expect("status").address.to_string(), b.address);
+    let names = relay.node_names(&w);
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(!before.is_empty());
 }
@@ -106,8 +99,8 @@ fn leave_frees_the_name() {
     assert!(!ha.dir.join("state/node.json").exists());
     assert!(!ha.dir.join("state/private.key").exists());
     let b = join_node(&w, &hb, &token, "--name laptop");
-    assert_eq!(b.status(&w).expect("status")["node"], "laptop");
-    assert_eq!(relay.nodes(&w).as_array().map(|l| l.len()), Some(1));
+    assert_eq!(b.status(&w).expect("status").node, "laptop");
+    assert_eq!(relay.nodes(&w).len(), 1);
 }
 
 #[test]
@@ -218,13 +211,7 @@ fn acknowledged_joins_survive_a_relay_sigkill() {
                 .unwrap_or(false)
         })
     }));
-    let names: Vec<String> = relay
-        .nodes(&w)
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|n| n["name"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let names = relay.node_names(&w);
     let mut acked = 0;
     for i in 1..=40 {
         let out = std::fs::read_to_string(h.dir.join(format!("out{i}"))).unwrap_or_default();
@@ -238,13 +225,7 @@ fn acknowledged_joins_survive_a_relay_sigkill() {
     }
     assert!(acked >= 30, "only {acked} of 40 joins succeeded");
     // The state file parses (the relay started from it) and no prefix is handed out twice.
-    let mut prefixes: Vec<String> = relay
-        .nodes(&w)
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|n| n["prefix"].to_string())
-        .collect();
+    let mut prefixes: Vec<String> = relay.nodes(&w).into_iter().map(|n| n.prefix).collect();
     let n = prefixes.len();
     prefixes.sort();
     prefixes.dedup();

@@ -1,5 +1,7 @@
 //! Names end to end: registry, DNS with real clients (dig, getent), the OS resolver, the catalog.
 
+use overlay_core::api::daemon::Registered;
+use overlay_core::resolver::Where;
 use overlay_tests::overlay::{join_node, overlay, start_relay, wait_daemon_gone, Node, Relay};
 use overlay_tests::world::{bin, wait_until, World};
 use std::time::Duration;
@@ -37,21 +39,11 @@ fn world_with_catalog(tag: &str) -> (World, Relay, Node, Node, std::path::PathBu
     (w, relay, a, b, catalog)
 }
 
-fn register(w: &World, n: &Node, args: &str) -> serde_json::Value {
-    let out = overlay(w, &n.host, &format!("register {args} --json"));
-    assert!(
-        out.status.success(),
-        "register failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
-}
-
 #[test]
 fn dns_answers_every_record_type() {
     let (w, _relay, a, b, _) = world_with_catalog("dns");
-    let api = register(&w, &a, "api --port 8080");
-    let addr = api["address"].as_str().expect("address").to_string();
+    let api = a.register(&w, "api --port 8080");
+    let addr = api.address.to_string();
     // Propagates to b.
     assert!(
         dig_answers(&w, &b, "api.ovl.internal", &addr),
@@ -110,8 +102,8 @@ fn dns_answers_every_record_type() {
 #[test]
 fn plain_names_work_through_the_system_resolver() {
     let (w, _relay, a, b, _) = world_with_catalog("getent");
-    let api = register(&w, &a, "api --port 80");
-    let addr = api["address"].as_str().expect("address").to_string();
+    let api = a.register(&w, "api --port 80");
+    let addr = api.address.to_string();
     let ok = wait_until(Duration::from_secs(5), || {
         w.exec(&b.host, "getent hosts api")
             .stdout
@@ -119,8 +111,8 @@ fn plain_names_work_through_the_system_resolver() {
     });
     assert!(ok, "getent hosts api did not give {addr}");
     // Tagged variants side by side.
-    let v2 = register(&w, &a, "api --port 80 --tag v2");
-    let v2addr = v2["address"].as_str().expect("address").to_string();
+    let v2 = a.register(&w, "api --port 80 --tag v2");
+    let v2addr = v2.address.to_string();
     assert_ne!(v2addr, addr);
     assert!(wait_until(Duration::from_secs(5), || {
         w.exec(&b.host, "getent hosts v2.api")
@@ -158,8 +150,8 @@ fn local_instance_shadows_remote_on_that_node_only() {
     let (w, _relay, a, b, _) = world_with_catalog("shadow");
     let remote = dig(&w, &b, "+short orders.ovl.internal").trim().to_string();
     assert!(!remote.is_empty());
-    let local = register(&w, &a, "orders --port 8080");
-    let local_addr = local["address"].as_str().expect("address").to_string();
+    let local = a.register(&w, "orders --port 8080");
+    let local_addr = local.address.to_string();
     assert!(dig_answers(&w, &a, "orders.ovl.internal", &local_addr));
     // b still prefers the remote one, and can name a's explicitly.
     assert!(dig_answers(
@@ -197,14 +189,14 @@ fn resolv_conf_is_restored_byte_for_byte() {
     // SIGTERM.
     assert!(overlay(&w, &a.host, "up").status.success());
     assert!(read().contains("100.100.100.100"));
-    let pid = a.status(&w).expect("status")["pid"].as_u64().expect("pid");
+    let pid = a.daemon_pid(&w);
     w.exec_ok(&a.host, &format!("kill -TERM {pid}"));
     assert!(
         wait_until(Duration::from_secs(5), || read() == ORIGINAL_RESOLV),
         "after SIGTERM: {}",
         read()
     );
-    wait_daemon_gone(&w, &a.host, pid as u32);
+    wait_daemon_gone(&w, &a.host, pid);
     // SIGKILL, then the next start restores first (and applies again).
     let up = overlay(&w, &a.host, "up");
     assert!(
@@ -212,9 +204,9 @@ fn resolv_conf_is_restored_byte_for_byte() {
         "{}",
         String::from_utf8_lossy(&up.stderr)
     );
-    let pid = a.status(&w).expect("status")["pid"].as_u64().expect("pid");
+    let pid = a.daemon_pid(&w);
     w.exec_ok(&a.host, &format!("kill -KILL {pid}"));
-    wait_daemon_gone(&w, &a.host, pid as u32);
+    wait_daemon_gone(&w, &a.host, pid);
     assert!(read().contains("100.100.100.100"), "SIGKILL cannot restore");
     let up = overlay(&w, &a.host, "up");
     assert!(
@@ -284,8 +276,8 @@ fn repeated_queries_never_get_a_stale_answer() {
             .unwrap_or_default()
             .to_string()
     };
-    let api = register(&w, &a, "api --port 8080");
-    let addr = api["address"].as_str().expect("address").to_string();
+    let api = a.register(&w, "api --port 8080");
+    let addr = api.address.to_string();
     assert!(dig_answers(&w, &b, "api.ovl.internal", &addr));
     // Asked many times (cached), in any case (one cache entry).
     for name in [
@@ -329,8 +321,8 @@ fn repeated_queries_never_get_a_stale_answer() {
         );
     }
     // Registered under the cached NXDOMAIN name: answers.
-    let v2 = register(&w, &a, "api --port 8080 --tag v2");
-    let v2addr = v2["address"].as_str().expect("address").to_string();
+    let v2 = a.register(&w, "api --port 8080 --tag v2");
+    let v2addr = v2.address.to_string();
     assert!(
         dig_answers(&w, &b, "v2.api.alpha.ovl.internal", &v2addr),
         "the cached NXDOMAIN outlived the registration"
@@ -341,8 +333,8 @@ fn repeated_queries_never_get_a_stale_answer() {
     for _ in 0..5 {
         assert_eq!(dig(&w, &b, "+short orders.ovl.internal").trim(), remote);
     }
-    let local = register(&w, &b, "orders --port 8080");
-    let local_addr = local["address"].as_str().expect("address").to_string();
+    let local = b.register(&w, "orders --port 8080");
+    let local_addr = local.address.to_string();
     assert!(
         dig_answers(&w, &b, "orders.ovl.internal", &local_addr),
         "the cached remote answer outlived the local registration"
@@ -366,7 +358,7 @@ fn world_of(tag: &str, names: &[&str]) -> (World, Relay, Vec<Node>, String) {
         });
         assert!(
             ok,
-            "the tunnel of {} does not carry packets: {:?}\nrelay nodes: {}\nrelay stats: {}",
+            "the tunnel of {} does not carry packets: {:?}\nrelay nodes: {:?}\nrelay stats: {:?}",
             n.host.ns,
             n.status(&w),
             relay.nodes(&w),
@@ -374,11 +366,6 @@ fn world_of(tag: &str, names: &[&str]) -> (World, Relay, Vec<Node>, String) {
         );
     }
     (w, relay, nodes, token)
-}
-
-/// The address of a `register --json` answer.
-fn address(v: &serde_json::Value) -> String {
-    v["address"].as_str().expect("address").to_string()
 }
 
 /// The error of a command that must fail: its last stderr line (before it, `join` prints
@@ -463,14 +450,8 @@ fn nm_node_and_service_names_cannot_take_each_other() {
         dig(&w, lap1, "+short lap2.ovl.internal").trim(),
         lap2.address
     );
-    let listed = overlay(&w, &obs.host, "services --json");
-    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
-    assert!(
-        listed
-            .as_array()
-            .is_some_and(|l| l.iter().all(|s| s["name"] != "lap2")),
-        "{listed}"
-    );
+    let listed = obs.services(&w);
+    assert!(listed.iter().all(|s| s.name != "lap2"), "{listed:?}");
     // A node cannot join under a service's name ...
     let hd = w.add_host("d", 9);
     let err = refusal(&overlay(&w, &hd, &format!("join {token} --name web")));
@@ -505,10 +486,10 @@ fn nm_node_and_service_names_cannot_take_each_other() {
 fn nm_first_registered_peer_instance_stays_preferred() {
     let (w, mut relay, nodes, _) = world_of("nmorder", &["zeta", "alpha", "obs"]);
     let (zeta, alpha, obs) = (&nodes[0], &nodes[1], &nodes[2]);
-    let z = address(&register(&w, zeta, "orders --port 8080"));
+    let z = zeta.register(&w, "orders --port 8080").address.to_string();
     assert!(dig_answers(&w, obs, "orders.ovl.internal", &z));
     // alpha sorts first by name, and registers orders second.
-    let a = address(&register(&w, alpha, "orders --port 8080"));
+    let a = alpha.register(&w, "orders --port 8080").address.to_string();
     assert!(dig_answers(&w, obs, "orders.alpha.ovl.internal", &a));
     let check_zeta_first = |w: &World| {
         assert_eq!(dig(w, obs, "+short orders.ovl.internal").trim(), z);
@@ -533,8 +514,8 @@ fn nm_first_registered_peer_instance_stays_preferred() {
     let mut late = String::new();
     assert!(wait_until(Duration::from_secs(15), || {
         let out = overlay(&w, &alpha.host, "register late --port 80 --json");
-        late = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .map(|v| address(&v))
+        late = serde_json::from_slice::<Registered>(&out.stdout)
+            .map(|r| r.address.to_string())
             .unwrap_or_default();
         out.status.success()
     }));
@@ -805,14 +786,13 @@ fn nm_on_demand_names_have_no_invented_port() {
         "getent disagrees with overlay resolve"
     );
     // No port in the listing, no SRV record with an invented one.
-    let out = overlay(&w, &a.host, "services --json");
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let list = a.services(&w);
     let db = list
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["name"] == "db"))
-        .unwrap_or_else(|| panic!("db not listed: {list}"));
-    assert_eq!(db["port"], serde_json::Value::Null, "{db}");
-    assert_eq!(db["where"], "remote");
+        .iter()
+        .find(|s| s.name == "db")
+        .unwrap_or_else(|| panic!("db not listed: {list:?}"));
+    assert_eq!(db.port, None, "{db:?}");
+    assert_eq!(db.where_, Where::Remote);
     let out = overlay(&w, &a.host, "services");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let row = text
@@ -999,11 +979,11 @@ fn nm_another_vpn_on_the_overlay_range_is_named() {
         text.contains("conflict:  interface tsfake already routes 100.100.100.100/32 (table 52)"),
         "{text}"
     );
-    let out = overlay(&w, &ha, "status --json");
-    let st: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(
-        st["route_conflicts"].as_array().map(Vec::len),
-        Some(1),
-        "{st}"
-    );
+    let node = Node {
+        host: ha.clone(),
+        address: String::new(),
+        pid: 0,
+    };
+    let st = node.status(&w).and_then(|s| s.running).expect("running");
+    assert_eq!(st.route_conflicts.len(), 1, "{st:?}");
 }

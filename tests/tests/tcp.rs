@@ -3,6 +3,8 @@
 //! to UDP when it passes again with its connections intact, and a laptop whose only way out is
 //! a real HTTP proxy (tinyproxy) joins through `HTTPS_PROXY`.
 
+use overlay_core::api::daemon::LinkState;
+use overlay_core::stream::transport::{Mode, Transport};
 use overlay_tests::overlay::{join_node, node_env, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, wait_until, Host, World};
 use std::time::{Duration, Instant};
@@ -90,7 +92,8 @@ fn block_udp(w: &World, host: &Host, relay_ip: &str) {
 
 fn transport(w: &World, n: &Node) -> String {
     n.status(w)
-        .and_then(|s| s["transport"].as_str().map(str::to_string))
+        .and_then(|s| s.transport)
+        .map(|t| t.to_string())
         .unwrap_or_default()
 }
 
@@ -150,7 +153,7 @@ fn tp_ingress_fallback_other_laptop_on_udp_and_back_to_udp() {
     let a = join_node(&w, &ha, &token, "--name alpha");
     assert_eq!(transport(&w, &a), "tcp", "{:?}", a.status(&w));
     let st = a.status(&w).expect("status");
-    assert_eq!(st["relay"]["url"], url.as_str(), "{st}");
+    assert_eq!(st.relay.url.as_deref(), Some(url.as_str()), "{st:?}");
     let text = overlay(&w, &a.host, "status");
     let shown = String::from_utf8_lossy(&text.stdout);
     assert!(shown.contains("transport: tcp, over"), "{shown}");
@@ -441,7 +444,7 @@ fn tp_tls_on_the_relay_itself_with_transport_tcp() {
         pid: 0,
     };
     let st = n.status(&w).expect("status");
-    assert_eq!(st["transport"], "tcp", "{st}");
-    assert_eq!(st["transport_mode"], "tcp", "{st}");
-    assert_eq!(st["state"], "connected", "{st}");
+    assert_eq!(st.transport, Some(Transport::Tcp), "{st:?}");
+    assert_eq!(st.transport_mode, Mode::Tcp, "{st:?}");
+    assert_eq!(st.state, LinkState::Connected, "{st:?}");
 }

@@ -6,7 +6,14 @@
 //!
 //! The hub namespace plays the remote environment, as in gateway.rs.
 
-use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
+#[path = "traffic/apps.rs"]
+mod apps;
+
+use overlay_core::api::daemon::{InspectReply, Registered};
+use overlay_core::capture::record::{Direction, Summary, SummaryKind};
+use overlay_core::http1::Protocol;
+use overlay_core::resolver::Where;
+use overlay_tests::overlay::{join_node, node_env, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, sh, wait_until, Host, World};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -161,34 +168,27 @@ fn http_server(w: &World, host: &Host, name: &str, addr: &str, port: u16) {
 }
 
 /// Registers `name` on `n` with a listener to `127.0.0.1:target`; returns the registration.
-fn register(w: &World, n: &Node, name: &str, port: u16, target: u16) -> serde_json::Value {
-    let out = overlay(
-        w,
-        &n.host,
-        &format!("register {name} --port {port} --target {target} --json"),
-    );
-    assert!(out.status.success(), "register: {}", text(&out));
-    serde_json::from_slice(&out.stdout).expect("json")
+fn register(w: &World, n: &Node, name: &str, port: u16, target: u16) -> Registered {
+    n.register(w, &format!("{name} --port {port} --target {target}"))
 }
 
 /// `overlay traffic --json` on `n` (every record, oldest first).
-fn traffic(w: &World, n: &Node, args: &str) -> Vec<serde_json::Value> {
-    let out = overlay(w, &n.host, &format!("traffic --json -n 1000 {args}"));
-    assert!(out.status.success(), "traffic: {}", text(&out));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .expect("json")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+fn traffic(w: &World, n: &Node, args: &str) -> Vec<Summary> {
+    n.json(w, &format!("traffic --json -n 1000 {args}"))
+}
+
+/// Whether `r` is an exchange for `path`.
+fn path_is(r: &Summary, path: &str) -> bool {
+    r.path.as_deref() == Some(path)
+}
+
+/// Whether `r` is a flow of `protocol`.
+fn flow_of(r: &Summary, protocol: Protocol) -> bool {
+    r.kind == SummaryKind::Flow && r.protocol == Some(protocol)
 }
 
 /// Waits for a record that `pred` accepts; returns it.
-fn wait_record(
-    w: &World,
-    n: &Node,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
+fn wait_record(w: &World, n: &Node, what: &str, pred: impl Fn(&Summary) -> bool) -> Summary {
     let mut found = None;
     let mut last = Vec::new();
     wait_until(Duration::from_secs(10), || {
@@ -201,10 +201,8 @@ fn wait_record(
 
 /// The inspector's secret, from `overlay inspect --json` (as root).
 fn inspector_token(w: &World, n: &Node) -> String {
-    let out = overlay(w, &n.host, "inspect --json");
-    assert!(out.status.success(), "inspect: {}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    v["token"].as_str().expect("token").to_string()
+    let reply: InspectReply = n.json(w, "inspect --json");
+    reply.token.expect("token")
 }
 
 /// The inspector's API, from inside the node's namespace, with its token.
@@ -232,13 +230,12 @@ fn shell(s: &str) -> String {
 }
 
 fn remote_address(w: &World, n: &Node) -> String {
-    let out = overlay(w, &n.host, "services --json");
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let list = n.services(w);
     let r = list
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["name"] == "upstream"))
-        .unwrap_or_else(|| panic!("upstream is not listed: {list}"));
-    format!("{}:{}", r["address"].as_str().expect("address"), r["port"])
+        .iter()
+        .find(|s| s.name == "upstream")
+        .unwrap_or_else(|| panic!("upstream is not listed: {list:?}"));
+    format!("{}:{}", r.address, r.port.expect("a port"))
 }
 
 #[test]
@@ -247,8 +244,8 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
     http_server(&w, &w.hub, "upstream", REMOTE, 9000);
     http_server(&w, &a.host, "api", "127.0.0.1", 18080);
     let reg = register(&w, &a, "api", 8080, 18080);
-    let callback = reg["callback_url"].as_str().unwrap_or_default().to_string();
-    assert!(callback.starts_with("http://"), "no callback URL: {reg}");
+    let callback = reg.callback_url.clone().unwrap_or_default();
+    assert!(callback.starts_with("http://"), "no callback URL: {reg:?}");
 
     // overlay capture runs while the requests happen.
     let pcap = a.host.dir.join("capture.pcap");
@@ -279,12 +276,12 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
     let got = w.exec_ok(&w.hub, &format!("curl -sS --fail -m 10 {callback}/hello"));
     assert_eq!(got, "hello from api\n");
     let inbound = wait_record(&w, &a, "GET /hello in", |r| {
-        r["direction"] == "in" && r["path"] == "/hello"
+        r.direction == Direction::In && path_is(r, "/hello")
     });
-    assert_eq!(inbound["service"], "api");
-    assert_eq!(inbound["method"], "GET");
-    assert_eq!(inbound["status"], 200);
-    let id = inbound["id"].as_u64().expect("id");
+    assert_eq!(inbound.service, "api");
+    assert_eq!(inbound.method.as_deref(), Some("GET"));
+    assert_eq!(inbound.status, Some(200));
+    let id = inbound.id;
     let detail = api(&w, &a, "GET", &format!("/api/exchanges/{id}"), None);
     assert_eq!(detail["response"]["body"]["text"], "hello from api\n");
 
@@ -296,12 +293,12 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
     );
     assert!(got.contains("\"path\": \"/orders/7?x=1\""), "{got}");
     let outbound = wait_record(&w, &a, "POST /orders/7 out", |r| {
-        r["direction"] == "out" && r["path"] == "/orders/7?x=1"
+        r.direction == Direction::Out && path_is(r, "/orders/7?x=1")
     });
-    assert_eq!(outbound["method"], "POST");
-    assert_eq!(outbound["status"], 201);
-    assert_eq!(outbound["server_name"], "upstream");
-    let out_id = outbound["id"].as_u64().expect("id");
+    assert_eq!(outbound.method.as_deref(), Some("POST"));
+    assert_eq!(outbound.status, Some(201));
+    assert_eq!(outbound.server_name.as_deref(), Some("upstream"));
+    let out_id = outbound.id;
     let detail = api(&w, &a, "GET", &format!("/api/exchanges/{out_id}"), None);
     assert_eq!(detail["request"]["body"]["text"], "item=7");
     let body: serde_json::Value =
@@ -332,11 +329,11 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
         sha.as_str(),
         "the body changed on its way"
     );
-    let upload = wait_record(&w, &a, "POST /upload", |r| r["path"] == "/upload");
-    assert_eq!(upload["request_bytes"], 10485760);
-    assert_eq!(upload["truncated"], true);
-    assert_eq!(upload["status"], 201);
-    let up_id = upload["id"].as_u64().expect("id");
+    let upload = wait_record(&w, &a, "POST /upload", |r| path_is(r, "/upload"));
+    assert_eq!(upload.request_bytes, 10485760);
+    assert!(upload.truncated, "{upload:?}");
+    assert_eq!(upload.status, Some(201));
+    let up_id = upload.id;
     let detail = api(&w, &a, "GET", &format!("/api/exchanges/{up_id}"), None);
     assert_eq!(detail["request"]["body"]["len"], 10485760);
     assert_eq!(detail["request"]["body"]["captured"], 1 << 20);
@@ -376,10 +373,10 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
         .as_str()
         .unwrap_or("")
         .contains("/edited"));
-    wait_record(&w, &a, "the edited replay", |r| r["path"] == "/edited");
+    wait_record(&w, &a, "the edited replay", |r| path_is(r, "/edited"));
     let hellos = traffic(&w, &a, "api")
-        .into_iter()
-        .filter(|r| r["path"] == "/hello")
+        .iter()
+        .filter(|r| path_is(r, "/hello"))
         .count();
     assert_eq!(hellos, 2, "the replay is captured like any request");
     // A truncated body is not replayed as if it were whole.
@@ -399,7 +396,7 @@ fn remote_caller_and_outgoing_calls_are_captured_replayed_and_written_as_pcap() 
     );
     // Filters.
     let only_out = traffic(&w, &a, "--filter direction=out");
-    assert!(!only_out.is_empty() && only_out.iter().all(|r| r["direction"] == "out"));
+    assert!(!only_out.is_empty() && only_out.iter().all(|r| r.direction == Direction::Out));
     let lines = overlay(&w, &a.host, "traffic api");
     assert!(text(&lines).contains("GET /hello 200"), "{}", text(&lines));
 
@@ -428,15 +425,15 @@ fn headless_chromium_lists_and_opens_a_captured_request() {
     let (w, _relay, a) = world("trfui");
     http_server(&w, &a.host, "api", "127.0.0.1", 18080);
     let reg = register(&w, &a, "api", 8080, 18080);
-    let addr = format!("{}:8080", reg["address"].as_str().expect("address"));
+    let addr = format!("{}:8080", reg.address);
     w.exec_ok(
         &a.host,
         &format!("curl -sS --fail -m 10 http://{addr}/from-the-browser-test"),
     );
     let rec = wait_record(&w, &a, "GET /from-the-browser-test", |r| {
-        r["path"] == "/from-the-browser-test"
+        path_is(r, "/from-the-browser-test")
     });
-    let id = rec["id"].as_u64().expect("id");
+    let id = rec.id;
     let profile = a.host.dir.join("chromium-profile");
     let chromium = |extra: &str, url: &str| {
         format!(
@@ -490,8 +487,8 @@ fn malformed_http_is_recorded_as_what_it_is_and_breaks_nothing() {
     http_server(&w, &a.host, "api", "127.0.0.1", 18080);
     let raw_reg = register(&w, &a, "raw", 9000, 18090);
     let api_reg = register(&w, &a, "api", 8080, 18080);
-    let raw_addr = format!("{}:9000", raw_reg["address"].as_str().expect("address"));
-    let api_addr = format!("{}:8080", api_reg["address"].as_str().expect("address"));
+    let raw_addr = format!("{}:9000", raw_reg.address);
+    let api_addr = format!("{}:8080", api_reg.address);
     let send = write(&a.host.dir, "send.py", SEND.as_bytes());
     let dir = a.host.dir.clone();
     // Sends `data` to `addr` and checks the echo (or returns the answer).
@@ -518,18 +515,21 @@ fn malformed_http_is_recorded_as_what_it_is_and_breaks_nothing() {
     flood.extend_from_slice(b"\r\n");
     assert_eq!(exchange("flood", &raw_addr, &flood), flood);
     let r = wait_record(&w, &a, "the header flood", |r| {
-        r["type"] == "flow" && r["error"].as_str().unwrap_or("").contains("header lines")
+        r.kind == SummaryKind::Flow
+            && r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("header lines"))
     });
-    assert_eq!(r["protocol"], "malformed_http");
-    assert_eq!(r["request_bytes"], flood.len());
+    assert_eq!(r.protocol, Some(Protocol::MalformedHttp));
+    assert_eq!(r.request_bytes, flood.len() as u64);
 
     // Binary garbage: a TCP flow with its byte counts.
     let garbage: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
     assert_eq!(exchange("garbage", &raw_addr, &garbage), garbage);
     let r = wait_record(&w, &a, "binary garbage", |r| {
-        r["type"] == "flow" && r["protocol"] == "tcp" && r["request_bytes"] == 70_000
+        flow_of(r, Protocol::Tcp) && r.request_bytes == 70_000
     });
-    assert_eq!(r["response_bytes"], 70_000);
+    assert_eq!(r.response_bytes, 70_000);
 
     // A bad chunk size in a response: the exchange is recorded with the error.
     let got = exchange(
@@ -542,9 +542,9 @@ fn malformed_http_is_recorded_as_what_it_is_and_breaks_nothing() {
         "{}",
         String::from_utf8_lossy(&got)
     );
-    let r = wait_record(&w, &a, "the bad chunk", |r| r["path"] == "/bad-chunk");
-    assert_eq!(r["error"], "bad chunk size");
-    assert_eq!(r["status"], 200);
+    let r = wait_record(&w, &a, "the bad chunk", |r| path_is(r, "/bad-chunk"));
+    assert_eq!(r.error.as_deref(), Some("bad chunk size"));
+    assert_eq!(r.status, Some(200));
 
     // WebSocket: the upgrade is an exchange, the rest a websocket flow.
     let mut ws =
@@ -557,10 +557,10 @@ fn malformed_http_is_recorded_as_what_it_is_and_breaks_nothing() {
         "{}",
         String::from_utf8_lossy(&got)
     );
-    let r = wait_record(&w, &a, "the upgrade", |r| r["path"] == "/ws");
-    assert_eq!(r["status"], 101);
+    let r = wait_record(&w, &a, "the upgrade", |r| path_is(r, "/ws"));
+    assert_eq!(r.status, Some(101));
     wait_record(&w, &a, "the websocket flow", |r| {
-        r["type"] == "flow" && r["protocol"] == "websocket"
+        flow_of(r, Protocol::Websocket)
     });
 
     // Pipelined requests to a real server: three exchanges, answers in order.
@@ -568,8 +568,8 @@ fn malformed_http_is_recorded_as_what_it_is_and_breaks_nothing() {
     let got = String::from_utf8_lossy(&exchange("pipe", &api_addr, pipelined)).into_owned();
     assert_eq!(got.matches("HTTP/1.1 200").count(), 3, "{got}");
     for p in ["/p1", "/p2", "/p3"] {
-        let r = wait_record(&w, &a, p, |r| r["path"] == p);
-        assert_eq!(r["status"], 200);
+        let r = wait_record(&w, &a, p, |r| path_is(r, p));
+        assert_eq!(r.status, Some(200));
     }
     // The daemon is fine and still forwards.
     assert_eq!(
@@ -579,7 +579,7 @@ fn malformed_http_is_recorded_as_what_it_is_and_breaks_nothing() {
         ),
         "hello from api\n"
     );
-    assert!(a.status(&w).is_some_and(|s| s["state"] == "connected"));
+    assert!(a.connected(&w));
 }
 
 /// `iperf3 -c ADDR -p PORT -t SECS -J` from `host`; returns Mbit/s received.
@@ -629,7 +629,7 @@ fn capture_cost_through_a_listener() {
         );
         w.wait_listening(&n.host, 15201);
         let reg = register(&w, n, "sink", 5201, 15201);
-        let addr = reg["address"].as_str().expect("address").to_string();
+        let addr = reg.address.to_string();
         let direct = iperf(&w, &n.host, "127.0.0.1", 15201, 5);
         let through = iperf(&w, &n.host, &addr, 5201, 5);
         results.push((direct, through));
@@ -642,7 +642,7 @@ fn capture_cost_through_a_listener() {
          without: {off_listener:.0} Mbit/s; capture costs {cost:.1}%"
     );
     let recs = traffic(&w, &on, "sink");
-    assert!(recs.iter().any(|r| r["type"] == "flow"), "{recs:?}");
+    assert!(recs.iter().any(|r| r.kind == SummaryKind::Flow), "{recs:?}");
     assert!(cost < 50.0, "capture costs {cost:.1}%");
 }
 
@@ -736,13 +736,12 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
     );
     let mut addr = String::new();
     let up = wait_until(Duration::from_secs(30), || {
-        let out = overlay(&w, &h, "services --json");
-        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if let Some(s) = list.as_array().and_then(|l| {
-            l.iter()
-                .find(|s| s["name"] == "api" && s["where"] == "local")
-        }) {
-            addr = format!("{}:{}", s["address"].as_str().unwrap_or(""), s["port"]);
+        let list = a.services(&w);
+        if let Some(s) = list
+            .iter()
+            .find(|s| s.name == "api" && s.where_ == Where::Local)
+        {
+            addr = format!("{}:{}", s.address, s.port.unwrap_or_default());
         }
         !addr.is_empty()
             && w.exec(&h, &format!("curl -sf -m 2 http://{addr}/ready"))
@@ -760,8 +759,8 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
             "curl -sS --fail -m 10 -H 'Authorization: Bearer {BEARER}' -H 'Cookie: sid=client-cookie-secret' http://{addr}/whoami"
         ),
     );
-    let rec = wait_record(&w, &a, "GET /whoami", |r| r["path"] == "/whoami");
-    let id = rec["id"].as_u64().expect("id");
+    let rec = wait_record(&w, &a, "GET /whoami", |r| path_is(r, "/whoami"));
+    let id = rec.id;
 
     // Another local user: 401 and no data, whatever it asks, and nothing changes.
     let stranger_inspect = w.exec(
@@ -830,7 +829,7 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
     let whoamis = |w: &World| {
         traffic(w, &a, "api")
             .iter()
-            .filter(|r| r["path"] == "/whoami")
+            .filter(|r| path_is(r, "/whoami"))
             .count()
     };
     assert_eq!(
@@ -1014,4 +1013,350 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
     );
     assert_eq!(code, 200);
     assert_eq!(whoamis(&w), 0);
+}
+
+/// The record `id` from the inspector's API, revealed or masked.
+fn detail(w: &World, n: &Node, id: u64) -> serde_json::Value {
+    api(w, n, "GET", &format!("/api/exchanges/{id}"), None)
+}
+
+fn header_of<'a>(m: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    m["headers"]
+        .as_array()?
+        .iter()
+        .find_map(|h| (h[0].as_str()? == name).then(|| h[1].as_str()).flatten())
+}
+
+#[test]
+fn grpc_h2c_websocket_and_local_callers_are_decoded() {
+    let mut w = World::new("trfh2");
+    let relay = start_relay(
+        &w,
+        &[
+            "--callback-listen",
+            &format!("{REMOTE}:8000"),
+            "--callback-ports",
+            "30000-30009",
+        ],
+    );
+    let token = relay.token(&w, "--uses 1");
+    let h = w.add_host("a", 2);
+    // The daemon reads the user's .proto files (the variable reaches it through join).
+    let protos = h.dir.join("protos");
+    std::fs::create_dir_all(&protos).expect("protos");
+    write(&protos, "helloworld.proto", apps::GREETER_PROTO.as_bytes());
+    let out = w.exec(
+        &h,
+        &format!(
+            "RUST_LOG=info,overlay::traffic=debug OVERLAY_PROTO_PATH={} {} {} join {token} --name alpha",
+            protos.display(),
+            node_env(&h),
+            bin("overlay").display()
+        ),
+    );
+    assert!(out.status.success(), "join: {}", text(&out));
+    let a = Node {
+        host: h.clone(),
+        address: String::new(),
+        pid: 0,
+    };
+    let py = apps::PYTHON;
+    // A gRPC greeter, a WebSocket echo, an h2c static server and an HTTP/1.1 service.
+    let grpc_server = write(&h.dir, "greeter.py", apps::GRPC_SERVER.as_bytes());
+    let grpc_client = write(&h.dir, "greet.py", apps::GRPC_CLIENT.as_bytes());
+    std::fs::copy(&grpc_client, w.hub.dir.join("greet.py")).expect("copy client");
+    let ws_server = write(&h.dir, "ws.py", apps::WS_SERVER.as_bytes());
+    let ws_client = write(&h.dir, "wsc.py", apps::WS_CLIENT.as_bytes());
+    let docroot = h.dir.join("htdocs");
+    std::fs::create_dir_all(&docroot).expect("docroot");
+    write(&docroot, "index.html", b"<p>served over h2c</p>\n");
+    w.spawn(
+        &h,
+        "greeter",
+        &[],
+        &[py, grpc_server.to_str().expect("utf-8"), "127.0.0.1:15051"],
+    );
+    w.spawn(
+        &h,
+        "chat",
+        &[],
+        &[py, ws_server.to_str().expect("utf-8"), "18765"],
+    );
+    w.spawn(
+        &h,
+        "nghttpd",
+        &[],
+        &[
+            "nghttpd",
+            "--no-tls",
+            "-a",
+            "127.0.0.1",
+            "-d",
+            docroot.to_str().expect("utf-8"),
+            "18443",
+        ],
+    );
+    http_server(&w, &h, "api", "127.0.0.1", 18080);
+    let greeter = register(&w, &a, "greeter", 50051, 15051);
+    let chat = register(&w, &a, "chat", 8765, 18765);
+    let stat = register(&w, &a, "static", 8443, 18443);
+    let api = register(&w, &a, "api", 8080, 18080);
+    let addr = |r: &Registered, port: u16| format!("{}:{port}", r.address);
+    let greeter_addr = addr(&greeter, 50051);
+    assert!(
+        wait_until(Duration::from_secs(15), || w
+            .exec(
+                &h,
+                &format!("{py} {} {greeter_addr}", grpc_client.display())
+            )
+            .status
+            .success()),
+        "the greeter did not answer: {}",
+        w.log(&h, "greeter")
+    );
+
+    // gRPC from a program on the laptop: method, status, messages, named by its process.
+    let seen = traffic(&w, &a, "").iter().map(|r| r.id).max().unwrap_or(0);
+    let got = w.exec_ok(
+        &h,
+        &format!("{py} {} {greeter_addr}", grpc_client.display()),
+    );
+    assert_eq!(got, "hello world\nNOT_FOUND\n");
+    let ok = wait_record(&w, &a, "the gRPC call", |r| {
+        r.grpc_method.as_deref() == Some("helloworld.Greeter/SayHello")
+            && r.grpc_status == Some(0)
+            && r.id > seen
+    });
+    assert_eq!(ok.service, "greeter");
+    assert_eq!(ok.method.as_deref(), Some("POST"));
+    assert_eq!(ok.path.as_deref(), Some("/helloworld.Greeter/SayHello"));
+    assert_eq!(ok.status, Some(200));
+    assert_eq!(ok.version.as_deref(), Some("HTTP/2"));
+    assert_eq!(ok.grpc_status_name.as_deref(), Some("OK"));
+    let command = ok
+        .client_process
+        .as_ref()
+        .map(|p| p.command.as_str())
+        .unwrap_or("");
+    assert!(
+        command.starts_with("python"),
+        "the caller is not named by its process: {ok:?}"
+    );
+    assert!(
+        ok.client_name
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("python"),
+        "a local program is labelled as something else: {ok:?}"
+    );
+    let failed = wait_record(&w, &a, "the failing gRPC call", |r| {
+        r.grpc_status == Some(5) && r.id > seen
+    });
+    assert_eq!(failed.grpc_status_name.as_deref(), Some("NOT_FOUND"));
+    let d = detail(&w, &a, ok.id);
+    assert_eq!(
+        d["grpc"]["request_messages"][0]["json"],
+        serde_json::json!({"name": "world"}),
+        "{d}"
+    );
+    assert_eq!(
+        d["grpc"]["response_messages"][0]["json"]["message"],
+        "hello world"
+    );
+    assert_eq!(
+        d["grpc"]["request_messages"][0]["fields"][0]["value"],
+        "world"
+    );
+    assert_eq!(
+        header_of(&d["response"], "content-type"),
+        Some("application/grpc")
+    );
+    // gRPC metadata is masked like any header.
+    let auth = header_of(&d["request"], "authorization").unwrap_or("");
+    assert!(auth.starts_with("Bearer ••••"), "{auth}");
+    assert!(
+        !d.to_string().contains("grpc-secret"),
+        "a credential is shown: {d}"
+    );
+    let d = detail(&w, &a, failed.id);
+    assert_eq!(d["grpc"]["message"], "no such user: nobody");
+
+    // gRPC from the remote environment through the relay's callback port.
+    let callback = greeter
+        .callback_url
+        .as_deref()
+        .unwrap_or("")
+        .trim_start_matches("http://")
+        .to_string();
+    let got = w.exec_ok(
+        &w.hub,
+        &format!("{py} {} {callback}", w.hub.dir.join("greet.py").display()),
+    );
+    assert_eq!(got, "hello world\nNOT_FOUND\n");
+    wait_record(&w, &a, "the remote gRPC call", |r| {
+        r.grpc_status == Some(0) && r.client.starts_with("100.64.0.1:")
+    });
+
+    // WebSocket: each message with its direction, and the close code.
+    let chat_addr = addr(&chat, 8765);
+    let got = w.exec_ok(
+        &h,
+        &format!("{py} {} ws://{chat_addr}/chat", ws_client.display()),
+    );
+    assert_eq!(got, "hello over websocket\n");
+    let ws = wait_record(&w, &a, "the WebSocket conversation", |r| {
+        r.protocol == Some(Protocol::Websocket) && r.messages.is_some_and(|n| n >= 5)
+    });
+    assert_eq!(ws.path.as_deref(), Some("/chat"));
+    let d = detail(&w, &a, ws.id);
+    let msgs = d["websocket"]["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let has = |from: &str, opcode: &str, text: Option<&str>| {
+        msgs.iter().any(|m| {
+            m["from"] == from && m["opcode"] == opcode && text.is_none_or(|t| m["text"] == t)
+        })
+    };
+    assert!(
+        has("client", "text", Some("hello over websocket")),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("server", "text", Some("hello over websocket")),
+        "{msgs:#?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m["from"] == "client" && m["opcode"] == "binary" && m["base64"] == "AAECAw=="),
+        "{msgs:#?}"
+    );
+    assert_eq!(d["websocket"]["close"]["code"], 1000);
+    assert_eq!(d["websocket"]["close"]["reason"], "bye");
+
+    // h2c: prior knowledge, from curl and from nghttp. (nghttpd does not answer
+    // `Upgrade: h2c`; the upgrade path is covered by core's capture tests.)
+    let stat_addr = addr(&stat, 8443);
+    let got = w.exec_ok(
+        &h,
+        &format!("curl -sS --fail -m 10 --http2-prior-knowledge http://{stat_addr}/index.html"),
+    );
+    assert_eq!(got, "<p>served over h2c</p>\n");
+    w.exec_ok(
+        &h,
+        &format!("nghttp http://{stat_addr}/index.html?client=nghttp"),
+    );
+    for (what, path) in [
+        ("prior knowledge", "/index.html"),
+        ("nghttp", "/index.html?client=nghttp"),
+    ] {
+        let r = wait_record(&w, &a, what, |r| {
+            r.path.as_deref() == Some(path) && r.version.as_deref() == Some("HTTP/2")
+        });
+        assert_eq!(r.status, Some(200), "{what}: {r:?}");
+        assert_eq!(r.method.as_deref(), Some("GET"), "{what}: {r:?}");
+        assert_eq!(r.response_bytes, 23, "{what}: {r:?}");
+    }
+
+    // pcap of a laptop-local call: made up from the listener's bytes, decoded by tshark.
+    let pcap = h.dir.join("local.pcap");
+    let cap_pid = w.spawn(
+        &h,
+        "capture",
+        &[
+            ("OVERLAY_STATE_DIR", &format!("{}/state", h.dir.display())),
+            ("OVERLAY_RUN_DIR", &format!("{}/run", h.dir.display())),
+        ],
+        &[
+            bin("overlay").to_str().expect("utf-8"),
+            "capture",
+            "-w",
+            pcap.to_str().expect("utf-8"),
+            "--service",
+            "api",
+            "--duration",
+            "30s",
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(5), || pcap
+        .metadata()
+        .is_ok_and(|m| m.len() >= 24)));
+    let api_addr = addr(&api, 8080);
+    w.exec_ok(
+        &h,
+        &format!("curl -sS --fail -m 10 http://{api_addr}/local-pcap?x=1"),
+    );
+    wait_record(&w, &a, "the local call", |r| path_is(r, "/local-pcap?x=1"));
+    std::thread::sleep(Duration::from_millis(500));
+    sh(&format!("kill -INT {cap_pid}"));
+    let tshark = || {
+        sh(&format!(
+            "tshark -r {} -Y http -T fields -e http.request.method -e http.request.uri -e http.response.code 2>&1",
+            pcap.display()
+        ))
+    };
+    let mut seen = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            seen = tshark();
+            seen.contains("GET\t/local-pcap?x=1") && seen.contains("\t\t200")
+        }),
+        "tshark: {seen}"
+    );
+
+    // A service nobody has: one sentence that lists the services, and a failure.
+    let out = overlay(&w, &h, "traffic nosuch");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no service is called nosuch; the services are:") && err.contains("greeter"),
+        "{err}"
+    );
+
+    // The inspector: a gRPC call and a WebSocket conversation, in Chromium.
+    let token = inspector_token(&w, &a);
+    let base = format!("http://127.0.0.1:4141/?token={token}");
+    let profile = h.dir.join("chromium-profile");
+    let chromium = |extra: &str, url: &str| {
+        format!(
+            "chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+             --disable-background-networking --disable-component-update --disable-sync \
+             --user-data-dir={} --window-size=1400,1000 --virtual-time-budget=5000 {extra} '{url}' 2>/dev/null",
+            profile.display()
+        )
+    };
+    let grpc_url = format!("{base}#id={}", ok.id);
+    let dom = w.exec_ok(&h, &chromium("--dump-dom", &grpc_url));
+    assert!(
+        dom.contains("id=\"grpc-title\"") && dom.contains("helloworld.Greeter/SayHello"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("hello world") && dom.contains("id=\"svc-greeter\""),
+        "{dom}"
+    );
+    let ws_url = format!("{base}#id={}", ws.id);
+    let dom = w.exec_ok(&h, &chromium("--dump-dom", &ws_url));
+    assert!(
+        dom.contains("id=\"ws-messages\"") && dom.contains("hello over websocket"),
+        "{dom}"
+    );
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    for (name, url) in [
+        ("inspector-grpc-ws.png", &grpc_url),
+        ("inspector-ws.png", &ws_url),
+    ] {
+        let shot = artifacts.join(name);
+        let _ = std::fs::remove_file(&shot);
+        w.exec_ok(
+            &h,
+            &chromium(&format!("--screenshot={}", shot.display()), url),
+        );
+        assert!(
+            shot.metadata().is_ok_and(|m| m.len() > 10_000),
+            "no screenshot at {}",
+            shot.display()
+        );
+    }
 }

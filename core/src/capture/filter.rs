@@ -17,6 +17,10 @@ pub struct Filter {
     pub path: Option<String>,
     /// Substring (any case) of the target, header lines, bodies, names.
     pub text: Option<String>,
+    /// `exchange`, `flow`, `grpc`, `websocket` or `http2`.
+    pub kind: Option<String>,
+    /// The flow group key (see [`super::ring::group_key`]).
+    pub group: Option<String>,
 }
 
 /// Longest body prefix the text filter searches.
@@ -37,6 +41,8 @@ impl Filter {
                 "status" => &mut f.status,
                 "path" => &mut f.path,
                 "text" | "q" => &mut f.text,
+                "type" => &mut f.kind,
+                "group" => &mut f.group,
                 _ => continue,
             };
             *slot = Some(v);
@@ -55,6 +61,16 @@ impl Filter {
             .is_some_and(|d| d != r.direction.as_str())
         {
             return false;
+        }
+        if let Some(k) = &self.kind {
+            if !kind_matches(k, r) {
+                return false;
+            }
+        }
+        if let Some(g) = &self.group {
+            if super::ring::group_key(r).as_ref() != Some(g) {
+                return false;
+            }
         }
         let req = r.request();
         let resp = r.response();
@@ -100,6 +116,17 @@ impl Filter {
     }
 }
 
+fn kind_matches(want: &str, r: &Record) -> bool {
+    match (want.to_ascii_lowercase().as_str(), &r.kind) {
+        ("exchange", RecordKind::Exchange { .. }) => true,
+        ("flow", RecordKind::Flow { .. }) => true,
+        ("grpc", RecordKind::Exchange { grpc, .. }) => grpc.is_some(),
+        ("websocket", RecordKind::Flow { websocket, .. }) => websocket.is_some(),
+        ("http2", RecordKind::Exchange { request, .. }) => request.head.version == "HTTP/2",
+        _ => false,
+    }
+}
+
 fn status_matches(want: &str, r: &Record) -> bool {
     let (status, error) = match &r.kind {
         RecordKind::Exchange {
@@ -110,8 +137,22 @@ fn status_matches(want: &str, r: &Record) -> bool {
         ),
         RecordKind::Flow { .. } => (None, false),
     };
+    let grpc_status = match &r.kind {
+        RecordKind::Exchange { grpc: Some(g), .. } => g.status,
+        _ => None,
+    };
     if want.eq_ignore_ascii_case("error") {
-        return error || (status.is_none() && matches!(r.kind, RecordKind::Exchange { .. }));
+        return error
+            || grpc_status.is_some_and(|s| s != 0)
+            || (status.is_none() && matches!(r.kind, RecordKind::Exchange { .. }));
+    }
+    if let Some(code) = want
+        .strip_prefix("grpc-")
+        .or_else(|| want.strip_prefix("grpc="))
+    {
+        return grpc_status.is_some_and(|s| {
+            s.to_string() == code || super::grpc::status_name(s).eq_ignore_ascii_case(code)
+        });
     }
     let Some(status) = status else {
         return false;

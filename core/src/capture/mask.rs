@@ -178,6 +178,8 @@ fn mask_message(m: &MessageRecord) -> MessageRecord {
     let mut m = m.clone();
     m.head.headers = mask_headers(&m.head.headers);
     m.head.target = m.head.target.as_deref().map(mask_target);
+    // HTTP/2 and gRPC metadata sent as trailers are headers like any other.
+    m.trailers = mask_headers(&m.trailers);
     m
 }
 

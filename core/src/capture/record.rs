@@ -1,5 +1,7 @@
 //! Exchange and flow records.
 
+use super::grpc::GrpcSummary;
+use super::ws::WsLog;
 use crate::http1::{Head, Message, Protocol};
 use base64::Engine;
 use serde::ser::SerializeStruct;
@@ -39,6 +41,8 @@ pub enum FlowEnd {
     Evicted,
     /// An I/O error on one side.
     Error,
+    /// Still open: the record holds a part of a long WebSocket conversation.
+    Open,
 }
 
 /// A captured body: up to the cap, with its full length.
@@ -79,6 +83,9 @@ pub struct MessageRecord {
     pub body: Body,
     /// Whether the message ended properly.
     pub complete: bool,
+    /// Trailer fields (HTTP/2; gRPC's status).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<(String, String)>,
 }
 
 impl From<Message> for MessageRecord {
@@ -91,8 +98,30 @@ impl From<Message> for MessageRecord {
                 truncated: m.truncated,
             },
             complete: m.complete,
+            trailers: m.trailers,
         }
     }
+}
+
+/// The local process behind a connection's socket (laptop-local callers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Process {
+    /// Its process id.
+    pub pid: u32,
+    /// Its command name (`/proc/PID/comm`).
+    pub command: String,
+}
+
+/// Who really called, when the connection came through the relay and it said so (the caller's
+/// address, and what the caller's proxy said in `X-Forwarded-For`). The relay does not send it
+/// yet: the field is here so that records and views are ready for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RemoteCaller {
+    /// The caller's `ip:port` as the relay saw it.
+    pub address: String,
+    /// `X-Forwarded-For` as the caller's proxy sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_for: Option<String>,
 }
 
 /// What a record holds.
@@ -109,6 +138,9 @@ pub enum RecordKind {
         response: Option<MessageRecord>,
         /// Why the exchange is incomplete or malformed.
         error: Option<String>,
+        /// gRPC: service, method, status, message counts.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        grpc: Option<GrpcSummary>,
     },
     /// A connection that was not (only) HTTP.
     Flow {
@@ -124,6 +156,9 @@ pub enum RecordKind {
         incomplete: bool,
         /// Why HTTP parsing stopped, for malformed HTTP.
         note: Option<String>,
+        /// The messages, for WebSocket.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        websocket: Option<WsLog>,
     },
 }
 
@@ -138,8 +173,14 @@ pub struct Record {
     pub direction: Direction,
     /// Client `ip:port`.
     pub client: String,
-    /// Client name, when known.
+    /// Client name, when known: a service, this node, or a local process.
     pub client_name: Option<String>,
+    /// The local process that called, for laptop-local callers, when it could be known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_process: Option<Process>,
+    /// The real caller behind the relay, when the relay said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_caller: Option<RemoteCaller>,
     /// Server `ip:port` (the overlay address callers used).
     pub server: String,
     /// Server name, when known.
@@ -153,14 +194,26 @@ pub struct Record {
     pub kind: RecordKind,
 }
 
+/// What a [`Summary`] stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SummaryKind {
+    /// An HTTP request and its response.
+    Exchange,
+    /// A connection that is not HTTP.
+    Flow,
+    /// Plain flows of one caller to one server, collapsed (`collapse=1`).
+    Group,
+}
+
 /// A record without headers and bodies: what lists show.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Record id.
     pub id: u64,
     /// `exchange` or `flow`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: SummaryKind,
     /// Local service.
     pub service: String,
     /// In or out.
@@ -193,6 +246,36 @@ pub struct Summary {
     pub error: Option<String>,
     /// Flow protocol.
     pub protocol: Option<Protocol>,
+    /// `HTTP/1.1` or `HTTP/2`, for exchanges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The local process that called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_process: Option<Process>,
+    /// The real caller behind the relay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_caller: Option<RemoteCaller>,
+    /// gRPC calls: `package.Service/Method`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_method: Option<String>,
+    /// gRPC calls: the status code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
+    /// gRPC calls: the status's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status_name: Option<String>,
+    /// WebSocket flows: messages in the record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
+    /// Groups: the filter value (`group=KEY`) that lists the members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Groups: members in this page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Groups: the oldest member's id in this page (`id` is the newest's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_id: Option<u64>,
 }
 
 impl Record {
@@ -205,13 +288,23 @@ impl Record {
                 .sum::<usize>()
                 + h.target.as_ref().map_or(0, String::len)
         };
-        let msg = |m: &MessageRecord| head(&m.head) + m.body.data.len() + 64;
+        let msg = |m: &MessageRecord| {
+            head(&m.head)
+                + m.body.data.len()
+                + m.trailers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 16)
+                    .sum::<usize>()
+                + 64
+        };
         256 + self.service.len()
             + match &self.kind {
                 RecordKind::Exchange {
                     request, response, ..
                 } => msg(request) + response.as_ref().map_or(0, msg),
-                RecordKind::Flow { .. } => 64,
+                RecordKind::Flow { websocket, .. } => {
+                    64 + websocket.as_ref().map_or(0, WsLog::size)
+                }
             }
     }
 
@@ -233,43 +326,9 @@ impl Record {
 
     /// The list view of this record.
     pub fn summary(&self) -> Summary {
-        let (kind, method, path, status, up, down, truncated, error, protocol) = match &self.kind {
-            RecordKind::Exchange {
-                request,
-                response,
-                error,
-            } => (
-                "exchange",
-                request.head.method.clone(),
-                request.head.target.clone(),
-                response.as_ref().and_then(|r| r.head.status),
-                request.body.len,
-                response.as_ref().map_or(0, |r| r.body.len),
-                request.body.truncated || response.as_ref().is_some_and(|r| r.body.truncated),
-                error.clone(),
-                None,
-            ),
-            RecordKind::Flow {
-                protocol,
-                bytes_up,
-                bytes_down,
-                note,
-                ..
-            } => (
-                "flow",
-                None,
-                None,
-                None,
-                *bytes_up,
-                *bytes_down,
-                false,
-                note.clone(),
-                Some(*protocol),
-            ),
-        };
-        Summary {
+        let mut s = Summary {
             id: self.id,
-            kind,
+            kind: SummaryKind::Exchange,
             service: self.service.clone(),
             direction: self.direction,
             client: self.client.clone(),
@@ -278,22 +337,77 @@ impl Record {
             server_name: self.server_name.clone(),
             started_ms: self.started_ms,
             duration_ms: self.duration_ms,
-            method,
-            path,
-            status,
-            request_bytes: up,
-            response_bytes: down,
-            truncated,
-            error,
-            protocol,
+            method: None,
+            path: None,
+            status: None,
+            request_bytes: 0,
+            response_bytes: 0,
+            truncated: false,
+            error: None,
+            protocol: None,
+            version: None,
+            client_process: self.client_process.clone(),
+            remote_caller: self.remote_caller.clone(),
+            grpc_method: None,
+            grpc_status: None,
+            grpc_status_name: None,
+            messages: None,
+            group: None,
+            count: None,
+            first_id: None,
+        };
+        match &self.kind {
+            RecordKind::Exchange {
+                request,
+                response,
+                error,
+                grpc,
+            } => {
+                s.method = request.head.method.clone();
+                s.path = request.head.target.clone();
+                s.status = response.as_ref().and_then(|r| r.head.status);
+                s.request_bytes = request.body.len;
+                s.response_bytes = response.as_ref().map_or(0, |r| r.body.len);
+                s.truncated =
+                    request.body.truncated || response.as_ref().is_some_and(|r| r.body.truncated);
+                s.error = error.clone();
+                s.version = Some(request.head.version.clone());
+                if let Some(g) = grpc {
+                    s.grpc_method = Some(format!("{}/{}", g.service, g.method));
+                    s.grpc_status = g.status;
+                    s.grpc_status_name = g.status_name().map(str::to_string);
+                }
+            }
+            RecordKind::Flow {
+                protocol,
+                bytes_up,
+                bytes_down,
+                note,
+                websocket,
+                ..
+            } => {
+                s.kind = SummaryKind::Flow;
+                s.request_bytes = *bytes_up;
+                s.response_bytes = *bytes_down;
+                s.error = note.clone();
+                s.protocol = Some(*protocol);
+                if let Some(ws) = websocket {
+                    s.path = Some(ws.path.clone());
+                    s.messages = Some(ws.count);
+                }
+            }
         }
+        s
     }
 }
 
 impl Summary {
     /// One line for `overlay traffic`: `id in|out client -> server METHOD path status size time`.
     pub fn line(&self) -> String {
-        let who = |name: &Option<String>, addr: &str| name.clone().unwrap_or_else(|| addr.into());
+        let who = |name: &Option<String>, addr: &str| match name.as_deref() {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => addr.to_string(),
+        };
         let route = format!(
             "{} -> {}",
             who(&self.client_name, &self.client),
@@ -304,8 +418,8 @@ impl Summary {
             .map(|d| format!("{d}ms"))
             .unwrap_or_else(|| "-".into());
         let mut line = match self.kind {
-            "exchange" => format!(
-                "#{} {:<3} {:<8} {} {} {} {} {}B {}",
+            SummaryKind::Exchange => format!(
+                "#{} {:<3} {:<10} {} {} {} {} {}B {}",
                 self.id,
                 self.direction.as_str(),
                 self.service,
@@ -316,20 +430,36 @@ impl Summary {
                 self.response_bytes,
                 time
             ),
-            _ => format!(
-                "#{} {:<3} {:<8} {} {} up {}B down {}B {}",
+            SummaryKind::Flow => format!(
+                "#{} {:<3} {:<10} {} {} up {}B down {}B {}",
                 self.id,
                 self.direction.as_str(),
                 self.service,
                 route,
-                self.protocol
-                    .map(|p| format!("{p:?}").to_lowercase())
-                    .unwrap_or_default(),
+                self.protocol.map(Protocol::as_str).unwrap_or_default(),
                 self.request_bytes,
                 self.response_bytes,
                 time
             ),
+            SummaryKind::Group => format!(
+                "#{} {:<3} {:<10} {} {} x{} up {}B down {}B (flows collapsed)",
+                self.id,
+                self.direction.as_str(),
+                self.service,
+                route,
+                self.protocol.map(Protocol::as_str).unwrap_or_default(),
+                self.count.unwrap_or(0),
+                self.request_bytes,
+                self.response_bytes
+            ),
         };
+        if let Some(g) = &self.grpc_method {
+            let status = self.grpc_status_name.as_deref().unwrap_or("-");
+            line.push_str(&format!(" grpc {g} {status}"));
+        }
+        if let Some(n) = self.messages {
+            line.push_str(&format!(" {n} messages"));
+        }
         if self.truncated {
             line.push_str(" (truncated)");
         }

@@ -182,7 +182,7 @@ fn connection_capture_gives_exchanges_and_flows() {
         ),
         (Some("GET"), Some("/x"), Some(200), Some(4))
     );
-    assert_eq!(s.line(), "#0 in  api      web -> api GET /x 200 2B 4ms");
+    assert_eq!(s.line(), "#0 in  api        web -> api GET /x 200 2B 4ms");
     // Not HTTP: one flow record.
     let r = capture(b"\x00\x01binary", b"\x02");
     assert_eq!(r.len(), 1);
@@ -304,4 +304,154 @@ fn test_emit_pcap() {
     assert_eq!(out.len(), 16 + 4);
     assert_eq!(&out[..8], &[1, 0, 0, 0, 0x20, 0xa1, 0x07, 0]);
     assert_eq!(&out[8..16], &[4, 0, 0, 0, 4, 0, 0, 0]);
+}
+
+fn run(chunks: &[(Side, &[u8])]) -> Vec<Record> {
+    let mut c = ConnectionCapture::new(meta(), Limits::default(), 0);
+    for (i, (side, d)) in chunks.iter().enumerate() {
+        c.data(*side, d, i as u64 + 1);
+    }
+    c.close(FlowEnd::Closed, 100);
+    std::iter::from_fn(|| c.poll()).collect()
+}
+
+#[test]
+fn websocket_messages_after_the_101_are_recorded() {
+    let mut client =
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            .to_vec();
+    // The client's first frame comes before the answer: held, then read as WebSocket.
+    client.extend_from_slice(&[0x81, 0x82, 0, 0, 0, 0, b'h', b'i']);
+    let mut server =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            .to_vec();
+    server.extend_from_slice(&[0x81, 0x03, b'y', b'o', b'!']);
+    let close = [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8];
+    let r = run(&[
+        (Side::Client, &client),
+        (Side::Server, &server),
+        (Side::Client, &close),
+    ]);
+    assert_eq!(r.len(), 2, "{r:#?}");
+    assert_eq!(r[0].summary().status, Some(101));
+    let s = r[1].summary();
+    assert_eq!(
+        (s.protocol, s.messages, s.path.as_deref()),
+        (Some(Protocol::Websocket), Some(3), Some("/chat"))
+    );
+    let v = serde_json::to_value(&r[1]).unwrap();
+    let m = &v["websocket"]["messages"];
+    assert_eq!(
+        (m[0]["from"].as_str(), m[0]["text"].as_str()),
+        (Some("client"), Some("hi"))
+    );
+    assert_eq!(
+        (m[1]["from"].as_str(), m[1]["text"].as_str()),
+        (Some("server"), Some("yo!"))
+    );
+    assert_eq!(v["websocket"]["close"]["code"], 1000);
+}
+
+#[test]
+fn a_refused_upgrade_stays_http1() {
+    let client = b"GET /a HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+    let server = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+    let r = run(&[(Side::Client, client), (Side::Server, server)]);
+    let paths: Vec<_> = r
+        .iter()
+        .map(|r| (r.summary().path, r.summary().status))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (Some("/a".into()), Some(200)),
+            (Some("/b".into()), Some(204))
+        ]
+    );
+}
+
+#[test]
+fn h2c_prior_knowledge_and_upgrade_become_exchanges() {
+    use crate::capture::h2::frame::{emit, flag, kind, PREFACE};
+    let mut enc = loona_hpack::Encoder::new();
+    let block = enc.encode([
+        (&b":method"[..], &b"GET"[..]),
+        (b":path", b"/h2"),
+        (b":scheme", b"http"),
+        (b":authority", b"api"),
+    ]);
+    let mut client = PREFACE.to_vec();
+    emit(&mut client, kind::SETTINGS, 0, 0, &[]);
+    emit(
+        &mut client,
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        1,
+        &block,
+    );
+    let mut senc = loona_hpack::Encoder::new();
+    let resp = senc.encode([(&b":status"[..], &b"200"[..])]);
+    let mut server = Vec::new();
+    emit(&mut server, kind::SETTINGS, 0, 0, &[]);
+    emit(&mut server, kind::HEADERS, flag::END_HEADERS, 1, &resp);
+    emit(&mut server, kind::DATA, flag::END_STREAM, 1, b"two");
+    // Prior knowledge, the preface split over two reads.
+    let r = run(&[
+        (Side::Client, &client[..3]),
+        (Side::Client, &client[3..]),
+        (Side::Server, &server),
+    ]);
+    assert_eq!(r.len(), 1, "{r:#?}");
+    let s = r[0].summary();
+    assert_eq!(
+        (s.path.as_deref(), s.status, s.version.as_deref()),
+        (Some("/h2"), Some(200), Some("HTTP/2"))
+    );
+    assert_eq!(s.line(), "#0 in  api      web -> api GET /h2 200 3B 1ms");
+    // Upgrade: the 101 is one exchange, stream 1 another, with the answer.
+    let up = b"GET /h2 HTTP/1.1\r\nHost: api\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+    let mut answer =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+    answer.extend_from_slice(&server);
+    let mut preface = PREFACE.to_vec();
+    emit(&mut preface, kind::SETTINGS, 0, 0, &[]);
+    let r = run(&[
+        (Side::Client, up),
+        (Side::Server, &answer),
+        (Side::Client, &preface),
+    ]);
+    assert_eq!(r.len(), 2, "{r:#?}");
+    assert_eq!(r[0].summary().status, Some(101));
+    let s = r[1].summary();
+    assert_eq!(
+        (s.path.as_deref(), s.status, s.response_bytes),
+        (Some("/h2"), Some(200), 3)
+    );
+}
+
+#[test]
+fn an_h2_server_that_speaks_first_is_still_http2() {
+    use crate::capture::h2::frame::{emit, flag, kind, PREFACE};
+    let mut server = Vec::new();
+    emit(&mut server, kind::SETTINGS, 0, 0, &[]);
+    let mut client = PREFACE.to_vec();
+    emit(&mut client, kind::SETTINGS, 0, 0, &[]);
+    let block =
+        loona_hpack::Encoder::new().encode([(&b":method"[..], &b"GET"[..]), (b":path", b"/first")]);
+    emit(
+        &mut client,
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        1,
+        &block,
+    );
+    let r = run(&[(Side::Server, &server), (Side::Client, &client)]);
+    assert_eq!(r[0].summary().path.as_deref(), Some("/first"), "{r:#?}");
+    // A server that speaks first in another protocol stays a TCP flow.
+    let r = run(&[
+        (Side::Server, b"220 smtp ready\r\n"),
+        (Side::Client, b"EHLO x\r\n"),
+    ]);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].summary().protocol, Some(Protocol::Tcp));
 }

@@ -16,26 +16,7 @@ pub fn is_reserved(name: &str) -> bool {
 }
 
 /// Where a known service runs, best first: how `name` alone resolves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Where {
-    /// On this node.
-    Local,
-    /// In the remote environment.
-    Remote,
-    /// On another node.
-    Peer,
-}
-
-impl Where {
-    /// From the `where` field of `overlay services --json`; unknown values rank last.
-    pub fn parse(s: &str) -> Where {
-        match s {
-            "local" => Where::Local,
-            "remote" => Where::Remote,
-            _ => Where::Peer,
-        }
-    }
-}
+pub use crate::resolver::Where;
 
 /// A service instance known when a service starts.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,8 @@
 //! Which ports a process group listens on, from the kernel's socket tables: the text of
 //! `/proc/PID/net/tcp` and `tcp6`, and the `socket:[INODE]` links in `/proc/PID/fd`. The driver
 //! reads the files; this module only parses them and decides whether a process is a worker.
+//! The traffic capture uses the same tables to find which socket (and so which process) made a
+//! laptop-local connection ([`connection_inode`]).
 //!
 //! A process that has no listening socket a short while after it started is a worker: it gets
 //! no listener, no overlay address, no SRV record and no callback URL, and its restarts do not
@@ -44,6 +46,47 @@ pub fn listening_sockets(table: &str) -> Vec<(u16, u64)> {
             Some((port, inode))
         })
         .collect()
+}
+
+/// An `ADDR:PORT` field of `/proc/net/tcp` (`0100007F:1F90`) or `tcp6` (an IPv4-mapped
+/// address), as an IPv4 socket address. The kernel prints each 32-bit word in host order.
+fn table_addr(field: &str) -> Option<std::net::SocketAddrV4> {
+    let (addr, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = match addr.len() {
+        8 => addr,
+        // ::ffff:a.b.c.d: the last word, after 0000000000000000FFFF0000.
+        32 if addr
+            .get(..24)?
+            .eq_ignore_ascii_case("0000000000000000FFFF0000") =>
+        {
+            addr.get(24..)?
+        }
+        _ => return None,
+    };
+    let v = u32::from_str_radix(word, 16).ok()?;
+    Some(std::net::SocketAddrV4::new(v.to_ne_bytes().into(), port))
+}
+
+/// The `(inode, uid)` of the socket in a `/proc/net/tcp` or `tcp6` table whose local end is
+/// `local` and whose peer is `remote` (inode 0: the socket has no owner any more).
+pub fn connection_inode(
+    table: &str,
+    local: std::net::SocketAddrV4,
+    remote: std::net::SocketAddrV4,
+) -> Option<(u64, u32)> {
+    table.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let _slot = f.next()?;
+        if table_addr(f.next()?)? != local || table_addr(f.next()?)? != remote {
+            return None;
+        }
+        // st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+        let uid = f.nth(4)?.parse().ok()?;
+        let inode: u64 = f.nth(1)?.parse().ok()?;
+        // Inode 0: a socket no process holds any more (or a request socket); look on.
+        (inode != 0).then_some((inode, uid))
+    })
 }
 
 /// The ports the group listens on: the listening sockets of `tables` whose inode is among the
@@ -109,6 +152,19 @@ mod tests {
         assert_eq!(socket_inode("socket:[41234]"), Some(41234));
         assert_eq!(socket_inode("pipe:[41234]"), None);
         assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    #[test]
+    fn a_connection_is_found_by_its_two_ends() {
+        let client = "127.0.0.1:54690".parse().unwrap();
+        let server = "127.0.0.1:8080".parse().unwrap();
+        // The table's line 1 is the server's end of that connection.
+        assert_eq!(connection_inode(TCP, server, client), Some((41299, 1000)));
+        assert_eq!(connection_inode(TCP, client, server), None);
+        let (local, remote) = (client, server);
+        let mapped = "   3: 0000000000000000FFFF00000100007F:D5A2 0000000000000000FFFF00000100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 777 1";
+        assert_eq!(connection_inode(mapped, local, remote), Some((777, 1000)));
+        assert_eq!(connection_inode("garbage", local, remote), None);
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub fn query_for(name: &str, id: u16) -> Option<Vec<u8>> {
 }
 
 /// A reply in words.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Summary {
     /// `NOERROR`, `NXDOMAIN`, `SERVFAIL`, `REFUSED`...
     pub rcode: String,

@@ -85,7 +85,7 @@ pub struct BufferBudget {
 }
 
 /// One node's use in [`BufferStats`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct NodeBuffers {
     /// The node.
     pub node: String,
@@ -98,7 +98,7 @@ pub struct NodeBuffers {
 }
 
 /// What the budget shows in `overlay-relay stats` and metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct BufferStats {
     /// Buffer bytes held by all flows.
     pub bytes: u64,

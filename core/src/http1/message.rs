@@ -29,6 +29,10 @@ pub enum HttpError {
     /// The CRLF after a chunk's data is missing.
     #[error("missing CRLF after chunk data")]
     ChunkEnd,
+    /// Framing servers read in different ways (request smuggling material): the request is
+    /// recorded as it was, the rest of the connection is not guessed at.
+    #[error("ambiguous framing: {0}")]
+    Ambiguous(&'static str),
 }
 
 /// What a parser reads.
@@ -131,16 +135,23 @@ pub struct Message {
     pub truncated: bool,
     /// Whether the message ended properly (false: cut by an error or the connection's end).
     pub complete: bool,
+    /// Trailer fields (HTTP/2 trailers; gRPC's status is there).
+    pub trailers: Vec<(String, String)>,
 }
 
 /// Result of one [`MessageParser::parse`] step: bytes used and maybe a finished message.
 pub type Parsed = (usize, Option<Message>);
 
+/// How a message's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub enum Framing {
+    /// No body.
     None,
+    /// This many bytes.
     Length(u64),
+    /// Chunked.
     Chunked,
+    /// Until the connection closes (responses).
     UntilClose,
 }
 
@@ -164,6 +175,8 @@ enum State {
     Chunked(Chunk),
     /// No parsing until resumed (after a CONNECT request).
     Paused,
+    /// The head was read but its framing refused: nothing more is parsed.
+    Rejected,
 }
 
 /// Longest chunk-size or trailer line kept.
@@ -225,6 +238,11 @@ impl MessageParser {
         self.state = State::Paused;
     }
 
+    /// Whether it is paused.
+    pub fn is_paused(&self) -> bool {
+        self.state == State::Paused
+    }
+
     /// Parses again after a pause.
     pub fn resume(&mut self) {
         if self.state == State::Paused {
@@ -234,7 +252,10 @@ impl MessageParser {
 
     /// The message in progress, if its head was read; the parser starts over.
     pub fn take_partial(&mut self) -> Option<Message> {
-        let had_head = matches!(self.state, State::Body(_) | State::Chunked(_));
+        let had_head = matches!(
+            self.state,
+            State::Body(_) | State::Chunked(_) | State::Rejected
+        );
         self.state = State::Idle;
         self.buf.clear();
         let msg = std::mem::take(&mut self.msg);
@@ -256,13 +277,16 @@ impl MessageParser {
     /// Call again with the rest while bytes remain.
     pub fn parse(&mut self, data: &[u8]) -> Result<Parsed, HttpError> {
         match self.state {
-            State::Paused => Ok((0, None)),
+            State::Paused | State::Rejected => Ok((0, None)),
             State::Idle => {
-                // Stray CRLFs between messages are allowed.
-                let skip = data
-                    .iter()
-                    .take_while(|b| **b == b'\r' || **b == b'\n')
-                    .count();
+                // Empty lines (CRLF or LF) between messages are allowed; a CR without its LF
+                // is not.
+                let skip = empty_lines(data).map_err(|_| {
+                    HttpError::StartLine(match self.kind {
+                        Kind::Request => "request",
+                        Kind::Response => "status",
+                    })
+                })?;
                 if skip == data.len() {
                     return Ok((skip, None));
                 }
@@ -297,8 +321,21 @@ impl MessageParser {
         let used_here = end - (self.buf.len() - take);
         let head_bytes = self.buf.get(..end).unwrap_or(&[]).to_vec();
         self.buf.clear();
-        let head = parse_head(self.kind, &head_bytes, self.limits.max_headers)?;
-        let framing = self.framing(&head)?;
+        let (head, folded) = parse_head(self.kind, &head_bytes, self.limits.max_headers)?;
+        let framing = if folded {
+            Err(HttpError::Ambiguous("a folded header line (obs-fold)"))
+        } else {
+            self.framing(&head)
+        };
+        let framing = match framing {
+            Ok(f) => f,
+            Err(e) => {
+                // The head is worth showing with the reason; its body cannot be found.
+                self.msg.head = head;
+                self.state = State::Rejected;
+                return Err(e);
+            }
+        };
         self.msg.head = head;
         match framing {
             Framing::None | Framing::Length(0) => {
@@ -328,46 +365,10 @@ impl MessageParser {
                 return Ok(Framing::None);
             }
         }
-        let te: Vec<&str> = head
-            .headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"))
-            .flat_map(|(_, v)| v.split(','))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect();
-        if let Some(last) = te.last() {
-            if last.eq_ignore_ascii_case("chunked") {
-                return Ok(Framing::Chunked);
-            }
-            return match self.kind {
-                Kind::Request => Err(HttpError::TransferEncoding),
-                Kind::Response => Ok(Framing::UntilClose),
-            };
+        match self.kind {
+            Kind::Request => request_framing(head),
+            Kind::Response => Ok(response_framing(head)),
         }
-        let mut length: Option<u64> = None;
-        for (_, v) in head
-            .headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        {
-            for part in v.split(',') {
-                let part = part.trim();
-                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(HttpError::ContentLength);
-                }
-                let n: u64 = part.parse().map_err(|_| HttpError::ContentLength)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(HttpError::ContentLength);
-                }
-                length = Some(n);
-            }
-        }
-        Ok(match (length, self.kind) {
-            (Some(n), _) => Framing::Length(n),
-            (None, Kind::Request) => Framing::None,
-            (None, Kind::Response) => Framing::UntilClose,
-        })
     }
 
     fn keep_body(&mut self, bytes: &[u8]) {
@@ -438,7 +439,7 @@ impl MessageParser {
                 for b in data {
                     match (seen, *b) {
                         (0, b'\r') => seen = 1,
-                        (0, b'\n') | (1, b'\n') => {
+                        (1, b'\n') => {
                             used += 1;
                             self.state = State::Chunked(Chunk::Size);
                             return Ok((used, None));
@@ -454,7 +455,7 @@ impl MessageParser {
                 let Some((line, used)) = self.line(data, HttpError::Header)? else {
                     return Ok((data.len(), None));
                 };
-                if line.is_empty() {
+                if line.is_empty() || line == b"\r" {
                     self.state = State::Idle;
                     let mut m = std::mem::take(&mut self.msg);
                     m.complete = true;
@@ -481,10 +482,8 @@ impl MessageParser {
                     return Err(too_long);
                 }
                 self.buf.extend_from_slice(data.get(..i).unwrap_or(&[]));
-                let mut line = std::mem::take(&mut self.buf);
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
+                // The CR stays: chunk-size lines must end in CRLF, trailers may not.
+                let line = std::mem::take(&mut self.buf);
                 Ok(Some((line, i + 1)))
             }
             None => {
@@ -541,7 +540,9 @@ pub fn looks_like_request(data: &[u8]) -> bool {
     method.len() < 24 && (data.len() == method.len() || data.get(method.len()) == Some(&b' '))
 }
 
-fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<Head, HttpError> {
+/// The head, and whether it had folded lines (left out).
+fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, bool), HttpError> {
+    let mut folded = false;
     let mut lines = bytes
         .split(|b| *b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
@@ -555,8 +556,10 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<Head, Http
             break;
         }
         if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-            // Obsolete line folding.
-            return Err(HttpError::Header);
+            // Obsolete line folding: some servers join the lines, others refuse. The head is
+            // still shown (without the folded line), marked.
+            folded = true;
+            continue;
         }
         let colon = line
             .iter()
@@ -570,12 +573,20 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<Head, Http
             return Err(HttpError::TooManyHeaders(max_headers));
         }
         let value = line.get(colon + 1..).unwrap_or(&[]).trim_ascii();
+        // Field values: visible characters, spaces, tabs and obs-text; no other control
+        // characters (a stray CR among them).
+        if value
+            .iter()
+            .any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
+        {
+            return Err(HttpError::Header);
+        }
         head.headers.push((
             String::from_utf8_lossy(name).into_owned(),
             String::from_utf8_lossy(value).into_owned(),
         ));
     }
-    Ok(head)
+    Ok((head, folded))
 }
 
 fn version(v: &[u8]) -> Option<String> {
@@ -595,7 +606,8 @@ fn request_line(line: &[u8]) -> Result<Head, HttpError> {
         || method.is_empty()
         || !method.iter().all(|b| is_tchar(*b))
         || target.is_empty()
-        || !target.iter().all(|b| b.is_ascii_graphic())
+        || !target.iter().all(|b| b.is_ascii_graphic() || *b >= 0x80)
+        || std::str::from_utf8(target).is_err()
     {
         return Err(bad);
     }
@@ -628,13 +640,17 @@ fn status_line(line: &[u8]) -> Result<Head, HttpError> {
 }
 
 fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
-    // Extensions after ';' are ignored.
-    let size = line
-        .split(|b| *b == b';')
-        .next()
-        .unwrap_or(&[])
-        .trim_ascii();
-    if size.is_empty() || size.len() > 16 {
+    // chunk-size [ BWS ";" chunk-ext ]: hex digits only, optionally spaces or tabs and the
+    // extensions (ignored). The line must have ended in CRLF.
+    let line = line.strip_suffix(b"\r").ok_or(HttpError::ChunkSize)?;
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let (size, rest) = line.split_at(digits);
+    let rest = rest.trim_ascii_start();
+    if size.is_empty()
+        || size.len() > 16
+        || !(rest.is_empty() || rest.first() == Some(&b';'))
+        || rest.iter().any(|b| b.is_ascii_control() && *b != b'\t')
+    {
         return Err(HttpError::ChunkSize);
     }
     let mut n: u64 = 0;
@@ -646,4 +662,103 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
             .ok_or(HttpError::ChunkSize)?;
     }
     Ok(n)
+}
+
+/// How many bytes of empty lines (CRLF or LF) `data` starts with; a CR not followed by LF is
+/// an error (a partial CR at the end waits).
+fn empty_lines(data: &[u8]) -> Result<usize, HttpError> {
+    let mut i = 0;
+    loop {
+        match (data.get(i), data.get(i + 1)) {
+            (Some(b'\n'), _) => i += 1,
+            (Some(b'\r'), Some(b'\n')) => i += 2,
+            (Some(b'\r'), None) => return Ok(i),
+            (Some(b'\r'), Some(_)) => return Err(HttpError::StartLine("request")),
+            _ => return Ok(i),
+        }
+    }
+}
+
+/// A request's body framing as a strict server reads it (RFC 9112, 6.1 and 6.3): chunked when
+/// Transfer-Encoding ends in `chunked` (any other coding is refused), else Content-Length,
+/// else no body. Both together, or more than one Content-Length, are ambiguous: servers and
+/// proxies disagree on them, so the capture does not pick one.
+pub fn request_framing(head: &Head) -> Result<Framing, HttpError> {
+    let values = |name: &str| -> Vec<&str> {
+        head.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .collect()
+    };
+    let te = values("transfer-encoding");
+    let cl = values("content-length");
+    if !te.is_empty() {
+        if !cl.is_empty() {
+            return Err(HttpError::Ambiguous(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        if head.version == "HTTP/1.0" {
+            return Err(HttpError::Ambiguous(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        let chunked = te
+            .iter()
+            .filter(|c| c.eq_ignore_ascii_case("chunked"))
+            .count();
+        let last = te.last().is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
+        if !last || chunked > 1 || te.iter().any(|c| c.is_empty()) {
+            return Err(HttpError::TransferEncoding);
+        }
+        return Ok(Framing::Chunked);
+    }
+    match cl.as_slice() {
+        [] => Ok(Framing::None),
+        [one] => {
+            if one.is_empty() || !one.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HttpError::ContentLength);
+            }
+            one.parse()
+                .map(Framing::Length)
+                .map_err(|_| HttpError::ContentLength)
+        }
+        _ => Err(HttpError::Ambiguous("more than one Content-Length")),
+    }
+}
+
+/// A response's framing as clients read it (lenient: the capture follows what the client did).
+fn response_framing(head: &Head) -> Framing {
+    let te: Vec<&str> = head
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"))
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    if let Some(last) = te.last() {
+        return if last.eq_ignore_ascii_case("chunked") {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        };
+    }
+    let mut length: Option<u64> = None;
+    for (_, v) in head
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        for part in v.split(',') {
+            match part.trim().parse::<u64>() {
+                Ok(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                // A bad or conflicting length: clients read to the close.
+                _ => return Framing::UntilClose,
+            }
+        }
+    }
+    length.map_or(Framing::UntilClose, Framing::Length)
 }

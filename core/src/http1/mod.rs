@@ -17,13 +17,16 @@ mod message;
 mod tests;
 
 pub use message::{
-    looks_like_request, Head, HttpError, Kind, Limits, Message, MessageParser, Parsed,
+    looks_like_request, request_framing, Framing, Head, HttpError, Kind, Limits, Message,
+    MessageParser, Parsed,
 };
 
 use std::collections::VecDeque;
 
 /// Requests waiting for their response at once; more are answered out of the capture.
 pub const MAX_PIPELINED: usize = 64;
+/// Client bytes held while an upgrade request waits for its answer.
+pub const MAX_HELD: usize = 64 * 1024;
 
 /// The two directions of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -60,12 +63,53 @@ pub enum Protocol {
     Http,
     /// HTTP upgraded to WebSocket.
     Websocket,
+    /// HTTP/2 (prior knowledge, or after an `Upgrade: h2c`).
+    Http2,
     /// HTTP upgraded to something else, or a CONNECT tunnel.
     Upgraded,
     /// Began as HTTP, then bytes that are not.
     MalformedHttp,
     /// Not HTTP from the start.
     Tcp,
+}
+
+impl Protocol {
+    /// Its name in JSON and in `overlay traffic` lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Unknown => "unknown",
+            Protocol::Http => "http",
+            Protocol::Websocket => "websocket",
+            Protocol::Http2 => "http2",
+            Protocol::Upgraded => "upgraded",
+            Protocol::MalformedHttp => "malformed_http",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// What a connection was upgraded to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeKind {
+    /// `Upgrade: websocket`.
+    Websocket,
+    /// `Upgrade: h2c`.
+    H2c,
+    /// Anything else, or a CONNECT tunnel.
+    Other,
+}
+
+/// A switch of protocols (`101`, or a `2xx` to CONNECT): what follows is not HTTP/1.x.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    /// To what.
+    pub kind: UpgradeKind,
+    /// The request that asked for it.
+    pub request: Message,
+    /// When that request began.
+    pub started_ms: u64,
+    /// Bytes of each side (client, server) already seen after the switch.
+    pub tails: [Vec<u8>; 2],
 }
 
 /// Output of a conversation.
@@ -92,6 +136,12 @@ pub struct Conversation {
     client_started: Option<u64>,
     /// A final response that came before its request's body ended.
     early: Option<(Message, u64)>,
+    /// Client bytes that came while an upgrade request waited for its answer.
+    held: Vec<u8>,
+    /// Some of them did not fit.
+    held_overflow: bool,
+    /// The switch of protocols, once the server agreed, until taken.
+    upgrade: Option<Upgrade>,
     out: VecDeque<Output>,
     /// Bytes seen per direction.
     pub bytes_client: u64,
@@ -112,6 +162,9 @@ impl Conversation {
             error: None,
             client_started: None,
             early: None,
+            held: Vec::new(),
+            held_overflow: false,
+            upgrade: None,
             out: VecDeque::new(),
             bytes_client: 0,
             bytes_server: 0,
@@ -128,11 +181,24 @@ impl Conversation {
         self.error.as_deref()
     }
 
+    /// The switch of protocols, once (the caller follows the rest of the connection).
+    pub fn take_upgrade(&mut self) -> Option<Upgrade> {
+        self.upgrade.take()
+    }
+
     /// Feeds bytes seen from `side` at `now_ms`.
-    pub fn feed(&mut self, side: Side, mut data: &[u8], now_ms: u64) {
+    pub fn feed(&mut self, side: Side, data: &[u8], now_ms: u64) {
         match side {
             Side::Client => self.bytes_client += data.len() as u64,
             Side::Server => self.bytes_server += data.len() as u64,
+        }
+        self.parse(side, data, now_ms);
+    }
+
+    fn parse(&mut self, side: Side, mut data: &[u8], now_ms: u64) {
+        if side == Side::Client && self.client.is_paused() && !self.opaque {
+            self.hold(data);
+            return;
         }
         if self.protocol == Protocol::Unknown && side == Side::Client && !data.is_empty() {
             self.protocol = if message::looks_like_request(data) {
@@ -152,6 +218,10 @@ impl Conversation {
         while !data.is_empty() && !self.opaque {
             let step = match side {
                 Side::Client => {
+                    if self.client.is_paused() {
+                        self.hold(data);
+                        break;
+                    }
                     if self.client.is_idle() {
                         self.client_started.get_or_insert(now_ms);
                     }
@@ -196,12 +266,34 @@ impl Conversation {
                 Side::Client => self.request_done(msg, now_ms),
                 Side::Server => self.response_done(msg, now_ms),
             }
+            if let Some(u) = self.upgrade.as_mut() {
+                // What the server sent after the switch belongs to the new protocol.
+                if side == Side::Server && u.tails[1].is_empty() {
+                    u.tails[1] = data.to_vec();
+                }
+                break;
+            }
         }
+    }
+
+    /// An upgrade or CONNECT waits for its answer: whose protocol these client bytes speak
+    /// is not known yet.
+    fn hold(&mut self, data: &[u8]) {
+        let room = MAX_HELD.saturating_sub(self.held.len());
+        self.held_overflow |= data.len() > room;
+        self.held
+            .extend_from_slice(data.get(..room.min(data.len())).unwrap_or(&[]));
     }
 
     fn request_done(&mut self, msg: Message, now_ms: u64) {
         let started = self.client_started.take().unwrap_or(now_ms);
         let connect = msg.head.method.as_deref() == Some("CONNECT");
+        let asks_upgrade = msg.head.header("upgrade").is_some()
+            && msg.head.headers.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case("connection")
+                    && v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            });
         if self.pending.len() >= MAX_PIPELINED {
             // Far more pipelined requests than any client sends: record and forget the oldest.
             if let Some((req, t)) = self.pending.pop_front() {
@@ -219,9 +311,9 @@ impl Conversation {
             self.response_done(resp, t);
             return;
         }
-        if connect {
-            // Whatever follows on the client side belongs to the tunnel, if the server agrees;
-            // the response decides.
+        if connect || asks_upgrade {
+            // Whatever follows on the client side belongs to the tunnel or the new protocol, if
+            // the server agrees; the response decides.
             self.client.pause();
         }
     }
@@ -242,19 +334,39 @@ impl Conversation {
         let connect = req.head.method.as_deref() == Some("CONNECT");
         let upgraded = status == 101 || (connect && (200..300).contains(&status));
         if upgraded {
-            let ws = req
-                .head
-                .header("upgrade")
-                .map(|v| v.eq_ignore_ascii_case("websocket"))
-                .unwrap_or(false);
-            self.protocol = if ws {
-                Protocol::Websocket
+            let to = |p: &str| {
+                req.head
+                    .header("upgrade")
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case(p))
+            };
+            let kind = if connect {
+                UpgradeKind::Other
+            } else if to("websocket") {
+                UpgradeKind::Websocket
+            } else if to("h2c") {
+                UpgradeKind::H2c
             } else {
-                Protocol::Upgraded
+                UpgradeKind::Other
+            };
+            self.protocol = match kind {
+                UpgradeKind::Websocket => Protocol::Websocket,
+                UpgradeKind::H2c => Protocol::Http2,
+                UpgradeKind::Other => Protocol::Upgraded,
             };
             self.opaque = true;
-        } else if connect {
+            self.upgrade = Some(Upgrade {
+                kind,
+                request: req.clone(),
+                started_ms: started,
+                tails: [std::mem::take(&mut self.held), Vec::new()],
+            });
+        } else if self.client.is_paused() {
             self.client.resume();
+            let held = std::mem::take(&mut self.held);
+            self.emit(req, Some(msg), started, Some(now_ms), None);
+            // The upgrade was refused: the held bytes are HTTP/1.x after all.
+            self.parse(Side::Client, &held, now_ms);
+            return;
         }
         self.emit(req, Some(msg), started, Some(now_ms), None);
     }

@@ -209,7 +209,10 @@ fn conflicting_content_length_is_an_error() {
         b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
         1,
     );
-    assert_eq!(c.error(), Some("bad Content-Length"));
+    assert_eq!(
+        c.error(),
+        Some("ambiguous framing: more than one Content-Length")
+    );
     let mut c = Conversation::new(Limits::default());
     c.feed(
         Side::Client,
@@ -217,6 +220,95 @@ fn conflicting_content_length_is_an_error() {
         1,
     );
     assert_eq!(c.error(), Some("bad Content-Length"));
+}
+
+/// One request's fate: the recorded request (head only for refused framing) and the error.
+fn framed(req: &[u8]) -> (Vec<Exchange>, Option<String>) {
+    let mut c = Conversation::new(Limits::default());
+    c.feed(Side::Client, req, 1);
+    c.finish(2);
+    let err = c.error().map(str::to_string);
+    (exchanges(&mut c), err)
+}
+
+#[test]
+fn ambiguous_framing_is_marked_not_guessed() {
+    for (name, req, why) in [
+        (
+            "CL.TE",
+            &b"POST /a HTTP/1.1\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"[..],
+            "ambiguous framing: both Content-Length and Transfer-Encoding",
+        ),
+        (
+            "TE.CL",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nGET /x H\r\n0\r\n\r\n",
+            "ambiguous framing: both Content-Length and Transfer-Encoding",
+        ),
+        (
+            "CL.CL",
+            b"POST /a HTTP/1.1\r\nContent-Length: 0, 5\r\n\r\nhello",
+            "ambiguous framing: more than one Content-Length",
+        ),
+        (
+            "obs-fold",
+            b"POST /a HTTP/1.1\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+            "ambiguous framing: a folded header line (obs-fold)",
+        ),
+        (
+            "TE not chunked",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "unsupported Transfer-Encoding",
+        ),
+        (
+            "chunked twice",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            "unsupported Transfer-Encoding",
+        ),
+        (
+            "TE in HTTP/1.0",
+            b"POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "ambiguous framing: Transfer-Encoding in an HTTP/1.0 request",
+        ),
+    ] {
+        let (ex, err) = framed(req);
+        assert_eq!(err.as_deref(), Some(why), "{name}");
+        // The request is recorded with the reason; nothing after it is taken as a request.
+        assert_eq!(ex.len(), 1, "{name}: {ex:?}");
+        assert_eq!(ex[0].request.head.target.as_deref(), Some("/a"), "{name}");
+        assert_eq!(ex[0].error.as_deref(), Some(why), "{name}");
+    }
+}
+
+#[test]
+fn chunk_sizes_are_read_strictly() {
+    for (size_line, ok) in [
+        (&b"5\r\n"[..], true),
+        (b"5;ext=1\r\n", true),
+        (b"5 ;ext\r\n", true),
+        (b"5 \r\n", true),
+        (b"0x5\r\n", false),
+        (b"5\n", false),
+        (b" 5\r\n", false),
+        (b"+5\r\n", false),
+        (b"5z\r\n", false),
+        (b"10000000000000000\r\n", false),
+    ] {
+        let mut req = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        req.extend_from_slice(size_line);
+        req.extend_from_slice(b"hello\r\n0\r\n\r\n");
+        let (ex, err) = framed(&req);
+        let name = String::from_utf8_lossy(size_line).into_owned();
+        assert_eq!(err.is_none(), ok, "{name:?}: {err:?}");
+        if ok {
+            assert_eq!(ex[0].request.body, b"hello", "{name:?}");
+        } else {
+            assert_eq!(err.as_deref(), Some("bad chunk size"), "{name:?}");
+        }
+    }
+    // The data must end in CRLF.
+    let (_, err) =
+        framed(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n");
+    assert_eq!(err.as_deref(), Some("missing CRLF after chunk data"));
 }
 
 #[test]

@@ -7,13 +7,13 @@ use crate::key;
 use crate::peers::PeerId;
 use crate::prefix::Ipv4Prefix;
 use crate::token::{self, Token};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Most tokens kept; expired ones are pruned first.
 pub const MAX_TOKENS: usize = 10_000;
 
 /// The result of registering a peer.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PeerAdded {
     /// Its name.
     pub name: String,
@@ -36,7 +36,7 @@ pub struct PeerAdded {
 }
 
 /// A freshly created token: the line to hand out and its record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TokenCreated {
     /// The token a person pastes.
     pub token: String,
@@ -49,7 +49,7 @@ pub struct TokenCreated {
 }
 
 /// One node in `overlay-relay nodes`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeInfo {
     /// Name.
     pub name: String,
@@ -68,7 +68,7 @@ pub struct NodeInfo {
 }
 
 /// Relay-wide figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RelayStats {
     /// Registered peers.
     pub peers: usize,

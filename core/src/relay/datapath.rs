@@ -382,8 +382,9 @@ impl Hub {
                 true,
             ),
             ControlRequest::InterceptStop { service } => (
-                self.stop_intercept(from, &service)
-                    .map(|stopped| serde_json::json!({ "stopped": stopped })),
+                self.stop_intercept(from, &service).map(|stopped| {
+                    serde_json::to_value(control::InterceptStopped { stopped }).unwrap_or_default()
+                }),
                 true,
             ),
             ControlRequest::Intercepts { skip } => (

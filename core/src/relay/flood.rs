@@ -160,7 +160,7 @@ impl JoinOpener {
 }
 
 /// Join counters: what `stats` and `/metrics` show, and what the summary line sums up.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct JoinStats {
     /// Join request datagrams received.
     pub requests: u64,

@@ -60,7 +60,7 @@ impl FromStr for Mode {
 }
 
 /// The way in use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// Datagrams over UDP to the relay's endpoint.

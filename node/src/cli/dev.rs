@@ -3,10 +3,15 @@
 
 use crate::dev::logview::{self, View};
 use crate::dev::output::Style;
-use crate::dev::session::{self, SessionRequest};
+use crate::dev::session;
 use crate::dev::supervisor;
 use crate::dev::user::Identity;
 use clap::Args;
+use overlay_core::api::session::{Restart, Start, Stop};
+use std::time::Duration;
+
+/// How long a restart, stop or start may take (a build included) before the client gives up.
+const ACTION_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Flags of `overlay logs`.
 #[derive(Args, Debug)]
@@ -90,20 +95,18 @@ pub async fn control(action: Action, args: ServiceArg) -> anyhow::Result<()> {
         );
     };
     let service = args.service.clone();
-    let req = match action {
-        Action::Restart => SessionRequest::Restart { service },
-        Action::Stop => SessionRequest::Stop { service },
-        Action::Start => SessionRequest::Start { service },
-    };
-    let resp = session::call(path, &req)
-        .await
-        .map_err(|e| anyhow::anyhow!("the overlay dev session did not answer: {e}"))?;
-    if resp.ok {
-        println!("{}", resp.message);
-        Ok(())
-    } else {
-        anyhow::bail!("{}", resp.message)
-    }
+    let session = session::endpoint(path);
+    let done = match action {
+        Action::Restart => {
+            session
+                .call_within(Restart { service }, ACTION_TIMEOUT)
+                .await
+        }
+        Action::Stop => session.call_within(Stop { service }, ACTION_TIMEOUT).await,
+        Action::Start => session.call_within(Start { service }, ACTION_TIMEOUT).await,
+    }?;
+    println!("{}", done.message);
+    Ok(())
 }
 
 /// `overlay ps`.

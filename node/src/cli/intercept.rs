@@ -2,11 +2,10 @@
 //! instance, all of them or only requests with a header; `--list` shows every laptop's
 //! intercepts, `--stop` ends this one's.
 
-use crate::daemon::api::{self, Request};
-use crate::paths;
+use crate::daemon::api;
 use clap::Args;
-use overlay_core::control::InterceptStarted;
-use overlay_core::intercept::Intercept;
+use overlay_core::api::daemon::{Intercept, InterceptStop, Intercepts};
+use overlay_sys::local_api::to_json_pretty;
 
 /// Flags of `overlay intercept`.
 #[derive(Args, Debug)]
@@ -33,14 +32,12 @@ pub struct InterceptArgs {
 
 /// `overlay intercept`.
 pub async fn run(args: InterceptArgs) -> anyhow::Result<()> {
-    let sock = paths::control_socket();
     if args.list {
-        let data = api::call(&sock, &Request::Intercepts).await?;
+        let list = api::call(Intercepts {}).await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&data)?);
+            println!("{}", to_json_pretty(&list)?);
             return Ok(());
         }
-        let list: Vec<Intercept> = serde_json::from_value(data)?;
         if list.is_empty() {
             println!("no intercepts: every front forwards to its remote service");
             return Ok(());
@@ -64,35 +61,28 @@ pub async fn run(args: InterceptArgs) -> anyhow::Result<()> {
     // clap makes SERVICE required without --list.
     let service = args.service.unwrap_or_default();
     if args.stop {
-        let data = api::call(
-            &sock,
-            &Request::InterceptStop {
-                service: service.clone(),
-            },
-        )
+        let stopped = api::call(InterceptStop {
+            service: service.clone(),
+        })
         .await?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&data)?);
-        } else if data["stopped"] == true {
+            println!("{}", to_json_pretty(&stopped)?);
+        } else if stopped.stopped {
             println!("{service} is no longer intercepted by this laptop: its callers reach the remote {service} again");
         } else {
             println!("this laptop did not intercept {service}");
         }
         return Ok(());
     }
-    let data = api::call(
-        &sock,
-        &Request::Intercept {
-            service: service.clone(),
-            header: args.header,
-        },
-    )
+    let s = api::call(Intercept {
+        service: service.clone(),
+        header: args.header,
+    })
     .await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&data)?);
+        println!("{}", to_json_pretty(&s)?);
         return Ok(());
     }
-    let s: InterceptStarted = serde_json::from_value(data)?;
     let what = match &s.intercept.header {
         Some(h) => format!("requests with {h}"),
         None => "every connection".into(),

@@ -1,8 +1,9 @@
 //! Starting and stopping the daemon: `overlay up`, `overlay down`, `overlay leave`.
 
-use crate::daemon::api::{self, Request};
+use crate::daemon::api;
 use crate::paths;
 use crate::settings::NodeFiles;
+use overlay_core::api::daemon::{Leave, LinkState, Shutdown, Status};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,9 +19,7 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
 
 /// Whether a daemon answers on the control socket.
 pub async fn daemon_running() -> bool {
-    api::call(&paths::control_socket(), &Request::Status)
-        .await
-        .is_ok()
+    api::call(Status {}).await.is_ok()
 }
 
 /// Starts `overlay daemon` in the background and waits until its tunnel has a handshake.
@@ -58,8 +57,8 @@ pub async fn start_daemon_and_wait() -> anyhow::Result<()> {
                 files.daemon_log().display()
             );
         }
-        if let Ok(s) = api::call(&paths::control_socket(), &Request::Status).await {
-            if s["state"] == "connected" {
+        if let Ok(s) = api::call(Status {}).await {
+            if s.state == LinkState::Connected {
                 return Ok(());
             }
         }
@@ -102,7 +101,7 @@ pub async fn down() -> anyhow::Result<()> {
         println!("overlay is already down");
         return Ok(());
     }
-    api::call(&paths::control_socket(), &Request::Shutdown).await?;
+    api::call(Shutdown {}).await?;
     wait_stopped().await?;
     println!("overlay is down");
     Ok(())
@@ -118,7 +117,7 @@ pub async fn leave() -> anyhow::Result<()> {
     if !daemon_running().await {
         anyhow::bail!("the daemon is not running, so the relay cannot be told; run `sudo overlay up` first, then leave");
     }
-    api::call(&paths::control_socket(), &Request::Leave).await?;
+    api::call(Leave {}).await?;
     wait_stopped().await?;
     files.remove()?;
     println!("left the overlay; this machine's node state is removed");

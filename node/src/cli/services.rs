@@ -1,8 +1,9 @@
 //! `overlay services`, `overlay resolve`, `overlay register`, `overlay unregister`.
 
-use crate::daemon::api::{self, Request};
-use crate::paths;
+use crate::daemon::api;
 use clap::Args;
+use overlay_core::api::daemon::{Register, Resolve, Services, Unregister};
+use overlay_sys::local_api::to_json_pretty;
 
 /// Flags of `overlay services`.
 #[derive(Args, Debug)]
@@ -42,36 +43,32 @@ pub struct UnregisterArgs {
     tag: Option<String>,
 }
 
-async fn call(req: Request) -> anyhow::Result<serde_json::Value> {
-    api::call(&paths::control_socket(), &req).await
-}
-
 /// `overlay services`.
 pub async fn list(args: ServicesArgs) -> anyhow::Result<()> {
-    let data = call(Request::Services).await?;
+    let list = api::call(Services {}).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&data)?);
+        println!("{}", to_json_pretty(&list)?);
         return Ok(());
     }
     println!(
         "{:<16} {:<6} {:<12} {:<7} {:<21} {:<32} CALLBACK",
         "NAME", "TAG", "NODE", "WHERE", "ADDRESS", "HOSTNAME"
     );
-    for s in data.as_array().into_iter().flatten() {
-        let f = |k: &str| s[k].as_str().unwrap_or("-").to_string();
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    for s in &list {
         println!(
             "{:<16} {:<6} {:<12} {:<7} {:<21} {:<32} {}",
-            f("name"),
-            f("tag"),
-            f("node"),
-            f("where"),
+            s.name,
+            or_dash(&s.tag),
+            or_dash(&s.node),
+            s.where_.as_str(),
             // A name found on demand has no port: any port reaches that host.
-            match s["port"].as_u64() {
-                Some(p) => format!("{}:{p}", f("address")),
-                None => f("address"),
+            match s.port {
+                Some(p) => format!("{}:{p}", s.address),
+                None => s.address.to_string(),
             },
-            f("hostname"),
-            f("callback_url")
+            s.hostname,
+            or_dash(&s.callback_url)
         );
     }
     Ok(())
@@ -79,22 +76,15 @@ pub async fn list(args: ServicesArgs) -> anyhow::Result<()> {
 
 /// `overlay resolve NAME`.
 pub async fn resolve(name: String) -> anyhow::Result<()> {
-    let data = call(Request::Resolve { name }).await?;
-    println!("{}", data["explanation"].as_str().unwrap_or_default());
+    let r = api::call(Resolve { name }).await?;
+    println!("{}", r.explanation);
     // The DNS server's answer to the name the system resolver asks.
-    if let Some(qname) = data["qname"].as_str() {
-        let answers: Vec<&str> = data["answers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.as_str())
-            .collect();
-        let rcode = data["rcode"].as_str().unwrap_or("no answer");
-        if answers.is_empty() {
-            println!("{qname}: {rcode}");
+    if let Some(a) = r.answer {
+        if a.reply.answers.is_empty() {
+            println!("{}: {}", a.qname, a.reply.rcode);
         }
-        for a in answers {
-            println!("{qname}: {a}");
+        for answer in &a.reply.answers {
+            println!("{}: {answer}", a.qname);
         }
     }
     Ok(())
@@ -102,7 +92,7 @@ pub async fn resolve(name: String) -> anyhow::Result<()> {
 
 /// `overlay register`.
 pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
-    let data = call(Request::Register {
+    let r = api::call(Register {
         name: args.name,
         tag: args.tag,
         port: args.port,
@@ -111,14 +101,14 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     })
     .await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&data)?);
+        println!("{}", to_json_pretty(&r)?);
     } else {
         println!(
             "{} is at {}:{} ({})",
-            data["hostname"].as_str().unwrap_or_default(),
-            data["address"].as_str().unwrap_or_default(),
-            data["port"],
-            match data["callback_url"].as_str() {
+            r.hostname,
+            r.address,
+            r.port,
+            match &r.callback_url {
                 Some(u) => format!("callback {u}"),
                 None => "no callback address".into(),
             }
@@ -129,7 +119,7 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
 
 /// `overlay unregister`.
 pub async fn unregister(args: UnregisterArgs) -> anyhow::Result<()> {
-    call(Request::Unregister {
+    api::call(Unregister {
         name: args.name.clone(),
         tag: args.tag,
     })

@@ -1,8 +1,10 @@
 //! `overlay traffic`, `overlay inspect`, `overlay capture`.
 
-use crate::daemon::api::{self, Request};
+use crate::daemon::api;
 use crate::paths;
 use clap::Args;
+use overlay_core::api::daemon::{Inspect, Traffic};
+use overlay_sys::local_api::to_json_pretty;
 use std::io::Write;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,29 +73,25 @@ fn query(args: &TrafficArgs, after: u64, limit: usize) -> String {
 
 /// `overlay traffic`.
 pub async fn traffic(args: TrafficArgs) -> anyhow::Result<()> {
-    let sock = paths::control_socket();
     let mut after = 0;
     let mut first = true;
     loop {
         let limit = if first { args.lines } else { 1000 };
-        let data = api::call(
-            &sock,
-            &Request::Traffic {
-                query: query(&args, after, limit),
-            },
-        )
+        let page = api::call(Traffic {
+            query: query(&args, after, limit),
+        })
         .await?;
-        let records = data["records"].as_array().cloned().unwrap_or_default();
-        after = data["latest"].as_u64().unwrap_or(after).max(after);
+        after = page.latest.max(after);
         let mut out = std::io::stdout().lock();
         if args.json && !args.follow {
-            writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
+            writeln!(out, "{}", to_json_pretty(&page.records)?)?;
         } else {
-            for r in &records {
+            for r in &page.records {
                 if args.json {
-                    writeln!(out, "{r}")?;
+                    // One compact object per line, keys sorted as in the other outputs.
+                    writeln!(out, "{}", serde_json::to_value(r)?)?;
                 } else {
-                    writeln!(out, "{}", line(r))?;
+                    writeln!(out, "{}", r.line())?;
                 }
             }
         }
@@ -106,68 +104,14 @@ pub async fn traffic(args: TrafficArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The one-line form of a summary as the daemon sent it.
-fn line(r: &serde_json::Value) -> String {
-    let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
-    let name = |n: &str, a: &str| {
-        let v = s(n);
-        if v.is_empty() {
-            s(a)
-        } else {
-            v
-        }
-    };
-    let route = format!(
-        "{} -> {}",
-        name("client_name", "client"),
-        name("server_name", "server")
-    );
-    let time = r["duration_ms"]
-        .as_u64()
-        .map(|d| format!("{d}ms"))
-        .unwrap_or_else(|| "-".into());
-    let mut l = if r["type"] == "flow" {
-        format!(
-            "#{} {:<3} {:<10} {route} {} up {}B down {}B {time}",
-            r["id"],
-            s("direction"),
-            s("service"),
-            s("protocol"),
-            r["request_bytes"],
-            r["response_bytes"]
-        )
-    } else {
-        let status = r["status"]
-            .as_u64()
-            .map(|x| x.to_string())
-            .unwrap_or_else(|| "-".into());
-        format!(
-            "#{} {:<3} {:<10} {route} {} {} {status} {}B {time}",
-            r["id"],
-            s("direction"),
-            s("service"),
-            s("method"),
-            s("path"),
-            r["response_bytes"]
-        )
-    };
-    if r["truncated"] == true {
-        l.push_str(" (truncated)");
-    }
-    if let Some(e) = r["error"].as_str() {
-        l.push_str(&format!(" [{e}]"));
-    }
-    l
-}
-
 /// `overlay inspect`.
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
-    let data = api::call(&paths::control_socket(), &Request::Inspect).await?;
-    let url = data["url"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("the inspector is not running (OVERLAY_INSPECT_LISTEN=off, or its address was taken; see the daemon's log)"))?;
+    let reply = api::call(Inspect {}).await?;
+    let Some(url) = &reply.url else {
+        anyhow::bail!("the inspector is not running (OVERLAY_INSPECT_LISTEN=off, or its address was taken; see the daemon's log)");
+    };
     if args.json {
-        println!("{data}");
+        println!("{}", serde_json::to_value(&reply)?);
     } else {
         println!("{url}");
     }

@@ -5,6 +5,7 @@
 
 use crate::daemon::relaylink::{Directory, Looked};
 use crate::daemon::udpbatch::{Peer, Slots};
+use overlay_core::api::daemon::{DnsAnswer, ResolveReply};
 use overlay_core::dns::explain;
 use overlay_core::dns::upstream::{matches_query, try_next, Plan, StaleCache, Upstreams};
 use overlay_core::dns::{
@@ -166,7 +167,7 @@ impl DnsServer {
     /// resolver would ask (the search domain first for a name without dots), through the same
     /// path as a query on 100.100.100.100 (registry, on-demand lookup, forwarding), and the
     /// rule that chose it.
-    pub async fn explain(&self, name: &str) -> serde_json::Value {
+    pub async fn explain(&self, name: &str) -> ResolveReply {
         let server = overlay_core::addressing::DNS_ADDR;
         let mut tried = Vec::new();
         let candidates = explain::candidates(name, &self.domain);
@@ -195,10 +196,11 @@ impl DnsServer {
             .or((!tried.is_empty()).then_some(0))
             .and_then(|i| tried.get(i).cloned())
         else {
-            return serde_json::json!({
-                "name": name,
-                "explanation": format!("'{name}' is not a DNS name"),
-            });
+            return ResolveReply {
+                name: name.to_string(),
+                explanation: format!("'{name}' is not a DNS name"),
+                answer: None,
+            };
         };
         let instances = self.directory.instances();
         let nodes = self.nodes_for(&instances);
@@ -215,14 +217,15 @@ impl DnsServer {
         if resolution == Resolution::NotInDomain && summary.rcode == "SERVFAIL" {
             explanation.push_str("; no upstream resolver answered in time (SERVFAIL)");
         }
-        serde_json::json!({
-            "name": name,
-            "qname": qname,
-            "rcode": summary.rcode,
-            "answers": summary.answers,
-            "explanation": explanation,
-            "resolution": resolution,
-        })
+        ResolveReply {
+            name: name.to_string(),
+            explanation,
+            answer: Some(DnsAnswer {
+                qname,
+                reply: summary,
+                resolution,
+            }),
+        }
     }
 
     /// Serves UDP on `addr` until the socket fails.

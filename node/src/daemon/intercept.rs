@@ -4,8 +4,10 @@
 //! ends them when the node goes silent).
 
 use super::relaylink::RelayLink;
-use overlay_core::control::{ControlRequest, InterceptPage, InterceptStarted};
-use overlay_core::intercept::HeaderMatch;
+use overlay_core::api::daemon::InterceptStopped;
+use overlay_core::control::{self, ControlRequest, InterceptPage, InterceptStarted};
+use overlay_core::intercept::{HeaderMatch, Intercept};
+use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,26 +27,31 @@ impl Mine {
     }
 }
 
+/// Asks the relay and reads its reply's data as `T`.
+async fn ask<T: DeserializeOwned>(link: &RelayLink, request: ControlRequest) -> anyhow::Result<T> {
+    let data = link.request(request).await?;
+    serde_json::from_value(data)
+        .map_err(|e| anyhow::anyhow!("the relay's reply about intercepts was not understood: {e}"))
+}
+
 /// Starts this node's intercept of `service`.
 pub async fn start(
     link: &RelayLink,
     mine: &Mine,
     service: &str,
     header: Option<&str>,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<InterceptStarted> {
     let header = header
         .map(HeaderMatch::parse)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let data = link
-        .request(ControlRequest::Intercept {
-            service: service.to_string(),
-            header,
-        })
-        .await?;
-    let started: InterceptStarted = serde_json::from_value(data.clone())?;
+    let request = ControlRequest::Intercept {
+        service: service.to_string(),
+        header,
+    };
+    let started: InterceptStarted = ask(link, request).await?;
     mine.set().insert(started.intercept.service.clone());
-    Ok(data)
+    Ok(started)
 }
 
 /// Ends this node's intercept of `service`.
@@ -52,30 +59,31 @@ pub async fn stop(
     link: &RelayLink,
     mine: &Mine,
     service: &str,
-) -> anyhow::Result<serde_json::Value> {
-    let data = link
-        .request(ControlRequest::InterceptStop {
-            service: service.to_string(),
-        })
-        .await?;
+) -> anyhow::Result<InterceptStopped> {
+    let request = ControlRequest::InterceptStop {
+        service: service.to_string(),
+    };
+    let reply: control::InterceptStopped = ask(link, request).await?;
     mine.set().remove(service);
-    Ok(data)
+    Ok(InterceptStopped {
+        service: service.to_string(),
+        stopped: reply.stopped,
+    })
 }
 
 /// Every node's intercepts, read page by page.
-pub async fn list(link: &RelayLink) -> anyhow::Result<serde_json::Value> {
+pub async fn list(link: &RelayLink) -> anyhow::Result<Vec<Intercept>> {
     let mut all = Vec::new();
     for _ in 0..MAX_PAGES {
         let skip = u32::try_from(all.len()).unwrap_or(u32::MAX);
-        let data = link.request(ControlRequest::Intercepts { skip }).await?;
-        let page: InterceptPage = serde_json::from_value(data)?;
+        let page: InterceptPage = ask(link, ControlRequest::Intercepts { skip }).await?;
         let got = page.intercepts.len();
         all.extend(page.intercepts);
         if got == 0 || all.len() >= page.total as usize {
             break;
         }
     }
-    Ok(serde_json::to_value(all)?)
+    Ok(all)
 }
 
 /// Ends this node's intercepts (at shutdown), within [`STOP_AT_SHUTDOWN`].

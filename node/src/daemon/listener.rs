@@ -102,18 +102,8 @@ pub struct Conns {
     next: AtomicUsize,
 }
 
-/// What a drain did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct DrainReport {
-    /// Connections the old process had when the drain began.
-    pub open: usize,
-    /// Of those, closed by their own ends within the timeout.
-    pub drained: usize,
-    /// Closed by the drain when the timeout passed.
-    pub closed: usize,
-    /// Of the closed ones, WebSocket connections that got close code 1012.
-    pub websockets: usize,
-}
+/// What a drain did (the daemon's answer to a drain request).
+pub use overlay_core::api::daemon::DrainReport;
 
 /// How long closed connections get to finish their close.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);

@@ -17,20 +17,23 @@ pub mod udpbatch;
 
 use crate::paths;
 use crate::settings::{NodeFiles, Settings};
-use api::{Handler, Request, Response};
 use clap::Args;
 use dns::DnsServer;
 use listener::Listener;
 use overlay_core::addressing::DNS_ADDR;
 use overlay_core::addressing::NODE_PREFIX_LEN;
+use overlay_core::api::daemon::{
+    CpuLatency, DaemonRequest, DrainReport, InspectReply, Left, LinkState, Registered, RelayStatus,
+    ResolveReply, Retargeted, Running, StatusReply, Stopping, Unregistered,
+};
+use overlay_core::api::{Answer, Request};
 use overlay_core::control::ControlRequest;
 use overlay_core::cpu_latency::MinRtt;
 use overlay_core::prefix::Ipv4Prefix;
 use overlay_core::registry::{Protocol, ServiceInstance};
-use overlay_core::resolver::listing;
+use overlay_core::resolver::{listing, ServiceListing};
 use overlay_core::wgconfig::WgConfig;
 use relaylink::RelayLink;
-use serde_json::json;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::net::SocketAddr;
@@ -197,34 +200,50 @@ struct LocalService {
 }
 
 impl Node {
-    fn status(&self) -> serde_json::Value {
+    fn status(&self) -> StatusReply {
         let t = self.tunnel.status();
         // Connected while the relay answered recently: the liveness pings below make sure it
         // has something to answer even when no traffic flows.
         let state = match t.last_rx_secs {
-            Some(s) if s < LIVENESS_WINDOW.as_secs() => "connected",
-            _ => "connecting",
+            Some(s) if s < LIVENESS_WINDOW.as_secs() => LinkState::Connected,
+            _ => LinkState::Connecting,
         };
         let s = &self.settings;
-        json!({
-            "state": state,
-            "node": s.name,
-            "address": s.address.to_string(),
-            "prefix": s.prefix.to_string(),
-            "domain": s.domain,
-            "relay": {"endpoint": t.endpoint, "url": t.url, "last_handshake_secs": t.last_handshake_secs, "last_seen_secs": t.last_rx_secs},
-            "transport": t.transport,
-            "transport_mode": t.transport_mode,
-            "rx_bytes": t.rx_bytes,
-            "tx_bytes": t.tx_bytes,
-            "rx_packets": t.rx_packets,
-            "tx_packets": t.tx_packets,
-            "drops": t.drops,
-            "cpu_latency": t.cpu_latency,
-            "pid": std::process::id(),
-            // Another VPN that routes the overlay's range or DNS address since we started.
-            "route_conflicts": device::route_conflicts(&self.interface, s.network),
-        })
+        StatusReply {
+            state,
+            node: s.name.clone(),
+            address: s.address,
+            prefix: s.prefix,
+            domain: s.domain.clone(),
+            relay: RelayStatus {
+                endpoint: Some(t.endpoint),
+                url: t.url,
+                last_handshake_secs: t.last_handshake_secs,
+                last_seen_secs: t.last_rx_secs,
+            },
+            transport: Some(t.transport),
+            transport_mode: t.transport_mode,
+            rx_bytes: t.rx_bytes,
+            tx_bytes: t.tx_bytes,
+            running: Some(Running {
+                rx_packets: t.rx_packets,
+                tx_packets: t.tx_packets,
+                drops: t
+                    .drops
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                cpu_latency: CpuLatency {
+                    mode: t.cpu_latency.mode,
+                    held: t.cpu_latency.held,
+                    holds: t.cpu_latency.holds,
+                    relay_rtt_us: t.cpu_latency.relay_rtt_us,
+                },
+                pid: std::process::id(),
+                // Another VPN that routes the overlay's range or DNS address since we started.
+                route_conflicts: device::route_conflicts(&self.interface, s.network),
+            }),
+        }
     }
 
     /// Asks the relay, through the tunnel, to deregister this node.
@@ -234,17 +253,13 @@ impl Node {
 }
 
 impl Node {
-    fn services(&self) -> serde_json::Value {
+    fn services(&self) -> Vec<ServiceListing> {
         let instances = self.link.directory.instances();
-        json!(listing(
-            &instances,
-            &self.settings.name,
-            &self.settings.domain
-        ))
+        listing(&instances, &self.settings.name, &self.settings.domain)
     }
 
     /// `overlay resolve`: the DNS server's own answer, so the two never disagree.
-    async fn resolve(&self, name: &str) -> serde_json::Value {
+    async fn resolve(&self, name: &str) -> ResolveReply {
         self.dns.explain(name).await
     }
 
@@ -255,7 +270,7 @@ impl Node {
         port: u16,
         target: Option<u16>,
         hold: bool,
-    ) -> anyhow::Result<serde_json::Value> {
+    ) -> anyhow::Result<Registered> {
         let mut local = self.local.lock().await;
         let key = (name.clone(), tag.clone());
         if let Some(existing) = local.get(&key) {
@@ -263,7 +278,7 @@ impl Node {
                 if let (Some(l), Some(t)) = (&existing.listener, target) {
                     l.set_target(if hold { None } else { Some(t) });
                 }
-                return Ok(self.registered_json(&existing.instance));
+                return Ok(self.registered(&existing.instance));
             }
         }
         let data = self
@@ -288,7 +303,7 @@ impl Node {
             }
             None => None,
         };
-        let out = self.registered_json(&instance);
+        let out = self.registered(&instance);
         local.insert(key, LocalService { instance, listener });
         save_local(&local);
         self.traffic
@@ -332,15 +347,15 @@ impl Node {
         }
     }
 
-    fn registered_json(&self, i: &ServiceInstance) -> serde_json::Value {
-        json!({
-            "name": i.name,
-            "tag": i.tag,
-            "address": i.address.to_string(),
-            "port": i.port,
-            "hostname": i.hostname(&self.settings.domain),
-            "callback_url": i.callback_url,
-        })
+    fn registered(&self, i: &ServiceInstance) -> Registered {
+        Registered {
+            name: i.name.clone(),
+            tag: i.tag.clone(),
+            address: i.address,
+            port: i.port,
+            hostname: i.hostname(&self.settings.domain),
+            callback_url: i.callback_url.clone(),
+        }
     }
 
     async fn set_target(
@@ -348,7 +363,7 @@ impl Node {
         name: String,
         tag: Option<String>,
         target: Option<u16>,
-    ) -> anyhow::Result<serde_json::Value> {
+    ) -> anyhow::Result<Retargeted> {
         let forwarding = {
             let local = self.local.lock().await;
             let svc = local
@@ -373,7 +388,12 @@ impl Node {
             None => crate::daemon::listener::drain(&forwarding, DRAIN_TIMEOUT).await,
             Some(_) => true,
         };
-        Ok(json!({"name": name, "tag": tag, "target": target, "drained": drained}))
+        Ok(Retargeted {
+            name,
+            tag,
+            target,
+            drained,
+        })
     }
 
     async fn drain(
@@ -382,7 +402,7 @@ impl Node {
         tag: Option<String>,
         port: u16,
         timeout: Duration,
-    ) -> anyhow::Result<serde_json::Value> {
+    ) -> anyhow::Result<DrainReport> {
         let conns = {
             let local = self.local.lock().await;
             let svc = local
@@ -394,15 +414,10 @@ impl Node {
                 .conns()
         };
         // Waits outside the lock: other services' requests go on meanwhile.
-        let report = conns.drain_port(port, timeout).await;
-        Ok(json!(report))
+        Ok(conns.drain_port(port, timeout).await)
     }
 
-    async fn unregister(
-        &self,
-        name: String,
-        tag: Option<String>,
-    ) -> anyhow::Result<serde_json::Value> {
+    async fn unregister(&self, name: String, tag: Option<String>) -> anyhow::Result<Unregistered> {
         let svc = {
             let mut local = self.local.lock().await;
             let svc = local.remove(&(name.clone(), tag.clone()));
@@ -422,7 +437,7 @@ impl Node {
             device::remove_address(&self.interface, svc.instance.address);
         }
         self.link.poke();
-        Ok(json!({"removed": name, "tag": tag}))
+        Ok(Unregistered { removed: name, tag })
     }
 }
 
@@ -464,88 +479,100 @@ fn load_local() -> Vec<SavedService> {
         .unwrap_or_default()
 }
 
-fn reply(r: anyhow::Result<serde_json::Value>) -> Response {
-    match r {
-        Ok(data) => Response::Ok { data },
-        Err(e) => Response::Error {
-            message: format!("{e:#}"),
-        },
+impl overlay_sys::local_api::Handler for Node {
+    type Request = DaemonRequest;
+
+    async fn handle(&self, request: DaemonRequest) -> Answer {
+        match request {
+            DaemonRequest::Status(r) => r.ok(self.status()),
+            DaemonRequest::Shutdown(r) => {
+                self.stop.notify_one();
+                r.ok(Stopping { stopping: true })
+            }
+            DaemonRequest::Leave(r) => {
+                let result = self.leave().await.map(|()| {
+                    let _ = std::fs::remove_file(local_file());
+                    self.stop.notify_one();
+                    Left {
+                        left: self.settings.name.clone(),
+                    }
+                });
+                r.answer(result)
+            }
+            DaemonRequest::Services(r) => r.ok(self.services()),
+            DaemonRequest::Resolve(r) => r.ok(self.resolve(&r.name).await),
+            DaemonRequest::Register(r) => {
+                let result = self
+                    .register(r.name.clone(), r.tag.clone(), r.port, r.target, r.hold)
+                    .await;
+                r.answer(result)
+            }
+            DaemonRequest::Target(r) => {
+                let result = self
+                    .set_target(r.name.clone(), r.tag.clone(), r.target)
+                    .await;
+                r.answer(result)
+            }
+            DaemonRequest::Unregister(r) => {
+                let result = self.unregister(r.name.clone(), r.tag.clone()).await;
+                r.answer(result)
+            }
+            DaemonRequest::Drain(r) => {
+                let timeout = Duration::from_millis(r.timeout_ms.min(3_600_000));
+                let result = self
+                    .drain(r.name.clone(), r.tag.clone(), r.port, timeout)
+                    .await;
+                r.answer(result)
+            }
+            DaemonRequest::Traffic(r) => match self.unknown_service(&r.query) {
+                Some(message) => r.answer(Err(message)),
+                None => r.ok(crate::traffic::server::page(&r.query, &self.traffic)),
+            },
+            DaemonRequest::Intercept(r) => {
+                let started = intercept::start(
+                    &self.link,
+                    &self.intercepts,
+                    &r.service,
+                    r.header.as_deref(),
+                )
+                .await;
+                r.answer(started)
+            }
+            DaemonRequest::InterceptStop(r) => {
+                let stopped = intercept::stop(&self.link, &self.intercepts, &r.service).await;
+                r.answer(stopped)
+            }
+            DaemonRequest::Intercepts(r) => r.answer(intercept::list(&self.link).await),
+            DaemonRequest::Inspect(r) => r.ok(match self.traffic.private_url() {
+                Some(url) => InspectReply {
+                    url: Some(url),
+                    token: Some(self.traffic.secret.hex()),
+                },
+                None => InspectReply {
+                    url: None,
+                    token: None,
+                },
+            }),
+        }
     }
 }
 
-impl Handler for Node {
-    async fn handle(&self, req: Request) -> Response {
-        match req {
-            Request::Status => Response::Ok {
-                data: self.status(),
-            },
-            Request::Shutdown => {
-                self.stop.notify_one();
-                Response::Ok {
-                    data: json!({"stopping": true}),
-                }
-            }
-            Request::Leave => match self.leave().await {
-                Ok(()) => {
-                    let _ = std::fs::remove_file(local_file());
-                    self.stop.notify_one();
-                    Response::Ok {
-                        data: json!({"left": self.settings.name}),
-                    }
-                }
-                Err(e) => Response::Error {
-                    message: e.to_string(),
-                },
-            },
-            Request::Services => Response::Ok {
-                data: self.services(),
-            },
-            Request::Resolve { name } => Response::Ok {
-                data: self.resolve(&name).await,
-            },
-            Request::Register {
-                name,
-                tag,
-                port,
-                target,
-                hold,
-            } => reply(self.register(name, tag, port, target, hold).await),
-            Request::Target { name, tag, target } => {
-                reply(self.set_target(name, tag, target).await)
-            }
-            Request::Unregister { name, tag } => reply(self.unregister(name, tag).await),
-            Request::Drain {
-                name,
-                tag,
-                port,
-                timeout_ms,
-            } => reply(
-                self.drain(
-                    name,
-                    tag,
-                    port,
-                    Duration::from_millis(timeout_ms.min(3_600_000)),
-                )
-                .await,
-            ),
-            Request::Traffic { query } => Response::Ok {
-                data: crate::traffic::server::list_json(&query, &self.traffic),
-            },
-            Request::Intercept { service, header } => reply(
-                intercept::start(&self.link, &self.intercepts, &service, header.as_deref())
-                    .await,
-            ),
-            Request::InterceptStop { service } => {
-                reply(intercept::stop(&self.link, &self.intercepts, &service).await)
-            }
-            Request::Intercepts => reply(intercept::list(&self.link).await),
-            Request::Inspect => Response::Ok {
-                data: match self.traffic.private_url() {
-                    Some(url) => json!({"url": url, "token": self.traffic.secret.hex()}),
-                    None => json!({"url": null}),
-                },
-            },
+impl Node {
+    /// One sentence naming the known services when the query asks for a service nobody has.
+    fn unknown_service(&self, query: &str) -> Option<String> {
+        let pairs = overlay_core::capture::filter::query_pairs(query);
+        let asked = pairs
+            .iter()
+            .find(|(k, v)| k == "service" && !v.is_empty())?;
+        let names = self.traffic.service_names();
+        if names.contains(&asked.1) {
+            return None;
         }
+        Some(format!(
+            "no service is called {}; the services are: {}",
+            asked.1,
+            names.join(", ")
+        ))
     }
 }
 
@@ -684,16 +711,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     });
     tracing::info!(node = %node.settings.name, address = %node.settings.address, interface = %args.interface, "node up");
     let sock_path = paths::control_socket();
-    let control = tokio::spawn({
-        let p = sock_path.clone();
-        let n = node.clone();
-        async move { api::serve(&p, owner, n).await }
-    });
+    let control = api::bind(&sock_path, owner)?;
+    tokio::spawn(control.serve(node.clone()));
     let data = tokio::spawn(tunnel.run(dev));
     tokio::spawn(node.clone().restore_local());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let result = tokio::select! {
-        r = control => r.map_err(anyhow::Error::from).and_then(|r| r),
         r = data => r.map_err(anyhow::Error::from).and_then(|r| r),
         Some(r) = tasks.join_next() => r.map_err(anyhow::Error::from).and_then(|r| r),
         _ = tokio::signal::ctrl_c() => Ok(()),

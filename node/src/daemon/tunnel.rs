@@ -107,7 +107,7 @@ pub struct TunnelStatus {
     /// The transport in use: `udp` or `tcp`.
     pub transport: Transport,
     /// The transports allowed: `auto`, `udp` or `tcp`.
-    pub transport_mode: String,
+    pub transport_mode: TransportMode,
     /// The relay's URL for the stream, if it has one.
     pub url: Option<String>,
 }
@@ -539,7 +539,7 @@ impl Tunnel {
                 relay_rtt_us: s.relay_rtt.map(|d| (d.as_micros() as u64).max(1)),
             },
             transport: s.transport,
-            transport_mode: s.transport_mode.to_string(),
+            transport_mode: s.transport_mode,
             url: self.target.as_ref().map(|t| t.url.to_string()),
         }
     }

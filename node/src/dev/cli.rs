@@ -209,7 +209,7 @@ async fn session(
             );
         }
     }
-    let server = session::Server::bind(&sessions_dir)?;
+    let server = session::bind(&sessions_dir)?;
     let keys: Vec<String> = config.services.iter().map(|s| s.key.clone()).collect();
     let logs_dir = me.logs_dir();
     let (output, sink) = Output::start(keys, logs_dir, Style::detect())?;
@@ -258,7 +258,7 @@ async fn session(
     };
     let server_task = {
         let h = handles.clone();
-        tokio::spawn(async move { server.serve(h, find).await })
+        tokio::spawn(server.serve(Arc::new(session::Session::new(h, find))))
     };
     let watch_task = tokio::spawn(super::watch::run(
         dir,

@@ -5,7 +5,6 @@ use super::output::Sink;
 use super::process::Groups;
 use super::registrar::Registrar;
 use overlay_core::devconfig::env::KnownService;
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -32,34 +31,7 @@ pub enum Cmd {
 }
 
 /// What the session knows about a service, for `overlay restart` and friends.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceState {
-    /// Its key in the config.
-    pub key: String,
-    /// Its name.
-    pub name: String,
-    /// Its tag.
-    pub tag: Option<String>,
-    /// `starting`, `running`, `restarting`, `crashed`, `stopped` or `failed`.
-    pub state: String,
-    /// The pid of its process group.
-    pub pid: Option<i32>,
-    /// The local port its process listens on.
-    pub local_port: Option<u16>,
-    /// Its overlay address, `ip:port`.
-    pub address: Option<String>,
-    /// How many times it was started after the first.
-    pub restarts: u32,
-    /// Whether it is a worker (listens nowhere).
-    #[serde(default)]
-    pub worker: bool,
-    /// How its last process ended (`exit status 1`, `signal 9`), if one did.
-    #[serde(default)]
-    pub last_exit: Option<String>,
-    /// When that was, in milliseconds since the Unix epoch.
-    #[serde(default)]
-    pub last_exit_ms: Option<u64>,
-}
+pub use overlay_core::api::session::ServiceState;
 
 /// What every service task shares.
 pub struct Shared {

@@ -13,13 +13,14 @@ use std::sync::Mutex;
 /// a moment after the notice).
 pub const MAX_CALLERS: usize = 4096;
 
+/// A connection from the relay: (service address, relay port).
+type Key = (SocketAddrV4, u16);
+
 /// Callers by (service address, relay port).
 #[derive(Default)]
 pub struct Callers {
-    inner: Mutex<(
-        HashMap<(SocketAddrV4, u16), Caller>,
-        VecDeque<(SocketAddrV4, u16)>,
-    )>,
+    /// The callers, and their keys oldest first.
+    inner: Mutex<(HashMap<Key, Caller>, VecDeque<Key>)>,
 }
 
 impl Callers {

@@ -11,6 +11,7 @@
 //! `overlay capture` are in `crate::cli::traffic`.
 
 pub mod callers;
+pub mod owner;
 pub mod replay;
 pub mod server;
 pub mod splice;
@@ -19,6 +20,7 @@ pub mod tap;
 use crate::daemon::relaylink::Directory;
 use clap::Args;
 use overlay_core::capture::access::Secret;
+use overlay_core::capture::schema::Schemas;
 use overlay_core::capture::{ConnectionCapture, Record, Ring};
 use overlay_core::http1::Limits;
 use std::collections::HashSet;
@@ -49,6 +51,10 @@ pub struct TrafficArgs {
     /// Capture nothing (listeners splice without a tee, the TUN is not tapped).
     #[arg(long, env = "OVERLAY_CAPTURE_OFF", value_parser = clap::builder::BoolishValueParser::new())]
     pub capture_off: bool,
+    /// Directories of `.proto` files: captured gRPC messages are shown with their field names
+    /// (repeat the flag, or separate directories with `:` in the variable).
+    #[arg(long, env = "OVERLAY_PROTO_PATH", value_delimiter = ':')]
+    pub proto_path: Vec<std::path::PathBuf>,
 }
 
 /// The capture shared by listeners, the tunnel tap, the inspector and the control socket.
@@ -80,6 +86,8 @@ pub struct Traffic {
     pub callers: Arc<callers::Callers>,
     /// The relay's overlay address (connections from it are callbacks and intercepts).
     pub relay_address: Ipv4Addr,
+    /// The user's `.proto` descriptions, for gRPC messages.
+    pub schemas: Schemas,
 }
 
 impl Traffic {
@@ -112,7 +120,22 @@ impl Traffic {
             pcap: tap::PcapSubscribers::default(),
             callers,
             relay_address,
+            schemas: load_schemas(&args.proto_path),
         })
+    }
+
+    /// Every service name the capture knows: the overlay's services (local, remote, on other
+    /// nodes), the ones in records, and this node.
+    pub fn service_names(&self) -> Vec<String> {
+        let mut names: std::collections::BTreeSet<String> = self
+            .directory
+            .instances()
+            .iter()
+            .map(|i| i.name.clone())
+            .collect();
+        names.extend(self.ring().services().into_iter().map(|c| c.service));
+        names.insert(self.node_name.clone());
+        names.into_iter().collect()
     }
 
     fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
@@ -166,6 +189,17 @@ impl Traffic {
             .contains(&ip)
     }
 
+    /// Whether a connection from `ip` was made on this machine: loopback, this node's
+    /// address, or one of its services' (a local program calling a local service).
+    pub fn is_local_caller(&self, ip: std::net::IpAddr) -> bool {
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                v4.is_loopback() || v4 == self.node_address || self.is_local_service(v4)
+            }
+            std::net::IpAddr::V6(v6) => v6.is_loopback(),
+        }
+    }
+
     /// The name of an overlay address and port: a service (`tag.name` for variants), this
     /// node, or nothing.
     pub fn name_of(&self, addr: SocketAddr) -> Option<String> {
@@ -210,6 +244,59 @@ impl Traffic {
             overlay_core::capture::access::PARAM,
             self.secret.hex()
         ))
+    }
+}
+
+/// Compiles every `.proto` file under `dirs` (each also an include path). A file that does not
+/// compile is logged and the capture goes on without schemas: messages still show as wire
+/// fields.
+fn load_schemas(dirs: &[std::path::PathBuf]) -> Schemas {
+    if dirs.is_empty() {
+        return Schemas::none();
+    }
+    let mut files = Vec::new();
+    for d in dirs {
+        collect_protos(d, d, &mut files, 0);
+    }
+    let compiled = protox::Compiler::new(dirs).and_then(|mut c| {
+        c.include_imports(true);
+        for f in &files {
+            c.open_file(f)?;
+        }
+        Ok(c.descriptor_pool())
+    });
+    match compiled {
+        Ok(pool) => {
+            let s = Schemas::new(pool);
+            tracing::info!(files = files.len(), services = ?s.services(), "gRPC schemas loaded");
+            s
+        }
+        Err(e) => {
+            tracing::warn!("the .proto files in {dirs:?} do not compile, gRPC messages are shown without field names: {e}");
+            Schemas::none()
+        }
+    }
+}
+
+/// The `.proto` files under `dir`, as paths relative to `root` (what protox resolves).
+fn collect_protos(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    out: &mut Vec<std::path::PathBuf>,
+    depth: usize,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() && depth < 8 {
+            collect_protos(root, &p, out, depth + 1);
+        } else if p.extension().is_some_and(|x| x == "proto") {
+            if let Ok(rel) = p.strip_prefix(root) {
+                out.push(rel.to_path_buf());
+            }
+        }
     }
 }
 

@@ -2,9 +2,11 @@
 //! HTTP/1.x parser.
 //!
 //! API (all JSON):
-//! - `GET /api/exchanges?service=&direction=&method=&status=&path=&text=&after=ID&limit=N`:
-//!   summaries, oldest first, and `latest` (the newest id).
-//! - `GET /api/exchanges/ID`: the full record (headers, bodies).
+//! - `GET /api/exchanges?service=&direction=&method=&status=&path=&text=&type=&after=ID&before=ID&limit=N&collapse=1`:
+//!   a page of summaries (and flow groups), oldest first, `latest` (the newest id), `more`
+//!   and `oldest` (page back with `before=oldest`).
+//! - `GET /api/exchanges/ID`: the full record (headers, bodies, gRPC messages decoded).
+//! - `GET /api/services`: every known service with its record counts.
 //! - `POST /api/exchanges/ID/replay` (body: optional edits `{method, path, headers, body}`):
 //!   sends the request again to the same address and returns the response; the new exchange is
 //!   captured like any other.
@@ -22,10 +24,12 @@
 
 use super::replay::{self, Edits};
 use super::Traffic;
+use overlay_core::api::daemon::TrafficPage;
 use overlay_core::capture::access::{self, Decision};
 use overlay_core::capture::filter::query_pairs;
 use overlay_core::capture::mask;
-use overlay_core::capture::Filter;
+use overlay_core::capture::ring::Row;
+use overlay_core::capture::{grpc, Filter, Record, RecordKind, Summary};
 use overlay_core::http1::{Kind, Limits, Message, MessageParser};
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -39,6 +43,8 @@ const PAGE: &str = include_str!("ui.html");
 const MAX_REQUEST_BODY: usize = 8 << 20;
 /// Most records one list answer holds.
 const MAX_LIST: usize = 1000;
+/// gRPC messages decoded per body in the detail view.
+const MAX_GRPC_MESSAGES: usize = 200;
 /// Time a client gets to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -205,9 +211,9 @@ async fn route(method: &str, path: &str, query: &str, req: &Message, t: &Arc<Tra
         },
         ("GET", ["api", "exchanges"]) => list(query, t),
         ("GET", ["api", "stats"]) => json_reply(200, stats(t)),
+        ("GET", ["api", "services"]) => json_reply(200, services_json(t)),
         ("GET", ["api", "exchanges", id]) => match id.parse().ok().and_then(|id| t.get(id)) {
-            Some(r) if reveal(query) => json_reply(200, json!(r)),
-            Some(r) => json_reply(200, json!(mask::mask_record(&r))),
+            Some(r) => json_reply(200, detail_json(&r, reveal(query), t)),
             None => error(404, format!("no record {id} (cleared or evicted)")),
         },
         ("POST", _) if !json_body => error(
@@ -262,37 +268,103 @@ fn stats(t: &Arc<Traffic>) -> serde_json::Value {
     })
 }
 
-/// The list answer for a query string (also used by the control socket); credentials in
-/// targets are masked unless the query says `reveal=1`.
-pub fn list_json(query: &str, t: &Arc<Traffic>) -> serde_json::Value {
+/// The list answer for a query string (also the daemon's answer to `overlay traffic`): a page
+/// of summaries (oldest first) and flow groups (`collapse=1`), through the whole ring with
+/// `before=ID`; credentials in targets are masked unless the query says `reveal=1`.
+pub fn page(query: &str, t: &Arc<Traffic>) -> TrafficPage {
     let filter = Filter::from_query(query);
     let reveal = reveal(query);
     let pairs = query_pairs(query);
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let after = get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let before = get("before").and_then(|v| v.parse().ok());
+    let collapse = matches!(get("collapse"), Some("1" | "true" | "yes"));
     let limit = get("limit")
         .and_then(|v| v.parse().ok())
         .unwrap_or(MAX_LIST)
         .min(MAX_LIST);
-    let (records, latest) = t.with_ring(|r| {
-        let l: Vec<_> = r
-            .list(&filter, after, limit)
+    t.with_ring(|r| {
+        let page = r.page(&filter, after, before, limit, collapse);
+        let records: Vec<Summary> = page
+            .rows
             .iter()
-            .map(|x| {
-                let mut s = x.summary();
-                if !reveal {
-                    s.path = s.path.as_deref().map(mask::mask_target);
+            .rev()
+            .map(|row| match row {
+                Row::Record(x) => {
+                    let mut s = x.summary();
+                    if !reveal {
+                        s.path = s.path.as_deref().map(mask::mask_target);
+                    }
+                    s
                 }
-                s
+                Row::Group(g) => g.summary(),
             })
             .collect();
-        (l, r.next_id() - 1)
-    });
-    json!({"records": records, "latest": latest})
+        TrafficPage {
+            records,
+            latest: r.next_id() - 1,
+            more: page.more,
+            oldest: page.oldest,
+            matched: page.matched,
+        }
+    })
+}
+/// The per-service view: every known service with its record counts.
+pub fn services_json(t: &Arc<Traffic>) -> serde_json::Value {
+    let counts = t.with_ring(|r| r.services());
+    let names = t.service_names();
+    let list: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| match counts.iter().find(|c| &c.service == n) {
+            Some(c) => json!(c),
+            None => json!({"service": n, "records": 0, "exchanges": 0, "errors": 0, "last_ms": 0}),
+        })
+        .collect();
+    json!({"services": list})
+}
+
+/// A record as the detail view shows it: masked unless revealed, and for gRPC calls every
+/// message decoded (wire fields, and named fields when a `.proto` describes the method).
+pub fn detail_json(r: &Record, reveal: bool, t: &Traffic) -> serde_json::Value {
+    let shown = if reveal {
+        r.clone()
+    } else {
+        mask::mask_record(r)
+    };
+    let mut v = json!(shown);
+    if let RecordKind::Exchange {
+        request,
+        response,
+        grpc: Some(g),
+        ..
+    } = &r.kind
+    {
+        let view = |body: &[u8], is_request: bool| -> Vec<serde_json::Value> {
+            grpc::messages(body)
+                .iter()
+                .take(MAX_GRPC_MESSAGES)
+                .map(|m| {
+                    let schema = (!m.compressed)
+                        .then(|| t.schemas.decode(&g.service, &g.method, is_request, m.data))
+                        .flatten();
+                    grpc::message_view(m, schema)
+                })
+                .collect()
+        };
+        v["grpc"]["status_name"] = g.status_name().into();
+        v["grpc"]["request_messages"] = view(&request.body.data, true).into();
+        v["grpc"]["response_messages"] = response
+            .as_ref()
+            .map(|m| view(&m.body.data, false))
+            .unwrap_or_default()
+            .into();
+        v["grpc"]["schema"] = t.schemas.method(&g.service, &g.method).is_some().into();
+    }
+    v
 }
 
 fn list(query: &str, t: &Arc<Traffic>) -> Reply {
-    json_reply(200, list_json(query, t))
+    json_reply(200, json!(page(query, t)))
 }
 
 async fn events(mut s: TcpStream, t: Arc<Traffic>) -> anyhow::Result<()> {

@@ -2,8 +2,9 @@
 //! offered to the connection's capture task without waiting. A restart's drain can end a
 //! connection cleanly (a WebSocket close frame 1012, then FIN) through [`Ctl`].
 
-use super::{now_ms, Traffic, MAX_IN_FLIGHT};
+use super::{now_ms, owner, Traffic, MAX_IN_FLIGHT};
 use overlay_core::capture::conn::ConnMeta;
+use overlay_core::capture::synth::TcpSynth;
 use overlay_core::capture::{ConnectionCapture, Direction, FlowEnd};
 use overlay_core::http1::Side;
 use overlay_core::wsframe::{close_frame, Upgrade, SERVICE_RESTART};
@@ -20,6 +21,9 @@ use tokio::sync::{mpsc, watch};
 const QUEUE: usize = 64;
 /// Read size of the splice.
 const CHUNK: usize = 32 * 1024;
+/// How long a connection's capture waits for the name of its local caller before it goes on
+/// without (its chunks wait in the queue meanwhile).
+const OWNER_WAIT: Duration = Duration::from_millis(1000);
 
 enum Event {
     Data(Side, Vec<u8>, u64),
@@ -75,6 +79,16 @@ fn start(
 ) -> mpsc::Sender<Event> {
     let (tx, mut rx) = mpsc::channel(QUEUE);
     let started = now_ms();
+    // A caller on this machine: named by its process (when it can be known), never by the
+    // service whose address it used as its source; and its connection never crosses the TUN,
+    // so `overlay capture` gets packets made up from the bytes.
+    let local = traffic.is_local_caller(client.ip());
+    let ends = match (client, server) {
+        (SocketAddr::V4(c), SocketAddr::V4(s)) if local => Some((c, s)),
+        _ => None,
+    };
+    let owner = ends.and_then(|(c, s)| owner::spawn_lookup(c, s));
+    let mut synth = ends.map(|(c, s)| TcpSynth::new(c, s));
     let traffic = traffic.clone();
     let service = service.to_string();
     tokio::spawn(async move {
@@ -83,11 +97,19 @@ fn start(
         let Some(first) = rx.recv().await else {
             return;
         };
-        let meta = conn_meta(&traffic, &service, client, server);
+        let meta = conn_meta(&traffic, &service, client, server, local);
         let mut cap = ConnectionCapture::new(meta, traffic.limits, started);
-        feed(&mut cap, &traffic, first);
+        if let Some(h) = owner {
+            match tokio::time::timeout(OWNER_WAIT, h).await {
+                Ok(Ok(Some(p))) => cap.set_client_process(p),
+                other => {
+                    tracing::debug!(%client, found = ?other.map(|r| r.ok()), "no process found for a local caller")
+                }
+            }
+        }
+        feed(&mut cap, &traffic, synth.as_mut(), first);
         while let Some(ev) = rx.recv().await {
-            feed(&mut cap, &traffic, ev);
+            feed(&mut cap, &traffic, synth.as_mut(), ev);
         }
         if !cap.is_closed() {
             cap.close(FlowEnd::Closed, now_ms());
@@ -97,21 +119,44 @@ fn start(
     tx
 }
 
-fn feed(cap: &mut ConnectionCapture, traffic: &Traffic, ev: Event) {
+fn feed(cap: &mut ConnectionCapture, traffic: &Traffic, synth: Option<&mut TcpSynth>, ev: Event) {
+    let pcap = traffic.pcap.active();
     match ev {
         Event::Data(side, d, t) => {
+            if let (Some(s), true) = (synth, pcap) {
+                traffic.pcap.publish_all(&s.data(side, &d), t * 1000);
+            }
             cap.data(side, &d, t);
             traffic.in_flight.fetch_sub(d.len(), Ordering::Relaxed);
         }
-        Event::Lost(side, n, t) => cap.gap(side, n, t),
-        Event::End(end, t) => cap.close(end, t),
+        Event::Lost(side, n, t) => {
+            if let Some(s) = synth {
+                s.gap(side, n);
+            }
+            cap.gap(side, n, t)
+        }
+        Event::End(end, t) => {
+            if let (Some(s), true) = (synth, pcap) {
+                traffic
+                    .pcap
+                    .publish_all(&s.close(end == FlowEnd::Reset), t * 1000);
+            }
+            cap.close(end, t)
+        }
     }
     traffic.collect(cap);
 }
 
 /// Who talks to whom. A connection from the relay's address shows its real caller, as the
-/// relay announced it, instead of the relay's address and port.
-fn conn_meta(traffic: &Traffic, service: &str, client: SocketAddr, server: SocketAddr) -> ConnMeta {
+/// relay announced it, instead of the relay's address and port; a caller on this machine is
+/// named by the node.
+fn conn_meta(
+    traffic: &Traffic,
+    service: &str,
+    client: SocketAddr,
+    server: SocketAddr,
+    local: bool,
+) -> ConnMeta {
     let announced = match (client, server) {
         (SocketAddr::V4(c), SocketAddr::V4(s)) if *c.ip() == traffic.relay_address => {
             traffic.callers.get(s, c.port())
@@ -127,6 +172,7 @@ fn conn_meta(traffic: &Traffic, service: &str, client: SocketAddr, server: Socke
             }
             (c.address, Some(name))
         }
+        None if local => (client.to_string(), Some(traffic.node_name().to_string())),
         None => (client.to_string(), traffic.name_of(client)),
     };
     ConnMeta {
@@ -311,6 +357,7 @@ mod tests {
             capture_body_cap: body_cap,
             capture_buffer: 1 << 20,
             capture_off: false,
+            proto_path: Vec::new(),
         };
         Traffic::new(
             &args,

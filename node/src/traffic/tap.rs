@@ -6,7 +6,7 @@ use super::{now_ms, now_us, Traffic};
 use overlay_core::capture::conn::ConnMeta;
 use overlay_core::capture::pcap;
 use overlay_core::capture::tcp::{FlowKey, TcpEnd, TcpEvent, TcpLimits, Tracker};
-use overlay_core::capture::{ConnectionCapture, Direction, FlowEnd};
+use overlay_core::capture::{ConnectionCapture, Direction, FlowEnd, Process};
 use overlay_core::wire::{self, IpProtocol};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 const QUEUE: usize = 8192;
 /// pcap chunks waiting for one `overlay capture` client.
 const PCAP_QUEUE: usize = 4096;
+/// Process names found and not yet given to their connections.
+const OWNER_QUEUE: usize = 256;
 /// How often idle connections are looked for.
 const EXPIRE_EVERY: Duration = Duration::from_secs(10);
 
@@ -78,6 +80,8 @@ async fn run(mut rx: mpsc::Receiver<TapPacket>, traffic: Arc<Traffic>) {
     let mut tracker = Tracker::new(TcpLimits::default());
     let mut conns: HashMap<FlowKey, ConnectionCapture> = HashMap::new();
     let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    // Names of the local processes behind new connections, found off this task.
+    let (owner_tx, mut owners) = mpsc::channel::<(FlowKey, Process)>(OWNER_QUEUE);
     loop {
         tokio::select! {
             p = rx.recv() => {
@@ -90,13 +94,18 @@ async fn run(mut rx: mpsc::Receiver<TapPacket>, traffic: Arc<Traffic>) {
                     tracker.packet(&p.data, now, |k| {
                         outbound && !traffic.is_local_service(*k.client.ip())
                     });
-                    events(&mut tracker, &mut conns, &traffic, now);
+                    events(&mut tracker, &mut conns, &traffic, now, &owner_tx);
+                }
+            }
+            Some((k, p)) = owners.recv() => {
+                if let Some(c) = conns.get_mut(&k) {
+                    c.set_client_process(p);
                 }
             }
             _ = tick.tick() => {
                 let now = now_ms();
                 tracker.expire(now);
-                events(&mut tracker, &mut conns, &traffic, now);
+                events(&mut tracker, &mut conns, &traffic, now, &owner_tx);
             }
         }
     }
@@ -107,10 +116,19 @@ fn events(
     conns: &mut HashMap<FlowKey, ConnectionCapture>,
     traffic: &Arc<Traffic>,
     now: u64,
+    owner_tx: &mpsc::Sender<(FlowKey, Process)>,
 ) {
     while let Some(ev) = tracker.poll() {
         match ev {
             TcpEvent::Open(k) => {
+                if let Some(h) = super::owner::spawn_lookup(k.client, k.server) {
+                    let tx = owner_tx.clone();
+                    tokio::spawn(async move {
+                        if let Ok(Some(p)) = h.await {
+                            let _ = tx.try_send((k, p));
+                        }
+                    });
+                }
                 let client = SocketAddr::V4(k.client);
                 let server = SocketAddr::V4(k.server);
                 let client_name = traffic.name_of(client);
@@ -182,6 +200,13 @@ impl PcapSubscribers {
         rx
     }
 
+    /// Offers made-up packets (a laptop-local connection's) to the clients.
+    pub fn publish_all(&self, pkts: &[Vec<u8>], ts_us: u64) {
+        for p in pkts {
+            self.publish(p, ts_us);
+        }
+    }
+
     fn publish(&self, pkt: &[u8], ts_us: u64) {
         if !self.active() {
             return;
@@ -207,34 +232,24 @@ impl PcapSubscribers {
 
 /// Serves `overlay capture` on a unix socket in the run directory: the client sends one JSON
 /// line (`{"service": "api", "duration_ms": 10000}`), then reads a pcap stream until the
-/// duration ends or it closes the connection. Root and `owner_uid` only.
+/// duration ends or it closes the connection. Root and `owner_uid` only, by the local API's
+/// socket access and peer-credential check (a refused connection is just closed: the client
+/// reads pcap, not answers).
 pub async fn serve_capture(
     path: std::path::PathBuf,
     owner_uid: Option<u32>,
     traffic: Arc<Traffic>,
 ) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use overlay_sys::local_api::{Access, Listener};
     if let Some(dir) = path.parent() {
         overlay_sys::statefile::ensure_dir(dir, 0o755)?;
     }
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    if let Some(uid) = owner_uid {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-        // SAFETY: c is a valid NUL-terminated path; -1 leaves the group unchanged.
-        unsafe { libc::chown(c.as_ptr(), uid, u32::MAX) };
-    }
+    let listener = Listener::bind(&path, Access::private(owner_uid))?;
     loop {
-        let (stream, _) = listener.accept().await?;
-        let allowed = stream
-            .peer_cred()
-            .map(|c| c.uid() == 0 || Some(c.uid()) == owner_uid)
-            .unwrap_or(false);
-        if !allowed {
+        let Ok(stream) = listener.accept().await else {
+            tracing::warn!("refused a capture connection from another user");
             continue;
-        }
+        };
         let t = traffic.clone();
         tokio::spawn(async move {
             if let Err(e) = capture_client(stream, t).await {

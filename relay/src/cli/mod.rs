@@ -1,8 +1,14 @@
 //! The admin commands: `overlay-relay token|peer|nodes|services|stats`, clients of the running
 //! relay's admin socket (`crate::serve::admin`).
 
-use crate::serve::admin::{self, AdminRequest};
+use crate::serve::admin;
 use clap::{Args, Subcommand};
+use overlay_core::api::admin::{
+    Nodes, PeerAdd, PeerRemove, Services, Stats, TokenCreate, TokenList, TokenRevoke,
+};
+use overlay_core::relay::state::TokenRecord;
+use overlay_core::relay::NodeInfo;
+use overlay_sys::local_api::to_json_pretty;
 use std::path::Path;
 
 /// `overlay-relay token ...`.
@@ -67,8 +73,8 @@ pub async fn peer(sock: &Path, c: PeerCommand) -> anyhow::Result<()> {
     match c {
         PeerCommand::Add(args) => peer_add(sock, args).await,
         PeerCommand::Remove { name } => {
-            admin::call(sock, &AdminRequest::PeerRemove { name: name.clone() }).await?;
-            println!("removed {name}");
+            let r = admin::endpoint(sock).call(PeerRemove { name }).await?;
+            println!("removed {}", r.removed);
             Ok(())
         }
     }
@@ -76,6 +82,7 @@ pub async fn peer(sock: &Path, c: PeerCommand) -> anyhow::Result<()> {
 
 /// `overlay-relay token create|list|revoke`.
 pub async fn token(sock: &Path, c: TokenCommand) -> anyhow::Result<()> {
+    let relay = admin::endpoint(sock);
     match c {
         TokenCommand::Create {
             uses,
@@ -83,102 +90,95 @@ pub async fn token(sock: &Path, c: TokenCommand) -> anyhow::Result<()> {
             name_prefix,
         } => {
             let ttl_secs = overlay_core::duration::parse_secs(&ttl)?;
-            let data = admin::call(
-                sock,
-                &AdminRequest::TokenCreate {
+            let created = relay
+                .call(TokenCreate {
                     uses,
                     ttl_secs,
                     name_prefix,
-                },
-            )
-            .await?;
-            println!("{}", data["token"].as_str().unwrap_or_default());
-            Ok(())
+                })
+                .await?;
+            println!("{}", created.token);
         }
         TokenCommand::List(args) => {
-            let data = admin::call(sock, &AdminRequest::TokenList).await?;
+            let tokens = relay.call(TokenList {}).await?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&data)?);
+                println!("{}", to_json_pretty(&tokens)?);
             } else {
-                print_tokens(&data);
+                print_tokens(&tokens);
             }
-            Ok(())
         }
         TokenCommand::Revoke { id } => {
-            admin::call(sock, &AdminRequest::TokenRevoke { id: id.clone() }).await?;
-            println!("revoked {id}");
-            Ok(())
+            let r = relay.call(TokenRevoke { id }).await?;
+            println!("revoked {}", r.revoked);
         }
     }
+    Ok(())
 }
 
 /// `overlay-relay nodes`.
 pub async fn nodes(sock: &Path, args: ListArgs) -> anyhow::Result<()> {
-    let data = admin::call(sock, &AdminRequest::Nodes).await?;
+    let nodes = admin::endpoint(sock).call(Nodes {}).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&data)?);
+        println!("{}", to_json_pretty(&nodes)?);
     } else {
-        print_nodes(&data);
+        print_nodes(&nodes);
     }
     Ok(())
 }
 
 /// `overlay-relay services`.
 pub async fn services(sock: &Path, args: ListArgs) -> anyhow::Result<()> {
-    let data = admin::call(sock, &AdminRequest::Services).await?;
+    let list = admin::endpoint(sock).call(Services {}).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&data)?);
-    } else {
+        println!("{}", to_json_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<6} {:<12} {:<21} TARGET",
+        "NAME", "TAG", "NODE", "ADDRESS"
+    );
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    for s in &list {
         println!(
-            "{:<16} {:<6} {:<12} {:<21} TARGET",
-            "NAME", "TAG", "NODE", "ADDRESS"
+            "{:<16} {:<6} {:<12} {:<21} {}",
+            s.name,
+            or_dash(&s.tag),
+            or_dash(&s.node),
+            format!("{}:{}", s.address, s.port),
+            or_dash(&s.target)
         );
-        for s in data.as_array().into_iter().flatten() {
-            let f = |k: &str| s[k].as_str().unwrap_or("-").to_string();
-            println!(
-                "{:<16} {:<6} {:<12} {:<21} {}",
-                f("name"),
-                f("tag"),
-                f("node"),
-                format!("{}:{}", f("address"), s["port"]),
-                f("target")
-            );
-        }
     }
     Ok(())
 }
 
 /// `overlay-relay stats`.
 pub async fn stats(sock: &Path, args: ListArgs) -> anyhow::Result<()> {
-    let data = admin::call(sock, &AdminRequest::Stats).await?;
+    let stats = admin::endpoint(sock).call(Stats {}).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&data)?);
-    } else {
-        println!("peers:      {}", data["peers"]);
-        println!("uptime:     {}s", data["uptime_secs"]);
+        println!("{}", to_json_pretty(&stats)?);
+        return Ok(());
+    }
+    println!("peers:      {}", stats.peers);
+    println!("uptime:     {}s", stats.uptime_secs);
+    println!("public key: {}", stats.relay_public_key);
+    println!("drops:      {}", serde_json::to_value(&stats.global.drops)?);
+    if let Some(b) = &stats.gateway_buffers {
+        let mib = |v: u64| v as f64 / 1048576.0;
         println!(
-            "public key: {}",
-            data["relay_public_key"].as_str().unwrap_or("-")
+            "gateway buffers: {:.1} of {:.1} MiB, {} nodes, {} flows refused for memory",
+            mib(b.bytes),
+            mib(b.budget),
+            b.nodes,
+            b.refused
         );
-        println!("drops:      {}", data["global"]["drops"]);
-        if let Some(b) = data.get("gateway_buffers") {
-            let mib = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as f64 / 1048576.0;
+        for n in &b.top {
             println!(
-                "gateway buffers: {:.1} of {:.1} MiB, {} nodes, {} flows refused for memory",
-                mib(&b["bytes"]),
-                mib(&b["budget"]),
-                b["nodes"],
-                b["refused"]
+                "  {:<20} {:>8.1} MiB in {} flows (share {:.1} MiB)",
+                n.node,
+                mib(n.bytes),
+                n.flows,
+                mib(n.share)
             );
-            for n in b["top"].as_array().into_iter().flatten() {
-                println!(
-                    "  {:<20} {:>8.1} MiB in {} flows (share {:.1} MiB)",
-                    n["node"].as_str().unwrap_or("-"),
-                    mib(&n["bytes"]),
-                    n["flows"],
-                    mib(&n["share"])
-                );
-            }
         }
     }
     Ok(())
@@ -194,137 +194,106 @@ async fn peer_add(sock: &Path, args: PeerAddArgs) -> anyhow::Result<()> {
             (Some(secret.to_bytes()), *public.as_bytes())
         }
     };
-    let req = AdminRequest::PeerAdd {
+    let request = PeerAdd {
         name: args.name.clone(),
         public_key: overlay_core::key::encode(&public),
     };
-    let data = admin::call(sock, &req).await?;
-    let field = |k: &str| {
-        data.get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let added = admin::endpoint(sock).call(request).await?;
     if !args.wireguard_config {
         println!(
             "added {} at {} (prefix {})",
-            field("name"),
-            field("address"),
-            field("prefix")
+            added.name, added.address, added.prefix
         );
         if let Some(p) = private {
             println!("private key: {}", overlay_core::key::encode(&p));
         }
         return Ok(());
     }
-    let address: std::net::Ipv4Addr = field("address").parse()?;
-    let network = field("network").parse()?;
-    let relay_key = overlay_core::key::decode(&field("relay_public_key"))?;
-    let mtu = data.get("mtu").and_then(|v| v.as_u64()).unwrap_or(1420) as u16;
+    let address: std::net::Ipv4Addr = added.address.parse()?;
+    let network = added.network.parse()?;
+    let relay_key = overlay_core::key::decode(&added.relay_public_key)?;
     let cfg = WgConfig {
         interface: Interface {
             private_key: private.unwrap_or([0; 32]),
             addresses: vec![(address, 32)],
-            mtu: Some(mtu),
+            mtu: Some(added.mtu),
             ..Default::default()
         },
         peers: vec![Peer {
             public_key: relay_key,
-            endpoint: Some(field("endpoint")),
+            endpoint: Some(added.endpoint.clone()),
             allowed_ips: vec![network],
             persistent_keepalive: Some(25),
             ..Default::default()
         }],
     };
-    println!(
-        "# overlay peer '{}', prefix {}",
-        field("name"),
-        field("prefix")
-    );
+    println!("# overlay peer '{}', prefix {}", added.name, added.prefix);
     print!("{}", cfg.render(private.is_some()));
     Ok(())
 }
 
-fn print_nodes(data: &serde_json::Value) {
+fn print_nodes(nodes: &[NodeInfo]) {
     println!(
         "{:<20} {:<15} {:<17} {:<22} {:>9} {:>12} {:>12} DROPS",
         "NAME", "ADDRESS", "PREFIX", "ENDPOINT", "HANDSHAKE", "RX", "TX"
     );
-    for n in data.as_array().into_iter().flatten() {
-        let s = |k: &str| n.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+    for n in nodes {
         let hs = n
-            .get("last_handshake_secs")
-            .and_then(|v| v.as_u64())
+            .last_handshake_secs
             .map(|s| format!("{s}s ago"))
             .unwrap_or_else(|| "never".into());
-        let c = n.get("counters");
-        let num = |k: &str| {
-            c.and_then(|c| c.get(k))
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0)
-        };
-        let drops = c
-            .and_then(|c| c.get("drops"))
-            .and_then(|d| d.as_object())
-            .map(|d| {
-                d.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
+        let drops = n
+            .counters
+            .drops
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
         println!(
             "{:<20} {:<15} {:<17} {:<22} {:>9} {:>12} {:>12} {}",
-            s("name"),
-            s("address"),
-            s("prefix"),
-            s("endpoint"),
+            n.name,
+            n.address,
+            n.prefix,
+            n.endpoint.as_deref().unwrap_or("-"),
             hs,
-            num("rx_bytes"),
-            num("tx_bytes"),
+            n.counters.rx_bytes,
+            n.counters.tx_bytes,
             if drops.is_empty() { "-".into() } else { drops }
         );
     }
 }
 
-fn print_tokens(data: &serde_json::Value) {
+fn print_tokens(tokens: &[TokenRecord]) {
     let now = crate::serve::hub::unix_now();
     println!(
         "{:<18} {:<10} {:>9} {:<22} USED BY",
         "ID", "STATE", "USES LEFT", "EXPIRES"
     );
-    for t in data.as_array().into_iter().flatten() {
-        let expires = t["expires"].as_u64().unwrap_or(0);
-        let state = if t["revoked"].as_bool().unwrap_or(false) {
+    for t in tokens {
+        let state = if t.revoked {
             "revoked"
-        } else if expires <= now {
+        } else if t.expires <= now {
             "expired"
-        } else if t["uses_left"].as_u64() == Some(0) {
+        } else if t.uses_left == 0 {
             "used up"
         } else {
             "valid"
         };
-        let left = expires.saturating_sub(now);
-        let used: Vec<&str> = t["used_by"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-            .collect();
+        let left = t.expires.saturating_sub(now);
         println!(
             "{:<18} {:<10} {:>9} {:<22} {}",
-            t["id"].as_str().unwrap_or("-"),
+            t.id,
             state,
-            t["uses_left"],
+            t.uses_left,
             if left > 0 {
                 format!("in {}h{:02}m", left / 3600, left % 3600 / 60)
             } else {
                 "-".into()
             },
-            if used.is_empty() {
+            if t.used_by.is_empty() {
                 "-".into()
             } else {
-                used.join(",")
+                t.used_by.join(",")
             }
         );
     }

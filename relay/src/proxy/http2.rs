@@ -39,9 +39,13 @@ const MAX_HEADER_LIST: u32 = 32 * 1024;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// An open upstream connection: where it goes, the `X-Forwarded-For` it was opened for (a
+/// node hears of the caller per connection), and its request sender.
+type Upstream = (Dest, Option<String>, SendRequest<Incoming>);
+
 /// The client connection's way to its destinations.
 struct Upstreams {
-    list: Mutex<Vec<(Dest, Option<String>, SendRequest<Incoming>)>>,
+    list: Mutex<Vec<Upstream>>,
     peer: SocketAddr,
     router: Arc<dyn Router>,
     gw: GatewayHandle,

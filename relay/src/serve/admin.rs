@@ -1,147 +1,78 @@
-//! The admin socket (`<state>/admin.sock`, mode 0600): one JSON request per line, one JSON
-//! response per line. The `overlay-relay` subcommands are its clients.
+//! The admin socket (`<state>/admin.sock`, mode 0600, answering only the relay's user and
+//! root): `overlay_core::api::admin` over `overlay_sys::local_api`. Each request goes to the
+//! hub thread through a channel, with a wake-up (it sleeps in poll(2)); the `overlay-relay`
+//! subcommands and the metrics endpoint are its clients.
 
-use serde::{Deserialize, Serialize};
-use std::os::unix::fs::PermissionsExt;
+use overlay_core::api::admin::AdminRequest;
+use overlay_core::api::{Answer, Request};
+use overlay_sys::local_api::{Access, Endpoint, Handler, Listener};
+use overlay_sys::wake::Wake;
 use std::path::Path;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// Largest request line accepted.
-const MAX_REQUEST: usize = 64 * 1024;
-
-/// A request to the running relay.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum AdminRequest {
-    /// Register a peer with this name and public key.
-    PeerAdd {
-        /// Unique name.
-        name: String,
-        /// Base64 public key.
-        public_key: String,
-    },
-    /// Remove a peer by name.
-    PeerRemove {
-        /// Its name.
-        name: String,
-    },
-    /// List peers with their counters.
-    Nodes,
-    /// Relay-wide counters.
-    Stats,
-    /// Create a join token.
-    TokenCreate {
-        /// Joins it allows.
-        uses: u32,
-        /// Lifetime in seconds.
-        ttl_secs: u64,
-        /// Prefix for node names.
-        name_prefix: Option<String>,
-    },
-    /// List tokens.
-    TokenList,
-    /// List every service instance.
-    Services,
-    /// Revoke a token.
-    TokenRevoke {
-        /// Its id.
-        id: String,
-    },
-}
-
-/// The answer: a JSON value or one sentence saying what went wrong.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum AdminResponse {
-    /// It worked.
-    Ok {
-        /// The result.
-        data: serde_json::Value,
-    },
-    /// It did not.
-    Error {
-        /// What went wrong.
-        message: String,
-    },
-}
-
 /// A request with the channel its answer goes back on.
-pub type AdminCall = (AdminRequest, oneshot::Sender<AdminResponse>);
+pub type AdminCall = (AdminRequest, oneshot::Sender<Answer>);
 
-/// Serves the admin socket, handing each request to the hub through `tx`.
-pub async fn serve(
-    path: &Path,
-    tx: std::sync::mpsc::Sender<AdminCall>,
-    wake: std::sync::Arc<overlay_sys::wake::Wake>,
-) -> anyhow::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
-        .map_err(|e| anyhow::anyhow!("cannot create the admin socket {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let tx = tx.clone();
-        let wake = wake.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(stream, tx, &wake).await {
-                tracing::debug!("admin connection: {e}");
-            }
-        });
+/// The relay's admin socket at `path`, as its clients' errors name it.
+pub fn endpoint(path: &Path) -> Endpoint<'_> {
+    Endpoint {
+        path,
+        server: "the relay",
+        serves: "the relay's user and root",
+        start: "is `overlay-relay serve` running with the same --state?",
     }
 }
 
-async fn handle(
-    stream: UnixStream,
-    tx: std::sync::mpsc::Sender<AdminCall>,
-    wake: &overlay_sys::wake::Wake,
-) -> anyhow::Result<()> {
-    let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r.take(MAX_REQUEST as u64)).lines();
-    while let Some(line) = lines.next_line().await? {
-        let response = match serde_json::from_str::<AdminRequest>(&line) {
-            Ok(req) => {
-                let (otx, orx) = oneshot::channel();
-                tx.send((req, otx))
-                    .map_err(|_| anyhow::anyhow!("the relay is shutting down"))?;
-                // The hub thread sleeps in poll(2) between datagrams: wake it for this request.
-                wake.wake();
-                orx.await.unwrap_or(AdminResponse::Error {
-                    message: "the relay is shutting down".into(),
-                })
-            }
-            Err(e) => AdminResponse::Error {
-                message: format!("bad admin request: {e}"),
-            },
+/// Creates the admin socket at `path`.
+pub fn bind(path: &Path) -> anyhow::Result<Listener> {
+    Ok(Listener::bind(path, Access::private(None))?)
+}
+
+/// The way into the hub thread for admin requests.
+#[derive(Clone)]
+pub struct HubCalls {
+    tx: Sender<AdminCall>,
+    wake: Arc<Wake>,
+}
+
+impl HubCalls {
+    /// Requests go through `tx`; `wake` wakes the hub thread for each.
+    pub fn new(tx: Sender<AdminCall>, wake: Arc<Wake>) -> Self {
+        HubCalls { tx, wake }
+    }
+
+    /// Hands `request` to the hub thread and waits for its answer.
+    async fn ask(&self, request: AdminRequest) -> Answer {
+        let shutting_down = || Answer::Error {
+            message: "the relay is shutting down".into(),
         };
-        let mut out = serde_json::to_vec(&response)?;
-        out.push(b'\n');
-        w.write_all(&out).await?;
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send((request, tx)).is_err() {
+            return shutting_down();
+        }
+        // The hub thread sleeps in poll(2) between datagrams: wake it for this request.
+        self.wake.wake();
+        rx.await.unwrap_or_else(|_| shutting_down())
     }
-    Ok(())
+
+    /// A typed request from inside the relay (the metrics endpoint).
+    pub async fn call<R: Request<Wire = AdminRequest>>(
+        &self,
+        request: R,
+    ) -> Result<R::Reply, String> {
+        match self.ask(request.into_wire()).await {
+            Answer::Ok { data } => serde_json::from_value(data).map_err(|e| e.to_string()),
+            Answer::Error { message } | Answer::Denied { message } => Err(message),
+        }
+    }
 }
 
-use tokio::io::AsyncReadExt as _;
+impl Handler for HubCalls {
+    type Request = AdminRequest;
 
-/// Sends one request to the relay behind `path` and returns its data, or its error as text.
-pub async fn call(path: &Path, req: &AdminRequest) -> anyhow::Result<serde_json::Value> {
-    let stream = UnixStream::connect(path).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the relay's admin socket {} ({e}); is `overlay-relay serve` running with the same --state?",
-            path.display()
-        )
-    })?;
-    let (r, mut w) = stream.into_split();
-    let mut line = serde_json::to_vec(req)?;
-    line.push(b'\n');
-    w.write_all(&line).await?;
-    let mut lines = BufReader::new(r).lines();
-    let answer = lines.next_line().await?.ok_or_else(|| {
-        anyhow::anyhow!("the relay closed the admin connection without answering")
-    })?;
-    match serde_json::from_str::<AdminResponse>(&answer)? {
-        AdminResponse::Ok { data } => Ok(data),
-        AdminResponse::Error { message } => Err(anyhow::anyhow!("{message}")),
+    async fn handle(&self, request: AdminRequest) -> Answer {
+        self.ask(request).await
     }
 }

@@ -12,15 +12,16 @@
 use crate::gateway::{
     CallbackListeners, CallbackRoutes, GatewayHandle, GatewayOutput, Resolver, ToGateway,
 };
-use crate::serve::admin::{AdminCall, AdminRequest, AdminResponse};
+use crate::serve::admin::AdminCall;
 use crate::serve::state::{Persisted, Persister, StateDir};
 use crate::serve::stream::{StreamEvent, StreamInbox, StreamStats};
+use overlay_core::api::admin::{AdminRequest, PeerRemoved, TokenRevoked};
+use overlay_core::api::{Answer, Request};
 use overlay_core::relay::{Event, Hub, JoinJob, JoinOpened, Now, JOB_QUEUE};
 use overlay_core::spin::Spin;
 use overlay_core::stream::addr::{stream_addr, stream_id};
 use overlay_sys::udp::{self, Udp};
 use overlay_sys::wake::Wake;
-use serde_json::json;
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::UdpSocket;
@@ -235,7 +236,7 @@ impl CatalogWatch {
 
 /// Operator answers that acknowledge a change, waiting until it is durable.
 #[derive(Default)]
-struct HeldAdmin(Vec<(u64, oneshot::Sender<AdminResponse>, AdminResponse)>);
+struct HeldAdmin(Vec<(u64, oneshot::Sender<Answer>, Answer)>);
 
 impl HeldAdmin {
     /// Answers the requests whose change is durable now.
@@ -256,7 +257,7 @@ impl HeldAdmin {
             .partition(|(v, _, _)| *v <= version);
         self.0 = wait;
         for (_, reply, _) in failed {
-            let _ = reply.send(AdminResponse::Error {
+            let _ = reply.send(Answer::Error {
                 message: format!(
                     "the change is made but could not be saved ({error}); the relay tries again every second"
                 ),
@@ -507,61 +508,53 @@ fn start_join_worker(
 fn answer(
     hub: &mut Hub,
     req: AdminRequest,
-    reply: oneshot::Sender<AdminResponse>,
+    reply: oneshot::Sender<Answer>,
     gw: Option<&GatewayHandle>,
     held: &mut HeldAdmin,
 ) {
     let at = now();
     let changes = matches!(
         req,
-        AdminRequest::PeerAdd { .. }
-            | AdminRequest::PeerRemove { .. }
-            | AdminRequest::TokenCreate { .. }
-            | AdminRequest::TokenRevoke { .. }
+        AdminRequest::PeerAdd(_)
+            | AdminRequest::PeerRemove(_)
+            | AdminRequest::TokenCreate(_)
+            | AdminRequest::TokenRevoke(_)
     );
-    let result: Result<serde_json::Value, String> = match req {
-        AdminRequest::PeerAdd { name, public_key } => hub
-            .peer_add(&name, &public_key, at)
-            .map(|a| json!(a))
-            .map_err(|e| e.to_string()),
-        AdminRequest::PeerRemove { name } => hub
-            .peer_remove(&name, at)
-            .map(|_| json!({ "removed": name }))
-            .map_err(|e| e.to_string()),
-        AdminRequest::Nodes => Ok(json!(hub.nodes())),
-        AdminRequest::Stats => {
+    let answer = match req {
+        AdminRequest::PeerAdd(r) => r.answer(hub.peer_add(&r.name, &r.public_key, at)),
+        AdminRequest::PeerRemove(r) => {
+            let removed = hub.peer_remove(&r.name, at).map(|()| PeerRemoved {
+                removed: r.name.clone(),
+            });
+            r.answer(removed)
+        }
+        AdminRequest::Nodes(r) => r.ok(hub.nodes()),
+        AdminRequest::Stats(r) => {
             let mut stats = hub.stats(at.unix);
             stats.gateway_buffers = gw.map(|g| g.stats.buffers());
-            Ok(json!(stats))
+            r.ok(stats)
         }
-        AdminRequest::TokenCreate {
-            uses,
-            ttl_secs,
-            name_prefix,
-        } => hub
-            .token_create(uses, ttl_secs, name_prefix, at)
-            .map(|t| json!(t))
-            .map_err(|e| e.to_string()),
-        AdminRequest::TokenList => Ok(json!(hub.tokens())),
-        AdminRequest::Services => Ok(json!(hub.services())),
-        AdminRequest::TokenRevoke { id } => hub
-            .token_revoke(&id, at)
-            .map(|_| json!({ "revoked": id }))
-            .map_err(|e| e.to_string()),
-    };
-    let response = match result {
-        Ok(data) => AdminResponse::Ok { data },
-        Err(message) => AdminResponse::Error { message },
+        AdminRequest::TokenCreate(r) => {
+            r.answer(hub.token_create(r.uses, r.ttl_secs, r.name_prefix.clone(), at))
+        }
+        AdminRequest::TokenList(r) => r.ok(hub.tokens().to_vec()),
+        AdminRequest::Services(r) => r.ok(hub.services()),
+        AdminRequest::TokenRevoke(r) => {
+            let revoked = hub.token_revoke(&r.id, at).map(|()| TokenRevoked {
+                revoked: r.id.clone(),
+            });
+            r.answer(revoked)
+        }
     };
     let version = hub.state_version();
-    let ok = matches!(response, AdminResponse::Ok { .. });
+    let ok = matches!(answer, Answer::Ok { .. });
     if !changes || !ok || version <= hub.persisted_version() {
-        let _ = reply.send(response);
+        let _ = reply.send(answer);
     } else if held.0.len() >= MAX_HELD_ADMIN {
-        let _ = reply.send(AdminResponse::Error {
+        let _ = reply.send(Answer::Error {
             message: "the change is made but the relay is still saving earlier ones; check with the listing".into(),
         });
     } else {
-        held.0.push((version, reply, response));
+        held.0.push((version, reply, answer));
     }
 }

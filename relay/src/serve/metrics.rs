@@ -1,8 +1,12 @@
 //! `--metrics ADDR`: Prometheus text metrics on `/metrics` and a health check on `/healthz`.
 
 use crate::gateway::GatewayStats;
-use crate::serve::admin::{AdminCall, AdminRequest, AdminResponse};
+use crate::serve::admin::HubCalls;
 use crate::serve::stream::StreamStats;
+use overlay_core::api::admin::AdminRequest;
+use overlay_core::api::admin::{Nodes, Stats};
+use overlay_core::api::Request;
+use overlay_core::counters::CountersSnapshot;
 use overlay_core::stream::addr::stream_id;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -18,7 +22,7 @@ const MAX_CONNS: usize = 32;
 /// Serves metrics until the listener fails.
 pub async fn serve(
     l: TcpListener,
-    admin: std::sync::mpsc::Sender<AdminCall>,
+    admin: HubCalls,
     gw: Option<Arc<GatewayStats>>,
     streams: Option<Arc<StreamStats>>,
     http: Arc<HttpStats>,
@@ -44,21 +48,17 @@ pub async fn serve(
     }
 }
 
-async fn ask(
-    admin: &std::sync::mpsc::Sender<AdminCall>,
-    req: AdminRequest,
-) -> Option<serde_json::Value> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    admin.send((req, tx)).ok()?;
-    match tokio::time::timeout(Duration::from_secs(2), rx).await {
-        Ok(Ok(AdminResponse::Ok { data })) => Some(data),
+/// The hub's reply to `request`, if it answers within 2 s.
+async fn ask<R: Request<Wire = AdminRequest>>(admin: &HubCalls, request: R) -> Option<R::Reply> {
+    match tokio::time::timeout(Duration::from_secs(2), admin.call(request)).await {
+        Ok(Ok(reply)) => Some(reply),
         _ => None,
     }
 }
 
 async fn one(
     mut s: TcpStream,
-    admin: std::sync::mpsc::Sender<AdminCall>,
+    admin: HubCalls,
     gw: Option<Arc<GatewayStats>>,
     streams: Option<Arc<StreamStats>>,
     http: Arc<HttpStats>,
@@ -70,12 +70,12 @@ async fn one(
     let (status, body) = match path {
         // Healthy while the hub answers; the second line says whether joins are under load
         // (cookies required), so a probe or a person sees a flood without parsing /metrics.
-        "/healthz" => match ask(&admin, AdminRequest::Stats).await {
+        "/healthz" => match ask(&admin, Stats {}).await {
             Some(s) => (
                 "200 OK",
                 format!(
                     "ok\njoins: {}\n",
-                    if s["joins"]["under_load"].as_bool().unwrap_or(false) {
+                    if s.joins.under_load {
                         "under load (cookies required)"
                     } else {
                         "normal"
@@ -136,7 +136,8 @@ fn render_http(o: &mut String, http: &HttpStats) {
         return;
     }
     let g = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
-    let series: [(&str, &str, &str, fn(&ProxyStats) -> &std::sync::atomic::AtomicU64); 6] = [
+    type Field = fn(&ProxyStats) -> &std::sync::atomic::AtomicU64;
+    let series: [(&str, &str, &str, Field); 6] = [
         ("overlay_relay_front_connections_total", "counter", "Client connections to the fronts and the Host router.", |s| &s.connections),
         ("overlay_relay_front_connections", "gauge", "Client connections open now.", |s| &s.open),
         ("overlay_relay_front_refused_total", "counter", "Requests refused (no route, malformed, ambiguous framing).", |s| &s.refused),
@@ -153,14 +154,14 @@ fn render_http(o: &mut String, http: &HttpStats) {
 }
 
 async fn render(
-    admin: &std::sync::mpsc::Sender<AdminCall>,
+    admin: &HubCalls,
     gw: Option<&GatewayStats>,
     streams: Option<&StreamStats>,
 ) -> Option<String> {
-    let stats = ask(admin, AdminRequest::Stats).await?;
-    let nodes = ask(admin, AdminRequest::Nodes).await?;
+    let stats = ask(admin, Stats {}).await?;
+    let nodes = ask(admin, Nodes {}).await?;
     let mut o = String::new();
-    let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     let metric = |o: &mut String, name: &str, kind: &str, help: &str, lines: Vec<(String, u64)>| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, v) in lines {
@@ -172,21 +173,22 @@ async fn render(
         "overlay_relay_peers",
         "gauge",
         "Registered peers.",
-        vec![(String::new(), num(&stats["peers"]))],
+        vec![(String::new(), count(stats.peers))],
     );
     metric(
         &mut o,
         "overlay_relay_peers_connected",
         "gauge",
         "Peers with a recent handshake.",
-        vec![(String::new(), num(&stats["connected"]))],
+        vec![(String::new(), count(stats.connected))],
     );
     // A peer's transport is the way its last authenticated datagram came.
     let (mut on_udp, mut on_tcp) = (0, 0);
-    for n in nodes.as_array().map(Vec::as_slice).unwrap_or_default() {
-        let recent = n["last_handshake_secs"].as_u64().is_some_and(|s| s < 180);
-        let ep = n["endpoint"]
-            .as_str()
+    for n in &nodes {
+        let recent = n.last_handshake_secs.is_some_and(|s| s < 180);
+        let ep = n
+            .endpoint
+            .as_deref()
             .and_then(|e| e.parse::<std::net::SocketAddr>().ok());
         match ep {
             Some(a) if recent && stream_id(a).is_some() => on_tcp += 1,
@@ -246,15 +248,15 @@ async fn render(
         "overlay_relay_uptime_seconds",
         "gauge",
         "Seconds since start.",
-        vec![(String::new(), num(&stats["uptime_secs"]))],
+        vec![(String::new(), stats.uptime_secs)],
     );
-    let joins = &stats["joins"];
+    let joins = &stats.joins;
     metric(
         &mut o,
         "overlay_relay_join_requests_total",
         "counter",
         "Join request datagrams received.",
-        vec![(String::new(), num(&joins["requests"]))],
+        vec![(String::new(), joins.requests)],
     );
     metric(
         &mut o,
@@ -262,22 +264,22 @@ async fn render(
         "counter",
         "Join requests by what became of them.",
         [
-            "malformed",
-            "wrong_key",
-            "cookies_sent",
-            "proven",
-            "opened",
-            "not_authentic",
-            "replayed",
-            "locked_out",
-            "busy",
-            "notices_sent",
-            "replies_suppressed",
-            "accepted",
-            "refused",
+            ("malformed", joins.malformed),
+            ("wrong_key", joins.wrong_key),
+            ("cookies_sent", joins.cookies_sent),
+            ("proven", joins.proven),
+            ("opened", joins.opened),
+            ("not_authentic", joins.not_authentic),
+            ("replayed", joins.replayed),
+            ("locked_out", joins.locked_out),
+            ("busy", joins.busy),
+            ("notices_sent", joins.notices_sent),
+            ("replies_suppressed", joins.replies_suppressed),
+            ("accepted", joins.accepted),
+            ("refused", joins.refused),
         ]
-        .iter()
-        .map(|k| (format!("{{outcome=\"{k}\"}}"), num(&joins[*k])))
+        .into_iter()
+        .map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), v))
         .collect(),
     );
     metric(
@@ -285,27 +287,19 @@ async fn render(
         "overlay_relay_join_under_load",
         "gauge",
         "1 while the relay wants cookies from every joining node.",
-        vec![(
-            String::new(),
-            u64::from(joins["under_load"].as_bool().unwrap_or(false)),
-        )],
+        vec![(String::new(), u64::from(joins.under_load))],
     );
     metric(
         &mut o,
         "overlay_relay_join_opens_this_second",
         "gauge",
         "Join requests opened (public-key work) in the current second.",
-        vec![(String::new(), num(&joins["opens_this_sec"]))],
+        vec![(String::new(), u64::from(joins.opens_this_sec))],
     );
-    let list = nodes.as_array().cloned().unwrap_or_default();
-    let per = |k: &str| -> Vec<(String, u64)> {
-        list.iter()
-            .map(|n| {
-                (
-                    format!("{{node=\"{}\"}}", n["name"].as_str().unwrap_or("")),
-                    num(&n["counters"][k]),
-                )
-            })
+    let per = |k: fn(&CountersSnapshot) -> u64| -> Vec<(String, u64)> {
+        nodes
+            .iter()
+            .map(|n| (format!("{{node=\"{}\"}}", n.name), k(&n.counters)))
             .collect()
     };
     metric(
@@ -313,25 +307,23 @@ async fn render(
         "overlay_relay_node_rx_bytes_total",
         "counter",
         "Inner bytes received from a node.",
-        per("rx_bytes"),
+        per(|c| c.rx_bytes),
     );
     metric(
         &mut o,
         "overlay_relay_node_tx_bytes_total",
         "counter",
         "Inner bytes sent to a node.",
-        per("tx_bytes"),
+        per(|c| c.tx_bytes),
     );
     let mut drops: std::collections::BTreeMap<String, u64> = Default::default();
-    let all = list
+    let all = nodes
         .iter()
-        .map(|n| &n["counters"]["drops"])
-        .chain(std::iter::once(&stats["global"]["drops"]));
+        .map(|n| &n.counters.drops)
+        .chain(std::iter::once(&stats.global.drops));
     for d in all {
-        if let Some(m) = d.as_object() {
-            for (k, v) in m {
-                *drops.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
-            }
+        for (k, v) in d {
+            *drops.entry(k.clone()).or_default() += v;
         }
     }
     if let Some(g) = gw {

@@ -320,6 +320,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         public_key = %overlay_core::key::encode(&hub.public_key()),
         "relay serving"
     );
+    let admin = crate::serve::admin::bind(&dir.admin_socket())?;
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let catalog = args.catalog.clone();
@@ -330,22 +331,21 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
             let r = crate::serve::hub::run(hub, hub_dir, sock, rx, catalog, plumbing);
             let _ = done_tx.send(r);
         })?;
+    let calls = crate::serve::admin::HubCalls::new(tx, admin_wake);
     if let Some(l) = metrics_listener {
         tokio::spawn(crate::serve::metrics::serve(
             l,
-            tx.clone(),
+            calls.clone(),
             Some(gw_stats),
             stream_stats,
             http_stats,
         ));
     }
-    let admin_path = dir.admin_socket();
-    let admin =
-        tokio::spawn(async move { crate::serve::admin::serve(&admin_path, tx, admin_wake).await });
+    let admin = tokio::spawn(admin.serve(Arc::new(calls)));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hub_done = false;
     let result = tokio::select! {
-        r = admin => r.map_err(anyhow::Error::from).and_then(|r| r),
+        r = admin => r.map_err(anyhow::Error::from),
         r = &mut done_rx => {
             hub_done = true;
             r.unwrap_or_else(|_| Err(anyhow::anyhow!("the hub thread stopped")))

@@ -34,6 +34,7 @@ pub const PARTS: &[&str] = &[
     "flood",
     "tcp",
     "storm",
+    "capture",
 ];
 
 const PARTS_HELP: &str = "\
@@ -66,6 +67,9 @@ Parts (run in this order by \"all\", the default):
   storm      ping p99 node a -> relay -> node b (5 ms apart) while a third node runs --cycles
              `overlay register` / `overlay unregister` cycles, beside the idle p99 of the same
              run; prints the ratio (target: at most 3x idle).
+  capture    h2load through a service's listener (nginx, 16 KiB file) on a node with capture
+             on and on one with OVERLAY_CAPTURE_OFF=1, rounds alternating, HTTP/1.1 and h2c;
+             prints the cost (targets: at most 3% HTTP/1.1, 5% HTTP/2).
 
 Environment: OVERLAY_BIN, OVERLAY_RELAY_BIN, OVERLAY_LOADGEN_BIN, OVERLAY_FLOOD_BIN (default
 target/release/overlay{,-relay,-loadgen,-flood}), BORINGTUN_BIN, OVB_RUST_LOG (RUST_LOG for relay
@@ -232,6 +236,7 @@ fn bench() -> i32 {
             "dns" => &["dig", "dnsperf", "dnsmasq", "getent"],
             "restart" => &["setpriv", "curl"],
             "flood" | "storm" => &["ping"],
+            "capture" => &["h2load", "nginx"],
             _ => &[],
         });
     }

@@ -1,5 +1,6 @@
 //! One module per bench part; [`run`] dispatches by name.
 
+mod capture;
 mod dataplane;
 mod dns;
 mod flood;
@@ -25,6 +26,7 @@ pub fn run(ctx: &Ctx, part: &str) {
         "flood" => flood::run(ctx),
         "tcp" => tcp::run(ctx),
         "storm" => storm::run(ctx),
+        "capture" => capture::run(ctx),
         other => ctx.fail(other, "no such part"),
     }
 }
