@@ -3,9 +3,16 @@
 //! `overlay run` and intercept its callers, with real clients in the remote namespace (curl,
 //! Python's http.client, a gRPC client and server from python3-grpcio with generic handlers).
 
+use overlay_core::api::daemon::TrafficPage;
+use overlay_core::capture::record::Direction;
+use overlay_core::intercept::Intercept;
+use overlay_core::resolver::Where;
 use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, wait_until, Host, World};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The remote environment's address (the hub namespace's bridge).
@@ -84,6 +91,17 @@ with grpc.insecure_channel(target, options=opts) as ch:
         print("ERROR", e.code().name)
 "#;
 
+/// Calls on one gRPC channel (one HTTP/2 connection) with the given `x-dev` values (`-`:
+/// none); prints one answer per line.
+const GRPC_MIXED: &str = r#"
+import grpc, sys
+with grpc.insecure_channel(sys.argv[1]) as ch:
+    f = ch.unary_unary("/demo.Greeter/Hello")
+    for v in sys.argv[2:]:
+        md = [] if v == "-" else [("x-dev", v)]
+        print(f(b"hi", metadata=md, timeout=5).decode())
+"#;
+
 /// Requests on one keep-alive connection with the given `x-dev` values (`-`: none); prints one
 /// answer per line.
 const KEEPALIVE: &str = r#"
@@ -113,7 +131,8 @@ fn text(o: &std::process::Output) -> String {
 /// A relay with the catalog's fronts and the Host router, the remote `orders` and `greeter`,
 /// and laptops `alpha` and `beta`.
 fn world(tag: &str) -> (World, Relay, Node, Node) {
-    let mut w = World::new(tag);
+    // Namespaces `ic-<tag>-...`: this file's own, told apart from other tests' leftovers.
+    let mut w = World::with_prefix("ic-", tag);
     let catalog = w.hub.dir.join("catalog.toml");
     std::fs::write(&catalog, CATALOG).expect("catalog");
     let relay = start_relay(
@@ -130,6 +149,7 @@ fn world(tag: &str) -> (World, Relay, Node, Node) {
     let who = script(&w, "who.py", WHO);
     let grpc = script(&w, "grpc_server.py", GRPC_SERVER);
     script(&w, "grpc_client.py", GRPC_CLIENT);
+    script(&w, "grpc_mixed.py", GRPC_MIXED);
     script(&w, "keepalive.py", KEEPALIVE);
     let who_s = who.to_str().expect("utf-8").to_string();
     w.spawn(
@@ -178,11 +198,9 @@ fn run(w: &World, n: &Node, name: &str, port: u16, script: &str, args: &str) -> 
         &["sh", "-c", &cmd],
     );
     let registered = wait_until(Duration::from_secs(30), || {
-        let out = overlay(w, &n.host, "services --json");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .is_some_and(|l| l.iter().any(|s| s["name"] == name && s["where"] == "local"))
+        n.services(w)
+            .iter()
+            .any(|s| s.name == name && s.where_ == Where::Local)
     });
     assert!(
         registered,
@@ -222,7 +240,7 @@ fn intercept_ok(w: &World, n: &Node, args: &str) -> String {
 
 #[test]
 fn fronts_route_by_header_per_request_and_fall_back_to_the_remote_service() {
-    let (w, relay, a, b) = world("icpt");
+    let (w, relay, a, b) = world("front");
     run(&w, &a, "orders", 8080, "who.py", "alpha 127.0.0.1 $PORT");
     run(&w, &b, "orders", 8080, "who.py", "beta 127.0.0.1 $PORT");
     // No intercept: the front forwards to the remote service.
@@ -278,25 +296,17 @@ fn fronts_route_by_header_per_request_and_fall_back_to_the_remote_service() {
     );
 
     // Every laptop's intercepts with their owners.
-    let list: serde_json::Value =
-        serde_json::from_slice(&intercept(&w, &b, "--list --json").stdout).expect("list json");
-    let owners: Vec<(String, String)> = list
-        .as_array()
-        .expect("a list")
+    let list: Vec<Intercept> = b.json(&w, "intercept --list --json");
+    let owners: Vec<(&str, String)> = list
         .iter()
         .map(|i| {
-            (
-                i["node"].as_str().unwrap_or("").into(),
-                i["header"]["value"].as_str().unwrap_or("").into(),
-            )
+            let h = i.header.as_ref().map(|h| h.to_string()).unwrap_or_default();
+            (i.node.as_str(), h)
         })
         .collect();
     assert_eq!(
         owners,
-        [
-            ("alpha".into(), "alice".into()),
-            ("beta".into(), "bob".into())
-        ]
+        [("alpha", "x-dev=alice".into()), ("beta", "x-dev=bob".into())]
     );
     let table = intercept_ok(&w, &a, "--list");
     assert!(
@@ -357,7 +367,7 @@ fn fronts_route_by_header_per_request_and_fall_back_to_the_remote_service() {
 
 #[test]
 fn intercepted_requests_show_the_real_caller_in_the_laptops_traffic() {
-    let (w, _relay, a, _b) = world("icptcall");
+    let (w, _relay, a, _b) = world("call");
     run(&w, &a, "orders", 8080, "who.py", "alpha 127.0.0.1 $PORT");
     intercept_ok(&w, &a, "orders --header x-dev=alice");
     assert_eq!(
@@ -368,31 +378,44 @@ fn intercepted_requests_show_the_real_caller_in_the_laptops_traffic() {
         ),
         "alpha"
     );
+    // The exchange is inbound to orders, from the remote caller's own address (the relay saw
+    // 10.78.0.1 connect), named as coming through the front for the address its proxy gave.
+    let page = || -> TrafficPage { a.json(&w, "traffic orders --json") };
     let found = wait_until(Duration::from_secs(10), || {
-        let out = overlay(&w, &a.host, "traffic orders --json");
-        let s = String::from_utf8_lossy(&out.stdout);
-        s.contains("who-calls") && s.contains(REMOTE) && s.contains("203.0.113.7")
+        page()
+            .records
+            .iter()
+            .any(|r| r.path.as_deref() == Some("/who-calls"))
     });
-    let out = overlay(&w, &a.host, "traffic orders --json");
-    assert!(found, "no record with the real caller: {}", text(&out));
-    let s = String::from_utf8_lossy(&out.stdout);
+    let records = page().records;
+    assert!(found, "no record of the intercepted request: {records:?}");
+    let r = records
+        .iter()
+        .find(|r| r.path.as_deref() == Some("/who-calls"))
+        .expect("the record");
+    assert_eq!(r.direction, Direction::In, "{r:?}");
+    assert_eq!(r.service, "orders", "{r:?}");
     assert!(
-        !s.contains("\"client\":\"100.64.0.1"),
-        "the relay's address shows: {s}"
+        r.client.starts_with(&format!("{REMOTE}:")),
+        "the real caller's address, not the relay's overlay address: {r:?}"
     );
+    let name = r.client_name.as_deref().unwrap_or("");
+    assert!(
+        name.contains("front") && name.contains("203.0.113.7"),
+        "{r:?}"
+    );
+    let caller = r.remote_caller.as_ref().expect("the real caller");
+    assert_eq!(caller.address, r.client);
+    assert_eq!(caller.forwarded_for.as_deref(), Some("203.0.113.7"));
 }
 
 #[test]
 fn grpc_through_a_front_by_metadata_and_through_the_host_router_by_authority() {
-    let (w, _relay, a, _b) = world("icptgrpc");
-    run(
-        &w,
-        &a,
-        "greeter",
-        9090,
-        "grpc_server.py",
-        "alpha 127.0.0.1:$PORT",
-    );
+    let (w, _relay, a, b) = world("grpc");
+    for (n, name) in [(&a, "alpha"), (&b, "beta")] {
+        let args = format!("{name} 127.0.0.1:$PORT");
+        run(&w, n, "greeter", 9090, "grpc_server.py", &args);
+    }
     let client = |target: &str, authority: &str, md: &str| {
         w.exec_ok(
             &w.hub,
@@ -408,6 +431,22 @@ fn grpc_through_a_front_by_metadata_and_through_the_host_router_by_authority() {
     intercept_ok(&w, &a, "greeter --header x-dev=alice");
     assert_eq!(client(GRPC_FRONT, "-", "x-dev=alice"), "alpha");
     assert_eq!(client(GRPC_FRONT, "-", "x-dev=bob"), "remote");
+    // Two laptops at once, per stream: calls with either value and none, in one channel.
+    intercept_ok(&w, &b, "greeter --header x-dev=bob");
+    assert_eq!(client(GRPC_FRONT, "-", "x-dev=bob"), "beta");
+    assert_eq!(client(GRPC_FRONT, "-", "x-dev=alice"), "alpha");
+    assert_eq!(client(GRPC_FRONT, "-", ""), "remote");
+    let mixed = w.exec_ok(
+        &w.hub,
+        &format!(
+            "{PY} {}/grpc_mixed.py {GRPC_FRONT} alice - bob alice -",
+            w.dir.display()
+        ),
+    );
+    assert_eq!(
+        mixed.lines().collect::<Vec<_>>(),
+        ["alpha", "remote", "beta", "alpha", "remote"]
+    );
     // The callback Host router by :authority (HTTP/2 prior knowledge), and a stream naming a
     // service nobody runs is refused on its own.
     assert_eq!(
@@ -427,56 +466,77 @@ fn grpc_through_a_front_by_metadata_and_through_the_host_router_by_authority() {
     assert_eq!(out.lines().next(), Some("404"), "{out}");
 }
 
-/// Requests in a loop from the remote environment, one connection each; returns (answers by
-/// body, failures) collected until `stop` is set.
-fn request_loop(
-    w: &World,
-    host: &Host,
-    stop: &std::sync::atomic::AtomicBool,
-) -> (std::collections::BTreeMap<String, usize>, Vec<String>) {
-    let mut seen = std::collections::BTreeMap::new();
-    let mut failed = Vec::new();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let out = w.exec(host, &format!("curl -sS --max-time 5 http://{FRONT}/"));
-        let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() && !body.is_empty() {
-            *seen.entry(body).or_insert(0) += 1;
-        } else {
-            failed.push(text(&out));
+/// Requests in a loop from the remote environment, one connection each, until `stop` is set:
+/// answers counted by body, failures kept.
+#[derive(Default)]
+struct Loop {
+    seen: Mutex<BTreeMap<String, usize>>,
+    failed: Mutex<Vec<String>>,
+    stop: AtomicBool,
+    done: AtomicUsize,
+}
+
+impl Loop {
+    fn run(&self, w: &World, host: &Host) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let out = w.exec(host, &format!("curl -sS --max-time 5 http://{FRONT}/"));
+            let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !body.is_empty() {
+                *self.seen.lock().expect("seen").entry(body).or_insert(0) += 1;
+            } else {
+                self.failed.lock().expect("failed").push(text(&out));
+            }
+            self.done.fetch_add(1, Ordering::Relaxed);
         }
     }
-    (seen, failed)
+
+    fn count(&self, body: &str) -> usize {
+        self.seen
+            .lock()
+            .expect("seen")
+            .get(body)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits until `n` more requests answered with `body` (the switch took effect and the
+    /// loop ran on a while).
+    fn wait_for(&self, body: &str, n: usize) {
+        let from = self.count(body);
+        let ok = wait_until(Duration::from_secs(20), || self.count(body) >= from + n);
+        let seen = self.seen.lock().expect("seen").clone();
+        assert!(ok, "no {n} more answers from {body}: {seen:?}");
+    }
 }
 
 #[test]
 fn no_request_fails_while_an_intercept_starts_and_stops_and_a_killed_laptop_gives_it_back() {
-    let (w, _relay, a, _b) = world("icptloop");
+    let (w, _relay, a, _b) = world("loop");
     run(&w, &a, "orders", 8080, "who.py", "alpha 127.0.0.1 $PORT");
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let (seen, failed) = std::thread::scope(|s| {
-        let looper = s.spawn(|| request_loop(&w, &w.hub, &stop));
+    let lp = Loop::default();
+    std::thread::scope(|s| {
+        s.spawn(|| lp.run(&w, &w.hub));
         for _ in 0..3 {
-            std::thread::sleep(Duration::from_millis(700));
+            lp.wait_for("remote", 5);
             intercept_ok(&w, &a, "orders");
-            std::thread::sleep(Duration::from_millis(700));
+            lp.wait_for("alpha", 5);
             intercept_ok(&w, &a, "orders --stop");
         }
-        std::thread::sleep(Duration::from_millis(500));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        looper.join().expect("loop")
+        lp.wait_for("remote", 5);
+        lp.stop.store(true, Ordering::Relaxed);
     });
-    assert!(failed.is_empty(), "failed requests: {failed:?}");
-    assert!(seen.get("alpha").is_some_and(|n| *n > 0), "{seen:?}");
-    assert!(seen.get("remote").is_some_and(|n| *n > 0), "{seen:?}");
+    let failed = lp.failed.lock().expect("failed").clone();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        lp.done.load(Ordering::Relaxed)
+    );
 
     // A laptop that dies: its intercept ends and the callers go back to the remote service.
     intercept_ok(&w, &a, "orders");
     assert_eq!(curl_front(&w, ""), "alpha");
-    let pid = String::from_utf8_lossy(&overlay(&w, &a.host, "status --json").stdout)
-        .parse::<serde_json::Value>()
-        .ok()
-        .and_then(|v| v["pid"].as_u64())
-        .expect("daemon pid");
+    let pid = a.daemon_pid(&w);
     let killed = Instant::now();
     w.exec_ok(&a.host, &format!("kill -9 {pid}"));
     let back = wait_until(Duration::from_secs(15), || {

@@ -407,7 +407,7 @@ fn h2c_prior_knowledge_and_upgrade_become_exchanges() {
         (s.path.as_deref(), s.status, s.version.as_deref()),
         (Some("/h2"), Some(200), Some("HTTP/2"))
     );
-    assert_eq!(s.line(), "#0 in  api      web -> api GET /h2 200 3B 1ms");
+    assert_eq!(s.line(), "#0 in  api        web -> api GET /h2 200 3B 1ms");
     // Upgrade: the 101 is one exchange, stream 1 another, with the answer.
     let up = b"GET /h2 HTTP/1.1\r\nHost: api\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
     let mut answer =

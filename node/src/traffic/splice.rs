@@ -5,7 +5,7 @@
 use super::{now_ms, owner, Traffic, MAX_IN_FLIGHT};
 use overlay_core::capture::conn::ConnMeta;
 use overlay_core::capture::synth::TcpSynth;
-use overlay_core::capture::{ConnectionCapture, Direction, FlowEnd};
+use overlay_core::capture::{ConnectionCapture, Direction, FlowEnd, RemoteCaller};
 use overlay_core::http1::Side;
 use overlay_core::wsframe::{close_frame, Upgrade, SERVICE_RESTART};
 use std::net::SocketAddr;
@@ -97,8 +97,11 @@ fn start(
         let Some(first) = rx.recv().await else {
             return;
         };
-        let meta = conn_meta(&traffic, &service, client, server, local);
+        let (meta, caller) = conn_meta(&traffic, &service, client, server, local);
         let mut cap = ConnectionCapture::new(meta, traffic.limits, started);
+        if let Some(c) = caller {
+            cap.set_remote_caller(c);
+        }
         if let Some(h) = owner {
             match tokio::time::timeout(OWNER_WAIT, h).await {
                 Ok(Ok(Some(p))) => cap.set_client_process(p),
@@ -148,41 +151,46 @@ fn feed(cap: &mut ConnectionCapture, traffic: &Traffic, synth: Option<&mut TcpSy
 }
 
 /// Who talks to whom. A connection from the relay's address shows its real caller, as the
-/// relay announced it, instead of the relay's address and port; a caller on this machine is
-/// named by the node.
+/// relay announced it, instead of the relay's address and port (and the record keeps it as
+/// its `remote_caller`); a caller on this machine is named by the node.
 fn conn_meta(
     traffic: &Traffic,
     service: &str,
     client: SocketAddr,
     server: SocketAddr,
     local: bool,
-) -> ConnMeta {
+) -> (ConnMeta, Option<RemoteCaller>) {
     let announced = match (client, server) {
         (SocketAddr::V4(c), SocketAddr::V4(s)) if *c.ip() == traffic.relay_address => {
             traffic.callers.get(s, c.port())
         }
         _ => None,
     };
-    let (client_addr, client_name) = match announced {
+    let (client_addr, client_name) = match &announced {
         Some(c) => {
             let via = c.via.as_deref().unwrap_or("relay");
             let mut name = format!("remote caller via the relay ({via})");
             if let Some(f) = &c.forwarded_for {
                 name.push_str(&format!(", forwarded for {f}"));
             }
-            (c.address, Some(name))
+            (c.address.clone(), Some(name))
         }
         None if local => (client.to_string(), Some(traffic.node_name().to_string())),
         None => (client.to_string(), traffic.name_of(client)),
     };
-    ConnMeta {
+    let meta = ConnMeta {
         service: service.to_string(),
         direction: Direction::In,
         client: client_addr,
         client_name,
         server: server.to_string(),
         server_name: Some(service.to_string()),
-    }
+    };
+    let caller = announced.map(|c| RemoteCaller {
+        address: c.address,
+        forwarded_for: c.forwarded_for,
+    });
+    (meta, caller)
 }
 
 /// How a restart's drain reaches one connection: `close` turns true when the connection must
