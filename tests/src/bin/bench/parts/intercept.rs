@@ -7,6 +7,8 @@
 //!   (target: under 200 µs);
 //! - throughput: h2load `--h1` on kept-alive connections, rounds alternating direct and
 //!   front, for a small response and a 1 MiB one; the ratio of medians (target: at least 80%).
+//!   socat forwarding TCP in the same place is measured beside them, as a reference for what
+//!   any extra hop costs on the host (the caller, nginx and the hop share its cores).
 
 use crate::ctx::{self, out, Ctx};
 use crate::ovl::Ovl;
@@ -28,6 +30,8 @@ const THROUGHPUT: f64 = 0.8;
 /// Where the remote `orders` (nginx) listens, and the relay's front for it.
 const ADDRESS: &str = "10.78.0.1:8080";
 const FRONT: &str = "10.78.0.1:18080";
+/// socat forwarding to `ADDRESS`, the reference hop.
+const SOCAT: &str = "10.78.0.1:18090";
 
 const NGINX: &str = "daemon off; worker_processes 1; pid DIR/nginx.pid; error_log DIR/nginx.err;
 events { worker_connections 1024; }
@@ -40,9 +44,12 @@ struct Throughput {
     name: &'static str,
     direct_req_s: Vec<f64>,
     front_req_s: Vec<f64>,
+    socat_req_s: Vec<f64>,
     median_direct: Option<f64>,
     median_front: Option<f64>,
+    median_socat: Option<f64>,
     ratio: Option<f64>,
+    socat_ratio: Option<f64>,
     target_ratio: f64,
     met: Option<bool>,
 }
@@ -96,6 +103,9 @@ pub fn run(ctx: &Ctx) {
     );
     let conf = conf.display().to_string();
     w.spawn(&hub, "nginx", &[], &["nginx", "-c", &conf]);
+    let listen = format!("TCP-LISTEN:{},bind=10.78.0.1,fork,reuseaddr,nodelay", &SOCAT[10..]);
+    let to = format!("TCP:{ADDRESS},nodelay");
+    w.spawn(&hub, "socat", &[], &["socat", &listen, &to]);
     let catalog = catalog.display().to_string();
     let mut status = "ok".to_string();
     let mut fail = |ctx: &Ctx, e: String| {
@@ -116,10 +126,10 @@ pub fn run(ctx: &Ctx) {
                 )
             };
             let ok = ctx::wait(10, "nginx and the front to answer", || {
-                answers(ADDRESS) && answers(FRONT)
+                answers(ADDRESS) && answers(FRONT) && answers(SOCAT)
             });
             if !ok {
-                fail(ctx, "nginx or the front does not answer".into());
+                fail(ctx, "nginx, the front or socat does not answer".into());
             }
             ok
         };
@@ -164,7 +174,11 @@ pub fn run(ctx: &Ctx) {
         };
         let requests = REQUESTS[k];
         for _ in 0..if up { ROUNDS } else { 0 } {
-            for (a, into) in [(ADDRESS, &mut t.direct_req_s), (FRONT, &mut t.front_req_s)] {
+            for (a, into) in [
+                (ADDRESS, &mut t.direct_req_s),
+                (FRONT, &mut t.front_req_s),
+                (SOCAT, &mut t.socat_req_s),
+            ] {
                 let cmd = format!("h2load --h1 -c 8 -n {requests} http://{a}/{path}");
                 match out(&w, &caller, 120, &cmd).as_deref().and_then(req_per_sec) {
                     Some(r) => into.push(r),
@@ -174,7 +188,9 @@ pub fn run(ctx: &Ctx) {
         }
         t.median_direct = median(&t.direct_req_s);
         t.median_front = median(&t.front_req_s);
+        t.median_socat = median(&t.socat_req_s);
         t.ratio = ratio(t.median_front, t.median_direct);
+        t.socat_ratio = ratio(t.median_socat, t.median_direct);
         t.met = met_json(t.ratio, |r| r >= THROUGHPUT);
         tput.push(t);
     }
@@ -226,6 +242,7 @@ pub fn run(ctx: &Ctx) {
         "front (req/s, median)",
         "front / direct",
         "target met (>= 80%)",
+        "socat / direct (reference)",
     ]);
     for t in &tput {
         tt.row(vec![
@@ -234,10 +251,12 @@ pub fn run(ctx: &Ctx) {
             fmt(t.median_front, 0),
             t.ratio.map_or("n/a".into(), |r| format!("{:.1}%", r * 100.0)),
             met(t.ratio, |r| r >= THROUGHPUT).into(),
+            t.socat_ratio
+                .map_or("n/a".into(), |r| format!("{:.1}%", r * 100.0)),
         ]);
     }
     let params = format!(
-        "a caller host on the bridge calls nginx in the remote environment directly ({ADDRESS}) and through the relay's front without an intercept ({FRONT}); latency: {n} GETs of 128 B per address and connection mode, alternating; throughput: h2load, {ROUNDS} rounds alternating, {} and {} requests per run",
+        "a caller host on the bridge calls nginx in the remote environment directly ({ADDRESS}) and through the relay's front without an intercept ({FRONT}); latency: {n} GETs of 128 B per address and connection mode, alternating; throughput: h2load, {ROUNDS} rounds alternating direct, front and socat ({SOCAT}, fork per connection), {} and {} requests per run",
         REQUESTS[0], REQUESTS[1]
     );
     println!(
