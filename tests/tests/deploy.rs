@@ -97,7 +97,10 @@ fn front_manifests_validate_offline_and_point_the_name_at_the_front() {
         .iter()
         .find(|d| d.contains("metadata: { name: orders }"))
         .expect("a Service orders");
-    assert!(orders.contains("selector: { app: overlay-relay }"), "{orders}");
+    assert!(
+        orders.contains("selector: { app: overlay-relay }"),
+        "{orders}"
+    );
     assert!(
         orders.contains(&format!("targetPort: {front_port}")),
         "{orders}"

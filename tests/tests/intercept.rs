@@ -305,7 +305,10 @@ fn fronts_route_by_header_per_request_and_fall_back_to_the_remote_service() {
         .collect();
     assert_eq!(
         owners,
-        [("alpha", "x-dev=alice".into()), ("beta", "x-dev=bob".into())]
+        [
+            ("alpha", "x-dev=alice".into()),
+            ("beta", "x-dev=bob".into())
+        ]
     );
     let table = intercept_ok(&w, &a, "--list");
     assert!(
@@ -464,7 +467,12 @@ fn grpc_through_a_front_by_metadata_and_through_the_host_router_by_authority() {
          -H 'Host: greeter.alpha.ovl.internal' http://10.78.0.1:8000/",
     );
     let codes = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(codes.lines().collect::<Vec<_>>(), ["404", "000"], "{}", text(&out));
+    assert_eq!(
+        codes.lines().collect::<Vec<_>>(),
+        ["404", "000"],
+        "{}",
+        text(&out)
+    );
 }
 
 /// Requests in a loop from the remote environment, one connection each, until `stop` is set:

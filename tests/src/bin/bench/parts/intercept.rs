@@ -103,7 +103,10 @@ pub fn run(ctx: &Ctx) {
     );
     let conf = conf.display().to_string();
     w.spawn(&hub, "nginx", &[], &["nginx", "-c", &conf]);
-    let listen = format!("TCP-LISTEN:{},bind=10.78.0.1,fork,reuseaddr,nodelay", &SOCAT[10..]);
+    let listen = format!(
+        "TCP-LISTEN:{},bind=10.78.0.1,fork,reuseaddr,nodelay",
+        &SOCAT[10..]
+    );
     let to = format!("TCP:{ADDRESS},nodelay");
     w.spawn(&hub, "socat", &[], &["socat", &listen, &to]);
     let catalog = catalog.display().to_string();
@@ -136,7 +139,9 @@ pub fn run(ctx: &Ctx) {
     let n = ctx.o.requests;
     let mut lat: Vec<LatencyLine> = Vec::new();
     if up {
-        tracing::info!("  latency: {n} GETs each to {ADDRESS} and {FRONT}, new then kept-alive connections");
+        tracing::info!(
+            "  latency: {n} GETs each to {ADDRESS} and {FRONT}, new then kept-alive connections"
+        );
         let res = hub.dir.join("latency.json");
         let o_lat = ctx::run(
             &w,
@@ -249,7 +254,8 @@ pub fn run(ctx: &Ctx) {
             t.name.to_string(),
             fmt(t.median_direct, 0),
             fmt(t.median_front, 0),
-            t.ratio.map_or("n/a".into(), |r| format!("{:.1}%", r * 100.0)),
+            t.ratio
+                .map_or("n/a".into(), |r| format!("{:.1}%", r * 100.0)),
             met(t.ratio, |r| r >= THROUGHPUT).into(),
             t.socat_ratio
                 .map_or("n/a".into(), |r| format!("{:.1}%", r * 100.0)),
