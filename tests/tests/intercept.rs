@@ -155,7 +155,7 @@ fn world(tag: &str) -> (World, Relay, Node, Node) {
         &w.hub,
         "orders",
         &[],
-        &["python3", &who_s, "remote", REMOTE, "8080"],
+        &[PY, &who_s, "remote", REMOTE, "8080"],
     );
     let grpc_s = grpc.to_str().expect("utf-8").to_string();
     w.spawn(
@@ -261,7 +261,7 @@ fn fronts_route_by_header_per_request_and_fall_back_to_the_remote_service() {
     let keep = w.exec_ok(
         &w.hub,
         &format!(
-            "python3 {}/keepalive.py 10.78.0.1 18080 alice - bob alice -",
+            "{PY} {}/keepalive.py 10.78.0.1 18080 alice - bob alice -",
             w.dir.display()
         ),
     );
