@@ -1,17 +1,18 @@
 //! The fronts: one listener per catalog service with `front = "ADDR:PORT"`, where the remote
-//! environment's callers of that service arrive. Each connection goes where the service's
-//! intercepts say (the hub publishes them as [`FrontRoute`]s):
-//! - no intercept: spliced to the service's `address` (the cheap path);
-//! - an intercept without a header only: the whole connection goes to that node's instance,
-//!   through the gateway like a callback;
-//! - header intercepts: HTTP is read (per request on HTTP/1.1, per stream on HTTP/2) and each
-//!   request goes to the intercept whose header it carries, else the header-less one, else
-//!   `address` ([`crate::proxy`]).
+//! environment's callers of that service arrive. Where they go is what the service's
+//! intercepts say (the hub publishes them as [`FrontRoute`]s; core decides with
+//! `FrontPlan::route`): the first header intercept a request matches, else the intercept
+//! without a header, else the service's `address`.
 //!
-//! Routing is read when a connection (or, with header intercepts, a request) arrives, so an
-//! intercept that starts or ends switches new requests and lets those in flight finish where
-//! they started. Connections are bounded ([`MAX_CONNECTIONS`], the accept queue waits beyond
-//! it); what goes to a node obeys the gateway's flow limits and buffer budget.
+//! HTTP is read on every connection, whatever the intercepts are when it opens ([`crate::proxy`]:
+//! per request on HTTP/1.1, bytes forwarded as they came; per stream on HTTP/2 and gRPC), so a
+//! caller's pooled keep-alive connection follows intercepts that start or end while it lives;
+//! requests in flight finish where they started. A connection that is not HTTP goes whole
+//! where a request without headers would: while its first bytes are awaited the way to
+//! `address` opens, so a protocol whose server speaks first is spliced to it at once (with an
+//! intercept without a header, such a client waits [`QUIET`] before it goes to the node).
+//! Connections are bounded ([`MAX_CONNECTIONS`], the accept queue waits beyond it); what goes to
+//! a node obeys the gateway's flow limits and buffer budget.
 
 use crate::gateway::GatewayHandle;
 use crate::proxy::{self, Decision, Dest, ProxyStats, RequestInfo, Router};
@@ -154,23 +155,23 @@ async fn accept(l: TcpListener, router: FrontRouter, gw: GatewayHandle, permits:
                 continue;
             }
         };
-        let Some(route) = router.route() else {
+        if router.route().is_none() {
+            // The front is closing.
             continue;
-        };
+        }
         let router = router.clone();
         let gw = gw.clone();
         tokio::spawn(async move {
             let _ = s.set_nodelay(true);
-            if route.plan.needs_http() {
-                proxy::serve(s, peer, router, gw, QUIET).await;
-            } else {
-                // Whole connections: to the intercepting node, or to the service's address.
-                let stats = router.stats.clone();
-                ProxyStats::inc(&stats.connections);
-                let dest = router.whole();
-                stats.count(&dest);
-                proxy::upstream::splice_to(s, Vec::new(), peer, &dest, "front", &gw).await;
-            }
+            // HTTP is routed per request (per stream on HTTP/2) whatever the intercepts are now,
+            // so a kept-alive connection follows intercepts that start or end while it lives.
+            // The way into the remote environment opens while the client's first bytes are
+            // awaited: a protocol whose server speaks first is spliced to it at once.
+            let sniff = match router.whole() {
+                d @ Dest::Remote(_) => proxy::Sniff::Open(d),
+                Dest::Node(_) => proxy::Sniff::Quiet(QUIET),
+            };
+            proxy::serve(s, peer, router, gw, sniff).await;
             drop(permit);
         });
     }

@@ -35,6 +35,10 @@ front = "10.78.0.1:18081"
 [services.greeter]
 address = "10.78.0.1:9090"
 front = "10.78.0.1:19090"
+
+[services.banner]
+address = "10.78.0.1:7070"
+front = "10.78.0.1:17070"
 "#;
 
 /// An HTTP/1.1 server (keep-alive) that answers every request with its name.
@@ -113,6 +117,51 @@ for v in sys.argv[3:]:
     print(r.read().decode().strip())
 "#;
 
+/// One kept-alive connection to the front, opened at the start and used step by step: waits
+/// for the file `go-N` in argv[1] (its content: the `x-dev` value, `-` for none), sends a
+/// request, writes `ANSWER LOCAL-PORT` to `ans-N`.
+const POOLED: &str = r#"
+import http.client, os, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+c = http.client.HTTPConnection("10.78.0.1", 18080, timeout=10)
+c.connect()
+for i in range(n):
+    go = os.path.join(d, "go-%d" % i)
+    while not os.path.exists(go):
+        time.sleep(0.02)
+    v = open(go).read().strip()
+    c.request("GET", "/", headers={} if v == "-" else {"x-dev": v})
+    body = c.getresponse().read().decode().strip()
+    tmp = os.path.join(d, "ans.tmp")
+    with open(tmp, "w") as f:
+        f.write("%s %d" % (body, c.sock.getsockname()[1]))
+    os.rename(tmp, os.path.join(d, "ans-%d" % i))
+"#;
+
+/// A server that speaks first: a banner line on connect, then the client's line back.
+const BANNER: &str = r#"
+import socketserver, sys
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(b"banner\n")
+        self.wfile.write(self.rfile.readline())
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+
+/// Connects, reads the first line without sending anything, sends a line and reads it back;
+/// prints both and how long the first took.
+const BANNER_CLIENT: &str = r#"
+import socket, sys, time
+t0 = time.monotonic()
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+f = s.makefile("rwb")
+first = f.readline().decode().strip()
+took = time.monotonic() - t0
+f.write(b"ping\n"); f.flush()
+print(first, f.readline().decode().strip(), "%.3f" % took)
+"#;
+
 fn script(w: &World, name: &str, text: &str) -> PathBuf {
     let p = w.dir.join(name);
     std::fs::write(&p, text).expect("script");
@@ -150,6 +199,11 @@ fn world(tag: &str) -> (World, Relay, Node, Node) {
     script(&w, "grpc_client.py", GRPC_CLIENT);
     script(&w, "grpc_mixed.py", GRPC_MIXED);
     script(&w, "keepalive.py", KEEPALIVE);
+    script(&w, "pooled.py", POOLED);
+    script(&w, "banner_client.py", BANNER_CLIENT);
+    let banner = script(&w, "banner.py", BANNER);
+    let banner_s = banner.to_str().expect("utf-8").to_string();
+    w.spawn(&w.hub, "banner", &[], &[PY, &banner_s, REMOTE, "7070"]);
     let who_s = who.to_str().expect("utf-8").to_string();
     w.spawn(
         &w.hub,
@@ -166,6 +220,7 @@ fn world(tag: &str) -> (World, Relay, Node, Node) {
     );
     w.wait_listening(&w.hub, 8080);
     w.wait_listening(&w.hub, 9090);
+    w.wait_listening(&w.hub, 7070);
     let token = relay.token(&w, "--uses 2");
     let ha = w.add_host("a", 2);
     let hb = w.add_host("b", 3);
@@ -557,4 +612,56 @@ fn no_request_fails_while_an_intercept_starts_and_stops_and_a_killed_laptop_give
         killed.elapsed()
     );
     assert!(killed.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn a_kept_alive_connection_follows_intercepts_that_start_and_end_while_it_lives() {
+    let (w, _relay, a, _b) = world("pool");
+    run(&w, &a, "orders", 8080, "who.py", "alpha 127.0.0.1 $PORT");
+    let dir = w.hub.dir.join("pooled");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let d = dir.to_str().expect("utf-8").to_string();
+    let pooled = w.dir.join("pooled.py");
+    let pooled = pooled.to_str().expect("utf-8").to_string();
+    w.spawn(&w.hub, "pooled", &[], &[PY, &pooled, &d, "5"]);
+    let mut step = 0;
+    let mut ask = |value: &str| -> (String, String) {
+        let ans = dir.join(format!("ans-{step}"));
+        std::fs::write(dir.join(format!("go-{step}")), value).expect("go");
+        step += 1;
+        let came = wait_until(Duration::from_secs(15), || ans.exists());
+        assert!(came, "no answer: {}", w.log(&w.hub, "pooled"));
+        let got = std::fs::read_to_string(&ans).expect("answer");
+        let (body, port) = got.split_once(' ').expect("BODY PORT");
+        (body.to_string(), port.to_string())
+    };
+    // Opened before any intercept existed.
+    let (first, port) = ask("-");
+    assert_eq!(first, "remote");
+    intercept_ok(&w, &a, "orders --header x-dev=alice");
+    assert_eq!(ask("alice"), ("alpha".to_string(), port.clone()));
+    assert_eq!(ask("-"), ("remote".to_string(), port.clone()));
+    intercept_ok(&w, &a, "orders");
+    assert_eq!(ask("-"), ("alpha".to_string(), port.clone()));
+    intercept_ok(&w, &a, "orders --stop");
+    assert_eq!(
+        ask("-"),
+        ("remote".to_string(), port),
+        "one connection throughout"
+    );
+}
+
+#[test]
+fn a_protocol_whose_server_speaks_first_passes_the_front_without_waiting() {
+    let (w, _relay, _a, _b) = world("banner");
+    w.wait_listening(&w.hub, 17070);
+    let out = w.exec_ok(
+        &w.hub,
+        &format!("{PY} {}/banner_client.py 10.78.0.1 17070", w.dir.display()),
+    );
+    let parts: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(parts.get(..2), Some(&["banner", "ping"][..]), "{out}");
+    let took: f64 = parts.get(2).and_then(|t| t.parse().ok()).expect("a time");
+    // The front did not wait for the client to speak (it would wait 10 s, then close).
+    assert!(took < 2.0, "the banner took {took} s: {out}");
 }

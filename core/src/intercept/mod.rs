@@ -341,8 +341,7 @@ impl FrontPlan {
         plan
     }
 
-    /// Whether the front must look at requests (some intercept wants a header); otherwise it
-    /// forwards whole connections.
+    /// Whether some intercept matches on a header (rather than taking every request).
     pub fn needs_http(&self) -> bool {
         !self.by_header.is_empty()
     }

@@ -165,7 +165,14 @@ async fn http_router(l: TcpListener, router: Arc<HostRouter>, gw: GatewayHandle)
         let router = router.clone();
         let gw = gw.clone();
         tokio::spawn(async move {
-            proxy::serve(s, peer, router, gw, proxy::HEAD_TIMEOUT).await;
+            proxy::serve(
+                s,
+                peer,
+                router,
+                gw,
+                proxy::Sniff::Quiet(proxy::HEAD_TIMEOUT),
+            )
+            .await;
             drop(permit);
         });
     }

@@ -69,19 +69,44 @@ enum ResponseError {
     Client,
 }
 
-/// Serves HTTP/1.x requests on `client` (`first`: bytes already read) until it closes.
+/// Serves HTTP/1.x requests on `client` (`first`: bytes already read) until it closes; `pre`
+/// is a connection already open to a destination, for the requests that go there.
 pub async fn serve(
     mut client: TcpStream,
     first: Vec<u8>,
     peer: SocketAddr,
     router: Arc<dyn Router>,
     gw: GatewayHandle,
+    pre: Option<(Dest, Conn)>,
 ) {
     let mut buf = first;
     let mut pool: Vec<Upstream> = Vec::new();
+    if let Some((dest, c)) = pre {
+        let (read, write) = split(c);
+        pool.push(Upstream {
+            dest,
+            forwarded_for: None,
+            read,
+            write,
+            // Like a kept connection: should it have closed meanwhile, a new one is opened.
+            reused: true,
+        });
+    }
     let mut wait = HEAD_TIMEOUT;
+    // The responses' read buffer, once per connection.
+    let mut scratch = vec![0u8; CHUNK];
     loop {
-        let r = exchange(&mut client, &mut buf, &mut pool, peer, &*router, &gw, wait).await;
+        let r = exchange(
+            &mut client,
+            &mut buf,
+            &mut scratch,
+            &mut pool,
+            peer,
+            &*router,
+            &gw,
+            wait,
+        )
+        .await;
         wait = IDLE_TIMEOUT;
         match r {
             Ok(After::KeepAlive) => {}
@@ -98,9 +123,11 @@ pub async fn serve(
 }
 
 /// One request and its response.
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     client: &mut TcpStream,
     buf: &mut Vec<u8>,
+    scratch: &mut [u8],
     pool: &mut Vec<Upstream>,
     peer: SocketAddr,
     router: &dyn Router,
@@ -189,6 +216,7 @@ async fn exchange(
         cr,
         cw,
         buf,
+        scratch,
         parser: &mut parser,
         head: &head,
     };
@@ -236,6 +264,7 @@ struct Exchange<'a> {
     cr: tokio::net::tcp::ReadHalf<'a>,
     cw: tokio::net::tcp::WriteHalf<'a>,
     buf: &'a mut Vec<u8>,
+    scratch: &'a mut [u8],
     parser: &'a mut MessageParser,
     head: &'a Head,
 }
@@ -251,7 +280,7 @@ impl Exchange<'_> {
         complete: bool,
     ) -> Result<(Response, bool), (ResponseError, bool)> {
         let body = pump_body(&mut self.cr, self.buf, self.parser, &mut up.write, complete);
-        let response = relay_response(&mut up.read, &mut self.cw, self.head);
+        let response = relay_response(&mut up.read, &mut self.cw, self.head, self.scratch);
         tokio::pin!(body, response);
         let mut body_done = complete;
         let mut body_failed = false;
@@ -304,15 +333,15 @@ async fn relay_response(
     up: &mut ReadHalf<Conn>,
     cw: &mut tokio::net::tcp::WriteHalf<'_>,
     head: &Head,
+    chunk: &mut [u8],
 ) -> Result<Response, ResponseError> {
     let mut rp = MessageParser::new(Kind::Response, LIMITS);
     rp.expect_response_to(head);
     let connect = head.method.as_deref() == Some("CONNECT");
-    let mut chunk = vec![0u8; CHUNK];
     let mut started = false;
     loop {
         let n = up
-            .read(&mut chunk)
+            .read(chunk)
             .await
             .map_err(|_| ResponseError::Upstream { started })?;
         if n == 0 {
@@ -396,10 +425,12 @@ async fn take(
     router: &dyn Router,
     gw: &GatewayHandle,
 ) -> Result<Upstream, Failure> {
-    if let Some(i) = pool
-        .iter()
-        .position(|u| &u.dest == dest && &u.forwarded_for == forwarded_for)
-    {
+    // A connection to a node carries the caller announced when it opened; one into the remote
+    // environment carries no such thing.
+    let fits = |u: &Upstream| {
+        &u.dest == dest && (matches!(dest, Dest::Remote(_)) || &u.forwarded_for == forwarded_for)
+    };
+    if let Some(i) = pool.iter().position(fits) {
         return Ok(pool.remove(i));
     }
     if pool.len() >= MAX_UPSTREAMS {

@@ -4,7 +4,8 @@
 //! callback, with the node's flow limits and buffer budget).
 
 use super::Dest;
-use crate::gateway::{Accepted, CallerInfo, Control, GatewayHandle};
+pub use crate::gateway::CallerInfo;
+use crate::gateway::{Accepted, Control, GatewayHandle};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -99,6 +100,26 @@ pub async fn splice_to(
             .await;
         }
     }
+}
+
+/// Splices `client` to an open connection `up`: `first_up` (bytes the client already sent) goes
+/// up first, `first_down` (bytes `up` already sent) down first.
+pub async fn splice_conn(
+    mut client: TcpStream,
+    first_up: Vec<u8>,
+    first_down: Vec<u8>,
+    mut up: Conn,
+) {
+    if up.write_all(&first_up).await.is_err() || client.write_all(&first_down).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut up,
+        SPLICE_BUFFER,
+        SPLICE_BUFFER,
+    )
+    .await;
 }
 
 /// Hands a client connection to the gateway for node service `t` (`first` goes first).
