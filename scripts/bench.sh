@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # overlay benchmarks, run inside throw-away network namespaces (prefix "ovb-").
 #
-#   sudo scripts/bench.sh [all|dataplane|join|dns|registry|gateway|restart|scale|flood|tcp|storm]... [options]
+#   sudo scripts/bench.sh [all|dataplane|join|dns|registry|gateway|restart|scale|flood|tcp|storm|capture|intercept]... [options]
 #   scripts/bench.sh --help            # the parts and every option
 #
 # A thin wrapper: it builds the binaries (cargo build --release --bins, as the user who ran sudo;

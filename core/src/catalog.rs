@@ -4,11 +4,14 @@
 //! [services.orders]
 //! address = "orders.staging.svc.cluster.local:8080"   # host:port as seen from the relay
 //! port = 8080                                          # port on the overlay name (default: same)
+//! front = "0.0.0.0:18080"                              # optional: the relay listens here for the
+//!                                                      # remote environment's callers (intercepts)
 //! ```
 
 use crate::registry::{valid_label, valid_target, RemoteEntry, RESERVED_NAMES};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 /// Largest catalog file accepted.
 pub const MAX_LEN: usize = 1 << 20;
@@ -35,6 +38,27 @@ struct File {
 struct Entry {
     address: String,
     port: Option<u16>,
+    front: Option<String>,
+}
+
+/// A service's front: where the relay listens for the remote environment's callers of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Front {
+    /// The service (its catalog entry).
+    pub service: String,
+    /// The address the relay listens on.
+    pub listen: SocketAddr,
+    /// Where callers go without an intercept: the entry's `address`.
+    pub address: String,
+}
+
+/// Everything a catalog says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Catalog {
+    /// The remote services.
+    pub entries: Vec<RemoteEntry>,
+    /// The fronts of those that have one.
+    pub fronts: Vec<Front>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -45,8 +69,13 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Parses a catalog; every entry is checked, the first problem is reported.
+/// Parses a catalog's remote services; every entry is checked, the first problem is reported.
 pub fn parse(text: &str) -> Result<Vec<RemoteEntry>, CatalogError> {
+    parse_catalog(text).map(|c| c.entries)
+}
+
+/// Parses a catalog with its fronts; every entry is checked, the first problem is reported.
+pub fn parse_catalog(text: &str) -> Result<Catalog, CatalogError> {
     if text.len() > MAX_LEN {
         return Err(CatalogError {
             line: 0,
@@ -67,6 +96,7 @@ pub fn parse(text: &str) -> Result<Vec<RemoteEntry>, CatalogError> {
             .unwrap_or(0)
     };
     let mut out = Vec::new();
+    let mut fronts: Vec<Front> = Vec::new();
     for (name, e) in file.services {
         let line = header_line(&name);
         if !valid_label(&name) {
@@ -105,13 +135,46 @@ pub fn parse(text: &str) -> Result<Vec<RemoteEntry>, CatalogError> {
                 })
             }
         };
+        if let Some(f) = &e.front {
+            let listen = parse_front(f).ok_or_else(|| CatalogError {
+                line,
+                reason: format!(
+                    "front '{f}' of {name} is not IP:PORT (the address the relay listens on, e.g. 0.0.0.0:18080)"
+                ),
+            })?;
+            if let Some(other) = fronts.iter().find(|o| o.listen == listen) {
+                return Err(CatalogError {
+                    line,
+                    reason: format!(
+                        "front {listen} of {name} is already the front of {}",
+                        other.service
+                    ),
+                });
+            }
+            fronts.push(Front {
+                service: name.clone(),
+                listen,
+                address: e.address.clone(),
+            });
+        }
         out.push(RemoteEntry {
             name,
             port,
             target: e.address,
         });
     }
-    Ok(out)
+    Ok(Catalog {
+        entries: out,
+        fronts,
+    })
+}
+
+/// A front's listen address: `IP:PORT` with a port other than 0.
+fn parse_front(s: &str) -> Option<SocketAddr> {
+    s.trim()
+        .parse::<SocketAddr>()
+        .ok()
+        .filter(|a| a.port() != 0)
 }
 
 #[cfg(test)]
@@ -145,5 +208,33 @@ mod tests {
         assert!(e.reason.contains("reserved"), "{e}");
         assert!(parse("[services.a\n").is_err());
         assert_eq!(parse("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn fronts() {
+        let c = parse_catalog(
+            "[services.orders]\naddress = \"orders-backend:8080\"\nfront = \"0.0.0.0:18080\"\n\n[services.billing]\naddress = \"b:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.entries.len(), 2);
+        assert_eq!(
+            c.fronts,
+            vec![Front {
+                service: "orders".into(),
+                listen: "0.0.0.0:18080".parse().unwrap(),
+                address: "orders-backend:8080".into(),
+            }]
+        );
+        for bad in ["orders:80", "0.0.0.0:0", "10.0.0.1", ""] {
+            let text = format!("[services.a]\naddress = \"x:1\"\nfront = \"{bad}\"\n");
+            let e = parse_catalog(&text).unwrap_err();
+            assert!(e.reason.contains("not IP:PORT"), "{bad}: {e}");
+            assert_eq!(e.line, 1);
+        }
+        let e = parse_catalog(
+            "[services.a]\naddress = \"x:1\"\nfront = \"[::]:80\"\n[services.b]\naddress = \"x:1\"\nfront = \"[::]:80\"\n",
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("already the front of a"), "{e}");
     }
 }

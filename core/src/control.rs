@@ -66,6 +66,127 @@ pub enum ControlRequest {
         /// relay's on-demand suffixes.
         name: String,
     },
+    /// Send the remote environment's callers of `service` (a catalog service with a front) to
+    /// this node's instance of it: every connection, or only requests with `header`. The reply's
+    /// data is an [`InterceptStarted`]; it acknowledges a change.
+    Intercept {
+        /// The service.
+        service: String,
+        /// Only requests with this header.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        header: Option<crate::intercept::HeaderMatch>,
+    },
+    /// End this node's intercept of `service`; the reply's data is an [`InterceptStopped`].
+    InterceptStop {
+        /// The service.
+        service: String,
+    },
+    /// Every node's intercepts from the `skip`th on, as many as fit a datagram; the reply's data
+    /// is an [`InterceptPage`].
+    Intercepts {
+        /// Intercepts already read.
+        #[serde(default)]
+        skip: u32,
+    },
+}
+
+/// The answer to an intercept: what is intercepted, where callers arrive and where they go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptStarted {
+    /// The intercept.
+    #[serde(flatten)]
+    pub intercept: crate::intercept::Intercept,
+    /// The front the remote environment's callers arrive at.
+    pub front: String,
+    /// The node instance's overlay address and port they go to.
+    pub target: String,
+}
+
+/// The answer to an intercept's stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptStopped {
+    /// Whether the node had an intercept of the service (now ended).
+    pub stopped: bool,
+}
+
+/// One page of the relay's intercepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptPage {
+    /// Intercepts from the asked position on.
+    pub intercepts: Vec<crate::intercept::Intercept>,
+    /// How many there are in all.
+    pub total: u32,
+}
+
+/// Bytes a page of intercepts may take inside a reply.
+pub const INTERCEPT_PAGE_BUDGET: usize = 1000;
+
+impl InterceptPage {
+    /// The page of `all` starting at `skip` that fits [`INTERCEPT_PAGE_BUDGET`] (at least one
+    /// entry, which always fits: names and headers are bounded).
+    pub fn of(all: &[crate::intercept::Intercept], skip: u32) -> InterceptPage {
+        let mut page = InterceptPage {
+            intercepts: Vec::new(),
+            total: u32::try_from(all.len()).unwrap_or(u32::MAX),
+        };
+        let mut used = 40;
+        for i in all.iter().skip(skip as usize) {
+            let n = serde_json::to_vec(i).map_or(usize::MAX, |v| v.len() + 1);
+            if !page.intercepts.is_empty() && used + n > INTERCEPT_PAGE_BUDGET {
+                break;
+            }
+            used += n;
+            page.intercepts.push(i.clone());
+        }
+        page
+    }
+}
+
+/// Longest `forwarded_for` in a caller notice (the rest is cut: the notice must fit a datagram).
+pub const MAX_FORWARDED_LEN: usize = 512;
+
+/// A notice from the relay ([`NOTICE_ID`]): the real caller of a connection the relay opens
+/// from its own overlay address to a node service (a callback, or an intercepted request). It
+/// goes out before the connection's first packet; the node's capture shows the caller instead
+/// of the relay's address. Only the relay can send it (see [`owner`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerNotice {
+    /// The caller.
+    pub caller: Caller,
+}
+
+/// The caller behind one connection from the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The node service's overlay address and port the connection goes to.
+    pub service: std::net::SocketAddrV4,
+    /// The relay's source port of that connection.
+    pub port: u16,
+    /// The caller's `ip:port` as the relay saw it.
+    pub address: String,
+    /// What the caller's proxy said (`X-Forwarded-For`, or `Forwarded`), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_for: Option<String>,
+    /// How it came in: `callback`, `host` (the HTTP router) or `front` (an intercept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+impl Caller {
+    /// The notice's payload, with `forwarded_for` cut to [`MAX_FORWARDED_LEN`] bytes.
+    pub fn notice(mut self) -> Vec<u8> {
+        if let Some(f) = self.forwarded_for.as_mut() {
+            let mut end = f.len().min(MAX_FORWARDED_LEN);
+            while !f.is_char_boundary(end) {
+                end -= 1;
+            }
+            f.truncate(end);
+        }
+        encode(&ControlReply::Ok {
+            id: NOTICE_ID,
+            data: serde_json::to_value(CallerNotice { caller: self }).unwrap_or_default(),
+        })
+    }
 }
 
 /// A request with its id.
@@ -399,6 +520,92 @@ mod tests {
                 code: None,
             }
         );
+    }
+
+    #[test]
+    fn intercept_requests_roundtrip() {
+        let m = ControlMessage {
+            id: 4,
+            request: ControlRequest::Intercept {
+                service: "orders".into(),
+                header: Some(crate::intercept::HeaderMatch::parse("x-dev=alice").unwrap()),
+            },
+        };
+        let bytes = encode(&m);
+        assert_eq!(
+            bytes,
+            br#"{"id":4,"op":"intercept","service":"orders","header":{"name":"x-dev","value":"alice"}}"#
+        );
+        assert_eq!(parse_request(&bytes).unwrap(), m);
+        for (json, want) in [
+            (
+                r#"{"id":5,"op":"intercept_stop","service":"orders"}"#,
+                ControlRequest::InterceptStop {
+                    service: "orders".into(),
+                },
+            ),
+            (
+                r#"{"id":5,"op":"intercepts"}"#,
+                ControlRequest::Intercepts { skip: 0 },
+            ),
+        ] {
+            assert_eq!(parse_request(json.as_bytes()).unwrap().request, want);
+        }
+    }
+
+    #[test]
+    fn intercept_pages_fit_a_reply() {
+        let all: Vec<crate::intercept::Intercept> = (0..40)
+            .map(|n| crate::intercept::Intercept {
+                service: "a".repeat(63),
+                node: format!("node-{n}"),
+                tag: Some("t".repeat(63)),
+                header: Some(
+                    crate::intercept::HeaderMatch::new(&"h".repeat(64), &"v".repeat(256)).unwrap(),
+                ),
+                since: u64::MAX,
+                seq: u64::MAX,
+            })
+            .collect();
+        let mut seen = 0;
+        while seen < all.len() {
+            let page = InterceptPage::of(&all, seen as u32);
+            assert!(!page.intercepts.is_empty());
+            assert_eq!(page.total, 40);
+            let reply = ControlReply::Ok {
+                id: u64::MAX,
+                data: serde_json::to_value(&page).unwrap(),
+            };
+            assert!(
+                encode(&reply).len() <= MAX_CONTROL_LEN,
+                "{}",
+                encode(&reply).len()
+            );
+            seen += page.intercepts.len();
+        }
+        assert!(InterceptPage::of(&all, 99).intercepts.is_empty());
+    }
+
+    #[test]
+    fn caller_notices_fit_and_read_back() {
+        let c = Caller {
+            service: "100.64.4.2:8080".parse().unwrap(),
+            port: 20001,
+            address: "[fd00::1]:65535".into(),
+            forwarded_for: Some("é".repeat(2000)),
+            via: Some("front".into()),
+        };
+        let bytes = c.clone().notice();
+        assert!(bytes.len() <= MAX_CONTROL_LEN, "{}", bytes.len());
+        let ControlReply::Ok { id, data } = parse_reply(&bytes).unwrap() else {
+            panic!("not ok");
+        };
+        assert_eq!(id, NOTICE_ID);
+        let back: CallerNotice = serde_json::from_value(data.clone()).unwrap();
+        assert_eq!(back.caller.port, 20001);
+        assert!(back.caller.forwarded_for.unwrap().len() <= MAX_FORWARDED_LEN);
+        // Not a registry notice: an older node ignores it.
+        assert!(serde_json::from_value::<RegistryNotice>(data).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod dns;
 pub mod duration;
 pub mod gateway;
 pub mod http1;
+pub mod intercept;
 pub mod join;
 pub mod key;
 pub mod node;

@@ -37,6 +37,9 @@ _overlay() {
             overlay,inspect)
                 cmd="overlay__subcmd__inspect"
                 ;;
+            overlay,intercept)
+                cmd="overlay__subcmd__intercept"
+                ;;
             overlay,join)
                 cmd="overlay__subcmd__join"
                 ;;
@@ -109,6 +112,9 @@ _overlay() {
             overlay__subcmd__help,inspect)
                 cmd="overlay__subcmd__help__subcmd__inspect"
                 ;;
+            overlay__subcmd__help,intercept)
+                cmd="overlay__subcmd__help__subcmd__intercept"
+                ;;
             overlay__subcmd__help,join)
                 cmd="overlay__subcmd__help__subcmd__join"
                 ;;
@@ -167,7 +173,7 @@ _overlay() {
 
     case "${cmd}" in
         overlay)
-            opts="-h -V --help --version completions manpage reference join up down leave daemon status services resolve register unregister dev run logs ps restart stop start traffic inspect capture help"
+            opts="-h -V --help --version completions manpage reference join up down leave daemon status services resolve register unregister dev run logs ps restart stop start traffic inspect capture intercept help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -315,7 +321,7 @@ _overlay() {
             return 0
             ;;
         overlay__subcmd__help)
-            opts="completions manpage reference join up down leave daemon status services resolve register unregister dev run logs ps restart stop start traffic inspect capture help"
+            opts="completions manpage reference join up down leave daemon status services resolve register unregister dev run logs ps restart stop start traffic inspect capture intercept help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -413,6 +419,20 @@ _overlay() {
             return 0
             ;;
         overlay__subcmd__help__subcmd__inspect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        overlay__subcmd__help__subcmd__intercept)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -671,6 +691,24 @@ _overlay() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        overlay__subcmd__intercept)
+            opts="-h --header --stop --list --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

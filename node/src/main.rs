@@ -74,6 +74,9 @@ enum Command {
     Inspect(cli::traffic::InspectArgs),
     /// Write the overlay packets (decrypted, as on the TUN) to a pcap file.
     Capture(cli::traffic::CaptureArgs),
+    /// Send the remote environment's callers of a service to this laptop's instance: all of
+    /// them, or requests with `--header NAME=VALUE`; `--list` shows every laptop's, `--stop` ends.
+    Intercept(cli::intercept::InterceptArgs),
 }
 
 fn main() -> ExitCode {
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
             Command::Traffic(a) => cli::traffic::traffic(a).await,
             Command::Inspect(a) => cli::traffic::inspect(a).await,
             Command::Capture(a) => cli::traffic::capture(a).await,
+            Command::Intercept(a) => cli::intercept::run(a).await,
         }
     });
     match result {

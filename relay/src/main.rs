@@ -1,7 +1,9 @@
 //! `overlay-relay`: the WireGuard hub and control plane that runs in the remote environment.
 
 mod cli;
+mod front;
 mod gateway;
+mod proxy;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -74,3 +74,57 @@ fn tp_ingress_only_manifest_uses_real_relay_variables() {
         );
     }
 }
+
+#[test]
+fn front_manifests_validate_offline_and_point_the_name_at_the_front() {
+    let yaml = manifest("## Intercepts: a front for a service");
+    let out = validate(&yaml, "front");
+    assert!(
+        out.status.success(),
+        "docs/deploy.md's front manifests do not validate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The catalog's front port is the targetPort of the Service `orders`, which selects the
+    // relay; the real pods are behind `orders-backend`, the catalog's address.
+    let front_port = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("front = \"0.0.0.0:"))
+        .and_then(|r| r.split('"').next())
+        .expect("a front in the catalog");
+    let docs: Vec<&str> = yaml.split("\n---\n").collect();
+    let orders = docs
+        .iter()
+        .find(|d| d.contains("metadata: { name: orders }"))
+        .expect("a Service orders");
+    assert!(
+        orders.contains("selector: { app: overlay-relay }"),
+        "{orders}"
+    );
+    assert!(
+        orders.contains(&format!("targetPort: {front_port}")),
+        "{orders}"
+    );
+    let backend = docs
+        .iter()
+        .find(|d| d.contains("metadata: { name: orders-backend }"))
+        .expect("a Service orders-backend");
+    assert!(backend.contains("selector: { app: orders }"), "{backend}");
+    // The catalog in the ConfigMap is one the relay reads, with the front.
+    let toml: String = yaml
+        .split_once("catalog.toml: |\n")
+        .expect("the catalog")
+        .1
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect();
+    let catalog = overlay_core::catalog::parse_catalog(&toml).expect("the catalog parses");
+    let front = catalog.fronts.first().expect("a front");
+    assert_eq!(front.service, "orders");
+    assert_eq!(front.listen.port().to_string(), front_port);
+    assert!(front.address.starts_with("orders-backend."), "{toml}");
+    // A broken one is refused.
+    let broken = yaml.replace("targetPort: 18080", "targetPort: [18080]");
+    assert!(!validate(&broken, "front-bad").status.success());
+}

@@ -1193,9 +1193,13 @@ fn grpc_h2c_websocket_and_local_callers_are_decoded() {
         &format!("{py} {} {callback}", w.hub.dir.join("greet.py").display()),
     );
     assert_eq!(got, "hello world\nNOT_FOUND\n");
-    wait_record(&w, &a, "the remote gRPC call", |r| {
-        r.grpc_status == Some(0) && r.client.starts_with("100.64.0.1:")
+    // It shows its real caller (the relay announced it), not the relay's overlay address.
+    let remote = wait_record(&w, &a, "the remote gRPC call", |r| {
+        r.grpc_status == Some(0) && r.remote_caller.is_some()
     });
+    let caller = remote.remote_caller.as_ref().expect("the caller");
+    assert!(caller.address.starts_with("10.78.0.1:"), "{remote:?}");
+    assert_eq!(remote.client, caller.address, "{remote:?}");
 
     // WebSocket: each message with its direction, and the close code.
     let chat_addr = addr(&chat, 8765);

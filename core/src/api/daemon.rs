@@ -5,6 +5,7 @@
 
 use super::requests;
 use crate::capture::record::Summary;
+pub use crate::control::InterceptStarted;
 use crate::dns::explain;
 use crate::prefix::Ipv4Prefix;
 use crate::resolver::{Resolution, ServiceListing};
@@ -39,6 +40,12 @@ pub enum DaemonRequest {
     Inspect(Inspect),
     /// See [`Unregister`].
     Unregister(Unregister),
+    /// See [`Intercept`].
+    Intercept(Intercept),
+    /// See [`InterceptStop`].
+    InterceptStop(InterceptStop),
+    /// See [`Intercepts`].
+    Intercepts(Intercepts),
 }
 
 requests!(DaemonRequest {
@@ -53,6 +60,9 @@ requests!(DaemonRequest {
     Traffic => TrafficPage,
     Inspect => InspectReply,
     Unregister => Unregistered,
+    Intercept => InterceptStarted,
+    InterceptStop => InterceptStopped,
+    Intercepts => Vec<crate::intercept::Intercept>,
 });
 
 /// Connection state and counters (`overlay status`).
@@ -147,6 +157,37 @@ pub struct Unregister {
     /// Tag.
     #[serde(default)]
     pub tag: Option<String>,
+}
+
+/// Send the remote environment's callers of `service` (through the relay's front) to this
+/// node's instance: every connection, or only requests with `header` (`overlay intercept`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intercept {
+    /// The service.
+    pub service: String,
+    /// `NAME=VALUE`, as the user wrote it (the daemon checks it).
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+/// End this node's intercept of `service` (`overlay intercept SERVICE --stop`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptStop {
+    /// The service.
+    pub service: String,
+}
+
+/// Every node's intercepts (`overlay intercept --list`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intercepts {}
+
+/// The answer to [`InterceptStop`] (`overlay intercept SERVICE --stop --json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterceptStopped {
+    /// The service.
+    pub service: String,
+    /// Whether this node had intercepted it (and no longer does).
+    pub stopped: bool,
 }
 
 /// `overlay status --json`.

@@ -63,6 +63,22 @@ fn test_requests() {
         .into_wire(),
         json!({"cmd": "token_create", "uses": 2, "ttl_secs": 60, "name_prefix": null}),
     );
+    round_trip(
+        &Intercept {
+            service: "orders".into(),
+            header: Some("x-dev=alice".into()),
+        }
+        .into_wire(),
+        json!({"cmd": "intercept", "service": "orders", "header": "x-dev=alice"}),
+    );
+    round_trip(
+        &InterceptStop {
+            service: "orders".into(),
+        }
+        .into_wire(),
+        json!({"cmd": "intercept_stop", "service": "orders"}),
+    );
+    round_trip(&Intercepts {}.into_wire(), json!({"cmd": "intercepts"}));
     round_trip(&session::List {}.into_wire(), json!({"cmd": "list"}));
     round_trip(
         &session::Restart {

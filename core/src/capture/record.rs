@@ -113,8 +113,9 @@ pub struct Process {
 }
 
 /// Who really called, when the connection came through the relay and it said so (the caller's
-/// address, and what the caller's proxy said in `X-Forwarded-For`). The relay does not send it
-/// yet: the field is here so that records and views are ready for it.
+/// address, and what the caller's proxy said in `X-Forwarded-For`). The relay announces it for
+/// callbacks, the Host router and intercepted requests at its fronts
+/// (`overlay_core::control::CallerNotice`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RemoteCaller {
     /// The caller's `ip:port` as the relay saw it.

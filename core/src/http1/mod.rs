@@ -17,7 +17,8 @@ mod message;
 mod tests;
 
 pub use message::{
-    request_framing, Framing, Head, HttpError, Kind, Limits, Message, MessageParser, Parsed,
+    looks_like_request, request_framing, Framing, Head, HttpError, Kind, Limits, Message,
+    MessageParser, Parsed,
 };
 
 use std::collections::VecDeque;

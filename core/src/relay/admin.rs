@@ -208,6 +208,10 @@ impl Hub {
         self.registry.forget_node(name);
         self.state.peers.retain(|r| r.name != name);
         self.changed();
+        if !self.intercepts.remove_node(name).is_empty() {
+            tracing::info!(name, "intercepts ended: the node left");
+            self.events.push(super::Event::FrontsChanged);
+        }
         if removed > 0 {
             self.notice_pending = true;
             self.refresh_remote_targets();

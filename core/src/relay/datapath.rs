@@ -59,6 +59,7 @@ impl Hub {
         let mut moved = false;
         let len = match l.tunn.decapsulate(Some(from.ip()), d, &mut self.dec) {
             TunnResult::WriteToNetwork(p) => {
+                l.last_rx = Some(now.instant);
                 self.out.push(from, p);
                 if let Some(ts) = init_ts {
                     // boringtun accepted the initiation: remember its timestamp for restarts.
@@ -79,6 +80,7 @@ impl Hub {
                 return;
             }
             TunnResult::WriteToTunnelV4(p, _) => {
+                l.last_rx = Some(now.instant);
                 moved = roam(&mut l.endpoint, from);
                 l.counters.rx(p.len());
                 p.len()
@@ -89,6 +91,7 @@ impl Hub {
             }
             TunnResult::Done => {
                 // A keepalive, or a handshake message that needed no answer.
+                l.last_rx = Some(now.instant);
                 if roam(&mut l.endpoint, from) {
                     self.changed_live();
                     self.maybe_persist(now);
@@ -373,6 +376,24 @@ impl Hub {
                 true,
             ),
             ControlRequest::Pull { want } => (Ok(self.pull(&want)), false),
+            ControlRequest::Intercept { service, header } => (
+                self.start_intercept(from, &service, header, now)
+                    .map(|s| serde_json::to_value(s).unwrap_or_default()),
+                true,
+            ),
+            ControlRequest::InterceptStop { service } => (
+                self.stop_intercept(from, &service).map(|stopped| {
+                    serde_json::to_value(control::InterceptStopped { stopped }).unwrap_or_default()
+                }),
+                true,
+            ),
+            ControlRequest::Intercepts { skip } => (
+                Ok(
+                    serde_json::to_value(control::InterceptPage::of(self.intercepts.list(), skip))
+                        .unwrap_or_default(),
+                ),
+                false,
+            ),
             ControlRequest::Lookup { .. } => (Ok(serde_json::Value::Null), false),
         };
         Some(match result {

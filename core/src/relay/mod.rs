@@ -24,6 +24,7 @@ mod datapath;
 mod flood;
 mod guess;
 pub mod initiation;
+mod intercepts;
 mod join;
 mod lookup;
 mod output;
@@ -34,6 +35,7 @@ mod timers;
 
 pub use admin::{NodeInfo, PeerAdded, RelayStats, TokenCreated};
 pub use flood::{JoinJob, JoinOpened, JoinOpener, JoinStats, JOB_QUEUE};
+pub use intercepts::{FrontRoute, SILENCE as INTERCEPT_SILENCE};
 pub use lookup::{LookupFailure, LookupRequest, OnDemandConfig};
 pub use output::{Transmit, MAX_EVENTS, MAX_TRANSMITS, MAX_TRANSMIT_BYTES};
 pub use persist::MAX_HELD;
@@ -97,6 +99,9 @@ pub enum Event {
     },
     /// The registry changed: callback routes ([`Hub::callback_routes`]) may have moved.
     RegistryChanged,
+    /// Fronts or intercepts changed (or the instances they point at): the fronts' routing
+    /// ([`Hub::front_routes`]) may have moved.
+    FrontsChanged,
 }
 
 /// A packet for a remote service (or the node's side of a callback) and where it goes.
@@ -169,6 +174,9 @@ pub enum HubError {
     /// The registry refused a change.
     #[error("{0}")]
     Registry(String),
+    /// An intercept was refused.
+    #[error("{0}")]
+    Intercept(String),
 }
 
 /// A peer's live state beside its table entry.
@@ -181,6 +189,8 @@ struct Live {
     static_shared: [u8; 32],
     /// The newest initiation timestamp accepted from the peer (persisted with the next write).
     newest_init: Option<initiation::Tai64n>,
+    /// When the peer last sent an authenticated datagram (its intercepts end when it is silent).
+    last_rx: Option<Instant>,
 }
 
 /// The relay hub.
@@ -222,6 +232,12 @@ pub struct Hub {
     registry: Registry,
     /// The registry changed since the last notices went out.
     notice_pending: bool,
+    /// Active intercepts (persisted with the state).
+    intercepts: crate::intercept::InterceptTable,
+    /// The catalog's fronts.
+    fronts: Vec<crate::catalog::Front>,
+    /// When the hub started (the silence of a node not heard from since counts from here).
+    started_at: Instant,
     /// Remote service address -> its overlay port and `host:port` in the remote environment.
     remote_targets: HashMap<std::net::Ipv4Addr, (u16, String)>,
     /// How node services get callback addresses.
@@ -256,6 +272,7 @@ impl Hub {
             tokens,
             registry,
             callback_ports,
+            intercepts,
         } = state;
         let registry = Registry::restore(
             registry,
@@ -275,6 +292,7 @@ impl Hub {
                 tokens,
                 registry: Default::default(),
                 callback_ports,
+                intercepts: Vec::new(),
             },
             rng,
             replay: ReplayGuard::new(),
@@ -293,6 +311,9 @@ impl Hub {
             replay_logged: None,
             registry,
             notice_pending: false,
+            intercepts: crate::intercept::InterceptTable::restore(intercepts),
+            fronts: Vec::new(),
+            started_at: now.instant,
             remote_targets: HashMap::new(),
             callback: crate::gateway::CallbackPlan::default(),
             lookups: lookup::Lookups::default(),
@@ -341,6 +362,7 @@ impl Hub {
                 counters: Counters::default(),
                 static_shared,
                 newest_init: rec.handshake_timestamp,
+                last_rx: None,
             },
         );
         Ok(id)
@@ -425,6 +447,7 @@ impl Hub {
             }
         }
         self.expire_on_demand(now);
+        self.expire_silent_intercepts(now);
         self.join_stats.under_load = self.opens.under_load(now.unix);
         self.join_stats.opens_this_sec = self.opens.used(now.unix);
         self.summary.tick(&self.join_stats, now.unix);

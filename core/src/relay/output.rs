@@ -83,6 +83,8 @@ pub(super) struct Events {
     queue: VecDeque<Event>,
     /// A `RegistryChanged` is queued (one says it all).
     registry_changed: bool,
+    /// A `FrontsChanged` is queued.
+    fronts_changed: bool,
 }
 
 impl Events {
@@ -92,6 +94,8 @@ impl Events {
         match e {
             Event::RegistryChanged if self.registry_changed => return true,
             Event::RegistryChanged => self.registry_changed = true,
+            Event::FrontsChanged if self.fronts_changed => return true,
+            Event::FrontsChanged => self.fronts_changed = true,
             Event::Persist { .. } => {}
             _ if self.queue.len() >= MAX_EVENTS => return false,
             _ => {}
@@ -103,8 +107,10 @@ impl Events {
     /// The oldest request.
     pub(super) fn pop(&mut self) -> Option<Event> {
         let e = self.queue.pop_front()?;
-        if matches!(e, Event::RegistryChanged) {
-            self.registry_changed = false;
+        match e {
+            Event::RegistryChanged => self.registry_changed = false,
+            Event::FrontsChanged => self.fronts_changed = false,
+            _ => {}
         }
         Some(e)
     }

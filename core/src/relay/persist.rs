@@ -107,6 +107,7 @@ impl Hub {
             tokens: self.state.tokens.clone(),
             registry: self.registry.snapshot(),
             callback_ports: self.state.callback_ports.clone(),
+            intercepts: self.intercepts.list().to_vec(),
         };
         for rec in &mut s.peers {
             let Some(l) = self

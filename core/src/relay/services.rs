@@ -28,6 +28,9 @@ impl Hub {
             self.notice_pending = true;
             self.refresh_remote_targets();
             self.events.push(Event::RegistryChanged);
+            // Instances moved or stopped: the fronts follow, and intercepts of stopped ones end.
+            self.events.push(Event::FrontsChanged);
+            self.prune_intercepts();
         }
         out.map_err(|e| HubError::Registry(e.to_string()))
     }

@@ -28,6 +28,10 @@ pub struct RelayState {
     /// Callback ports handed to node services, kept so a service gets its port back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub callback_ports: Vec<crate::gateway::CallbackPortRecord>,
+    /// Active intercepts: a relay restart keeps them (their nodes have [`crate::relay::INTERCEPT_SILENCE`]
+    /// to be heard from again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intercepts: Vec<crate::intercept::Intercept>,
 }
 
 /// One registered peer.

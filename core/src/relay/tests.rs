@@ -955,6 +955,7 @@ fn node_and_service_names_are_one_namespace() {
         .all(|i| i.name != "orders-2"));
 }
 
+mod intercept;
 mod persist;
 mod replay;
 mod timers;

@@ -144,6 +144,8 @@ pub struct Sim {
     pub writes: Vec<(u64, RelayState)>,
     /// `RegistryChanged` events seen.
     pub registry_changes: u64,
+    /// `FrontsChanged` events seen.
+    pub front_changes: u64,
 }
 
 impl Sim {
@@ -168,6 +170,7 @@ impl Sim {
             auto_persist: true,
             writes: Vec::new(),
             registry_changes: 0,
+            front_changes: 0,
         };
         sim.drain();
         Ok(sim)
@@ -216,6 +219,7 @@ impl Sim {
                 Event::Lookup(l) => self.lookups.push(l),
                 Event::OpenJoin(j) => self.jobs.push(j),
                 Event::RegistryChanged => self.registry_changes += 1,
+                Event::FrontsChanged => self.front_changes += 1,
                 Event::Persist { version, state } => {
                     self.writes.push((version, *state));
                     if self.auto_persist {

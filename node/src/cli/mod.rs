@@ -3,6 +3,7 @@
 //! talk to are in `crate::daemon`, `crate::dev` and `crate::traffic`.
 
 pub mod dev;
+pub mod intercept;
 pub mod join;
 pub mod lifecycle;
 pub mod ps;

@@ -6,6 +6,7 @@ pub mod api;
 pub mod cpu_latency;
 pub mod device;
 pub mod dns;
+pub mod intercept;
 pub mod listener;
 pub mod relaylink;
 pub mod relaystream;
@@ -188,6 +189,8 @@ struct Node {
     traffic: Arc<crate::traffic::Traffic>,
     /// The DNS server (`overlay resolve` asks it).
     dns: Arc<DnsServer>,
+    /// This node's intercepts.
+    intercepts: intercept::Mine,
 }
 
 /// A service this node registered.
@@ -525,6 +528,21 @@ impl overlay_sys::local_api::Handler for Node {
                 Some(message) => r.answer(Err(message)),
                 None => r.ok(crate::traffic::server::page(&r.query, &self.traffic)),
             },
+            DaemonRequest::Intercept(r) => {
+                let started = intercept::start(
+                    &self.link,
+                    &self.intercepts,
+                    &r.service,
+                    r.header.as_deref(),
+                )
+                .await;
+                r.answer(started)
+            }
+            DaemonRequest::InterceptStop(r) => {
+                let stopped = intercept::stop(&self.link, &self.intercepts, &r.service).await;
+                r.answer(stopped)
+            }
+            DaemonRequest::Intercepts(r) => r.answer(intercept::list(&self.link).await),
             DaemonRequest::Inspect(r) => r.ok(match self.traffic.private_url() {
                 Some(url) => InspectReply {
                     url: Some(url),
@@ -676,6 +694,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         link.directory.clone(),
         s.name.clone(),
         s.address,
+        s.relay_address,
+        link.callers.clone(),
     );
     crate::traffic::start(&args.traffic, &traffic, &tunnel, owner).await;
     let node = Arc::new(Node {
@@ -687,6 +707,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         stop: Notify::new(),
         traffic,
         dns: dns.clone(),
+        intercepts: intercept::Mine::default(),
     });
     tracing::info!(node = %node.settings.name, address = %node.settings.address, interface = %args.interface, "node up");
     let sock_path = paths::control_socket();
@@ -702,6 +723,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         _ = term.recv() => Ok(()),
         _ = node.stop.notified() => Ok(()),
     };
+    // The remote environment's callers go back to the remote service at once.
+    intercept::stop_all(&node.link, &node.intercepts).await;
     if let Some((change, _)) = &resolver_change {
         if let Err(e) = resolvconf::restore(change) {
             tracing::error!("cannot restore the system resolver: {e:#}");

@@ -11,7 +11,8 @@
 
 use crate::daemon::tunnel::{Tunnel, CONTROL_QUEUE};
 use overlay_core::control::{
-    self, ControlMessage, ControlReply, ControlRequest, ErrorCode, RegistryNotice, NOTICE_ID,
+    self, CallerNotice, ControlMessage, ControlReply, ControlRequest, ErrorCode, RegistryNotice,
+    NOTICE_ID,
 };
 use overlay_core::registry::{Applied, Delta, RegistryView, ServiceInstance, ViewError};
 use std::collections::HashMap;
@@ -243,6 +244,8 @@ pub struct RelayLink {
     notified: Notify,
     /// The synced registry.
     pub directory: Arc<Directory>,
+    /// The real callers of the relay's connections to this node's services.
+    pub callers: Arc<crate::traffic::callers::Callers>,
 }
 
 impl RelayLink {
@@ -259,6 +262,7 @@ impl RelayLink {
             pending: Mutex::new(HashMap::new()),
             notified: Notify::new(),
             directory: Arc::new(Directory::default()),
+            callers: Arc::default(),
         });
         let _ = link.directory.link.set(Arc::downgrade(&link));
         link
@@ -345,6 +349,8 @@ impl RelayLink {
                 if let ControlReply::Ok { data, .. } = &reply {
                     if serde_json::from_value::<RegistryNotice>(data.clone()).is_ok() {
                         self.notified.notify_one();
+                    } else if let Ok(n) = serde_json::from_value::<CallerNotice>(data.clone()) {
+                        self.callers.insert(n.caller);
                     }
                 }
                 continue;

@@ -10,6 +10,7 @@
 //! [`server`] serves the inspector and its JSON API; `overlay traffic`, `overlay inspect` and
 //! `overlay capture` are in `crate::cli::traffic`.
 
+pub mod callers;
 pub mod owner;
 pub mod replay;
 pub mod server;
@@ -81,6 +82,10 @@ pub struct Traffic {
     pub secret: Secret,
     /// `overlay capture` subscribers.
     pub pcap: tap::PcapSubscribers,
+    /// The real callers behind the relay's connections, as the relay announced them.
+    pub callers: Arc<callers::Callers>,
+    /// The relay's overlay address (connections from it are callbacks and intercepts).
+    pub relay_address: Ipv4Addr,
     /// The user's `.proto` descriptions, for gRPC messages.
     pub schemas: Schemas,
 }
@@ -92,6 +97,8 @@ impl Traffic {
         directory: Arc<Directory>,
         node_name: String,
         node_address: Ipv4Addr,
+        relay_address: Ipv4Addr,
+        callers: Arc<callers::Callers>,
     ) -> Arc<Traffic> {
         let limits = Limits {
             body_cap: args.capture_body_cap.min(args.capture_buffer / 4),
@@ -111,6 +118,8 @@ impl Traffic {
             url: Mutex::new(None),
             secret: new_secret(),
             pcap: tap::PcapSubscribers::default(),
+            callers,
+            relay_address,
             schemas: load_schemas(&args.proto_path),
         })
     }

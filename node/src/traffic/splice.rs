@@ -5,7 +5,7 @@
 use super::{now_ms, owner, Traffic, MAX_IN_FLIGHT};
 use overlay_core::capture::conn::ConnMeta;
 use overlay_core::capture::synth::TcpSynth;
-use overlay_core::capture::{ConnectionCapture, Direction, FlowEnd};
+use overlay_core::capture::{ConnectionCapture, Direction, FlowEnd, RemoteCaller};
 use overlay_core::http1::Side;
 use overlay_core::wsframe::{close_frame, Upgrade, SERVICE_RESTART};
 use std::net::SocketAddr;
@@ -78,6 +78,7 @@ fn start(
     server: SocketAddr,
 ) -> mpsc::Sender<Event> {
     let (tx, mut rx) = mpsc::channel(QUEUE);
+    let started = now_ms();
     // A caller on this machine: named by its process (when it can be known), never by the
     // service whose address it used as its source; and its connection never crosses the TUN,
     // so `overlay capture` gets packets made up from the bytes.
@@ -86,23 +87,21 @@ fn start(
         (SocketAddr::V4(c), SocketAddr::V4(s)) if local => Some((c, s)),
         _ => None,
     };
-    let meta = ConnMeta {
-        service: service.to_string(),
-        direction: Direction::In,
-        client: client.to_string(),
-        client_name: if local {
-            Some(traffic.node_name().to_string())
-        } else {
-            traffic.name_of(client)
-        },
-        server: server.to_string(),
-        server_name: Some(service.to_string()),
-    };
     let owner = ends.and_then(|(c, s)| owner::spawn_lookup(c, s));
-    let mut cap = ConnectionCapture::new(meta, traffic.limits, now_ms());
     let mut synth = ends.map(|(c, s)| TcpSynth::new(c, s));
     let traffic = traffic.clone();
+    let service = service.to_string();
     tokio::spawn(async move {
+        // Built when the first bytes come: a connection from the relay has been announced
+        // by then (the notice leaves the relay before the connection's SYN).
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let (meta, caller) = conn_meta(&traffic, &service, client, server, local);
+        let mut cap = ConnectionCapture::new(meta, traffic.limits, started);
+        if let Some(c) = caller {
+            cap.set_remote_caller(c);
+        }
         if let Some(h) = owner {
             match tokio::time::timeout(OWNER_WAIT, h).await {
                 Ok(Ok(Some(p))) => cap.set_client_process(p),
@@ -111,32 +110,9 @@ fn start(
                 }
             }
         }
+        feed(&mut cap, &traffic, synth.as_mut(), first);
         while let Some(ev) = rx.recv().await {
-            let pcap = traffic.pcap.active();
-            match ev {
-                Event::Data(side, d, t) => {
-                    if let (Some(s), true) = (synth.as_mut(), pcap) {
-                        traffic.pcap.publish_all(&s.data(side, &d), t * 1000);
-                    }
-                    cap.data(side, &d, t);
-                    traffic.in_flight.fetch_sub(d.len(), Ordering::Relaxed);
-                }
-                Event::Lost(side, n, t) => {
-                    if let Some(s) = synth.as_mut() {
-                        s.gap(side, n);
-                    }
-                    cap.gap(side, n, t)
-                }
-                Event::End(end, t) => {
-                    if let (Some(s), true) = (synth.as_mut(), pcap) {
-                        traffic
-                            .pcap
-                            .publish_all(&s.close(end == FlowEnd::Reset), t * 1000);
-                    }
-                    cap.close(end, t)
-                }
-            }
-            traffic.collect(&mut cap);
+            feed(&mut cap, &traffic, synth.as_mut(), ev);
         }
         if !cap.is_closed() {
             cap.close(FlowEnd::Closed, now_ms());
@@ -144,6 +120,77 @@ fn start(
         }
     });
     tx
+}
+
+fn feed(cap: &mut ConnectionCapture, traffic: &Traffic, synth: Option<&mut TcpSynth>, ev: Event) {
+    let pcap = traffic.pcap.active();
+    match ev {
+        Event::Data(side, d, t) => {
+            if let (Some(s), true) = (synth, pcap) {
+                traffic.pcap.publish_all(&s.data(side, &d), t * 1000);
+            }
+            cap.data(side, &d, t);
+            traffic.in_flight.fetch_sub(d.len(), Ordering::Relaxed);
+        }
+        Event::Lost(side, n, t) => {
+            if let Some(s) = synth {
+                s.gap(side, n);
+            }
+            cap.gap(side, n, t)
+        }
+        Event::End(end, t) => {
+            if let (Some(s), true) = (synth, pcap) {
+                traffic
+                    .pcap
+                    .publish_all(&s.close(end == FlowEnd::Reset), t * 1000);
+            }
+            cap.close(end, t)
+        }
+    }
+    traffic.collect(cap);
+}
+
+/// Who talks to whom. A connection from the relay's address shows its real caller, as the
+/// relay announced it, instead of the relay's address and port (and the record keeps it as
+/// its `remote_caller`); a caller on this machine is named by the node.
+fn conn_meta(
+    traffic: &Traffic,
+    service: &str,
+    client: SocketAddr,
+    server: SocketAddr,
+    local: bool,
+) -> (ConnMeta, Option<RemoteCaller>) {
+    let announced = match (client, server) {
+        (SocketAddr::V4(c), SocketAddr::V4(s)) if *c.ip() == traffic.relay_address => {
+            traffic.callers.get(s, c.port())
+        }
+        _ => None,
+    };
+    let (client_addr, client_name) = match &announced {
+        Some(c) => {
+            let via = c.via.as_deref().unwrap_or("relay");
+            let mut name = format!("remote caller via the relay ({via})");
+            if let Some(f) = &c.forwarded_for {
+                name.push_str(&format!(", forwarded for {f}"));
+            }
+            (c.address.clone(), Some(name))
+        }
+        None if local => (client.to_string(), Some(traffic.node_name().to_string())),
+        None => (client.to_string(), traffic.name_of(client)),
+    };
+    let meta = ConnMeta {
+        service: service.to_string(),
+        direction: Direction::In,
+        client: client_addr,
+        client_name,
+        server: server.to_string(),
+        server_name: Some(service.to_string()),
+    };
+    let caller = announced.map(|c| RemoteCaller {
+        address: c.address,
+        forwarded_for: c.forwarded_for,
+    });
+    (meta, caller)
 }
 
 /// How a restart's drain reaches one connection: `close` turns true when the connection must
@@ -325,6 +372,8 @@ mod tests {
             Arc::default(),
             "node".into(),
             "100.64.0.65".parse().unwrap(),
+            "100.64.0.1".parse().unwrap(),
+            Arc::default(),
         )
     }
 

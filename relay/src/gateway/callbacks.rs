@@ -1,23 +1,23 @@
 //! Callback listeners in the remote environment: one TCP port per node service, and an HTTP
-//! listener that routes by `Host`. Accepted connections go to the gateway thread, which opens
-//! the overlay connection to the service.
+//! listener that routes by `Host` (HTTP/1.1, per request) and `:authority` (HTTP/2 and gRPC,
+//! per stream). Port connections go whole to the gateway thread, which opens the overlay
+//! connection to the service; the HTTP router reads requests ([`crate::proxy`]) and opens one
+//! such connection per service a client connection names.
 
-use super::{Control, GatewayHandle};
-use overlay_core::gateway::callback::{scan_head, HeadScan, MAX_HEAD};
+use super::GatewayHandle;
+use crate::proxy::{self, Decision, Dest, ProxyStats, RequestInfo, Router};
 use overlay_core::gateway::HostRoute;
+use overlay_core::intercept::Target;
 use overlay_core::registry::ServiceKey;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-/// Connections whose HTTP head is being read at once.
-const MAX_HEAD_READS: usize = 256;
-/// How long a client gets to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the HTTP router serves at once; more wait in the accept queue.
+const MAX_HTTP_CONNECTIONS: usize = 4096;
 
 /// Where callbacks go, as the hub last published it.
 #[derive(Debug, Default)]
@@ -44,6 +44,8 @@ impl CallbackRoutes {
 /// The running listeners; publish new routes when the registry changes.
 pub struct CallbackListeners {
     routes: watch::Sender<Arc<CallbackRoutes>>,
+    /// The HTTP router's counters.
+    pub stats: Arc<ProxyStats>,
 }
 
 impl CallbackListeners {
@@ -57,13 +59,18 @@ impl CallbackListeners {
         gw: GatewayHandle,
     ) -> std::io::Result<CallbackListeners> {
         let (tx, rx) = watch::channel(Arc::new(CallbackRoutes::default()));
+        let stats = Arc::new(ProxyStats::default());
         if let Some(l) = http {
             l.set_nonblocking(true)?;
-            let rx = rx.clone();
+            let router = Arc::new(HostRouter {
+                routes: rx.clone(),
+                domain,
+                stats: stats.clone(),
+            });
             let gw = gw.clone();
             rt.spawn(async move {
                 match TcpListener::from_std(l) {
-                    Ok(l) => http_router(l, rx, domain, gw).await,
+                    Ok(l) => http_router(l, router, gw).await,
                     Err(e) => tracing::error!("callback listener: {e}"),
                 }
             });
@@ -71,7 +78,7 @@ impl CallbackListeners {
         if let Some(ip) = ports_ip {
             rt.spawn(port_listeners(ip, rx, gw));
         }
-        Ok(CallbackListeners { routes: tx })
+        Ok(CallbackListeners { routes: tx, stats })
     }
 
     /// Publishes new routes (from the hub thread).
@@ -133,100 +140,79 @@ async fn accept_port(
             continue;
         };
         tracing::debug!(%peer, port, service = %to, "callback on port");
-        hand_over(s, to, node, Vec::new(), &gw);
+        let _ = s.set_nodelay(true);
+        proxy::upstream::hand_over(
+            s,
+            Vec::new(),
+            peer,
+            &Target { node, addr: to },
+            "callback",
+            &gw,
+        );
     }
 }
 
-fn hand_over(s: TcpStream, to: SocketAddrV4, node: String, prefix: Vec<u8>, gw: &GatewayHandle) {
-    match s.into_std() {
-        Ok(stream) => {
-            if !gw.control(Control::Callback {
-                stream,
-                to,
-                node,
-                prefix,
-            }) {
-                tracing::debug!("gateway busy: callback connection dropped");
-            }
-        }
-        Err(e) => tracing::debug!("callback connection: {e}"),
-    }
-}
-
-async fn http_router(
-    l: TcpListener,
-    rx: watch::Receiver<Arc<CallbackRoutes>>,
-    domain: String,
-    gw: GatewayHandle,
-) {
-    let permits = Arc::new(Semaphore::new(MAX_HEAD_READS));
+async fn http_router(l: TcpListener, router: Arc<HostRouter>, gw: GatewayHandle) {
+    let permits = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
-        let Ok((s, _)) = l.accept().await else {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((s, peer)) = l.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            continue;
-        };
-        let rx = rx.clone();
-        let domain = domain.clone();
+        let router = router.clone();
         let gw = gw.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(HEAD_TIMEOUT, route_one(s, rx, &domain, &gw)).await;
+            proxy::serve(
+                s,
+                peer,
+                router,
+                gw,
+                proxy::Sniff::Quiet(proxy::HEAD_TIMEOUT),
+            )
+            .await;
             drop(permit);
         });
     }
 }
 
-async fn route_one(
-    mut s: TcpStream,
-    rx: watch::Receiver<Arc<CallbackRoutes>>,
-    domain: &str,
-    gw: &GatewayHandle,
-) {
-    let mut buf = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 2048];
-    let host = loop {
-        match scan_head(&buf) {
-            HeadScan::Incomplete => {}
-            HeadScan::Host(h) => break h,
-            HeadScan::Invalid => {
-                let _ = reply(&mut s, "400 Bad Request", "not an HTTP/1 request\n").await;
-                return;
-            }
-        }
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n.min(MAX_HEAD + 4 - buf.len().min(MAX_HEAD))]),
-        }
-    };
-    let Some(host) = host else {
-        let _ = reply(
-            &mut s,
-            "400 Bad Request",
-            "the request has no Host header\n",
-        )
-        .await;
-        return;
-    };
-    let route =
-        HostRoute::parse(&host, domain).and_then(|r| rx.borrow().by_key.get(&r.key()).cloned());
-    let Some((node, to)) = route else {
-        let body = format!(
-            "no node service is named {host}: use <service>.<node>.{domain} or <tag>.<service>.<node>.{domain}\n"
-        );
-        let _ = reply(&mut s, "404 Not Found", &body).await;
-        return;
-    };
-    tracing::debug!(%host, service = %to, "callback by Host");
-    hand_over(s, to, node, buf, gw);
+/// Routes by `Host` / `:authority`: `[tag.]service.node.domain`.
+struct HostRouter {
+    routes: watch::Receiver<Arc<CallbackRoutes>>,
+    domain: String,
+    stats: Arc<ProxyStats>,
 }
 
-async fn reply(s: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
-    let r = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(r.as_bytes()).await?;
-    s.shutdown().await
+impl Router for HostRouter {
+    fn decide(&self, req: &RequestInfo<'_>) -> Decision {
+        let Some(host) = req.authority else {
+            return Decision::Refuse(400, "the request names no host (Host or :authority)".into());
+        };
+        let domain = &self.domain;
+        let route = HostRoute::parse(host, domain)
+            .and_then(|r| self.routes.borrow().by_key.get(&r.key()).cloned());
+        match route {
+            Some((node, addr)) => Decision::Go(Dest::Node(Target { node, addr })),
+            None => Decision::Refuse(
+                404,
+                format!(
+                    "no node service is named {host}: use <service>.<node>.{domain} or <tag>.<service>.<node>.{domain}"
+                ),
+            ),
+        }
+    }
+
+    fn via(&self) -> &'static str {
+        "host"
+    }
+
+    fn fallback(&self) -> Option<Dest> {
+        None
+    }
+
+    fn stats(&self) -> &ProxyStats {
+        &self.stats
+    }
 }

@@ -6,8 +6,9 @@
 //! then holds the data, not the relay.
 
 use super::device::Queues;
+use super::stream::{register, reset_close, Accepted, RealStream};
 use super::{Control, GatewayConfig, GatewayHandle, GatewayStats, ToGateway};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use overlay_core::gateway::{BufferBudget, FlowTable, Segment, Transport};
 use overlay_sys::wake::Wake;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -16,7 +17,6 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddrV4;
-use std::os::fd::AsRawFd;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ pub(super) type Tuple = (SocketAddrV4, SocketAddrV4);
 struct TcpFlow {
     handle: SocketHandle,
     tuple: Tuple,
-    stream: Option<mio::net::TcpStream>,
+    stream: Option<RealStream>,
     readable: bool,
     writable: bool,
     /// The real side sent FIN; the overlay side was closed after its data.
@@ -263,7 +263,8 @@ impl Engine {
                     to,
                     node,
                     prefix,
-                }) => self.callback(stream, to, &node, prefix),
+                    caller,
+                }) => self.callback(stream, to, &node, prefix, caller),
                 Err(std::sync::mpsc::TryRecvError::Empty) => return true,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
             }
@@ -467,7 +468,7 @@ impl Engine {
                 return;
             }
         };
-        let Some(stream) = register_stream(&self.poll, stream, id) else {
+        let Some(stream) = register(&self.poll, Accepted::Tcp(stream), id) else {
             sock.abort();
             f.dead = true;
             return;
@@ -479,14 +480,17 @@ impl Engine {
         self.dirty.insert(id);
     }
 
-    /// A connection accepted on a callback listener: open an overlay connection from the
-    /// relay's address to the node service.
+    /// A connection accepted on a callback listener (or a front's or the Host router's side of
+    /// one): open an overlay connection from the relay's address to the node service. The
+    /// caller, when known, is announced to the node first (`control::CallerNotice`), on the same
+    /// way as the connection's packets, so the node knows it before the connection arrives.
     fn callback(
         &mut self,
-        stream: std::net::TcpStream,
+        stream: Accepted,
         to: SocketAddrV4,
         node: &str,
         prefix: Vec<u8>,
+        caller: Option<super::CallerInfo>,
     ) {
         let id = self.next_id();
         if let Err(e) = self.table.admit(id, node, self.now_ms()) {
@@ -522,12 +526,15 @@ impl Engine {
             reset_close(&stream);
             return;
         }
-        let Some(stream) = register_stream(&self.poll, stream, id) else {
+        let Some(stream) = register(&self.poll, stream, id) else {
             self.table.remove(&id);
             self.ports_used.remove(&port);
             self.ungrant(node, buffer);
             return;
         };
+        if let Some(c) = caller {
+            self.announce(c, to, port);
+        }
         let handle = self.sockets.add(sock);
         let tuple = (to, local);
         self.flows.insert(
@@ -747,42 +754,4 @@ impl Engine {
             }
         }
     }
-}
-
-/// Makes the close of `s` send RST instead of FIN (SO_LINGER 0).
-fn reset_close(s: &impl AsRawFd) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt with a valid linger struct on a descriptor we hold.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
-
-/// Makes a real connection non-blocking, without Nagle, and registered with the gateway's poll
-/// under flow `id`; `None` when the poll refuses it.
-fn register_stream(
-    poll: &mio::Poll,
-    stream: std::net::TcpStream,
-    id: usize,
-) -> Option<mio::net::TcpStream> {
-    let _ = stream.set_nonblocking(true);
-    let _ = stream.set_nodelay(true);
-    let mut stream = mio::net::TcpStream::from_std(stream);
-    poll.registry()
-        .register(
-            &mut stream,
-            Token(id),
-            Interest::READABLE | Interest::WRITABLE,
-        )
-        .ok()?;
-    Some(stream)
 }

@@ -11,13 +11,17 @@
 //! Decisions (limits, expiry, targets, callback routing) are `overlay_core::gateway`'s.
 
 mod callbacks;
+mod caller;
 mod device;
 mod engine;
 pub mod resolve;
+pub mod stream;
 mod udp;
 
 pub use callbacks::{CallbackListeners, CallbackRoutes};
+pub use caller::CallerInfo;
 pub use resolve::Resolver;
+pub use stream::Accepted;
 
 use overlay_core::gateway::{BudgetConfig, BufferStats, FlowLimits};
 use overlay_sys::wake::Wake;
@@ -78,16 +82,19 @@ pub enum Control {
         /// The connected socket or why not.
         result: std::io::Result<std::net::UdpSocket>,
     },
-    /// A callback connection accepted in the remote environment, for a node service.
+    /// A callback connection accepted in the remote environment (or the relay's own end of
+    /// one, a front's or the Host router's), for a node service.
     Callback {
         /// The accepted connection.
-        stream: std::net::TcpStream,
+        stream: Accepted,
         /// The node service's overlay address.
         to: SocketAddrV4,
         /// The node that runs it.
         node: String,
         /// Bytes already read from `stream` (an HTTP head), sent first.
         prefix: Vec<u8>,
+        /// Who really calls, announced to the node before the connection.
+        caller: Option<CallerInfo>,
     },
 }
 

@@ -60,6 +60,8 @@ pub struct Plumbing {
     pub resolver: Option<(Resolver, Receiver<crate::gateway::resolve::LookupResult>)>,
     /// Callback listeners to keep up to date.
     pub callbacks: Option<CallbackListeners>,
+    /// The fronts to keep up to date.
+    pub fronts: Option<crate::front::Fronts>,
     /// Set (then `wake`) to stop: the thread writes what is unsaved and returns.
     pub stop: Arc<AtomicBool>,
     /// The streams of `--tcp-listen`, if it is set.
@@ -131,6 +133,7 @@ struct Dispatch<'a> {
     gateway: Option<&'a GatewayHandle>,
     resolver: Option<&'a Resolver>,
     callbacks: Option<&'a CallbackListeners>,
+    fronts: Option<&'a crate::front::Fronts>,
     jobs: SyncSender<JoinJob>,
     persister: &'a Persister,
 }
@@ -167,6 +170,11 @@ fn dispatch(hub: &mut Hub, e: Event, to: &Dispatch<'_>) {
         Event::RegistryChanged => {
             if let Some(cb) = to.callbacks {
                 cb.publish(CallbackRoutes::new(hub.callback_routes()));
+            }
+        }
+        Event::FrontsChanged => {
+            if let Some(f) = to.fronts {
+                f.publish(hub.front_routes());
             }
         }
     }
@@ -208,13 +216,16 @@ impl CatalogWatch {
                 return;
             }
         };
-        match overlay_core::catalog::parse(&text) {
-            Ok(entries) => match hub.set_catalog(entries, now()) {
-                Ok(u) => {
-                    tracing::info!(file = %self.path.display(), changes = u.changes, "catalog loaded")
+        match overlay_core::catalog::parse_catalog(&text) {
+            Ok(c) => {
+                match hub.set_catalog(c.entries, now()) {
+                    Ok(u) => {
+                        tracing::info!(file = %self.path.display(), changes = u.changes, fronts = c.fronts.len(), "catalog loaded")
+                    }
+                    Err(e) => tracing::warn!("catalog not applied: {e}"),
                 }
-                Err(e) => tracing::warn!("catalog not applied: {e}"),
-            },
+                hub.set_fronts(c.fronts, now());
+            }
             Err(e) => tracing::warn!(
                 file = %self.path.display(),
                 "catalog {e}; keeping the last good catalog"
@@ -305,6 +316,7 @@ pub fn run(
         gateway: plumbing.gateway.as_ref().map(|g| &g.0),
         resolver: plumbing.resolver.as_ref().map(|r| &r.0),
         callbacks: plumbing.callbacks.as_ref(),
+        fronts: plumbing.fronts.as_ref(),
         jobs,
         persister: &persister,
     };

@@ -25,6 +25,7 @@ pub async fn serve(
     admin: HubCalls,
     gw: Option<Arc<GatewayStats>>,
     streams: Option<Arc<StreamStats>>,
+    http: Arc<HttpStats>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNS));
     loop {
@@ -38,8 +39,10 @@ pub async fn serve(
         let admin = admin.clone();
         let gw = gw.clone();
         let streams = streams.clone();
+        let http = http.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), one(s, admin, gw, streams)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), one(s, admin, gw, streams, http))
+                .await;
             drop(p);
         });
     }
@@ -58,6 +61,7 @@ async fn one(
     admin: HubCalls,
     gw: Option<Arc<GatewayStats>>,
     streams: Option<Arc<StreamStats>>,
+    http: Arc<HttpStats>,
 ) -> std::io::Result<()> {
     let mut buf = [0u8; 2048];
     let n = s.read(&mut buf).await?;
@@ -84,7 +88,10 @@ async fn one(
             ),
         },
         "/metrics" => match render(&admin, gw.as_deref(), streams.as_deref()).await {
-            Some(b) => ("200 OK", b),
+            Some(mut b) => {
+                render_http(&mut b, &http);
+                ("200 OK", b)
+            }
             None => (
                 "503 Service Unavailable",
                 "the hub does not answer\n".to_string(),
@@ -98,6 +105,52 @@ async fn one(
     );
     s.write_all(r.as_bytes()).await?;
     s.shutdown().await
+}
+
+/// The counters of the fronts and the callback Host router.
+#[derive(Default)]
+pub struct HttpStats {
+    /// The fronts, per service.
+    pub fronts: Option<Arc<crate::front::FrontStats>>,
+    /// The Host router.
+    pub host: Option<Arc<crate::proxy::ProxyStats>>,
+}
+
+/// The fronts' and the Host router's metrics.
+fn render_http(o: &mut String, http: &HttpStats) {
+    use crate::proxy::ProxyStats;
+    let mut groups: Vec<(String, Arc<ProxyStats>)> = http
+        .fronts
+        .as_ref()
+        .map(|f| {
+            f.all()
+                .into_iter()
+                .map(|(s, st)| (format!("front=\"{s}\""), st))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(h) = &http.host {
+        groups.push(("front=\"\",router=\"host\"".into(), h.clone()));
+    }
+    if groups.is_empty() {
+        return;
+    }
+    let g = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+    type Field = fn(&ProxyStats) -> &std::sync::atomic::AtomicU64;
+    let series: [(&str, &str, &str, Field); 6] = [
+        ("overlay_relay_front_connections_total", "counter", "Client connections to the fronts and the Host router.", |s| &s.connections),
+        ("overlay_relay_front_connections", "gauge", "Client connections open now.", |s| &s.open),
+        ("overlay_relay_front_refused_total", "counter", "Requests refused (no route, malformed, ambiguous framing).", |s| &s.refused),
+        ("overlay_relay_front_upstream_failed_total", "counter", "Requests whose destination could not be reached or broke off.", |s| &s.upstream_failed),
+        ("overlay_relay_front_requests_remote_total", "counter", "Requests (or whole connections) sent to the remote service.", |s| &s.to_remote),
+        ("overlay_relay_front_requests_node_total", "counter", "Requests (or whole connections) sent to a node's instance (intercepted, or callbacks).", |s| &s.to_node),
+    ];
+    for (name, kind, help, field) in series {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, st) in &groups {
+            let _ = writeln!(o, "{name}{{{labels}}} {}", g(field(st)));
+        }
+    }
 }
 
 async fn render(

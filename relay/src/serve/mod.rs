@@ -270,6 +270,11 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
     };
     let resolver =
         (!args.no_on_demand).then(|| crate::gateway::Resolver::new(rt.clone(), wake.clone()));
+    let fronts = crate::front::Fronts::start(&rt, gw.clone());
+    let http_stats = Arc::new(crate::serve::metrics::HttpStats {
+        fronts: Some(fronts.stats.clone()),
+        host: callbacks.as_ref().map(|c| c.stats.clone()),
+    });
     let gw_stats = gw.stats.clone();
     let admin_wake = wake.clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -296,6 +301,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         gateway: Some((gw, gw_out)),
         resolver,
         callbacks,
+        fronts: Some(fronts),
     };
     tracing::info!(
         callback_listen = ?args.callback_listen,
@@ -332,6 +338,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
             calls.clone(),
             Some(gw_stats),
             stream_stats,
+            http_stats,
         ));
     }
     let admin = tokio::spawn(admin.serve(Arc::new(calls)));

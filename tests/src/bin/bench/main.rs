@@ -35,6 +35,7 @@ pub const PARTS: &[&str] = &[
     "tcp",
     "storm",
     "capture",
+    "intercept",
 ];
 
 const PARTS_HELP: &str = "\
@@ -70,6 +71,10 @@ Parts (run in this order by \"all\", the default):
   capture    h2load through a service's listener (nginx, 16 KiB file) on a node with capture
              on and on one with OVERLAY_CAPTURE_OFF=1, rounds alternating, HTTP/1.1 and h2c;
              prints the cost (targets: at most 3% HTTP/1.1, 5% HTTP/2).
+  intercept  a catalog service's front on the relay without an intercept, against calling
+             its address (nginx in the remote environment) directly, same run: the latency the
+             front adds per GET (new and kept-alive connections; target under 200 µs median)
+             and h2load throughput, small and 1 MiB responses (target at least 80% of direct).
 
 Environment: OVERLAY_BIN, OVERLAY_RELAY_BIN, OVERLAY_LOADGEN_BIN, OVERLAY_FLOOD_BIN (default
 target/release/overlay{,-relay,-loadgen,-flood}), BORINGTUN_BIN, OVB_RUST_LOG (RUST_LOG for relay
@@ -96,7 +101,7 @@ fn whole(s: &str) -> Result<u32, String> {
 #[command(
     name = "scripts/bench.sh",
     after_help = PARTS_HELP,
-    override_usage = "scripts/bench.sh [all|dataplane|join|dns|registry|gateway|restart|scale|flood|tcp|storm]... [options]"
+    override_usage = "scripts/bench.sh [all|dataplane|join|dns|registry|gateway|restart|scale|flood|tcp|storm|capture|intercept]... [options]"
 )]
 struct Cli {
     /// Parts to run (default: all).
@@ -123,7 +128,7 @@ struct Cli {
     /// registry: services registered on other nodes before the second round (0 skips it)
     #[arg(long, value_parser = whole, default_value_t = 1000)]
     fill: u32,
-    /// restart: requests per address and connection mode (at most 100000)
+    /// restart, intercept: requests per address and connection mode (at most 100000)
     #[arg(long, value_parser = positive, default_value_t = 1000)]
     requests: u32,
     /// restart: restarts measured, and direct starts (at most 100)

@@ -5,6 +5,7 @@ mod dataplane;
 mod dns;
 mod flood;
 mod gateway;
+mod intercept;
 mod join;
 mod registry;
 mod restart;
@@ -27,6 +28,7 @@ pub fn run(ctx: &Ctx, part: &str) {
         "tcp" => tcp::run(ctx),
         "storm" => storm::run(ctx),
         "capture" => capture::run(ctx),
+        "intercept" => intercept::run(ctx),
         other => ctx.fail(other, "no such part"),
     }
 }

@@ -1,0 +1,603 @@
+//! HTTP/1.x routed per request. Each request head is read with overlay-core's parser (strict
+//! framing: a request whose length servers could read in two ways is refused, never guessed),
+//! the router picks its destination, and the request's bytes go there exactly as they came,
+//! the body framed by the parser; the response comes back the same way. A keep-alive
+//! connection can so send one request to the remote service and the next to a laptop.
+//! Upgrades (101, CONNECT) turn into a plain splice with the destination of their request.
+
+use super::upstream::{self, Conn};
+use super::{Decision, Dest, ProxyStats, RequestInfo, Router};
+use super::{HEAD_TIMEOUT, IDLE_TIMEOUT, MAX_UPSTREAMS};
+use crate::gateway::{CallerInfo, GatewayHandle};
+use overlay_core::http1::{Head, HttpError, Kind, Limits, MessageParser};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{split, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+
+/// Parser limits: heads only (bodies are forwarded, never kept).
+const LIMITS: Limits = Limits {
+    body_cap: 0,
+    max_head_bytes: 32 * 1024,
+    max_headers: 128,
+};
+/// Read size from either side.
+const CHUNK: usize = 32 * 1024;
+/// Methods a request may be sent again with after a kept connection turned out closed.
+const IDEMPOTENT: &[&str] = &["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
+
+/// An upstream connection kept for later requests: where it goes and for which caller (a
+/// connection to a node carries one caller, announced when it opened).
+struct Upstream {
+    dest: Dest,
+    forwarded_for: Option<String>,
+    read: ReadHalf<Conn>,
+    write: WriteHalf<Conn>,
+    reused: bool,
+}
+
+/// How an exchange ended.
+enum After {
+    /// The connection may carry another request.
+    KeepAlive,
+    /// Close the client connection.
+    Close,
+}
+
+/// Why an exchange could not be completed.
+enum Failure {
+    /// Answer the client with this status and sentence, then close.
+    Answer(u16, String),
+    /// Close without an answer (a response was already under way, or the client left).
+    Abort,
+}
+
+/// A response relayed to the client.
+struct Response {
+    /// It ends the connection (`Connection: close`, HTTP/1.0, a body delimited by the close).
+    close: bool,
+    /// The connection switched protocols (101, or CONNECT's 2xx).
+    upgraded: bool,
+    /// Bytes the upstream sent after it (an upgraded protocol's first bytes).
+    leftover: Vec<u8>,
+}
+
+/// Why relaying a response failed; `started`: some of it reached the client.
+enum ResponseError {
+    Upstream { started: bool },
+    Client,
+}
+
+/// Serves HTTP/1.x requests on `client` (`first`: bytes already read) until it closes; `pre`
+/// is a connection already open to a destination, for the requests that go there.
+pub async fn serve(
+    mut client: TcpStream,
+    first: Vec<u8>,
+    peer: SocketAddr,
+    router: Arc<dyn Router>,
+    gw: GatewayHandle,
+    pre: Option<(Dest, Conn)>,
+) {
+    let mut buf = first;
+    let mut pool: Vec<Upstream> = Vec::new();
+    if let Some((dest, c)) = pre {
+        let (read, write) = split(c);
+        pool.push(Upstream {
+            dest,
+            forwarded_for: None,
+            read,
+            write,
+            // Like a kept connection: should it have closed meanwhile, a new one is opened.
+            reused: true,
+        });
+    }
+    let mut wait = HEAD_TIMEOUT;
+    // The responses' read buffer, once per connection.
+    let mut scratch = vec![0u8; CHUNK];
+    loop {
+        let r = exchange(
+            &mut client,
+            &mut buf,
+            &mut scratch,
+            &mut pool,
+            peer,
+            &*router,
+            &gw,
+            wait,
+        )
+        .await;
+        wait = IDLE_TIMEOUT;
+        match r {
+            Ok(After::KeepAlive) => {}
+            Ok(After::Close) => break,
+            Err(Failure::Answer(status, why)) => {
+                ProxyStats::inc(&router.stats().refused);
+                let _ = answer(&mut client, status, &why).await;
+                break;
+            }
+            Err(Failure::Abort) => break,
+        }
+    }
+    let _ = client.shutdown().await;
+}
+
+/// One request and its response.
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    scratch: &mut [u8],
+    pool: &mut Vec<Upstream>,
+    peer: SocketAddr,
+    router: &dyn Router,
+    gw: &GatewayHandle,
+    wait: Duration,
+) -> Result<After, Failure> {
+    let mut parser = MessageParser::new(Kind::Request, LIMITS);
+    // The request's bytes as they came, until its destination is known.
+    let mut raw: Vec<u8> = Vec::new();
+    let mut complete = false;
+    let head = loop {
+        if buf.is_empty() {
+            let timeout = if parser.in_message() {
+                HEAD_TIMEOUT
+            } else {
+                wait
+            };
+            if read_into(client, buf, timeout).await? == 0 {
+                return if parser.in_message() {
+                    Err(Failure::Abort)
+                } else {
+                    Ok(After::Close)
+                };
+            }
+        }
+        let (used, done) = parser.parse(buf).map_err(bad_request)?;
+        raw.extend_from_slice(&buf[..used]);
+        buf.drain(..used);
+        if let Some(m) = done {
+            complete = true;
+            break m.head;
+        }
+        if let Some(h) = parser.current_head() {
+            break h.clone();
+        }
+    };
+    if let Some(why) = ambiguous(&head) {
+        return Err(Failure::Answer(400, why.into()));
+    }
+    let fields: Vec<(&str, &str)> = head
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let info = RequestInfo {
+        authority: head.header("host"),
+        fields: &fields,
+    };
+    let dest = match router.decide(&info) {
+        Decision::Go(d) => d,
+        Decision::Refuse(status, why) => return Err(Failure::Answer(status, why)),
+    };
+    let forwarded_for = info.forwarded_for();
+    router.stats().count(&dest);
+    let caller = CallerInfo {
+        address: peer,
+        forwarded_for: forwarded_for.clone(),
+        via: router.via(),
+    };
+    let mut up = take(pool, &dest, &forwarded_for, caller.clone(), router, gw).await?;
+    let retry = complete
+        && head
+            .method
+            .as_deref()
+            .is_some_and(|m| IDEMPOTENT.contains(&m));
+    let mut sent = up.write.write_all(&raw).await.is_ok();
+    if !sent && up.reused {
+        // A kept connection the service had closed: a new one.
+        up = take(
+            &mut Vec::new(),
+            &dest,
+            &forwarded_for,
+            caller.clone(),
+            router,
+            gw,
+        )
+        .await?;
+        sent = up.write.write_all(&raw).await.is_ok();
+    }
+    if !sent {
+        ProxyStats::inc(&router.stats().upstream_failed);
+        return Err(Failure::Answer(502, unreachable(&dest)));
+    }
+    let (cr, cw) = client.split();
+    let mut state = Exchange {
+        cr,
+        cw,
+        buf,
+        scratch,
+        parser: &mut parser,
+        head: &head,
+    };
+    let mut result = state.run(&mut up, complete).await;
+    if let Err((ResponseError::Upstream { started: false }, true)) = &result {
+        if up.reused && retry {
+            up = take(&mut Vec::new(), &dest, &forwarded_for, caller, router, gw).await?;
+            result = match up.write.write_all(&raw).await {
+                Ok(()) => state.run(&mut up, true).await,
+                Err(_) => Err((ResponseError::Upstream { started: false }, true)),
+            };
+        }
+    }
+    let (response, body_done) = match result {
+        Ok(r) => r,
+        Err((ResponseError::Upstream { started }, _)) => {
+            ProxyStats::inc(&router.stats().upstream_failed);
+            return if started {
+                Err(Failure::Abort)
+            } else {
+                Err(Failure::Answer(502, unreachable(&dest)))
+            };
+        }
+        Err((ResponseError::Client, _)) => return Err(Failure::Abort),
+    };
+    if response.upgraded {
+        let Exchange { cr, cw, buf, .. } = state;
+        tunnel(cr, cw, std::mem::take(buf), response.leftover, up).await;
+        return Ok(After::Close);
+    }
+    let close = response.close || !body_done || wants_close(&head);
+    if !close {
+        up.reused = true;
+        pool.push(up);
+    }
+    Ok(if close {
+        After::Close
+    } else {
+        After::KeepAlive
+    })
+}
+
+/// The client's halves and the request, while one exchange runs.
+struct Exchange<'a> {
+    cr: tokio::net::tcp::ReadHalf<'a>,
+    cw: tokio::net::tcp::WriteHalf<'a>,
+    buf: &'a mut Vec<u8>,
+    scratch: &'a mut [u8],
+    parser: &'a mut MessageParser,
+    head: &'a Head,
+}
+
+impl Exchange<'_> {
+    /// Sends the rest of the request's body up while the response comes down. The response
+    /// decides: when it is complete the exchange is over, and a body not sent in full means
+    /// the connection must close (its next request cannot be found). Also returns whether the
+    /// body was complete; an error says whether the body was.
+    async fn run(
+        &mut self,
+        up: &mut Upstream,
+        complete: bool,
+    ) -> Result<(Response, bool), (ResponseError, bool)> {
+        let body = pump_body(&mut self.cr, self.buf, self.parser, &mut up.write, complete);
+        let response = relay_response(&mut up.read, &mut self.cw, self.head, self.scratch);
+        tokio::pin!(body, response);
+        let mut body_done = complete;
+        let mut body_failed = false;
+        loop {
+            tokio::select! {
+                r = &mut body, if !body_done && !body_failed => match r {
+                    Ok(()) => body_done = true,
+                    // The client left or sent a broken body: the response may still come.
+                    Err(()) => body_failed = true,
+                },
+                r = &mut response => return r.map(|r| (r, body_done)).map_err(|e| (e, body_done)),
+            }
+        }
+    }
+}
+
+/// Forwards the request body as the parser frames it; `Err` when the client left, broke the
+/// framing or the upstream stopped taking it.
+async fn pump_body(
+    cr: &mut tokio::net::tcp::ReadHalf<'_>,
+    buf: &mut Vec<u8>,
+    parser: &mut MessageParser,
+    up: &mut WriteHalf<Conn>,
+    complete: bool,
+) -> Result<(), ()> {
+    if complete {
+        return Ok(());
+    }
+    loop {
+        if buf.is_empty() {
+            match read_into(cr, buf, IDLE_TIMEOUT).await {
+                Ok(n) if n > 0 => {}
+                _ => return Err(()),
+            }
+        }
+        let (used, done) = parser.parse(buf).map_err(|_| ())?;
+        up.write_all(&buf[..used]).await.map_err(|_| ())?;
+        buf.drain(..used);
+        if done.is_some() {
+            return Ok(());
+        }
+        if used == 0 {
+            return Err(());
+        }
+    }
+}
+
+/// Relays the response to `head` (interim ones included) from `up` to the client.
+async fn relay_response(
+    up: &mut ReadHalf<Conn>,
+    cw: &mut tokio::net::tcp::WriteHalf<'_>,
+    head: &Head,
+    chunk: &mut [u8],
+) -> Result<Response, ResponseError> {
+    let mut rp = MessageParser::new(Kind::Response, LIMITS);
+    rp.expect_response_to(head);
+    let connect = head.method.as_deref() == Some("CONNECT");
+    let mut started = false;
+    loop {
+        let n = up
+            .read(chunk)
+            .await
+            .map_err(|_| ResponseError::Upstream { started })?;
+        if n == 0 {
+            // A body delimited by the close ends here; anything else was cut off.
+            return match rp.finish() {
+                Some(_) => Ok(Response {
+                    close: true,
+                    upgraded: false,
+                    leftover: Vec::new(),
+                }),
+                None => Err(ResponseError::Upstream { started }),
+            };
+        }
+        let mut data = &chunk[..n];
+        while !data.is_empty() {
+            let (used, msg) = rp
+                .parse(data)
+                .map_err(|_| ResponseError::Upstream { started })?;
+            if used > 0 {
+                cw.write_all(&data[..used])
+                    .await
+                    .map_err(|_| ResponseError::Client)?;
+                started = true;
+            }
+            data = &data[used..];
+            let Some(m) = msg else {
+                if used == 0 {
+                    return Err(ResponseError::Upstream { started });
+                }
+                continue;
+            };
+            let status = m.head.status.unwrap_or(0);
+            if (100..200).contains(&status) && status != 101 {
+                rp.expect_response_to(head);
+                continue;
+            }
+            let upgraded = status == 101 || (connect && (200..300).contains(&status));
+            return Ok(Response {
+                close: upgraded || wants_close(&m.head),
+                upgraded,
+                leftover: data.to_vec(),
+            });
+        }
+    }
+}
+
+/// After an upgrade: both ways as plain bytes until either side ends.
+async fn tunnel(
+    mut cr: tokio::net::tcp::ReadHalf<'_>,
+    mut cw: tokio::net::tcp::WriteHalf<'_>,
+    pending_up: Vec<u8>,
+    pending_down: Vec<u8>,
+    up: Upstream,
+) {
+    let Upstream {
+        mut read,
+        mut write,
+        ..
+    } = up;
+    let upward = async {
+        if write.write_all(&pending_up).await.is_ok() {
+            let _ = tokio::io::copy(&mut cr, &mut write).await;
+        }
+        let _ = write.shutdown().await;
+    };
+    let downward = async {
+        if cw.write_all(&pending_down).await.is_ok() {
+            let _ = tokio::io::copy(&mut read, &mut cw).await;
+        }
+        let _ = cw.shutdown().await;
+    };
+    tokio::join!(upward, downward);
+}
+
+/// The kept connection to `dest` for this caller, or a new one.
+async fn take(
+    pool: &mut Vec<Upstream>,
+    dest: &Dest,
+    forwarded_for: &Option<String>,
+    caller: CallerInfo,
+    router: &dyn Router,
+    gw: &GatewayHandle,
+) -> Result<Upstream, Failure> {
+    // A connection to a node carries the caller announced when it opened; one into the remote
+    // environment carries no such thing.
+    let fits = |u: &Upstream| {
+        &u.dest == dest && (matches!(dest, Dest::Remote(_)) || &u.forwarded_for == forwarded_for)
+    };
+    if let Some(i) = pool.iter().position(fits) {
+        return Ok(pool.remove(i));
+    }
+    if pool.len() >= MAX_UPSTREAMS {
+        pool.remove(0);
+    }
+    match upstream::open(dest, caller, gw).await {
+        Ok(c) => {
+            let (read, write) = split(c);
+            Ok(Upstream {
+                dest: dest.clone(),
+                forwarded_for: forwarded_for.clone(),
+                read,
+                write,
+                reused: false,
+            })
+        }
+        Err(e) => {
+            tracing::debug!(?dest, "upstream: {e}");
+            ProxyStats::inc(&router.stats().upstream_failed);
+            Err(Failure::Answer(502, unreachable(dest)))
+        }
+    }
+}
+
+fn unreachable(d: &Dest) -> String {
+    match d {
+        Dest::Remote(a) => format!("the relay could not reach {a}"),
+        Dest::Node(t) => format!("the relay could not reach node {}'s service", t.node),
+    }
+}
+
+/// Reads more from `r` into `buf` within `timeout`; the bytes read (0: closed).
+async fn read_into<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<usize, Failure> {
+    let mut chunk = [0u8; 8192];
+    match tokio::time::timeout(timeout, r.read(&mut chunk)).await {
+        Ok(Ok(n)) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Ok(n)
+        }
+        Ok(Err(_)) | Err(_) => Err(Failure::Abort),
+    }
+}
+
+fn bad_request(e: HttpError) -> Failure {
+    let status = match e {
+        HttpError::HeadTooLarge(_) | HttpError::TooManyHeaders(_) => 431,
+        _ => 400,
+    };
+    Failure::Answer(status, format!("the relay could not read the request: {e}"))
+}
+
+/// Framing that servers read in different ways (request smuggling material): refused.
+fn ambiguous(head: &Head) -> Option<&'static str> {
+    let count = |name: &str| {
+        head.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .count()
+    };
+    let (te, cl) = (count("transfer-encoding"), count("content-length"));
+    if te > 0 && cl > 0 {
+        return Some("the request has both Content-Length and Transfer-Encoding");
+    }
+    let cl_values = head
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .any(|(_, v)| v.contains(','));
+    if cl > 1 || cl_values {
+        return Some("the request has more than one Content-Length");
+    }
+    if te > 0 && head.version == "HTTP/1.0" {
+        return Some("an HTTP/1.0 request with Transfer-Encoding");
+    }
+    None
+}
+
+/// Whether the message ends its connection (`Connection: close`, or HTTP/1.0 without
+/// `keep-alive`).
+fn wants_close(head: &Head) -> bool {
+    let tokens = |want: &str| {
+        head.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(want))
+    };
+    tokens("close") || (head.version == "HTTP/1.0" && !tokens("keep-alive"))
+}
+
+/// Answers with `status` and one sentence, closing.
+async fn answer<W: AsyncWrite + Unpin>(w: &mut W, status: u16, why: &str) -> std::io::Result<()> {
+    let reason = match status {
+        400 => "Bad Request",
+        404 => "Not Found",
+        421 => "Misdirected Request",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let body = format!("{why}\n");
+    let r = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    w.write_all(r.as_bytes()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(fields: &[(&str, &str)], version: &str) -> Head {
+        Head {
+            method: Some("POST".into()),
+            target: Some("/".into()),
+            version: version.into(),
+            headers: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Head::default()
+        }
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        for (fields, version) in [
+            (
+                &[("Content-Length", "3"), ("Transfer-Encoding", "chunked")][..],
+                "HTTP/1.1",
+            ),
+            (
+                &[("Content-Length", "3"), ("content-length", "3")][..],
+                "HTTP/1.1",
+            ),
+            (&[("Content-Length", "3, 3")][..], "HTTP/1.1"),
+            (&[("Transfer-Encoding", "chunked")][..], "HTTP/1.0"),
+        ] {
+            assert!(ambiguous(&head(fields, version)).is_some(), "{fields:?}");
+        }
+        assert_eq!(
+            ambiguous(&head(&[("Content-Length", "3")], "HTTP/1.1")),
+            None
+        );
+        assert_eq!(
+            ambiguous(&head(&[("Transfer-Encoding", "chunked")], "HTTP/1.1")),
+            None
+        );
+    }
+
+    #[test]
+    fn close_follows_connection_and_version() {
+        assert!(wants_close(&head(
+            &[("Connection", "keep-alive, Close")],
+            "HTTP/1.1"
+        )));
+        assert!(!wants_close(&head(&[], "HTTP/1.1")));
+        assert!(wants_close(&head(&[], "HTTP/1.0")));
+        assert!(!wants_close(&head(
+            &[("connection", "keep-alive")],
+            "HTTP/1.0"
+        )));
+    }
+}
