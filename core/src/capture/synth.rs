@@ -14,11 +14,7 @@ use std::net::SocketAddrV4;
 /// The largest payload put in one segment.
 pub const MAX_SEGMENT: usize = 32 * 1024;
 
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
+use crate::wire::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 
 /// One connection's made-up packets.
 #[derive(Debug, Clone)]
@@ -146,26 +142,7 @@ impl TcpSynth {
     }
 }
 
-/// The ones' complement sum of `data` (16-bit words), added to `sum`.
-fn sum16(mut sum: u32, data: &[u8]) -> u32 {
-    let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// One IPv4/TCP packet with valid checksums.
+/// One IPv4/TCP packet with valid checksums (the acknowledgement number only with ACK).
 pub fn segment(
     src: SocketAddrV4,
     dst: SocketAddrV4,
@@ -175,36 +152,8 @@ pub fn segment(
     ip_id: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    let tcp_len = 20 + payload.len();
-    let total = (20 + tcp_len).min(usize::from(u16::MAX)) as u16;
-    let mut p = Vec::with_capacity(usize::from(total));
-    // IPv4 header: version 4, IHL 5, DF, TTL 64, TCP.
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&total.to_be_bytes());
-    p.extend_from_slice(&ip_id.to_be_bytes());
-    p.extend_from_slice(&[0x40, 0, 64, 6, 0, 0]);
-    p.extend_from_slice(&src.ip().octets());
-    p.extend_from_slice(&dst.ip().octets());
-    let ip_sum = fold(sum16(0, &p));
-    p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-    // TCP header: data offset 5, window 65535.
-    let ack_flag = if flags & ACK != 0 { ack } else { 0 };
-    let mut t = Vec::with_capacity(tcp_len);
-    t.extend_from_slice(&src.port().to_be_bytes());
-    t.extend_from_slice(&dst.port().to_be_bytes());
-    t.extend_from_slice(&seq.to_be_bytes());
-    t.extend_from_slice(&ack_flag.to_be_bytes());
-    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    t.extend_from_slice(payload);
-    let mut pseudo = Vec::with_capacity(12);
-    pseudo.extend_from_slice(&src.ip().octets());
-    pseudo.extend_from_slice(&dst.ip().octets());
-    pseudo.extend_from_slice(&[0, 6]);
-    pseudo.extend_from_slice(&(tcp_len as u16).to_be_bytes());
-    let tcp_sum = fold(sum16(sum16(0, &pseudo), &t));
-    t[16..18].copy_from_slice(&tcp_sum.to_be_bytes());
-    p.extend_from_slice(&t);
-    p
+    let ack = if flags & ACK != 0 { ack } else { 0 };
+    crate::wire::build_tcp_with(src, dst, seq, ack, flags, ip_id, payload)
 }
 
 #[cfg(test)]
@@ -222,13 +171,12 @@ mod tests {
         syn.gap(Side::Server, 10);
         pkts.extend(syn.data(Side::Server, b"end"));
         pkts.extend(syn.close(false));
-        // Checksums: the IPv4 header and TCP (with its pseudo-header) sum to zero.
+        // Checksums: the IPv4 header and TCP (with its pseudo-header) verify.
         for p in &pkts {
-            assert_eq!(fold(sum16(0, &p[..20])), 0);
-            let mut pseudo = p[12..20].to_vec();
-            pseudo.extend_from_slice(&[0, 6]);
-            pseudo.extend_from_slice(&((p.len() - 20) as u16).to_be_bytes());
-            assert_eq!(fold(sum16(sum16(0, &pseudo), &p[20..])), 0);
+            let ip = crate::wire::ipv4(p).unwrap();
+            assert!(ip.verify_checksum());
+            let t = crate::wire::tcp(&ip).unwrap();
+            assert!(t.verify_checksum(&ip.src_addr().into(), &ip.dst_addr().into()));
         }
         let mut t = Tracker::new(TcpLimits::default());
         let mut up = Vec::new();

@@ -25,7 +25,7 @@ mod udp;
 
 pub use icmp::{build_echo_request, echo_reply};
 pub use ipv4::{addresses, build_ipv4, ipv4, is_fragment};
-pub use tcp::{build_tcp, flags as tcp_flags, tcp};
+pub use tcp::{build_tcp, build_tcp_with, flags as tcp_flags, tcp};
 pub use udp::{build_udp, udp};
 
 pub use smoltcp::phy::ChecksumCapabilities;

@@ -41,17 +41,35 @@ pub fn build_tcp(
     flag_bits: u8,
     payload: &[u8],
 ) -> Vec<u8> {
+    build_tcp_with(src, dst, seq, 0, flag_bits, 0, payload)
+}
+
+/// [`build_tcp`] with an acknowledgement number and an IPv4 identification of the caller's
+/// (the pcap made up from a listener's bytes numbers its packets like a real stack).
+pub fn build_tcp_with(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    seq: u32,
+    ack: u32,
+    flag_bits: u8,
+    ip_id: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let len = TCP_HEADER_LEN + payload.len();
     let mut buf = vec![0u8; IPV4_HEADER_LEN + len];
     let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
     header(*src.ip(), *dst.ip(), IpProtocol::Tcp, len)
         .emit(&mut p, &ChecksumCapabilities::default());
+    if ip_id != 0 {
+        p.set_ident(ip_id);
+        p.fill_checksum();
+    }
     let mut t = TcpPacket::new_unchecked(p.payload_mut());
     t.set_src_port(src.port());
     t.set_dst_port(dst.port());
     // The sequence space wraps: the bits are the same.
     t.set_seq_number(TcpSeqNumber(seq as i32));
-    t.set_ack_number(TcpSeqNumber(0));
+    t.set_ack_number(TcpSeqNumber(ack as i32));
     t.set_header_len(TCP_HEADER_LEN as u8);
     t.clear_flags();
     t.set_fin(flag_bits & flags::FIN != 0);
