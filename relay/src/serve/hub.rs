@@ -351,6 +351,11 @@ pub fn run(
                 hub.handle_datagram(at, from, d);
                 // Staged in the sender right away: the hub's queue stays short.
                 out.take(&mut hub);
+                // Packets for the gateway leave at once too, so that the gateway thread works
+                // on them while the hub reads the rest of the batch, as the hub's direct call
+                // did before they became events: held to the end of a batch they cost the
+                // gateway's TCP flows throughput (bench part gateway, docs/benchmarks.md).
+                dispatch_all(&mut hub, to);
             });
             match r {
                 Ok(n) => moved += n,
