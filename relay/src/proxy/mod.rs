@@ -12,6 +12,7 @@ pub mod http2;
 pub mod upstream;
 
 use crate::gateway::GatewayHandle;
+use overlay_core::capture::h2::frame::{flag, kind, FrameHead, PREFACE};
 use overlay_core::intercept::Target;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +28,6 @@ pub const MAX_UPSTREAMS: usize = 8;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a keep-alive connection may sit between requests.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// The HTTP/2 connection preface.
-pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,9 +224,9 @@ pub async fn serve(
                 Seen::Silence => break Kind::Other,
             };
             first.extend_from_slice(&chunk[..n]);
-            let k = first.len().min(H2_PREFACE.len());
-            if first[..k] == H2_PREFACE[..k] {
-                if first.len() >= H2_PREFACE.len() {
+            let k = first.len().min(PREFACE.len());
+            if first[..k] == PREFACE[..k] {
+                if first.len() >= PREFACE.len() {
                     break Kind::Http2;
                 }
                 continue;
@@ -274,7 +273,12 @@ pub async fn serve(
 /// Whether `b` starts with an HTTP/2 SETTINGS frame that is not an acknowledgement (what an
 /// HTTP/2 server sends as soon as a connection opens).
 fn h2_settings(b: &[u8]) -> bool {
-    b.len() >= 9 && b[3] == 0x04 && b[4] & 0x01 == 0 && b[5..9] == [0, 0, 0, 0]
+    let Some(h) = b.get(..9).and_then(|h| <&[u8; 9]>::try_from(h).ok()) else {
+        return false;
+    };
+    let head = FrameHead::parse(h);
+    // Stream 0 exactly, the reserved bit included.
+    head.kind == kind::SETTINGS && !head.has(flag::ACK) && h[5..9] == [0, 0, 0, 0]
 }
 
 #[cfg(test)]
