@@ -23,6 +23,24 @@ mod ipv4;
 mod tcp;
 mod udp;
 
+/// Packets the views' tests share.
+#[cfg(test)]
+mod fixtures {
+    use std::net::Ipv4Addr;
+
+    /// A node's address.
+    pub(super) const A: Ipv4Addr = Ipv4Addr::new(100, 64, 4, 1);
+    /// The relay's address.
+    pub(super) const R: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
+
+    /// UDP 100.64.4.1:4000 -> 100.64.0.1:4100, "ping" (checksums computed independently).
+    pub(super) static UDP_PING: [u8; 32] = [
+        0x45, 0x00, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x6e, 0x4b, 0x64, 0x40, 0x04,
+        0x01, 0x64, 0x40, 0x00, 0x01, 0x0f, 0xa0, 0x10, 0x04, 0x00, 0x0c, 0x34, 0xdf, 0x70, 0x69,
+        0x6e, 0x67,
+    ];
+}
+
 pub use icmp::{build_echo_request, echo_reply};
 pub use ipv4::{addresses, build_ipv4, ipv4, is_fragment};
 pub use tcp::{build_tcp, build_tcp_with, flags as tcp_flags, tcp};

@@ -50,15 +50,7 @@ mod tests {
     use super::*;
     use crate::wire::ipv4;
 
-    const A: Ipv4Addr = Ipv4Addr::new(100, 64, 4, 1);
-    const R: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
-
-    /// UDP 100.64.4.1:4000 -> 100.64.0.1:4100, "ping" (checksums computed independently).
-    static PACKET_BYTES: [u8; 32] = [
-        0x45, 0x00, 0x00, 0x20, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x6e, 0x4b, 0x64, 0x40, 0x04,
-        0x01, 0x64, 0x40, 0x00, 0x01, 0x0f, 0xa0, 0x10, 0x04, 0x00, 0x0c, 0x34, 0xdf, 0x70, 0x69,
-        0x6e, 0x67,
-    ];
+    use crate::wire::fixtures::{A, R, UDP_PING as PACKET_BYTES};
 
     #[test]
     fn test_parse() {
