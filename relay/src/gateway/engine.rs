@@ -209,7 +209,8 @@ impl Engine {
                     return;
                 }
             }
-            self.wake.reset();
+            // Registered with mio, so edge-triggered: no read needed.
+            self.wake.reset_edge();
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
