@@ -8,11 +8,10 @@
 //! The per-request work is kept small because a front sits in every request of the remote
 //! environment's callers (issue 21, measured with `perf record` in the bench part
 //! `intercept`): upstream halves are borrowed (no lock between them), the client's reads share
-//! one timer per connection, each chunk of a response is written with one call, and a long
-//! response body of known length moves by splice(2) ([`super::splice`]), never through user
-//! space.
+//! one timer per connection, and each chunk of a response is written with one call. (Bodies
+//! moved with splice(2) were tried: no less CPU per 1 MiB response on the bench host, where
+//! the TCP stack's send path, not the copy, is the cost.)
 
-use super::splice::{self, Pipe, SpliceError};
 use super::upstream::{self, Conn, ConnRead, ConnWrite};
 use super::{Decision, Dest, ProxyStats, RequestInfo, Router};
 use super::{HEAD_TIMEOUT, IDLE_TIMEOUT, MAX_UPSTREAMS};
@@ -35,9 +34,6 @@ const LIMITS: Limits = Limits {
 };
 /// Read size from either side.
 const CHUNK: usize = 32 * 1024;
-/// Response bodies with at least this much left after a read go by splice(2); shorter ones
-/// cost less as one more read and write.
-const SPLICE_MIN: u64 = CHUNK as u64;
 /// Methods a request may be sent again with after a kept connection turned out closed.
 const IDEMPOTENT: &[&str] = &["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
 
@@ -128,11 +124,6 @@ struct ClientIo {
     raw: Vec<u8>,
     /// The responses' read buffer.
     scratch: Vec<u8>,
-    /// For long response bodies; made on the first (dropped after a failed splice, which may
-    /// leave bytes in it).
-    pipe: Option<Pipe>,
-    /// Whether splice(2) works here (false after the kernel refused it once).
-    can_splice: bool,
     deadline: Deadline,
 }
 
@@ -161,8 +152,6 @@ pub async fn serve(
         buf: first,
         raw: Vec::new(),
         scratch: vec![0u8; CHUNK],
-        pipe: None,
-        can_splice: true,
         deadline: Deadline::new(),
     };
     loop {
@@ -343,23 +332,12 @@ impl Exchange<'_> {
         let ClientIo {
             buf,
             scratch,
-            pipe,
-            can_splice,
             deadline,
             ..
         } = &mut *self.io;
         let (mut ur, mut uw) = up.conn.halves();
         let body = pump_body(&mut self.cr, buf, deadline, self.parser, &mut uw, complete);
-        let response = relay_response(
-            &mut ur,
-            &mut self.cw,
-            self.head,
-            scratch,
-            Splicing {
-                pipe,
-                can: can_splice,
-            },
-        );
+        let response = relay_response(&mut ur, &mut self.cw, self.head, scratch);
         tokio::pin!(body, response);
         let mut body_done = complete;
         let mut body_failed = false;
@@ -408,75 +386,18 @@ async fn pump_body(
     }
 }
 
-/// The connection's pipe for splice(2), and whether splicing works here.
-struct Splicing<'a> {
-    pipe: &'a mut Option<Pipe>,
-    can: &'a mut bool,
-}
-
-impl Splicing<'_> {
-    /// The pipe, made on first use; `None` when splicing is not possible.
-    fn pipe(&mut self) -> Option<&Pipe> {
-        if !*self.can {
-            return None;
-        }
-        if self.pipe.is_none() {
-            match Pipe::new() {
-                Ok(p) => *self.pipe = Some(p),
-                // Out of descriptors, say: this body is copied, the next may find one.
-                Err(e) => tracing::debug!("no pipe for splice: {e}"),
-            }
-        }
-        self.pipe.as_ref()
-    }
-}
-
 /// Relays the response to `head` (interim ones included) from `up` to the client.
 async fn relay_response(
     up: &mut ConnRead<'_>,
     cw: &mut tcp::WriteHalf<'_>,
     head: &Head,
     chunk: &mut [u8],
-    mut splicing: Splicing<'_>,
 ) -> Result<Response, ResponseError> {
     let mut rp = MessageParser::new(Kind::Response, LIMITS);
     rp.expect_response_to(head);
     let connect = head.method.as_deref() == Some("CONNECT");
     let mut started = false;
     loop {
-        // The head went out (`body_left` is known only after it): the rest of a long body
-        // goes from socket to socket.
-        if let Some(left) = rp.body_left().filter(|l| *l >= SPLICE_MIN) {
-            if let Some(pipe) = splicing.pipe() {
-                match splice::splice(&up.socket(), cw.as_ref(), pipe, left).await {
-                    Ok(()) => {
-                        if let Some(m) = rp.skip_body(left) {
-                            return Ok(Response {
-                                close: wants_close(&m.head),
-                                upgraded: false,
-                                leftover: Vec::new(),
-                            });
-                        }
-                    }
-                    Err(SpliceError::Unsupported) => *splicing.can = false,
-                    Err(e) => {
-                        // Bytes may be left in the pipe.
-                        *splicing.pipe = None;
-                        return Err(match e {
-                            SpliceError::To(e) => {
-                                tracing::debug!("splicing a response to the client: {e}");
-                                ResponseError::Client
-                            }
-                            SpliceError::From(e) => {
-                                tracing::debug!("splicing a response from upstream: {e}");
-                                ResponseError::Upstream { started: true }
-                            }
-                            SpliceError::Unsupported => ResponseError::Upstream { started: true },
-                        });
-                    }
-                }
-            }
-        }
         let n = up
             .read(chunk)
             .await

@@ -4,13 +4,11 @@
 //! route by intercept headers, the callback Host router by `Host` / `:authority`. Node
 //! services are reached through the gateway ([`upstream`]), remote ones directly.
 //!
-//! Memory per connection is bounded: one request head (32 KiB), fixed copy buffers, one pipe
-//! for long HTTP/1 bodies ([`splice`], 128 KiB of kernel pages at most), at most
+//! Memory per connection is bounded: one request head (32 KiB), fixed copy buffers, at most
 //! [`MAX_UPSTREAMS`] upstream connections, and HTTP/2 windows and stream counts set below.
 
 pub mod http1;
 pub mod http2;
-pub mod splice;
 pub mod upstream;
 
 use crate::gateway::GatewayHandle;

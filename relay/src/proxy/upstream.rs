@@ -3,17 +3,15 @@
 //! socket pair, the gateway splices the other into its userspace stack, exactly as it does a
 //! callback, with the node's flow limits and buffer budget).
 
-use super::splice::Pollable;
 use super::Dest;
 pub use crate::gateway::CallerInfo;
 use crate::gateway::{Accepted, Control, GatewayHandle};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
 
 /// How long a connect into the remote environment may take.
@@ -56,47 +54,6 @@ pub enum ConnRead<'a> {
 pub enum ConnWrite<'a> {
     Tcp(tcp::WriteHalf<'a>),
     Node(unix::WriteHalf<'a>),
-}
-
-impl ConnRead<'_> {
-    /// The socket, for [`super::splice::splice`].
-    pub fn socket(&self) -> SocketRef<'_> {
-        match self {
-            ConnRead::Tcp(r) => SocketRef::Tcp(r.as_ref()),
-            ConnRead::Node(r) => SocketRef::Node(r.as_ref()),
-        }
-    }
-}
-
-/// A [`Conn`]'s socket by reference.
-pub enum SocketRef<'a> {
-    Tcp(&'a TcpStream),
-    Node(&'a UnixStream),
-}
-
-impl AsRawFd for SocketRef<'_> {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            SocketRef::Tcp(s) => s.as_raw_fd(),
-            SocketRef::Node(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl Pollable for SocketRef<'_> {
-    fn poll_ready(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<()>> {
-        match self {
-            SocketRef::Tcp(s) => s.poll_ready(cx, interest),
-            SocketRef::Node(s) => s.poll_ready(cx, interest),
-        }
-    }
-
-    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
-        match self {
-            SocketRef::Tcp(s) => Pollable::try_io(*s, interest, f),
-            SocketRef::Node(s) => Pollable::try_io(*s, interest, f),
-        }
-    }
 }
 
 impl AsyncRead for ConnRead<'_> {
