@@ -262,40 +262,6 @@ impl MessageParser {
         had_head.then_some(msg)
     }
 
-    /// Bytes left of a body delimited by Content-Length, while one is being read (what a
-    /// caller may forward itself, e.g. with splice(2), and then count with
-    /// [`MessageParser::skip_body`]).
-    pub fn body_left(&self) -> Option<u64> {
-        match self.state {
-            State::Body(Framing::Length(n)) => Some(n),
-            _ => None,
-        }
-    }
-
-    /// Counts `n` body bytes (at most [`MessageParser::body_left`]) that were forwarded without
-    /// passing through [`MessageParser::parse`]: none of them is kept. Returns the message if
-    /// they ended it.
-    pub fn skip_body(&mut self, n: u64) -> Option<Message> {
-        let State::Body(Framing::Length(left)) = self.state else {
-            return None;
-        };
-        let n = n.min(left);
-        if n == 0 {
-            return None;
-        }
-        self.msg.body_len += n;
-        self.msg.truncated = true;
-        if left == n {
-            self.state = State::Idle;
-            let mut m = std::mem::take(&mut self.msg);
-            m.complete = true;
-            Some(m)
-        } else {
-            self.state = State::Body(Framing::Length(left - n));
-            None
-        }
-    }
-
     /// The connection ended: a body delimited by the close is complete.
     pub fn finish(&mut self) -> Option<Message> {
         if self.state == State::Body(Framing::UntilClose) {

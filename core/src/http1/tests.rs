@@ -379,24 +379,3 @@ fn responses_before_the_request_body_ends() {
     );
     assert!(ex[0].error.is_none());
 }
-
-#[test]
-fn a_body_forwarded_elsewhere_is_counted_by_skip_body() {
-    let mut p = MessageParser::new(Kind::Response, limits(4));
-    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123";
-    let (used, msg) = p.parse(head).unwrap();
-    assert!(msg.is_none());
-    let (more, msg) = p.parse(&head[used..]).unwrap();
-    assert!(msg.is_none());
-    assert_eq!(used + more, head.len());
-    assert_eq!(p.body_left(), Some(6));
-    assert!(p.skip_body(2).is_none());
-    assert_eq!(p.body_left(), Some(4));
-    // More than is left counts only what is left.
-    let m = p.skip_body(100).expect("the message ends");
-    assert!(m.complete && m.truncated);
-    assert_eq!((m.body_len, m.body.as_slice()), (10, &b"0123"[..]));
-    assert_eq!(p.body_left(), None);
-    assert!(p.is_idle());
-    assert!(p.skip_body(1).is_none(), "nothing to skip between messages");
-}
