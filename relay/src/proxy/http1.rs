@@ -625,6 +625,23 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_deadline_follows_the_last_start_with_one_timer() {
+        let mut d = Deadline::new();
+        // Earlier than the timer: it is re-armed.
+        let t0 = Instant::now();
+        d.start(Duration::from_millis(20));
+        d.expired().await;
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+        // Later than the timer: the timer fires early and re-arms itself to the new deadline.
+        d.start(Duration::from_millis(10));
+        d.start(Duration::from_millis(150));
+        let early = tokio::time::timeout(Duration::from_millis(60), d.expired()).await;
+        assert!(early.is_err(), "expired before the moved deadline");
+        d.expired().await;
+        assert!(Instant::now() >= d.at);
+    }
+
     #[test]
     fn ambiguous_framing_is_refused() {
         for (fields, version) in [
