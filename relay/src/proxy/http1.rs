@@ -4,17 +4,27 @@
 //! the body framed by the parser; the response comes back the same way. A keep-alive
 //! connection can so send one request to the remote service and the next to a laptop.
 //! Upgrades (101, CONNECT) turn into a plain splice with the destination of their request.
+//!
+//! The per-request work is kept small because a front sits in every request of the remote
+//! environment's callers (issue 21, measured with `perf record` in the bench part
+//! `intercept`): upstream halves are borrowed (no lock between them), the client's reads share
+//! one timer per connection, and each chunk of a response is written with one call. (Bodies
+//! moved with splice(2) were tried: no less CPU per 1 MiB response on the bench host, where
+//! the TCP stack's send path, not the copy, is the cost.)
 
-use super::upstream::{self, Conn};
+use super::upstream::{self, Conn, ConnRead, ConnWrite};
 use super::{Decision, Dest, ProxyStats, RequestInfo, Router};
 use super::{HEAD_TIMEOUT, IDLE_TIMEOUT, MAX_UPSTREAMS};
 use crate::gateway::{CallerInfo, GatewayHandle};
 use overlay_core::http1::{Head, HttpError, Kind, Limits, MessageParser};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{split, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Parser limits: heads only (bodies are forwarded, never kept).
 const LIMITS: Limits = Limits {
@@ -32,8 +42,7 @@ const IDEMPOTENT: &[&str] = &["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"
 struct Upstream {
     dest: Dest,
     forwarded_for: Option<String>,
-    read: ReadHalf<Conn>,
-    write: WriteHalf<Conn>,
+    conn: Conn,
     reused: bool,
 }
 
@@ -69,6 +78,55 @@ enum ResponseError {
     Client,
 }
 
+/// The client's read deadline: one tokio timer per connection. Each read only moves `at`;
+/// the timer is re-armed when it fires before `at` (at most once per timeout), instead of a
+/// timer armed and cancelled around every read (a per-request cost `perf` showed).
+struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    at: Instant,
+}
+
+impl Deadline {
+    fn new() -> Deadline {
+        let at = Instant::now() + HEAD_TIMEOUT;
+        Deadline {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+            at,
+        }
+    }
+
+    /// The next read may wait `d` from now.
+    fn start(&mut self, d: Duration) {
+        self.at = Instant::now() + d;
+        if self.at < self.sleep.deadline() {
+            self.sleep.as_mut().reset(self.at);
+        }
+    }
+
+    /// Resolves when `at` has passed.
+    async fn expired(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            if self.sleep.deadline() >= self.at {
+                return;
+            }
+            let at = self.at;
+            self.sleep.as_mut().reset(at);
+        }
+    }
+}
+
+/// What one client connection keeps between its requests (allocated once per connection).
+struct ClientIo {
+    /// Bytes read from the client, not yet parsed.
+    buf: Vec<u8>,
+    /// The current request's bytes as they came, until its destination is known.
+    raw: Vec<u8>,
+    /// The responses' read buffer.
+    scratch: Vec<u8>,
+    deadline: Deadline,
+}
+
 /// Serves HTTP/1.x requests on `client` (`first`: bytes already read) until it closes; `pre`
 /// is a connection already open to a destination, for the requests that go there.
 pub async fn serve(
@@ -79,34 +137,25 @@ pub async fn serve(
     gw: GatewayHandle,
     pre: Option<(Dest, Conn)>,
 ) {
-    let mut buf = first;
     let mut pool: Vec<Upstream> = Vec::new();
-    if let Some((dest, c)) = pre {
-        let (read, write) = split(c);
+    if let Some((dest, conn)) = pre {
         pool.push(Upstream {
             dest,
             forwarded_for: None,
-            read,
-            write,
+            conn,
             // Like a kept connection: should it have closed meanwhile, a new one is opened.
             reused: true,
         });
     }
     let mut wait = HEAD_TIMEOUT;
-    // The responses' read buffer, once per connection.
-    let mut scratch = vec![0u8; CHUNK];
+    let mut io = ClientIo {
+        buf: first,
+        raw: Vec::new(),
+        scratch: vec![0u8; CHUNK],
+        deadline: Deadline::new(),
+    };
     loop {
-        let r = exchange(
-            &mut client,
-            &mut buf,
-            &mut scratch,
-            &mut pool,
-            peer,
-            &*router,
-            &gw,
-            wait,
-        )
-        .await;
+        let r = exchange(&mut client, &mut io, &mut pool, peer, &*router, &gw, wait).await;
         wait = IDLE_TIMEOUT;
         match r {
             Ok(After::KeepAlive) => {}
@@ -123,11 +172,9 @@ pub async fn serve(
 }
 
 /// One request and its response.
-#[allow(clippy::too_many_arguments)]
 async fn exchange(
     client: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    scratch: &mut [u8],
+    io: &mut ClientIo,
     pool: &mut Vec<Upstream>,
     peer: SocketAddr,
     router: &dyn Router,
@@ -135,17 +182,16 @@ async fn exchange(
     wait: Duration,
 ) -> Result<After, Failure> {
     let mut parser = MessageParser::new(Kind::Request, LIMITS);
-    // The request's bytes as they came, until its destination is known.
-    let mut raw: Vec<u8> = Vec::new();
+    io.raw.clear();
     let mut complete = false;
     let head = loop {
-        if buf.is_empty() {
+        if io.buf.is_empty() {
             let timeout = if parser.in_message() {
                 HEAD_TIMEOUT
             } else {
                 wait
             };
-            if read_into(client, buf, timeout).await? == 0 {
+            if read_into(client, &mut io.buf, &mut io.deadline, timeout).await? == 0 {
                 return if parser.in_message() {
                     Err(Failure::Abort)
                 } else {
@@ -153,9 +199,15 @@ async fn exchange(
                 };
             }
         }
-        let (used, done) = parser.parse(buf).map_err(bad_request)?;
-        raw.extend_from_slice(&buf[..used]);
-        buf.drain(..used);
+        let (used, done) = parser.parse(&io.buf).map_err(bad_request)?;
+        if used == io.buf.len() && io.raw.is_empty() {
+            // The usual case, a whole request in one read: no copy.
+            std::mem::swap(&mut io.raw, &mut io.buf);
+            io.buf.clear();
+        } else {
+            io.raw.extend_from_slice(&io.buf[..used]);
+            io.buf.drain(..used);
+        }
         if let Some(m) = done {
             complete = true;
             break m.head;
@@ -193,7 +245,7 @@ async fn exchange(
             .method
             .as_deref()
             .is_some_and(|m| IDEMPOTENT.contains(&m));
-    let mut sent = up.write.write_all(&raw).await.is_ok();
+    let mut sent = up.conn.write_all(&io.raw).await.is_ok();
     if !sent && up.reused {
         // A kept connection the service had closed: a new one.
         up = take(
@@ -205,7 +257,7 @@ async fn exchange(
             gw,
         )
         .await?;
-        sent = up.write.write_all(&raw).await.is_ok();
+        sent = up.conn.write_all(&io.raw).await.is_ok();
     }
     if !sent {
         ProxyStats::inc(&router.stats().upstream_failed);
@@ -215,8 +267,7 @@ async fn exchange(
     let mut state = Exchange {
         cr,
         cw,
-        buf,
-        scratch,
+        io,
         parser: &mut parser,
         head: &head,
     };
@@ -224,7 +275,7 @@ async fn exchange(
     if let Err((ResponseError::Upstream { started: false }, true)) = &result {
         if up.reused && retry {
             up = take(&mut Vec::new(), &dest, &forwarded_for, caller, router, gw).await?;
-            result = match up.write.write_all(&raw).await {
+            result = match up.conn.write_all(&state.io.raw).await {
                 Ok(()) => state.run(&mut up, true).await,
                 Err(_) => Err((ResponseError::Upstream { started: false }, true)),
             };
@@ -243,8 +294,8 @@ async fn exchange(
         Err((ResponseError::Client, _)) => return Err(Failure::Abort),
     };
     if response.upgraded {
-        let Exchange { cr, cw, buf, .. } = state;
-        tunnel(cr, cw, std::mem::take(buf), response.leftover, up).await;
+        let Exchange { cr, cw, io, .. } = state;
+        tunnel(cr, cw, std::mem::take(&mut io.buf), response.leftover, up).await;
         return Ok(After::Close);
     }
     let close = response.close || !body_done || wants_close(&head);
@@ -261,10 +312,9 @@ async fn exchange(
 
 /// The client's halves and the request, while one exchange runs.
 struct Exchange<'a> {
-    cr: tokio::net::tcp::ReadHalf<'a>,
-    cw: tokio::net::tcp::WriteHalf<'a>,
-    buf: &'a mut Vec<u8>,
-    scratch: &'a mut [u8],
+    cr: tcp::ReadHalf<'a>,
+    cw: tcp::WriteHalf<'a>,
+    io: &'a mut ClientIo,
     parser: &'a mut MessageParser,
     head: &'a Head,
 }
@@ -279,8 +329,15 @@ impl Exchange<'_> {
         up: &mut Upstream,
         complete: bool,
     ) -> Result<(Response, bool), (ResponseError, bool)> {
-        let body = pump_body(&mut self.cr, self.buf, self.parser, &mut up.write, complete);
-        let response = relay_response(&mut up.read, &mut self.cw, self.head, self.scratch);
+        let ClientIo {
+            buf,
+            scratch,
+            deadline,
+            ..
+        } = &mut *self.io;
+        let (mut ur, mut uw) = up.conn.halves();
+        let body = pump_body(&mut self.cr, buf, deadline, self.parser, &mut uw, complete);
+        let response = relay_response(&mut ur, &mut self.cw, self.head, scratch);
         tokio::pin!(body, response);
         let mut body_done = complete;
         let mut body_failed = false;
@@ -300,10 +357,11 @@ impl Exchange<'_> {
 /// Forwards the request body as the parser frames it; `Err` when the client left, broke the
 /// framing or the upstream stopped taking it.
 async fn pump_body(
-    cr: &mut tokio::net::tcp::ReadHalf<'_>,
+    cr: &mut tcp::ReadHalf<'_>,
     buf: &mut Vec<u8>,
+    deadline: &mut Deadline,
     parser: &mut MessageParser,
-    up: &mut WriteHalf<Conn>,
+    up: &mut ConnWrite<'_>,
     complete: bool,
 ) -> Result<(), ()> {
     if complete {
@@ -311,7 +369,7 @@ async fn pump_body(
     }
     loop {
         if buf.is_empty() {
-            match read_into(cr, buf, IDLE_TIMEOUT).await {
+            match read_into(cr, buf, deadline, IDLE_TIMEOUT).await {
                 Ok(n) if n > 0 => {}
                 _ => return Err(()),
             }
@@ -330,8 +388,8 @@ async fn pump_body(
 
 /// Relays the response to `head` (interim ones included) from `up` to the client.
 async fn relay_response(
-    up: &mut ReadHalf<Conn>,
-    cw: &mut tokio::net::tcp::WriteHalf<'_>,
+    up: &mut ConnRead<'_>,
+    cw: &mut tcp::WriteHalf<'_>,
     head: &Head,
     chunk: &mut [u8],
 ) -> Result<Response, ResponseError> {
@@ -355,21 +413,20 @@ async fn relay_response(
                 None => Err(ResponseError::Upstream { started }),
             };
         }
-        let mut data = &chunk[..n];
-        while !data.is_empty() {
-            let (used, msg) = rp
-                .parse(data)
-                .map_err(|_| ResponseError::Upstream { started })?;
-            if used > 0 {
-                cw.write_all(&data[..used])
-                    .await
-                    .map_err(|_| ResponseError::Client)?;
-                started = true;
-            }
-            data = &data[used..];
+        // Parse the whole chunk, then write what belongs to the response with one call.
+        let mut at = 0;
+        let mut broken = false;
+        let mut end = None;
+        while at < n {
+            let Ok((used, msg)) = rp.parse(&chunk[at..n]) else {
+                broken = true;
+                break;
+            };
+            at += used;
             let Some(m) = msg else {
                 if used == 0 {
-                    return Err(ResponseError::Upstream { started });
+                    broken = true;
+                    break;
                 }
                 continue;
             };
@@ -378,11 +435,25 @@ async fn relay_response(
                 rp.expect_response_to(head);
                 continue;
             }
+            end = Some(m);
+            break;
+        }
+        if at > 0 {
+            cw.write_all(&chunk[..at])
+                .await
+                .map_err(|_| ResponseError::Client)?;
+            started = true;
+        }
+        if broken {
+            return Err(ResponseError::Upstream { started });
+        }
+        if let Some(m) = end {
+            let status = m.head.status.unwrap_or(0);
             let upgraded = status == 101 || (connect && (200..300).contains(&status));
             return Ok(Response {
                 close: upgraded || wants_close(&m.head),
                 upgraded,
-                leftover: data.to_vec(),
+                leftover: chunk[at..n].to_vec(),
             });
         }
     }
@@ -390,17 +461,13 @@ async fn relay_response(
 
 /// After an upgrade: both ways as plain bytes until either side ends.
 async fn tunnel(
-    mut cr: tokio::net::tcp::ReadHalf<'_>,
-    mut cw: tokio::net::tcp::WriteHalf<'_>,
+    mut cr: tcp::ReadHalf<'_>,
+    mut cw: tcp::WriteHalf<'_>,
     pending_up: Vec<u8>,
     pending_down: Vec<u8>,
-    up: Upstream,
+    mut up: Upstream,
 ) {
-    let Upstream {
-        mut read,
-        mut write,
-        ..
-    } = up;
+    let (mut read, mut write) = up.conn.halves();
     let upward = async {
         if write.write_all(&pending_up).await.is_ok() {
             let _ = tokio::io::copy(&mut cr, &mut write).await;
@@ -437,16 +504,12 @@ async fn take(
         pool.remove(0);
     }
     match upstream::open(dest, caller, gw).await {
-        Ok(c) => {
-            let (read, write) = split(c);
-            Ok(Upstream {
-                dest: dest.clone(),
-                forwarded_for: forwarded_for.clone(),
-                read,
-                write,
-                reused: false,
-            })
-        }
+        Ok(conn) => Ok(Upstream {
+            dest: dest.clone(),
+            forwarded_for: forwarded_for.clone(),
+            conn,
+            reused: false,
+        }),
         Err(e) => {
             tracing::debug!(?dest, "upstream: {e}");
             ProxyStats::inc(&router.stats().upstream_failed);
@@ -462,19 +525,20 @@ fn unreachable(d: &Dest) -> String {
     }
 }
 
-/// Reads more from `r` into `buf` within `timeout`; the bytes read (0: closed).
+/// Reads more from `r` into `buf`, waiting at most `timeout`; the bytes read (0: closed).
 async fn read_into<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
+    deadline: &mut Deadline,
     timeout: Duration,
 ) -> Result<usize, Failure> {
-    let mut chunk = [0u8; 8192];
-    match tokio::time::timeout(timeout, r.read(&mut chunk)).await {
-        Ok(Ok(n)) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Ok(n)
-        }
-        Ok(Err(_)) | Err(_) => Err(Failure::Abort),
+    deadline.start(timeout);
+    // Straight into `buf`: it is drained as it is parsed, so this stays about one read.
+    buf.reserve(8192);
+    tokio::select! {
+        biased;
+        r = r.read_buf(buf) => r.map_err(|_| Failure::Abort),
+        () = deadline.expired() => Err(Failure::Abort),
     }
 }
 
@@ -559,6 +623,23 @@ mod tests {
                 .collect(),
             ..Head::default()
         }
+    }
+
+    #[tokio::test]
+    async fn the_deadline_follows_the_last_start_with_one_timer() {
+        let mut d = Deadline::new();
+        // Earlier than the timer: it is re-armed.
+        let t0 = Instant::now();
+        d.start(Duration::from_millis(20));
+        d.expired().await;
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+        // Later than the timer: the timer fires early and re-arms itself to the new deadline.
+        d.start(Duration::from_millis(10));
+        d.start(Duration::from_millis(150));
+        let early = tokio::time::timeout(Duration::from_millis(60), d.expired()).await;
+        assert!(early.is_err(), "expired before the moved deadline");
+        d.expired().await;
+        assert!(Instant::now() >= d.at);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::{tcp, unix, TcpStream, UnixStream};
 
 /// How long a connect into the remote environment may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,6 +25,75 @@ pub enum Conn {
     Tcp(TcpStream),
     /// The relay's end of a socket pair whose other end the gateway splices to a node service.
     Node(UnixStream),
+}
+
+impl Conn {
+    /// Both directions at once, borrowed: a response can be read while a request body is
+    /// written, without the lock `tokio::io::split` puts between its halves.
+    pub fn halves(&mut self) -> (ConnRead<'_>, ConnWrite<'_>) {
+        match self {
+            Conn::Tcp(s) => {
+                let (r, w) = s.split();
+                (ConnRead::Tcp(r), ConnWrite::Tcp(w))
+            }
+            Conn::Node(s) => {
+                let (r, w) = s.split();
+                (ConnRead::Node(r), ConnWrite::Node(w))
+            }
+        }
+    }
+}
+
+/// The reading half of a [`Conn`] (see [`Conn::halves`]).
+pub enum ConnRead<'a> {
+    Tcp(tcp::ReadHalf<'a>),
+    Node(unix::ReadHalf<'a>),
+}
+
+/// The writing half of a [`Conn`] (see [`Conn::halves`]).
+pub enum ConnWrite<'a> {
+    Tcp(tcp::WriteHalf<'a>),
+    Node(unix::WriteHalf<'a>),
+}
+
+impl AsyncRead for ConnRead<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ConnRead::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            ConnRead::Node(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ConnWrite<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ConnWrite::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            ConnWrite::Node(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ConnWrite::Tcp(s) => Pin::new(s).poll_flush(cx),
+            ConnWrite::Node(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ConnWrite::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            ConnWrite::Node(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Opens a connection to `d`, announcing `caller` to the node for a node service.
