@@ -65,9 +65,10 @@ Parts (run in this order by \"all\", the default):
              join takes, beside idle in the same run; the relay's CPU, RSS and log growth.
   tcp        iperf3 and ping node -> relay -> node over UDP and over the stream transport
              (--transport tcp), and how fast `auto` falls back when UDP is dropped.
-  storm      ping p99 node a -> relay -> node b (5 ms apart) while a third node runs --cycles
-             `overlay register` / `overlay unregister` cycles, beside the idle p99 of the same
-             run; prints the ratio (target: at most 3x idle).
+  storm      ping p99 node a -> relay -> node b (5 ms apart) while a third node registers and
+             unregisters a service --cycles times (requests on its daemon's API socket, 20 ms
+             apart), beside the idle p99 of the same run; prints the ratio (target: at most 3x
+             idle); then the same cycles as `overlay` commands, and as many `overlay status`.
   capture    h2load through a service's listener (nginx, 16 KiB file) on a node with capture
              on and on one with OVERLAY_CAPTURE_OFF=1, rounds alternating, HTTP/1.1 and h2c;
              prints the cost (targets: at most 3% HTTP/1.1, 5% HTTP/2).
