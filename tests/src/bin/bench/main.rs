@@ -65,8 +65,8 @@ Parts (run in this order by \"all\", the default):
              join takes, beside idle in the same run; the relay's CPU, RSS and log growth.
   tcp        iperf3 and ping node -> relay -> node over UDP and over the stream transport
              (--transport tcp), and how fast `auto` falls back when UDP is dropped.
-  storm      ping p99 node a -> relay -> node b (5 ms apart) while a third node registers and
-             unregisters a service --cycles times (requests on its daemon's API socket, 20 ms
+  storm      ping p99 node a -> relay -> node b (10 ms apart) while a third node registers and
+             unregisters a service --cycles times (requests on its daemon's API socket, 40 ms
              apart), beside the idle p99 of the same run; prints the ratio (target: at most 3x
              idle); then the same cycles as `overlay` commands, and as many `overlay status`.
   capture    h2load through a service's listener (nginx, 16 KiB file) on a node with capture
@@ -114,7 +114,7 @@ struct Cli {
     /// Seconds per iperf3 run, after a 1 s omitted warm-up, and seconds per dnsperf run
     #[arg(long, value_parser = positive, default_value_t = 10)]
     time: u32,
-    /// Pings per setup for the latency figures, 5 ms apart (storm: idle pings, at least 1000)
+    /// Pings per setup for the latency figures, 5 ms apart (storm: idle pings 10 ms apart, at least 1000)
     #[arg(long, value_parser = positive, default_value_t = 200)]
     pings: u32,
     /// dns: services registered and queried, 50 per node (at most 10000)

@@ -1,4 +1,4 @@
-//! Part `storm`: ping latency node a -> relay -> node b (5 ms apart) while a third node, c,
+//! Part `storm`: ping latency node a -> relay -> node b (10 ms apart) while a third node, c,
 //! registers and unregisters a service in cycles, beside the idle latency of the same run. A
 //! registry change makes the relay send the registry to every node; the ratio of the p99s tells
 //! how much that holds up forwarding. Target: storm p99 at most 3x idle.
@@ -12,7 +12,7 @@
 //! registry work adds beside the process starts.
 
 use crate::ctx::{ms_since, ok, wait, Ctx};
-use crate::net::{ping, ping_times_us};
+use crate::net::{ping_every, ping_times_us};
 use crate::ovl::Ovl;
 use crate::report::{host_desc, now_utc, write_json, Table};
 use crate::stats::{fmt, met, ratio, Summary};
@@ -69,10 +69,13 @@ fn transmitted(text: &str) -> Option<u64> {
     l.split_whitespace().next()?.parse().ok()
 }
 
-/// Shortest time between the starts of two API cycles: about what one cycle of `overlay`
-/// commands takes on the 2-core test host, so the storm is as long as the commands' one (150
-/// cycles: 3 s, about 600 pings).
-const API_CYCLE: Duration = Duration::from_millis(20);
+/// Seconds between pings: 10 ms, the shortest at which iputils' ping sleeps between sends
+/// instead of spinning on a core (see [`ping_every`]).
+const PING_EVERY: &str = "0.01";
+
+/// Shortest time between the starts of two API cycles: long enough that the storm's 150 cycles
+/// last 6 s, about 600 pings.
+const API_CYCLE: Duration = Duration::from_millis(40);
 
 /// One request to a node daemon's local API socket, as `overlay` sends it: a JSON line out, the
 /// answer line back.
@@ -145,7 +148,7 @@ pub fn run(ctx: &Ctx) {
             status = "failed (no traffic between the nodes)".into();
         } else {
             let log = ctx.log("storm-ping-idle.log");
-            let _ = ping(&w, &a, &b, idle_pings, &log);
+            let _ = ping_every(&w, &a, &b, idle_pings, PING_EVERY, &log);
             idle = Some(phase(&std::fs::read_to_string(&log).unwrap_or_default()));
             // The same pings, running until the cycles are done; SIGINT makes ping print
             // (and flush) everything it has. First the reference (status calls), then the storm.
@@ -155,7 +158,7 @@ pub fn run(ctx: &Ctx) {
                     &a,
                     &slog,
                     &[],
-                    &["ping", "-n", "-i", "0.005", "-W", "1", &b],
+                    &["ping", "-n", "-i", PING_EVERY, "-W", "1", &b],
                 );
                 let mut failed = 0;
                 for i in 1..=cycles {
@@ -301,7 +304,7 @@ pub fn run(ctx: &Ctx) {
     );
     println!("\nstorm: {host} ({status})\n\n{}\n{lines}", t.plain());
     println!(
-        "\nmarkdown (for docs/benchmarks.md):\n\nMeasured {when} on {host}; pings 5 ms apart, {cycles} cycles.\n\n{}\n{lines}",
+        "\nmarkdown (for docs/benchmarks.md):\n\nMeasured {when} on {host}; pings 10 ms apart, {cycles} cycles.\n\n{}\n{lines}",
         t.markdown()
     );
     write_json(
@@ -315,7 +318,7 @@ pub fn run(ctx: &Ctx) {
             params: Params {
                 cycles,
                 idle_pings,
-                ping_interval_ms: 5,
+                ping_interval_ms: 10,
                 churning_node: "c",
             },
             idle,
