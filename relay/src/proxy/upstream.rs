@@ -221,16 +221,16 @@ pub fn hand_over(
     }
 }
 
+// The whole connection reads and writes through its borrowed halves: one delegation to the
+// two kinds of stream, in `ConnRead` and `ConnWrite`.
 impl AsyncRead for Conn {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Node(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        let (mut r, _) = self.get_mut().halves();
+        Pin::new(&mut r).poll_read(cx, buf)
     }
 }
 
@@ -240,23 +240,17 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Node(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        let (_, mut w) = self.get_mut().halves();
+        Pin::new(&mut w).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Conn::Node(s) => Pin::new(s).poll_flush(cx),
-        }
+        let (_, mut w) = self.get_mut().halves();
+        Pin::new(&mut w).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Node(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        let (_, mut w) = self.get_mut().halves();
+        Pin::new(&mut w).poll_shutdown(cx)
     }
 }
