@@ -6,6 +6,7 @@ use crate::stats::{median, percentile};
 use overlay_tests::{Host, World};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// One measured setup (a row of the dataplane, gateway and tcp tables).
 #[derive(Clone, Debug, Serialize)]
@@ -75,7 +76,7 @@ pub fn ping_figures(times: &[f64]) -> Option<(f64, f64, usize)> {
 
 /// `count` pings 5 ms apart from `host` to `addr`; their output goes to `log`.
 pub fn ping(w: &World, host: &Host, addr: &str, count: u32, log: &Path) -> Vec<f64> {
-    ping_every(w, host, addr, count, "0.005", log)
+    ping_every(w, host, addr, count, Duration::from_millis(5), log)
 }
 
 /// [`ping`] with `interval` seconds between requests. Below 0.01 iputils' ping waits for the
@@ -86,15 +87,15 @@ pub fn ping_every(
     host: &Host,
     addr: &str,
     count: u32,
-    interval: &str,
+    interval: Duration,
     log: &Path,
 ) -> Vec<f64> {
-    let secs: f64 = interval.parse().unwrap_or(0.01);
+    let secs = interval.as_secs_f64();
     let o = run(
         w,
         host,
         (f64::from(count) * secs) as u64 + 30,
-        &format!("ping -n -c {count} -i {interval} -W 1 {addr} 2>&1"),
+        &format!("ping -n -c {count} -i {secs:.3} -W 1 {addr} 2>&1"),
     );
     let text = String::from_utf8_lossy(&o.stdout);
     append(log, &text);

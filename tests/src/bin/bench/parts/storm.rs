@@ -17,10 +17,9 @@ use crate::ovl::Ovl;
 use crate::report::{host_desc, now_utc, write_json, Table};
 use crate::stats::{fmt, met, ratio, Summary};
 use overlay_core::api::daemon::{Register, Unregister};
-use overlay_core::api::{Answer, Request};
+use overlay_core::api::Request;
+use overlay_sys::local_api::Endpoint;
 use serde::Serialize;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -71,30 +70,26 @@ fn transmitted(text: &str) -> Option<u64> {
 
 /// Seconds between pings: 10 ms, the shortest at which iputils' ping sleeps between sends
 /// instead of spinning on a core (see [`ping_every`]).
-const PING_EVERY: &str = "0.01";
+const PING_EVERY: Duration = Duration::from_millis(10);
 
 /// Shortest time between the starts of two API cycles: long enough that the storm's 150 cycles
 /// last 6 s, about 600 pings.
 const API_CYCLE: Duration = Duration::from_millis(40);
 
-/// One request to a node daemon's local API socket, as `overlay` sends it: a JSON line out, the
-/// answer line back.
-fn api<R: Request>(sock: &Path, request: R) -> Result<R::Reply, String> {
-    let mut s = UnixStream::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let mut line = serde_json::to_vec(&request.into_wire()).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    s.write_all(&line).map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    BufReader::new(s)
-        .read_line(&mut answer)
-        .map_err(|e| e.to_string())?;
-    match serde_json::from_str::<Answer<R::Reply>>(&answer) {
-        Ok(Answer::Ok { data }) => Ok(data),
-        Ok(Answer::Error { message } | Answer::Denied { message }) => Err(message),
-        Err(e) => Err(format!("answer {answer:?}: {e}")),
-    }
+/// One request to a node daemon's local API socket, as `overlay` sends it (the one local API
+/// transport, `overlay_sys::local_api`).
+fn api<R: Request>(
+    rt: &tokio::runtime::Runtime,
+    sock: &Path,
+    request: R,
+) -> Result<R::Reply, String> {
+    let daemon = Endpoint {
+        path: sock,
+        server: "node c's daemon",
+        serves: "root and the user who joined",
+        start: "see the part's log",
+    };
+    rt.block_on(daemon.call(request)).map_err(|e| e.to_string())
 }
 
 fn phase(text: &str) -> Phase {
@@ -152,14 +147,10 @@ pub fn run(ctx: &Ctx) {
             idle = Some(phase(&std::fs::read_to_string(&log).unwrap_or_default()));
             // The same pings, running until the cycles are done; SIGINT makes ping print
             // (and flush) everything it has. First the reference (status calls), then the storm.
+            let every = format!("{:.3}", PING_EVERY.as_secs_f64());
             let pinging = |name: &str, cycle: &mut dyn FnMut(u32) -> bool| -> (Phase, u32) {
                 let slog = ctx.log(&format!("storm-ping-{name}.log"));
-                let pid = w.spawn_to(
-                    &a,
-                    &slog,
-                    &[],
-                    &["ping", "-n", "-i", PING_EVERY, "-W", "1", &b],
-                );
+                let pid = w.spawn_to(&a, &slog, &[], &["ping", "-n", "-i", &every, "-W", "1", &b]);
                 let mut failed = 0;
                 for i in 1..=cycles {
                     if !cycle(i) {
@@ -177,10 +168,15 @@ pub fn run(ctx: &Ctx) {
             };
             // The storm proper: registry changes without process starts.
             let sock = o.h("c").dir.join("run").join("overlay.sock");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the API calls");
             let (during, f) = pinging("storm", &mut |i| {
                 let t0 = Instant::now();
                 let name = format!("storm{i}");
                 let reg = api(
+                    &rt,
                     &sock,
                     Register {
                         name: name.clone(),
@@ -190,7 +186,7 @@ pub fn run(ctx: &Ctx) {
                         hold: false,
                     },
                 );
-                let unreg = api(&sock, Unregister { name, tag: None });
+                let unreg = api(&rt, &sock, Unregister { name, tag: None });
                 if let Err(e) = reg.as_ref().and(unreg.as_ref()) {
                     tracing::warn!("storm cycle {i}: {e}");
                 }
