@@ -43,14 +43,17 @@ pub fn add_route(dev: &str, prefix: Ipv4Prefix) -> anyhow::Result<()> {
     run_ip(&["route", "replace", &prefix.to_string(), "dev", dev])
 }
 
-/// Adds `ip/32` to the device (the DNS address, service addresses).
+/// Adds `ip/32` to the device (the DNS address, service addresses), through rtnetlink: a
+/// registration costs no process start.
 pub fn add_address(dev: &str, ip: std::net::Ipv4Addr) -> anyhow::Result<()> {
-    run_ip(&["addr", "replace", &format!("{ip}/32"), "dev", dev])
+    overlay_sys::netlink::add_address(dev, ip).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Removes `ip/32` from the device; a missing address is not an error.
 pub fn remove_address(dev: &str, ip: std::net::Ipv4Addr) {
-    let _ = run_ip(&["addr", "del", &format!("{ip}/32"), "dev", dev]);
+    if let Err(e) = overlay_sys::netlink::remove_address(dev, ip) {
+        tracing::warn!("cannot remove {ip} from {dev}: {e}");
+    }
 }
 
 /// Routes of other interfaces (another VPN) for `network` or the DNS address, as sentences;

@@ -1,0 +1,265 @@
+//! Interface addresses through rtnetlink: what `ip addr replace` and `ip addr del` do, without a
+//! process.
+//!
+//! A node adds a /32 to its TUN device for every service it registers and removes it when the
+//! service goes. Running `ip` for that forked and exec'd a program per registration (a few
+//! milliseconds of CPU each, on the cores that forward packets) and blocked the async worker
+//! that waited for it. One request and its acknowledgement on a netlink socket take
+//! microseconds.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Why an address change failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The interface does not exist.
+    #[error("no interface named {0}")]
+    NoInterface(String),
+    /// The netlink socket could not be opened or used.
+    #[error("netlink: {0}")]
+    Io(#[from] io::Error),
+    /// The kernel refused the change.
+    #[error("the kernel refused to {what} {addr} on {dev}: {err}")]
+    Refused {
+        /// "add" or "remove".
+        what: &'static str,
+        /// The address.
+        addr: Ipv4Addr,
+        /// The interface.
+        dev: String,
+        /// The kernel's error.
+        err: io::Error,
+    },
+    /// The kernel's answer was not an acknowledgement of our request.
+    #[error("netlink: an unexpected answer from the kernel")]
+    Unexpected,
+}
+
+/// Adds `addr/32` to `dev`, replacing it if it is there (`ip addr replace addr/32 dev dev`).
+pub fn add_address(dev: &str, addr: Ipv4Addr) -> Result<(), NetlinkError> {
+    let flags = libc::NLM_F_CREATE | libc::NLM_F_REPLACE;
+    change(dev, addr, libc::RTM_NEWADDR, flags, "add").map(|_| ())
+}
+
+/// Removes `addr/32` from `dev`; true if it was there (`ip addr del addr/32 dev dev`).
+pub fn remove_address(dev: &str, addr: Ipv4Addr) -> Result<bool, NetlinkError> {
+    match change(dev, addr, libc::RTM_DELADDR, 0, "remove") {
+        Ok(()) => Ok(true),
+        Err(NetlinkError::Refused { err, .. })
+            if err.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The request: nlmsghdr, ifaddrmsg, then IFA_LOCAL and IFA_ADDRESS (4 bytes each).
+const LEN: usize = 16 + 8 + 2 * 8;
+
+/// Builds the request for `addr/32` on interface `index` (native byte order, as netlink wants).
+fn request(kind: u16, flags: i32, seq: u32, index: u32, addr: Ipv4Addr) -> [u8; LEN] {
+    let mut m = [0u8; LEN];
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK | flags) as u16;
+    m[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
+    m[4..6].copy_from_slice(&kind.to_ne_bytes());
+    m[6..8].copy_from_slice(&flags.to_ne_bytes());
+    m[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // pid 0: the kernel fills in our port.
+    // ifaddrmsg: family, prefix length, flags, scope (universe), interface index.
+    m[16] = libc::AF_INET as u8;
+    m[17] = 32;
+    m[20..24].copy_from_slice(&index.to_ne_bytes());
+    for (at, ty) in [(24, libc::IFA_LOCAL), (32, libc::IFA_ADDRESS)] {
+        m[at..at + 2].copy_from_slice(&8u16.to_ne_bytes());
+        m[at + 2..at + 4].copy_from_slice(&ty.to_ne_bytes());
+        m[at + 4..at + 8].copy_from_slice(&addr.octets());
+    }
+    m
+}
+
+/// The errno of the kernel's acknowledgement of request `seq` (0: done); `None` if `answer` is
+/// not one.
+fn ack_errno(answer: &[u8], seq: u32) -> Option<i32> {
+    let word = |at: usize| -> Option<[u8; 4]> { answer.get(at..at + 4)?.try_into().ok() };
+    let len = u32::from_ne_bytes(word(0)?) as usize;
+    let kind = u16::from_ne_bytes(answer.get(4..6)?.try_into().ok()?);
+    // NLMSG_ERROR carries the errno (negative, or 0 for an ack) and our header back.
+    if kind != libc::NLMSG_ERROR as u16 || len < 16 + 4 + 16 || answer.len() < len {
+        return None;
+    }
+    let errno = i32::from_ne_bytes(word(16)?);
+    let echoed_seq = u32::from_ne_bytes(word(20 + 8)?);
+    (echoed_seq == seq).then_some(-errno)
+}
+
+fn change(
+    dev: &str,
+    addr: Ipv4Addr,
+    kind: u16,
+    flags: i32,
+    what: &'static str,
+) -> Result<(), NetlinkError> {
+    let name = std::ffi::CString::new(dev).map_err(|_| NetlinkError::NoInterface(dev.into()))?;
+    // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(NetlinkError::NoInterface(dev.into()));
+    }
+    // SAFETY: plain socket(2); the descriptor is owned right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // A fresh socket per change: one request is in flight, so any sequence number will do.
+    let seq = 1;
+    let msg = request(kind, flags, seq, index, addr);
+    // SAFETY: a zeroed sockaddr_nl is the kernel's address (pid 0, no groups).
+    let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: msg and to outlive the call; the lengths are theirs.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            std::ptr::addr_of!(to).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    // The acknowledgement echoes our request after its errno, and may carry the kernel's
+    // message: a page holds any of them.
+    let mut buf = [0u8; 4096];
+    // A few messages at most (the kernel sends only the ack to a unicast request).
+    for _ in 0..8 {
+        // SAFETY: buf outlives the call and its length is given.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        let answer = buf.get(..n as usize).unwrap_or_default();
+        match ack_errno(answer, seq) {
+            Some(0) => return Ok(()),
+            Some(errno) => {
+                return Err(NetlinkError::Refused {
+                    what,
+                    addr,
+                    dev: dev.into(),
+                    err: io::Error::from_raw_os_error(errno),
+                })
+            }
+            None => continue,
+        }
+    }
+    Err(NetlinkError::Unexpected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_layout_is_what_ip_sends() {
+        let m = request(
+            libc::RTM_NEWADDR,
+            libc::NLM_F_CREATE,
+            7,
+            3,
+            Ipv4Addr::new(100, 64, 1, 2),
+        );
+        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), LEN as u32);
+        assert_eq!(
+            u16::from_ne_bytes(m[4..6].try_into().unwrap()),
+            libc::RTM_NEWADDR
+        );
+        let flags = u16::from_ne_bytes(m[6..8].try_into().unwrap());
+        assert_eq!(
+            i32::from(flags),
+            libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE
+        );
+        assert_eq!(m[16], libc::AF_INET as u8);
+        assert_eq!(m[17], 32);
+        assert_eq!(u32::from_ne_bytes(m[20..24].try_into().unwrap()), 3);
+        assert_eq!(&m[28..32], &[100, 64, 1, 2]);
+        assert_eq!(&m[36..40], &[100, 64, 1, 2]);
+    }
+
+    #[test]
+    fn acks_are_matched_by_sequence_and_carry_the_errno() {
+        let mut a = [0u8; 36];
+        a[0..4].copy_from_slice(&36u32.to_ne_bytes());
+        a[4..6].copy_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
+        a[16..20].copy_from_slice(&(-libc::EEXIST).to_ne_bytes());
+        a[28..32].copy_from_slice(&9u32.to_ne_bytes());
+        assert_eq!(ack_errno(&a, 9), Some(libc::EEXIST));
+        assert_eq!(ack_errno(&a, 8), None);
+        assert_eq!(ack_errno(&a[..20], 9), None);
+        a[4] = 0;
+        a[5] = 0;
+        assert_eq!(ack_errno(&a, 9), None);
+    }
+
+    /// Against the kernel: a dummy interface in a fresh network namespace (needs root; skipped
+    /// without it).
+    #[test]
+    fn adds_and_removes_an_address_in_a_namespace() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        // A thread of its own: unshare(CLONE_NEWNET) changes the calling thread's namespace.
+        let r = std::thread::spawn(|| -> Result<(), String> {
+            // SAFETY: unshare on this thread only; it never goes back.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Ok(()); // no namespaces here: nothing to test against
+            }
+            let lo = "lo";
+            let a = Ipv4Addr::new(100, 64, 9, 9);
+            let has = || {
+                std::process::Command::new("ip")
+                    .args(["-4", "-o", "addr", "show", "dev", lo])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).contains("100.64.9.9/32"))
+                    .unwrap_or(false)
+            };
+            add_address(lo, a).map_err(|e| e.to_string())?;
+            add_address(lo, a).map_err(|e| format!("replace: {e}"))?;
+            if !has() {
+                return Err("the address is not on the interface".into());
+            }
+            if !remove_address(lo, a).map_err(|e| e.to_string())? {
+                return Err("remove said the address was not there".into());
+            }
+            if has() {
+                return Err("the address is still there".into());
+            }
+            if remove_address(lo, a).map_err(|e| e.to_string())? {
+                return Err("a second remove found it".into());
+            }
+            match add_address("nosuch0", a) {
+                Err(NetlinkError::NoInterface(_)) => Ok(()),
+                other => Err(format!("unknown interface: {other:?}")),
+            }
+        })
+        .join();
+        assert_eq!(r.ok(), Some(Ok(())));
+    }
+}
