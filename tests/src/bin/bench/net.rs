@@ -307,6 +307,75 @@ pub fn wg_sockets_cleanup() {
     }
 }
 
+/// Pins the calling thread to `cpu`; false if the host has no such CPU.
+fn pin_to(cpu: usize) -> bool {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays within it for cpu < CPU_SETSIZE, and
+    // sched_setaffinity(0, ...) only changes the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return false;
+        }
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// Round trips (µs) of a UDP echo over loopback between two threads of this process pinned to
+/// CPUs 0 and 1, `count` of them `interval` apart: what waking a thread on the other CPU costs
+/// on this host, the floor under every hop of a user-space data path (a nested VM's host may
+/// leave a vCPU waiting for its own scheduler). `None` without two CPUs or sockets.
+pub fn cross_cpu_echo_us(count: u32, interval: Duration) -> Option<Vec<f64>> {
+    use std::net::UdpSocket;
+    use std::time::Instant;
+    let server = UdpSocket::bind("127.0.0.1:0").ok()?;
+    let client = UdpSocket::bind("127.0.0.1:0").ok()?;
+    let to = server.local_addr().ok()?;
+    server.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    client.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    let echo = std::thread::spawn(move || {
+        if !pin_to(1) {
+            return;
+        }
+        let mut buf = [0u8; 16];
+        // Ends on the client's one-byte "stop", or when nothing comes for the read timeout.
+        while let Ok((n, from)) = server.recv_from(&mut buf) {
+            if n == 1 {
+                break;
+            }
+            let _ = server.send_to(&buf[..n], from);
+        }
+    });
+    // SAFETY: a zeroed cpu_set_t filled in by the kernel for this thread.
+    let before = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
+            .then_some(set)
+    };
+    let mut rtts = Vec::new();
+    let pinned = before.is_some() && pin_to(0);
+    let mut buf = [0u8; 16];
+    for i in 0..if pinned { count } else { 0 } {
+        let t = Instant::now();
+        if client.send_to(&i.to_be_bytes(), to).is_err() {
+            break;
+        }
+        match client.recv_from(&mut buf) {
+            Ok((4, _)) if buf[..4] == i.to_be_bytes() => rtts.push(t.elapsed().as_secs_f64() * 1e6),
+            _ => break,
+        }
+        std::thread::sleep(interval);
+    }
+    let _ = client.send_to(&[0], to);
+    let _ = echo.join();
+    // Back to the CPUs this thread had, for the rest of the run.
+    if let Some(set) = before {
+        // SAFETY: the set the kernel gave for this thread.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    }
+    (rtts.len() == count as usize && count > 0).then_some(rtts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
