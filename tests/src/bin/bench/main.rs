@@ -114,7 +114,7 @@ struct Cli {
     /// Seconds per iperf3 run, after a 1 s omitted warm-up, and seconds per dnsperf run
     #[arg(long, value_parser = positive, default_value_t = 10)]
     time: u32,
-    /// Pings per setup for the latency figures, 5 ms apart (storm: idle pings 10 ms apart, at least 1000)
+    /// Pings per setup for the latency figures, 5 ms apart
     #[arg(long, value_parser = positive, default_value_t = 200)]
     pings: u32,
     /// dns: services registered and queried, 50 per node (at most 10000)
