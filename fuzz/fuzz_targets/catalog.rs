@@ -9,8 +9,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::catalog::parse;
-use overlay_core::registry::{valid_label, valid_target, RemoteEntry};
+use overlay_core::names::registry::{valid_label, valid_target, RemoteEntry};
+use overlay_core::relay::catalog::parse;
 
 fn render(entries: &[RemoteEntry]) -> String {
     let mut s = String::new();

@@ -18,11 +18,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::control::{
+use overlay_core::net::wire::{self, IpProtocol};
+use overlay_core::transport::control::{
     encode, owner, parse_reply, parse_request, reply_payload, ControlError, ControlReply, Owner,
     CONTROL_PORT, MAX_CONTROL_LEN,
 };
-use overlay_core::wire::{self, IpProtocol};
 use std::net::Ipv4Addr;
 
 const NODE: Ipv4Addr = Ipv4Addr::new(100, 64, 4, 1);

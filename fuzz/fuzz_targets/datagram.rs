@@ -8,10 +8,10 @@ use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::counters::DropReason;
-use overlay_core::datagram::{self, Datagram};
-use overlay_core::peers::{PeerId, PeerTable, Route, MAX_PEER_ID};
-use overlay_core::wire::{self, WireError};
+use overlay_core::net::counters::DropReason;
+use overlay_core::net::wire::{self, WireError};
+use overlay_core::relay::datagram::{self, Datagram};
+use overlay_core::relay::peers::{PeerId, PeerTable, Route, MAX_PEER_ID};
 
 const RELAY: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 /// An id that is not in the table.

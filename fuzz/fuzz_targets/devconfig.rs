@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use overlay_core::devconfig::{
-    dns_name, dotenv, env::is_reserved, health, sockets, valid_env_name, valid_key, valid_label, ConfigError, DevConfig, Glob,
-    Health, ServiceSpec,
+    dns_name, dotenv, env::is_reserved, health, sockets, valid_env_name, valid_key, valid_label,
+    ConfigError, DevConfig, Glob, Health, ServiceSpec,
 };
 use toml::Value;
 

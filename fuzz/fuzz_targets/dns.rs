@@ -20,11 +20,11 @@ use std::sync::OnceLock;
 
 use hickory_proto::op::{Message, MessageType};
 use libfuzzer_sys::fuzz_target;
-use overlay_core::dns::{
+use overlay_core::names::dns::{
     answer, explain, on_demand_candidate, refused, servfail, upstream, AnswerCache, DnsContext,
     DnsOutcome, EDNS_PAYLOAD,
 };
-use overlay_core::registry::{valid_label, Protocol, ServiceInstance};
+use overlay_core::names::registry::{valid_label, Protocol, ServiceInstance};
 
 struct World {
     instances: Vec<ServiceInstance>,
@@ -150,7 +150,7 @@ fuzz_target!(|data: &[u8]| {
         server_addr: Ipv4Addr::new(100, 100, 100, 100),
         ttl: 5,
         serial: 42,
-        network: overlay_core::prefix::Ipv4Prefix::new(Ipv4Addr::new(100, 64, 0, 0), 10).ok(),
+        network: overlay_core::net::prefix::Ipv4Prefix::new(Ipv4Addr::new(100, 64, 0, 0), 10).ok(),
     };
     let request = Message::from_vec(data).ok();
     let udp = answer(data, &ctx, false);

@@ -5,11 +5,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::capture::conn::ConnMeta;
-use overlay_core::capture::h2::{frame::PREFACE, H2Conn};
-use overlay_core::capture::ws::{WsConn, MAX_MESSAGES, MAX_MESSAGE_DATA};
-use overlay_core::capture::{grpc, protobuf, ConnectionCapture, Direction, FlowEnd};
-use overlay_core::http1::{Limits, Side};
+use overlay_core::traffic::capture::conn::ConnMeta;
+use overlay_core::traffic::capture::h2::{frame::PREFACE, H2Conn};
+use overlay_core::traffic::capture::ws::{WsConn, MAX_MESSAGES, MAX_MESSAGE_DATA};
+use overlay_core::traffic::capture::{grpc, protobuf, ConnectionCapture, Direction, FlowEnd};
+use overlay_core::traffic::http1::{Limits, Side};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {
@@ -65,7 +65,10 @@ fuzz_target!(|data: &[u8]| {
     }
     for log in ws.take_full().into_iter().chain([ws.finish()]) {
         assert!(log.messages.len() <= MAX_MESSAGES + 2);
-        assert!(log.messages.iter().all(|m| m.data.len() <= MAX_MESSAGE_DATA));
+        assert!(log
+            .messages
+            .iter()
+            .all(|m| m.data.len() <= MAX_MESSAGE_DATA));
         let _ = serde_json::to_string(&log);
     }
     // gRPC messages and protobuf fields.

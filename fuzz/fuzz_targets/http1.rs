@@ -4,10 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::capture::access::{self, Secret};
-use overlay_core::capture::mask;
-use overlay_core::capture::tcp::{TcpLimits, Tracker};
-use overlay_core::http1::{Conversation, Limits, Output, Side};
+use overlay_core::traffic::capture::access::{self, Secret};
+use overlay_core::traffic::capture::mask;
+use overlay_core::traffic::capture::tcp::{TcpLimits, Tracker};
+use overlay_core::traffic::http1::{Conversation, Limits, Output, Side};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {
@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
         let unmasked = mask::unmask_headers(&head.headers, masked);
         assert_eq!(unmasked.len(), head.headers.len());
         let target = head.target.clone().unwrap_or_default();
-        assert_eq!(mask::unmask_target(&target, mask::mask_target(&target)), target);
+        assert_eq!(
+            mask::unmask_target(&target, mask::mask_target(&target)),
+            target
+        );
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let _ = access::decide(
             &access::Request {

@@ -9,7 +9,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::http1::{request_framing, Framing, HttpError, Kind, Limits, MessageParser};
+use overlay_core::traffic::http1::{
+    request_framing, Framing, HttpError, Kind, Limits, MessageParser,
+};
 
 /// RFC 9112, 6.1 and 6.3, as a strict server reads a request; `None`: refused or ambiguous.
 fn reference(version: u8, headers: &[httparse::Header<'_>]) -> Option<Framing> {
@@ -28,7 +30,10 @@ fn reference(version: u8, headers: &[httparse::Header<'_>]) -> Option<Framing> {
     let te = values("transfer-encoding");
     let cl = values("content-length");
     if !te.is_empty() {
-        let chunked = te.iter().filter(|c| c.eq_ignore_ascii_case("chunked")).count();
+        let chunked = te
+            .iter()
+            .filter(|c| c.eq_ignore_ascii_case("chunked"))
+            .count();
         let ok = cl.is_empty()
             && version == 1
             && chunked == 1
@@ -80,7 +85,12 @@ fuzz_target!(|data: &[u8]| {
             let theirs: Vec<(String, String)> = req
                 .headers
                 .iter()
-                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
                 .collect();
             // Folded lines are left out of ours and refused by httparse, so never here.
             assert_eq!(head.headers, theirs);

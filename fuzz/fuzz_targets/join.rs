@@ -17,7 +17,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::join::{
+use overlay_core::identity::join::{
     self, open_request, JoinError, JoinInitiator, JoinRequest, JoinResponse, OpenedRequest,
     MAX_CLOCK_SKEW_SECS, MAX_REQUEST_LEN, MAX_RESPONSE_LEN, REQUEST_MAGIC, RESPONSE_MAGIC,
 };
@@ -25,7 +25,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 /// The relay's clock, unix seconds; the seeds' requests carry this timestamp.
 const NOW: u64 = 1_700_000_000;
-/// The relay's static secret (the same as in the unit-test vectors of core/src/join.rs).
+/// The relay's static secret (the same as in the unit-test vectors of core/src/identity/join.rs).
 const RELAY_SECRET: [u8; 32] = [1; 32];
 /// The node's static secret.
 const NODE_SECRET: [u8; 32] = [2; 32];

@@ -45,16 +45,16 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::control::{self, CONTROL_PORT};
-use overlay_core::gateway::CallbackPlan;
-use overlay_core::key;
-use overlay_core::wire::{self, IpProtocol};
-use overlay_core::prefix::Ipv4Prefix;
-use overlay_core::registry::RemoteEntry;
+use overlay_core::identity::key;
+use overlay_core::identity::token;
+use overlay_core::names::registry::RemoteEntry;
+use overlay_core::net::prefix::Ipv4Prefix;
+use overlay_core::net::wire::{self, IpProtocol};
+use overlay_core::relay::gateway::CallbackPlan;
 use overlay_core::relay::state::{hex, RelayState, TokenRecord};
 use overlay_core::relay::OnDemandConfig;
 use overlay_core::testing::{self, Sim, SimNode, NOW};
-use overlay_core::token;
+use overlay_core::transport::control::{self, CONTROL_PORT};
 
 const NODE_KEYS: [u8; 2] = [1, 2];
 const NODE_NAMES: [&str; 2] = ["a", "b"];
@@ -127,8 +127,7 @@ impl Run {
             let added = sim.hub.peer_add(name, public, now).expect("peer added");
             node_prefix.push(added.prefix.parse::<Ipv4Prefix>().unwrap());
         }
-        sim.set_orders_catalog()
-            .expect("catalog set");
+        sim.set_orders_catalog().expect("catalog set");
         sim.hub.set_on_demand(OnDemandConfig {
             enabled: true,
             suffixes: vec!["svc.cluster.local".into()],
@@ -203,8 +202,7 @@ impl Run {
                 .prefixes
                 .get(node)
                 .unwrap_or_else(|| panic!("a packet for the gateway from unknown node {node:?}"));
-            let ip =
-                wire::ipv4(&p.packet).expect("the gateway gets a valid IPv4 packet");
+            let ip = wire::ipv4(&p.packet).expect("the gateway gets a valid IPv4 packet");
             assert!(
                 prefix.contains(ip.src_addr()),
                 "node {node} ({prefix}) sent {} to the gateway",
@@ -212,7 +210,11 @@ impl Run {
             );
             match target {
                 Some(t) => {
-                    assert!(self.remote_block.contains(ip.dst_addr()), "{} for {t}", ip.dst_addr());
+                    assert!(
+                        self.remote_block.contains(ip.dst_addr()),
+                        "{} for {t}",
+                        ip.dst_addr()
+                    );
                     assert!(!t.is_empty());
                 }
                 None => assert!(ip.dst_addr() == self.relay && ip.next_header() == IpProtocol::Tcp),

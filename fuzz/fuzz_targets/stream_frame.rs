@@ -7,14 +7,18 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::stream::upgrade;
-use overlay_core::stream::ws::{encode, FrameBuffer, Opcode, Role, MAX_PAYLOAD};
+use overlay_core::transport::stream::upgrade;
+use overlay_core::transport::stream::ws::{encode, FrameBuffer, Opcode, Role, MAX_PAYLOAD};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
-    let role = if first & 1 == 0 { Role::Server } else { Role::Client };
+    let role = if first & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
     let chunk = usize::from(first >> 1).max(1) * 97;
     let mut fb = FrameBuffer::new(role);
     let mut input = rest;
@@ -25,7 +29,11 @@ fuzz_target!(|data: &[u8]| {
         loop {
             match fb.next_frame() {
                 Ok(Some(f)) => {
-                    let limit = if f.opcode == Opcode::Binary { MAX_PAYLOAD } else { 125 };
+                    let limit = if f.opcode == Opcode::Binary {
+                        MAX_PAYLOAD
+                    } else {
+                        125
+                    };
                     assert!(f.payload.len() <= limit);
                     // The same payload, encoded as the other end would, parses back to itself.
                     let mask = (role == Role::Server).then_some([1, 2, 3, 4]);
@@ -34,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
                     assert!(encode(f.opcode, &payload, mask, &mut wire));
                     let mut again = FrameBuffer::new(role);
                     assert_eq!(again.push(&wire), wire.len());
-                    let g = again.next_frame().expect("re-encoded frame parses").expect("complete");
+                    let g = again
+                        .next_frame()
+                        .expect("re-encoded frame parses")
+                        .expect("complete");
                     assert_eq!(g.payload, &payload[..]);
                 }
                 Ok(None) => break,

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::token::{Token, MAX_TOKEN_LEN, PREFIX};
+use overlay_core::identity::token::{Token, MAX_TOKEN_LEN, PREFIX};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(t) => t,
         Err(e) => {
             let msg = e.to_string();
-            assert!(!msg.is_empty() && !msg.contains('\n'), "error is not one line: {msg:?}");
+            assert!(
+                !msg.is_empty() && !msg.contains('\n'),
+                "error is not one line: {msg:?}"
+            );
             assert!(!msg.ends_with('.'), "error is not one sentence: {msg:?}");
             return;
         }

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::key;
-use overlay_core::wgconfig::WgConfig;
+use overlay_core::identity::key;
+use overlay_core::identity::wgconfig::WgConfig;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
     // (it may legitimately appear elsewhere, e.g. as a DNS entry the input chose).
     let public = c.render(false);
     assert!(
-        !public.lines().any(|l| l.trim_start().to_ascii_lowercase().starts_with("privatekey")),
+        !public.lines().any(|l| l
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("privatekey")),
         "render(false) wrote a PrivateKey line"
     );
     let secret = key::encode(&c.interface.private_key);

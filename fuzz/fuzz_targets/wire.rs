@@ -1,4 +1,4 @@
-//! The packet views (`overlay_core::wire`) and everything that reads packets through them, on
+//! The packet views (`overlay_core::net::wire`) and everything that reads packets through them, on
 //! arbitrary bytes taken as an IPv4 packet: `wire::ipv4` and every accessor of the view,
 //! `wire::addresses`, the transport views `wire::udp` and `wire::tcp` with their accessors,
 //! `wire::echo_reply` into a 64 KiB buffer, the gateway's `gateway::Segment::parse`, and the
@@ -19,9 +19,9 @@ use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use libfuzzer_sys::fuzz_target;
-use overlay_core::capture::tcp::{TcpLimits, Tracker};
-use overlay_core::gateway::{Segment, Transport};
-use overlay_core::wire::{self, checksum, IpProtocol, WireError};
+use overlay_core::net::wire::{self, checksum, IpProtocol, WireError};
+use overlay_core::relay::gateway::{Segment, Transport};
+use overlay_core::traffic::capture::tcp::{TcpLimits, Tracker};
 
 thread_local! {
     /// Output buffer for echo replies, reused (zeroing 64 KiB per input would dominate).

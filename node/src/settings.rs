@@ -1,7 +1,7 @@
 //! What `overlay join` saved: the node's identity and network settings, in the state directory.
 
-use overlay_core::key;
-use overlay_core::prefix::Ipv4Prefix;
+use overlay_core::identity::key;
+use overlay_core::net::prefix::Ipv4Prefix;
 use overlay_sys::statefile;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -45,7 +45,7 @@ pub struct Settings {
     pub url: Option<String>,
     /// The transports `overlay join --transport` allowed.
     #[serde(default)]
-    pub transport: overlay_core::stream::transport::Mode,
+    pub transport: overlay_core::transport::stream::transport::Mode,
 }
 
 /// Paths of the node's files.

@@ -8,7 +8,7 @@
 //! (GSO). [`Udp::send_batch`] is the one GSO sender; [`Sender`] is the relay's queue in front of
 //! it, for output whose destinations interleave.
 
-use overlay_core::batch::{SendBatch, MAX_RUN_BYTES};
+use overlay_core::net::batch::{SendBatch, MAX_RUN_BYTES};
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use std::io::{self, ErrorKind, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};

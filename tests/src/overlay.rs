@@ -2,10 +2,10 @@
 
 use crate::world::{bin, wait_until, Host, World};
 use overlay_core::api::daemon::{LinkState, Registered, StatusReply};
-use overlay_core::registry::ServiceInstance;
+use overlay_core::names::registry::ServiceInstance;
+use overlay_core::names::resolver::{ServiceListing, Where};
 use overlay_core::relay::state::TokenRecord;
 use overlay_core::relay::{NodeInfo, RelayStats};
-use overlay_core::resolver::{ServiceListing, Where};
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -418,7 +418,7 @@ pub fn transfer_paced(
 /// Waits (at most 5 s) until the relay lists `token` as expired (its TTL counts whole seconds,
 /// the relay's clock decides).
 pub fn wait_expired(w: &World, relay: &Relay, token: &str) {
-    let id = overlay_core::token::Token::parse(token)
+    let id = overlay_core::identity::token::Token::parse(token)
         .expect("a token")
         .id;
     let expired = wait_until(Duration::from_secs(5), || {

@@ -119,7 +119,7 @@ fn front_manifests_validate_offline_and_point_the_name_at_the_front() {
         .take_while(|l| l.starts_with("    "))
         .map(|l| format!("{}\n", &l[4..]))
         .collect();
-    let catalog = overlay_core::catalog::parse_catalog(&toml).expect("the catalog parses");
+    let catalog = overlay_core::relay::catalog::parse_catalog(&toml).expect("the catalog parses");
     let front = catalog.fronts.first().expect("a front");
     assert_eq!(front.service, "orders");
     assert_eq!(front.listen.port().to_string(), front_port);

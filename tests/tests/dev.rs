@@ -5,7 +5,7 @@
 //! use `overlay dev --local` and need no relay; the others run in a namespace world with a relay
 //! and two nodes, `a` running the services and `b` calling them.
 
-use overlay_core::resolver::Where;
+use overlay_core::names::resolver::Where;
 use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, sh_output, wait_until, Host, World};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! services and `b` calling them.
 
 use overlay_core::api::session::ServiceState;
-use overlay_core::resolver::Where;
+use overlay_core::names::resolver::Where;
 use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, sh_output, wait_until, Host, World};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The relay's join path under an anonymous flood and forged sources, and what `overlay join`
 //! says when it gets no registration (issue 15, findings 1, 2 and 9).
 
-use overlay_core::token::Token;
+use overlay_core::identity::token::Token;
 use overlay_tests::overlay::{join_node, overlay, start_relay};
 use overlay_tests::world::{bin, wait_until, World};
 use std::time::{Duration, Instant};
@@ -115,7 +115,8 @@ fn join_says_what_the_relay_said() {
     // A token for another relay key: the relay says so cheaply.
     let mut other = Token::parse(&good).expect("token");
     other.relay_key =
-        overlay_core::key::decode("mHXv2lZTBxy0qOHi6I3fH9gMqc0f0Gy6CnlJcXjnM30=").expect("key");
+        overlay_core::identity::key::decode("mHXv2lZTBxy0qOHi6I3fH9gMqc0f0Gy6CnlJcXjnM30=")
+            .expect("key");
     let e = stderr(&format!("join {}", other.encode()));
     assert!(e.contains("made for another relay"), "{e}");
     assert!(!e.contains("blocked"), "{e}");

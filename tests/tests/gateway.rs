@@ -3,7 +3,7 @@
 //! capabilities), the remote environment calls laptop services back, and bad traffic leaves the
 //! relay responsive. The hub namespace plays the remote environment.
 
-use overlay_core::resolver::Where;
+use overlay_core::names::resolver::Where;
 use overlay_tests::overlay::{join_node, Node, Relay};
 use overlay_tests::world::{bin, sh, wait_until, World};
 use std::path::{Path, PathBuf};

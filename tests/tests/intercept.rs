@@ -3,9 +3,9 @@
 //! `overlay run` and intercept its callers, with real clients in the remote namespace (curl,
 //! Python's http.client, a gRPC client and server from python3-grpcio with generic handlers).
 
-use overlay_core::capture::record::{Direction, Summary};
 use overlay_core::intercept::Intercept;
-use overlay_core::resolver::Where;
+use overlay_core::names::resolver::Where;
+use overlay_core::traffic::capture::record::{Direction, Summary};
 use overlay_tests::overlay::{join_node, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, wait_until, Host, World};
 use std::collections::BTreeMap;

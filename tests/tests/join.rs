@@ -1,7 +1,7 @@
 //! `overlay join` end to end: tokens, registration, stable addresses, leave, bad input.
 
 use overlay_core::api::daemon::LinkState;
-use overlay_core::token::Token;
+use overlay_core::identity::token::Token;
 use overlay_tests::overlay::{join_node, overlay, start_relay, wait_daemon_gone, wait_expired};
 use overlay_tests::world::{wait_until, World};
 use std::time::{Duration, Instant};

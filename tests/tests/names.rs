@@ -1,7 +1,7 @@
 //! Names end to end: registry, DNS with real clients (dig, getent), the OS resolver, the catalog.
 
 use overlay_core::api::daemon::Registered;
-use overlay_core::resolver::Where;
+use overlay_core::names::resolver::Where;
 use overlay_tests::overlay::{join_node, overlay, start_relay, wait_daemon_gone, Node, Relay};
 use overlay_tests::world::{bin, wait_until, World};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Nobody in who should not be, and bad conditions refused without damage.
 
 use overlay_core::api::daemon::LinkState;
-use overlay_core::token::Token;
+use overlay_core::identity::token::Token;
 use overlay_tests::overlay::{join_node, overlay, start_relay, wait_daemon_gone, wait_expired};
 use overlay_tests::world::{bin, sh, wait_until, World};
 use std::time::{Duration, Instant};

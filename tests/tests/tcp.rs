@@ -4,7 +4,7 @@
 //! a real HTTP proxy (tinyproxy) joins through `HTTPS_PROXY`.
 
 use overlay_core::api::daemon::LinkState;
-use overlay_core::stream::transport::{Mode, Transport};
+use overlay_core::transport::stream::transport::{Mode, Transport};
 use overlay_tests::overlay::{join_node, node_env, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, wait_until, Host, World};
 use std::time::{Duration, Instant};

@@ -10,9 +10,9 @@
 mod apps;
 
 use overlay_core::api::daemon::{InspectReply, Registered};
-use overlay_core::capture::record::{Direction, Summary, SummaryKind};
-use overlay_core::http1::Protocol;
-use overlay_core::resolver::Where;
+use overlay_core::names::resolver::Where;
+use overlay_core::traffic::capture::record::{Direction, Summary, SummaryKind};
+use overlay_core::traffic::http1::Protocol;
 use overlay_tests::overlay::{join_node, node_env, overlay, start_relay, Node, Relay};
 use overlay_tests::world::{bin, sh, wait_until, Host, World};
 use std::path::{Path, PathBuf};

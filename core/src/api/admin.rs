@@ -3,7 +3,7 @@
 //! these replies.
 
 use super::requests;
-use crate::registry::ServiceInstance;
+use crate::names::registry::ServiceInstance;
 use crate::relay::state::TokenRecord;
 use crate::relay::{NodeInfo, PeerAdded, RelayStats, TokenCreated};
 use serde::{Deserialize, Serialize};

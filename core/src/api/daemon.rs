@@ -4,12 +4,12 @@
 //! field names are the contract in DESIGN.md ("JSON output").
 
 use super::requests;
-use crate::capture::record::Summary;
-pub use crate::control::InterceptStarted;
-use crate::dns::explain;
-use crate::prefix::Ipv4Prefix;
-use crate::resolver::{Resolution, ServiceListing};
-use crate::stream::transport::{Mode, Transport};
+use crate::names::dns::explain;
+use crate::names::resolver::{Resolution, ServiceListing};
+use crate::net::prefix::Ipv4Prefix;
+use crate::traffic::capture::record::Summary;
+pub use crate::transport::control::InterceptStarted;
+use crate::transport::stream::transport::{Mode, Transport};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

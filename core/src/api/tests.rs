@@ -5,10 +5,10 @@ use super::admin::{AdminRequest, PeerAdd, TokenCreate};
 use super::daemon::*;
 use super::session::{self, SessionRequest};
 use super::{Answer, Request};
-use crate::capture::record::{Direction, Summary, SummaryKind};
-use crate::dns::explain;
-use crate::resolver::{Resolution, ServiceListing, Where};
-use crate::stream::transport::{Mode, Transport};
+use crate::names::dns::explain;
+use crate::names::resolver::{Resolution, ServiceListing, Where};
+use crate::traffic::capture::record::{Direction, Summary, SummaryKind};
+use crate::transport::stream::transport::{Mode, Transport};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -400,7 +400,7 @@ fn test_traffic() {
 
 #[test]
 fn test_traffic_group_row() {
-    let g = crate::capture::ring::FlowGroup {
+    let g = crate::traffic::capture::ring::FlowGroup {
         group: "db|out|api|100.64.0.70:5432|tcp".into(),
         id: 9,
         first_id: 3,
@@ -410,7 +410,7 @@ fn test_traffic_group_row() {
         client_name: Some("api".into()),
         server: "100.64.0.70:5432".into(),
         server_name: Some("db".into()),
-        protocol: crate::http1::Protocol::Tcp,
+        protocol: crate::traffic::http1::Protocol::Tcp,
         request_bytes: 100,
         response_bytes: 2000,
         started_ms: 5,

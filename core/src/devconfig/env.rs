@@ -16,7 +16,7 @@ pub fn is_reserved(name: &str) -> bool {
 }
 
 /// Where a known service runs, best first: how `name` alone resolves.
-pub use crate::resolver::Where;
+pub use crate::names::resolver::Where;
 
 /// A service instance known when a service starts.
 #[derive(Clone, Debug, PartialEq, Eq)]

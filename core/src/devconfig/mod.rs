@@ -281,9 +281,9 @@ pub fn dns_name(key: &str) -> Result<String, String> {
     }
 }
 
-/// Whether `s` is a DNS label as overlay uses them (see [`crate::registry::valid_label`]).
+/// Whether `s` is a DNS label as overlay uses them (see [`crate::names::registry::valid_label`]).
 pub fn valid_label(s: &str) -> bool {
-    crate::registry::valid_label(s)
+    crate::names::registry::valid_label(s)
 }
 
 /// Whether `s` is an environment variable name: a letter or `_`, then letters, digits or `_`.

@@ -14,7 +14,7 @@
 #[cfg(test)]
 mod tests;
 
-use crate::registry::valid_label;
+use crate::names::registry::valid_label;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddrV4;

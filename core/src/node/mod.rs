@@ -1,5 +1,6 @@
 //! The node's sans-IO side: its tunnel to the relay ([`tunnel`]).
 
+pub mod cpu_latency;
 pub mod tunnel;
 
 #[cfg(test)]

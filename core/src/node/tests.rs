@@ -3,10 +3,12 @@
 //! transport choice). boringtun's own timers read the real clock; no test here waits for them.
 
 use super::tunnel::*;
-use crate::control::{self, CONTROL_PORT};
-use crate::cpu_latency::{Change, Mode, LINGER};
-use crate::stream::transport::{Mode as TransportMode, Transport, FALLBACK_AFTER, PROBE_EVERY};
-use crate::wire::{build_echo_request, build_udp};
+use crate::net::wire::{build_echo_request, build_udp};
+use crate::node::cpu_latency::{Change, Mode, LINGER};
+use crate::transport::control::{self, CONTROL_PORT};
+use crate::transport::stream::transport::{
+    Mode as TransportMode, Transport, FALLBACK_AFTER, PROBE_EVERY,
+};
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use std::net::{Ipv4Addr, SocketAddr};

@@ -21,12 +21,12 @@
 //! boringtun reads the clock itself for its own timers (handshake age, rekeying); everything
 //! decided here uses the `now` passed in.
 
-use crate::control::{self, Owner};
-use crate::cpu_latency::{Change, Hold, Mode, LINGER};
-use crate::prefix::Ipv4Prefix;
-use crate::spin::Spin;
-use crate::stream::transport::{Action, Chooser, Mode as TransportMode, Transport};
-use crate::wire;
+use crate::net::prefix::Ipv4Prefix;
+use crate::net::spin::Spin;
+use crate::net::wire;
+use crate::node::cpu_latency::{Change, Hold, Mode, LINGER};
+use crate::transport::control::{self, Owner};
+use crate::transport::stream::transport::{Action, Chooser, Mode as TransportMode, Transport};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};

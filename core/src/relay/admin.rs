@@ -2,11 +2,11 @@
 
 use super::state::{hex, PeerRecord, TokenRecord};
 use super::{valid_name, Hub, HubError, Now};
-use crate::addressing::AddressPlan;
-use crate::key;
-use crate::peers::PeerId;
-use crate::prefix::Ipv4Prefix;
-use crate::token::{self, Token};
+use crate::identity::key;
+use crate::identity::token::{self, Token};
+use crate::net::addressing::AddressPlan;
+use crate::net::prefix::Ipv4Prefix;
+use crate::relay::peers::PeerId;
 use serde::{Deserialize, Serialize};
 
 /// Most tokens kept; expired ones are pruned first.
@@ -64,7 +64,7 @@ pub struct NodeInfo {
     /// Seconds since the last handshake.
     pub last_handshake_secs: Option<u64>,
     /// Counters.
-    pub counters: crate::counters::CountersSnapshot,
+    pub counters: crate::net::counters::CountersSnapshot,
 }
 
 /// Relay-wide figures.
@@ -79,12 +79,12 @@ pub struct RelayStats {
     /// The relay's public key.
     pub relay_public_key: String,
     /// Drops not attributable to a peer.
-    pub global: crate::counters::CountersSnapshot,
+    pub global: crate::net::counters::CountersSnapshot,
     /// Join requests: load and drops by reason.
     pub joins: super::JoinStats,
     /// The gateway's TCP buffers against their budget (filled in by the relay's gateway).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gateway_buffers: Option<crate::gateway::BufferStats>,
+    pub gateway_buffers: Option<crate::relay::gateway::BufferStats>,
 }
 
 impl Hub {

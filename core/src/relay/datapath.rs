@@ -3,12 +3,12 @@
 
 use super::persist::Held;
 use super::{initiation, roam, Event, GatewayPacket, Hub, Now};
-use crate::control::{self, ControlMessage, ControlReply, ControlRequest, CONTROL_PORT};
-use crate::counters::DropReason;
-use crate::datagram::{self, Datagram};
-use crate::key;
-use crate::peers::{PeerId, Route};
-use crate::wire::{self, IpProtocol};
+use crate::identity::key;
+use crate::net::counters::DropReason;
+use crate::net::wire::{self, IpProtocol};
+use crate::relay::datagram::{self, Datagram};
+use crate::relay::peers::{PeerId, Route};
+use crate::transport::control::{self, ControlMessage, ControlReply, ControlRequest, CONTROL_PORT};
 use boringtun::noise::{Packet, TunnResult};
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -241,10 +241,10 @@ impl Hub {
         let Ok(p) = wire::ipv4(&self.aux[..len]) else {
             return;
         };
-        let dst_port = crate::gateway::Segment::parse(p.as_ref()).map(|s| s.dst.port());
+        let dst_port = crate::relay::gateway::Segment::parse(p.as_ref()).map(|s| s.dst.port());
         let target = match (self.remote_targets.get(&p.dst_addr()), dst_port) {
             (Some((port, target)), Some(dst_port)) => {
-                crate::gateway::effective_target(dst_port, *port, target)
+                crate::relay::gateway::effective_target(dst_port, *port, target)
             }
             _ => None,
         };

@@ -2,7 +2,7 @@
 //! budget of unauthenticated replies, the jobs handed to the join worker, and the counters that
 //! replace a log line per datagram.
 
-use crate::join::{open_request, JoinError, OpenedRequest};
+use crate::identity::join::{open_request, JoinError, OpenedRequest};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;

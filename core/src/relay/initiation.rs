@@ -24,7 +24,7 @@ use chacha20poly1305::ChaCha20Poly1305;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Size of a handshake initiation.
-pub const INIT_LEN: usize = crate::datagram::HANDSHAKE_INIT_LEN;
+pub const INIT_LEN: usize = crate::relay::datagram::HANDSHAKE_INIT_LEN;
 
 mod field {
     use std::ops::Range;

@@ -4,11 +4,11 @@
 //! instance, or has been silent for [`SILENCE`]; every end is written like a registration.
 
 use super::{Event, Hub, HubError, Now};
-use crate::catalog::Front;
-use crate::control::InterceptStarted;
 use crate::intercept::{FrontPlan, HeaderMatch, Intercept, NewIntercept};
-use crate::peers::PeerId;
-use crate::registry::{Protocol, ServiceInstance};
+use crate::names::registry::{Protocol, ServiceInstance};
+use crate::relay::catalog::Front;
+use crate::relay::peers::PeerId;
+use crate::transport::control::InterceptStarted;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 

@@ -5,11 +5,11 @@ use super::flood::{JoinJob, JoinOpened, JoinOpener, JOB_QUEUE};
 use super::persist::Held;
 use super::state::{unhex32, PeerRecord};
 use super::{valid_name, Event, Hub, HubError, Now};
-use crate::counters::DropReason;
-use crate::join::cookie::{Notice, Verdict};
-use crate::join::{JoinResponse, OpenedRequest};
-use crate::key;
-use crate::token;
+use crate::identity::join::cookie::{Notice, Verdict};
+use crate::identity::join::{JoinResponse, OpenedRequest};
+use crate::identity::key;
+use crate::identity::token;
+use crate::net::counters::DropReason;
 use std::net::SocketAddr;
 
 impl Hub {

@@ -4,10 +4,10 @@
 
 use super::persist::Held;
 use super::{Event, Hub, Now};
-use crate::control::{self, ControlReply, ErrorCode, CONTROL_PORT};
-use crate::peers::PeerId;
-use crate::registry::{valid_label, ServiceKey};
-use crate::wire;
+use crate::names::registry::{valid_label, ServiceKey};
+use crate::net::wire;
+use crate::relay::peers::PeerId;
+use crate::transport::control::{self, ControlReply, ErrorCode, CONTROL_PORT};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 

@@ -20,14 +20,18 @@
 //! its version durable; forwarding never waits for the disk.
 
 mod admin;
+pub mod catalog;
+pub mod datagram;
 mod datapath;
 mod flood;
+pub mod gateway;
 mod guess;
 pub mod initiation;
 mod intercepts;
 mod join;
 mod lookup;
 mod output;
+pub mod peers;
 mod persist;
 mod services;
 pub mod state;
@@ -40,12 +44,12 @@ pub use lookup::{LookupFailure, LookupRequest, OnDemandConfig};
 pub use output::{Transmit, MAX_EVENTS, MAX_TRANSMITS, MAX_TRANSMIT_BYTES};
 pub use persist::MAX_HELD;
 
-use crate::addressing::AddressPlan;
-use crate::counters::Counters;
-use crate::join::ReplayGuard;
-use crate::key;
-use crate::peers::{PeerId, PeerTable};
-use crate::registry::{Registry, RegistryConfig};
+use crate::identity::join::ReplayGuard;
+use crate::identity::key;
+use crate::names::registry::{Registry, RegistryConfig};
+use crate::net::addressing::AddressPlan;
+use crate::net::counters::Counters;
+use crate::relay::peers::{PeerId, PeerTable};
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -151,7 +155,7 @@ pub enum HubError {
         /// The name asked for.
         name: String,
         /// Who holds it.
-        owner: crate::registry::NameOwner,
+        owner: crate::names::registry::NameOwner,
     },
     /// Key taken.
     #[error("this public key is already registered as '{0}'")]
@@ -212,7 +216,7 @@ pub struct Hub {
     /// Unproven addresses' failed joins: such an address must prove itself with a cookie.
     suspects: guess::GuessLimiter,
     /// `mac1`/`mac2` and cookies in front of the public-key work.
-    gate: crate::join::cookie::Gate,
+    gate: crate::identity::join::cookie::Gate,
     opens: flood::OpenBudget,
     replies: flood::ReplyBudget,
     join_stats: flood::JoinStats,
@@ -235,13 +239,13 @@ pub struct Hub {
     /// Active intercepts (persisted with the state).
     intercepts: crate::intercept::InterceptTable,
     /// The catalog's fronts.
-    fronts: Vec<crate::catalog::Front>,
+    fronts: Vec<crate::relay::catalog::Front>,
     /// When the hub started (the silence of a node not heard from since counts from here).
     started_at: Instant,
     /// Remote service address -> its overlay port and `host:port` in the remote environment.
     remote_targets: HashMap<std::net::Ipv4Addr, (u16, String)>,
     /// How node services get callback addresses.
-    callback: crate::gateway::CallbackPlan,
+    callback: crate::relay::gateway::CallbackPlan,
     /// Remote names on demand.
     lookups: lookup::Lookups,
     last_limiter_reset: u64,
@@ -265,7 +269,8 @@ impl Hub {
         let secret = StaticSecret::from(cfg.private_key);
         let public = PublicKey::from(&secret);
         let limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
-        let gate = crate::join::cookie::Gate::new(*public.as_bytes(), now.unix, &mut &mut *rng);
+        let gate =
+            crate::identity::join::cookie::Gate::new(*public.as_bytes(), now.unix, &mut &mut *rng);
         let epoch = rng.next_u64();
         let RelayState {
             peers,
@@ -315,7 +320,7 @@ impl Hub {
             fronts: Vec::new(),
             started_at: now.instant,
             remote_targets: HashMap::new(),
-            callback: crate::gateway::CallbackPlan::default(),
+            callback: crate::relay::gateway::CallbackPlan::default(),
             lookups: lookup::Lookups::default(),
             last_limiter_reset: now.unix,
             started: now.unix,
@@ -460,7 +465,7 @@ impl Hub {
     /// as `undeliverable` in the global drops, since the peer's counters already counted them sent.
     pub fn count_send_failures(&mut self, datagrams: u64) {
         self.global
-            .drop_many(crate::counters::DropReason::Undeliverable, datagrams);
+            .drop_many(crate::net::counters::DropReason::Undeliverable, datagrams);
     }
 }
 

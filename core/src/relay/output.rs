@@ -20,7 +20,7 @@ pub const MAX_EVENTS: usize = 4096;
 /// A datagram to send, borrowed from the hub until the next call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit<'a> {
-    /// Where it goes: a UDP address, or a stream's address (`crate::stream::addr`).
+    /// Where it goes: a UDP address, or a stream's address (`crate::transport::stream::addr`).
     pub destination: SocketAddr,
     /// The datagram.
     pub contents: &'a [u8],

@@ -15,12 +15,12 @@
 //! and is tried again a second later.
 
 use super::{Event, Hub, Now};
-use crate::control::{self, ControlReply, CONTROL_PORT};
-use crate::join::{JoinResponse, OpenedRequest};
-use crate::peers::PeerId;
+use crate::identity::join::{JoinResponse, OpenedRequest};
+use crate::net::wire;
+use crate::relay::peers::PeerId;
 use crate::relay::state::RelayState;
 use crate::relay::timers::Timer;
-use crate::wire;
+use crate::transport::control::{self, ControlReply, CONTROL_PORT};
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};

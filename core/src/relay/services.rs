@@ -2,14 +2,16 @@
 //! pulls of changes, and notices to every node when something changed.
 
 use super::{Event, Hub, HubError, Now};
-use crate::control::{self, ControlReply, RegistryNotice, CONTROL_PORT, DELTA_BUDGET, NOTICE_ID};
-use crate::gateway::CallbackPlan;
-use crate::peers::PeerId;
-use crate::registry::{
+use crate::names::registry::{
     valid_callback_url, Protocol, Pull, Registry, RegistryError, RemoteEntry, RemoteUpdate,
     ServiceInstance, ServiceKey,
 };
-use crate::wire;
+use crate::net::wire;
+use crate::relay::gateway::CallbackPlan;
+use crate::relay::peers::PeerId;
+use crate::transport::control::{
+    self, ControlReply, RegistryNotice, CONTROL_PORT, DELTA_BUDGET, NOTICE_ID,
+};
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 
@@ -137,7 +139,10 @@ impl Hub {
         Ok(removed)
     }
 
-    fn peer_identity(&self, from: PeerId) -> Result<(String, crate::prefix::Ipv4Prefix), HubError> {
+    fn peer_identity(
+        &self,
+        from: PeerId,
+    ) -> Result<(String, crate::net::prefix::Ipv4Prefix), HubError> {
         self.table
             .get(from)
             .map(|e| (e.name.clone(), e.prefix))
@@ -201,7 +206,12 @@ impl Hub {
             .table
             .iter()
             .filter(|e| self.live.get(&e.id).is_some_and(|l| l.endpoint.is_some()))
-            .map(|e| (e.id, crate::addressing::AddressPlan::node_addr(&e.prefix)))
+            .map(|e| {
+                (
+                    e.id,
+                    crate::net::addressing::AddressPlan::node_addr(&e.prefix),
+                )
+            })
             .collect();
         for (id, addr) in targets {
             let p = wire::build_udp(relay, CONTROL_PORT, addr, CONTROL_PORT, &payload);

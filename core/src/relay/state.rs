@@ -1,6 +1,6 @@
 //! What the relay persists: peers and tokens, as a versioned document.
 
-use crate::prefix::Ipv4Prefix;
+use crate::net::prefix::Ipv4Prefix;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -24,10 +24,10 @@ pub struct RelayState {
     pub tokens: Vec<TokenRecord>,
     /// The service registry: instances and stable address allocations.
     #[serde(default)]
-    pub registry: crate::registry::RegistryState,
+    pub registry: crate::names::registry::RegistryState,
     /// Callback ports handed to node services, kept so a service gets its port back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub callback_ports: Vec<crate::gateway::CallbackPortRecord>,
+    pub callback_ports: Vec<crate::relay::gateway::CallbackPortRecord>,
     /// Active intercepts: a relay restart keeps them (their nodes have [`crate::relay::INTERCEPT_SILENCE`]
     /// to be heard from again).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -3,12 +3,14 @@
 
 use super::state::RelayState;
 use super::*;
-use crate::control::{self, ControlMessage, ControlReply, ControlRequest, ErrorCode, CONTROL_PORT};
-use crate::join::cookie::Notice;
-use crate::join::{JoinInitiator, JoinRequest, JoinResponse, Reply};
+use crate::identity::join::cookie::Notice;
+use crate::identity::join::{JoinInitiator, JoinRequest, JoinResponse, Reply};
+use crate::identity::token::Token;
+use crate::net::wire::{self, build_echo_request, build_udp};
 use crate::testing::{public, secret, Sim, SimNode, NOW};
-use crate::token::Token;
-use crate::wire::{self, build_echo_request, build_udp};
+use crate::transport::control::{
+    self, ControlMessage, ControlReply, ControlRequest, ErrorCode, CONTROL_PORT,
+};
 use rand_core::OsRng;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -228,7 +230,9 @@ fn join_with_a_token() {
     assert_eq!(saved.tokens[0].used_by, vec!["laptop", "laptop-2"]);
     // The secret is not stored, only its hash.
     let text = serde_json::to_string(&saved).unwrap();
-    let secret = crate::token::Token::parse(&t.token).unwrap().secret;
+    let secret = crate::identity::token::Token::parse(&t.token)
+        .unwrap()
+        .secret;
     assert!(!text.contains(&super::state::hex(&secret)));
 }
 
@@ -517,7 +521,7 @@ fn leave_through_the_control_channel() {
     let mut sim = sim();
     let ia = add(&mut sim, "a", 1);
     let mut a = node(&sim, 1, ia, 1000);
-    let req = crate::control::encode(&ControlMessage {
+    let req = crate::transport::control::encode(&ControlMessage {
         id: 42,
         request: ControlRequest::Leave,
     });
@@ -729,18 +733,19 @@ fn lookups_map_remote_names_on_demand() {
 #[test]
 fn node_services_get_stable_callback_ports() {
     let mut sim = sim();
-    sim.hub.set_callback_plan(crate::gateway::CallbackPlan {
-        ports: Some("30000-30001".parse().unwrap()),
-        host: "relay.staging".into(),
-        http_port: Some(8000),
-    });
+    sim.hub
+        .set_callback_plan(crate::relay::gateway::CallbackPlan {
+            ports: Some("30000-30001".parse().unwrap()),
+            host: "relay.staging".into(),
+            http_port: Some(8000),
+        });
     let ia = add(&mut sim, "a", 1);
     let mut a = node(&sim, 1, ia, 1000);
     let register = |name: &str| ControlRequest::Register {
         name: name.into(),
         tag: None,
         port: 8080,
-        protocol: crate::registry::Protocol::Tcp,
+        protocol: crate::names::registry::Protocol::Tcp,
     };
     // The reply, not the notice of the change (id 0) that comes with it.
     let url = |got: &[Vec<u8>]| match replies(got).iter().find(|r| r.id() != 0) {
@@ -787,7 +792,7 @@ fn control_acts_only_for_the_sender_and_only_on_whole_datagrams() {
         name: name.into(),
         tag: None,
         port: 8080,
-        protocol: crate::registry::Protocol::Tcp,
+        protocol: crate::names::registry::Protocol::Tcp,
     };
     let (got, _) = a.send(&mut sim, &control_packet(ia, 1, register("api")));
     // The reply, and maybe the notice of the change.
@@ -858,7 +863,7 @@ fn register_reply(a: &mut SimNode, sim: &mut Sim, ip: Ipv4Addr, name: &str) -> C
         name: name.into(),
         tag: None,
         port: 8080,
-        protocol: crate::registry::Protocol::Tcp,
+        protocol: crate::names::registry::Protocol::Tcp,
     };
     let (got, _) = a.send(sim, &control_packet(ip, 1, req));
     // The reply, not the notice of the change that may come with it.
@@ -911,7 +916,7 @@ fn node_and_service_names_are_one_namespace() {
     let up = sim
         .hub
         .set_catalog(
-            vec![crate::registry::RemoteEntry {
+            vec![crate::names::registry::RemoteEntry {
                 name: "lap2".into(),
                 port: 80,
                 target: "lap2.staging:80".into(),
@@ -938,7 +943,7 @@ fn node_and_service_names_are_one_namespace() {
     saved
         .registry
         .instances
-        .push(crate::registry::ServiceInstance {
+        .push(crate::names::registry::ServiceInstance {
             name: "orders-2".into(),
             address: Ipv4Addr::new(100, 64, 4, 40),
             ..orders

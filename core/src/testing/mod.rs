@@ -13,7 +13,7 @@ mod node;
 
 pub use node::{Exchange, SimNode};
 
-use crate::addressing::AddressPlan;
+use crate::net::addressing::AddressPlan;
 use crate::relay::state::RelayState;
 use crate::relay::{Event, GatewayPacket, Hub, HubConfig, HubError, JoinJob, LookupRequest, Now};
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -192,10 +192,10 @@ impl Sim {
 
     /// Sets the catalog to one remote service, `orders` on port 8080 at `orders.svc:8080`,
     /// as the hub's tests, the fuzz target and its seeds use it.
-    pub fn set_orders_catalog(&mut self) -> Result<crate::registry::RemoteUpdate, HubError> {
+    pub fn set_orders_catalog(&mut self) -> Result<crate::names::registry::RemoteUpdate, HubError> {
         let now = self.now();
         self.hub.set_catalog(
-            vec![crate::registry::RemoteEntry {
+            vec![crate::names::registry::RemoteEntry {
                 name: "orders".into(),
                 port: 8080,
                 target: "orders.svc:8080".into(),

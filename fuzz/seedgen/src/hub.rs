@@ -6,11 +6,11 @@ use std::path::Path;
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
-use overlay_core::control::{self, ControlMessage, ControlRequest, CONTROL_PORT};
-use overlay_core::join::{JoinInitiator, JoinRequest};
-use overlay_core::key;
-use overlay_core::wire::{build_echo_request, build_ipv4, build_udp, IpProtocol};
-use overlay_core::registry::{Protocol, RemoteEntry};
+use overlay_core::transport::control::{self, ControlMessage, ControlRequest, CONTROL_PORT};
+use overlay_core::identity::join::{JoinInitiator, JoinRequest};
+use overlay_core::identity::key;
+use overlay_core::net::wire::{build_echo_request, build_ipv4, build_udp, IpProtocol};
+use overlay_core::names::registry::{Protocol, RemoteEntry};
 use overlay_core::relay::state::RelayState;
 use overlay_core::testing::{Sim, NOW};
 

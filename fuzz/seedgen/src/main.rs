@@ -17,10 +17,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use overlay_core::join::{open_request, JoinInitiator, JoinRequest, JoinResponse};
-use overlay_core::token::Token;
-use overlay_core::wgconfig::{Interface, Peer, WgConfig};
-use overlay_core::wire::{
+use overlay_core::identity::join::{open_request, JoinInitiator, JoinRequest, JoinResponse};
+use overlay_core::identity::token::Token;
+use overlay_core::identity::wgconfig::{Interface, Peer, WgConfig};
+use overlay_core::net::wire::{
     build_echo_request, build_ipv4, build_tcp, build_udp, tcp_flags, IpProtocol,
 };
 use x25519_dalek::{PublicKey, StaticSecret};

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
-use overlay_core::control::{self, ControlMessage, ControlReply, ControlRequest};
-use overlay_core::registry::Protocol;
+use overlay_core::transport::control::{self, ControlMessage, ControlReply, ControlRequest};
+use overlay_core::names::registry::Protocol;
 
 use crate::write;
 
@@ -98,7 +98,7 @@ fn catalog(out: &Path) {
         b"[services.a]\n# r\xff\xffote servi\xff\t\0)t = 0\n",
     );
     let good = |name: &str, text: &str| {
-        let entries = overlay_core::catalog::parse(text).expect("a valid catalog seed parses");
+        let entries = overlay_core::relay::catalog::parse(text).expect("a valid catalog seed parses");
         assert!(!entries.is_empty());
         w(name, text);
     };

@@ -4,10 +4,10 @@ use crate::cli::lifecycle;
 use crate::paths;
 use crate::settings::{NodeFiles, Settings};
 use clap::Args;
-use overlay_core::join::cookie::Notice;
-use overlay_core::join::{JoinInitiator, JoinRequest, JoinResponse, Reply};
-use overlay_core::stream::transport::{Mode as TransportMode, FALLBACK_AFTER};
-use overlay_core::token::Token;
+use overlay_core::identity::join::cookie::Notice;
+use overlay_core::identity::join::{JoinInitiator, JoinRequest, JoinResponse, Reply};
+use overlay_core::identity::token::Token;
+use overlay_core::transport::stream::transport::{Mode as TransportMode, FALLBACK_AFTER};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -131,7 +131,7 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
                 network: network.parse()?,
                 domain,
                 relay_address: relay_address.parse()?,
-                relay_key: overlay_core::key::encode(&token.relay_key),
+                relay_key: overlay_core::identity::key::encode(&token.relay_key),
                 endpoints: std::iter::once(endpoint)
                     .chain(token.endpoints.iter().cloned())
                     .fold(Vec::new(), |mut v, e| {

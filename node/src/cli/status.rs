@@ -5,7 +5,7 @@ use crate::paths;
 use crate::settings::NodeFiles;
 use clap::Args;
 use overlay_core::api::daemon::{LinkState, RelayStatus, Status, StatusReply};
-use overlay_core::stream::transport::Transport;
+use overlay_core::transport::stream::transport::Transport;
 use overlay_sys::local_api::{to_json_pretty, ApiError};
 
 /// Flags of `overlay status`.

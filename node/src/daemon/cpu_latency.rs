@@ -1,11 +1,11 @@
 //! The kernel's CPU-latency request (PM QoS, `/dev/cpu_dma_latency`), taken and given back
-//! as `overlay_core::cpu_latency::Hold` decides.
+//! as `overlay_core::node::cpu_latency::Hold` decides.
 //!
 //! The request lives as long as the file is open and its value is whatever was written last,
 //! so the file stays open and taking or giving back is one 4-byte write. The kernel drops the
 //! request when the process exits, however it exits.
 
-use overlay_core::cpu_latency::Change;
+use overlay_core::node::cpu_latency::Change;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 

@@ -1,6 +1,6 @@
 //! The TUN device and the routes through it.
 
-use overlay_core::prefix::Ipv4Prefix;
+use overlay_core::net::prefix::Ipv4Prefix;
 use std::net::Ipv4Addr;
 use tun_rs::{DeviceBuilder, SyncDevice};
 
@@ -66,15 +66,20 @@ pub fn route_conflicts(ours: &str, network: Ipv4Prefix) -> Vec<String> {
         .collect()
 }
 
-fn current_conflicts(ours: &str, network: Ipv4Prefix) -> Vec<overlay_core::routes::Conflict> {
+fn current_conflicts(ours: &str, network: Ipv4Prefix) -> Vec<overlay_core::net::routes::Conflict> {
     let Ok(out) = std::process::Command::new("ip")
         .args(["-4", "-o", "route", "show", "table", "all"])
         .output()
     else {
         return Vec::new();
     };
-    let routes = overlay_core::routes::parse_ip_route(&String::from_utf8_lossy(&out.stdout));
-    overlay_core::routes::conflicts(&routes, network, overlay_core::addressing::DNS_ADDR, ours)
+    let routes = overlay_core::net::routes::parse_ip_route(&String::from_utf8_lossy(&out.stdout));
+    overlay_core::net::routes::conflicts(
+        &routes,
+        network,
+        overlay_core::net::addressing::DNS_ADDR,
+        ours,
+    )
 }
 
 /// How long a start waits for the routes of a device being removed (a daemon that just died)

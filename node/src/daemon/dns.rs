@@ -1,20 +1,20 @@
 //! The node's DNS server on 100.100.100.100:53 and the node address, UDP and TCP.
 //!
-//! Names in the overlay domain are answered from the synced registry (`overlay_core::dns`);
+//! Names in the overlay domain are answered from the synced registry (`overlay_core::names::dns`);
 //! everything else is forwarded to the servers the system used before overlay changed it.
 
 use crate::daemon::relaylink::{Directory, Looked};
 use crate::daemon::udpbatch::{Peer, Slots};
 use overlay_core::api::daemon::{DnsAnswer, ResolveReply};
-use overlay_core::dns::explain;
-use overlay_core::dns::upstream::{matches_query, try_next, Plan, StaleCache, Upstreams};
-use overlay_core::dns::{
+use overlay_core::names::dns::explain;
+use overlay_core::names::dns::upstream::{matches_query, try_next, Plan, StaleCache, Upstreams};
+use overlay_core::names::dns::{
     answer, on_demand_candidate, refused, servfail, AnswerCache, DnsContext, DnsOutcome,
     EDNS_PAYLOAD,
 };
-use overlay_core::prefix::Ipv4Prefix;
-use overlay_core::registry::ServiceInstance;
-use overlay_core::resolver::{Resolution, Resolver};
+use overlay_core::names::registry::ServiceInstance;
+use overlay_core::names::resolver::{Resolution, Resolver};
+use overlay_core::net::prefix::Ipv4Prefix;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -168,7 +168,7 @@ impl DnsServer {
     /// path as a query on 100.100.100.100 (registry, on-demand lookup, forwarding), and the
     /// rule that chose it.
     pub async fn explain(&self, name: &str) -> ResolveReply {
-        let server = overlay_core::addressing::DNS_ADDR;
+        let server = overlay_core::net::addressing::DNS_ADDR;
         let mut tried = Vec::new();
         let candidates = explain::candidates(name, &self.domain);
         let mut chosen = None;
@@ -648,13 +648,13 @@ fn nodes_of(instances: &[ServiceInstance], me: &str, my_addr: Ipv4Addr) -> Vec<(
     for i in instances {
         if let Some(n) = &i.node {
             if v.iter().all(|(name, _)| name != n) {
-                let prefix = overlay_core::prefix::Ipv4Prefix::containing(
+                let prefix = overlay_core::net::prefix::Ipv4Prefix::containing(
                     i.address,
-                    overlay_core::addressing::NODE_PREFIX_LEN,
+                    overlay_core::net::addressing::NODE_PREFIX_LEN,
                 );
                 v.push((
                     n.clone(),
-                    overlay_core::addressing::AddressPlan::node_addr(&prefix),
+                    overlay_core::net::addressing::AddressPlan::node_addr(&prefix),
                 ));
             }
         }

@@ -5,8 +5,8 @@
 
 use super::relaylink::RelayLink;
 use overlay_core::api::daemon::InterceptStopped;
-use overlay_core::control::{self, ControlRequest, InterceptPage, InterceptStarted};
 use overlay_core::intercept::{HeaderMatch, Intercept};
+use overlay_core::transport::control::{self, ControlRequest, InterceptPage, InterceptStarted};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
 use std::sync::Mutex;

@@ -20,19 +20,19 @@ use crate::settings::{NodeFiles, Settings};
 use clap::Args;
 use dns::DnsServer;
 use listener::Listener;
-use overlay_core::addressing::DNS_ADDR;
-use overlay_core::addressing::NODE_PREFIX_LEN;
 use overlay_core::api::daemon::{
     CpuLatency, DaemonRequest, DrainReport, InspectReply, Left, LinkState, Registered, RelayStatus,
     ResolveReply, Retargeted, Running, StatusReply, Stopping, Unregistered,
 };
 use overlay_core::api::{Answer, Request};
-use overlay_core::control::ControlRequest;
-use overlay_core::cpu_latency::MinRtt;
-use overlay_core::prefix::Ipv4Prefix;
-use overlay_core::registry::{Protocol, ServiceInstance};
-use overlay_core::resolver::{listing, ServiceListing};
-use overlay_core::wgconfig::WgConfig;
+use overlay_core::identity::wgconfig::WgConfig;
+use overlay_core::names::registry::{Protocol, ServiceInstance};
+use overlay_core::names::resolver::{listing, ServiceListing};
+use overlay_core::net::addressing::DNS_ADDR;
+use overlay_core::net::addressing::NODE_PREFIX_LEN;
+use overlay_core::net::prefix::Ipv4Prefix;
+use overlay_core::node::cpu_latency::MinRtt;
+use overlay_core::transport::control::ControlRequest;
 use relaylink::RelayLink;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -82,11 +82,11 @@ pub struct DaemonArgs {
         default_value = "auto",
         value_name = "MODE"
     )]
-    cpu_latency: overlay_core::cpu_latency::Mode,
+    cpu_latency: overlay_core::node::cpu_latency::Mode,
     /// Which way to the relay: `auto` (UDP, the relay's URL when UDP gets no answer, back to
     /// UDP when it answers again), `udp` or `tcp` (default: what `overlay join` saved).
     #[arg(long, env = "OVERLAY_TRANSPORT", value_name = "MODE")]
-    transport: Option<overlay_core::stream::transport::Mode>,
+    transport: Option<overlay_core::transport::stream::transport::Mode>,
     /// The relay's URL for the transport over TCP (default: the one from the join token; a
     /// --config file has none).
     #[arg(long, env = "OVERLAY_RELAY_URL", value_name = "URL")]
@@ -144,7 +144,7 @@ fn from_wg_config(path: &PathBuf, name: Option<String>) -> anyhow::Result<NodeCo
             network,
             domain: "ovl.internal".into(),
             relay_address: network.nth(1).unwrap_or(address),
-            relay_key: overlay_core::key::encode(&relay.public_key),
+            relay_key: overlay_core::identity::key::encode(&relay.public_key),
             endpoints: vec![endpoint],
             mtu: cfg.interface.mtu.unwrap_or(1420),
             owner_uid: None,
@@ -167,7 +167,7 @@ fn from_state() -> anyhow::Result<NodeConfig> {
             files.key().display()
         )
     })?;
-    let relay_key = overlay_core::key::decode(&settings.relay_key)?;
+    let relay_key = overlay_core::identity::key::decode(&settings.relay_key)?;
     Ok(NodeConfig {
         allowed: vec![settings.network],
         private_key,
@@ -560,7 +560,7 @@ impl overlay_sys::local_api::Handler for Node {
 impl Node {
     /// One sentence naming the known services when the query asks for a service nobody has.
     fn unknown_service(&self, query: &str) -> Option<String> {
-        let pairs = overlay_core::capture::filter::query_pairs(query);
+        let pairs = overlay_core::traffic::capture::filter::query_pairs(query);
         let asked = pairs
             .iter()
             .find(|(k, v)| k == "service" && !v.is_empty())?;

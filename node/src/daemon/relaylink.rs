@@ -10,11 +10,11 @@
 //! resolving.
 
 use crate::daemon::tunnel::{Tunnel, CONTROL_QUEUE};
-use overlay_core::control::{
+use overlay_core::names::registry::{Applied, Delta, RegistryView, ServiceInstance, ViewError};
+use overlay_core::transport::control::{
     self, CallerNotice, ControlMessage, ControlReply, ControlRequest, ErrorCode, RegistryNotice,
     NOTICE_ID,
 };
-use overlay_core::registry::{Applied, Delta, RegistryView, ServiceInstance, ViewError};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,11 +1,11 @@
 //! The node's stream to the relay's URL, for where UDP cannot pass: TCP (through an HTTP
 //! proxy's CONNECT when `HTTPS_PROXY` says so), then the WebSocket upgrade; WireGuard datagrams
-//! go one per binary message (see `overlay_core::stream`).
+//! go one per binary message (see `overlay_core::transport::stream`).
 
-use overlay_core::stream::proxy::{self, Proxy};
-use overlay_core::stream::upgrade::{self, MAX_HEAD};
-use overlay_core::stream::url::RelayUrl;
-use overlay_core::stream::ws::{self, FrameBuffer, Opcode, Role};
+use overlay_core::transport::stream::proxy::{self, Proxy};
+use overlay_core::transport::stream::upgrade::{self, MAX_HEAD};
+use overlay_core::transport::stream::url::RelayUrl;
+use overlay_core::transport::stream::ws::{self, FrameBuffer, Opcode, Role};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;

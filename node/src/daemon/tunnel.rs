@@ -20,12 +20,12 @@
 
 use crate::daemon::cpu_latency::CpuLatencyRequest;
 use crate::daemon::relaystream::{self, Target};
-use overlay_core::batch::SendBatch;
-use overlay_core::cpu_latency::Mode;
+use overlay_core::net::batch::SendBatch;
+use overlay_core::net::prefix::Ipv4Prefix;
+use overlay_core::node::cpu_latency::Mode;
 use overlay_core::node::tunnel::{MIN_OUT, SEAL_OVERHEAD, TRANSMIT_BUF};
 use overlay_core::node::{self, Dropped, Event, Next, Outbound, Received, Via};
-use overlay_core::prefix::Ipv4Prefix;
-use overlay_core::stream::transport::{Mode as TransportMode, Transport};
+use overlay_core::transport::stream::transport::{Mode as TransportMode, Transport};
 use overlay_sys::udp::Udp;
 use overlay_sys::wake::Wake;
 use quinn_udp::RecvMeta;
@@ -72,7 +72,7 @@ pub struct TunnelConfig {
     pub allowed: Vec<Ipv4Prefix>,
     /// Persistent keepalive in seconds.
     pub keepalive: Option<u16>,
-    /// When to ask the kernel for quick CPU wake-ups (see `overlay_core::cpu_latency`).
+    /// When to ask the kernel for quick CPU wake-ups (see `overlay_core::node::cpu_latency`).
     pub cpu_latency: Mode,
     /// The relay's overlay address: its control channel is the daemon's alone, never carried
     /// to or from the TUN device.
@@ -359,8 +359,8 @@ impl Tunnel {
                         tracing::warn!(
                             url = %self.target.as_ref().map(Target::describe).unwrap_or_default(),
                             "the relay did not answer over UDP within {} s: using the stream to its URL (UDP is tried again every {} s)",
-                            overlay_core::stream::transport::FALLBACK_AFTER.as_secs(),
-                            overlay_core::stream::transport::PROBE_EVERY.as_secs()
+                            overlay_core::transport::stream::transport::FALLBACK_AFTER.as_secs(),
+                            overlay_core::transport::stream::transport::PROBE_EVERY.as_secs()
                         );
                     }
                     Transport::Udp => {
@@ -553,7 +553,7 @@ impl Tunnel {
 /// thread, and on a VM the virtual CPU, being put to sleep and woken again), or sleep until
 /// readable or the core's next deadline. While packets move it also takes the kernel's
 /// CPU-latency request when the core says so, for the hand-overs to the application and, on
-/// one host, to the relay (see `overlay_core::cpu_latency`). Encryption of a bulk flow and
+/// one host, to the relay (see `overlay_core::node::cpu_latency`). Encryption of a bulk flow and
 /// decryption of its acknowledgements fit one core; the relay's work and the peer's run on
 /// the other.
 struct DataPath {

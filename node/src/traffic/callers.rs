@@ -1,10 +1,10 @@
 //! The real callers behind connections from the relay: the relay announces each one on the
-//! control channel (`overlay_core::control::CallerNotice`) before the connection's first
+//! control channel (`overlay_core::transport::control::CallerNotice`) before the connection's first
 //! packet, keyed by the service's address and the relay's source port. Only the daemon reads
 //! the control channel and only the relay can send on it, so the entries cannot be forged by
 //! other nodes or local users. Bounded: the oldest entries go first.
 
-use overlay_core::control::Caller;
+use overlay_core::transport::control::Caller;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddrV4;
 use std::sync::Mutex;

@@ -1,6 +1,6 @@
 //! Traffic capture and the web inspector.
 //!
-//! Two sources feed one ring of records ([`overlay_core::capture::Ring`]):
+//! Two sources feed one ring of records ([`overlay_core::traffic::capture::Ring`]):
 //! - connections into local services, teed at their listeners ([`splice`]);
 //! - connections out of this node to overlay addresses, reassembled passively from the packets
 //!   the TUN carries ([`tap`]); the same packets feed `overlay capture` (pcap).
@@ -19,10 +19,10 @@ pub mod tap;
 
 use crate::daemon::relaylink::Directory;
 use clap::Args;
-use overlay_core::capture::access::Secret;
-use overlay_core::capture::schema::Schemas;
-use overlay_core::capture::{ConnectionCapture, Record, Ring};
-use overlay_core::http1::Limits;
+use overlay_core::traffic::capture::access::Secret;
+use overlay_core::traffic::capture::schema::Schemas;
+use overlay_core::traffic::capture::{ConnectionCapture, Record, Ring};
+use overlay_core::traffic::http1::Limits;
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -241,7 +241,7 @@ impl Traffic {
         let base = self.url.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
         Some(format!(
             "{base}/?{}={}",
-            overlay_core::capture::access::PARAM,
+            overlay_core::traffic::capture::access::PARAM,
             self.secret.hex()
         ))
     }

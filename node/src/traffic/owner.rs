@@ -7,8 +7,8 @@
 //! is found without a walk through every process. A caller that closed its socket before the
 //! look gets no name (its record shows its address).
 
-use overlay_core::capture::Process;
 use overlay_core::devconfig::sockets::{connection_inode, socket_inode};
+use overlay_core::traffic::capture::Process;
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicUsize, Ordering};

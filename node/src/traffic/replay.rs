@@ -1,8 +1,8 @@
 //! Replay of a captured request to the same service, optionally edited.
 
-use overlay_core::capture::mask;
-use overlay_core::capture::{Body, MessageRecord, Record};
-use overlay_core::http1::{Conversation, Limits, Output, Side};
+use overlay_core::traffic::capture::mask;
+use overlay_core::traffic::capture::{Body, MessageRecord, Record};
+use overlay_core::traffic::http1::{Conversation, Limits, Output, Side};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;

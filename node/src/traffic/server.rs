@@ -15,22 +15,22 @@
 //! - `GET /api/stats`: records held, bytes, evictions, drops.
 //!
 //! Every answer, the page included, needs the inspector's secret (a cookie, the
-//! `X-Overlay-Token` header or `?token=`; see [`overlay_core::capture::access`]): other local
+//! `X-Overlay-Token` header or `?token=`; see [`overlay_core::traffic::capture::access`]): other local
 //! users get 401 and nothing else. Requests must name the inspector's own host (127.0.0.1 or
 //! localhost), which keeps other web sites out through DNS rebinding; state-changing requests
 //! must not come from a foreign Origin, and POSTs must be JSON, which browsers never send
 //! cross-site without asking first. Credentials in headers and query parameters are masked
-//! unless the request says `reveal=1` ([`overlay_core::capture::mask`]).
+//! unless the request says `reveal=1` ([`overlay_core::traffic::capture::mask`]).
 
 use super::replay::{self, Edits};
 use super::Traffic;
 use overlay_core::api::daemon::TrafficPage;
-use overlay_core::capture::access::{self, Decision};
-use overlay_core::capture::filter::query_pairs;
-use overlay_core::capture::mask;
-use overlay_core::capture::ring::Row;
-use overlay_core::capture::{grpc, Filter, Record, RecordKind, Summary};
-use overlay_core::http1::{Kind, Limits, Message, MessageParser};
+use overlay_core::traffic::capture::access::{self, Decision};
+use overlay_core::traffic::capture::filter::query_pairs;
+use overlay_core::traffic::capture::mask;
+use overlay_core::traffic::capture::ring::Row;
+use overlay_core::traffic::capture::{grpc, Filter, Record, RecordKind, Summary};
+use overlay_core::traffic::http1::{Kind, Limits, Message, MessageParser};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

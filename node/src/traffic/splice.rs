@@ -3,11 +3,11 @@
 //! connection cleanly (a WebSocket close frame 1012, then FIN) through [`Ctl`].
 
 use super::{now_ms, owner, Traffic, MAX_IN_FLIGHT};
-use overlay_core::capture::conn::ConnMeta;
-use overlay_core::capture::synth::TcpSynth;
-use overlay_core::capture::{ConnectionCapture, Direction, FlowEnd, RemoteCaller};
-use overlay_core::http1::Side;
-use overlay_core::wsframe::{close_frame, Upgrade, SERVICE_RESTART};
+use overlay_core::traffic::capture::conn::ConnMeta;
+use overlay_core::traffic::capture::synth::TcpSynth;
+use overlay_core::traffic::capture::{ConnectionCapture, Direction, FlowEnd, RemoteCaller};
+use overlay_core::traffic::http1::Side;
+use overlay_core::traffic::wsframe::{close_frame, Upgrade, SERVICE_RESTART};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
@@ -354,7 +354,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 mod tests {
     use crate::daemon::listener::Listener;
     use crate::traffic::{Traffic, TrafficArgs};
-    use overlay_core::capture::Filter;
+    use overlay_core::traffic::capture::Filter;
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};

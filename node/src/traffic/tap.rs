@@ -3,11 +3,11 @@
 //! for `overlay capture`.
 
 use super::{now_ms, now_us, Traffic};
-use overlay_core::capture::conn::ConnMeta;
-use overlay_core::capture::pcap;
-use overlay_core::capture::tcp::{FlowKey, TcpEnd, TcpEvent, TcpLimits, Tracker};
-use overlay_core::capture::{ConnectionCapture, Direction, FlowEnd, Process};
-use overlay_core::wire::{self, IpProtocol};
+use overlay_core::net::wire::{self, IpProtocol};
+use overlay_core::traffic::capture::conn::ConnMeta;
+use overlay_core::traffic::capture::pcap;
+use overlay_core::traffic::capture::tcp::{FlowKey, TcpEnd, TcpEvent, TcpLimits, Tracker};
+use overlay_core::traffic::capture::{ConnectionCapture, Direction, FlowEnd, Process};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};

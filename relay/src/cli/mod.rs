@@ -185,9 +185,9 @@ pub async fn stats(sock: &Path, args: ListArgs) -> anyhow::Result<()> {
 }
 
 async fn peer_add(sock: &Path, args: PeerAddArgs) -> anyhow::Result<()> {
-    use overlay_core::wgconfig::{Interface, Peer, WgConfig};
+    use overlay_core::identity::wgconfig::{Interface, Peer, WgConfig};
     let (private, public) = match &args.public_key {
-        Some(k) => (None, overlay_core::key::decode(k)?),
+        Some(k) => (None, overlay_core::identity::key::decode(k)?),
         None => {
             let secret = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
             let public = x25519_dalek::PublicKey::from(&secret);
@@ -196,7 +196,7 @@ async fn peer_add(sock: &Path, args: PeerAddArgs) -> anyhow::Result<()> {
     };
     let request = PeerAdd {
         name: args.name.clone(),
-        public_key: overlay_core::key::encode(&public),
+        public_key: overlay_core::identity::key::encode(&public),
     };
     let added = admin::endpoint(sock).call(request).await?;
     if !args.wireguard_config {
@@ -205,13 +205,13 @@ async fn peer_add(sock: &Path, args: PeerAddArgs) -> anyhow::Result<()> {
             added.name, added.address, added.prefix
         );
         if let Some(p) = private {
-            println!("private key: {}", overlay_core::key::encode(&p));
+            println!("private key: {}", overlay_core::identity::key::encode(&p));
         }
         return Ok(());
     }
     let address: std::net::Ipv4Addr = added.address.parse()?;
     let network = added.network.parse()?;
-    let relay_key = overlay_core::key::decode(&added.relay_public_key)?;
+    let relay_key = overlay_core::identity::key::decode(&added.relay_public_key)?;
     let cfg = WgConfig {
         interface: Interface {
             private_key: private.unwrap_or([0; 32]),

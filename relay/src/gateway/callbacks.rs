@@ -6,9 +6,9 @@
 
 use super::GatewayHandle;
 use crate::proxy::{self, Decision, Dest, ProxyStats, RequestInfo, Router};
-use overlay_core::gateway::HostRoute;
 use overlay_core::intercept::Target;
-use overlay_core::registry::ServiceKey;
+use overlay_core::names::registry::ServiceKey;
+use overlay_core::relay::gateway::HostRoute;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;

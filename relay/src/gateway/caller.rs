@@ -5,9 +5,9 @@
 //! can send from its address on the control port, so no node or local user can forge it.
 
 use super::engine::Engine;
-use overlay_core::addressing::{AddressPlan, NODE_PREFIX_LEN};
-use overlay_core::control::{Caller, CONTROL_PORT};
-use overlay_core::prefix::Ipv4Prefix;
+use overlay_core::net::addressing::{AddressPlan, NODE_PREFIX_LEN};
+use overlay_core::net::prefix::Ipv4Prefix;
+use overlay_core::transport::control::{Caller, CONTROL_PORT};
 use std::net::{SocketAddr, SocketAddrV4};
 
 /// The real caller behind a connection the relay opens to a node service.
@@ -35,7 +35,7 @@ impl Engine {
             via: Some(caller.via.to_string()),
         }
         .notice();
-        let packet = overlay_core::wire::build_udp(
+        let packet = overlay_core::net::wire::build_udp(
             self.cfg.relay_addr,
             CONTROL_PORT,
             node,

@@ -1,7 +1,7 @@
 //! The gateway thread: smoltcp for the overlay side, non-blocking sockets (mio) for the real
 //! side, and the splice between them. Data moves straight from one side's buffer into the
 //! other's socket: the only buffers are smoltcp's two per connection, sized when the flow opens
-//! by the memory budget (`overlay_core::gateway::BufferBudget`), so their sum stays within it.
+//! by the memory budget (`overlay_core::relay::gateway::BufferBudget`), so their sum stays within it.
 //! A full buffer stops the reads from the socket that fills it: the peer's TCP flow control
 //! then holds the data, not the relay.
 
@@ -9,7 +9,7 @@ use super::device::Queues;
 use super::stream::{register, reset_close, Accepted, RealStream};
 use super::{Control, GatewayConfig, GatewayHandle, GatewayStats, ToGateway};
 use mio::{Events, Poll, Token};
-use overlay_core::gateway::{BufferBudget, FlowTable, Segment, Transport};
+use overlay_core::relay::gateway::{BufferBudget, FlowTable, Segment, Transport};
 use overlay_sys::wake::Wake;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;

@@ -8,7 +8,7 @@
 //!  hub thread <--IP packets (bounded, drop when full)-- gateway thread
 //!  tokio: upstream connects, callback listeners --Control--> gateway thread
 //! ```
-//! Decisions (limits, expiry, targets, callback routing) are `overlay_core::gateway`'s.
+//! Decisions (limits, expiry, targets, callback routing) are `overlay_core::relay::gateway`'s.
 
 mod callbacks;
 mod caller;
@@ -23,7 +23,7 @@ pub use caller::CallerInfo;
 pub use resolve::Resolver;
 pub use stream::Accepted;
 
-use overlay_core::gateway::{BudgetConfig, BufferStats, FlowLimits};
+use overlay_core::relay::gateway::{BudgetConfig, BufferStats, FlowLimits};
 use overlay_sys::wake::Wake;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,8 +4,8 @@
 use super::engine::{Engine, Tuple};
 use super::{Control, GatewayStats, ToGateway};
 use mio::{Interest, Token};
-use overlay_core::gateway::Segment;
-use overlay_core::wire;
+use overlay_core::net::wire;
+use overlay_core::relay::gateway::Segment;
 use std::collections::HashMap;
 use std::io::ErrorKind;
 

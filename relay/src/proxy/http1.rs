@@ -16,7 +16,7 @@ use super::upstream::{self, Conn, ConnRead, ConnWrite};
 use super::{Decision, Dest, ProxyStats, RequestInfo, Router};
 use super::{HEAD_TIMEOUT, IDLE_TIMEOUT, MAX_UPSTREAMS};
 use crate::gateway::{CallerInfo, GatewayHandle};
-use overlay_core::http1::{Head, HttpError, Kind, Limits, MessageParser};
+use overlay_core::traffic::http1::{Head, HttpError, Kind, Limits, MessageParser};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;

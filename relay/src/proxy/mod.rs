@@ -12,8 +12,8 @@ pub mod http2;
 pub mod upstream;
 
 use crate::gateway::GatewayHandle;
-use overlay_core::capture::h2::frame::{flag, kind, FrameHead, PREFACE};
 use overlay_core::intercept::Target;
+use overlay_core::traffic::capture::h2::frame::{flag, kind, FrameHead, PREFACE};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -231,7 +231,7 @@ pub async fn serve(
                 }
                 continue;
             }
-            break if overlay_core::http1::looks_like_request(&first) {
+            break if overlay_core::traffic::http1::looks_like_request(&first) {
                 Kind::Http1
             } else {
                 Kind::Other

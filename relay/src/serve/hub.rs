@@ -17,9 +17,9 @@ use crate::serve::state::{Persisted, Persister, StateDir};
 use crate::serve::stream::{StreamEvent, StreamInbox, StreamStats};
 use overlay_core::api::admin::{AdminRequest, PeerRemoved, TokenRevoked};
 use overlay_core::api::{Answer, Request};
+use overlay_core::net::spin::Spin;
 use overlay_core::relay::{Event, Hub, JoinJob, JoinOpened, Now, JOB_QUEUE};
-use overlay_core::spin::Spin;
-use overlay_core::stream::addr::{stream_addr, stream_id};
+use overlay_core::transport::stream::addr::{stream_addr, stream_id};
 use overlay_sys::udp::{self, Udp};
 use overlay_sys::wake::Wake;
 use std::collections::HashMap;
@@ -40,7 +40,7 @@ const MAX_WAIT: Duration = Duration::from_millis(100);
 /// output gets its turn: at least 256 datagrams, as many as one `recvfrom` each used to take.
 const RECV_BATCHES: usize = 8;
 /// Longest the thread keeps polling after traffic instead of sleeping, while that pays (see
-/// `overlay_core::spin`): it catches the answer to a forwarded request without a wake-up.
+/// `overlay_core::net::spin`): it catches the answer to a forwarded request without a wake-up.
 /// With the nodes polling too, ping through the relay went from ~270 to ~60 µs median here.
 const SPIN: Duration = Duration::from_micros(500);
 /// Gateway packets delivered per wake-up before the socket gets its turn.
@@ -216,7 +216,7 @@ impl CatalogWatch {
                 return;
             }
         };
-        match overlay_core::catalog::parse_catalog(&text) {
+        match overlay_core::relay::catalog::parse_catalog(&text) {
             Ok(c) => {
                 match hub.set_catalog(c.entries, now()) {
                     Ok(u) => {

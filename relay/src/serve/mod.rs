@@ -14,11 +14,11 @@ pub mod tls;
 
 use crate::serve::state::StateDir;
 use clap::Args;
-use overlay_core::addressing::AddressPlan;
-use overlay_core::gateway::{BudgetConfig, CallbackPlan, FlowLimits, PortRange};
-use overlay_core::prefix::Ipv4Prefix;
+use overlay_core::net::addressing::AddressPlan;
+use overlay_core::net::prefix::Ipv4Prefix;
+use overlay_core::relay::gateway::{BudgetConfig, CallbackPlan, FlowLimits, PortRange};
 use overlay_core::relay::{Hub, HubConfig, OnDemandConfig};
-use overlay_core::stream::url::RelayUrl;
+use overlay_core::transport::stream::url::RelayUrl;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -317,7 +317,7 @@ pub async fn serve(state: &Path, args: ServeArgs) -> anyhow::Result<()> {
         url = ?public_url.as_ref().map(ToString::to_string),
         network = %plan.network(),
         domain = %args.domain,
-        public_key = %overlay_core::key::encode(&hub.public_key()),
+        public_key = %overlay_core::identity::key::encode(&hub.public_key()),
         "relay serving"
     );
     let admin = crate::serve::admin::bind(&dir.admin_socket())?;

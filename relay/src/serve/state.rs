@@ -1,6 +1,6 @@
 //! The relay's state directory: its key and the persisted state, written atomically.
 
-use overlay_core::key;
+use overlay_core::identity::key;
 use overlay_core::relay::state::{RelayState, StateFile};
 use overlay_sys::statefile::{self, StateFileError};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! reach the relay (ingresses, proxies, networks that drop UDP).
 //!
 //! Each accepted stream gets a number and, through it, an address in a range UDP never comes
-//! from (`overlay_core::stream::addr`). Its WireGuard datagrams go to the hub thread unchanged,
+//! from (`overlay_core::transport::stream::addr`). Its WireGuard datagrams go to the hub thread unchanged,
 //! as if they had come over UDP from that address, so every check of the hub applies; what the
 //! hub sends to that address comes back here and goes out on the stream. A reader and a writer
 //! task per stream; the hub thread is never blocked by a stream (its queues drop when full,
@@ -14,8 +14,8 @@
 //! [`IDLE`] or cannot take writes for [`WRITE_TIMEOUT`] is closed, and streams are limited per
 //! source address and in total.
 
-use overlay_core::stream::upgrade::{self, MAX_HEAD};
-use overlay_core::stream::ws::{self, FrameBuffer, Opcode, Role};
+use overlay_core::transport::stream::upgrade::{self, MAX_HEAD};
+use overlay_core::transport::stream::ws::{self, FrameBuffer, Opcode, Role};
 use overlay_sys::wake::Wake;
 use std::collections::HashMap;
 use std::net::IpAddr;

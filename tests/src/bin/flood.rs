@@ -7,8 +7,8 @@
 //! Prints one JSON line with what was sent. Only for use inside test namespaces.
 
 use clap::{Parser, Subcommand};
-use overlay_core::join::{JoinInitiator, JoinRequest};
-use overlay_core::token::Token;
+use overlay_core::identity::join::{JoinInitiator, JoinRequest};
+use overlay_core::identity::token::Token;
 use rand::RngCore;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -156,8 +156,13 @@ fn forge(
                 .as_secs(),
         };
         let (_, d) = JoinInitiator::new(&node, t.relay_key, &req, &mut rand::rngs::OsRng)?;
-        let packet =
-            overlay_core::wire::build_udp(source, 40000 + i as u16, *relay.ip(), relay.port(), &d);
+        let packet = overlay_core::net::wire::build_udp(
+            source,
+            40000 + i as u16,
+            *relay.ip(),
+            relay.port(),
+            &d,
+        );
         // SAFETY: packet and dst are valid for the call.
         let n = unsafe {
             libc::sendto(

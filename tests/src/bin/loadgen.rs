@@ -7,7 +7,7 @@
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use clap::Parser;
-use overlay_core::wire::build_echo_request;
+use overlay_core::net::wire::build_echo_request;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::net::UnixStream;
@@ -163,11 +163,11 @@ async fn main() -> anyhow::Result<()> {
         let added = admin(
             &sock,
             &serde_json::json!({"cmd": "peer_add", "name": format!("{}-{i}", args.prefix),
-                "public_key": overlay_core::key::encode(public.as_bytes())}),
+                "public_key": overlay_core::identity::key::encode(public.as_bytes())}),
         )?;
         let addr: Ipv4Addr = added["address"].as_str().unwrap_or_default().parse()?;
         if relay_key.is_none() {
-            relay_key = Some(overlay_core::key::decode(
+            relay_key = Some(overlay_core::identity::key::decode(
                 added["relay_public_key"].as_str().unwrap_or_default(),
             )?);
         }

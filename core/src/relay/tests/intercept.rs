@@ -2,9 +2,9 @@
 //! an intercept ends (stop, leave, a stopped instance, silence, a front gone, a restart keeps it).
 
 use super::*;
-use crate::catalog::Front;
-use crate::control::InterceptStarted;
 use crate::intercept::HeaderMatch;
+use crate::relay::catalog::Front;
+use crate::transport::control::InterceptStarted;
 
 fn fronts() -> Vec<Front> {
     vec![Front {
@@ -36,7 +36,7 @@ fn register(name: &str) -> ControlRequest {
         name: name.into(),
         tag: None,
         port: 8080,
-        protocol: crate::registry::Protocol::Tcp,
+        protocol: crate::names::registry::Protocol::Tcp,
     }
 }
 

@@ -2,7 +2,7 @@
 //! changes made while a write is in progress are written together.
 
 use super::*;
-use crate::registry::Protocol;
+use crate::names::registry::Protocol;
 
 fn register(ip: Ipv4Addr, id: u64, name: &str) -> Vec<u8> {
     let request = ControlRequest::Register {
@@ -156,7 +156,7 @@ fn snapshot_cost() {
     }
     for (k, ip) in &nodes {
         let name = format!("n{k}");
-        let prefix = crate::prefix::Ipv4Prefix::containing(*ip, 26);
+        let prefix = crate::net::prefix::Ipv4Prefix::containing(*ip, 26);
         for s in 0..60 {
             sim.hub
                 .change_registry(|r| {

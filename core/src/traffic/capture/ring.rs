@@ -1,0 +1,354 @@
+//! The bounded record store: a byte cap, oldest out first.
+
+use super::filter::Filter;
+use super::record::{Record, RecordKind};
+use crate::traffic::http1::Protocol;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// A page of the list, newest first: records and groups of collapsed flows.
+#[derive(Debug, Default)]
+pub struct Page<'a> {
+    /// What to show, newest first.
+    pub rows: Vec<Row<'a>>,
+    /// Matching records older than this page remain (ask with `before` = [`Page::oldest`]).
+    pub more: bool,
+    /// The oldest id this page looked at.
+    pub oldest: Option<u64>,
+    /// Records that matched (each group counts all of its members).
+    pub matched: usize,
+}
+
+/// One row of a page.
+#[derive(Debug)]
+pub enum Row<'a> {
+    /// A record.
+    Record(&'a Record),
+    /// Flows that are not HTTP, of one caller to one server, collapsed.
+    Group(FlowGroup),
+}
+
+/// Plain TCP flows with the same service, direction, caller, server and protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowGroup {
+    /// The filter value (`group=KEY`) that lists its members.
+    pub group: String,
+    /// The newest member's id.
+    pub id: u64,
+    /// The oldest member's id (in this page).
+    pub first_id: u64,
+    /// Members (in this page).
+    pub count: u64,
+    /// Local service.
+    pub service: String,
+    /// In or out.
+    pub direction: super::Direction,
+    /// Caller.
+    pub client_name: Option<String>,
+    /// Server `ip:port`.
+    pub server: String,
+    /// Server name.
+    pub server_name: Option<String>,
+    /// The members' protocol.
+    pub protocol: Protocol,
+    /// Bytes up, summed.
+    pub request_bytes: u64,
+    /// Bytes down, summed.
+    pub response_bytes: u64,
+    /// The newest member's start.
+    pub started_ms: u64,
+}
+
+impl FlowGroup {
+    /// The group as a list row (`type: "group"`).
+    pub fn summary(&self) -> super::record::Summary {
+        super::record::Summary {
+            id: self.id,
+            kind: super::record::SummaryKind::Group,
+            service: self.service.clone(),
+            direction: self.direction,
+            client: String::new(),
+            client_name: self.client_name.clone(),
+            server: self.server.clone(),
+            server_name: self.server_name.clone(),
+            started_ms: self.started_ms,
+            duration_ms: None,
+            method: None,
+            path: None,
+            status: None,
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+            truncated: false,
+            error: None,
+            protocol: Some(self.protocol),
+            version: None,
+            client_process: None,
+            remote_caller: None,
+            grpc_method: None,
+            grpc_status: None,
+            grpc_status_name: None,
+            messages: None,
+            group: Some(self.group.clone()),
+            count: Some(self.count),
+            first_id: Some(self.first_id),
+        }
+    }
+}
+
+/// What the per-service view shows of one service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ServiceCount {
+    /// The service.
+    pub service: String,
+    /// Records held.
+    pub records: u64,
+    /// Of those, exchanges.
+    pub exchanges: u64,
+    /// Exchanges with a 5xx, a gRPC error or no answer.
+    pub errors: u64,
+    /// The newest record's start.
+    pub last_ms: u64,
+}
+
+/// The key grouping a plain flow: `service|direction|caller|server|protocol`.
+pub fn group_key(r: &Record) -> Option<String> {
+    let RecordKind::Flow {
+        protocol,
+        websocket: None,
+        ..
+    } = &r.kind
+    else {
+        return None;
+    };
+    let caller = r
+        .client_process
+        .as_ref()
+        .map(|p| p.command.clone())
+        .or_else(|| r.client_name.clone())
+        .unwrap_or_else(|| {
+            r.client
+                .rsplit_once(':')
+                .map_or(r.client.clone(), |x| x.0.to_string())
+        });
+    Some(format!(
+        "{}|{}|{}|{}|{:?}",
+        r.service,
+        r.direction.as_str(),
+        caller,
+        r.server,
+        protocol
+    ))
+}
+
+/// Records in arrival order, within a byte budget.
+#[derive(Debug)]
+pub struct Ring {
+    cap: usize,
+    used: usize,
+    next_id: u64,
+    items: VecDeque<(Record, usize)>,
+    evicted: u64,
+}
+
+impl Ring {
+    /// A ring holding at most about `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        Ring {
+            cap,
+            used: 0,
+            next_id: 1,
+            items: VecDeque::new(),
+            evicted: 0,
+        }
+    }
+
+    /// Stores `r` with the next id, evicting the oldest records to make room; returns the id.
+    pub fn push(&mut self, mut r: Record) -> u64 {
+        r.id = self.next_id;
+        self.next_id += 1;
+        let size = r.size();
+        while self.used + size > self.cap {
+            match self.items.pop_front() {
+                Some((_, s)) => {
+                    self.used -= s;
+                    self.evicted += 1;
+                }
+                None => break,
+            }
+        }
+        self.used += size;
+        self.items.push_back((r, size));
+        self.next_id - 1
+    }
+
+    /// The record `id`, if it is still held.
+    pub fn get(&self, id: u64) -> Option<&Record> {
+        let i = self.items.binary_search_by_key(&id, |(r, _)| r.id).ok()?;
+        self.items.get(i).map(|(r, _)| r)
+    }
+
+    /// The newest `limit` records with an id above `after` that match `filter`, oldest first.
+    pub fn list(&self, filter: &Filter, after: u64, limit: usize) -> Vec<&Record> {
+        let mut out: Vec<&Record> = self
+            .items
+            .iter()
+            .rev()
+            .map(|(r, _)| r)
+            .take_while(|r| r.id > after)
+            .filter(|r| filter.matches(r))
+            .take(limit)
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// A page through the whole ring, newest first: up to `limit` rows of records matching
+    /// `filter` with ids between `after` and `before` (exclusive). With `collapse`, plain TCP
+    /// flows (not HTTP, not WebSocket) of one caller to one server become one group row.
+    pub fn page(
+        &self,
+        filter: &Filter,
+        after: u64,
+        before: Option<u64>,
+        limit: usize,
+        collapse: bool,
+    ) -> Page<'_> {
+        let mut page = Page::default();
+        let mut groups: HashMap<String, usize> = HashMap::new();
+        let mut rows = 0usize;
+        let candidates = self
+            .items
+            .iter()
+            .rev()
+            .map(|(r, _)| r)
+            .skip_while(|r| before.is_some_and(|b| r.id >= b))
+            .take_while(|r| r.id > after)
+            .filter(|r| filter.matches(r));
+        for r in candidates {
+            let key = if collapse { group_key(r) } else { None };
+            if let Some(k) = key {
+                if let Some(row) = groups.get(&k).and_then(|i| page.rows.get_mut(*i)) {
+                    if let (
+                        Row::Group(g),
+                        RecordKind::Flow {
+                            bytes_up,
+                            bytes_down,
+                            ..
+                        },
+                    ) = (row, &r.kind)
+                    {
+                        g.count += 1;
+                        g.first_id = r.id;
+                        g.request_bytes += bytes_up;
+                        g.response_bytes += bytes_down;
+                    }
+                    page.matched += 1;
+                    page.oldest = Some(r.id);
+                    continue;
+                }
+                if rows == limit {
+                    page.more = true;
+                    break;
+                }
+                let RecordKind::Flow {
+                    protocol,
+                    bytes_up,
+                    bytes_down,
+                    ..
+                } = &r.kind
+                else {
+                    continue;
+                };
+                groups.insert(k.clone(), page.rows.len());
+                page.rows.push(Row::Group(FlowGroup {
+                    group: k,
+                    id: r.id,
+                    first_id: r.id,
+                    count: 1,
+                    service: r.service.clone(),
+                    direction: r.direction,
+                    client_name: r.client_name.clone(),
+                    server: r.server.clone(),
+                    server_name: r.server_name.clone(),
+                    protocol: *protocol,
+                    request_bytes: *bytes_up,
+                    response_bytes: *bytes_down,
+                    started_ms: r.started_ms,
+                }));
+            } else {
+                if rows == limit {
+                    page.more = true;
+                    break;
+                }
+                page.rows.push(Row::Record(r));
+            }
+            rows += 1;
+            page.matched += 1;
+            page.oldest = Some(r.id);
+        }
+        page
+    }
+
+    /// Counts per service over the whole ring, by name.
+    pub fn services(&self) -> Vec<ServiceCount> {
+        let mut by: BTreeMap<&str, ServiceCount> = BTreeMap::new();
+        for (r, _) in &self.items {
+            let c = by
+                .entry(r.service.as_str())
+                .or_insert_with(|| ServiceCount {
+                    service: r.service.clone(),
+                    ..ServiceCount::default()
+                });
+            c.records += 1;
+            c.last_ms = c.last_ms.max(r.started_ms);
+            if let RecordKind::Exchange {
+                response,
+                error,
+                grpc,
+                ..
+            } = &r.kind
+            {
+                c.exchanges += 1;
+                let status = response.as_ref().and_then(|m| m.head.status);
+                let grpc_err = grpc
+                    .as_ref()
+                    .is_some_and(|g| g.status.is_some_and(|s| s != 0));
+                if error.is_some() || status.is_none_or(|s| s >= 500) || grpc_err {
+                    c.errors += 1;
+                }
+            }
+        }
+        by.into_values().collect()
+    }
+
+    /// Forgets every record (ids keep increasing).
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.used = 0;
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Bytes held (approximately).
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Records evicted so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// The id the next record gets.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+}
