@@ -4,8 +4,12 @@ use std::path::Path;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
-use overlay_core::transport::control::{self, ControlMessage, ControlReply, ControlRequest};
+use overlay_core::intercept::{HeaderMatch, Intercept, InterceptError};
 use overlay_core::names::registry::Protocol;
+use overlay_core::transport::control::{
+    self, Caller, ControlMessage, ControlReply, ControlRequest, InterceptPage, InterceptStarted,
+    InterceptStopped,
+};
 
 use crate::write;
 
@@ -260,6 +264,7 @@ fn control(out: &Path) {
         }),
     );
     w("reply-no-data", br#"{"status":"ok","id":11}"#);
+    intercepts(&w);
     // Found by the fuzzer: serde_json quotes a decoded newline in its message.
     write(
         out,
@@ -267,6 +272,116 @@ fn control(out: &Path) {
         "regression-newline-in-error",
         br#"{"status":"e\nt"}"#,
     );
+}
+
+/// The intercept requests (with and without a header, stop, list) and the relay's replies to
+/// them: what `overlay intercept` sends and reads (node/src/daemon/intercept.rs).
+fn intercepts(w: &dyn Fn(&str, &[u8])) {
+    let req = |id, request| control::encode(&ControlMessage { id, request });
+    let ok = |id, data: serde_json::Value| control::encode(&ControlReply::Ok { id, data });
+    let alice = HeaderMatch::parse("x-dev=alice").unwrap();
+    w(
+        "intercept-header",
+        &req(
+            12,
+            ControlRequest::Intercept {
+                service: "orders".into(),
+                header: Some(alice.clone()),
+            },
+        ),
+    );
+    w(
+        "intercept-all",
+        &req(
+            13,
+            ControlRequest::Intercept {
+                service: "orders".into(),
+                header: None,
+            },
+        ),
+    );
+    w(
+        "intercept-stop",
+        &req(
+            14,
+            ControlRequest::InterceptStop {
+                service: "orders".into(),
+            },
+        ),
+    );
+    w("intercepts", &req(15, ControlRequest::Intercepts { skip: 0 }));
+    // The default skip written out, and a later page.
+    w("intercepts-skip", br#"{"id":16,"op":"intercepts","skip":40}"#);
+    let held = |node: &str, header: Option<HeaderMatch>, seq| Intercept {
+        service: "orders".into(),
+        node: node.into(),
+        tag: (node == "beta").then(|| "v2".to_string()),
+        header,
+        since: 1_700_000_000,
+        seq,
+    };
+    let started = InterceptStarted {
+        intercept: held("alpha", Some(alice.clone()), 1),
+        front: "10.78.0.1:18080".into(),
+        target: "100.64.4.2:8080".into(),
+    };
+    w(
+        "reply-intercept-started",
+        &ok(12, serde_json::to_value(&started).unwrap()),
+    );
+    let all = InterceptStarted {
+        intercept: held("beta", None, 2),
+        target: "100.64.4.66:8080".into(),
+        ..started
+    };
+    w(
+        "reply-intercept-started-all",
+        &ok(13, serde_json::to_value(&all).unwrap()),
+    );
+    w(
+        "reply-intercept-stopped",
+        &ok(
+            14,
+            serde_json::to_value(InterceptStopped { stopped: true }).unwrap(),
+        ),
+    );
+    let list = [
+        held("alpha", Some(alice), 1),
+        held("beta", None, 2),
+        held("gamma", Some(HeaderMatch::parse("X-Dev: bob").unwrap()), 3),
+    ];
+    w(
+        "reply-intercept-page",
+        &ok(
+            15,
+            serde_json::to_value(InterceptPage::of(&list, 0)).unwrap(),
+        ),
+    );
+    w(
+        "reply-intercept-page-end",
+        &ok(
+            16,
+            serde_json::to_value(InterceptPage::of(&list, 40)).unwrap(),
+        ),
+    );
+    let taken = InterceptError::Taken {
+        service: "orders".into(),
+        holder: "alpha".into(),
+    };
+    w(
+        "reply-intercept-taken",
+        &control::encode(&ControlReply::error(13, &taken.to_string())),
+    );
+    // The notice that goes before an intercepted request's connection to the node.
+    let notice = Caller {
+        service: "100.64.4.2:8080".parse().unwrap(),
+        port: 20001,
+        address: "10.78.0.1:40312".into(),
+        forwarded_for: Some("203.0.113.7".into()),
+        via: Some("front".into()),
+    }
+    .notice();
+    w("reply-caller-notice-front", &notice);
 }
 
 pub fn seeds(out: &Path) {

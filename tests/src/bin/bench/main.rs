@@ -75,7 +75,10 @@ Parts (run in this order by \"all\", the default):
   intercept  a catalog service's front on the relay without an intercept, against calling
              its address (nginx in the remote environment) directly, same run: the latency the
              front adds per GET (new and kept-alive connections; target under 200 µs median)
-             and h2load throughput, small and 1 MiB responses (target at least 80% of direct).
+             and h2load throughput, small and 1 MiB responses (target at least 80% of direct),
+             with the host's, the relay's and socat's CPU time per request; then, as
+             information, the same with a laptop intercepting the service by a header, for
+             requests without the header (to the address) and with it (to the laptop).
 
 Environment: OVERLAY_BIN, OVERLAY_RELAY_BIN, OVERLAY_LOADGEN_BIN, OVERLAY_FLOOD_BIN (default
 target/release/overlay{,-relay,-loadgen,-flood}), BORINGTUN_BIN, OVB_RUST_LOG (RUST_LOG for relay
@@ -243,6 +246,7 @@ fn bench() -> i32 {
             "restart" => &["setpriv", "curl"],
             "flood" | "storm" => &["ping"],
             "capture" => &["h2load", "nginx"],
+            "intercept" => &["h2load", "nginx", "socat", "curl"],
             _ => &[],
         });
     }

@@ -143,6 +143,55 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// User plus system CPU time of a process and of its children it has reaped (forked workers
+/// that exited, such as socat's), in clock ticks.
+pub fn cpu_ticks_reaped(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    (11..=14).try_fold(0u64, |sum, i| Some(sum + f.get(i)?.parse::<u64>().ok()?))
+}
+
+/// Whether a process has no live children (every thread's `children` list is empty).
+pub fn childless(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("children")).map_or(true, |c| c.trim().is_empty())
+    })
+}
+
+/// The whole host's busy CPU time (user, nice, system, irq, softirq of every CPU, from
+/// /proc/stat; idle, iowait and steal are not busy), in clock ticks.
+pub fn host_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq (guest time is already in user and nice).
+    Some(f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?)
+}
+
+/// Clock ticks per second of the /proc CPU times.
+pub fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// Online CPUs (for a busy time's share of the host).
+pub fn cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,10 +14,12 @@ fn http_get(
     host: &str,
     path: &str,
     close: bool,
+    extra: &str,
 ) -> std::io::Result<(u16, Vec<u8>)> {
     let conn = if close { "close" } else { "keep-alive" };
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {conn}\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {conn}\r\n{extra}\r\n")
+            .as_bytes(),
     )?;
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let mut buf = Vec::new();
@@ -106,7 +108,7 @@ pub(super) fn http_probe(
         }
         r.probes += 1;
         let got = connect(host, port, Duration::from_secs(5))
-            .and_then(|mut s| http_get(&mut s, &format!("{host}:{port}"), path, true));
+            .and_then(|mut s| http_get(&mut s, &format!("{host}:{port}"), path, true, ""));
         if let Ok((200, body)) = got {
             let text = String::from_utf8_lossy(&body);
             if Some(text.trim()) != not_body.map(str::trim) {
@@ -143,6 +145,11 @@ pub(super) fn http_probe(
     write_result(&c.result, &r)
 }
 
+/// Whether a header's name or value would break the request's framing.
+fn h_has_crlf(k: &str, v: &str) -> bool {
+    k.contains(['\r', '\n']) || v.contains(['\r', '\n'])
+}
+
 fn split_hostport(s: &str) -> Result<(String, u16), String> {
     let (h, p) = s
         .rsplit_once(':')
@@ -153,9 +160,12 @@ fn split_hostport(s: &str) -> Result<(String, u16), String> {
     ))
 }
 
+/// The latency probe; `via_header` (`NAME: VALUE`) goes with every request to `via` only.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn latency(
     direct: &str,
     via: &str,
+    via_header: Option<&str>,
     n: usize,
     warmup: usize,
     path: &str,
@@ -169,6 +179,17 @@ pub(super) fn latency(
             return 2;
         }
     };
+    let extra = match via_header.map(|h| (h, h.split_once(':'))) {
+        None => String::new(),
+        Some((_, Some((k, v)))) if !k.trim().is_empty() && !h_has_crlf(k, v) => {
+            format!("{}: {}\r\n", k.trim(), v.trim())
+        }
+        Some((h, _)) => {
+            eprintln!("probe: --via-header {h}: not NAME: VALUE");
+            return 2;
+        }
+    };
+    let extras = ["", extra.as_str()];
     let mut bodies: [Option<Vec<u8>>; 2] = [None, None];
     let mut lines = Vec::new();
     for round in ["fresh", "keepalive"] {
@@ -182,7 +203,7 @@ pub(super) fn latency(
                 let got = if round == "fresh" {
                     let t = Instant::now();
                     connect(host, *port, Duration::from_secs(10))
-                        .and_then(|mut s| http_get(&mut s, &hp, path, true))
+                        .and_then(|mut s| http_get(&mut s, &hp, path, true, extras[k]))
                         .map(|a| (a, t.elapsed()))
                 } else {
                     let s = match socks[k].take() {
@@ -191,7 +212,7 @@ pub(super) fn latency(
                     };
                     s.and_then(|mut s| {
                         let t = Instant::now();
-                        let a = http_get(&mut s, &hp, path, false)?;
+                        let a = http_get(&mut s, &hp, path, false, extras[k])?;
                         let took = t.elapsed();
                         socks[k] = Some(s);
                         Ok((a, took))

@@ -9,7 +9,8 @@
 //!   interval; success is a 200 whose body is not `--not-body`. `--stop-cmd` stops CMD (a server
 //!   timed until it answers, in its own process group) at the first success.
 //! - `latency --direct H:P --via H:P -n N`: HTTP/1.1 GET round trips to two addresses of one
-//!   server, alternating, after a warm-up: on fresh connections, then on kept-alive ones.
+//!   server, alternating, after a warm-up: on fresh connections, then on kept-alive ones
+//!   (`--via-header 'NAME: VALUE'`: with that header on the requests to `--via`).
 //!
 //! The first three open their socket first, then take t0 and start CMD, and write one JSON
 //! [`ProbeResult`] to `--result`: times in ms from t0 (monotonic). Exit status 0 when the result
@@ -116,6 +117,9 @@ enum Mode {
         direct: String,
         #[arg(long)]
         via: String,
+        /// A header (`NAME: VALUE`) sent with every request to --via only.
+        #[arg(long)]
+        via_header: Option<String>,
         #[arg(short = 'n', default_value_t = 1000)]
         n: usize,
         #[arg(long, default_value_t = 50)]
@@ -154,12 +158,24 @@ pub fn main(args: &[String]) -> i32 {
         Mode::Latency {
             direct,
             via,
+            via_header,
             n,
             warmup,
             path,
             result,
             raw,
-        } => return latency(&direct, &via, n, warmup, &path, &result, raw.as_deref()),
+        } => {
+            return latency(
+                &direct,
+                &via,
+                via_header.as_deref(),
+                n,
+                warmup,
+                &path,
+                &result,
+                raw.as_deref(),
+            )
+        }
     };
     match r {
         Ok(()) => 0,
