@@ -353,3 +353,29 @@ pub fn run(ctx: &Ctx) {
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2load_figures_and_bash_times_are_read() {
+        let text = "finished in 2.71s, 36846.99 req/s, 578.93MB/s\n\
+                    requests: 100000 total\n\
+                    0m0.001s 0m0.002s\n\
+                    1m0.250s 0m1.500s\n";
+        assert_eq!(req_per_sec(text), Some(36846.99));
+        let c = child_cpu(text).unwrap();
+        assert!((c - 61.75).abs() < 1e-9, "{c}");
+        assert_eq!(child_cpu("no times here"), None);
+    }
+
+    #[test]
+    fn this_process_and_the_host_have_used_cpu() {
+        let tck = clock_ticks();
+        assert!(tck > 0.0);
+        assert!(proc_cpu(std::process::id(), tck).is_some());
+        assert!(host_busy(tck).is_some_and(|b| b > 0.0));
+        assert_eq!(proc_cpu(u32::MAX, tck), None);
+    }
+}
