@@ -549,9 +549,12 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, boo
         Kind::Request => request_line(first)?,
         Kind::Response => status_line(first)?,
     };
-    // Sized once: at most a field per line, and fewer bytes than the head.
-    let lines_left = bytes.iter().filter(|b| **b == b'\n').count();
-    head.headers = Fields::with_capacity(lines_left.min(max_headers), bytes.len());
+    // Sized once: at most a field per line, and fewer bytes than the lines after the first
+    // (so a long start line does not leave unused room in the record, which the ring does not
+    // count).
+    let rest = bytes.get(first.len()..).unwrap_or(&[]);
+    let lines_left = rest.iter().filter(|b| **b == b'\n').count();
+    head.headers = Fields::with_capacity(lines_left.min(max_headers), rest.len());
     for line in lines {
         if line.is_empty() {
             break;
