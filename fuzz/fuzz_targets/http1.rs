@@ -36,7 +36,12 @@ fuzz_target!(|data: &[u8]| {
         let masked = mask::mask_headers(&head.headers);
         assert_eq!(masked.len(), head.headers.len());
         // Same names, same count (duplicates may unmask to the first of their name).
-        let unmasked = mask::unmask_headers(&head.headers, masked);
+        // The inspector sends edited headers back as name/value pairs.
+        let edited = masked
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let unmasked = mask::unmask_headers(&head.headers, edited);
         assert_eq!(unmasked.len(), head.headers.len());
         let target = head.target.clone().unwrap_or_default();
         assert_eq!(

@@ -47,7 +47,6 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use overlay_core::identity::key;
 use overlay_core::identity::token;
-use overlay_core::names::registry::RemoteEntry;
 use overlay_core::net::prefix::Ipv4Prefix;
 use overlay_core::net::wire::{self, IpProtocol};
 use overlay_core::relay::gateway::CallbackPlan;

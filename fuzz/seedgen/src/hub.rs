@@ -10,7 +10,7 @@ use overlay_core::transport::control::{self, ControlMessage, ControlRequest, CON
 use overlay_core::identity::join::{JoinInitiator, JoinRequest};
 use overlay_core::identity::key;
 use overlay_core::net::wire::{build_echo_request, build_ipv4, build_udp, IpProtocol};
-use overlay_core::names::registry::{Protocol, RemoteEntry};
+use overlay_core::names::registry::Protocol;
 use overlay_core::relay::state::RelayState;
 use overlay_core::testing::{Sim, NOW};
 

@@ -2,7 +2,7 @@
 
 use overlay_core::traffic::capture::mask;
 use overlay_core::traffic::capture::{Body, MessageRecord, Record};
-use overlay_core::traffic::http1::{Conversation, Limits, Output, Side};
+use overlay_core::traffic::http1::{Conversation, Fields, Limits, Output, Side};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -92,8 +92,10 @@ pub fn build(record: &Record, edits: &Edits) -> Result<Vec<u8>, ReplayError> {
             req.body.data.clone()
         }
     };
-    let headers = match &edits.headers {
-        Some(h) => mask::unmask_headers(&req.head.headers, h.clone()),
+    let headers: Fields = match &edits.headers {
+        Some(h) => mask::unmask_headers(&req.head.headers, h.clone())
+            .into_iter()
+            .collect(),
         None => req.head.headers.clone(),
     };
     let mut out = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
@@ -127,7 +129,7 @@ pub fn mask_answer(answer: &mut serde_json::Value) {
     let Some(headers) = answer.get("headers").cloned() else {
         return;
     };
-    let Ok(headers) = serde_json::from_value::<Vec<(String, String)>>(headers) else {
+    let Ok(headers) = serde_json::from_value::<Fields>(headers) else {
         return;
     };
     answer["headers"] = json!(mask::mask_headers(&headers));

@@ -219,11 +219,7 @@ async fn exchange(
     if let Some(why) = ambiguous(&head) {
         return Err(Failure::Answer(400, why.into()));
     }
-    let fields: Vec<(&str, &str)> = head
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let fields: Vec<(&str, &str)> = head.headers.iter().collect();
     let info = RequestInfo {
         authority: head.header("host"),
         fields: &fields,

@@ -6,6 +6,7 @@
 //! names and attributes, the length) and hides the secret: `Bearer ••••(len 40)`.
 
 use super::record::{MessageRecord, Record, RecordKind};
+use crate::traffic::http1::Fields;
 
 /// What replaces a secret; the length follows it.
 pub const MARK: &str = "••••";
@@ -143,11 +144,12 @@ pub fn mask_header(name: &str, value: &str) -> String {
 }
 
 /// The masked header list.
-pub fn mask_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(k, v)| (k.clone(), mask_header(k, v)))
-        .collect()
+pub fn mask_headers(headers: &Fields) -> Fields {
+    let mut out = Fields::with_capacity(headers.len(), headers.text_len());
+    for (k, v) in headers {
+        out.push(k, &mask_header(k, v));
+    }
+    out
 }
 
 /// A request target with the values of credential query parameters masked
@@ -202,10 +204,7 @@ pub fn mask_record(r: &Record) -> Record {
 /// Undoes masking in replay edits: an edited header whose value is still exactly the masked
 /// form of the captured one (the UI pre-fills its edit form from the masked view) gets the
 /// captured value back, so an edited replay still carries the real credentials.
-pub fn unmask_headers(
-    captured: &[(String, String)],
-    edited: Vec<(String, String)>,
-) -> Vec<(String, String)> {
+pub fn unmask_headers(captured: &Fields, edited: Vec<(String, String)>) -> Vec<(String, String)> {
     edited
         .into_iter()
         .map(|(k, v)| {
@@ -214,7 +213,7 @@ pub fn unmask_headers(
                 .filter(|(ck, _)| ck.eq_ignore_ascii_case(&k))
                 .find(|(ck, cv)| mask_header(ck, cv) == v && *cv != v);
             match original {
-                Some((_, cv)) => (k, cv.clone()),
+                Some((_, cv)) => (k, cv.to_string()),
                 None => (k, v),
             }
         })
@@ -295,13 +294,15 @@ mod tests {
 
     #[test]
     fn masked_edits_get_the_captured_values_back() {
-        let captured = vec![
-            ("Authorization".to_string(), "Bearer s3cret".to_string()),
-            ("Accept".to_string(), "*/*".to_string()),
-        ];
+        let captured: Fields = [("Authorization", "Bearer s3cret"), ("Accept", "*/*")]
+            .into_iter()
+            .collect();
         let edited = mask_headers(&captured);
         assert_ne!(edited, captured);
-        assert_eq!(unmask_headers(&captured, edited), captured);
+        assert_eq!(
+            unmask_headers(&captured, edited.to_vec()),
+            captured.to_vec()
+        );
         // A value the owner changed is sent as typed.
         let typed = vec![("Authorization".to_string(), "Bearer other".to_string())];
         assert_eq!(unmask_headers(&captured, typed.clone()), typed);

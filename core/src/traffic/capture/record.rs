@@ -2,7 +2,7 @@
 
 use super::grpc::GrpcSummary;
 use super::ws::WsLog;
-use crate::traffic::http1::{Head, Message, Protocol};
+use crate::traffic::http1::{Fields, Head, Message, Protocol};
 use base64::Engine;
 use serde::ser::SerializeStruct;
 use serde::Serialize;
@@ -84,8 +84,8 @@ pub struct MessageRecord {
     /// Whether the message ended properly.
     pub complete: bool,
     /// Trailer fields (HTTP/2; gRPC's status).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub trailers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Fields::is_empty")]
+    pub trailers: Fields,
 }
 
 impl From<Message> for MessageRecord {
@@ -282,22 +282,10 @@ pub struct Summary {
 impl Record {
     /// Approximate bytes this record holds, for the ring's cap.
     pub fn size(&self) -> usize {
-        let head = |h: &Head| {
-            h.headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 16)
-                .sum::<usize>()
-                + h.target.as_ref().map_or(0, String::len)
-        };
-        let msg = |m: &MessageRecord| {
-            head(&m.head)
-                + m.body.data.len()
-                + m.trailers
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 16)
-                    .sum::<usize>()
-                + 64
-        };
+        // Names and values, and 16 bytes per field for where it ends.
+        let fields = |f: &Fields| f.text_len() + 16 * f.len();
+        let head = |h: &Head| fields(&h.headers) + h.target.as_ref().map_or(0, String::len);
+        let msg = |m: &MessageRecord| head(&m.head) + m.body.data.len() + fields(&m.trailers) + 64;
         256 + self.service.len()
             + match &self.kind {
                 RecordKind::Exchange {

@@ -1,5 +1,6 @@
 //! One direction of an HTTP/1.x connection: a sequence of messages.
 
+use super::fields::Fields;
 use std::fmt;
 
 /// Why bytes are not HTTP/1.x.
@@ -83,16 +84,13 @@ pub struct Head {
     /// `HTTP/1.1` or `HTTP/1.0`.
     pub version: String,
     /// Header lines in order, names as sent.
-    pub headers: Vec<(String, String)>,
+    pub headers: Fields,
 }
 
 impl Head {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.find(name)
     }
 
     /// The path of the target, without the query.
@@ -136,7 +134,7 @@ pub struct Message {
     /// Whether the message ended properly (false: cut by an error or the connection's end).
     pub complete: bool,
     /// Trailer fields (HTTP/2 trailers; gRPC's status is there).
-    pub trailers: Vec<(String, String)>,
+    pub trailers: Fields,
 }
 
 /// Result of one [`MessageParser::parse`] step: bytes used and maybe a finished message.
@@ -551,6 +549,12 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, boo
         Kind::Request => request_line(first)?,
         Kind::Response => status_line(first)?,
     };
+    // Sized once: at most a field per line, and fewer bytes than the lines after the first
+    // (so a long start line does not leave unused room in the record, which the ring does not
+    // count).
+    let rest = bytes.get(first.len()..).unwrap_or(&[]);
+    let lines_left = rest.iter().filter(|b| **b == b'\n').count();
+    head.headers = Fields::with_capacity(lines_left.min(max_headers), rest.len());
     for line in lines {
         if line.is_empty() {
             break;
@@ -581,10 +585,10 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, boo
         {
             return Err(HttpError::Header);
         }
-        head.headers.push((
-            String::from_utf8_lossy(name).into_owned(),
-            String::from_utf8_lossy(value).into_owned(),
-        ));
+        head.headers.push(
+            &String::from_utf8_lossy(name),
+            &String::from_utf8_lossy(value),
+        );
     }
     Ok((head, folded))
 }

@@ -12,10 +12,12 @@
 //! conversation is bounded by those limits and [`MAX_PIPELINED`]. Nothing here panics on input:
 //! malformed bytes end HTTP parsing with an [`HttpError`] and the rest is counted as opaque.
 
+mod fields;
 mod message;
 #[cfg(test)]
 mod tests;
 
+pub use fields::Fields;
 pub use message::{
     looks_like_request, request_framing, Framing, Head, HttpError, Kind, Limits, Message,
     MessageParser, Parsed,

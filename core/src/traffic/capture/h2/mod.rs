@@ -20,7 +20,7 @@ mod huffman;
 mod tests;
 
 use super::grpc::{self, GrpcSummary, MessageCounter};
-use crate::traffic::http1::{Exchange, Head, Limits, Message, Side};
+use crate::traffic::http1::{Exchange, Fields, Head, Limits, Message, Side};
 use frame::{flag, kind, Event, FrameReader};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -359,7 +359,7 @@ impl State {
     }
 
     /// The decoded fields, or `None` when this direction's table is unknown.
-    fn decode(&mut self, side: Side, block: &Block) -> Option<Vec<(String, String)>> {
+    fn decode(&mut self, side: Side, block: &Block) -> Option<Fields> {
         let i = idx(side);
         if self.lost.get(i).is_some_and(Option::is_some) {
             return None;
@@ -369,7 +369,7 @@ impl State {
         } else {
             let max_headers = self.limits.max_headers;
             let max_bytes = self.limits.max_head_bytes;
-            let mut fields = Vec::new();
+            let mut fields = Fields::new();
             let mut bytes = 0usize;
             let d = self.hpack.get_mut(i)?;
             let plain = huffman::plain_block(&block.buf);
@@ -377,10 +377,7 @@ impl State {
                 bytes += k.len() + v.len();
                 // Beyond the limits fields are decoded (the table must follow) but not kept.
                 if fields.len() < max_headers && bytes <= max_bytes {
-                    fields.push((
-                        String::from_utf8_lossy(&k).into_owned(),
-                        String::from_utf8_lossy(&v).into_owned(),
-                    ));
+                    fields.push(&String::from_utf8_lossy(&k), &String::from_utf8_lossy(&v));
                 }
             });
             match r {
@@ -414,14 +411,7 @@ impl State {
         );
     }
 
-    fn headers(
-        &mut self,
-        side: Side,
-        id: u32,
-        end_stream: bool,
-        fields: Option<Vec<(String, String)>>,
-        now: u64,
-    ) {
+    fn headers(&mut self, side: Side, id: u32, end_stream: bool, fields: Option<Fields>, now: u64) {
         if side == Side::Client {
             self.open(id, now);
         }
@@ -448,7 +438,8 @@ impl State {
                     h.has_head = true;
                 }
             }
-            Some(f) => h.msg.trailers.extend(f),
+            Some(f) if h.msg.trailers.is_empty() => h.msg.trailers = f,
+            Some(f) => h.msg.trailers.extend(&f),
         }
         if end_stream {
             self.end(side, id, now);
@@ -514,15 +505,16 @@ impl State {
 
 /// Fills `head` from decoded fields: pseudo-headers into the start line, the rest (and
 /// `:authority`, `:scheme`, `:protocol`) into the header list.
-fn apply_head(head: &mut Head, fields: Option<Vec<(String, String)>>, side: Side) {
+fn apply_head(head: &mut Head, fields: Option<Fields>, side: Side) {
     head.version = "HTTP/2".into();
     let Some(fields) = fields else { return };
-    for (k, v) in fields {
-        match k.as_str() {
-            ":method" if side == Side::Client => head.method = Some(v),
-            ":path" if side == Side::Client => head.target = Some(v),
+    head.headers = Fields::with_capacity(fields.len(), fields.text_len());
+    for (k, v) in &fields {
+        match k {
+            ":method" if side == Side::Client => head.method = Some(v.to_string()),
+            ":path" if side == Side::Client => head.target = Some(v.to_string()),
             ":status" if side == Side::Server => head.status = v.parse().ok(),
-            _ => head.headers.push((k, v)),
+            _ => head.headers.push(k, v),
         }
     }
     if head.target.is_none() && head.method.as_deref() == Some("CONNECT") {
@@ -541,8 +533,8 @@ fn summary(req: &Half, resp: &Half) -> Option<GrpcSummary> {
             .trailers
             .iter()
             .chain(resp.msg.head.headers.iter())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
     };
     Some(GrpcSummary {
         service,

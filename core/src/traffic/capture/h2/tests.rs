@@ -111,7 +111,7 @@ fn test_parse_a_grpc_call_over_any_split() {
         let resp = e.response.as_ref().unwrap();
         assert_eq!(resp.head.status, Some(200));
         assert_eq!(
-            resp.trailers,
+            resp.trailers.to_vec(),
             vec![
                 ("grpc-status".into(), "5".into()),
                 ("grpc-message".into(), "no%20such".into())

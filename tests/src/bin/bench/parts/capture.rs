@@ -4,6 +4,14 @@
 //! host calls them through their listeners (which tee every byte into the capture when it is
 //! on). Rounds alternate on and off; the medians' ratio is the cost. Targets: at most 3% on
 //! HTTP/1.1 and 5% on HTTP/2 throughput.
+//!
+//! Throughput on a shared 2-core host moves by 20-40% from run to run, so each run also
+//! measures CPU time per request: user+system time (`/proc/PID/stat`, all threads) of the
+//! node's daemon, its nginx (master and worker) and h2load (bash's `times` for its child),
+//! before and after the run, divided by the requests. h2load saturates both cores, so
+//! throughput is cores / CPU per request and `cpu_cost_percent` (on / off - 1 of the medians)
+//! is the same cost, measured steadily. The host's busy time (`/proc/stat`: everything but
+//! idle and iowait, softirq included) per request is kept as a cross-check.
 
 use crate::ctx::{out, Ctx};
 use crate::ovl::Ovl;
@@ -12,8 +20,9 @@ use crate::stats::{fmt, median};
 use overlay_tests::world::World;
 use serde::Serialize;
 
-/// Requests per h2load run.
-const REQUESTS: u32 = 20_000;
+/// Requests per h2load run: a few seconds each on a quiet host, so that CPU times (counted in
+/// 10 ms ticks) are read to well under 1%.
+const REQUESTS: u32 = 100_000;
 /// Rounds per protocol and node.
 const ROUNDS: usize = 5;
 
@@ -26,6 +35,29 @@ struct Proto {
     median_off: Option<f64>,
     cost_percent: Option<f64>,
     target_percent: f64,
+    /// CPU µs per request of the daemon, nginx and h2load, per run.
+    on_cpu_us: Vec<f64>,
+    off_cpu_us: Vec<f64>,
+    median_cpu_us_on: Option<f64>,
+    median_cpu_us_off: Option<f64>,
+    /// on / off - 1 of the medians of CPU per request, in percent.
+    cpu_cost_percent: Option<f64>,
+    /// Of those, the daemon's µs per request, per run.
+    on_daemon_cpu_us: Vec<f64>,
+    off_daemon_cpu_us: Vec<f64>,
+    /// The host's busy µs (both cores) per request, per run.
+    on_host_cpu_us: Vec<f64>,
+    off_host_cpu_us: Vec<f64>,
+    host_cpu_cost_percent: Option<f64>,
+}
+
+/// What one h2load run measured.
+#[derive(Default)]
+struct Runs {
+    req_s: Vec<f64>,
+    cpu_us: Vec<f64>,
+    daemon_cpu_us: Vec<f64>,
+    host_cpu_us: Vec<f64>,
 }
 
 #[derive(Serialize)]
@@ -45,6 +77,92 @@ http { access_log off; keepalive_requests 100000;
   server { listen 127.0.0.1:18080; root DIR/www; }
   server { listen 127.0.0.1:18081 http2; root DIR/www; } }
 ";
+
+/// Clock ticks per second of `/proc`'s CPU times.
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// User+system seconds of process `pid` (all its threads), from `/proc/PID/stat`.
+fn proc_cpu(pid: u32, tck: f64) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
+    let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some((t(11)? + t(12)?) as f64 / tck)
+}
+
+/// Busy seconds of the whole host (all cores): `/proc/stat`'s cpu line less idle and iowait.
+fn host_busy(tck: f64) -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let l = s.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = l
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: u64 = v
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum();
+    Some(busy as f64 / tck)
+}
+
+/// nginx's master (from its pid file) and its workers (its children).
+fn nginx_pids(dir: &std::path::Path) -> Vec<u32> {
+    let Some(master) = std::fs::read_to_string(dir.join("nginx.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return Vec::new();
+    };
+    let mut pids = vec![master];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let f = s
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<u32>()
+                    .ok()?;
+                Some(f)
+            });
+        if ppid == Some(master) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The children's user+system seconds that bash's `times` printed last.
+fn child_cpu(text: &str) -> Option<f64> {
+    let l = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("m") && l.ends_with('s'))?;
+    let secs = |t: &str| -> Option<f64> {
+        let (m, s) = t.strip_suffix('s')?.split_once('m')?;
+        Some(m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+    };
+    let mut it = l.split_whitespace();
+    Some(secs(it.next()?)? + secs(it.next()?)?)
+}
 
 /// h2load's "finished in ..., N req/s" figure.
 fn req_per_sec(text: &str) -> Option<f64> {
@@ -98,6 +216,24 @@ pub fn run(ctx: &Ctx) {
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
+    // Whose CPU time counts, per node: its daemon, then nginx's master and workers.
+    let pids: Vec<Vec<u32>> = addrs
+        .iter()
+        .map(|(n, h, _)| {
+            let mut p: Vec<u32> = o.pid(&w, n).into_iter().collect();
+            if p.is_empty() {
+                ctx.fail("capture", &format!("no daemon pid for node {n}"));
+            }
+            p.extend(nginx_pids(&h.dir));
+            p
+        })
+        .collect();
+    let tck = clock_ticks();
+    let cpu = |pids: &[u32]| {
+        pids.iter()
+            .filter_map(|p| proc_cpu(*p, tck))
+            .collect::<Vec<_>>()
+    };
     let mut protos = Vec::new();
     for (k, (name, port, flags, target)) in [
         ("HTTP/1.1", 8080, "--h1 -c 8", 3.0),
@@ -106,31 +242,64 @@ pub fn run(ctx: &Ctx) {
     .into_iter()
     .enumerate()
     {
-        let mut runs: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut runs: [Runs; 2] = Default::default();
         for _ in 0..if joined { ROUNDS } else { 0 } {
             for (i, (_, h, a)) in addrs.iter().enumerate() {
                 let a = a.get(k).map_or("", String::as_str);
                 let cmd = format!("h2load {flags} -n {REQUESTS} http://{a}:{port}/file");
-                match out(&w, h, 120, &cmd).as_deref().and_then(req_per_sec) {
-                    Some(r) => runs[i].push(r),
-                    None => ctx.fail("capture", &format!("h2load failed: {cmd}")),
+                let ps = pids.get(i).map_or(&[][..], Vec::as_slice);
+                let (before, host0) = (cpu(ps), host_busy(tck));
+                // bash's `times` then prints h2load's CPU time.
+                let text = out(&w, h, 120, &format!("{cmd} && times"));
+                let (after, host1) = (cpu(ps), host_busy(tck));
+                let Some(r) = text.as_deref().and_then(req_per_sec) else {
+                    ctx.fail("capture", &format!("h2load failed: {cmd}"));
+                    continue;
+                };
+                let run = &mut runs[i];
+                run.req_s.push(r);
+                let per_req = |secs: f64| secs * 1e6 / f64::from(REQUESTS);
+                let used: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+                let h2load = text.as_deref().and_then(child_cpu);
+                if used.len() == ps.len() && !ps.is_empty() {
+                    run.daemon_cpu_us.push(per_req(used[0]));
+                    if let Some(c) = h2load {
+                        run.cpu_us.push(per_req(used.iter().sum::<f64>() + c));
+                    }
+                }
+                if let (Some(a), Some(b)) = (host1, host0) {
+                    run.host_cpu_us.push(per_req(a - b));
                 }
             }
         }
-        let (on, off) = (median(&runs[0]), median(&runs[1]));
+        let (on, off) = (median(&runs[0].req_s), median(&runs[1].req_s));
         let cost = match (on, off) {
             (Some(a), Some(b)) if b > 0.0 => Some(100.0 * (1.0 - a / b)),
             _ => None,
         };
-        let [on_req_s, off_req_s] = runs;
+        let growth = |on: &[f64], off: &[f64]| match (median(on), median(off)) {
+            (Some(a), Some(b)) if b > 0.0 => Some(100.0 * (a / b - 1.0)),
+            _ => None,
+        };
+        let [r_on, r_off] = runs;
         protos.push(Proto {
             name,
-            on_req_s,
-            off_req_s,
             median_on: on,
             median_off: off,
             cost_percent: cost,
             target_percent: target,
+            median_cpu_us_on: median(&r_on.cpu_us),
+            median_cpu_us_off: median(&r_off.cpu_us),
+            cpu_cost_percent: growth(&r_on.cpu_us, &r_off.cpu_us),
+            host_cpu_cost_percent: growth(&r_on.host_cpu_us, &r_off.host_cpu_us),
+            on_req_s: r_on.req_s,
+            off_req_s: r_off.req_s,
+            on_cpu_us: r_on.cpu_us,
+            off_cpu_us: r_off.cpu_us,
+            on_daemon_cpu_us: r_on.daemon_cpu_us,
+            off_daemon_cpu_us: r_off.daemon_cpu_us,
+            on_host_cpu_us: r_on.host_cpu_us,
+            off_host_cpu_us: r_off.host_cpu_us,
         });
     }
     o.down_all(&w);
@@ -140,6 +309,10 @@ pub fn run(ctx: &Ctx) {
         "capture on (req/s, median)",
         "capture off (req/s, median)",
         "cost",
+        "CPU µs/req on",
+        "CPU µs/req off",
+        "CPU cost",
+        "host CPU cost",
         "target",
     ]);
     for p in &protos {
@@ -148,11 +321,18 @@ pub fn run(ctx: &Ctx) {
             fmt(p.median_on, 0),
             fmt(p.median_off, 0),
             p.cost_percent.map_or("-".into(), |c| format!("{c:.1}%")),
+            fmt(p.median_cpu_us_on, 1),
+            fmt(p.median_cpu_us_off, 1),
+            p.cpu_cost_percent
+                .map_or("-".into(), |c| format!("{c:.1}%")),
+            p.host_cpu_cost_percent
+                .map_or("-".into(), |c| format!("{c:.1}%")),
             format!("<= {}%", p.target_percent),
         ]);
     }
     let params = format!(
-        "h2load, {REQUESTS} requests of a 16 KiB file per run, {ROUNDS} rounds alternating the two nodes"
+        "h2load, {REQUESTS} requests of a 16 KiB file per run, {ROUNDS} rounds alternating the two nodes; \
+         CPU: user+system time of the daemon, nginx and h2load per request (median); host CPU: /proc/stat busy time"
     );
     println!("\ncapture: {host} ({status})\n\n{}\n{params}", t.plain());
     println!(
@@ -172,4 +352,30 @@ pub fn run(ctx: &Ctx) {
             protocols: protos,
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2load_figures_and_bash_times_are_read() {
+        let text = "finished in 2.71s, 36846.99 req/s, 578.93MB/s\n\
+                    requests: 100000 total\n\
+                    0m0.001s 0m0.002s\n\
+                    1m0.250s 0m1.500s\n";
+        assert_eq!(req_per_sec(text), Some(36846.99));
+        let c = child_cpu(text).unwrap();
+        assert!((c - 61.75).abs() < 1e-9, "{c}");
+        assert_eq!(child_cpu("no times here"), None);
+    }
+
+    #[test]
+    fn this_process_and_the_host_have_used_cpu() {
+        let tck = clock_ticks();
+        assert!(tck > 0.0);
+        assert!(proc_cpu(std::process::id(), tck).is_some());
+        assert!(host_busy(tck).is_some_and(|b| b > 0.0));
+        assert_eq!(proc_cpu(u32::MAX, tck), None);
+    }
 }
