@@ -11,11 +11,11 @@
 //! before and after the run, divided by the requests. h2load saturates both cores, so
 //! throughput is cores / CPU per request and `cpu_cost_percent` (on / off - 1 of the medians)
 //! is the same cost, measured steadily. The host's busy time (`/proc/stat`: everything but
-//! idle and iowait, softirq included) per request is kept as a cross-check.
+//! idle, iowait and steal, softirq included; the one reading the intercept part uses) per request is kept as a cross-check.
 
 use crate::ctx::{out, Ctx};
 use crate::ovl::Ovl;
-use crate::report::{host_desc, now_utc, write_json, Table};
+use crate::report::{clk_tck, cpu_ticks, host_busy_ticks, host_desc, now_utc, write_json, Table};
 use crate::stats::{fmt, median};
 use overlay_tests::world::World;
 use serde::Serialize;
@@ -78,44 +78,14 @@ http { access_log off; keepalive_requests 100000;
   server { listen 127.0.0.1:18081 http2; root DIR/www; } }
 ";
 
-/// Clock ticks per second of `/proc`'s CPU times.
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-/// User+system seconds of process `pid` (all its threads), from `/proc/PID/stat`.
+/// User+system seconds of process `pid` (all its threads).
 fn proc_cpu(pid: u32, tck: f64) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
-    let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
-    Some((t(11)? + t(12)?) as f64 / tck)
+    cpu_ticks(pid).map(|t| t as f64 / tck)
 }
 
-/// Busy seconds of the whole host (all cores): `/proc/stat`'s cpu line less idle and iowait.
+/// Busy seconds of the whole host (all cores).
 fn host_busy(tck: f64) -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/stat").ok()?;
-    let l = s.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = l
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let busy: u64 = v
-        .iter()
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, x)| x)
-        .sum();
-    Some(busy as f64 / tck)
+    host_busy_ticks().map(|t| t as f64 / tck)
 }
 
 /// nginx's master (from its pid file) and its workers (its children).
@@ -228,7 +198,7 @@ pub fn run(ctx: &Ctx) {
             p
         })
         .collect();
-    let tck = clock_ticks();
+    let tck = clk_tck();
     let cpu = |pids: &[u32]| {
         pids.iter()
             .filter_map(|p| proc_cpu(*p, tck))
@@ -372,7 +342,7 @@ mod tests {
 
     #[test]
     fn this_process_and_the_host_have_used_cpu() {
-        let tck = clock_ticks();
+        let tck = clk_tck();
         assert!(tck > 0.0);
         assert!(proc_cpu(std::process::id(), tck).is_some());
         assert!(host_busy(tck).is_some_and(|b| b > 0.0));
