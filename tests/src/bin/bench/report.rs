@@ -136,29 +136,56 @@ pub fn fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
-/// User plus system CPU time of a process, in clock ticks.
-pub fn cpu_ticks(pid: u32) -> Option<u64> {
+/// The numeric fields `idx` of `/proc/PID/stat` after the command (which may hold spaces and
+/// parentheses), counted from the state as 0: ppid is 1, utime 11, stime 12, cutime 13,
+/// cstime 14.
+fn stat_fields<const N: usize>(pid: u32, idx: [usize; N]) -> Option<[u64; N]> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    let mut out = [0u64; N];
+    for (o, i) in out.iter_mut().zip(idx) {
+        *o = f.get(i)?.parse().ok()?;
+    }
+    Some(out)
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    stat_fields(pid, [11, 12]).map(|f| f.iter().sum())
 }
 
 /// User plus system CPU time of a process and of its children it has reaped (forked workers
 /// that exited, such as socat's), in clock ticks.
 pub fn cpu_ticks_reaped(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    (11..=14).try_fold(0u64, |sum, i| Some(sum + f.get(i)?.parse::<u64>().ok()?))
+    stat_fields(pid, [11, 12, 13, 14]).map(|f| f.iter().sum())
 }
 
-/// Whether a process has no live children (every thread's `children` list is empty).
-pub fn childless(pid: u32) -> bool {
+/// The live children of a process (every thread's `children` list).
+pub fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return true;
+        return Vec::new();
     };
-    tasks.flatten().all(|t| {
-        std::fs::read_to_string(t.path().join("children")).map_or(true, |c| c.trim().is_empty())
-    })
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether a process has no live children.
+pub fn childless(pid: u32) -> bool {
+    children(pid).is_empty()
+}
+
+/// h2load's "finished in ..., N req/s" figure.
+pub fn h2load_req_per_sec(text: &str) -> Option<f64> {
+    let l = text.lines().find(|l| l.starts_with("finished in"))?;
+    let rs = l.split(',').find(|p| p.contains("req/s"))?;
+    rs.split_whitespace().next()?.parse().ok()
 }
 
 /// The whole host's busy CPU time (user, nice, system, irq, softirq of every CPU, from
@@ -195,6 +222,23 @@ pub fn cpus() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_is_listed_until_reaped_and_cpu_is_read() {
+        let me = std::process::id();
+        assert!(cpu_ticks(me).is_some());
+        assert!(cpu_ticks_reaped(me) >= cpu_ticks(me));
+        assert_eq!(cpu_ticks(u32::MAX), None);
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        assert!(children(me).contains(&child.id()));
+        assert!(!childless(me));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!children(me).contains(&child.id()));
+    }
 
     #[test]
     fn civil_dates() {

@@ -15,7 +15,10 @@
 
 use crate::ctx::{out, Ctx};
 use crate::ovl::Ovl;
-use crate::report::{clk_tck, cpu_ticks, host_busy_ticks, host_desc, now_utc, write_json, Table};
+use crate::report::{
+    children, clk_tck, cpu_ticks, h2load_req_per_sec, host_busy_ticks, host_desc, now_utc,
+    write_json, Table,
+};
 use crate::stats::{fmt, median};
 use overlay_tests::world::World;
 use serde::Serialize;
@@ -97,26 +100,7 @@ fn nginx_pids(dir: &std::path::Path) -> Vec<u32> {
         return Vec::new();
     };
     let mut pids = vec![master];
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                let f = s
-                    .rsplit_once(')')?
-                    .1
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse::<u32>()
-                    .ok()?;
-                Some(f)
-            });
-        if ppid == Some(master) {
-            pids.push(pid);
-        }
-    }
+    pids.extend(children(master));
     pids
 }
 
@@ -132,13 +116,6 @@ fn child_cpu(text: &str) -> Option<f64> {
     };
     let mut it = l.split_whitespace();
     Some(secs(it.next()?)? + secs(it.next()?)?)
-}
-
-/// h2load's "finished in ..., N req/s" figure.
-fn req_per_sec(text: &str) -> Option<f64> {
-    let l = text.lines().find(|l| l.starts_with("finished in"))?;
-    let rs = l.split(',').find(|p| p.contains("req/s"))?;
-    rs.split_whitespace().next()?.parse().ok()
 }
 
 pub fn run(ctx: &Ctx) {
@@ -222,7 +199,7 @@ pub fn run(ctx: &Ctx) {
                 // bash's `times` then prints h2load's CPU time.
                 let text = out(&w, h, 120, &format!("{cmd} && times"));
                 let (after, host1) = (cpu(ps), host_busy(tck));
-                let Some(r) = text.as_deref().and_then(req_per_sec) else {
+                let Some(r) = text.as_deref().and_then(h2load_req_per_sec) else {
                     ctx.fail("capture", &format!("h2load failed: {cmd}"));
                     continue;
                 };
@@ -334,7 +311,7 @@ mod tests {
                     requests: 100000 total\n\
                     0m0.001s 0m0.002s\n\
                     1m0.250s 0m1.500s\n";
-        assert_eq!(req_per_sec(text), Some(36846.99));
+        assert_eq!(h2load_req_per_sec(text), Some(36846.99));
         let c = child_cpu(text).unwrap();
         assert!((c - 61.75).abs() < 1e-9, "{c}");
         assert_eq!(child_cpu("no times here"), None);

@@ -34,8 +34,8 @@ use crate::ctx::{self, out, Ctx};
 use crate::ovl::Ovl;
 use crate::probe::LatencyLine;
 use crate::report::{
-    childless, clk_tck, cpu_ticks, cpu_ticks_reaped, cpus, host_busy_ticks, host_desc, now_utc,
-    write_json, Table,
+    childless, clk_tck, cpu_ticks, cpu_ticks_reaped, cpus, h2load_req_per_sec, host_busy_ticks,
+    host_desc, now_utc, write_json, Table,
 };
 use crate::stats::{diff, fmt, median, met, met_json, ratio};
 use overlay_tests::world::World;
@@ -205,13 +205,6 @@ struct Results {
     intercept_active: Intercepted,
 }
 
-/// h2load's "finished in ..., N req/s" figure.
-fn req_per_sec(text: &str) -> Option<f64> {
-    let l = text.lines().find(|l| l.starts_with("finished in"))?;
-    let rs = l.split(',').find(|p| p.contains("req/s"))?;
-    rs.split_whitespace().next()?.parse().ok()
-}
-
 /// A process whose CPU time a run reports per request.
 #[derive(Clone, Copy)]
 enum Proc {
@@ -256,7 +249,7 @@ fn h2load(
     }
     let h1 = host_busy_ticks();
     let p1: Vec<Option<u64>> = procs.iter().map(|p| p.ticks()).collect();
-    let Some(req_s) = text.as_deref().and_then(req_per_sec) else {
+    let Some(req_s) = text.as_deref().and_then(h2load_req_per_sec) else {
         ctx.fail("intercept", &format!("h2load failed: {cmd}"));
         return None;
     };
@@ -354,6 +347,11 @@ fn nginx_conf(dir: &std::path::Path, listen: &str, who: &str) -> String {
     conf.display().to_string()
 }
 
+/// The port of an `ip:port` constant.
+fn port_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(_, p)| p)
+}
+
 fn pct(r: Option<f64>) -> String {
     r.map_or("n/a".into(), |r| format!("{:.1}%", r * 100.0))
 }
@@ -370,7 +368,7 @@ fn intercepted(ctx: &Ctx, w: &mut World, o: &mut Ovl, caller: &Host) -> Intercep
     let laptop = o.host(w, "laptop", 3);
     let conf = nginx_conf(&laptop.dir, LAPTOP_NGINX, "laptop");
     w.spawn(&laptop, "nginx", &[], &["nginx", "-c", &conf]);
-    let target = &LAPTOP_NGINX[10..];
+    let target = port_of(LAPTOP_NGINX);
     let set_up = o
         .token(w, 1)
         .and_then(|()| o.join(w, "laptop").map(|_| ()))
@@ -514,7 +512,7 @@ pub fn run(ctx: &Ctx) {
     w.spawn(&hub, "nginx", &[], &["nginx", "-c", &conf]);
     let listen = format!(
         "TCP-LISTEN:{},bind=10.78.0.1,fork,reuseaddr,nodelay",
-        &SOCAT[10..]
+        port_of(SOCAT)
     );
     let to = format!("TCP:{ADDRESS},nodelay");
     let socat = w.spawn(&hub, "socat", &[], &["socat", &listen, &to]);
