@@ -72,7 +72,7 @@ pub fn build(record: &Record, edits: &Edits) -> Result<Vec<u8>, ReplayError> {
     let method = edits
         .method
         .clone()
-        .or_else(|| req.head.method.clone())
+        .or_else(|| req.head.method.as_deref().map(str::to_string))
         .unwrap_or_else(|| "GET".into());
     // Edits come from a form the inspector filled from the masked view: masked values that
     // were left alone stand for the captured ones.
@@ -145,7 +145,7 @@ pub async fn replay(
     let addr: SocketAddr = record
         .server
         .parse()
-        .map_err(|_| ReplayError::Address(record.server.clone()))?;
+        .map_err(|_| ReplayError::Address(record.server.to_string()))?;
     let started = Instant::now();
     let run = async {
         let mut s = tokio::net::TcpStream::connect(addr)

@@ -1,153 +1,253 @@
 //! A listener's splice with a tee: both directions are copied as usual, and every chunk is
-//! offered to the connection's capture task without waiting. A restart's drain can end a
-//! connection cleanly (a WebSocket close frame 1012, then FIN) through [`Ctl`].
+//! parsed into the connection's capture right after it was written on, by the same task. A
+//! restart's drain can end a connection cleanly (a WebSocket close frame 1012, then FIN)
+//! through [`Ctl`].
 
 use super::{now_ms, owner, Traffic, MAX_IN_FLIGHT};
 use overlay_core::traffic::capture::conn::ConnMeta;
 use overlay_core::traffic::capture::synth::TcpSynth;
-use overlay_core::traffic::capture::{ConnectionCapture, Direction, FlowEnd, RemoteCaller};
+use overlay_core::traffic::capture::{
+    ConnectionCapture, Direction, FlowEnd, Process, RemoteCaller,
+};
 use overlay_core::traffic::http1::Side;
 use overlay_core::traffic::wsframe::{close_frame, Upgrade, SERVICE_RESTART};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-/// Chunks in flight to a connection's capture task; more are dropped (and counted).
-const QUEUE: usize = 64;
 /// Read size of the splice.
 const CHUNK: usize = 32 * 1024;
 /// How long a connection's capture waits for the name of its local caller before it goes on
-/// without (its chunks wait in the queue meanwhile).
+/// without (its chunks are held meanwhile).
 const OWNER_WAIT: Duration = Duration::from_millis(1000);
+/// Chunks, and bytes, one connection holds while its caller's name is looked up; past either
+/// the capture goes on without waiting (later records still get the name).
+const HELD_CHUNKS: usize = 64;
+const HELD_BYTES: usize = 1 << 20;
 
-enum Event {
+/// What waits while the caller's name is looked up.
+enum Held {
     Data(Side, Vec<u8>, u64),
-    Lost(Side, u64, u64),
     End(FlowEnd, u64),
 }
 
-/// One direction's handle on the capture task.
-struct Tee {
-    tx: mpsc::Sender<Event>,
-    side: Side,
-    lost: u64,
+/// One connection's capture. Both directions feed it inline, on the splice's own task: no
+/// copy of the bytes, no queue, no wake-up of another task per chunk (these were most of the
+/// capture's cost). Only while a laptop-local caller's process is looked up (once per
+/// connection, at most [`OWNER_WAIT`]) are chunks copied and held.
+struct Capture {
     traffic: Arc<Traffic>,
+    state: Mutex<State>,
 }
 
-impl Tee {
-    fn offer(&mut self, data: &[u8]) {
-        let now = now_ms();
-        if self.lost > 0 {
-            match self.tx.try_send(Event::Lost(self.side, self.lost, now)) {
-                Ok(()) => self.lost = 0,
-                Err(_) => {
-                    self.lost += data.len() as u64;
-                    self.traffic.drop_one();
-                    return;
-                }
-            }
-        }
-        let flight = &self.traffic.in_flight;
-        if flight.load(Ordering::Relaxed) + data.len() > MAX_IN_FLIGHT {
-            self.lost += data.len() as u64;
-            self.traffic.drop_one();
-            return;
-        }
-        match self.tx.try_send(Event::Data(self.side, data.to_vec(), now)) {
-            Ok(()) => {
-                flight.fetch_add(data.len(), Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.lost += data.len() as u64;
-                self.traffic.drop_one();
-            }
-        }
-    }
-}
-
-/// Starts the capture task of one connection into `service`.
-fn start(
-    traffic: &Arc<Traffic>,
-    service: &str,
+struct State {
+    /// Built at the first bytes: a connection from the relay has been announced by then (the
+    /// notice leaves the relay before the connection's SYN).
+    cap: Option<ConnectionCapture>,
+    /// The caller's process is being looked up: events wait in `held`.
+    looking: bool,
+    held: Vec<Held>,
+    held_bytes: usize,
+    /// Packets made up from the bytes, for `overlay capture` (a local caller's connection
+    /// never crosses the TUN).
+    synth: Option<TcpSynth>,
+    service: String,
     client: SocketAddr,
     server: SocketAddr,
-) -> mpsc::Sender<Event> {
-    let (tx, mut rx) = mpsc::channel(QUEUE);
-    let started = now_ms();
-    // A caller on this machine: named by its process (when it can be known), never by the
-    // service whose address it used as its source; and its connection never crosses the TUN,
-    // so `overlay capture` gets packets made up from the bytes.
-    let local = traffic.is_local_caller(client.ip());
-    let ends = match (client, server) {
-        (SocketAddr::V4(c), SocketAddr::V4(s)) if local => Some((c, s)),
-        _ => None,
-    };
-    let owner = ends.and_then(|(c, s)| owner::spawn_lookup(c, s));
-    let mut synth = ends.map(|(c, s)| TcpSynth::new(c, s));
-    let traffic = traffic.clone();
-    let service = service.to_string();
-    tokio::spawn(async move {
-        // Built when the first bytes come: a connection from the relay has been announced
-        // by then (the notice leaves the relay before the connection's SYN).
-        let Some(first) = rx.recv().await else {
-            return;
+    local: bool,
+    started: u64,
+}
+
+impl Capture {
+    /// Starts the capture of one connection into `service`.
+    fn start(
+        traffic: &Arc<Traffic>,
+        service: &str,
+        client: SocketAddr,
+        server: SocketAddr,
+    ) -> Arc<Capture> {
+        // A caller on this machine: named by its process (when it can be known), never by the
+        // service whose address it used as its source.
+        let local = traffic.is_local_caller(client.ip());
+        let ends = match (client, server) {
+            (SocketAddr::V4(c), SocketAddr::V4(s)) if local => Some((c, s)),
+            _ => None,
         };
-        let (meta, caller) = conn_meta(&traffic, &service, client, server, local);
-        let mut cap = ConnectionCapture::new(meta, traffic.limits, started);
-        if let Some(c) = caller {
-            cap.set_remote_caller(c);
-        }
+        let owner = ends.and_then(|(c, s)| owner::spawn_lookup(c, s));
+        let capture = Arc::new(Capture {
+            traffic: traffic.clone(),
+            state: Mutex::new(State {
+                cap: None,
+                looking: owner.is_some(),
+                held: Vec::new(),
+                held_bytes: 0,
+                synth: ends.map(|(c, s)| TcpSynth::new(c, s)),
+                service: service.to_string(),
+                client,
+                server,
+                local,
+                started: now_ms(),
+            }),
+        });
         if let Some(h) = owner {
-            match tokio::time::timeout(OWNER_WAIT, h).await {
-                Ok(Ok(Some(p))) => cap.set_client_process(p),
-                other => {
-                    tracing::debug!(%client, found = ?other.map(|r| r.ok()), "no process found for a local caller")
+            let c = capture.clone();
+            tokio::spawn(async move {
+                let found = tokio::time::timeout(OWNER_WAIT, h).await;
+                let process = match found {
+                    Ok(Ok(Some(p))) => Some(p),
+                    other => {
+                        tracing::debug!(client = %client, found = ?other.map(|r| r.ok()), "no process found for a local caller");
+                        None
+                    }
+                };
+                c.named(process);
+            });
+        }
+        capture
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes from `side`, just written on.
+    fn data(&self, side: Side, data: &[u8]) {
+        let now = now_ms();
+        let mut st = self.state();
+        if st.looking {
+            let flight = &self.traffic.in_flight;
+            let room = st.held.len() < HELD_CHUNKS
+                && st.held_bytes + data.len() <= HELD_BYTES
+                && flight.load(Ordering::Relaxed) + data.len() <= MAX_IN_FLIGHT;
+            if room {
+                flight.fetch_add(data.len(), Ordering::Relaxed);
+                st.held_bytes += data.len();
+                st.held.push(Held::Data(side, data.to_vec(), now));
+                return;
+            }
+            // No more room to wait: go on without the name (it still reaches later records).
+            self.traffic.drop_one();
+            self.release(&mut st);
+        }
+        st.feed(&self.traffic, side, data, now);
+        self.traffic.collect(st.cap(&self.traffic));
+    }
+
+    /// The connection ended.
+    fn end(&self, end: FlowEnd) {
+        let now = now_ms();
+        let mut st = self.state();
+        if st.looking {
+            st.held.push(Held::End(end, now));
+            return;
+        }
+        st.close(&self.traffic, end, now);
+    }
+
+    /// The caller's process lookup came back.
+    fn named(&self, process: Option<Process>) {
+        let mut st = self.state();
+        if let Some(p) = process {
+            if let Some(cap) = st.cap.as_mut().filter(|c| !c.is_closed()) {
+                cap.set_client_process(p);
+            } else if st.cap.is_none() {
+                st.cap(&self.traffic).set_client_process(p);
+            }
+        }
+        self.release(&mut st);
+    }
+
+    /// Stops waiting for the caller's name: what was held is parsed now.
+    fn release(&self, st: &mut State) {
+        st.looking = false;
+        let held = std::mem::take(&mut st.held);
+        self.traffic
+            .in_flight
+            .fetch_sub(st.held_bytes, Ordering::Relaxed);
+        st.held_bytes = 0;
+        for h in held {
+            match h {
+                Held::Data(side, d, t) => st.feed(&self.traffic, side, &d, t),
+                Held::End(end, t) => st.close(&self.traffic, end, t),
+            }
+        }
+        if let Some(cap) = st.cap.as_mut() {
+            self.traffic.collect(cap);
+        }
+    }
+}
+
+impl Drop for Capture {
+    /// A splice that was dropped before it saw its end (its task cancelled) still ends its
+    /// records.
+    fn drop(&mut self) {
+        let traffic = self.traffic.clone();
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if st.looking {
+            traffic
+                .in_flight
+                .fetch_sub(st.held_bytes, Ordering::Relaxed);
+            st.held_bytes = 0;
+            st.looking = false;
+            for h in std::mem::take(&mut st.held) {
+                match h {
+                    Held::Data(side, d, t) => st.feed(&traffic, side, &d, t),
+                    Held::End(end, t) => st.close(&traffic, end, t),
                 }
             }
         }
-        feed(&mut cap, &traffic, synth.as_mut(), first);
-        while let Some(ev) = rx.recv().await {
-            feed(&mut cap, &traffic, synth.as_mut(), ev);
-        }
-        if !cap.is_closed() {
-            cap.close(FlowEnd::Closed, now_ms());
-            traffic.collect(&mut cap);
-        }
-    });
-    tx
-}
-
-fn feed(cap: &mut ConnectionCapture, traffic: &Traffic, synth: Option<&mut TcpSynth>, ev: Event) {
-    let pcap = traffic.pcap.active();
-    match ev {
-        Event::Data(side, d, t) => {
-            if let (Some(s), true) = (synth, pcap) {
-                traffic.pcap.publish_all(&s.data(side, &d), t * 1000);
-            }
-            cap.data(side, &d, t);
-            traffic.in_flight.fetch_sub(d.len(), Ordering::Relaxed);
-        }
-        Event::Lost(side, n, t) => {
-            if let Some(s) = synth {
-                s.gap(side, n);
-            }
-            cap.gap(side, n, t)
-        }
-        Event::End(end, t) => {
-            if let (Some(s), true) = (synth, pcap) {
-                traffic
-                    .pcap
-                    .publish_all(&s.close(end == FlowEnd::Reset), t * 1000);
-            }
-            cap.close(end, t)
+        if st.cap.as_ref().is_some_and(|c| !c.is_closed()) {
+            st.close(&traffic, FlowEnd::Closed, now_ms());
         }
     }
-    traffic.collect(cap);
+}
+
+impl State {
+    /// The connection's capture, built on first use.
+    fn cap(&mut self, traffic: &Traffic) -> &mut ConnectionCapture {
+        let State {
+            cap,
+            service,
+            client,
+            server,
+            local,
+            started,
+            ..
+        } = self;
+        cap.get_or_insert_with(|| {
+            let (meta, caller) = conn_meta(traffic, service, *client, *server, *local);
+            let mut c = ConnectionCapture::new(meta, traffic.limits, *started);
+            if let Some(rc) = caller {
+                c.set_remote_caller(rc);
+            }
+            c
+        })
+    }
+
+    fn feed(&mut self, traffic: &Traffic, side: Side, data: &[u8], now: u64) {
+        if let Some(s) = self.synth.as_mut().filter(|_| traffic.pcap.active()) {
+            traffic.pcap.publish_all(&s.data(side, data), now * 1000);
+        }
+        self.cap(traffic).data(side, data, now);
+    }
+
+    fn close(&mut self, traffic: &Traffic, end: FlowEnd, now: u64) {
+        if let Some(s) = self.synth.as_mut().filter(|_| traffic.pcap.active()) {
+            traffic
+                .pcap
+                .publish_all(&s.close(end == FlowEnd::Reset), now * 1000);
+        }
+        let cap = self.cap(traffic);
+        if !cap.is_closed() {
+            cap.close(end, now);
+        }
+        traffic.collect(cap);
+    }
 }
 
 /// Who talks to whom. A connection from the relay's address shows its real caller, as the
@@ -178,19 +278,26 @@ fn conn_meta(
         None if local => (client.to_string(), Some(traffic.node_name().to_string())),
         None => (client.to_string(), traffic.name_of(client)),
     };
+    let service: Arc<str> = service.into();
     let meta = ConnMeta {
-        service: service.to_string(),
+        service: service.clone(),
         direction: Direction::In,
-        client: client_addr,
-        client_name,
-        server: server.to_string(),
-        server_name: Some(service.to_string()),
+        client: client_addr.into(),
+        client_name: client_name.map(Into::into),
+        server: server.to_string().into(),
+        server_name: Some(service),
     };
     let caller = announced.map(|c| RemoteCaller {
         address: c.address,
         forwarded_for: c.forwarded_for,
     });
     (meta, caller)
+}
+
+/// One direction's handle on the capture.
+struct Tee<'a> {
+    cap: &'a Capture,
+    side: Side,
 }
 
 /// How a restart's drain reaches one connection: `close` turns true when the connection must
@@ -217,22 +324,16 @@ pub async fn splice(
     ctl: Ctl,
 ) -> std::io::Result<()> {
     let capture = capture.filter(|(t, _)| t.enabled);
-    let tx = match capture {
-        Some((traffic, service)) => {
-            let peer = client.peer_addr()?;
-            let local = client.local_addr()?;
-            Some((start(traffic, service, peer, local), traffic.clone()))
-        }
+    let cap = match capture {
+        Some((traffic, service)) => Some(Capture::start(
+            traffic,
+            service,
+            client.peer_addr()?,
+            client.local_addr()?,
+        )),
         None => None,
     };
-    let tee = |side| {
-        tx.as_ref().map(|(tx, traffic)| Tee {
-            tx: tx.clone(),
-            side,
-            lost: 0,
-            traffic: traffic.clone(),
-        })
-    };
+    let tee = |side| cap.as_deref().map(|c| Tee { cap: c, side });
     let (mut cr, mut cw) = client.split();
     let (mut ur, mut uw) = upstream.split();
     let up = copy_up(&mut cr, &mut uw, tee(Side::Client), ctl.close.clone());
@@ -251,13 +352,13 @@ pub async fn splice(
         })
         .await;
     }
-    if let Some((tx, _)) = &tx {
+    if let Some(c) = &cap {
         let end = match &r {
             Ok(_) => FlowEnd::Closed,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => FlowEnd::Reset,
             Err(_) => FlowEnd::Error,
         };
-        let _ = tx.try_send(Event::End(end, now_ms()));
+        c.end(end);
     }
     r.map(|_| ())
 }
@@ -266,7 +367,7 @@ pub async fn splice(
 async fn copy_up<R, W>(
     r: &mut R,
     w: &mut W,
-    mut tee: Option<Tee>,
+    tee: Option<Tee<'_>>,
     mut close: watch::Receiver<bool>,
 ) -> std::io::Result<()>
 where
@@ -285,8 +386,8 @@ where
         }
         let data = buf.get(..n).unwrap_or(&[]);
         w.write_all(data).await?;
-        if let Some(t) = &mut tee {
-            t.offer(data);
+        if let Some(t) = &tee {
+            t.cap.data(t.side, data);
         }
     }
 }
@@ -296,7 +397,7 @@ where
 async fn copy_down<R, W>(
     r: &mut R,
     w: &mut W,
-    mut tee: Option<Tee>,
+    tee: Option<Tee<'_>>,
     ctl: Ctl,
 ) -> std::io::Result<()>
 where
@@ -337,8 +438,8 @@ where
         if upgrade.is_websocket() {
             ctl.websocket.store(true, Ordering::Relaxed);
         }
-        if let Some(t) = &mut tee {
-            t.offer(data);
+        if let Some(t) = &tee {
+            t.cap.data(t.side, data);
         }
     }
 }

@@ -131,16 +131,16 @@ fn events(
                 }
                 let client = SocketAddr::V4(k.client);
                 let server = SocketAddr::V4(k.server);
-                let client_name = traffic.name_of(client);
+                let client_name: Option<Arc<str>> = traffic.name_of(client).map(Into::into);
                 let meta = ConnMeta {
                     service: client_name
                         .clone()
-                        .unwrap_or_else(|| traffic.node_name().to_string()),
+                        .unwrap_or_else(|| traffic.node_name().into()),
                     direction: Direction::Out,
-                    client: client.to_string(),
+                    client: client.to_string().into(),
                     client_name,
-                    server: server.to_string(),
-                    server_name: traffic.name_of(server),
+                    server: server.to_string().into(),
+                    server_name: traffic.name_of(server).map(Into::into),
                 };
                 conns.insert(k, ConnectionCapture::new(meta, traffic.limits, now));
             }

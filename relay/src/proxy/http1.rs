@@ -612,7 +612,7 @@ mod tests {
         Head {
             method: Some("POST".into()),
             target: Some("/".into()),
-            version: version.into(),
+            version: version.to_string().into(),
             headers: fields
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

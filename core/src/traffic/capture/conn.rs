@@ -10,22 +10,23 @@ use super::record::{Direction, FlowEnd, MessageRecord, Process, Record, RecordKi
 use super::ws::{WsConn, WsLog};
 use crate::traffic::http1::{Conversation, Exchange, Limits, Output, Protocol, Side, UpgradeKind};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Who talks to whom, fixed for the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnMeta {
     /// The local service involved.
-    pub service: String,
+    pub service: Arc<str>,
     /// In or out.
     pub direction: Direction,
     /// Client `ip:port`.
-    pub client: String,
+    pub client: Arc<str>,
     /// Client name.
-    pub client_name: Option<String>,
+    pub client_name: Option<Arc<str>>,
     /// Server `ip:port`.
-    pub server: String,
+    pub server: Arc<str>,
     /// Server name.
-    pub server_name: Option<String>,
+    pub server_name: Option<Arc<str>>,
 }
 
 /// What decodes the connection now.
@@ -97,7 +98,7 @@ impl ConnectionCapture {
     /// Names the local process that opened the connection (its records so far and from now
     /// on show it as the client).
     pub fn set_client_process(&mut self, p: Process) {
-        let name = format!("{} ({})", p.command, p.pid);
+        let name: Arc<str> = format!("{} ({})", p.command, p.pid).into();
         for r in self.out.iter_mut() {
             r.client_name = Some(name.clone());
             r.client_process = Some(p.clone());

@@ -52,7 +52,7 @@ impl Filter {
 
     /// Whether `r` meets every condition.
     pub fn matches(&self, r: &Record) -> bool {
-        if self.service.as_ref().is_some_and(|s| *s != r.service) {
+        if self.service.as_ref().is_some_and(|s| **s != *r.service) {
             return false;
         }
         if self
@@ -93,13 +93,17 @@ impl Filter {
         }
         if let Some(t) = &self.text {
             let needle = t.to_lowercase();
-            let mut hay = vec![
-                r.service.clone(),
-                r.client.clone(),
-                r.server.clone(),
-                r.client_name.clone().unwrap_or_default(),
-                r.server_name.clone().unwrap_or_default(),
-            ];
+            let mut hay: Vec<String> = [
+                Some(&r.service),
+                Some(&r.client),
+                Some(&r.server),
+                r.client_name.as_ref(),
+                r.server_name.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|s| s.to_string())
+            .collect();
             for m in req.into_iter().chain(resp) {
                 hay.push(m.head.to_string());
                 for (k, v) in &m.head.headers {

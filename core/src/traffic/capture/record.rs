@@ -6,6 +6,7 @@ use crate::traffic::http1::{Fields, Head, Message, Protocol};
 use base64::Engine;
 use serde::ser::SerializeStruct;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// Which way a connection went, seen from the local service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -163,19 +164,21 @@ pub enum RecordKind {
     },
 }
 
-/// One captured exchange or flow.
+/// One captured exchange or flow. The connection's names are shared by its records (one
+/// allocation per connection, not five per record: a record's allocations are what a full ring
+/// frees, cold, at each new one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Record {
     /// Assigned by the ring, increasing.
     pub id: u64,
     /// The local service involved (the callee for `in`, the caller for `out`).
-    pub service: String,
+    pub service: Arc<str>,
     /// In or out.
     pub direction: Direction,
     /// Client `ip:port`.
-    pub client: String,
+    pub client: Arc<str>,
     /// Client name, when known: a service, this node, or a local process.
-    pub client_name: Option<String>,
+    pub client_name: Option<Arc<str>>,
     /// The local process that called, for laptop-local callers, when it could be known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_process: Option<Process>,
@@ -183,9 +186,9 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_caller: Option<RemoteCaller>,
     /// Server `ip:port` (the overlay address callers used).
-    pub server: String,
+    pub server: Arc<str>,
     /// Server name, when known.
-    pub server_name: Option<String>,
+    pub server_name: Option<Arc<str>>,
     /// Start, ms since the Unix epoch.
     pub started_ms: u64,
     /// How long it took, when it ended.
@@ -318,12 +321,12 @@ impl Record {
         let mut s = Summary {
             id: self.id,
             kind: SummaryKind::Exchange,
-            service: self.service.clone(),
+            service: self.service.to_string(),
             direction: self.direction,
-            client: self.client.clone(),
-            client_name: self.client_name.clone(),
-            server: self.server.clone(),
-            server_name: self.server_name.clone(),
+            client: self.client.to_string(),
+            client_name: self.client_name.as_deref().map(str::to_string),
+            server: self.server.to_string(),
+            server_name: self.server_name.as_deref().map(str::to_string),
             started_ms: self.started_ms,
             duration_ms: self.duration_ms,
             method: None,
@@ -352,7 +355,7 @@ impl Record {
                 error,
                 grpc,
             } => {
-                s.method = request.head.method.clone();
+                s.method = request.head.method.as_deref().map(str::to_string);
                 s.path = request.head.target.clone();
                 s.status = response.as_ref().and_then(|r| r.head.status);
                 s.request_bytes = request.body.len;
@@ -360,7 +363,7 @@ impl Record {
                 s.truncated =
                     request.body.truncated || response.as_ref().is_some_and(|r| r.body.truncated);
                 s.error = error.clone();
-                s.version = Some(request.head.version.clone());
+                s.version = Some(request.head.version.to_string());
                 if let Some(g) = grpc {
                     s.grpc_method = Some(format!("{}/{}", g.service, g.method));
                     s.grpc_status = g.status;

@@ -124,11 +124,11 @@ pub fn group_key(r: &Record) -> Option<String> {
         .client_process
         .as_ref()
         .map(|p| p.command.clone())
-        .or_else(|| r.client_name.clone())
+        .or_else(|| r.client_name.as_deref().map(str::to_string))
         .unwrap_or_else(|| {
             r.client
                 .rsplit_once(':')
-                .map_or(r.client.clone(), |x| x.0.to_string())
+                .map_or(r.client.to_string(), |x| x.0.to_string())
         });
     Some(format!(
         "{}|{}|{}|{}|{:?}",
@@ -265,11 +265,11 @@ impl Ring {
                     id: r.id,
                     first_id: r.id,
                     count: 1,
-                    service: r.service.clone(),
+                    service: r.service.to_string(),
                     direction: r.direction,
-                    client_name: r.client_name.clone(),
-                    server: r.server.clone(),
-                    server_name: r.server_name.clone(),
+                    client_name: r.client_name.as_deref().map(str::to_string),
+                    server: r.server.to_string(),
+                    server_name: r.server_name.as_deref().map(str::to_string),
                     protocol: *protocol,
                     request_bytes: *bytes_up,
                     response_bytes: *bytes_down,
@@ -293,12 +293,10 @@ impl Ring {
     pub fn services(&self) -> Vec<ServiceCount> {
         let mut by: BTreeMap<&str, ServiceCount> = BTreeMap::new();
         for (r, _) in &self.items {
-            let c = by
-                .entry(r.service.as_str())
-                .or_insert_with(|| ServiceCount {
-                    service: r.service.clone(),
-                    ..ServiceCount::default()
-                });
+            let c = by.entry(&*r.service).or_insert_with(|| ServiceCount {
+                service: r.service.to_string(),
+                ..ServiceCount::default()
+            });
             c.records += 1;
             c.last_ms = c.last_ms.max(r.started_ms);
             if let RecordKind::Exchange {

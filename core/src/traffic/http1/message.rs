@@ -1,6 +1,7 @@
 //! One direction of an HTTP/1.x connection: a sequence of messages.
 
 use super::fields::Fields;
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why bytes are not HTTP/1.x.
@@ -69,20 +70,20 @@ impl Default for Limits {
 /// The start line and headers of a message.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Head {
-    /// Request method.
+    /// Request method (the common ones without an allocation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    pub method: Option<Cow<'static, str>>,
     /// Request target (path and query, usually).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// Response status code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    /// Response reason phrase.
+    /// Response reason phrase (the common ones without an allocation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<Cow<'static, str>>,
     /// `HTTP/1.1` or `HTTP/1.0`.
-    pub version: String,
+    pub version: Cow<'static, str>,
     /// Header lines in order, names as sent.
     pub headers: Fields,
 }
@@ -301,25 +302,59 @@ impl MessageParser {
     }
 
     fn parse_head(&mut self, data: &[u8]) -> Result<Parsed, HttpError> {
+        let max = self.limits.max_head_bytes;
+        if self.buf.is_empty() {
+            // The common case: the whole head in this chunk, parsed where it is (a response's
+            // body after it is not copied).
+            let window = data
+                .get(..data.len().min(max.saturating_add(4)))
+                .unwrap_or(data);
+            if let Some(end) = find_head_end(window) {
+                if end > max {
+                    return Err(HttpError::HeadTooLarge(max));
+                }
+                let head = parse_head(
+                    self.kind,
+                    data.get(..end).unwrap_or(&[]),
+                    self.limits.max_headers,
+                );
+                return self.head_parsed(head, end, data.len() - end);
+            }
+        }
         // Look for the blank line, also across the boundary of the previous call.
         let start = self.buf.len().saturating_sub(3);
-        let room = self.limits.max_head_bytes.saturating_sub(self.buf.len());
+        let room = max.saturating_sub(self.buf.len());
         let take = data.len().min(room.saturating_add(4));
         self.buf.extend_from_slice(data.get(..take).unwrap_or(data));
         let end = find_head_end(self.buf.get(start..).unwrap_or(&[])).map(|e| start + e);
         let Some(end) = end else {
-            if self.buf.len() > self.limits.max_head_bytes {
-                return Err(HttpError::HeadTooLarge(self.limits.max_head_bytes));
+            if self.buf.len() > max {
+                return Err(HttpError::HeadTooLarge(max));
             }
             return Ok((take, None));
         };
-        if end > self.limits.max_head_bytes {
-            return Err(HttpError::HeadTooLarge(self.limits.max_head_bytes));
+        if end > max {
+            return Err(HttpError::HeadTooLarge(max));
         }
         let used_here = end - (self.buf.len() - take);
-        let head_bytes = self.buf.get(..end).unwrap_or(&[]).to_vec();
+        let head = parse_head(
+            self.kind,
+            self.buf.get(..end).unwrap_or(&[]),
+            self.limits.max_headers,
+        );
         self.buf.clear();
-        let (head, folded) = parse_head(self.kind, &head_bytes, self.limits.max_headers)?;
+        self.head_parsed(head, used_here, data.len().saturating_sub(used_here))
+    }
+
+    /// A head was read (`used_here` bytes of this call's data, `after` bytes follow it there):
+    /// its framing tells what follows.
+    fn head_parsed(
+        &mut self,
+        head: Result<(Head, bool), HttpError>,
+        used_here: usize,
+        after: usize,
+    ) -> Result<Parsed, HttpError> {
+        let (head, folded) = head?;
         let framing = if folded {
             Err(HttpError::Ambiguous("a folded header line (obs-fold)"))
         } else {
@@ -335,6 +370,12 @@ impl MessageParser {
             }
         };
         self.msg.head = head;
+        if let Framing::Length(n) = framing {
+            // One allocation for a body that came with its head, not one per growth; never
+            // more than what came (a Content-Length alone reserves nothing).
+            let keep = n.min(self.limits.body_cap as u64).min(after as u64) as usize;
+            self.msg.body.reserve_exact(keep);
+        }
         match framing {
             Framing::None | Framing::Length(0) => {
                 self.state = State::Idle;
@@ -593,10 +634,57 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, boo
     Ok((head, folded))
 }
 
-fn version(v: &[u8]) -> Option<String> {
+fn version(v: &[u8]) -> Option<Cow<'static, str>> {
     match v {
-        b"HTTP/1.1" | b"HTTP/1.0" => Some(String::from_utf8_lossy(v).into_owned()),
+        b"HTTP/1.1" => Some(Cow::Borrowed("HTTP/1.1")),
+        b"HTTP/1.0" => Some(Cow::Borrowed("HTTP/1.0")),
         _ => None,
+    }
+}
+
+/// Methods and reason phrases seen in most messages: kept without an allocation (a record's
+/// allocations are what the full ring frees at each new one).
+const COMMON: &[&str] = &[
+    "GET",
+    "POST",
+    "PUT",
+    "DELETE",
+    "HEAD",
+    "OPTIONS",
+    "PATCH",
+    "CONNECT",
+    "TRACE",
+    "OK",
+    "Created",
+    "Accepted",
+    "No Content",
+    "Partial Content",
+    "Moved Permanently",
+    "Found",
+    "See Other",
+    "Not Modified",
+    "Temporary Redirect",
+    "Permanent Redirect",
+    "Bad Request",
+    "Unauthorized",
+    "Forbidden",
+    "Not Found",
+    "Method Not Allowed",
+    "Conflict",
+    "Too Many Requests",
+    "Internal Server Error",
+    "Bad Gateway",
+    "Service Unavailable",
+    "Gateway Timeout",
+    "Switching Protocols",
+    "Continue",
+];
+
+/// `bytes` as text, borrowed from [`COMMON`] when it is one of those.
+pub fn common_text(bytes: &[u8]) -> Cow<'static, str> {
+    match COMMON.iter().find(|c| c.as_bytes() == bytes) {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
     }
 }
 
@@ -616,7 +704,7 @@ fn request_line(line: &[u8]) -> Result<Head, HttpError> {
         return Err(bad);
     }
     Ok(Head {
-        method: Some(String::from_utf8_lossy(method).into_owned()),
+        method: Some(common_text(method)),
         target: Some(String::from_utf8_lossy(target).into_owned()),
         version: version(ver).ok_or(bad)?,
         ..Head::default()
@@ -632,9 +720,7 @@ fn status_line(line: &[u8]) -> Result<Head, HttpError> {
         return Err(bad);
     }
     let status = code.iter().fold(0u16, |a, b| a * 10 + u16::from(b - b'0'));
-    let reason = parts
-        .next()
-        .map(|r| String::from_utf8_lossy(r).into_owned());
+    let reason = parts.next().map(common_text);
     Ok(Head {
         status: Some(status),
         reason,

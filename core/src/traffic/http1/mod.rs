@@ -19,8 +19,8 @@ mod tests;
 
 pub use fields::Fields;
 pub use message::{
-    looks_like_request, request_framing, Framing, Head, HttpError, Kind, Limits, Message,
-    MessageParser, Parsed,
+    common_text, looks_like_request, request_framing, Framing, Head, HttpError, Kind, Limits,
+    Message, MessageParser, Parsed,
 };
 
 use std::collections::VecDeque;

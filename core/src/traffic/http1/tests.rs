@@ -379,3 +379,32 @@ fn responses_before_the_request_body_ends() {
     );
     assert!(ex[0].error.is_none());
 }
+
+/// A head is read in place when it comes whole and buffered when it comes in pieces; the size
+/// limit is the same either way.
+#[test]
+fn head_limit_is_the_same_whole_or_in_pieces() {
+    let head_of = |len: usize| {
+        let mut h = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        let pad = len - h.len() - 4;
+        h.extend(std::iter::repeat_n(b'a', pad));
+        h.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(h.len(), len);
+        h
+    };
+    let max = Limits::default().max_head_bytes;
+    for (len, ok) in [(max, true), (max + 1, false)] {
+        let head = head_of(len);
+        for pieces in [1, 7, len] {
+            let mut c = Conversation::new(Limits::default());
+            for part in head.chunks(len.div_ceil(pieces)) {
+                c.feed(Side::Client, part, 1);
+            }
+            assert_eq!(
+                c.error().is_none(),
+                ok,
+                "head of {len} bytes in {pieces} pieces"
+            );
+        }
+    }
+}

@@ -511,7 +511,9 @@ fn apply_head(head: &mut Head, fields: Option<Fields>, side: Side) {
     head.headers = Fields::with_capacity(fields.len(), fields.text_len());
     for (k, v) in &fields {
         match k {
-            ":method" if side == Side::Client => head.method = Some(v.to_string()),
+            ":method" if side == Side::Client => {
+                head.method = Some(crate::traffic::http1::common_text(v.as_bytes()))
+            }
             ":path" if side == Side::Client => head.target = Some(v.to_string()),
             ":status" if side == Side::Server => head.status = v.parse().ok(),
             _ => head.headers.push(k, v),
