@@ -40,6 +40,12 @@ impl Fields {
         self.ends.push((name_end, self.text.len()));
     }
 
+    /// Drops every field, keeping the room.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
     /// Fields held.
     pub fn len(&self) -> usize {
         self.ends.len()

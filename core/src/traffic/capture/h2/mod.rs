@@ -89,6 +89,9 @@ struct State {
     streams: BTreeMap<u32, Stream>,
     /// Body bytes kept over the open streams.
     kept: usize,
+    /// Where a block's fields are decoded, kept between blocks (warm, and grown once) before
+    /// they are copied into the record's own, exactly sized list.
+    scratch: Fields,
     out: VecDeque<H2Exchange>,
     /// Why decoding stopped, if it did.
     error: Option<String>,
@@ -126,6 +129,7 @@ impl H2Conn {
                 block: [None, None],
                 streams: BTreeMap::new(),
                 kept: 0,
+                scratch: Fields::new(),
                 out: VecDeque::new(),
                 error: None,
             },
@@ -349,12 +353,16 @@ impl State {
                 self.open(promised, now);
                 if let Some(s) = self.streams.get_mut(&promised) {
                     let h = &mut s.halves[0];
-                    apply_head(&mut h.msg.head, headers, Side::Client);
+                    apply_head(&mut h.msg.head, headers.as_ref(), Side::Client);
                     h.has_head = true;
                     h.ended = true;
                 }
             }
-            None => self.headers(side, block.stream, block.end_stream, headers, now),
+            None => self.headers(side, block.stream, block.end_stream, headers.as_ref(), now),
+        }
+        if let Some(mut f) = headers {
+            f.clear();
+            self.scratch = f;
         }
     }
 
@@ -369,7 +377,7 @@ impl State {
         } else {
             let max_headers = self.limits.max_headers;
             let max_bytes = self.limits.max_head_bytes;
-            let mut fields = Fields::new();
+            let mut fields = std::mem::take(&mut self.scratch);
             let mut bytes = 0usize;
             let d = self.hpack.get_mut(i)?;
             let plain = huffman::plain_block(&block.buf);
@@ -411,7 +419,14 @@ impl State {
         );
     }
 
-    fn headers(&mut self, side: Side, id: u32, end_stream: bool, fields: Option<Fields>, now: u64) {
+    fn headers(
+        &mut self,
+        side: Side,
+        id: u32,
+        end_stream: bool,
+        fields: Option<&Fields>,
+        now: u64,
+    ) {
         if side == Side::Client {
             self.open(id, now);
         }
@@ -438,8 +453,8 @@ impl State {
                     h.has_head = true;
                 }
             }
-            Some(f) if h.msg.trailers.is_empty() => h.msg.trailers = f,
-            Some(f) => h.msg.trailers.extend(&f),
+            Some(f) if h.msg.trailers.is_empty() => h.msg.trailers = f.clone(),
+            Some(f) => h.msg.trailers.extend(f),
         }
         if end_stream {
             self.end(side, id, now);
@@ -505,11 +520,11 @@ impl State {
 
 /// Fills `head` from decoded fields: pseudo-headers into the start line, the rest (and
 /// `:authority`, `:scheme`, `:protocol`) into the header list.
-fn apply_head(head: &mut Head, fields: Option<Fields>, side: Side) {
+fn apply_head(head: &mut Head, fields: Option<&Fields>, side: Side) {
     head.version = "HTTP/2".into();
     let Some(fields) = fields else { return };
     head.headers = Fields::with_capacity(fields.len(), fields.text_len());
-    for (k, v) in &fields {
+    for (k, v) in fields {
         match k {
             ":method" if side == Side::Client => {
                 head.method = Some(crate::traffic::http1::common_text(v.as_bytes()))
