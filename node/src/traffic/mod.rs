@@ -29,8 +29,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 
-/// Bytes all listeners together may have queued for their capture tasks; beyond this, chunks
-/// are dropped from the capture (each connection's queue is bounded too).
+/// Bytes all listeners together may hold while the processes of their local callers are looked
+/// up; beyond this a connection's capture goes on without waiting for the name (each
+/// connection's share is bounded too).
 pub const MAX_IN_FLIGHT: usize = 64 << 20;
 
 /// The inspector's default address.
@@ -74,7 +75,7 @@ pub struct Traffic {
     pub enabled: bool,
     /// Chunks or packets the capture had no room for.
     pub dropped: AtomicU64,
-    /// Bytes teed by listeners and not yet parsed, over all connections.
+    /// Bytes listeners hold unparsed while their callers' processes are looked up.
     pub in_flight: std::sync::atomic::AtomicUsize,
     /// The inspector's URL (without its token), once it listens.
     pub url: Mutex<Option<String>>,

@@ -131,7 +131,6 @@ impl Capture {
                 return;
             }
             // No more room to wait: go on without the name (it still reaches later records).
-            self.traffic.drop_one();
             self.release(&mut st);
         }
         st.feed(&self.traffic, side, data, now);
