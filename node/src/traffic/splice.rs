@@ -163,18 +163,7 @@ impl Capture {
 
     /// Stops waiting for the caller's name: what was held is parsed now.
     fn release(&self, st: &mut State) {
-        st.looking = false;
-        let held = std::mem::take(&mut st.held);
-        self.traffic
-            .in_flight
-            .fetch_sub(st.held_bytes, Ordering::Relaxed);
-        st.held_bytes = 0;
-        for h in held {
-            match h {
-                Held::Data(side, d, t) => st.feed(&self.traffic, side, &d, t),
-                Held::End(end, t) => st.close(&self.traffic, end, t),
-            }
-        }
+        st.release(&self.traffic);
         if let Some(cap) = st.cap.as_mut() {
             self.traffic.collect(cap);
         }
@@ -187,19 +176,7 @@ impl Drop for Capture {
     fn drop(&mut self) {
         let traffic = self.traffic.clone();
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        if st.looking {
-            traffic
-                .in_flight
-                .fetch_sub(st.held_bytes, Ordering::Relaxed);
-            st.held_bytes = 0;
-            st.looking = false;
-            for h in std::mem::take(&mut st.held) {
-                match h {
-                    Held::Data(side, d, t) => st.feed(&traffic, side, &d, t),
-                    Held::End(end, t) => st.close(&traffic, end, t),
-                }
-            }
-        }
+        st.release(&traffic);
         if st.cap.as_ref().is_some_and(|c| !c.is_closed()) {
             st.close(&traffic, FlowEnd::Closed, now_ms());
         }
@@ -207,6 +184,24 @@ impl Drop for Capture {
 }
 
 impl State {
+    /// Stops waiting for the caller's name: what was held is parsed now.
+    fn release(&mut self, traffic: &Traffic) {
+        if !self.looking {
+            return;
+        }
+        self.looking = false;
+        traffic
+            .in_flight
+            .fetch_sub(self.held_bytes, Ordering::Relaxed);
+        self.held_bytes = 0;
+        for h in std::mem::take(&mut self.held) {
+            match h {
+                Held::Data(side, d, t) => self.feed(traffic, side, &d, t),
+                Held::End(end, t) => self.close(traffic, end, t),
+            }
+        }
+    }
+
     /// The connection's capture, built on first use.
     fn cap(&mut self, traffic: &Traffic) -> &mut ConnectionCapture {
         let State {
@@ -553,5 +548,8 @@ mod tests {
         assert_eq!(s.status, Some(201));
         assert_eq!(s.request_bytes, 100_003);
         assert!(s.truncated);
+        // A loopback caller: its chunks were held while its process was looked up, then parsed
+        // and let go of.
+        assert_eq!(t.in_flight.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }
