@@ -152,8 +152,10 @@ impl Traffic {
                 last = Some(ring.push(r));
             }
         }
-        if let Some(id) = last {
-            self.latest.send_replace(id);
+        // Only live views need the news (telling nobody still costs a lock and eight
+        // notifications per record); one that subscribes later starts from the ring.
+        if let Some(id) = last.filter(|_| self.latest.receiver_count() > 0) {
+            self.latest.send_if_modified(|v| raise(v, id));
         }
     }
 
@@ -169,7 +171,12 @@ impl Traffic {
 
     /// Live updates: the newest id.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.latest.subscribe()
+        let rx = self.latest.subscribe();
+        // Records pushed while nobody listened did not update the value (see `collect`). A
+        // record pushed from now on is either in the ring already or will be sent.
+        let newest = self.ring().newest();
+        self.latest.send_if_modified(|v| raise(v, newest));
+        rx
     }
 
     /// Counts data the capture could not take.
@@ -246,6 +253,14 @@ impl Traffic {
             self.secret.hex()
         ))
     }
+}
+
+/// Raises the watched newest id to `id`; two collects finishing out of order never move it
+/// back.
+fn raise(v: &mut u64, id: u64) -> bool {
+    let newer = id > *v;
+    *v = (*v).max(id);
+    newer
 }
 
 /// Compiles every `.proto` file under `dirs` (each also an include path). A file that does not

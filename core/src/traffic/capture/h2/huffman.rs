@@ -312,9 +312,25 @@ fn tree() -> &'static Tree {
 }
 
 /// Decodes a Huffman-coded string; `None` for an invalid one (EOS inside, bad padding).
-pub fn decode(data: &[u8]) -> Option<Vec<u8>> {
-    let t = tree();
+#[cfg(test)]
+fn decode(data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(data.len() * 8 / 5);
+    decode_into(data, &mut out).then_some(out)
+}
+
+/// Appends the Huffman-coded string `data`, decoded, to `out`; false (and `out` as it was) for
+/// an invalid one (EOS inside, bad padding).
+fn decode_into(data: &[u8], out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    let ok = decode_each(data, |b| out.push(b)).is_some();
+    if !ok {
+        out.truncate(start);
+    }
+    ok
+}
+
+fn decode_each(data: &[u8], mut put: impl FnMut(u8)) -> Option<()> {
+    let t = tree();
     let mut n = 0usize;
     // Bits read since the last symbol, and whether all were ones (padding must be EOS's prefix).
     let mut pending = 0u32;
@@ -332,14 +348,14 @@ pub fn decode(data: &[u8]) -> Option<Vec<u8>> {
                 if s == 256 {
                     return None;
                 }
-                out.push(s as u8);
+                put(s as u8);
                 n = 0;
                 pending = 0;
                 ones = true;
             }
         }
     }
-    (pending <= 7 && ones).then_some(out)
+    (pending <= 7 && ones).then_some(())
 }
 
 /// An HPACK integer with an `n`-bit prefix at the start of `b`: its value and length.
@@ -358,8 +374,9 @@ fn integer(b: &[u8], n: u8) -> Option<(usize, usize)> {
     None
 }
 
-/// Copies the string literal at the start of `b` to `out`, Huffman decoded; its length in `b`.
-fn string(b: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+/// Copies the string literal at the start of `b` to `out`, Huffman decoded (through `tmp`); its
+/// length in `b`.
+fn string(b: &[u8], out: &mut Vec<u8>, tmp: &mut Vec<u8>) -> Option<usize> {
     let huffman = b.first()? & 0x80 != 0;
     let (len, n) = integer(b, 7)?;
     let raw = b.get(n..n.checked_add(len)?)?;
@@ -367,9 +384,12 @@ fn string(b: &[u8], out: &mut Vec<u8>) -> Option<usize> {
         out.extend_from_slice(b.get(..n + len)?);
         return Some(n + len);
     }
-    let plain = decode(raw)?;
-    put_integer(out, 0x00, 7, plain.len());
-    out.extend_from_slice(&plain);
+    tmp.clear();
+    if !decode_into(raw, tmp) {
+        return None;
+    }
+    put_integer(out, 0x00, 7, tmp.len());
+    out.extend_from_slice(tmp);
     Some(n + len)
 }
 
@@ -388,11 +408,17 @@ fn put_integer(out: &mut Vec<u8>, flags: u8, n: u8, v: usize) {
     out.push(rest as u8);
 }
 
-/// The block with every Huffman string written plain; `None` when it has none (use it as it
-/// is) or cannot be followed (leave it to the decoder).
-pub fn plain_block(block: &[u8]) -> Option<Vec<u8>> {
+/// Writes the block to `out` with every Huffman string written plain; false when it has none
+/// (use it as it is) or cannot be followed (leave it to the decoder). `out` and `tmp` are the
+/// caller's, kept between blocks, so that a block costs no allocation.
+pub fn plain_block(block: &[u8], out: &mut Vec<u8>, tmp: &mut Vec<u8>) -> bool {
+    out.clear();
+    rewrite(block, out, tmp).unwrap_or(false)
+}
+
+fn rewrite(block: &[u8], out: &mut Vec<u8>, tmp: &mut Vec<u8>) -> Option<bool> {
     // Most blocks after the first are indexed fields only: nothing to rewrite.
-    let mut out = Vec::with_capacity(block.len() * 2);
+    out.reserve(block.len() * 2);
     let mut rest = block;
     let mut any = false;
     while let Some(&first) = rest.first() {
@@ -408,15 +434,15 @@ pub fn plain_block(block: &[u8]) -> Option<Vec<u8>> {
         if literal {
             if index == 0 {
                 any |= rest.first()? & 0x80 != 0;
-                let used = string(rest, &mut out)?;
+                let used = string(rest, out, tmp)?;
                 rest = rest.get(used..)?;
             }
             any |= rest.first()? & 0x80 != 0;
-            let used = string(rest, &mut out)?;
+            let used = string(rest, out, tmp)?;
             rest = rest.get(used..)?;
         }
     }
-    any.then_some(out)
+    Some(any)
 }
 
 #[cfg(test)]
@@ -442,11 +468,21 @@ mod tests {
         // The C.4.1 request block, rewritten, decodes to the same fields.
         let mut block = vec![0x82, 0x86, 0x84, 0x41, 0x8c];
         block.extend_from_slice(&www);
-        let plain = plain_block(&block).unwrap();
+        let (mut plain, mut tmp) = (Vec::new(), Vec::new());
+        assert!(plain_block(&block, &mut plain, &mut tmp));
         let mut a = loona_hpack::Decoder::new();
         let mut b = loona_hpack::Decoder::new();
         assert_eq!(a.decode(&block).unwrap(), b.decode(&plain).unwrap());
-        assert_eq!(plain_block(&[0x82, 0x86]), None, "nothing to rewrite");
-        assert_eq!(plain_block(&[0x41, 0x8c, 0xf1]), None, "cut short");
+        // The same buffers serve the next block.
+        assert!(plain_block(&block, &mut plain, &mut tmp));
+        assert_eq!(a.decode(&block).unwrap(), b.decode(&plain).unwrap());
+        assert!(
+            !plain_block(&[0x82, 0x86], &mut plain, &mut tmp),
+            "nothing to rewrite"
+        );
+        assert!(
+            !plain_block(&[0x41, 0x8c, 0xf1], &mut plain, &mut tmp),
+            "cut short"
+        );
     }
 }

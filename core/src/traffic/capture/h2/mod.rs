@@ -10,9 +10,9 @@
 //! unknown instead of guessed.
 //!
 //! Memory per connection: two frame readers ([`frame::MAX_PAYLOAD`] each), a header block of at
-//! most [`MAX_BLOCK`] bytes per direction, two HPACK tables, at most [`MAX_STREAMS`] open
-//! streams, and kept body bytes within [`Limits::body_cap`] per body and four times that over
-//! the connection's open streams. Nothing here panics on input (fuzz target `h2`).
+//! most [`MAX_BLOCK`] bytes per direction (and, while it is decoded, its rewrite with plain
+//! strings), two HPACK tables, at most [`MAX_STREAMS`] open streams, and kept body bytes within
+//! [`Limits::body_cap`] per body and four times that over the connection's open streams. Nothing here panics on input (fuzz target `h2`).
 
 pub mod frame;
 mod huffman;
@@ -28,6 +28,8 @@ use std::collections::{BTreeMap, VecDeque};
 pub const MAX_TABLE: usize = 64 * 1024;
 /// Largest header block (HEADERS or PUSH_PROMISE and its CONTINUATIONs) decoded.
 pub const MAX_BLOCK: usize = 256 * 1024;
+/// Largest rewrite buffer kept between header blocks (typical blocks are far smaller).
+const KEEP_SCRATCH: usize = 16 * 1024;
 /// Streams followed at once; the oldest is given out unfinished when more open.
 pub const MAX_STREAMS: usize = 256;
 /// The default HPACK table size (RFC 9113, 6.5.2).
@@ -92,6 +94,9 @@ struct State {
     /// Where a block's fields are decoded, kept between blocks (warm, and grown once) before
     /// they are copied into the record's own, exactly sized list.
     scratch: Fields,
+    /// A block rewritten with plain strings, and one string decoded: kept between blocks.
+    plain: Vec<u8>,
+    huffman: Vec<u8>,
     out: VecDeque<H2Exchange>,
     /// Why decoding stopped, if it did.
     error: Option<String>,
@@ -130,6 +135,8 @@ impl H2Conn {
                 streams: BTreeMap::new(),
                 kept: 0,
                 scratch: Fields::new(),
+                plain: Vec::new(),
+                huffman: Vec::new(),
                 out: VecDeque::new(),
                 error: None,
             },
@@ -380,14 +387,22 @@ impl State {
             let mut fields = std::mem::take(&mut self.scratch);
             let mut bytes = 0usize;
             let d = self.hpack.get_mut(i)?;
-            let plain = huffman::plain_block(&block.buf);
-            let r = d.decode_with_cb(plain.as_deref().unwrap_or(&block.buf), |k, v| {
+            let rewritten = huffman::plain_block(&block.buf, &mut self.plain, &mut self.huffman);
+            let input = if rewritten { &self.plain } else { &block.buf };
+            let r = d.decode_with_cb(input, |k, v| {
                 bytes += k.len() + v.len();
                 // Beyond the limits fields are decoded (the table must follow) but not kept.
                 if fields.len() < max_headers && bytes <= max_bytes {
                     fields.push(&String::from_utf8_lossy(&k), &String::from_utf8_lossy(&v));
                 }
             });
+            // A rare large block does not keep its buffers for the connection's lifetime.
+            if self.plain.capacity() > KEEP_SCRATCH {
+                self.plain = Vec::new();
+            }
+            if self.huffman.capacity() > KEEP_SCRATCH {
+                self.huffman = Vec::new();
+            }
             match r {
                 Ok(()) => return Some(fields),
                 Err(e) => Some(format!("HPACK: {e:?}")),

@@ -269,3 +269,43 @@ fn garbage_and_lost_tables_are_recorded_not_guessed() {
     let (e, _) = conn.poll().unwrap();
     assert_eq!(e.request.head.method.as_deref(), Some("GET"));
 }
+
+#[test]
+fn a_large_huffman_block_does_not_keep_its_buffers() {
+    // A literal field whose value is 40,000 Huffman-coded 'a's (five bits each, eight per five
+    // bytes), then an ordinary request on the same connection.
+    let mut block = vec![0x00, 0x05];
+    block.extend_from_slice(b"x-big");
+    let coded = [0x18, 0xc6, 0x31, 0x8c, 0x63].repeat(5000);
+    block.push(0xff);
+    let mut rest = coded.len() - 127;
+    while rest >= 128 {
+        block.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    block.push(rest as u8);
+    block.extend_from_slice(&coded);
+    block.extend_from_slice(&[0x82, 0x84]); // :method GET, :path /
+    let mut c = PREFACE.to_vec();
+    emit(&mut c, kind::SETTINGS, 0, 0, &[]);
+    emit(
+        &mut c,
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        1,
+        &block,
+    );
+    let mut conn = H2Conn::new(Limits::default());
+    conn.feed(Side::Client, &c, 0);
+    assert!(conn.st.plain.capacity() <= KEEP_SCRATCH);
+    assert!(conn.st.huffman.capacity() <= KEEP_SCRATCH);
+    let mut p = Peer::client();
+    p.out.clear();
+    p.headers(3, &[(":method", "GET"), (":path", "/next")], true);
+    conn.feed(Side::Client, &p.out, 1);
+    conn.finish(2);
+    let got: Vec<_> = std::iter::from_fn(|| conn.poll()).collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0.request.head.method.as_deref(), Some("GET"));
+    assert_eq!(got[1].0.request.head.target.as_deref(), Some("/next"));
+}
