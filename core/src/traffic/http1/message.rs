@@ -538,23 +538,74 @@ impl MessageParser {
 
 /// Where the head section ends (just past the blank line), in `buf`.
 fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i < buf.len() {
-        if buf.get(i) == Some(&b'\n') {
-            if buf.get(i + 1) == Some(&b'\n') {
-                return Some(i + 2);
-            }
-            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
+    // Line ends found with memchr (a word or vector at a time): heads are parsed on the
+    // splice's task, per message.
+    for i in memchr::memchr_iter(b'\n', buf) {
+        if buf.get(i + 1) == Some(&b'\n') {
+            return Some(i + 2);
         }
-        i += 1;
+        if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
+            return Some(i + 3);
+        }
     }
     None
 }
 
+/// Token characters (RFC 9110 `tchar`), by byte.
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+/// The pieces of `bytes` between line feeds, as `<[u8]>::split` gives them (a last, possibly
+/// empty, piece after the last line feed), found with memchr.
+struct Lines<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let r = self.rest?;
+        match memchr::memchr(b'\n', r) {
+            Some(i) => {
+                self.rest = r.get(i + 1..);
+                r.get(..i)
+            }
+            None => {
+                self.rest = None;
+                Some(r)
+            }
+        }
+    }
 }
 
 /// Whether the first bytes a client sent can start an HTTP/1.x request.
@@ -582,9 +633,7 @@ pub fn looks_like_request(data: &[u8]) -> bool {
 /// The head, and whether it had folded lines (left out).
 fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, bool), HttpError> {
     let mut folded = false;
-    let mut lines = bytes
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = Lines { rest: Some(bytes) }.map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let first = lines.next().unwrap_or(&[]);
     let mut head = match kind {
         Kind::Request => request_line(first)?,
@@ -594,7 +643,7 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, boo
     // (so a long start line does not leave unused room in the record, which the ring does not
     // count).
     let rest = bytes.get(first.len()..).unwrap_or(&[]);
-    let lines_left = rest.iter().filter(|b| **b == b'\n').count();
+    let lines_left = memchr::memchr_iter(b'\n', rest).count();
     head.headers = Fields::with_capacity(lines_left.min(max_headers), rest.len());
     for line in lines {
         if line.is_empty() {
@@ -606,12 +655,9 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, boo
             folded = true;
             continue;
         }
-        let colon = line
-            .iter()
-            .position(|b| *b == b':')
-            .ok_or(HttpError::Header)?;
+        let colon = memchr::memchr(b':', line).ok_or(HttpError::Header)?;
         let name = line.get(..colon).unwrap_or(&[]);
-        if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+        if name.is_empty() || !name.iter().fold(true, |ok, &b| ok & is_tchar(b)) {
             return Err(HttpError::Header);
         }
         if head.headers.len() >= max_headers {
@@ -620,18 +666,25 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, boo
         let value = line.get(colon + 1..).unwrap_or(&[]).trim_ascii();
         // Field values: visible characters, spaces, tabs and obs-text; no other control
         // characters (a stray CR among them).
-        if value
-            .iter()
-            .any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
-        {
+        // Checked without an early exit, so that the loop runs a vector at a time.
+        let bad = value.iter().fold(false, |bad, &b| {
+            bad | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
+        });
+        if bad {
             return Err(HttpError::Header);
         }
-        head.headers.push(
-            &String::from_utf8_lossy(name),
-            &String::from_utf8_lossy(value),
-        );
+        head.headers.push(&text(name), &text(value));
     }
     Ok((head, folded))
+}
+
+/// `b` as text, borrowed when it is UTF-8. `from_utf8` checks ASCII a word at a time, where
+/// `from_utf8_lossy` walks its chunks first; invalid bytes still become replacement characters.
+pub fn text(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
 }
 
 fn version(v: &[u8]) -> Option<Cow<'static, str>> {
@@ -851,4 +904,54 @@ fn response_framing(head: &Head) -> Framing {
         }
     }
     length.map_or(Framing::UntilClose, Framing::Length)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte-at-a-time search the memchr one replaced.
+    fn find_head_end_bytewise(buf: &[u8]) -> Option<usize> {
+        (0..buf.len()).find_map(|i| {
+            let at = |k: usize| buf.get(i + k).copied();
+            match (at(0), at(1), at(2)) {
+                (Some(b'\n'), Some(b'\n'), _) => Some(i + 2),
+                (Some(b'\n'), Some(b'\r'), Some(b'\n')) => Some(i + 3),
+                _ => None,
+            }
+        })
+    }
+
+    #[test]
+    fn line_search_agrees_with_the_bytewise_one() {
+        // Every string of up to 7 bytes over the alphabet that matters.
+        let alphabet = [b'\n', b'\r', b'a', b':'];
+        let mut cases: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..7 {
+            let next: Vec<Vec<u8>> = cases
+                .iter()
+                .filter(|c| c.len() < 7)
+                .flat_map(|c| {
+                    alphabet.iter().map(move |b| {
+                        let mut c = c.clone();
+                        c.push(*b);
+                        c
+                    })
+                })
+                .collect();
+            cases.extend(next);
+            cases.sort();
+            cases.dedup();
+        }
+        for c in &cases {
+            assert_eq!(find_head_end(c), find_head_end_bytewise(c), "{c:?}");
+            let ours: Vec<&[u8]> = Lines { rest: Some(c) }.collect();
+            let std: Vec<&[u8]> = c.split(|b| *b == b'\n').collect();
+            assert_eq!(ours, std, "{c:?}");
+        }
+        for b in 0..=255u8 {
+            let want = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), want, "{b}");
+        }
+    }
 }

@@ -19,7 +19,7 @@ mod tests;
 
 pub use fields::Fields;
 pub use message::{
-    common_text, looks_like_request, request_framing, Framing, Head, HttpError, Kind, Limits,
+    common_text, looks_like_request, request_framing, text, Framing, Head, HttpError, Kind, Limits,
     Message, MessageParser, Parsed,
 };
 

@@ -20,7 +20,7 @@ mod huffman;
 mod tests;
 
 use super::grpc::{self, GrpcSummary, MessageCounter};
-use crate::traffic::http1::{Exchange, Fields, Head, Limits, Message, Side};
+use crate::traffic::http1::{text, Exchange, Fields, Head, Limits, Message, Side};
 use frame::{flag, kind, Event, FrameReader};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -393,7 +393,7 @@ impl State {
                 bytes += k.len() + v.len();
                 // Beyond the limits fields are decoded (the table must follow) but not kept.
                 if fields.len() < max_headers && bytes <= max_bytes {
-                    fields.push(&String::from_utf8_lossy(&k), &String::from_utf8_lossy(&v));
+                    fields.push(&text(&k), &text(&v));
                 }
             });
             // A rare large block does not keep its buffers for the connection's lifetime.
