@@ -356,7 +356,7 @@ impl MessageParser {
     ) -> Result<Parsed, HttpError> {
         let (head, folded) = head?;
         let framing = if folded {
-            Err(HttpError::Ambiguous("a folded header line (obs-fold)"))
+            Err(HttpError::Ambiguous(OBS_FOLD))
         } else {
             self.framing(&head)
         };
@@ -536,6 +536,17 @@ impl MessageParser {
     }
 }
 
+/// `b` without the spaces and tabs (RFC 9110 OWS) at its ends.
+fn trim_ows(b: &[u8]) -> &[u8] {
+    let ows = |c: &u8| *c == b' ' || *c == b'\t';
+    let start = b.iter().position(|c| !ows(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !ows(c)).map_or(start, |e| e + 1);
+    b.get(start..end).unwrap_or(&[])
+}
+
+/// Why a head with a folded line (obs-fold) is refused ([`HttpError::Ambiguous`]).
+pub const OBS_FOLD: &str = "a folded header line (obs-fold)";
+
 /// Where the head section ends (just past the blank line), in `buf`.
 fn find_head_end(buf: &[u8]) -> Option<usize> {
     // Line ends found with memchr (a word or vector at a time): heads are parsed on the
@@ -663,7 +674,9 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, boo
         if head.headers.len() >= max_headers {
             return Err(HttpError::TooManyHeaders(max_headers));
         }
-        let value = line.get(colon + 1..).unwrap_or(&[]).trim_ascii();
+        // Only spaces and tabs around a value (OWS): a bare CR or form feed stays in it, to be
+        // refused below as httparse refuses it.
+        let value = trim_ows(line.get(colon + 1..).unwrap_or(&[]));
         // Field values: visible characters, spaces, tabs and obs-text; no other control
         // characters (a stray CR among them).
         // Checked without an early exit, so that the loop runs a vector at a time.
@@ -788,7 +801,7 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
     let line = line.strip_suffix(b"\r").ok_or(HttpError::ChunkSize)?;
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     let (size, rest) = line.split_at(digits);
-    let rest = rest.trim_ascii_start();
+    let rest = trim_ows(rest);
     if size.is_empty()
         || size.len() > 16
         || !(rest.is_empty() || rest.first() == Some(&b';'))

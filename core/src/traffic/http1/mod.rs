@@ -20,7 +20,7 @@ mod tests;
 pub use fields::Fields;
 pub use message::{
     common_text, looks_like_request, request_framing, text, Framing, Head, HttpError, Kind, Limits,
-    Message, MessageParser, Parsed,
+    Message, MessageParser, Parsed, OBS_FOLD,
 };
 
 use std::collections::VecDeque;

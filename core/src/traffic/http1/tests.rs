@@ -292,6 +292,9 @@ fn chunk_sizes_are_read_strictly() {
         (b"+5\r\n", false),
         (b"5z\r\n", false),
         (b"10000000000000000\r\n", false),
+        // Only spaces and tabs may follow the digits: no bare CR, no form feed.
+        (b"5\r;ext\r\n", false),
+        (b"5\x0c\r\n", false),
     ] {
         let mut req = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         req.extend_from_slice(size_line);
@@ -407,4 +410,25 @@ fn head_limit_is_the_same_whole_or_in_pieces() {
             );
         }
     }
+}
+
+#[test]
+fn a_bare_cr_or_form_feed_in_a_header_value_is_refused() {
+    // Around a value only spaces and tabs are trimmed (as httparse reads it): a CR or form feed
+    // at either end of a value is part of it, and refused, not trimmed away.
+    for value in [&b"\r5"[..], b"5\r", b"\x0c5", b"5\x0c", b"5\r5"] {
+        let mut req = b"POST /a HTTP/1.1\r\nContent-Length: ".to_vec();
+        req.extend_from_slice(value);
+        req.extend_from_slice(b"\r\n\r\nhello");
+        let (_, err) = framed(&req);
+        assert_eq!(
+            err,
+            Some(HttpError::Header.to_string()),
+            "{:?}",
+            String::from_utf8_lossy(value)
+        );
+    }
+    let (ex, err) = framed(b"POST /a HTTP/1.1\r\nContent-Length: \t5 \r\n\r\nhello");
+    assert_eq!(err, None);
+    assert_eq!(ex[0].request.body, b"hello");
 }
