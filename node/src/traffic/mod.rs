@@ -174,7 +174,7 @@ impl Traffic {
         let rx = self.latest.subscribe();
         // Records pushed while nobody listened did not update the value (see `collect`). A
         // record pushed from now on is either in the ring already or will be sent.
-        let newest = self.ring().newest();
+        let newest = self.ring().next_id() - 1;
         self.latest.send_if_modified(|v| raise(v, newest));
         rx
     }

@@ -152,10 +152,9 @@ impl Capture {
     fn named(&self, process: Option<Process>) {
         let mut st = self.state();
         if let Some(p) = process {
-            if let Some(cap) = st.cap.as_mut().filter(|c| !c.is_closed()) {
+            let cap = st.cap(&self.traffic);
+            if !cap.is_closed() {
                 cap.set_client_process(p);
-            } else if st.cap.is_none() {
-                st.cap(&self.traffic).set_client_process(p);
             }
         }
         self.release(&mut st);

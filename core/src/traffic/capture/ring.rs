@@ -181,11 +181,6 @@ impl Ring {
         self.next_id - 1
     }
 
-    /// The newest id given out (0 before the first record).
-    pub fn newest(&self) -> u64 {
-        self.next_id - 1
-    }
-
     /// The record `id`, if it is still held.
     pub fn get(&self, id: u64) -> Option<&Record> {
         let i = self.items.binary_search_by_key(&id, |(r, _)| r.id).ok()?;

@@ -12,7 +12,8 @@
 //! Memory per connection: two frame readers ([`frame::MAX_PAYLOAD`] each), a header block of at
 //! most [`MAX_BLOCK`] bytes per direction (and, while it is decoded, its rewrite with plain
 //! strings), two HPACK tables, at most [`MAX_STREAMS`] open streams, and kept body bytes within
-//! [`Limits::body_cap`] per body and four times that over the connection's open streams. Nothing here panics on input (fuzz target `h2`).
+//! [`Limits::body_cap`] per body and four times that over the connection's open streams.
+//! Nothing here panics on input (fuzz target `h2`).
 
 pub mod frame;
 mod huffman;
@@ -20,7 +21,7 @@ mod huffman;
 mod tests;
 
 use super::grpc::{self, GrpcSummary, MessageCounter};
-use crate::traffic::http1::{text, Exchange, Fields, Head, Limits, Message, Side};
+use crate::traffic::http1::{common_text, text, Exchange, Fields, Head, Limits, Message, Side};
 use frame::{flag, kind, Event, FrameReader};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -541,9 +542,7 @@ fn apply_head(head: &mut Head, fields: Option<&Fields>, side: Side) {
     head.headers = Fields::with_capacity(fields.len(), fields.text_len());
     for (k, v) in fields {
         match k {
-            ":method" if side == Side::Client => {
-                head.method = Some(crate::traffic::http1::common_text(v.as_bytes()))
-            }
+            ":method" if side == Side::Client => head.method = Some(common_text(v.as_bytes())),
             ":path" if side == Side::Client => head.target = Some(v.to_string()),
             ":status" if side == Side::Server => head.status = v.parse().ok(),
             _ => head.headers.push(k, v),
