@@ -89,7 +89,7 @@ pub fn build(record: &Record, edits: &Edits) -> Result<Vec<u8>, ReplayError> {
             if req.body.truncated || !req.complete && req.body.len > 0 {
                 return Err(ReplayError::Truncated(req.body.data.len(), req.body.len));
             }
-            req.body.data.clone()
+            req.body.data.to_vec()
         }
     };
     let headers: Fields = match &edits.headers {
@@ -181,7 +181,7 @@ pub async fn replay(
     let body = Body {
         len: resp.body_len,
         truncated: resp.truncated,
-        data: resp.body,
+        data: resp.body.into(),
     };
     Ok(json!({
         "replay_of": record.id,

@@ -109,7 +109,11 @@ impl Filter {
                 for (k, v) in &m.head.headers {
                     hay.push(format!("{k}: {v}"));
                 }
-                let body = m.body.data.get(..TEXT_SEARCH_BYTES).unwrap_or(&m.body.data);
+                let body = m
+                    .body
+                    .data
+                    .get(..TEXT_SEARCH_BYTES)
+                    .unwrap_or(&m.body.data[..]);
                 hay.push(String::from_utf8_lossy(body).into_owned());
             }
             if !hay.iter().any(|h| h.to_lowercase().contains(&needle)) {

@@ -5,13 +5,15 @@
 //! - [`tcp`]: passive TCP reassembly from IPv4 packets seen on the TUN.
 //! - [`h2`]: HTTP/2 streams (and HPACK) of a connection; [`grpc`] on top of it, with
 //!   [`protobuf`] messages decoded without a schema.
-//! - [`ring`]: the bounded store (a byte cap; the oldest records go first).
+//! - [`ring`]: the bounded store (a byte cap; the oldest records go first), its bodies in a
+//!   [`bodylog`] written in sequence.
 //! - [`filter`]: the inspector's and `overlay traffic`'s filters.
 //! - [`mask`]: credentials masked in what the inspector shows.
 //! - [`access`]: who may use the inspector (its secret, Host and Origin checks).
 //! - [`pcap`]: the pcap file format (`LINKTYPE_RAW`), for `overlay capture`.
 
 pub mod access;
+pub mod bodylog;
 pub mod conn;
 pub mod filter;
 pub mod grpc;

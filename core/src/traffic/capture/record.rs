@@ -49,8 +49,8 @@ pub enum FlowEnd {
 /// A captured body: up to the cap, with its full length.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Body {
-    /// The bytes kept.
-    pub data: Vec<u8>,
+    /// The bytes kept (in the ring, a view of its body log: a clone shares them).
+    pub data: bytes::Bytes,
     /// The full length seen.
     pub len: u64,
     /// Fewer bytes kept than seen.
@@ -94,7 +94,7 @@ impl From<Message> for MessageRecord {
         MessageRecord {
             head: m.head,
             body: Body {
-                data: m.body,
+                data: m.body.into(),
                 len: m.body_len,
                 truncated: m.truncated,
             },

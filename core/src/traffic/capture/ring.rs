@@ -1,7 +1,8 @@
 //! The bounded record store: a byte cap, oldest out first.
 
+use super::bodylog::BodyLog;
 use super::filter::Filter;
-use super::record::{Record, RecordKind};
+use super::record::{Body, Record, RecordKind};
 use crate::traffic::http1::Protocol;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -146,8 +147,11 @@ pub struct Ring {
     cap: usize,
     used: usize,
     next_id: u64,
-    items: VecDeque<(Record, usize)>,
+    /// Records, oldest first, with the bytes each is counted for (its bodies in the log not
+    /// included: the log's blocks are counted instead) and the first log block it may use.
+    items: VecDeque<(Record, usize, u64)>,
     evicted: u64,
+    log: BodyLog,
 }
 
 impl Ring {
@@ -159,32 +163,44 @@ impl Ring {
             next_id: 1,
             items: VecDeque::new(),
             evicted: 0,
+            log: BodyLog::new(cap),
         }
     }
 
     /// Stores `r` with the next id, evicting the oldest records to make room; returns the id.
+    /// Its bodies are copied into the body log (see [`BodyLog`]), but for large ones.
     pub fn push(&mut self, mut r: Record) -> u64 {
         r.id = self.next_id;
         self.next_id += 1;
-        let size = r.size();
-        while self.used + size > self.cap {
-            match self.items.pop_front() {
-                Some((_, s)) => {
-                    self.used -= s;
-                    self.evicted += 1;
-                }
-                None => break,
+        let block = self.log.seq();
+        let mut size = r.size();
+        for body in bodies(&mut r) {
+            if self.log.takes(body.data.len()) {
+                let (view, grew) = self.log.append(&body.data);
+                size -= view.len();
+                self.used += grew;
+                body.data = view;
             }
         }
+        while self.used + size > self.cap {
+            let Some((_, s, _)) = self.items.pop_front() else {
+                break;
+            };
+            self.used -= s;
+            self.evicted += 1;
+            // Blocks older than the oldest record left are no record's any more.
+            let oldest = self.items.front().map_or(block, |(_, _, b)| *b);
+            self.used -= self.log.release_before(oldest);
+        }
         self.used += size;
-        self.items.push_back((r, size));
+        self.items.push_back((r, size, block));
         self.next_id - 1
     }
 
     /// The record `id`, if it is still held.
     pub fn get(&self, id: u64) -> Option<&Record> {
-        let i = self.items.binary_search_by_key(&id, |(r, _)| r.id).ok()?;
-        self.items.get(i).map(|(r, _)| r)
+        let i = self.items.binary_search_by_key(&id, |(r, ..)| r.id).ok()?;
+        self.items.get(i).map(|(r, ..)| r)
     }
 
     /// The newest `limit` records with an id above `after` that match `filter`, oldest first.
@@ -193,7 +209,7 @@ impl Ring {
             .items
             .iter()
             .rev()
-            .map(|(r, _)| r)
+            .map(|(r, ..)| r)
             .take_while(|r| r.id > after)
             .filter(|r| filter.matches(r))
             .take(limit)
@@ -220,7 +236,7 @@ impl Ring {
             .items
             .iter()
             .rev()
-            .map(|(r, _)| r)
+            .map(|(r, ..)| r)
             .skip_while(|r| before.is_some_and(|b| r.id >= b))
             .take_while(|r| r.id > after)
             .filter(|r| filter.matches(r));
@@ -292,7 +308,7 @@ impl Ring {
     /// Counts per service over the whole ring, by name.
     pub fn services(&self) -> Vec<ServiceCount> {
         let mut by: BTreeMap<&str, ServiceCount> = BTreeMap::new();
-        for (r, _) in &self.items {
+        for (r, ..) in &self.items {
             let c = by.entry(&*r.service).or_insert_with(|| ServiceCount {
                 service: r.service.to_string(),
                 ..ServiceCount::default()
@@ -322,6 +338,7 @@ impl Ring {
     /// Forgets every record (ids keep increasing).
     pub fn clear(&mut self) {
         self.items.clear();
+        self.log.clear();
         self.used = 0;
     }
 
@@ -349,4 +366,15 @@ impl Ring {
     pub fn next_id(&self) -> u64 {
         self.next_id
     }
+}
+
+/// The bodies of a record's exchange.
+fn bodies(r: &mut Record) -> impl Iterator<Item = &mut Body> {
+    let (request, response) = match &mut r.kind {
+        RecordKind::Exchange {
+            request, response, ..
+        } => (Some(request), response.as_mut()),
+        RecordKind::Flow { .. } => (None, None),
+    };
+    request.into_iter().chain(response).map(|m| &mut m.body)
 }
