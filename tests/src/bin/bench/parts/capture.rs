@@ -20,6 +20,7 @@ use crate::report::{
     write_json, Table,
 };
 use crate::stats::{fmt, median};
+use overlay_core::traffic::capture::Ring;
 use overlay_tests::world::World;
 use serde::Serialize;
 
@@ -72,6 +73,17 @@ struct Results {
     requests_per_run: u32,
     rounds: usize,
     protocols: Vec<Proto>,
+    in_process: InProcess,
+}
+
+/// The capture's own work per exchange, in the bench's process (see [`in_process`]).
+#[derive(Serialize)]
+struct InProcess {
+    /// Microseconds per HTTP/1.1 exchange, one per round.
+    us_per_exchange: Vec<f64>,
+    median_us: Option<f64>,
+    /// The median as a share of the capture-off setup's CPU per HTTP/1.1 request in this run.
+    percent_of_off_cpu: Option<f64>,
 }
 
 const NGINX: &str = "daemon off; worker_processes 1; pid DIR/nginx.pid; error_log DIR/nginx.err;
@@ -82,6 +94,68 @@ http { access_log off; keepalive_requests 100000;
 ";
 
 /// User+system seconds of process `pid` (all its threads).
+/// Exchanges per round of the in-process measurement, rounds, and the ring (the daemon's
+/// default `--capture-buffer`).
+const IN_PROCESS_EXCHANGES: usize = 100_000;
+const IN_PROCESS_ROUNDS: usize = 5;
+const IN_PROCESS_RING: usize = 64 << 20;
+
+/// The capture's work per HTTP/1.1 exchange without the rest of the system: an exchange shaped
+/// as the bench's (h2load's request, nginx's head and 16 KiB body, each arriving in one chunk)
+/// fed to connection captures over 8 connections, records into a ring of the daemon's default
+/// size, filled first so that every record evicts one. The two daemons' CPU difference moves by
+/// a microsecond between runs on a shared host; this moves less. It leaves out what the capture
+/// costs the others (the cache its records take from nginx, h2load and the kernel).
+fn in_process(rounds: usize, exchanges: usize, ring_bytes: usize) -> (Vec<f64>, Ring) {
+    use overlay_core::traffic::capture::conn::ConnMeta;
+    use overlay_core::traffic::capture::{ConnectionCapture, Direction};
+    use overlay_core::traffic::http1::{Limits, Side};
+    let request = b"GET /file HTTP/1.1\r\nHost: 100.64.4.66:8080\r\nUser-Agent: h2load nghttp2/1.52.0\r\n\r\n";
+    let mut response =
+        b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 06 Dec 2026 13:36:39 GMT\r\n\
+        Content-Type: application/octet-stream\r\nContent-Length: 16384\r\n\
+        Last-Modified: Sun, 06 Dec 2026 13:30:00 GMT\r\nConnection: keep-alive\r\n\
+        ETag: \"6752f1a8-4000\"\r\nAccept-Ranges: bytes\r\n\r\n"
+            .to_vec();
+    response.extend(std::iter::repeat_n(b'x', 16 * 1024));
+    let meta = || ConnMeta {
+        service: "h1".into(),
+        direction: Direction::In,
+        client: "127.0.0.1:40000".into(),
+        client_name: None,
+        server: "100.64.4.66:8080".into(),
+        server_name: Some("h1".into()),
+    };
+    let mut conns: Vec<ConnectionCapture> = (0..8)
+        .map(|_| ConnectionCapture::new(meta(), Limits::default(), 0))
+        .collect();
+    let mut ring = Ring::new(ring_bytes);
+    let mut exchange = |i: usize, ring: &mut Ring| {
+        let Some(c) = conns.get_mut(i % 8) else {
+            return;
+        };
+        c.data(Side::Client, request, 1);
+        c.data(Side::Server, &response, 2);
+        while let Some(r) = c.poll() {
+            ring.push(r);
+        }
+    };
+    let fill = ring_bytes / response.len() + 1000;
+    for i in 0..fill {
+        exchange(i, &mut ring);
+    }
+    let us = (0..rounds)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            for i in 0..exchanges {
+                exchange(i, &mut ring);
+            }
+            t.elapsed().as_secs_f64() * 1e6 / exchanges as f64
+        })
+        .collect();
+    (us, ring)
+}
+
 fn proc_cpu(pid: u32, tck: f64) -> Option<f64> {
     cpu_ticks(pid).map(|t| t as f64 / tck)
 }
@@ -250,6 +324,17 @@ pub fn run(ctx: &Ctx) {
         });
     }
     o.down_all(&w);
+    let (us, _) = in_process(IN_PROCESS_ROUNDS, IN_PROCESS_EXCHANGES, IN_PROCESS_RING);
+    let median_us = median(&us);
+    let off_cpu = protos.first().and_then(|p| p.median_cpu_us_off);
+    let in_process = InProcess {
+        percent_of_off_cpu: median_us
+            .zip(off_cpu)
+            .filter(|(_, off)| *off > 0.0)
+            .map(|(u, off)| 100.0 * u / off),
+        median_us,
+        us_per_exchange: us,
+    };
     let (when, host) = (now_utc(), host_desc());
     let mut t = Table::new(&[
         "through a listener",
@@ -281,9 +366,20 @@ pub fn run(ctx: &Ctx) {
         "h2load, {REQUESTS} requests of a 16 KiB file per run, {ROUNDS} rounds alternating the two nodes; \
          CPU: user+system time of the daemon, nginx and h2load per request (median); host CPU: /proc/stat busy time"
     );
-    println!("\ncapture: {host} ({status})\n\n{}\n{params}", t.plain());
+    let own = format!(
+        "the capture's own work, in-process: {} µs per HTTP/1.1 exchange (median of {IN_PROCESS_ROUNDS} rounds \
+         of {IN_PROCESS_EXCHANGES}, 64 MiB ring), {} of the capture-off setup's CPU per request",
+        fmt(in_process.median_us, 2),
+        in_process
+            .percent_of_off_cpu
+            .map_or("-".into(), |p| format!("{p:.1}%")),
+    );
     println!(
-        "\nmarkdown (for docs/benchmarks.md):\n\nMeasured {when} on {host}; {params}.\n\n{}",
+        "\ncapture: {host} ({status})\n\n{}\n{params}\n{own}",
+        t.plain()
+    );
+    println!(
+        "\nmarkdown (for docs/benchmarks.md):\n\nMeasured {when} on {host}; {params}.\n\n{}\n{own}.",
         t.markdown()
     );
     write_json(
@@ -297,6 +393,7 @@ pub fn run(ctx: &Ctx) {
             requests_per_run: REQUESTS,
             rounds: ROUNDS,
             protocols: protos,
+            in_process,
         },
     );
 }
@@ -315,6 +412,23 @@ mod tests {
         let c = child_cpu(text).unwrap();
         assert!((c - 61.75).abs() < 1e-9, "{c}");
         assert_eq!(child_cpu("no times here"), None);
+    }
+
+    #[test]
+    fn the_in_process_exchange_is_captured_whole_and_fills_the_ring() {
+        let (us, ring) = in_process(2, 50, 1 << 20);
+        assert!(
+            us.len() == 2 && us.iter().all(|u| u.is_finite() && *u > 0.0),
+            "{us:?}"
+        );
+        assert!(ring.evicted() > 0, "every record evicts one");
+        let filter = overlay_core::traffic::capture::Filter::default();
+        let newest = ring.list(&filter, 0, 1);
+        let r = newest.first().expect("a record");
+        let s = r.summary();
+        assert_eq!((s.method.as_deref(), s.status), (Some("GET"), Some(200)));
+        let body = r.response().map(|m| (m.body.data.len(), m.body.truncated));
+        assert_eq!(body, Some((16 * 1024, false)));
     }
 
     #[test]
