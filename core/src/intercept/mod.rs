@@ -15,6 +15,7 @@
 mod tests;
 
 use crate::names::registry::valid_label;
+use crate::traffic::http1::is_tchar;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddrV4;
@@ -87,18 +88,13 @@ pub enum InterceptError {
     Full(String),
 }
 
-/// Whether `b` may appear in a field name (RFC 9110 `tchar`).
-fn tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 impl HeaderMatch {
     /// A match on `name` (any case; kept in lower case) with exactly `value`, checked.
     pub fn new(name: &str, value: &str) -> Result<HeaderMatch, InterceptError> {
         let lower = name.trim().to_ascii_lowercase();
         if lower.is_empty()
             || lower.len() > MAX_HEADER_NAME
-            || !lower.bytes().all(tchar)
+            || !lower.bytes().all(is_tchar)
             || HOP_BY_HOP.contains(&lower.as_str())
             || lower.starts_with("proxy-")
         {

@@ -591,7 +591,8 @@ const TCHAR: [bool; 256] = {
     t
 };
 
-fn is_tchar(b: u8) -> bool {
+/// Whether `b` may appear in a token, such as a field name or a method (RFC 9110 `tchar`).
+pub fn is_tchar(b: u8) -> bool {
     TCHAR.get(usize::from(b)).copied().unwrap_or(false)
 }
 

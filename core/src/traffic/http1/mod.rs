@@ -19,8 +19,8 @@ mod tests;
 
 pub use fields::Fields;
 pub use message::{
-    common_text, looks_like_request, request_framing, text, Framing, Head, HttpError, Kind, Limits,
-    Message, MessageParser, Parsed, OBS_FOLD,
+    common_text, is_tchar, looks_like_request, request_framing, text, Framing, Head, HttpError,
+    Kind, Limits, Message, MessageParser, Parsed, OBS_FOLD,
 };
 
 use std::collections::VecDeque;
