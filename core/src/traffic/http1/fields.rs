@@ -3,19 +3,36 @@
 //! The capture makes a head per message and frees it when the ring evicts the record: with a
 //! `String` pair per field that was two allocations and two frees per field, the capture's
 //! largest cost after copying bodies. Here a head's fields take two allocations whatever
-//! their number: the names and values one after the other in one string, and where each ends.
+//! their number: one text, and where each name and value lies in it. A parsed head's text is
+//! its header lines as sent (one copy of them), so a field costs no copy of its own.
 
 use serde::ser::SerializeSeq;
 use std::fmt;
+use std::ops::Range;
+
+/// Where one field's name and value lie in the text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
 
 /// Fields in order, names as sent (serialized as a list of `[name, value]` pairs).
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Fields {
-    /// Names and values, back to back.
+    /// Names and values (with what came between them, for a parsed head).
     text: String,
-    /// Per field: where its name ends (its value starts) and where its value ends in `text`;
-    /// it starts where the field before it ends.
-    ends: Vec<(usize, usize)>,
+    spans: Vec<Span>,
+}
+
+/// `r` as a span, if it fits in `u32` (heads are bounded far below that).
+fn span(r: Range<usize>) -> Option<(u32, u32)> {
+    Some((u32::try_from(r.start).ok()?, u32::try_from(r.end).ok()?))
+}
+
+/// A span as a range.
+fn range((start, end): (u32, u32)) -> Range<usize> {
+    start as usize..end as usize
 }
 
 impl Fields {
@@ -28,58 +45,81 @@ impl Fields {
     pub fn with_capacity(fields: usize, bytes: usize) -> Self {
         Fields {
             text: String::with_capacity(bytes),
-            ends: Vec::with_capacity(fields),
+            spans: Vec::with_capacity(fields),
+        }
+    }
+
+    /// No fields yet, over a copy of `text` (a head's header lines); [`Fields::push_span`]
+    /// adds fields that are pieces of it.
+    pub fn over(text: &str, fields: usize) -> Self {
+        Fields {
+            text: text.to_owned(),
+            spans: Vec::with_capacity(fields),
+        }
+    }
+
+    /// Adds a field whose name and value are these ranges of the text given to
+    /// [`Fields::over`]; false (and nothing added) when one is not a piece of it.
+    pub fn push_span(&mut self, name: Range<usize>, value: Range<usize>) -> bool {
+        let fits = |r: &Range<usize>| self.text.get(r.clone()).is_some();
+        match (span(name.clone()), span(value.clone())) {
+            (Some(name), Some(value)) if fits(&range(name)) && fits(&range(value)) => {
+                self.spans.push(Span { name, value });
+                true
+            }
+            _ => false,
         }
     }
 
     /// Adds a field at the end.
     pub fn push(&mut self, name: &str, value: &str) {
+        let start = self.text.len();
         self.text.push_str(name);
         let name_end = self.text.len();
         self.text.push_str(value);
-        self.ends.push((name_end, self.text.len()));
+        // Pieces of the text just written: they fit (unless it outgrew u32).
+        self.push_span(start..name_end, name_end..self.text.len());
     }
 
     /// Drops every field, keeping the room.
     pub fn clear(&mut self) {
         self.text.clear();
-        self.ends.clear();
+        self.spans.clear();
     }
 
     /// Fields held.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.spans.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.spans.is_empty()
     }
 
-    /// Bytes of all names and values.
+    /// Bytes of text held (names, values and, for a parsed head, what came between them).
     pub fn text_len(&self) -> usize {
         self.text.len()
     }
 
+    fn piece(&self, s: (u32, u32)) -> &str {
+        self.text.get(range(s)).unwrap_or("")
+    }
+
+    fn pair(&self, s: &Span) -> (&str, &str) {
+        (self.piece(s.name), self.piece(s.value))
+    }
+
     /// Field `i`: its name and value.
     pub fn get(&self, i: usize) -> Option<(&str, &str)> {
-        let start = match i.checked_sub(1) {
-            Some(p) => self.ends.get(p)?.1,
-            None => 0,
-        };
-        let (name_end, end) = *self.ends.get(i)?;
-        Some((
-            self.text.get(start..name_end).unwrap_or(""),
-            self.text.get(name_end..end).unwrap_or(""),
-        ))
+        self.spans.get(i).map(|s| self.pair(s))
     }
 
     /// The fields in order, as `(name, value)`.
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             fields: self,
-            start: 0,
-            next: 0,
+            spans: self.spans.iter(),
         }
     }
 
@@ -98,33 +138,32 @@ impl Fields {
     }
 }
 
+/// Equal when the fields are, in order (however their text is laid out).
+impl PartialEq for Fields {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Fields {}
+
 /// The fields of a [`Fields`] in order.
 #[derive(Clone, Debug)]
 pub struct Iter<'a> {
     fields: &'a Fields,
-    /// Where the next field starts in the text.
-    start: usize,
-    next: usize,
+    spans: std::slice::Iter<'a, Span>,
 }
 
 impl<'a> Iterator for Iter<'a> {
     type Item = (&'a str, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (name_end, end) = *self.fields.ends.get(self.next)?;
-        let t = &self.fields.text;
-        let item = (
-            t.get(self.start..name_end).unwrap_or(""),
-            t.get(name_end..end).unwrap_or(""),
-        );
-        self.start = end;
-        self.next += 1;
-        Some(item)
+        let fields = self.fields;
+        self.spans.next().map(|s| fields.pair(s))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.fields.ends.len().saturating_sub(self.next);
-        (n, Some(n))
+        self.spans.size_hint()
     }
 }
 
@@ -210,5 +249,22 @@ mod tests {
             back.to_vec(),
             vec![("a".into(), "1".into()), ("b".into(), "2".into())]
         );
+    }
+
+    #[test]
+    fn fields_over_a_text_are_its_pieces() {
+        let mut f = Fields::over("Host: a\r\nX: caf\u{e9}\r\n", 2);
+        assert!(f.push_span(0..4, 6..7));
+        assert!(f.push_span(9..10, 12..17));
+        // Past the end, or inside a character: left out.
+        assert!(!f.push_span(0..4, 6..40));
+        assert!(!f.push_span(9..10, 12..16));
+        f.push("Added", "later");
+        let v: Vec<(&str, &str)> = f.iter().collect();
+        assert_eq!(v, [("Host", "a"), ("X", "caf\u{e9}"), ("Added", "later")]);
+        // Equal to the same fields laid out another way.
+        let same: Fields = v.iter().copied().collect();
+        assert_eq!(f, same);
+        assert_ne!(f, Fields::new());
     }
 }

@@ -644,20 +644,36 @@ pub fn looks_like_request(data: &[u8]) -> bool {
 
 /// The head, and whether it had folded lines (left out).
 fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, bool), HttpError> {
-    let mut folded = false;
-    let mut lines = Lines { rest: Some(bytes) }.map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let first = lines.next().unwrap_or(&[]);
+    let (first, block) = match memchr::memchr(b'\n', bytes) {
+        Some(i) => (
+            bytes.get(..i).unwrap_or(&[]),
+            bytes.get(i + 1..).unwrap_or(&[]),
+        ),
+        None => (bytes, &[][..]),
+    };
+    let first = first.strip_suffix(b"\r").unwrap_or(first);
     let mut head = match kind {
         Kind::Request => request_line(first)?,
         Kind::Response => status_line(first)?,
     };
-    // Sized once: at most a field per line, and fewer bytes than the lines after the first
-    // (so a long start line does not leave unused room in the record, which the ring does not
-    // count).
-    let rest = bytes.get(first.len()..).unwrap_or(&[]);
-    let lines_left = memchr::memchr_iter(b'\n', rest).count();
-    head.headers = Fields::with_capacity(lines_left.min(max_headers), rest.len());
-    for line in lines {
+    // At most a field per line after the first.
+    let fields = memchr::memchr_iter(b'\n', block).count().min(max_headers);
+    // The header lines as text: when they are UTF-8 (nearly always), one check and one copy
+    // for all of them, and each field a piece of that copy.
+    let utf8 = std::str::from_utf8(block).ok();
+    head.headers = match utf8 {
+        Some(t) => Fields::over(t, fields),
+        None => Fields::with_capacity(fields, block.len()),
+    };
+    // No byte a value may not hold anywhere in the lines: the values need no check of their
+    // own (one pass over all the lines runs a vector at a time; per value, most are too short).
+    let clean = values_clean(block);
+    let mut folded = false;
+    let mut at = 0;
+    for line in (Lines { rest: Some(block) }) {
+        let start = at;
+        at += line.len() + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;
         }
@@ -677,19 +693,49 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, boo
         }
         // Only spaces and tabs around a value (OWS): a bare CR or form feed stays in it, to be
         // refused below as httparse refuses it.
-        let value = trim_ows(line.get(colon + 1..).unwrap_or(&[]));
-        // Field values: visible characters, spaces, tabs and obs-text; no other control
-        // characters (a stray CR among them).
-        // Checked without an early exit, so that the loop runs a vector at a time.
-        let bad = value.iter().fold(false, |bad, &b| {
-            bad | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
-        });
-        if bad {
+        let raw = line.get(colon + 1..).unwrap_or(&[]);
+        let value = trim_ows(raw);
+        if !clean && !value_ok(value) {
             return Err(HttpError::Header);
         }
-        head.headers.push(&text(name), &text(value));
+        // Where the trimmed value lies in the line (OWS is ASCII: char boundaries).
+        let lead = raw
+            .iter()
+            .position(|c| *c != b' ' && *c != b'\t')
+            .unwrap_or(raw.len());
+        let v = start + colon + 1 + lead;
+        if utf8.is_none()
+            || !head
+                .headers
+                .push_span(start..start + colon, v..v + value.len())
+        {
+            head.headers.push(&text(name), &text(value));
+        }
     }
     Ok((head, folded))
+}
+
+/// Field values: visible characters, spaces, tabs and obs-text; no other control characters
+/// (a stray CR among them). Checked without an early exit, so that the loop runs a vector at
+/// a time.
+fn value_ok(value: &[u8]) -> bool {
+    !value.iter().fold(false, |bad, &b| {
+        bad | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
+    })
+}
+
+/// Whether header lines hold no byte a value may not: no control character but tabs and line
+/// ends, and every CR followed by its LF.
+fn values_clean(lines: &[u8]) -> bool {
+    let controls = lines.iter().fold(false, |bad, &b| {
+        bad | ((b < 0x20) & (b != b'\t') & (b != b'\r') & (b != b'\n')) | (b == 0x7f)
+    });
+    let next = lines.get(1..).unwrap_or(&[]);
+    let bare_cr = lines
+        .iter()
+        .zip(next)
+        .fold(false, |bad, (&b, &n)| bad | ((b == b'\r') & (n != b'\n')));
+    !controls && !bare_cr && lines.last() != Some(&b'\r')
 }
 
 /// `b` as text, borrowed when it is UTF-8. `from_utf8` checks ASCII a word at a time, where
@@ -841,6 +887,10 @@ fn empty_lines(data: &[u8]) -> Result<usize, HttpError> {
 /// else no body. Both together, or more than one Content-Length, are ambiguous: servers and
 /// proxies disagree on them, so the capture does not pick one.
 pub fn request_framing(head: &Head) -> Result<Framing, HttpError> {
+    let (te, cl) = framing_fields(head);
+    if !te && !cl {
+        return Ok(Framing::None);
+    }
     let values = |name: &str| -> Vec<&str> {
         head.headers
             .iter()
@@ -886,8 +936,24 @@ pub fn request_framing(head: &Head) -> Result<Framing, HttpError> {
     }
 }
 
+/// Whether the head has a Transfer-Encoding field, and a Content-Length one: one pass, names
+/// told apart by length first (most heads have neither, or only a Content-Length).
+fn framing_fields(head: &Head) -> (bool, bool) {
+    head.headers
+        .iter()
+        .fold((false, false), |(te, cl), (k, _)| match k.len() {
+            17 => (te || k.eq_ignore_ascii_case("transfer-encoding"), cl),
+            14 => (te, cl || k.eq_ignore_ascii_case("content-length")),
+            _ => (te, cl),
+        })
+}
+
 /// A response's framing as clients read it (lenient: the capture follows what the client did).
 fn response_framing(head: &Head) -> Framing {
+    let (te, cl) = framing_fields(head);
+    if !te && !cl {
+        return Framing::UntilClose;
+    }
     let te: Vec<&str> = head
         .headers
         .iter()
@@ -967,5 +1033,117 @@ mod tests {
             let want = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
             assert_eq!(is_tchar(b), want, "{b}");
         }
+    }
+
+    /// The head parser before it checked and copied all header lines at once: every value
+    /// checked and copied on its own.
+    fn parse_head_per_field(
+        kind: Kind,
+        bytes: &[u8],
+        max_headers: usize,
+    ) -> Result<(Head, bool), HttpError> {
+        let mut folded = false;
+        let mut lines = Lines { rest: Some(bytes) }.map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let first = lines.next().unwrap_or(&[]);
+        let mut head = match kind {
+            Kind::Request => request_line(first)?,
+            Kind::Response => status_line(first)?,
+        };
+        for line in lines {
+            if line.is_empty() {
+                break;
+            }
+            if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+                folded = true;
+                continue;
+            }
+            let colon = memchr::memchr(b':', line).ok_or(HttpError::Header)?;
+            let name = line.get(..colon).unwrap_or(&[]);
+            if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+                return Err(HttpError::Header);
+            }
+            if head.headers.len() >= max_headers {
+                return Err(HttpError::TooManyHeaders(max_headers));
+            }
+            let value = trim_ows(line.get(colon + 1..).unwrap_or(&[]));
+            if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err(HttpError::Header);
+            }
+            head.headers.push(&text(name), &text(value));
+        }
+        Ok((head, folded))
+    }
+
+    #[test]
+    fn head_parse_agrees_with_the_per_field_one() {
+        let names: [&[u8]; 4] = [b"Host", b"Content-Length", b"Bad Name", b""];
+        let seps: [&[u8]; 4] = [b":", b": ", b":\t ", b" :"];
+        let values: [&[u8]; 12] = [
+            b"a",
+            b" b \t",
+            b"c\r",
+            b"\rc",
+            b"\x0cd",
+            b"e\x7f",
+            "caf\u{e9}".as_bytes(),
+            b"\xff\xfe",
+            b"",
+            b"\t",
+            b"x\ry",
+            b"\x00",
+        ];
+        let ends: [&[u8]; 2] = [b"\r\n", b"\n"];
+        let mut lines: Vec<Vec<u8>> = vec![b" folded\r\n".to_vec(), b"\t\xff\n".to_vec()];
+        for n in names {
+            for s in seps {
+                for v in values {
+                    for e in ends {
+                        lines.push([n, s, v, e].concat());
+                    }
+                }
+            }
+        }
+        let starts: [(Kind, &[u8]); 3] = [
+            (Kind::Request, b"GET /a HTTP/1.1\r\n"),
+            (Kind::Response, b"HTTP/1.1 200 OK\r\n"),
+            (Kind::Response, b"HTTP/1.0 404 \xff\n"),
+        ];
+        let mut cases = 0;
+        for (kind, start) in starts {
+            for (i, a) in lines.iter().enumerate() {
+                // Two-line heads for a sample of pairs, one-line heads for every line.
+                for b in lines.iter().skip(i % 7).step_by(23).map(Some).chain([None]) {
+                    for end in [&b"\r\n"[..], b"\n", b"\r"] {
+                        let mut head = start.to_vec();
+                        head.extend_from_slice(a);
+                        if let Some(b) = b {
+                            head.extend_from_slice(b);
+                        }
+                        head.extend_from_slice(end);
+                        for max in [1, 8] {
+                            let ours = parse_head(kind, &head, max);
+                            let theirs = parse_head_per_field(kind, &head, max);
+                            assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(&head));
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 10_000, "{cases}");
+    }
+
+    #[test]
+    fn a_parsed_heads_fields_are_pieces_of_its_lines() {
+        let head = b"GET / HTTP/1.1\r\nHost:  a b \t\r\nX-Empty:\r\nAccept: */*\r\n\r\n";
+        let (h, folded) = parse_head(Kind::Request, head, 8).unwrap();
+        assert!(!folded);
+        let pairs: Vec<(&str, &str)> = h.headers.iter().collect();
+        assert_eq!(pairs, [("Host", "a b"), ("X-Empty", ""), ("Accept", "*/*")]);
+        // One copy of the header lines, not one per name and value.
+        assert_eq!(
+            h.headers.text_len(),
+            head.len() - b"GET / HTTP/1.1\r\n".len()
+        );
     }
 }
