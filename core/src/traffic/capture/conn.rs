@@ -306,15 +306,21 @@ impl ConnectionCapture {
         self.out.push_back(r);
     }
 
-    /// Moves what the decoder finished into records.
+    /// Moves what the decoder finished into records (one at a time, as the decoder gives
+    /// them: no list of them in between, which was an allocation per call).
     fn drain(&mut self, now_ms: u64) {
-        let mut exchanges = Vec::new();
+        loop {
+            let next = match &mut self.decoder {
+                Decoder::Http1(conv) => conv.poll().map(|Output::Exchange(e)| (e, None)),
+                Decoder::H2(h2) => h2.poll(),
+                Decoder::Ws(_) | Decoder::Opaque => None,
+            };
+            let Some((e, g)) = next else { break };
+            self.exchange(e, g);
+        }
         let mut logs = Vec::new();
         match &mut self.decoder {
             Decoder::Http1(conv) => {
-                while let Some(Output::Exchange(e)) = conv.poll() {
-                    exchanges.push((e, None));
-                }
                 if self.protocol == Protocol::Unknown || conv.protocol() != Protocol::Unknown {
                     self.protocol = conv.protocol();
                 }
@@ -324,16 +330,12 @@ impl ConnectionCapture {
             }
             Decoder::H2(h2) => {
                 self.protocol = Protocol::Http2;
-                exchanges.extend(std::iter::from_fn(|| h2.poll()));
                 if let Some(e) = h2.error() {
                     self.note = Some(e.to_string());
                 }
             }
             Decoder::Ws(ws) => logs = ws.take_full(),
             Decoder::Opaque => {}
-        }
-        for (e, g) in exchanges {
-            self.exchange(e, g);
         }
         for log in logs {
             let r = self.flow(Protocol::Websocket, FlowEnd::Open, Some(log), now_ms);
