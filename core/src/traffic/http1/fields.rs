@@ -62,13 +62,14 @@ impl Fields {
     /// [`Fields::over`]; false (and nothing added) when one is not a piece of it.
     pub fn push_span(&mut self, name: Range<usize>, value: Range<usize>) -> bool {
         let fits = |r: &Range<usize>| self.text.get(r.clone()).is_some();
-        match (span(name.clone()), span(value.clone())) {
-            (Some(name), Some(value)) if fits(&range(name)) && fits(&range(value)) => {
-                self.spans.push(Span { name, value });
-                true
-            }
-            _ => false,
+        if !fits(&name) || !fits(&value) {
+            return false;
         }
+        let (Some(name), Some(value)) = (span(name), span(value)) else {
+            return false;
+        };
+        self.spans.push(Span { name, value });
+        true
     }
 
     /// Adds a field at the end.
