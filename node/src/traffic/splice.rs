@@ -4,6 +4,7 @@
 //! through [`Ctl`].
 
 use super::{now_ms, owner, Traffic, MAX_IN_FLIGHT};
+use bytes::{Bytes, BytesMut};
 use overlay_core::traffic::capture::conn::ConnMeta;
 use overlay_core::traffic::capture::synth::TcpSynth;
 use overlay_core::traffic::capture::{
@@ -115,8 +116,9 @@ impl Capture {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes from `side`, just written on.
-    fn data(&self, side: Side, data: &[u8]) {
+    /// Bytes from `side`, just written on; `chunk`: they are this read, shared (a response's
+    /// body in it is then kept as a view of it until the ring copies it).
+    fn data(&self, side: Side, data: &[u8], chunk: Option<&Bytes>) {
         let now = now_ms();
         let mut st = self.state();
         if st.looking {
@@ -133,7 +135,9 @@ impl Capture {
             // No more room to wait: go on without the name (it still reaches later records).
             self.release(&mut st);
         }
-        st.feed(&self.traffic, side, data, now);
+        st.feed(&self.traffic, side, data, chunk, now);
+        // Records that hold a view of the read go into the ring (which copies it) before the
+        // read is let go of.
         self.traffic.collect(st.cap(&self.traffic));
     }
 
@@ -195,7 +199,7 @@ impl State {
         self.held_bytes = 0;
         for h in std::mem::take(&mut self.held) {
             match h {
-                Held::Data(side, d, t) => self.feed(traffic, side, &d, t),
+                Held::Data(side, d, t) => self.feed(traffic, side, &d, None, t),
                 Held::End(end, t) => self.close(traffic, end, t),
             }
         }
@@ -222,11 +226,21 @@ impl State {
         })
     }
 
-    fn feed(&mut self, traffic: &Traffic, side: Side, data: &[u8], now: u64) {
+    fn feed(
+        &mut self,
+        traffic: &Traffic,
+        side: Side,
+        data: &[u8],
+        chunk: Option<&Bytes>,
+        now: u64,
+    ) {
         if let Some(s) = self.synth.as_mut().filter(|_| traffic.pcap.active()) {
             traffic.pcap.publish_all(&s.data(side, data), now * 1000);
         }
-        self.cap(traffic).data(side, data, now);
+        match chunk {
+            Some(c) => self.cap(traffic).data_shared(side, c, now),
+            None => self.cap(traffic).data(side, data, now),
+        }
     }
 
     fn close(&mut self, traffic: &Traffic, end: FlowEnd, now: u64) {
@@ -380,7 +394,7 @@ where
         let data = buf.get(..n).unwrap_or(&[]);
         w.write_all(data).await?;
         if let Some(t) = &tee {
-            t.cap.data(t.side, data);
+            t.cap.data(t.side, data, None);
         }
     }
 }
@@ -399,7 +413,10 @@ where
 {
     let mut close = ctl.close;
     let mut upgrade = Upgrade::new();
-    let mut buf = vec![0u8; CHUNK];
+    // Each read is split off and shared with the capture, which keeps a response's body that
+    // came whole in it as a view until the ring copies it (one copy, not two). Once the view
+    // is gone the next reserve takes the same memory back.
+    let mut buf = BytesMut::with_capacity(CHUNK);
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
         if let Some(deadline) = closing {
@@ -412,8 +429,9 @@ where
                 return Ok(());
             }
         }
+        buf.reserve(CHUNK);
         let n = tokio::select! {
-            n = r.read(&mut buf) => n?,
+            n = r.read_buf(&mut buf) => n?,
             _ = close.wait_for(|c| *c), if closing.is_none() => {
                 closing = Some(tokio::time::Instant::now() + CLOSING);
                 continue;
@@ -424,15 +442,15 @@ where
             w.shutdown().await?;
             return Ok(());
         }
-        let data = buf.get(..n).unwrap_or(&[]);
-        w.write_all(data).await?;
+        let chunk = buf.split().freeze();
+        w.write_all(&chunk).await?;
         // Cheap: past the first bytes only frame headers are looked at.
-        upgrade.feed(data);
+        upgrade.feed(&chunk);
         if upgrade.is_websocket() {
             ctl.websocket.store(true, Ordering::Relaxed);
         }
         if let Some(t) = &tee {
-            t.cap.data(t.side, data);
+            t.cap.data(t.side, &chunk, Some(&chunk));
         }
     }
 }

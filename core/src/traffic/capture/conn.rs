@@ -9,6 +9,7 @@ use super::h2::{frame::PREFACE, H2Conn};
 use super::record::{Direction, FlowEnd, MessageRecord, Process, Record, RecordKind, RemoteCaller};
 use super::ws::{WsConn, WsLog};
 use crate::traffic::http1::{Conversation, Exchange, Limits, Output, Protocol, Side, UpgradeKind};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -114,6 +115,18 @@ impl ConnectionCapture {
 
     /// Bytes seen from `side`.
     pub fn data(&mut self, side: Side, bytes: &[u8], now_ms: u64) {
+        self.data_in(side, bytes, None, now_ms);
+    }
+
+    /// Bytes seen from `side` that lie in `chunk`, a read the caller shares: an HTTP/1.x
+    /// response's body that lies whole in it is kept as a view of it until the ring copies it
+    /// ([`Ring::push`](super::Ring::push)), instead of being copied out of it first. Records
+    /// polled after this call may hold such views.
+    pub fn data_shared(&mut self, side: Side, chunk: &Bytes, now_ms: u64) {
+        self.data_in(side, chunk, Some(chunk), now_ms);
+    }
+
+    fn data_in(&mut self, side: Side, bytes: &[u8], chunk: Option<&Bytes>, now_ms: u64) {
         if self.closed {
             return;
         }
@@ -151,17 +164,17 @@ impl ConnectionCapture {
                 self.decoder = Decoder::Opaque;
             }
             let first = std::mem::take(&mut self.first);
-            self.feed(side, &first, now_ms);
-            self.feed(Side::Server, &server_first, now_ms);
+            self.feed(side, &first, None, now_ms);
+            self.feed(Side::Server, &server_first, None, now_ms);
             return;
         }
-        self.feed(side, bytes, now_ms);
+        self.feed(side, bytes, chunk, now_ms);
     }
 
-    fn feed(&mut self, side: Side, bytes: &[u8], now_ms: u64) {
+    fn feed(&mut self, side: Side, bytes: &[u8], chunk: Option<&Bytes>, now_ms: u64) {
         match &mut self.decoder {
             Decoder::Http1(conv) => {
-                conv.feed(side, bytes, now_ms);
+                conv.feed_in(side, bytes, chunk, now_ms);
                 if let Some(u) = conv.take_upgrade() {
                     self.drain(now_ms);
                     let [client_tail, server_tail] = u.tails;
@@ -177,8 +190,8 @@ impl ConnectionCapture {
                         }
                         UpgradeKind::Other => Decoder::Opaque,
                     };
-                    self.feed(Side::Client, &client_tail, now_ms);
-                    self.feed(Side::Server, &server_tail, now_ms);
+                    self.feed(Side::Client, &client_tail, None, now_ms);
+                    self.feed(Side::Server, &server_tail, None, now_ms);
                 }
             }
             Decoder::H2(h2) => h2.feed(side, bytes, now_ms),

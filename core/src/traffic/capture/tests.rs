@@ -304,6 +304,43 @@ fn ring_bodies_live_in_its_log_within_its_cap() {
 }
 
 #[test]
+fn a_body_viewed_in_a_shared_read_is_copied_once_into_the_ring() {
+    // The read as the splice shares it: the response's body whole in it. Whether the ring's
+    // log takes the body (64 KiB ring) or not (a ring too small for a log), the stored record
+    // holds no view of the read, which goes back to its owner.
+    for cap in [64 << 10, 16 << 10] {
+        let mut ring = Ring::new(cap);
+        let mut c = ConnectionCapture::new(meta(), Limits::default(), 10);
+        c.data(Side::Client, b"GET /a HTTP/1.1\r\n\r\n", 11);
+        let mut buf = bytes::BytesMut::with_capacity(4096);
+        buf.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+        buf.extend_from_slice(&[b'x'; 1000]);
+        let read = buf.split().freeze();
+        c.data_shared(Side::Server, &read, 12);
+        let r = c.poll().expect("an exchange");
+        let body = &r.response().expect("answered").body.data;
+        assert_eq!(
+            body.as_ptr(),
+            read[read.len() - 1000..].as_ptr(),
+            "a view first"
+        );
+        let id = ring.push(r);
+        let start = read.as_ptr();
+        drop(read);
+        // No view of the read is left: its memory is the splice's again, for the next read.
+        buf.reserve(4096);
+        assert_eq!(
+            buf.as_ptr(),
+            start,
+            "ring {cap}: the stored record still holds the read"
+        );
+        let stored = ring.get(id).and_then(|r| r.response()).expect("stored");
+        assert_eq!(&stored.body.data[..], &[b'x'; 1000][..]);
+        assert!(ring.used() <= cap);
+    }
+}
+
+#[test]
 fn filters_match_fields() {
     let r = capture(
         b"POST /orders/7?x=1 HTTP/1.1\r\nX-Trace: abc\r\nContent-Length: 4\r\n\r\nBODY",

@@ -1,6 +1,8 @@
 //! One direction of an HTTP/1.x connection: a sequence of messages.
 
+use super::body::{view_of, BodyBuf};
 use super::fields::Fields;
+use bytes::Bytes;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -127,7 +129,7 @@ pub struct Message {
     /// Start line and headers.
     pub head: Head,
     /// The body (de-chunked) up to the cap.
-    pub body: Vec<u8>,
+    pub body: BodyBuf,
     /// The body's full length.
     pub body_len: u64,
     /// Whether `body` holds less than `body_len`.
@@ -194,6 +196,9 @@ pub struct MessageParser {
     /// The response being read answers a CONNECT request.
     answers_connect: bool,
     trailers: usize,
+    /// The read being parsed, when the caller shares it: a body that lies whole in it is kept
+    /// as a view of it.
+    chunk: Option<Bytes>,
 }
 
 impl MessageParser {
@@ -208,7 +213,14 @@ impl MessageParser {
             answers_head: false,
             answers_connect: false,
             trailers: 0,
+            chunk: None,
         }
+    }
+
+    /// Shares the read that the next calls of [`parse`](Self::parse) take their bytes from
+    /// (`None`: copy bodies as usual). Bodies that lie whole in it become views of it.
+    pub fn set_chunk(&mut self, chunk: Option<&Bytes>) {
+        self.chunk = chunk.cloned();
     }
 
     /// Between messages.
@@ -374,7 +386,10 @@ impl MessageParser {
             // One allocation for a body that came with its head, not one per growth; never
             // more than what came (a Content-Length alone reserves nothing).
             let keep = n.min(self.limits.body_cap as u64).min(after as u64) as usize;
-            self.msg.body.reserve_exact(keep);
+            // A body whole in a shared read becomes a view of it: nothing to allocate.
+            if self.chunk.is_none() || n > after as u64 {
+                self.msg.body.reserve_exact(keep);
+            }
         }
         match framing {
             Framing::None | Framing::Length(0) => {
@@ -410,7 +425,15 @@ impl MessageParser {
         }
     }
 
-    fn keep_body(&mut self, bytes: &[u8]) {
+    /// Keeps a piece of the body; `whole`: it is all of it.
+    fn keep_body(&mut self, bytes: &[u8], whole: bool) {
+        if whole && bytes.len() <= self.limits.body_cap {
+            if let Some(v) = self.chunk.as_ref().and_then(|c| view_of(c, bytes)) {
+                self.msg.body_len = bytes.len() as u64;
+                self.msg.body = BodyBuf::view(v);
+                return;
+            }
+        }
         self.msg.body_len += bytes.len() as u64;
         let room = self.limits.body_cap.saturating_sub(self.msg.body.len());
         let keep = bytes.len().min(room);
@@ -426,7 +449,8 @@ impl MessageParser {
         match f {
             Framing::Length(remaining) => {
                 let n = (data.len() as u64).min(remaining) as usize;
-                self.keep_body(data.get(..n).unwrap_or(&[]));
+                let whole = n as u64 == remaining && self.msg.body_len == 0;
+                self.keep_body(data.get(..n).unwrap_or(&[]), whole);
                 let left = remaining - n as u64;
                 if left == 0 {
                     self.state = State::Idle;
@@ -439,7 +463,7 @@ impl MessageParser {
                 }
             }
             Framing::UntilClose => {
-                self.keep_body(data);
+                self.keep_body(data, false);
                 (data.len(), None)
             }
             Framing::None | Framing::Chunked => (0, None),
@@ -463,7 +487,7 @@ impl MessageParser {
             }
             Chunk::Data(remaining) => {
                 let n = (data.len() as u64).min(remaining) as usize;
-                self.keep_body(data.get(..n).unwrap_or(&[]));
+                self.keep_body(data.get(..n).unwrap_or(&[]), false);
                 let left = remaining - n as u64;
                 self.state = State::Chunked(if left == 0 {
                     Chunk::DataEnd(0)

@@ -12,17 +12,20 @@
 //! conversation is bounded by those limits and [`MAX_PIPELINED`]. Nothing here panics on input:
 //! malformed bytes end HTTP parsing with an [`HttpError`] and the rest is counted as opaque.
 
+mod body;
 mod fields;
 mod message;
 #[cfg(test)]
 mod tests;
 
+pub use body::BodyBuf;
 pub use fields::Fields;
 pub use message::{
     common_text, is_tchar, looks_like_request, request_framing, text, Framing, Head, HttpError,
     Kind, Limits, Message, MessageParser, Parsed, OBS_FOLD,
 };
 
+use bytes::Bytes;
 use std::collections::VecDeque;
 
 /// Requests waiting for their response at once; more are answered out of the capture.
@@ -190,11 +193,30 @@ impl Conversation {
 
     /// Feeds bytes seen from `side` at `now_ms`.
     pub fn feed(&mut self, side: Side, data: &[u8], now_ms: u64) {
+        self.feed_in(side, data, None, now_ms);
+    }
+
+    /// Feeds bytes seen from `side` at `now_ms` that lie in `chunk`, a read the caller shares:
+    /// a response's body that lies whole in it is kept as a view of it, not copied. Exchanges
+    /// given out by the next [`poll`](Self::poll)s may hold such views; a response that waits
+    /// for its request's end gets a copy of its own.
+    pub fn feed_in(&mut self, side: Side, data: &[u8], chunk: Option<&Bytes>, now_ms: u64) {
+        let shared = side == Side::Server && chunk.is_some();
+        if shared {
+            self.server.set_chunk(chunk);
+        }
+        self.count(side, data);
+        self.parse(side, data, now_ms);
+        if shared {
+            self.server.set_chunk(None);
+        }
+    }
+
+    fn count(&mut self, side: Side, data: &[u8]) {
         match side {
             Side::Client => self.bytes_client += data.len() as u64,
             Side::Server => self.bytes_server += data.len() as u64,
         }
-        self.parse(side, data, now_ms);
     }
 
     fn parse(&mut self, side: Side, mut data: &[u8], now_ms: u64) {
@@ -329,6 +351,9 @@ impl Conversation {
         let Some((req, started)) = self.pending.pop_front() else {
             // The request is still sending its body: pair them when it ends.
             if self.client.current_head().is_some() {
+                // It waits beyond this read: its body must not hold on to it.
+                let mut msg = msg;
+                msg.body.detach();
                 self.early = Some((msg, now_ms));
             }
             return;

@@ -31,7 +31,99 @@ fn run(client: &[u8], server: &[u8], cap: usize) -> (Vec<Exchange>, Protocol) {
     }
     c.finish(3);
     assert_eq!(whole.0, exchanges(&mut c), "byte-wise parse differs");
+    // The server's bytes as shared reads (whole, and in two): bodies may become views of
+    // them, and nothing else changes.
+    for split in [server.len(), server.len() / 2] {
+        let mut c = Conversation::new(limits(cap));
+        c.feed(Side::Client, client, 1);
+        let (a, b) = server.split_at(split);
+        for part in [a, b] {
+            let chunk = bytes::Bytes::copy_from_slice(part);
+            c.feed_in(Side::Server, &chunk, Some(&chunk), 2);
+        }
+        c.finish(3);
+        assert_eq!(
+            whole.0,
+            exchanges(&mut c),
+            "a parse of shared reads differs"
+        );
+    }
     whole
+}
+
+#[test]
+fn a_response_body_whole_in_a_shared_read_is_a_view_of_it() {
+    let mut c = Conversation::new(limits(1024));
+    c.feed(
+        Side::Client,
+        b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+        1,
+    );
+    // /a's body whole in the read, /b's across two reads.
+    let first = bytes::Bytes::from_static(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab",
+    );
+    c.feed_in(Side::Server, &first, Some(&first), 2);
+    let second = bytes::Bytes::from_static(b"cd");
+    c.feed_in(Side::Server, &second, Some(&second), 3);
+    let ex = exchanges(&mut c);
+    let bodies: Vec<_> = ex
+        .iter()
+        .filter_map(|e| e.response.as_ref())
+        .map(|r| &r.body)
+        .collect();
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies[0].is_view());
+    let at = first
+        .windows(5)
+        .position(|w| w == b"hello")
+        .expect("in the read");
+    assert_eq!(bodies[0].as_ptr(), first[at..].as_ptr());
+    assert_eq!(*bodies[0], b"hello");
+    assert!(!bodies[1].is_view());
+    assert_eq!(*bodies[1], b"abcd");
+
+    // Over the cap: a copy, cut. Chunked: a copy.
+    let mut c = Conversation::new(limits(3));
+    c.feed(
+        Side::Client,
+        b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        1,
+    );
+    let read = bytes::Bytes::from_static(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    );
+    c.feed_in(Side::Server, &read, Some(&read), 2);
+    let ex = exchanges(&mut c);
+    let r0 = ex[0].response.as_ref().expect("answered");
+    assert!(!r0.body.is_view() && r0.truncated && r0.body == b"hel" && r0.body_len == 5);
+    let r1 = ex[1].response.as_ref().expect("answered");
+    assert!(!r1.body.is_view() && r1.body == b"ok");
+}
+
+#[test]
+fn an_early_response_lets_go_of_its_read() {
+    // The server answers before the request's body ended: the response waits for it, with a
+    // copy of its body, not a view of the read.
+    let mut c = Conversation::new(limits(1024));
+    c.feed(
+        Side::Client,
+        b"POST /up HTTP/1.1\r\nContent-Length: 4\r\n\r\nab",
+        1,
+    );
+    let read =
+        bytes::Bytes::copy_from_slice(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig");
+    c.feed_in(Side::Server, &read, Some(&read), 2);
+    assert!(
+        read.is_unique(),
+        "the waiting response still holds the read"
+    );
+    c.feed(Side::Client, b"cd", 3);
+    let ex = exchanges(&mut c);
+    let r = ex[0].response.as_ref().expect("answered");
+    assert_eq!(r.head.status, Some(413));
+    assert!(!r.body.is_view());
+    assert_eq!(r.body, b"big");
 }
 
 #[test]
@@ -71,7 +163,7 @@ HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n",
             (
                 e.request.head.target.clone().unwrap_or_default(),
                 e.response.as_ref().and_then(|r| r.head.status),
-                e.response.as_ref().map(|r| r.body.clone()),
+                e.response.as_ref().map(|r| r.body.to_vec()),
             )
         })
         .collect();
