@@ -283,6 +283,14 @@ pub struct Summary {
 }
 
 impl Record {
+    /// Where its heads' allocations start, for a prefetch before it is dropped.
+    pub fn heap(&self) -> impl Iterator<Item = *const u8> + '_ {
+        self.request()
+            .into_iter()
+            .chain(self.response())
+            .flat_map(|m| m.head.heap())
+    }
+
     /// Approximate bytes this record holds, for the ring's cap.
     pub fn size(&self) -> usize {
         // Names and values, and 16 bytes per field for where it ends.

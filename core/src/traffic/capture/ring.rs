@@ -187,6 +187,7 @@ impl Ring {
             }
         }
         while self.used + size > self.cap {
+            self.fetch_ahead();
             let Some((_, s, _)) = self.items.pop_front() else {
                 break;
             };
@@ -199,6 +200,26 @@ impl Ring {
         self.used += size;
         self.items.push_back((r, size, block));
         self.next_id - 1
+    }
+
+    /// Dropping an evicted record frees its heads' allocations, long out of the cache, and
+    /// each free waited for memory (8% of the capture's work with 16 KiB bodies). Records go
+    /// in runs (a new body block makes room for dozens), so while one is evicted the third
+    /// after it has its allocations fetched, and the sixth the lines that point to them
+    /// (the distances measured best with the bench's exchanges).
+    fn fetch_ahead(&self) {
+        if let Some((r, ..)) = self.items.get(6) {
+            let at: *const Record = r;
+            for line in (0..std::mem::size_of::<Record>()).step_by(64) {
+                prefetch(at.cast::<u8>().wrapping_add(line));
+            }
+        }
+        if let Some((r, ..)) = self.items.get(3) {
+            // The allocator's header is just before each allocation.
+            for p in r.heap().filter(|p| !p.is_null()) {
+                prefetch(p.wrapping_sub(16));
+            }
+        }
     }
 
     /// The record `id`, if it is still held.
@@ -381,4 +402,18 @@ fn bodies(r: &mut Record) -> impl Iterator<Item = &mut Body> {
         RecordKind::Flow { .. } => (None, None),
     };
     request.into_iter().chain(response).map(|m| &mut m.body)
+}
+
+/// Asks the CPU to bring the line at `p` into its caches: a hint, with no effect on what the
+/// program does (elsewhere than x86-64, nothing).
+#[inline]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and never faults, whatever the address;
+    // SSE is part of every x86-64 CPU.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }

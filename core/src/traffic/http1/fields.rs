@@ -98,6 +98,11 @@ impl Fields {
         self.spans.is_empty()
     }
 
+    /// Where its two allocations start (text and spans), for a prefetch.
+    pub fn heap(&self) -> [*const u8; 2] {
+        [self.text.as_ptr(), self.spans.as_ptr().cast()]
+    }
+
     /// Bytes of text held (names, values and, for a parsed head, what came between them).
     pub fn text_len(&self) -> usize {
         self.text.len()

@@ -91,6 +91,16 @@ pub struct Head {
 }
 
 impl Head {
+    /// Where its allocations start (target, header text and spans), for a prefetch.
+    pub fn heap(&self) -> [*const u8; 3] {
+        let [text, spans] = self.headers.heap();
+        let target = self
+            .target
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t.as_ptr());
+        [target, text, spans]
+    }
+
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.find(name)
