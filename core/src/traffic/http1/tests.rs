@@ -1,4 +1,5 @@
 use super::*;
+use bytes::Bytes;
 
 fn limits(cap: usize) -> Limits {
     Limits {
@@ -38,7 +39,7 @@ fn run(client: &[u8], server: &[u8], cap: usize) -> (Vec<Exchange>, Protocol) {
         c.feed(Side::Client, client, 1);
         let (a, b) = server.split_at(split);
         for part in [a, b] {
-            let chunk = bytes::Bytes::copy_from_slice(part);
+            let chunk = Bytes::copy_from_slice(part);
             c.feed_in(Side::Server, &chunk, Some(&chunk), 2);
         }
         c.finish(3);
@@ -51,22 +52,25 @@ fn run(client: &[u8], server: &[u8], cap: usize) -> (Vec<Exchange>, Protocol) {
     whole
 }
 
+/// The exchanges of `requests` answered by `reads`, each fed as a shared read.
+fn answered_in_shared_reads(cap: usize, requests: &[u8], reads: &[&Bytes]) -> Vec<Exchange> {
+    let mut c = Conversation::new(limits(cap));
+    c.feed(Side::Client, requests, 1);
+    for read in reads {
+        c.feed_in(Side::Server, read, Some(read), 2);
+    }
+    exchanges(&mut c)
+}
+
 #[test]
 fn a_response_body_whole_in_a_shared_read_is_a_view_of_it() {
-    let mut c = Conversation::new(limits(1024));
-    c.feed(
-        Side::Client,
-        b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
-        1,
-    );
     // /a's body whole in the read, /b's across two reads.
-    let first = bytes::Bytes::from_static(
+    let first = Bytes::from_static(
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab",
     );
-    c.feed_in(Side::Server, &first, Some(&first), 2);
-    let second = bytes::Bytes::from_static(b"cd");
-    c.feed_in(Side::Server, &second, Some(&second), 3);
-    let ex = exchanges(&mut c);
+    let second = Bytes::from_static(b"cd");
+    let two = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+    let ex = answered_in_shared_reads(1024, two, &[&first, &second]);
     let bodies: Vec<_> = ex
         .iter()
         .filter_map(|e| e.response.as_ref())
@@ -84,17 +88,10 @@ fn a_response_body_whole_in_a_shared_read_is_a_view_of_it() {
     assert_eq!(*bodies[1], b"abcd");
 
     // Over the cap: a copy, cut. Chunked: a copy.
-    let mut c = Conversation::new(limits(3));
-    c.feed(
-        Side::Client,
-        b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
-        1,
-    );
-    let read = bytes::Bytes::from_static(
+    let read = Bytes::from_static(
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     );
-    c.feed_in(Side::Server, &read, Some(&read), 2);
-    let ex = exchanges(&mut c);
+    let ex = answered_in_shared_reads(3, two, &[&read]);
     let r0 = ex[0].response.as_ref().expect("answered");
     assert!(!r0.body.is_view() && r0.truncated && r0.body == b"hel" && r0.body_len == 5);
     let r1 = ex[1].response.as_ref().expect("answered");
@@ -111,8 +108,7 @@ fn an_early_response_lets_go_of_its_read() {
         b"POST /up HTTP/1.1\r\nContent-Length: 4\r\n\r\nab",
         1,
     );
-    let read =
-        bytes::Bytes::copy_from_slice(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig");
+    let read = Bytes::copy_from_slice(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig");
     c.feed_in(Side::Server, &read, Some(&read), 2);
     assert!(
         read.is_unique(),
