@@ -98,9 +98,11 @@ impl Fields {
         self.spans.is_empty()
     }
 
-    /// Where its two allocations start (text and spans), for a prefetch.
+    /// Where its two allocations start (text and spans; null for none), for a prefetch.
     pub fn heap(&self) -> [*const u8; 2] {
-        [self.text.as_ptr(), self.spans.as_ptr().cast()]
+        let text = (self.text.capacity() > 0).then(|| self.text.as_ptr());
+        let spans = (self.spans.capacity() > 0).then(|| self.spans.as_ptr().cast());
+        [text, spans].map(|p| p.unwrap_or(std::ptr::null()))
     }
 
     /// Bytes of text held (names, values and, for a parsed head, what came between them).

@@ -91,12 +91,14 @@ pub struct Head {
 }
 
 impl Head {
-    /// Where its allocations start (target, header text and spans), for a prefetch.
+    /// Where its allocations start (target, header text and spans; null for none), for a
+    /// prefetch.
     pub fn heap(&self) -> [*const u8; 3] {
         let [text, spans] = self.headers.heap();
         let target = self
             .target
             .as_ref()
+            .filter(|t| t.capacity() > 0)
             .map_or(std::ptr::null(), |t| t.as_ptr());
         [target, text, spans]
     }
