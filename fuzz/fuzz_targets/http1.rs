@@ -1,8 +1,10 @@
 //! The inspector's HTTP/1.x parser and TCP reassembly on arbitrary bytes: never a panic, and
-//! memory stays within the limits. Parsed heads also go through credential masking and the
+//! memory stays within the limits. The server's bytes fed as shared reads (as a listener feeds
+//! them) give the same exchanges as fed as slices. Parsed heads also go through credential masking and the
 //! inspector's access decision (network input reaches both).
 #![no_main]
 
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use overlay_core::traffic::capture::access::{self, Secret};
 use overlay_core::traffic::capture::mask;
@@ -16,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         max_headers: 8,
     };
     let mut c = Conversation::new(limits);
+    let mut shared = Conversation::new(limits);
     // The first byte picks the split points; chunks alternate sides by their first bit.
     let step = usize::from(data.first().copied().unwrap_or(1)).max(1);
     for (i, chunk) in data.chunks(step).enumerate() {
@@ -25,11 +28,18 @@ fuzz_target!(|data: &[u8]| {
             Side::Client
         };
         c.feed(side, chunk, i as u64);
+        let read = Bytes::copy_from_slice(chunk);
+        shared.feed_in(side, &read, Some(&read), i as u64);
     }
     c.finish(u64::MAX);
+    shared.finish(u64::MAX);
+    let outputs: Vec<Output> = std::iter::from_fn(|| c.poll()).collect();
+    let from_shared: Vec<Output> = std::iter::from_fn(|| shared.poll()).collect();
+    assert_eq!(outputs, from_shared);
+    let mut outputs = outputs.into_iter();
     let secret = Secret::from_bytes([3; 32]);
     let listener = "127.0.0.1:4141".parse().expect("addr");
-    while let Some(Output::Exchange(e)) = c.poll() {
+    while let Some(Output::Exchange(e)) = outputs.next() {
         assert!(e.request.body.len() <= limits.body_cap);
         assert!(e.request.head.headers.len() <= limits.max_headers);
         let head = &e.request.head;
