@@ -237,10 +237,7 @@ impl State {
         if let Some(s) = self.synth.as_mut().filter(|_| traffic.pcap.active()) {
             traffic.pcap.publish_all(&s.data(side, data), now * 1000);
         }
-        match chunk {
-            Some(c) => self.cap(traffic).data_shared(side, c, now),
-            None => self.cap(traffic).data(side, data, now),
-        }
+        self.cap(traffic).data_in(side, data, chunk, now);
     }
 
     fn close(&mut self, traffic: &Traffic, end: FlowEnd, now: u64) {

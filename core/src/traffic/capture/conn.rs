@@ -118,15 +118,11 @@ impl ConnectionCapture {
         self.data_in(side, bytes, None, now_ms);
     }
 
-    /// Bytes seen from `side` that lie in `chunk`, a read the caller shares: an HTTP/1.x
+    /// Bytes seen from `side` that lie in `chunk`, when the caller shares its read: an HTTP/1.x
     /// response's body that lies whole in it is kept as a view of it until the ring copies it
-    /// ([`Ring::push`](super::Ring::push)), instead of being copied out of it first. Records
-    /// polled after this call may hold such views.
-    pub fn data_shared(&mut self, side: Side, chunk: &Bytes, now_ms: u64) {
-        self.data_in(side, chunk, Some(chunk), now_ms);
-    }
-
-    fn data_in(&mut self, side: Side, bytes: &[u8], chunk: Option<&Bytes>, now_ms: u64) {
+    /// ([`Ring::push`](super::Ring::push)), instead of being copied out of it first
+    /// ([`Conversation::feed_in`]). Records polled after this call may hold such views.
+    pub fn data_in(&mut self, side: Side, bytes: &[u8], chunk: Option<&Bytes>, now_ms: u64) {
         if self.closed {
             return;
         }

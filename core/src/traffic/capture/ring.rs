@@ -181,7 +181,7 @@ impl Ring {
                 self.used += grew;
                 body.data = view;
             } else if !body.data.is_unique() && !body.data.is_empty() {
-                // A view of a read larger than the body (ConnectionCapture::data_shared): the
+                // A view of a read larger than the body (ConnectionCapture::data_in): the
                 // ring counts only the body, so it keeps only the body.
                 body.data = bytes::Bytes::copy_from_slice(&body.data);
             }

@@ -316,7 +316,7 @@ fn a_body_viewed_in_a_shared_read_is_copied_once_into_the_ring() {
         buf.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
         buf.extend_from_slice(&[b'x'; 1000]);
         let read = buf.split().freeze();
-        c.data_shared(Side::Server, &read, 12);
+        c.data_in(Side::Server, &read, Some(&read), 12);
         let r = c.poll().expect("an exchange");
         let body = &r.response().expect("answered").body.data;
         assert_eq!(

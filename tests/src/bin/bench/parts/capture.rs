@@ -103,7 +103,7 @@ const IN_PROCESS_RING: usize = 64 << 20;
 
 /// The capture's work per HTTP/1.1 exchange without the rest of the system: an exchange shaped
 /// as the bench's (h2load's request, nginx's head and 16 KiB body, each arriving in one chunk,
-/// the response's shared as the listener's splice shares its reads) fed to connection
+/// the response shared as the listener's splice shares its reads) fed to connection
 /// captures over 8 connections, records into a ring of the daemon's default
 /// size, filled first so that every record evicts one. The two daemons' CPU difference moves by
 /// a microsecond between runs on a shared host; this moves less. It leaves out what the capture
@@ -138,7 +138,7 @@ fn in_process(rounds: usize, exchanges: usize, ring_bytes: usize) -> (Vec<f64>, 
             return;
         };
         c.data(Side::Client, request, 1);
-        c.data_shared(Side::Server, &response, 2);
+        c.data_in(Side::Server, &response, Some(&response), 2);
         while let Some(r) = c.poll() {
             ring.push(r);
         }
