@@ -1,7 +1,7 @@
 //! The inspector's HTTP/1.x parser and TCP reassembly on arbitrary bytes: never a panic, and
 //! memory stays within the limits. The server's bytes fed as shared reads (as a listener feeds
-//! them) give the same exchanges as fed as slices. Parsed heads also go through credential masking and the
-//! inspector's access decision (network input reaches both).
+//! them) give the same exchanges as fed as slices. Parsed heads also go through credential
+//! masking and the inspector's access decision (network input reaches both).
 #![no_main]
 
 use bytes::Bytes;

@@ -90,12 +90,6 @@ impl PartialEq for BodyBuf {
 
 impl Eq for BodyBuf {}
 
-impl PartialEq<[u8]> for BodyBuf {
-    fn eq(&self, other: &[u8]) -> bool {
-        **self == *other
-    }
-}
-
 impl PartialEq<Vec<u8>> for BodyBuf {
     fn eq(&self, other: &Vec<u8>) -> bool {
         **self == **other
