@@ -431,10 +431,9 @@ impl MessageParser {
                 return Ok(Framing::None);
             }
         }
-        let fields = (noted.transfer_encoding, noted.content_length);
         match self.kind {
-            Kind::Request => framing_of_request(head, fields),
-            Kind::Response => Ok(response_framing(head, fields)),
+            Kind::Request => framing_of_request(head, noted),
+            Kind::Response => Ok(response_framing(head, noted)),
         }
     }
 
@@ -719,6 +718,18 @@ struct Noted {
     content_length: bool,
 }
 
+impl Noted {
+    /// Notes a field named `name` if framing reads it (names told apart by length first: most
+    /// heads have neither, or only a Content-Length).
+    fn field(&mut self, name: &[u8]) {
+        match name.len() {
+            17 => self.transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding"),
+            14 => self.content_length |= name.eq_ignore_ascii_case(b"content-length"),
+            _ => {}
+        }
+    }
+}
+
 /// The head, and what its framing needs to know of it.
 fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, Noted), HttpError> {
     let (first, block) = match find_byte(b'\n', bytes) {
@@ -765,13 +776,8 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, Not
         if name.is_empty() || !name.iter().fold(true, |ok, &b| ok & is_tchar(b)) {
             return Err(HttpError::Header);
         }
-        // The fields framing reads, noted here rather than found in another pass (names told
-        // apart by length first).
-        match name.len() {
-            17 => noted.transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding"),
-            14 => noted.content_length |= name.eq_ignore_ascii_case(b"content-length"),
-            _ => {}
-        }
+        // The fields framing reads, noted here rather than found in another pass.
+        noted.field(name);
         if head.headers.len() >= max_headers {
             return Err(HttpError::TooManyHeaders(max_headers));
         }
@@ -975,7 +981,8 @@ pub fn request_framing(head: &Head) -> Result<Framing, HttpError> {
 }
 
 /// [`request_framing`], told whether the head has a Transfer-Encoding and a Content-Length.
-fn framing_of_request(head: &Head, (te, cl): (bool, bool)) -> Result<Framing, HttpError> {
+fn framing_of_request(head: &Head, noted: Noted) -> Result<Framing, HttpError> {
+    let (te, cl) = (noted.transfer_encoding, noted.content_length);
     if !te && !cl {
         return Ok(Framing::None);
     }
@@ -1024,20 +1031,19 @@ fn framing_of_request(head: &Head, (te, cl): (bool, bool)) -> Result<Framing, Ht
     }
 }
 
-/// Whether the head has a Transfer-Encoding field, and a Content-Length one: one pass, names
-/// told apart by length first (most heads have neither, or only a Content-Length).
-fn framing_fields(head: &Head) -> (bool, bool) {
-    head.headers
-        .iter()
-        .fold((false, false), |(te, cl), (k, _)| match k.len() {
-            17 => (te || k.eq_ignore_ascii_case("transfer-encoding"), cl),
-            14 => (te, cl || k.eq_ignore_ascii_case("content-length")),
-            _ => (te, cl),
-        })
+/// Whether the head has a Transfer-Encoding field, and a Content-Length one, in one pass over
+/// its fields (for heads the parser did not note them in).
+fn framing_fields(head: &Head) -> Noted {
+    let mut noted = Noted::default();
+    for (name, _) in &head.headers {
+        noted.field(name.as_bytes());
+    }
+    noted
 }
 
 /// A response's framing as clients read it (lenient: the capture follows what the client did).
-fn response_framing(head: &Head, (te, cl): (bool, bool)) -> Framing {
+fn response_framing(head: &Head, noted: Noted) -> Framing {
+    let (te, cl) = (noted.transfer_encoding, noted.content_length);
     if !te && !cl {
         return Framing::UntilClose;
     }
@@ -1246,8 +1252,12 @@ mod tests {
                             let text = String::from_utf8_lossy(&head);
                             // The framing fields noted on the way are those a pass finds.
                             if let Ok((h, noted)) = &ours {
-                                let fields = (noted.transfer_encoding, noted.content_length);
-                                assert_eq!(fields, framing_fields(h), "{text:?}");
+                                let pass = framing_fields(h);
+                                assert_eq!(
+                                    (noted.transfer_encoding, noted.content_length),
+                                    (pass.transfer_encoding, pass.content_length),
+                                    "{text:?}"
+                                );
                             }
                             let ours = ours.map(|(h, noted)| (h, noted.folded));
                             assert_eq!(ours, theirs, "{text:?}");
