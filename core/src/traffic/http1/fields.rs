@@ -2,13 +2,16 @@
 //!
 //! The capture makes a head per message and frees it when the ring evicts the record: with a
 //! `String` pair per field that was two allocations and two frees per field, the capture's
-//! largest cost after copying bodies. Here a head's fields take two allocations whatever
-//! their number: one text, and where each name and value lies in it. A parsed head's text is
+//! largest cost after copying bodies. Here a head's fields take one allocation whatever their
+//! number: the text first, then where each name and value lies in it. A parsed head's text is
 //! its header lines as sent (one copy of them), so a field costs no copy of its own.
 
 use serde::ser::SerializeSeq;
 use std::fmt;
 use std::ops::Range;
+
+/// Bytes per field after the text: where its name and value start and end, four `u32`s.
+const SPAN: usize = 16;
 
 /// Where one field's name and value lie in the text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -17,12 +20,40 @@ struct Span {
     value: (u32, u32),
 }
 
+impl Span {
+    fn to_bytes(self) -> [u8; SPAN] {
+        let mut b = [0u8; SPAN];
+        let parts = [self.name.0, self.name.1, self.value.0, self.value.1];
+        for (chunk, v) in b.chunks_exact_mut(4).zip(parts) {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    fn from_bytes(b: &[u8]) -> Span {
+        let at = |i: usize| {
+            let mut w = [0u8; 4];
+            if let Some(s) = b.get(i..i + 4) {
+                w.copy_from_slice(s);
+            }
+            u32::from_le_bytes(w)
+        };
+        Span {
+            name: (at(0), at(4)),
+            value: (at(8), at(12)),
+        }
+    }
+}
+
 /// Fields in order, names as sent (serialized as a list of `[name, value]` pairs).
 #[derive(Clone, Default)]
 pub struct Fields {
-    /// Names and values (with what came between them, for a parsed head).
-    text: String,
-    spans: Vec<Span>,
+    /// The text (names and values, with what came between them for a parsed head), then
+    /// [`SPAN`] bytes per field. The text is UTF-8 and every span lies on its character
+    /// boundaries (both checked as they go in), so each piece is UTF-8.
+    buf: Vec<u8>,
+    /// Bytes of text at the front of `buf`.
+    text: u32,
 }
 
 /// `r` as a span, if it fits in `u32` (heads are bounded far below that).
@@ -44,90 +75,134 @@ impl Fields {
     /// No fields, with room for `fields` fields of `bytes` bytes of names and values.
     pub fn with_capacity(fields: usize, bytes: usize) -> Self {
         Fields {
-            text: String::with_capacity(bytes),
-            spans: Vec::with_capacity(fields),
+            buf: Vec::with_capacity(bytes.saturating_add(fields.saturating_mul(SPAN))),
+            text: 0,
         }
     }
 
-    /// No fields yet, over a copy of `text` (a head's header lines); [`Fields::push_span`]
-    /// adds fields that are pieces of it.
+    /// No fields yet, over a copy of `text` (a head's header lines), with room for `fields`
+    /// fields; [`Fields::push_span`] adds fields that are pieces of it. A text too long for
+    /// `u32` offsets is not kept (no piece of it can be a field).
     pub fn over(text: &str, fields: usize) -> Self {
-        Fields {
-            text: text.to_owned(),
-            spans: Vec::with_capacity(fields),
-        }
+        let Ok(len) = u32::try_from(text.len()) else {
+            return Fields::with_capacity(fields, 0);
+        };
+        let mut buf = Vec::with_capacity(text.len().saturating_add(fields.saturating_mul(SPAN)));
+        buf.extend_from_slice(text.as_bytes());
+        Fields { buf, text: len }
+    }
+
+    fn text_bytes(&self) -> &[u8] {
+        self.buf.get(..self.text as usize).unwrap_or(&[])
+    }
+
+    /// Whether `r` is a piece of the text that starts and ends on character boundaries.
+    fn fits(&self, r: &Range<usize>) -> bool {
+        let text = self.text_bytes();
+        // A UTF-8 continuation byte is 0b10xx_xxxx: anything else starts a character.
+        let boundary =
+            |i: usize| i == text.len() || text.get(i).is_some_and(|b| (*b as i8) >= -0x40);
+        r.start <= r.end && r.end <= text.len() && boundary(r.start) && boundary(r.end)
     }
 
     /// Adds a field whose name and value are these ranges of the text given to
     /// [`Fields::over`]; false (and nothing added) when one is not a piece of it.
     pub fn push_span(&mut self, name: Range<usize>, value: Range<usize>) -> bool {
-        let fits = |r: &Range<usize>| self.text.get(r.clone()).is_some();
-        if !fits(&name) || !fits(&value) {
+        if !self.fits(&name) || !self.fits(&value) {
             return false;
         }
         let (Some(name), Some(value)) = (span(name), span(value)) else {
             return false;
         };
-        self.spans.push(Span { name, value });
+        self.buf.extend_from_slice(&Span { name, value }.to_bytes());
         true
     }
 
-    /// Adds a field at the end.
+    /// Adds a field at the end (its text goes in after the text so far, before the spans).
     pub fn push(&mut self, name: &str, value: &str) {
-        let start = self.text.len();
-        self.text.push_str(name);
-        let name_end = self.text.len();
-        self.text.push_str(value);
-        // Pieces of the text just written: they fit (unless it outgrew u32).
-        self.push_span(start..name_end, name_end..self.text.len());
+        let start = self.text as usize;
+        let name_end = start + name.len();
+        let end = name_end + value.len();
+        let (Ok(text), Some(n), Some(v)) = (
+            u32::try_from(end),
+            span(start..name_end),
+            span(name_end..end),
+        ) else {
+            return;
+        };
+        self.buf.reserve(name.len() + value.len() + SPAN);
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(value.as_bytes());
+        // The new text moves in front of the spans (a few per head: the rotation is short).
+        if let Some(tail) = self.buf.get_mut(start..) {
+            tail.rotate_right(name.len() + value.len());
+        }
+        self.text = text;
+        self.buf
+            .extend_from_slice(&Span { name: n, value: v }.to_bytes());
     }
 
     /// Drops every field, keeping the room.
     pub fn clear(&mut self) {
-        self.text.clear();
-        self.spans.clear();
+        self.buf.clear();
+        self.text = 0;
     }
 
     /// Fields held.
     pub fn len(&self) -> usize {
-        self.spans.len()
+        (self.buf.len() - self.text as usize) / SPAN
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.len() == 0
     }
 
-    /// Where its two allocations start (text and spans; null for none), for a prefetch.
-    pub fn heap(&self) -> [*const u8; 2] {
-        let text = (self.text.capacity() > 0).then(|| self.text.as_ptr());
-        let spans = (self.spans.capacity() > 0).then(|| self.spans.as_ptr().cast());
-        [text, spans].map(|p| p.unwrap_or(std::ptr::null()))
+    /// Where its allocation starts (null for none), for a prefetch.
+    pub fn heap(&self) -> *const u8 {
+        if self.buf.capacity() > 0 {
+            self.buf.as_ptr()
+        } else {
+            std::ptr::null()
+        }
     }
 
     /// Bytes of text held (names, values and, for a parsed head, what came between them).
     pub fn text_len(&self) -> usize {
-        self.text.len()
+        self.text as usize
     }
 
     fn piece(&self, s: (u32, u32)) -> &str {
-        self.text.get(range(s)).unwrap_or("")
+        let bytes = self.text_bytes().get(range(s)).unwrap_or(&[]);
+        // SAFETY: the text is UTF-8 (`over` and `push` copy it from `&str`s and nothing else
+        // writes it), and a span is stored only when both its ends are character boundaries
+        // of it (`fits`, or the ends of the `&str`s `push` copied): a piece is UTF-8. A range
+        // that were not in the text would give the empty slice, which is UTF-8 too.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
-    fn pair(&self, s: &Span) -> (&str, &str) {
+    fn span_at(&self, i: usize) -> Option<Span> {
+        let at = (self.text as usize).checked_add(i.checked_mul(SPAN)?)?;
+        self.buf
+            .get(at..at.checked_add(SPAN)?)
+            .map(Span::from_bytes)
+    }
+
+    fn pair(&self, s: Span) -> (&str, &str) {
         (self.piece(s.name), self.piece(s.value))
     }
 
     /// Field `i`: its name and value.
     pub fn get(&self, i: usize) -> Option<(&str, &str)> {
-        self.spans.get(i).map(|s| self.pair(s))
+        self.span_at(i).map(|s| self.pair(s))
     }
 
     /// The fields in order, as `(name, value)`.
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             fields: self,
-            spans: self.spans.iter(),
+            next: 0,
+            end: self.len(),
         }
     }
 
@@ -159,19 +234,26 @@ impl Eq for Fields {}
 #[derive(Clone, Debug)]
 pub struct Iter<'a> {
     fields: &'a Fields,
-    spans: std::slice::Iter<'a, Span>,
+    next: usize,
+    end: usize,
 }
 
 impl<'a> Iterator for Iter<'a> {
     type Item = (&'a str, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
         let fields = self.fields;
-        self.spans.next().map(|s| fields.pair(s))
+        let pair = fields.get(self.next);
+        self.next += 1;
+        pair
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.spans.size_hint()
+        let n = self.end - self.next;
+        (n, Some(n))
     }
 }
 
@@ -274,5 +356,33 @@ mod tests {
         let same: Fields = v.iter().copied().collect();
         assert_eq!(f, same);
         assert_ne!(f, Fields::new());
+    }
+
+    #[test]
+    fn a_parsed_heads_fields_take_one_allocation_sized_up_front() {
+        let text = "Host: a\r\nAccept: */*\r\nX-Long: ".to_string() + &"v".repeat(300) + "\r\n";
+        let mut f = Fields::over(&text, 3);
+        let at = f.heap();
+        assert!(!at.is_null());
+        assert!(f.push_span(0..4, 6..7));
+        assert!(f.push_span(9..15, 17..20));
+        assert!(f.push_span(22..28, 30..330));
+        assert_eq!(f.heap(), at, "room for the spans was taken with the text");
+        assert_eq!(f.get(2).map(|(k, v)| (k, v.len())), Some(("X-Long", 300)));
+        assert_eq!(f.get(3), None);
+        assert_eq!(f.text_len(), text.len());
+        // Spans on either side of the text's end, and empty pieces at its end.
+        assert!(f.push_span(text.len()..text.len(), text.len()..text.len()));
+        assert!(!f.push_span(0..4, 6..text.len() + 1));
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = 6..4;
+        assert!(
+            !f.push_span(backwards, 6..7),
+            "a range that ends before it starts"
+        );
+        assert_eq!(f.get(3), Some(("", "")));
+        f.clear();
+        assert!(f.is_empty() && f.text_len() == 0);
+        assert_eq!(Fields::new().heap(), std::ptr::null());
     }
 }

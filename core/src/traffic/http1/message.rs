@@ -91,16 +91,16 @@ pub struct Head {
 }
 
 impl Head {
-    /// Where its allocations start (target, header text and spans; null for none), for a
-    /// prefetch.
-    pub fn heap(&self) -> [*const u8; 3] {
-        let [text, spans] = self.headers.heap();
+    /// Where its allocations start (target, and header text with its spans; null for none),
+    /// for a prefetch.
+    pub fn heap(&self) -> [*const u8; 2] {
+        let fields = self.headers.heap();
         let target = self
             .target
             .as_ref()
             .filter(|t| t.capacity() > 0)
             .map_or(std::ptr::null(), |t| t.as_ptr());
-        [target, text, spans]
+        [target, fields]
     }
 
     /// The first header named `name` (case-insensitive).
