@@ -337,12 +337,13 @@ impl MessageParser {
                 if end > max {
                     return Err(HttpError::HeadTooLarge(max));
                 }
-                let head = parse_head(
+                let noted = parse_head(
                     self.kind,
                     data.get(..end).unwrap_or(&[]),
                     self.limits.max_headers,
+                    &mut self.msg.head,
                 );
-                return self.head_parsed(head, end, data.len() - end);
+                return self.head_parsed(noted, end, data.len() - end);
             }
         }
         // Look for the blank line, also across the boundary of the previous call.
@@ -361,39 +362,40 @@ impl MessageParser {
             return Err(HttpError::HeadTooLarge(max));
         }
         let used_here = end - (self.buf.len() - take);
-        let head = parse_head(
+        let noted = parse_head(
             self.kind,
             self.buf.get(..end).unwrap_or(&[]),
             self.limits.max_headers,
+            &mut self.msg.head,
         );
         self.buf.clear();
-        self.head_parsed(head, used_here, data.len().saturating_sub(used_here))
+        self.head_parsed(noted, used_here, data.len().saturating_sub(used_here))
     }
 
-    /// A head was read (`used_here` bytes of this call's data, `after` bytes follow it there):
-    /// its framing tells what follows.
+    /// A head was read into the message (`used_here` bytes of this call's data, `after` bytes
+    /// follow it there): its framing tells what follows.
     fn head_parsed(
         &mut self,
-        head: Result<(Head, Noted), HttpError>,
+        noted: Result<Noted, HttpError>,
         used_here: usize,
         after: usize,
     ) -> Result<Parsed, HttpError> {
-        let (head, noted) = head?;
+        // A head that failed to parse is not shown (the state stays `Head`): what it holds
+        // so far is dropped with the message.
+        let noted = noted?;
         let framing = if noted.folded {
             Err(HttpError::Ambiguous(OBS_FOLD))
         } else {
-            self.framing(&head, noted)
+            self.framing(&self.msg.head, noted)
         };
         let framing = match framing {
             Ok(f) => f,
             Err(e) => {
                 // The head is worth showing with the reason; its body cannot be found.
-                self.msg.head = head;
                 self.state = State::Rejected;
                 return Err(e);
             }
         };
-        self.msg.head = head;
         if let Framing::Length(n) = framing {
             // One allocation for a body that came with its head, not one per growth; never
             // more than what came (a Content-Length alone reserves nothing).
@@ -730,8 +732,14 @@ impl Noted {
     }
 }
 
-/// The head, and what its framing needs to know of it.
-fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, Noted), HttpError> {
+/// Parses a head into `head`, a fresh one (filled where it lies, not built and moved: a head
+/// is 152 bytes, moved twice per message before); returns what its framing needs to know of it.
+fn parse_head(
+    kind: Kind,
+    bytes: &[u8],
+    max_headers: usize,
+    head: &mut Head,
+) -> Result<Noted, HttpError> {
     let (first, block) = match find_byte(b'\n', bytes) {
         Some(i) => (
             bytes.get(..i).unwrap_or(&[]),
@@ -740,10 +748,10 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, Not
         None => (bytes, &[][..]),
     };
     let first = first.strip_suffix(b"\r").unwrap_or(first);
-    let mut head = match kind {
-        Kind::Request => request_line(first)?,
-        Kind::Response => status_line(first)?,
-    };
+    match kind {
+        Kind::Request => request_line(first, head)?,
+        Kind::Response => status_line(first, head)?,
+    }
     // At most a field per line after the first.
     let fields = count_byte(b'\n', block).min(max_headers);
     // The header lines as text: when they are UTF-8 (nearly always), one check and one copy
@@ -802,7 +810,7 @@ fn parse_head(kind: Kind, bytes: &[u8], max_headers: usize) -> Result<(Head, Not
             head.headers.push(&text(name), &text(value));
         }
     }
-    Ok((head, noted))
+    Ok(noted)
 }
 
 /// Field values: visible characters, spaces, tabs and obs-text; no other control characters
@@ -891,7 +899,7 @@ pub fn common_text(bytes: &[u8]) -> Cow<'static, str> {
     }
 }
 
-fn request_line(line: &[u8]) -> Result<Head, HttpError> {
+fn request_line(line: &[u8], head: &mut Head) -> Result<(), HttpError> {
     let bad = HttpError::StartLine("request");
     let mut parts = line.split(|b| *b == b' ');
     let method = parts.next().ok_or(bad.clone())?;
@@ -906,15 +914,13 @@ fn request_line(line: &[u8]) -> Result<Head, HttpError> {
     {
         return Err(bad);
     }
-    Ok(Head {
-        method: Some(common_text(method)),
-        target: Some(String::from_utf8_lossy(target).into_owned()),
-        version: version(ver).ok_or(bad)?,
-        ..Head::default()
-    })
+    head.version = version(ver).ok_or(bad)?;
+    head.method = Some(common_text(method));
+    head.target = Some(String::from_utf8_lossy(target).into_owned());
+    Ok(())
 }
 
-fn status_line(line: &[u8]) -> Result<Head, HttpError> {
+fn status_line(line: &[u8], head: &mut Head) -> Result<(), HttpError> {
     let bad = HttpError::StartLine("status");
     let mut parts = line.splitn(3, |b| *b == b' ');
     let ver = version(parts.next().ok_or(bad.clone())?).ok_or(bad.clone())?;
@@ -923,13 +929,10 @@ fn status_line(line: &[u8]) -> Result<Head, HttpError> {
         return Err(bad);
     }
     let status = code.iter().fold(0u16, |a, b| a * 10 + u16::from(b - b'0'));
-    let reason = parts.next().map(common_text);
-    Ok(Head {
-        status: Some(status),
-        reason,
-        version: ver,
-        ..Head::default()
-    })
+    head.status = Some(status);
+    head.reason = parts.next().map(common_text);
+    head.version = ver;
+    Ok(())
 }
 
 fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
@@ -1154,6 +1157,16 @@ mod tests {
         }
     }
 
+    /// A head parsed into a fresh one, with what its framing needs.
+    fn parse_head(
+        kind: Kind,
+        bytes: &[u8],
+        max_headers: usize,
+    ) -> Result<(Head, Noted), HttpError> {
+        let mut head = Head::default();
+        super::parse_head(kind, bytes, max_headers, &mut head).map(|n| (head, n))
+    }
+
     /// The head parser before it checked and copied all header lines at once: every value
     /// checked and copied on its own.
     fn parse_head_per_field(
@@ -1164,10 +1177,11 @@ mod tests {
         let mut folded = false;
         let mut lines = Lines { rest: Some(bytes) }.map(|l| l.strip_suffix(b"\r").unwrap_or(l));
         let first = lines.next().unwrap_or(&[]);
-        let mut head = match kind {
-            Kind::Request => request_line(first)?,
-            Kind::Response => status_line(first)?,
-        };
+        let mut head = Head::default();
+        match kind {
+            Kind::Request => request_line(first, &mut head)?,
+            Kind::Response => status_line(first, &mut head)?,
+        }
         for line in lines {
             if line.is_empty() {
                 break;
