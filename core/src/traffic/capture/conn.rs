@@ -173,6 +173,8 @@ impl ConnectionCapture {
                 conv.feed_in(side, bytes, chunk, now_ms);
                 if let Some(u) = conv.take_upgrade() {
                     self.drain(now_ms);
+                    // The decoder is replaced: what it finished becomes records now.
+                    self.take_exchanges();
                     let [client_tail, server_tail] = u.tails;
                     self.decoder = match u.kind {
                         UpgradeKind::H2c => Decoder::H2(Box::new(H2Conn::upgraded(
@@ -245,6 +247,7 @@ impl ConnectionCapture {
                 Protocol::Unknown => Protocol::Tcp,
                 p => p,
             };
+            self.take_exchanges();
             let r = self.flow(protocol, end, websocket, now_ms);
             self.out.push_back(r);
         }
@@ -280,7 +283,30 @@ impl ConnectionCapture {
 
     /// The next record (its id is 0 until the ring assigns one).
     pub fn poll(&mut self) -> Option<Record> {
-        self.out.pop_front()
+        // Records made ahead come first: whatever the decoder held was put before them.
+        if let Some(r) = self.out.pop_front() {
+            return Some(r);
+        }
+        let (e, g) = self.next_exchange()?;
+        Some(self.exchange(e, g))
+    }
+
+    /// The decoder's next finished exchange.
+    fn next_exchange(&mut self) -> Option<(Exchange, Option<super::grpc::GrpcSummary>)> {
+        match &mut self.decoder {
+            Decoder::Http1(conv) => conv.poll().map(|Output::Exchange(e)| (e, None)),
+            Decoder::H2(h2) => h2.poll(),
+            Decoder::Ws(_) | Decoder::Opaque => None,
+        }
+    }
+
+    /// Makes a record out of everything the decoder finished, before a record that must come
+    /// after them goes into `out` (or the decoder is replaced).
+    fn take_exchanges(&mut self) {
+        while let Some((e, g)) = self.next_exchange() {
+            let r = self.exchange(e, g);
+            self.out.push_back(r);
+        }
     }
 
     fn record(&self, started_ms: u64, duration_ms: Option<u64>, kind: RecordKind) -> Record {
@@ -300,9 +326,9 @@ impl ConnectionCapture {
         }
     }
 
-    fn exchange(&mut self, e: Exchange, grpc: Option<super::grpc::GrpcSummary>) {
+    fn exchange(&self, e: Exchange, grpc: Option<super::grpc::GrpcSummary>) -> Record {
         let duration = e.ended_ms.map(|t| t.saturating_sub(e.started_ms));
-        let r = self.record(
+        self.record(
             e.started_ms,
             duration,
             RecordKind::Exchange {
@@ -311,22 +337,13 @@ impl ConnectionCapture {
                 error: e.error,
                 grpc,
             },
-        );
-        self.out.push_back(r);
+        )
     }
 
-    /// Moves what the decoder finished into records (one at a time, as the decoder gives
-    /// them: no list of them in between, which was an allocation per call).
+    /// Takes in what the decoder noticed. Its finished exchanges stay with it until
+    /// [`poll`](Self::poll) makes each a record: a record is 840 bytes, and one made here went
+    /// into a queue and out again on its way to the ring.
     fn drain(&mut self, now_ms: u64) {
-        loop {
-            let next = match &mut self.decoder {
-                Decoder::Http1(conv) => conv.poll().map(|Output::Exchange(e)| (e, None)),
-                Decoder::H2(h2) => h2.poll(),
-                Decoder::Ws(_) | Decoder::Opaque => None,
-            };
-            let Some((e, g)) = next else { break };
-            self.exchange(e, g);
-        }
         let mut logs = Vec::new();
         match &mut self.decoder {
             Decoder::Http1(conv) => {
@@ -345,6 +362,9 @@ impl ConnectionCapture {
             }
             Decoder::Ws(ws) => logs = ws.take_full(),
             Decoder::Opaque => {}
+        }
+        if !logs.is_empty() {
+            self.take_exchanges();
         }
         for log in logs {
             let r = self.flow(Protocol::Websocket, FlowEnd::Open, Some(log), now_ms);

@@ -213,6 +213,34 @@ fn connection_capture_gives_exchanges_and_flows() {
     ));
 }
 
+/// Exchanges stay with the decoder until polled; records that must follow them (a flow at
+/// the close) still come after them, however often the caller polls.
+#[test]
+fn records_come_in_order_whenever_they_are_polled() {
+    let client: &[u8] = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+    let server: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nbnot http";
+    let kinds = |r: &[Record]| -> Vec<String> {
+        r.iter()
+            .map(|r| match r.request() {
+                Some(q) => q.head.path().to_string(),
+                None => "flow".to_string(),
+            })
+            .collect()
+    };
+    let at_end = capture(client, server);
+    assert_eq!(kinds(&at_end), ["/a", "/b", "flow"]);
+    let mut c = ConnectionCapture::new(meta(), Limits::default(), 10);
+    let mut each = Vec::new();
+    c.data(Side::Client, client, 11);
+    each.extend(std::iter::from_fn(|| c.poll()));
+    let (first, rest) = server.split_at(40);
+    c.data(Side::Server, first, 12);
+    c.data(Side::Server, rest, 13);
+    c.close(FlowEnd::Closed, 20);
+    each.extend(std::iter::from_fn(|| c.poll()));
+    assert_eq!(kinds(&each), kinds(&at_end));
+}
+
 #[test]
 fn test_emit_record_json() {
     let r = capture(
