@@ -281,6 +281,16 @@ impl ConnectionCapture {
         self.closed
     }
 
+    /// Whether [`poll`](Self::poll) has a record to give.
+    pub fn has_record(&self) -> bool {
+        !self.out.is_empty()
+            || match &self.decoder {
+                Decoder::Http1(conv) => conv.has_output(),
+                Decoder::H2(h2) => h2.has_output(),
+                Decoder::Ws(_) | Decoder::Opaque => false,
+            }
+    }
+
     /// The next record (its id is 0 until the ring assigns one).
     pub fn poll(&mut self) -> Option<Record> {
         // Records made ahead come first: whatever the decoder held was put before them.

@@ -232,12 +232,15 @@ fn records_come_in_order_whenever_they_are_polled() {
     let mut c = ConnectionCapture::new(meta(), Limits::default(), 10);
     let mut each = Vec::new();
     c.data(Side::Client, client, 11);
+    assert!(!c.has_record(), "requests wait for their responses");
     each.extend(std::iter::from_fn(|| c.poll()));
     let (first, rest) = server.split_at(40);
     c.data(Side::Server, first, 12);
+    assert!(c.has_record(), "the first response ended in this read");
     c.data(Side::Server, rest, 13);
     c.close(FlowEnd::Closed, 20);
     each.extend(std::iter::from_fn(|| c.poll()));
+    assert!(!c.has_record());
     assert_eq!(kinds(&each), kinds(&at_end));
 }
 

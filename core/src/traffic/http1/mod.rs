@@ -480,6 +480,11 @@ impl Conversation {
         self.opaque = true;
     }
 
+    /// Whether [`poll`](Self::poll) has an output to give.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// The next output, in order.
     pub fn poll(&mut self) -> Option<Output> {
         self.out.pop_front()

@@ -204,6 +204,11 @@ impl H2Conn {
         }
     }
 
+    /// Whether [`poll`](Self::poll) has a finished stream to give.
+    pub fn has_output(&self) -> bool {
+        !self.st.out.is_empty()
+    }
+
     /// The next finished stream.
     pub fn poll(&mut self) -> Option<H2Exchange> {
         self.st.out.pop_front()
