@@ -299,8 +299,22 @@ impl MessageParser {
     /// Reads from `data`; returns how many bytes were used and the message if one ended.
     /// Call again with the rest while bytes remain.
     pub fn parse(&mut self, data: &[u8]) -> Result<Parsed, HttpError> {
+        let (used, ended) = self.parse_in(data)?;
+        Ok((used, ended.then(|| self.take_message())))
+    }
+
+    /// The message that [`parse_in`](Self::parse_in) said ended.
+    pub fn take_message(&mut self) -> Message {
+        std::mem::take(&mut self.msg)
+    }
+
+    /// [`parse`](Self::parse), but a message that ended stays in the parser, to be taken with
+    /// [`take_message`](Self::take_message) before the next call (which starts the next one):
+    /// a message is 256 bytes, and handing it out in the result moved it once per function
+    /// it went through.
+    pub fn parse_in(&mut self, data: &[u8]) -> Result<(usize, bool), HttpError> {
         match self.state {
-            State::Paused | State::Rejected => Ok((0, None)),
+            State::Paused | State::Rejected => Ok((0, false)),
             State::Idle => {
                 // Empty lines (CRLF or LF) between messages are allowed; a CR without its LF
                 // is not.
@@ -311,13 +325,13 @@ impl MessageParser {
                     })
                 })?;
                 if skip == data.len() {
-                    return Ok((skip, None));
+                    return Ok((skip, false));
                 }
                 self.state = State::Head;
                 self.buf.clear();
                 self.msg = Message::default();
-                let (used, msg) = self.parse_head(data.get(skip..).unwrap_or(&[]))?;
-                Ok((skip + used, msg))
+                let (used, ended) = self.parse_head(data.get(skip..).unwrap_or(&[]))?;
+                Ok((skip + used, ended))
             }
             State::Head => self.parse_head(data),
             State::Body(f) => Ok(self.parse_body(f, data)),
@@ -325,7 +339,7 @@ impl MessageParser {
         }
     }
 
-    fn parse_head(&mut self, data: &[u8]) -> Result<Parsed, HttpError> {
+    fn parse_head(&mut self, data: &[u8]) -> Result<(usize, bool), HttpError> {
         let max = self.limits.max_head_bytes;
         if self.buf.is_empty() {
             // The common case: the whole head in this chunk, parsed where it is (a response's
@@ -356,7 +370,7 @@ impl MessageParser {
             if self.buf.len() > max {
                 return Err(HttpError::HeadTooLarge(max));
             }
-            return Ok((take, None));
+            return Ok((take, false));
         };
         if end > max {
             return Err(HttpError::HeadTooLarge(max));
@@ -379,7 +393,7 @@ impl MessageParser {
         noted: Result<Noted, HttpError>,
         used_here: usize,
         after: usize,
-    ) -> Result<Parsed, HttpError> {
+    ) -> Result<(usize, bool), HttpError> {
         // A head that failed to parse is not shown (the state stays `Head`): what it holds
         // so far is dropped with the message.
         let noted = noted?;
@@ -408,17 +422,16 @@ impl MessageParser {
         match framing {
             Framing::None | Framing::Length(0) => {
                 self.state = State::Idle;
-                let mut m = std::mem::take(&mut self.msg);
-                m.complete = true;
-                Ok((used_here, Some(m)))
+                self.msg.complete = true;
+                Ok((used_here, true))
             }
             Framing::Chunked => {
                 self.state = State::Chunked(Chunk::Size);
-                Ok((used_here, None))
+                Ok((used_here, false))
             }
             f => {
                 self.state = State::Body(f);
-                Ok((used_here, None))
+                Ok((used_here, false))
             }
         }
     }
@@ -459,7 +472,7 @@ impl MessageParser {
         }
     }
 
-    fn parse_body(&mut self, f: Framing, data: &[u8]) -> Parsed {
+    fn parse_body(&mut self, f: Framing, data: &[u8]) -> (usize, bool) {
         match f {
             Framing::Length(remaining) => {
                 let n = (data.len() as u64).min(remaining) as usize;
@@ -468,27 +481,26 @@ impl MessageParser {
                 let left = remaining - n as u64;
                 if left == 0 {
                     self.state = State::Idle;
-                    let mut m = std::mem::take(&mut self.msg);
-                    m.complete = true;
-                    (n, Some(m))
+                    self.msg.complete = true;
+                    (n, true)
                 } else {
                     self.state = State::Body(Framing::Length(left));
-                    (n, None)
+                    (n, false)
                 }
             }
             Framing::UntilClose => {
                 self.keep_body(data, false);
-                (data.len(), None)
+                (data.len(), false)
             }
-            Framing::None | Framing::Chunked => (0, None),
+            Framing::None | Framing::Chunked => (0, false),
         }
     }
 
-    fn parse_chunked(&mut self, c: Chunk, data: &[u8]) -> Result<Parsed, HttpError> {
+    fn parse_chunked(&mut self, c: Chunk, data: &[u8]) -> Result<(usize, bool), HttpError> {
         match c {
             Chunk::Size => {
                 let Some((line, used)) = self.line(data, HttpError::ChunkSize)? else {
-                    return Ok((data.len(), None));
+                    return Ok((data.len(), false));
                 };
                 let size = parse_chunk_size(&line)?;
                 self.state = State::Chunked(if size == 0 {
@@ -497,7 +509,7 @@ impl MessageParser {
                 } else {
                     Chunk::Data(size)
                 });
-                Ok((used, None))
+                Ok((used, false))
             }
             Chunk::Data(remaining) => {
                 let n = (data.len() as u64).min(remaining) as usize;
@@ -508,7 +520,7 @@ impl MessageParser {
                 } else {
                     Chunk::Data(left)
                 });
-                Ok((n, None))
+                Ok((n, false))
             }
             Chunk::DataEnd(seen) => {
                 let mut used = 0;
@@ -519,30 +531,29 @@ impl MessageParser {
                         (1, b'\n') => {
                             used += 1;
                             self.state = State::Chunked(Chunk::Size);
-                            return Ok((used, None));
+                            return Ok((used, false));
                         }
                         _ => return Err(HttpError::ChunkEnd),
                     }
                     used += 1;
                 }
                 self.state = State::Chunked(Chunk::DataEnd(seen));
-                Ok((used, None))
+                Ok((used, false))
             }
             Chunk::Trailer => {
                 let Some((line, used)) = self.line(data, HttpError::Header)? else {
-                    return Ok((data.len(), None));
+                    return Ok((data.len(), false));
                 };
                 if line.is_empty() || line == b"\r" {
                     self.state = State::Idle;
-                    let mut m = std::mem::take(&mut self.msg);
-                    m.complete = true;
-                    return Ok((used, Some(m)));
+                    self.msg.complete = true;
+                    return Ok((used, true));
                 }
                 self.trailers += 1;
                 if self.trailers > self.limits.max_headers {
                     return Err(HttpError::TooManyHeaders(self.limits.max_headers));
                 }
-                Ok((used, None))
+                Ok((used, false))
             }
         }
     }

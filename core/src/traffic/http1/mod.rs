@@ -249,7 +249,7 @@ impl Conversation {
                     if self.client.is_idle() {
                         self.client_started.get_or_insert(now_ms);
                     }
-                    self.client.parse(data)
+                    self.client.parse_in(data)
                 }
                 Side::Server => {
                     if self.server.is_idle() {
@@ -269,10 +269,10 @@ impl Conversation {
                             }
                         }
                     }
-                    self.server.parse(data)
+                    self.server.parse_in(data)
                 }
             };
-            let (used, parsed) = match step {
+            let (used, ended) = match step {
                 Ok(x) => x,
                 Err(e) => {
                     self.stop(e.to_string(), Some(side));
@@ -280,15 +280,21 @@ impl Conversation {
                 }
             };
             data = data.get(used..).unwrap_or(&[]);
-            let Some(msg) = parsed else {
+            if !ended {
                 if used == 0 {
                     break;
                 }
                 continue;
-            };
+            }
             match side {
-                Side::Client => self.request_done(msg, now_ms),
-                Side::Server => self.response_done(msg, now_ms),
+                Side::Client => {
+                    let msg = self.client.take_message();
+                    self.request_done(msg, now_ms)
+                }
+                Side::Server => {
+                    let msg = self.server.take_message();
+                    self.response_done(msg, now_ms)
+                }
             }
             if let Some(u) = self.upgrade.as_mut() {
                 // What the server sent after the switch belongs to the new protocol.
