@@ -807,11 +807,9 @@ fn parse_head(
         if !clean && !value_ok(value) {
             return Err(HttpError::Header);
         }
-        // Where the trimmed value lies in the line (OWS is ASCII: char boundaries).
-        let lead = raw
-            .iter()
-            .position(|c| *c != b' ' && *c != b'\t')
-            .unwrap_or(raw.len());
+        // Where the trimmed value lies in the line (OWS is ASCII: char boundaries); `value`
+        // is a piece of `raw`.
+        let lead = (value.as_ptr() as usize).saturating_sub(raw.as_ptr() as usize);
         let v = start + colon + 1 + lead;
         if utf8.is_none()
             || !head
@@ -867,6 +865,9 @@ fn version(v: &[u8]) -> Option<Cow<'static, str>> {
 /// Methods and reason phrases seen in most messages: kept without an allocation (a record's
 /// allocations are what the full ring frees at each new one).
 const COMMON: &[&str] = &[
+    // The most common reason first: methods differ from it in length, so it costs them one
+    // comparison of lengths.
+    "OK",
     "GET",
     "POST",
     "PUT",
@@ -876,7 +877,6 @@ const COMMON: &[&str] = &[
     "PATCH",
     "CONNECT",
     "TRACE",
-    "OK",
     "Created",
     "Accepted",
     "No Content",
@@ -921,13 +921,15 @@ fn request_line(line: &[u8], head: &mut Head) -> Result<(), HttpError> {
         || !method.iter().all(|b| is_tchar(*b))
         || target.is_empty()
         || !target.iter().all(|b| b.is_ascii_graphic() || *b >= 0x80)
-        || std::str::from_utf8(target).is_err()
     {
         return Err(bad);
     }
+    let Ok(target) = std::str::from_utf8(target) else {
+        return Err(bad);
+    };
     head.version = version(ver).ok_or(bad)?;
     head.method = Some(common_text(method));
-    head.target = Some(String::from_utf8_lossy(target).into_owned());
+    head.target = Some(target.to_owned());
     Ok(())
 }
 
