@@ -4,7 +4,10 @@
 //! `String` pair per field that was two allocations and two frees per field, the capture's
 //! largest cost after copying bodies. Here a head's fields take one allocation whatever their
 //! number: the text first, then where each name and value lies in it. A parsed head's text is
-//! its header lines as sent (one copy of them), so a field costs no copy of its own.
+//! its header lines as sent (one copy of them), so a field costs no copy of its own. Fields
+//! added one by one (HTTP/2 heads) go into room left between the text and the spans, which
+//! grows by at least the text's size when it runs out, so the spans move a few times per
+//! head, not once per field.
 
 use serde::ser::SerializeSeq;
 use std::fmt;
@@ -48,12 +51,15 @@ impl Span {
 /// Fields in order, names as sent (serialized as a list of `[name, value]` pairs).
 #[derive(Clone, Default)]
 pub struct Fields {
-    /// The text (names and values, with what came between them for a parsed head), then
-    /// [`SPAN`] bytes per field. The text is UTF-8 and every span lies on its character
-    /// boundaries (both checked as they go in), so each piece is UTF-8.
+    /// The text (names and values, with what came between them for a parsed head), room for
+    /// more text (zeros), then [`SPAN`] bytes per field from `spans` on. The text is UTF-8
+    /// and every span lies on its character boundaries (both checked as they go in), so each
+    /// piece is UTF-8.
     buf: Vec<u8>,
     /// Bytes of text at the front of `buf`.
     text: u32,
+    /// Where the spans start in `buf` (`text` and `spans` between them is room).
+    spans: u32,
 }
 
 /// `r` as a span, if it fits in `u32` (heads are bounded far below that).
@@ -74,9 +80,14 @@ impl Fields {
 
     /// No fields, with room for `fields` fields of `bytes` bytes of names and values.
     pub fn with_capacity(fields: usize, bytes: usize) -> Self {
+        let room = u32::try_from(bytes).unwrap_or(0);
+        let mut buf =
+            Vec::with_capacity((room as usize).saturating_add(fields.saturating_mul(SPAN)));
+        buf.resize(room as usize, 0);
         Fields {
-            buf: Vec::with_capacity(bytes.saturating_add(fields.saturating_mul(SPAN))),
+            buf,
             text: 0,
+            spans: room,
         }
     }
 
@@ -89,7 +100,11 @@ impl Fields {
         };
         let mut buf = Vec::with_capacity(text.len().saturating_add(fields.saturating_mul(SPAN)));
         buf.extend_from_slice(text.as_bytes());
-        Fields { buf, text: len }
+        Fields {
+            buf,
+            text: len,
+            spans: len,
+        }
     }
 
     fn text_bytes(&self) -> &[u8] {
@@ -118,24 +133,40 @@ impl Fields {
         true
     }
 
-    /// Adds a field at the end (its text goes in after the text so far, before the spans).
+    /// Adds a field at the end (its text goes into the room after the text so far).
     pub fn push(&mut self, name: &str, value: &str) {
         let start = self.text as usize;
         let name_end = start + name.len();
         let end = name_end + value.len();
-        let (Ok(text), Some(n), Some(v)) = (
+        let room = (self.spans - self.text) as usize;
+        let grow = if room < end - start {
+            // At least the text's size again: the spans move a few times per head.
+            (end - start - room).max(start).max(64)
+        } else {
+            0
+        };
+        let (Ok(text), Ok(spans), Some(n), Some(v)) = (
             u32::try_from(end),
+            u32::try_from(self.spans as usize + grow),
             span(start..name_end),
             span(name_end..end),
         ) else {
             return;
         };
-        self.buf.reserve(name.len() + value.len() + SPAN);
-        self.buf.extend_from_slice(name.as_bytes());
-        self.buf.extend_from_slice(value.as_bytes());
-        // The new text moves in front of the spans (a few per head: the rotation is short).
-        if let Some(tail) = self.buf.get_mut(start..) {
-            tail.rotate_right(name.len() + value.len());
+        if grow > 0 {
+            // The spans move up by `grow`; what is left below them is room (its bytes are
+            // written before the text takes them in).
+            let (at, old) = (self.spans as usize, self.buf.len());
+            self.buf.resize(old + grow, 0);
+            self.buf.copy_within(at..old, at + grow);
+            self.spans = spans;
+        }
+        // Both lie in the room (it was grown above): they cannot be missing.
+        if let Some(to) = self.buf.get_mut(start..name_end) {
+            to.copy_from_slice(name.as_bytes());
+        }
+        if let Some(to) = self.buf.get_mut(name_end..end) {
+            to.copy_from_slice(value.as_bytes());
         }
         self.text = text;
         self.buf
@@ -146,11 +177,12 @@ impl Fields {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.text = 0;
+        self.spans = 0;
     }
 
     /// Fields held.
     pub fn len(&self) -> usize {
-        (self.buf.len() - self.text as usize) / SPAN
+        self.buf.len().saturating_sub(self.spans as usize) / SPAN
     }
 
     /// Whether there are none.
@@ -182,7 +214,7 @@ impl Fields {
     }
 
     fn span_at(&self, i: usize) -> Option<Span> {
-        let at = (self.text as usize).checked_add(i.checked_mul(SPAN)?)?;
+        let at = (self.spans as usize).checked_add(i.checked_mul(SPAN)?)?;
         self.buf
             .get(at..at.checked_add(SPAN)?)
             .map(Span::from_bytes)
@@ -384,5 +416,42 @@ mod tests {
         f.clear();
         assert!(f.is_empty() && f.text_len() == 0);
         assert_eq!(Fields::new().heap(), std::ptr::null());
+    }
+
+    #[test]
+    fn fields_pushed_one_by_one_go_into_room_before_the_spans() {
+        let pairs: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("x-name-{i}"), "v\u{e9}".repeat(i % 5)))
+            .collect();
+        let bytes: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        // Room sized up front (as HTTP/2 heads are built): nothing moves.
+        let mut f = Fields::with_capacity(pairs.len(), bytes);
+        let at = f.heap();
+        for (k, v) in &pairs {
+            f.push(k, v);
+        }
+        assert_eq!(f.heap(), at, "the room and the spans were taken up front");
+        assert_eq!(f.text_len(), bytes);
+        // Without room (a scratch list, cleared and used again): it grows as needed.
+        let mut g = Fields::new();
+        for round in 0..2 {
+            g.clear();
+            for (k, v) in &pairs {
+                g.push(k, v);
+            }
+            assert_eq!(g.len(), pairs.len(), "round {round}");
+            assert_eq!(g, f, "round {round}");
+        }
+        let got: Vec<(String, String)> = g.to_vec();
+        assert_eq!(got, pairs);
+        // Parsed fields and pushed ones together.
+        let mut h = Fields::over("A: 1\r\n", 2);
+        assert!(h.push_span(0..1, 3..4));
+        h.push("B", "2");
+        assert!(!h.push_span(0..1, 3..40));
+        assert_eq!(
+            h.to_vec(),
+            [("A".into(), "1".into()), ("B".into(), "2".into())]
+        );
     }
 }
