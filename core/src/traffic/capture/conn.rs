@@ -247,9 +247,8 @@ impl ConnectionCapture {
                 Protocol::Unknown => Protocol::Tcp,
                 p => p,
             };
-            self.take_exchanges();
             let r = self.flow(protocol, end, websocket, now_ms);
-            self.out.push_back(r);
+            self.queue(r);
         }
     }
 
@@ -310,8 +309,15 @@ impl ConnectionCapture {
         }
     }
 
+    /// Queues a record made ahead (a flow, a WebSocket log): after whatever the decoder
+    /// finished before it.
+    fn queue(&mut self, r: Record) {
+        self.take_exchanges();
+        self.out.push_back(r);
+    }
+
     /// Makes a record out of everything the decoder finished, before a record that must come
-    /// after them goes into `out` (or the decoder is replaced).
+    /// after them is queued (or the decoder is replaced).
     fn take_exchanges(&mut self) {
         while let Some((e, g)) = self.next_exchange() {
             let r = self.exchange(e, g);
@@ -373,12 +379,9 @@ impl ConnectionCapture {
             Decoder::Ws(ws) => logs = ws.take_full(),
             Decoder::Opaque => {}
         }
-        if !logs.is_empty() {
-            self.take_exchanges();
-        }
         for log in logs {
             let r = self.flow(Protocol::Websocket, FlowEnd::Open, Some(log), now_ms);
-            self.out.push_back(r);
+            self.queue(r);
         }
     }
 }
