@@ -52,9 +52,10 @@ impl Span {
 #[derive(Clone, Default)]
 pub struct Fields {
     /// The text (names and values, with what came between them for a parsed head), room for
-    /// more text (zeros), then [`SPAN`] bytes per field from `spans` on. The text is UTF-8
-    /// and every span lies on its character boundaries (both checked as they go in), so each
-    /// piece is UTF-8.
+    /// more text (zeros, or old span bytes after a growth: never read before `push` writes
+    /// over them), then [`SPAN`] bytes per field from `spans` on. The text is UTF-8 and every
+    /// span lies on its character boundaries (both checked as they go in), so each piece is
+    /// UTF-8.
     buf: Vec<u8>,
     /// Bytes of text at the front of `buf`.
     text: u32,
@@ -173,7 +174,7 @@ impl Fields {
             .extend_from_slice(&Span { name: n, value: v }.to_bytes());
     }
 
-    /// Drops every field, keeping the room.
+    /// Drops every field and the room, keeping the allocation.
     pub fn clear(&mut self) {
         self.buf.clear();
         self.text = 0;
