@@ -1,6 +1,7 @@
-//! Which local process opened a connection: its socket in `/proc/net/tcp` (and `tcp6`) by the
-//! connection's two ends, then the process holding that socket's inode among its fds
-//! (`/proc/PID/fd/* -> socket:[INODE]`), then `/proc/PID/comm`.
+//! Which local process opened a connection: its socket by the connection's two ends (one exact
+//! lookup through sock_diag; `/proc/net/tcp` and `tcp6` where that fails), then the process
+//! holding that socket's inode among its fds (`/proc/PID/fd/* -> socket:[INODE]`), then
+//! `/proc/PID/comm`.
 //!
 //! Runs on a blocking thread, once per laptop-local connection, never on the data path.
 //! Processes that owned sockets recently are looked at first, so a program making many calls
@@ -41,10 +42,17 @@ const RECENT_MAX: usize = 16;
 
 /// The process whose socket is `client` connected to `server`, if it can be known.
 pub fn lookup(client: SocketAddrV4, server: SocketAddrV4) -> Option<Process> {
-    let inode = ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|t| {
-        let table = std::fs::read_to_string(t).ok()?;
-        connection_inode(&table, client, server)
-    });
+    let inode = match overlay_sys::netlink::tcp_socket(client, server) {
+        Ok(found) => found,
+        Err(e) => {
+            // Reading the tables walks every socket of the machine: only when sock_diag fails.
+            tracing::debug!(%client, %server, error = %e, "sock_diag lookup failed; reading /proc/net/tcp*");
+            ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|t| {
+                let table = std::fs::read_to_string(t).ok()?;
+                connection_inode(&table, client, server)
+            })
+        }
+    };
     let Some((inode, _uid)) = inode else {
         tracing::debug!(%client, %server, "no socket of a local caller in /proc/net/tcp*");
         return None;
