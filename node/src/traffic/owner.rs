@@ -66,13 +66,26 @@ pub fn spawn_lookup(
     Some(rx)
 }
 
-/// Least time from one round's start to the next's. A lone connection is looked up at once;
-/// while connections keep coming they gather for a few milliseconds and a process's fds are
-/// read once for all of them (reading them took 30-45 µs a round with h2load's 8 connections).
+/// Least time from one round's start to the next's. A connection that comes when no round ran
+/// for that long is looked up at once; while connections keep coming they gather for a few
+/// milliseconds and a process's fds are read once for all of them (reading them took 30-45 µs
+/// a round with h2load's 8 connections).
 const ROUND_GAP: Duration = Duration::from_millis(5);
+
+/// Marks the lookup thread gone if it ends by a panic (or no lookup would run again).
+struct Running;
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            QUEUE.lock().unwrap_or_else(|e| e.into_inner()).running = false;
+        }
+    }
+}
 
 /// The lookup thread: rounds until nothing waits.
 fn run() {
+    let _running = Running;
     let mut diag = SockDiag::open()
         .map_err(|e| tracing::debug!(error = %e, "no sock_diag socket; reading /proc/net/tcp*"))
         .ok();
@@ -85,6 +98,7 @@ fn run() {
         let round = {
             let mut q = QUEUE.lock().unwrap_or_else(|e| e.into_inner());
             if q.waiting.is_empty() {
+                // Under the lock: an ask pushed after this starts a new thread.
                 q.running = false;
                 return;
             }
