@@ -207,10 +207,27 @@ pub struct SockDiag {
 impl SockDiag {
     /// Opens one.
     pub fn open() -> io::Result<SockDiag> {
-        Ok(SockDiag {
-            sock: open(libc::NETLINK_SOCK_DIAG)?,
-            seq: 0,
-        })
+        let sock = open(libc::NETLINK_SOCK_DIAG)?;
+        // The kernel answers at once; a second without one fails the lookup instead of
+        // stalling every later one behind it.
+        let limit = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: a timeval for SO_RCVTIMEO, its size given; it outlives the call.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                std::ptr::addr_of!(limit).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SockDiag { sock, seq: 0 })
     }
 
     /// The `(inode, uid)` of the TCP socket whose own end is `local` and whose peer is
