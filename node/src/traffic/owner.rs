@@ -156,40 +156,38 @@ fn resolve(mut diag: Option<&mut SockDiag>, round: Vec<Ask>) {
         .unwrap_or_default();
     let mut found = Vec::new();
     // The recent owners first, then every other process, until every socket has its owner.
-    let rest = || {
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-    };
-    for pid in recent
-        .iter()
-        .copied()
-        .chain(rest().filter(|p| !recent.contains(p)))
-    {
+    for pid in recent.iter().copied() {
         if want.is_empty() {
             break;
         }
-        let mut asks = Vec::new();
-        for inode in socket_inodes(pid) {
-            if let Some(a) = want.remove(&inode) {
-                asks.extend(a);
-            }
-        }
-        if asks.is_empty() {
-            continue;
-        }
-        found.push(pid);
-        let process = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .ok()
-            .map(|c| Process {
-                pid,
-                command: c.trim().to_string(),
+        claim(pid, &mut want, &mut found);
+    }
+    if !want.is_empty() {
+        // A socket closed since it was found (a connection per request closes within
+        // milliseconds) is in no process's fds: a walk through every process for it finds
+        // nothing, at the price of reading every fd of the machine.
+        if let Some(d) = diag {
+            want.retain(|inode, asks| {
+                let now = asks.first().map(|a| d.tcp_socket(a.client, a.server));
+                let open = matches!(now, Some(Ok(Some((i, _)))) if i == *inode);
+                if !open {
+                    for a in asks.drain(..) {
+                        let _ = a.answer.send(None);
+                    }
+                }
+                open
             });
-        for a in asks {
-            tracing::debug!(client = %a.client, pid, "a local caller's process");
-            let _ = a.answer.send(process.clone());
+        }
+        let rest = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
+        for pid in rest.filter(|p| !recent.contains(p)) {
+            if want.is_empty() {
+                break;
+            }
+            claim(pid, &mut want, &mut found);
         }
     }
     for a in want.into_values().flatten() {
@@ -201,6 +199,30 @@ fn resolve(mut diag: Option<&mut SockDiag>, round: Vec<Ask>) {
             r.push_front(pid);
         }
         r.truncate(RECENT_MAX);
+    }
+}
+
+/// Answers the lookups whose socket process `pid` holds (noting it in `found`).
+fn claim(pid: u32, want: &mut HashMap<u64, Vec<Ask>>, found: &mut Vec<u32>) {
+    let mut asks = Vec::new();
+    for inode in socket_inodes(pid) {
+        if let Some(a) = want.remove(&inode) {
+            asks.extend(a);
+        }
+    }
+    if asks.is_empty() {
+        return;
+    }
+    found.push(pid);
+    let process = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| Process {
+            pid,
+            command: c.trim().to_string(),
+        });
+    for a in asks {
+        tracing::debug!(client = %a.client, pid, "a local caller's process");
+        let _ = a.answer.send(process.clone());
     }
 }
 
