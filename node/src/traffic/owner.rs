@@ -169,7 +169,12 @@ fn resolve(mut diag: Option<&mut SockDiag>, round: Vec<Ask>) {
         if let Some(d) = diag {
             want.retain(|inode, asks| {
                 let now = asks.first().map(|a| d.tcp_socket(a.client, a.server));
-                let open = matches!(now, Some(Ok(Some((i, _)))) if i == *inode);
+                // A lookup that failed cannot tell: that one is still looked for.
+                let open = match now {
+                    Some(Ok(Some((i, _)))) => i == *inode,
+                    Some(Ok(None)) | None => false,
+                    Some(Err(_)) => true,
+                };
                 if !open {
                     for a in asks.drain(..) {
                         let _ = a.answer.send(None);
