@@ -229,15 +229,8 @@ pub fn listening_ports(pgid: i32) -> BTreeSet<u16> {
             continue;
         }
         netns_of.get_or_insert(pid);
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(link) = std::fs::read_link(fd.path()) {
-                if let Some(i) = link.to_str().and_then(sockets::socket_inode) {
-                    inodes.insert(i);
-                }
-            }
+        if let Ok(pid) = u32::try_from(pid) {
+            inodes.extend(crate::traffic::owner::socket_inodes(pid));
         }
     }
     let Some(pid) = netns_of.filter(|_| !inodes.is_empty()) else {

@@ -231,8 +231,9 @@ fn claim(pid: u32, want: &mut HashMap<u64, Vec<Ask>>, found: &mut Vec<u32>) {
     }
 }
 
-/// The inodes of the sockets process `pid` has open.
-fn socket_inodes(pid: u32) -> Vec<u64> {
+/// The inodes of the sockets process `pid` has open (none when its fds cannot be read); the
+/// dev runner's look at which ports a process listens on reads them too.
+pub fn socket_inodes(pid: u32) -> Vec<u64> {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return Vec::new();
     };
