@@ -953,7 +953,7 @@ _overlay() {
             return 0
             ;;
         overlay__subcmd__traffic)
-            opts="-f -n -h --follow --json --filter --lines --reveal --help"
+            opts="-f -n -h --follow --json --filter --lines --reveal --pause --resume --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -72,7 +72,7 @@ complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l capture-body-
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l capture-buffer -d 'Bytes of records kept in memory; the oldest go first' -r
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l proto-path -d 'Directories of `.proto` files: captured gRPC messages are shown with their field names (repeat the flag, or separate directories with `:` in the variable)' -r -F
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l no-dns-config -d 'Leave the system resolver alone (names work through 100.100.100.100 directly)'
-complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l capture-off -d 'Capture nothing (listeners splice without a tee, the TUN is not tapped)'
+complete -c overlay -n "__fish_overlay_using_subcommand daemon" -l capture-off -d 'Start with the capture paused (listeners splice without a tee, the TUN is not tapped); `overlay traffic --resume` starts it'
 complete -c overlay -n "__fish_overlay_using_subcommand daemon" -s h -l help -d 'Print help'
 complete -c overlay -n "__fish_overlay_using_subcommand status" -l json -d 'Print JSON'
 complete -c overlay -n "__fish_overlay_using_subcommand status" -s h -l help -d 'Print help'
@@ -107,6 +107,8 @@ complete -c overlay -n "__fish_overlay_using_subcommand traffic" -s n -l lines -
 complete -c overlay -n "__fish_overlay_using_subcommand traffic" -s f -l follow -d 'Keep printing new exchanges and flows'
 complete -c overlay -n "__fish_overlay_using_subcommand traffic" -l json -d 'JSON: an array, or one object per line with -f'
 complete -c overlay -n "__fish_overlay_using_subcommand traffic" -l reveal -d 'Show credentials in request targets (`?token=...`) instead of masking them'
+complete -c overlay -n "__fish_overlay_using_subcommand traffic" -l pause -d 'Stop recording new connections (open ones are recorded to their end); records stay'
+complete -c overlay -n "__fish_overlay_using_subcommand traffic" -l resume -d 'Record again after `--pause` (or a daemon started with OVERLAY_CAPTURE_OFF=1)'
 complete -c overlay -n "__fish_overlay_using_subcommand traffic" -s h -l help -d 'Print help'
 complete -c overlay -n "__fish_overlay_using_subcommand inspect" -l json -d 'Print `{"url": ..., "token": ...}`'
 complete -c overlay -n "__fish_overlay_using_subcommand inspect" -s h -l help -d 'Print help'

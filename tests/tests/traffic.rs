@@ -807,6 +807,11 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
             "-X DELETE http://127.0.0.1:4141/api/exchanges".to_string(),
         ),
         (
+            "a pause",
+            "-X POST -H 'Content-Type: application/json' -d '{\"on\":false}' http://127.0.0.1:4141/api/recording"
+                .to_string(),
+        ),
+        (
             "a guessed token",
             format!("'http://127.0.0.1:4141/api/exchanges?token={wrong}'"),
         ),
@@ -832,6 +837,19 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
             .filter(|r| path_is(r, "/whoami"))
             .count()
     };
+    let stranger_pause = w.exec(
+        &h,
+        &format!(
+            "setpriv --reuid {STRANGER} --regid {STRANGER} --clear-groups env {} {} traffic --pause",
+            overlay_tests::overlay::node_env(&h),
+            b.display()
+        ),
+    );
+    assert!(
+        !stranger_pause.status.success(),
+        "another user paused the capture: {}",
+        text(&stranger_pause)
+    );
     assert_eq!(
         whoamis(&w),
         1,
@@ -1013,6 +1031,46 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
     );
     assert_eq!(code, 200);
     assert_eq!(whoamis(&w), 0);
+
+    // The owner pauses the capture from the CLI: a call is not recorded (the stranger's pause
+    // above changed nothing); resumed from the inspector, the next one is.
+    let paused = w.exec(
+        &h,
+        &format!(
+            "setpriv --reuid {OWNER} --regid {OWNER} --clear-groups env {} {} traffic --pause",
+            overlay_tests::overlay::node_env(&h),
+            b.display()
+        ),
+    );
+    assert!(
+        text(&paused).contains("capture paused"),
+        "{}",
+        text(&paused)
+    );
+    let stats = api(&w, &a, "GET", "/api/stats", None);
+    assert_eq!(stats["enabled"], false, "{stats}");
+    w.exec_ok(
+        &h,
+        &format!("curl -sS --fail -m 10 http://{addr}/while-paused"),
+    );
+    let (code, body) = curl_as(
+        &w,
+        &a,
+        OWNER,
+        &format!(
+            "{with_cookie} {origin} -X POST -H 'Content-Type: application/json' -d '{{\"on\":true}}' http://127.0.0.1:4141/api/recording"
+        ),
+    );
+    assert_eq!(code, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(answer, serde_json::json!({"on": true, "was": false}));
+    w.exec_ok(&h, &format!("curl -sS --fail -m 10 http://{addr}/resumed"));
+    wait_record(&w, &a, "GET /resumed", |r| path_is(r, "/resumed"));
+    let recs = traffic(&w, &a, "api");
+    assert!(
+        !recs.iter().any(|r| path_is(r, "/while-paused")),
+        "a call made while paused was recorded: {recs:?}"
+    );
 }
 
 /// The record `id` from the inspector's API, revealed or masked.

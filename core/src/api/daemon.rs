@@ -38,6 +38,8 @@ pub enum DaemonRequest {
     Traffic(Traffic),
     /// See [`Inspect`].
     Inspect(Inspect),
+    /// See [`Record`].
+    Record(Record),
     /// See [`Unregister`].
     Unregister(Unregister),
     /// See [`Intercept`].
@@ -59,6 +61,7 @@ requests!(DaemonRequest {
     Drain => DrainReport,
     Traffic => TrafficPage,
     Inspect => InspectReply,
+    Record => Recording,
     Unregister => Unregistered,
     Intercept => InterceptStarted,
     InterceptStop => InterceptStopped,
@@ -148,6 +151,14 @@ pub struct Traffic {
 /// The web inspector's URL (`overlay inspect`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inspect {}
+
+/// Pause or resume the capture (`overlay traffic --pause`, `--resume`): while paused, new
+/// connections are not recorded; connections open when it pauses are recorded to their end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Record (true) or pause (false).
+    pub on: bool,
+}
 
 /// Remove a local service and its listener (`overlay unregister`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -398,6 +409,15 @@ pub struct InspectReply {
     /// The token that opens it (with the URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+}
+
+/// The answer to [`Record`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recording {
+    /// The capture records now.
+    pub on: bool,
+    /// It recorded before the request.
+    pub was: bool,
 }
 
 /// The answer to [`Unregister`].

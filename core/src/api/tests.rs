@@ -329,6 +329,17 @@ fn test_register_and_inspect() {
         },
         json!({"url": null}),
     );
+    round_trip(
+        &Recording {
+            on: false,
+            was: true,
+        },
+        json!({"on": false, "was": true}),
+    );
+    round_trip(
+        &Record { on: false }.into_wire(),
+        json!({"cmd": "record", "on": false}),
+    );
     let d = DrainReport {
         open: 3,
         drained: 1,

@@ -3,7 +3,7 @@
 use crate::daemon::api;
 use crate::paths;
 use clap::Args;
-use overlay_core::api::daemon::{Inspect, Traffic};
+use overlay_core::api::daemon::{Inspect, Record, Traffic};
 use overlay_sys::local_api::to_json_pretty;
 use std::io::Write;
 use std::time::Duration;
@@ -32,6 +32,12 @@ pub struct TrafficArgs {
     /// Show credentials in request targets (`?token=...`) instead of masking them.
     #[arg(long)]
     pub reveal: bool,
+    /// Stop recording new connections (open ones are recorded to their end); records stay.
+    #[arg(long, conflicts_with_all = ["resume", "follow", "service"])]
+    pub pause: bool,
+    /// Record again after `--pause` (or a daemon started with OVERLAY_CAPTURE_OFF=1).
+    #[arg(long, conflicts_with_all = ["follow", "service"])]
+    pub resume: bool,
 }
 
 /// Flags of `overlay inspect`.
@@ -73,6 +79,23 @@ fn query(args: &TrafficArgs, after: u64, limit: usize) -> String {
 
 /// `overlay traffic`.
 pub async fn traffic(args: TrafficArgs) -> anyhow::Result<()> {
+    if args.pause || args.resume {
+        let r = api::call(Record { on: args.resume }).await?;
+        if args.json {
+            println!("{}", serde_json::to_value(&r)?);
+        } else {
+            println!(
+                "{}",
+                match (r.was, r.on) {
+                    (true, false) => "capture paused: new connections are not recorded (overlay traffic --resume records again)",
+                    (false, false) => "capture was already paused (overlay traffic --resume records again)",
+                    (false, true) => "capture resumed: new connections are recorded",
+                    (true, true) => "capture was already recording",
+                }
+            );
+        }
+        return Ok(());
+    }
     let mut after = 0;
     let mut first = true;
     loop {

@@ -21,8 +21,8 @@ use clap::Args;
 use dns::DnsServer;
 use listener::Listener;
 use overlay_core::api::daemon::{
-    CpuLatency, DaemonRequest, DrainReport, InspectReply, Left, LinkState, Registered, RelayStatus,
-    ResolveReply, Retargeted, Running, StatusReply, Stopping, Unregistered,
+    CpuLatency, DaemonRequest, DrainReport, InspectReply, Left, LinkState, Recording, Registered,
+    RelayStatus, ResolveReply, Retargeted, Running, StatusReply, Stopping, Unregistered,
 };
 use overlay_core::api::{Answer, Request};
 use overlay_core::identity::wgconfig::WgConfig;
@@ -543,6 +543,10 @@ impl overlay_sys::local_api::Handler for Node {
                 r.answer(stopped)
             }
             DaemonRequest::Intercepts(r) => r.answer(intercept::list(&self.link).await),
+            DaemonRequest::Record(r) => {
+                let was = self.traffic.set_recording(r.on);
+                r.ok(Recording { on: r.on, was })
+            }
             DaemonRequest::Inspect(r) => r.ok(match self.traffic.private_url() {
                 Some(url) => InspectReply {
                     url: Some(url),

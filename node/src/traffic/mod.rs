@@ -25,7 +25,7 @@ use overlay_core::traffic::capture::{ConnectionCapture, Record, Ring};
 use overlay_core::traffic::http1::Limits;
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 
@@ -49,7 +49,8 @@ pub struct TrafficArgs {
     /// Bytes of records kept in memory; the oldest go first.
     #[arg(long, env = "OVERLAY_CAPTURE_BUFFER", default_value_t = 64 << 20)]
     pub capture_buffer: usize,
-    /// Capture nothing (listeners splice without a tee, the TUN is not tapped).
+    /// Start with the capture paused (listeners splice without a tee, the TUN is not tapped);
+    /// `overlay traffic --resume` starts it.
     #[arg(long, env = "OVERLAY_CAPTURE_OFF", value_parser = clap::builder::BoolishValueParser::new())]
     pub capture_off: bool,
     /// Directories of `.proto` files: captured gRPC messages are shown with their field names
@@ -71,8 +72,8 @@ pub struct Traffic {
     node_address: Ipv4Addr,
     /// Addresses of this node's services: their listeners capture them, the tap skips them.
     local: RwLock<Arc<HashSet<Ipv4Addr>>>,
-    /// Capture is on.
-    pub enabled: bool,
+    /// Capture is on (not paused): read once per connection at its start and per tapped packet.
+    enabled: AtomicBool,
     /// Chunks or packets the capture had no room for.
     pub dropped: AtomicU64,
     /// Bytes listeners hold unparsed while their callers' processes are looked up.
@@ -113,7 +114,7 @@ impl Traffic {
             node_name,
             node_address,
             local: RwLock::new(Arc::new(HashSet::new())),
-            enabled: !args.capture_off,
+            enabled: AtomicBool::new(!args.capture_off),
             dropped: AtomicU64::new(0),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             url: Mutex::new(None),
@@ -123,6 +124,21 @@ impl Traffic {
             relay_address,
             schemas: load_schemas(&args.proto_path),
         })
+    }
+
+    /// Whether the capture records (it is not paused).
+    pub fn recording(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Pauses (`false`) or resumes the capture; returns whether it recorded before. Connections
+    /// open at that moment keep the choice made when they opened.
+    pub fn set_recording(&self, on: bool) -> bool {
+        let was = self.enabled.swap(on, Ordering::Relaxed);
+        if was != on {
+            tracing::info!(on, "capture {}", if on { "resumed" } else { "paused" });
+        }
+        was
     }
 
     /// Every service name the capture knows: the overlay's services (local, remote, on other

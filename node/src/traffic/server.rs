@@ -12,7 +12,9 @@
 //!   captured like any other.
 //! - `DELETE /api/exchanges` or `POST /api/clear`: forget every record.
 //! - `GET /api/events`: server-sent events, one `data: LATEST_ID` per change.
-//! - `GET /api/stats`: records held, bytes, evictions, drops.
+//! - `GET /api/stats`: records held, bytes, evictions, drops, and whether it records.
+//! - `POST /api/recording` (body `{"on": false}` or `{"on": true}`): pause or resume the
+//!   capture, as `overlay traffic --pause` and `--resume` do.
 //!
 //! Every answer, the page included, needs the inspector's secret (a cookie, the
 //! `X-Overlay-Token` header or `?token=`; see [`overlay_core::traffic::capture::access`]): other local
@@ -243,6 +245,19 @@ async fn route(method: &str, path: &str, query: &str, req: &Message, t: &Arc<Tra
                 Err(e) => error(502, e),
             }
         }
+        ("POST", ["api", "recording"]) => {
+            #[derive(serde::Deserialize)]
+            struct Switch {
+                on: bool,
+            }
+            match serde_json::from_slice::<Switch>(&req.body) {
+                Ok(s) => {
+                    let was = t.set_recording(s.on);
+                    json_reply(200, json!({"on": s.on, "was": was}))
+                }
+                Err(e) => error(400, format!("expected {{\"on\": true|false}}: {e}")),
+            }
+        }
         ("DELETE", ["api", "exchanges"]) => clear(t),
         ("POST", ["api", "clear"]) => clear(t),
         _ => error(404, format!("nothing at {method} {path}")),
@@ -264,7 +279,7 @@ fn stats(t: &Arc<Traffic>) -> serde_json::Value {
         "latest": latest,
         "dropped": t.dropped.load(Ordering::Relaxed),
         "body_cap": t.limits.body_cap,
-        "enabled": t.enabled,
+        "enabled": t.recording(),
     })
 }
 

@@ -327,7 +327,7 @@ pub async fn splice(
     capture: Option<&(Arc<Traffic>, String)>,
     ctl: Ctl,
 ) -> std::io::Result<()> {
-    let capture = capture.filter(|(t, _)| t.enabled);
+    let capture = capture.filter(|(t, _)| t.recording());
     let cap = match capture {
         Some((traffic, service)) => Some(Capture::start(
             traffic,

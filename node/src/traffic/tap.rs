@@ -42,7 +42,7 @@ impl Tap {
     pub fn packet(&self, p: &[u8], outbound: bool) {
         let t = &self.traffic;
         if !t.pcap.active() {
-            if !t.enabled {
+            if !t.recording() {
                 return;
             }
             let Ok(ip) = wire::ipv4(p) else {
@@ -88,7 +88,7 @@ async fn run(mut rx: mpsc::Receiver<TapPacket>, traffic: Arc<Traffic>) {
                 let Some(p) = p else { return };
                 traffic.pcap.publish(&p.data, p.ts_us);
                 // The tracker looks at TCP only.
-                if traffic.enabled {
+                if traffic.recording() {
                     let now = p.ts_us / 1000;
                     let outbound = p.outbound;
                     tracker.packet(&p.data, now, |k| {

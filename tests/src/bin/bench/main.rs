@@ -69,8 +69,9 @@ Parts (run in this order by \"all\", the default):
              unregisters a service --cycles times (requests on its daemon's API socket, 40 ms
              apart), beside the idle p99 of the same run; prints the ratio (target: at most 3x
              idle); then the same cycles as `overlay` commands, and as many `overlay status`.
-  capture    h2load through a service's listener (nginx, 16 KiB file) on a node with capture
-             on and on one with OVERLAY_CAPTURE_OFF=1, rounds alternating, HTTP/1.1 and h2c;
+  capture    h2load through a service's listener (nginx, 16 KiB file) on one node, with the
+             capture recording and paused (overlay traffic --resume/--pause), which first
+             alternating by round; HTTP/1.1 (kept alive and a connection per request) and h2c;
              prints the cost (targets: at most 3% HTTP/1.1, 5% HTTP/2).
   intercept  a catalog service's front on the relay without an intercept, against calling
              its address (nginx in the remote environment) directly, same run: the latency the

@@ -1,11 +1,14 @@
-//! Part `capture`: what the traffic capture costs. Two nodes in the same run, one with capture
-//! on and one with `OVERLAY_CAPTURE_OFF=1`, each with nginx on 127.0.0.1 serving a 16 KiB file
-//! over HTTP/1.1 and over h2c (prior knowledge), registered as services; h2load on the same
-//! host calls them through their listeners (which tee every byte into the capture when it is
-//! on). HTTP/1.1 runs twice: on 8 kept-alive connections, and with a connection per request
-//! (what the capture spends per connection). Each round runs both nodes, which one first
-//! alternating by round; the medians' ratio is the cost. Targets: at most 3% on HTTP/1.1 and
-//! 5% on HTTP/2 throughput.
+//! Part `capture`: what the traffic capture costs. One node, with nginx on 127.0.0.1 serving a
+//! 16 KiB file over HTTP/1.1 and over h2c (prior knowledge), registered as services; h2load on
+//! the same host calls them through their listeners, which tee every byte into the capture
+//! while it records. Each round runs h2load with the capture recording and with it paused
+//! (`overlay traffic --pause`/`--resume`: a listener decides per connection, so every h2load
+//! connection of a run sees one state), which first alternating by round; the medians' ratio is
+//! the cost. The same daemon, nginx and namespace serve both, so the figure is the capture's,
+//! not a difference between two nodes (until 2026-12-07 two nodes were compared, and one of
+//! them was faster at HTTP/2 whatever its capture did). HTTP/1.1 runs twice: on 8 kept-alive
+//! connections, and with a connection per request (what the capture spends per connection).
+//! Targets: at most 3% on HTTP/1.1 and 5% on HTTP/2 throughput.
 //!
 //! Throughput on a shared 2-core host moves by 20-40% from run to run, so each run also
 //! measures CPU time per request: user+system time (`/proc/PID/stat`, all threads) of the
@@ -13,7 +16,8 @@
 //! before and after the run, divided by the requests. h2load saturates both cores, so
 //! throughput is cores / CPU per request and `cpu_cost_percent` (on / off - 1 of the medians)
 //! is the same cost, measured steadily. The host's busy time (`/proc/stat`: everything but
-//! idle, iowait and steal, softirq included; the one reading the intercept part uses) per request is kept as a cross-check.
+//! idle, iowait and steal, softirq included; the one reading the intercept part uses) per
+//! request is kept as a cross-check.
 
 use crate::ctx::{out, Ctx};
 use crate::ovl::Ovl;
@@ -100,7 +104,9 @@ http { access_log off; keepalive_requests 100000;
   server { listen 127.0.0.1:18081 http2; root DIR/www; } }
 ";
 
-/// User+system seconds of process `pid` (all its threads).
+/// The node's name.
+const NODE: &str = "cap";
+
 /// Exchanges per round of the in-process measurement, rounds, and the ring (the daemon's
 /// default `--capture-buffer`).
 const IN_PROCESS_EXCHANGES: usize = 100_000;
@@ -165,6 +171,7 @@ fn in_process(rounds: usize, exchanges: usize, ring_bytes: usize) -> (Vec<f64>, 
     (us, ring)
 }
 
+/// User+system seconds of process `pid` (all its threads).
 fn proc_cpu(pid: u32, tck: f64) -> Option<f64> {
     cpu_ticks(pid).map(|t| t as f64 / tck)
 }
@@ -202,71 +209,67 @@ fn child_cpu(text: &str) -> Option<f64> {
 }
 
 pub fn run(ctx: &Ctx) {
-    tracing::info!("part capture: h2load through listeners, capture on vs off, same run");
+    tracing::info!("part capture: h2load through listeners, capture recording vs paused");
     let mut w: World = ctx.world("capture");
     let mut o = Ovl::new(ctx, &w, "capture");
-    for (n, oct) in [("on", 2), ("off", 3)] {
-        o.host(&mut w, n, oct);
-    }
+    o.host(&mut w, NODE, 2);
     let mut status = "ok".to_string();
     let mut addrs = Vec::new();
     let joined = ctx.have_binaries()
         && o.relay_start(&w, &[])
-            .and_then(|_| o.token(&w, 2))
-            .and_then(|()| o.join(&w, "on"))
-            .and_then(|_| o.join_with(&w, "off", "OVERLAY_CAPTURE_OFF=1"))
+            .and_then(|_| o.token(&w, 1))
+            .and_then(|()| o.join(&w, NODE))
             .map_err(|e| {
                 ctx.fail("capture", &e);
                 status = format!("failed ({e})");
             })
             .is_ok();
+    let h = o.h(NODE).clone();
     if joined {
-        for n in ["on", "off"] {
-            let h = o.h(n).clone();
-            // A connection per request closes 100,000 connections per node in a minute:
-            // h2load's ports would run out in TIME_WAIT (connect() then searches the range for
-            // seconds). This namespace's own setting; the host's is not touched.
-            let _ = out(&w, &h, 5, "sysctl -qw net.ipv4.tcp_tw_reuse=1");
-            let dir = h.dir.display().to_string();
-            let _ = std::fs::create_dir_all(h.dir.join("www"));
-            let _ = std::fs::write(h.dir.join("www/file"), vec![b'x'; 16 * 1024]);
-            let conf = h.dir.join("nginx.conf");
-            let _ = std::fs::write(&conf, NGINX.replace("DIR", &dir));
-            let conf = conf.display().to_string();
-            w.spawn(&h, "nginx", &[], &["nginx", "-c", &conf]);
-            let mut a = Vec::new();
-            for (svc, port, target) in [("h1", 8080, 18080), ("h2", 8081, 18081)] {
-                let reg = o.ovl_out(
-                    &w,
-                    n,
-                    &format!("register {svc} --port {port} --target {target} --json"),
-                );
-                let v: serde_json::Value = reg
-                    .and_then(|r| serde_json::from_str(&r).ok())
-                    .unwrap_or_default();
-                a.push(v["address"].as_str().unwrap_or("").to_string());
-            }
-            addrs.push((n, h, a));
+        // A connection per request closes 100,000 connections in a minute: h2load's ports
+        // would run out in TIME_WAIT (connect() then searches the range for seconds). This
+        // namespace's own setting; the host's is not touched.
+        let _ = out(&w, &h, 5, "sysctl -qw net.ipv4.tcp_tw_reuse=1");
+        let dir = h.dir.display().to_string();
+        let _ = std::fs::create_dir_all(h.dir.join("www"));
+        let _ = std::fs::write(h.dir.join("www/file"), vec![b'x'; 16 * 1024]);
+        let conf = h.dir.join("nginx.conf");
+        let _ = std::fs::write(&conf, NGINX.replace("DIR", &dir));
+        let conf = conf.display().to_string();
+        w.spawn(&h, "nginx", &[], &["nginx", "-c", &conf]);
+        for (svc, port, target) in [("h1", 8080, 18080), ("h2", 8081, 18081)] {
+            let reg = o.ovl_out(
+                &w,
+                NODE,
+                &format!("register {svc} --port {port} --target {target} --json"),
+            );
+            let v: serde_json::Value = reg
+                .and_then(|r| serde_json::from_str(&r).ok())
+                .unwrap_or_default();
+            addrs.push(v["address"].as_str().unwrap_or("").to_string());
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    // Whose CPU time counts, per node: its daemon, then nginx's master and workers.
-    let pids: Vec<Vec<u32>> = addrs
-        .iter()
-        .map(|(n, h, _)| {
-            let mut p: Vec<u32> = o.pid(&w, n).into_iter().collect();
-            if p.is_empty() {
-                ctx.fail("capture", &format!("no daemon pid for node {n}"));
-            }
-            p.extend(nginx_pids(&h.dir));
-            p
-        })
-        .collect();
+    // Whose CPU time counts: the daemon, then nginx's master and workers.
+    let mut pids: Vec<u32> = o.pid(&w, NODE).into_iter().collect();
+    if joined && pids.is_empty() {
+        ctx.fail("capture", "no daemon pid");
+    }
+    pids.extend(nginx_pids(&h.dir));
     let tck = clk_tck();
     let cpu = |pids: &[u32]| {
         pids.iter()
             .filter_map(|p| proc_cpu(*p, tck))
             .collect::<Vec<_>>()
+    };
+    // Pauses or resumes the capture; false (and the run is not counted) if that failed.
+    let record = |on: bool| {
+        let flag = if on { "--resume" } else { "--pause" };
+        match o.ovl_out(&w, NODE, &format!("traffic {flag} --json")) {
+            Some(r) => serde_json::from_str::<serde_json::Value>(&r)
+                .is_ok_and(|v| v["on"] == serde_json::Value::Bool(on)),
+            None => false,
+        }
     };
     let mut protos = Vec::new();
     for (name, k, port, flags, requests, target) in [
@@ -281,20 +284,24 @@ pub fn run(ctx: &Ctx) {
             3.0,
         ),
     ] {
+        // [recording, paused]
         let mut runs: [Runs; 2] = Default::default();
+        let a = addrs.get(k).map_or("", String::as_str);
+        let cmd = format!("h2load {flags} -n {requests} http://{a}:{port}/file");
         for round in 0..if joined { ROUNDS } else { 0 } {
-            // Which node goes first alternates by round: the host's state drifts within a
-            // round (caches, frequency, the other tenants), and always measuring one node
+            // Which state goes first alternates by round: the host's state drifts within a
+            // round (caches, frequency, the other tenants), and always measuring one state
             // second would count that drift as the capture's cost or gain.
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for (i, (_, h, a)) in order.into_iter().filter_map(|i| Some((i, addrs.get(i)?))) {
-                let a = a.get(k).map_or("", String::as_str);
-                let cmd = format!("h2load {flags} -n {requests} http://{a}:{port}/file");
-                let ps = pids.get(i).map_or(&[][..], Vec::as_slice);
-                let (before, host0) = (cpu(ps), host_busy(tck));
+            for i in order {
+                if !record(i == 0) {
+                    ctx.fail("capture", "overlay traffic --pause/--resume failed");
+                    continue;
+                }
+                let (before, host0) = (cpu(&pids), host_busy(tck));
                 // bash's `times` then prints h2load's CPU time.
-                let text = out(&w, h, 120, &format!("{cmd} && times"));
-                let (after, host1) = (cpu(ps), host_busy(tck));
+                let text = out(&w, &h, 120, &format!("{cmd} && times"));
+                let (after, host1) = (cpu(&pids), host_busy(tck));
                 let Some(r) = text.as_deref().and_then(h2load_req_per_sec) else {
                     ctx.fail("capture", &format!("h2load failed: {cmd}"));
                     continue;
@@ -304,7 +311,7 @@ pub fn run(ctx: &Ctx) {
                 let per_req = |secs: f64| secs * 1e6 / f64::from(requests);
                 let used: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
                 let h2load = text.as_deref().and_then(child_cpu);
-                if used.len() == ps.len() && !ps.is_empty() {
+                if used.len() == pids.len() && !pids.is_empty() {
                     run.daemon_cpu_us.push(per_req(used[0]));
                     if let Some(c) = h2load {
                         run.cpu_us.push(per_req(used.iter().sum::<f64>() + c));
@@ -361,8 +368,8 @@ pub fn run(ctx: &Ctx) {
     let (when, host) = (now_utc(), host_desc());
     let mut t = Table::new(&[
         "through a listener",
-        "capture on (req/s, median)",
-        "capture off (req/s, median)",
+        "recording (req/s, median)",
+        "paused (req/s, median)",
         "cost",
         "CPU µs/req on",
         "CPU µs/req off",
@@ -386,7 +393,7 @@ pub fn run(ctx: &Ctx) {
         ]);
     }
     let params = format!(
-        "h2load, {REQUESTS} requests of a 16 KiB file per run ({REQUESTS_CONN} on a connection each), {ROUNDS} rounds alternating the two nodes; \
+        "h2load, {REQUESTS} requests of a 16 KiB file per run ({REQUESTS_CONN} on a connection each), {ROUNDS} rounds alternating the capture recording and paused on one node; \
          CPU: user+system time of the daemon, nginx and h2load per request (median); host CPU: /proc/stat busy time"
     );
     let own = format!(
