@@ -10,7 +10,7 @@
 //! throughput through a listener; docs/benchmarks.md). Processes that owned sockets recently
 //! are looked at first, so a program making many calls is found without a walk through every
 //! process. A caller that closed its socket before the look gets no name (its record shows its
-//! address).
+//! address), and a connection that ended before its round is not looked up at all.
 
 use overlay_core::devconfig::sockets::{connection_inode, socket_inode};
 use overlay_core::traffic::capture::Process;
@@ -25,11 +25,38 @@ use tokio::sync::oneshot;
 /// not grow the queue, or the walks through `/proc`, without bound).
 const MAX_WAITING: usize = 256;
 
+/// Who waits for a lookup: the answer is handed to it on the lookup thread, so that no task
+/// waits per connection (with a connection per request that task, its timer and its wake-up
+/// were a good part of what naming cost).
+pub trait Answer: Send {
+    /// Whether the answer is still wanted: a connection that ended wants none, and is not looked
+    /// up (its socket is closed by then, so no lookup could find it).
+    fn wanted(&self) -> bool;
+    /// The process found, or `None`.
+    fn answer(self: Box<Self>, process: Option<Process>);
+}
+
+/// A one-shot channel takes the answer as long as its receiver waits.
+impl Answer for oneshot::Sender<Option<Process>> {
+    fn wanted(&self) -> bool {
+        !self.is_closed()
+    }
+    fn answer(self: Box<Self>, process: Option<Process>) {
+        let _ = self.send(process);
+    }
+}
+
 /// One connection's question.
 struct Ask {
     client: SocketAddrV4,
     server: SocketAddrV4,
-    answer: oneshot::Sender<Option<Process>>,
+    answer: Box<dyn Answer>,
+}
+
+impl Ask {
+    fn answer(self, process: Option<Process>) {
+        self.answer.answer(process);
+    }
 }
 
 /// The lookups waiting, and whether the thread that does them is running.
@@ -43,16 +70,13 @@ static QUEUE: Mutex<Queue> = Mutex::new(Queue {
     running: false,
 });
 
-/// Asks for the process of the local caller `client` connected to `server`; the answer comes
-/// on the receiver. `None` when too many lookups wait already.
-pub fn spawn_lookup(
-    client: SocketAddrV4,
-    server: SocketAddrV4,
-) -> Option<oneshot::Receiver<Option<Process>>> {
-    let (answer, rx) = oneshot::channel();
+/// Asks for the process of the local caller `client` connected to `server`; the lookup
+/// thread hands it to `answer`. False (and `answer` is dropped unanswered) when too many
+/// lookups wait already.
+pub fn ask(client: SocketAddrV4, server: SocketAddrV4, answer: Box<dyn Answer>) -> bool {
     let mut q = QUEUE.lock().unwrap_or_else(|e| e.into_inner());
     if q.waiting.len() >= MAX_WAITING {
-        return None;
+        return false;
     }
     q.waiting.push(Ask {
         client,
@@ -63,7 +87,7 @@ pub fn spawn_lookup(
         q.running = true;
         tokio::task::spawn_blocking(run);
     }
-    Some(rx)
+    true
 }
 
 /// Least time from one round's start to the next's. A connection that comes when no round ran
@@ -117,7 +141,7 @@ fn resolve(mut diag: Option<&mut SockDiag>, round: Vec<Ask>) {
     // The connections' sockets, by inode.
     let mut tables: Option<Vec<String>> = None;
     let mut want: HashMap<u64, Vec<Ask>> = HashMap::new();
-    for ask in round {
+    for ask in round.into_iter().filter(|a| a.answer.wanted()) {
         let found = match diag
             .as_deref_mut()
             .map(|d| d.tcp_socket(ask.client, ask.server))
@@ -143,7 +167,7 @@ fn resolve(mut diag: Option<&mut SockDiag>, round: Vec<Ask>) {
             Some((inode, _uid)) if inode != 0 => want.entry(inode).or_default().push(ask),
             _ => {
                 tracing::debug!(client = %ask.client, server = %ask.server, "no socket of a local caller");
-                let _ = ask.answer.send(None);
+                ask.answer(None);
             }
         }
     }
@@ -165,7 +189,12 @@ fn resolve(mut diag: Option<&mut SockDiag>, round: Vec<Ask>) {
     if !want.is_empty() {
         // A socket closed since it was found (a connection per request closes within
         // milliseconds) is in no process's fds: a walk through every process for it finds
-        // nothing, at the price of reading every fd of the machine.
+        // nothing, at the price of reading every fd of the machine. So is a connection that
+        // ended meanwhile.
+        want.retain(|_, asks| {
+            asks.retain(|a| a.answer.wanted());
+            !asks.is_empty()
+        });
         if let Some(d) = diag {
             want.retain(|inode, asks| {
                 let now = asks.first().map(|a| d.tcp_socket(a.client, a.server));
@@ -177,12 +206,16 @@ fn resolve(mut diag: Option<&mut SockDiag>, round: Vec<Ask>) {
                 };
                 if !open {
                     for a in asks.drain(..) {
-                        let _ = a.answer.send(None);
+                        a.answer(None);
                     }
                 }
                 open
             });
         }
+    }
+    // Opening /proc reads its first entries already (a getdents that fills in every process):
+    // not when nothing is left to look for.
+    if !want.is_empty() {
         let rest = std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
@@ -196,7 +229,7 @@ fn resolve(mut diag: Option<&mut SockDiag>, round: Vec<Ask>) {
         }
     }
     for a in want.into_values().flatten() {
-        let _ = a.answer.send(None);
+        a.answer(None);
     }
     if let Ok(mut r) = RECENT.lock() {
         for pid in found {
@@ -227,7 +260,7 @@ fn claim(pid: u32, want: &mut HashMap<u64, Vec<Ask>>, found: &mut Vec<u32>) {
         });
     for a in asks {
         tracing::debug!(client = %a.client, pid, "a local caller's process");
-        let _ = a.answer.send(process.clone());
+        a.answer(process.clone());
     }
 }
 
@@ -250,7 +283,7 @@ pub fn lookup(client: SocketAddrV4, server: SocketAddrV4) -> Option<Process> {
     let ask = Ask {
         client,
         server,
-        answer,
+        answer: Box::new(answer),
     };
     resolve(SockDiag::open().ok().as_mut(), vec![ask]);
     rx.try_recv().ok().flatten()
@@ -303,7 +336,7 @@ mod tests {
                 let ask = Ask {
                     client: *c,
                     server,
-                    answer,
+                    answer: Box::new(answer),
                 };
                 (ask, rx)
             })

@@ -15,7 +15,7 @@ use overlay_core::traffic::wsframe::{close_frame, Upgrade, SERVICE_RESTART};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,23 +24,33 @@ use tokio::sync::watch;
 /// Read size of the splice.
 const CHUNK: usize = 32 * 1024;
 /// How long a connection's capture waits for the name of its local caller before it goes on
-/// without (its chunks are held meanwhile).
+/// without (its chunks are held meanwhile; checked when the next chunk comes, and the end of
+/// the connection ends the wait too).
 const OWNER_WAIT: Duration = Duration::from_millis(1000);
 /// Chunks, and bytes, one connection holds while its caller's name is looked up; past either
 /// the capture goes on without waiting (later records still get the name).
 const HELD_CHUNKS: usize = 64;
 const HELD_BYTES: usize = 1 << 20;
 
-/// What waits while the caller's name is looked up.
-enum Held {
-    Data(Side, Vec<u8>, u64),
-    End(FlowEnd, u64),
+/// A held chunk at least this big is kept as a view of the splice's read rather than copied:
+/// with a connection per request a response's body is held whole, and copying it (a 16 KiB
+/// allocation and copy, then the ring's own copy) cost more than the rest of the hold. A
+/// smaller one is copied, so that many small reads do not each keep a whole read buffer.
+const HOLD_AS_VIEW: usize = 4096;
+
+/// Bytes that wait while the caller's name is looked up.
+struct Held {
+    side: Side,
+    data: Bytes,
+    /// `data` is a view of the splice's read (not a copy).
+    view: bool,
+    at_ms: u64,
 }
 
 /// One connection's capture. Both directions feed it inline, on the splice's own task: no
 /// copy of the bytes, no queue, no wake-up of another task per chunk (these were most of the
 /// capture's cost). Only while a laptop-local caller's process is looked up (once per
-/// connection, at most [`OWNER_WAIT`]) are chunks copied and held.
+/// connection, at most [`OWNER_WAIT`] and never past the connection's end) are chunks held.
 struct Capture {
     traffic: Arc<Traffic>,
     state: Mutex<State>,
@@ -79,12 +89,11 @@ impl Capture {
             (SocketAddr::V4(c), SocketAddr::V4(s)) if local => Some((c, s)),
             _ => None,
         };
-        let owner = ends.and_then(|(c, s)| owner::spawn_lookup(c, s));
         let capture = Arc::new(Capture {
             traffic: traffic.clone(),
             state: Mutex::new(State {
                 cap: None,
-                looking: owner.is_some(),
+                looking: ends.is_some(),
                 held: Vec::new(),
                 held_bytes: 0,
                 synth: ends.map(|(c, s)| TcpSynth::new(c, s)),
@@ -95,19 +104,11 @@ impl Capture {
                 started: now_ms(),
             }),
         });
-        if let Some(h) = owner {
-            let c = capture.clone();
-            tokio::spawn(async move {
-                let found = tokio::time::timeout(OWNER_WAIT, h).await;
-                let process = match found {
-                    Ok(Ok(Some(p))) => Some(p),
-                    other => {
-                        tracing::debug!(client = %client, found = ?other.map(|r| r.ok()), "no process found for a local caller");
-                        None
-                    }
-                };
-                c.named(process);
-            });
+        if let Some((c, s)) = ends {
+            let asked = owner::ask(c, s, Box::new(Named(Arc::downgrade(&capture))));
+            if !asked {
+                capture.state().looking = false;
+            }
         }
         capture
     }
@@ -121,15 +122,31 @@ impl Capture {
     fn data(&self, side: Side, data: &[u8], chunk: Option<&Bytes>) {
         let now = now_ms();
         let mut st = self.state();
+        if st.looking && now.saturating_sub(st.started) > OWNER_WAIT.as_millis() as u64 {
+            tracing::debug!(client = %st.client, "no process found in time for a local caller");
+            self.release(&mut st);
+        }
         if st.looking {
             let flight = &self.traffic.in_flight;
+            // A view keeps its whole read buffer: it counts as at least one.
+            let view = chunk.filter(|c| data.len() >= HOLD_AS_VIEW && c.len() == data.len());
+            let cost = if view.is_some() {
+                data.len().max(CHUNK)
+            } else {
+                data.len()
+            };
             let room = st.held.len() < HELD_CHUNKS
-                && st.held_bytes + data.len() <= HELD_BYTES
-                && flight.load(Ordering::Relaxed) + data.len() <= MAX_IN_FLIGHT;
+                && st.held_bytes + cost <= HELD_BYTES
+                && flight.load(Ordering::Relaxed) + cost <= MAX_IN_FLIGHT;
             if room {
-                flight.fetch_add(data.len(), Ordering::Relaxed);
-                st.held_bytes += data.len();
-                st.held.push(Held::Data(side, data.to_vec(), now));
+                flight.fetch_add(cost, Ordering::Relaxed);
+                st.held_bytes += cost;
+                st.held.push(Held {
+                    side,
+                    data: view.map_or_else(|| Bytes::copy_from_slice(data), Bytes::clone),
+                    view: view.is_some(),
+                    at_ms: now,
+                });
                 return;
             }
             // No more room to wait: go on without the name (it still reaches later records).
@@ -141,18 +158,17 @@ impl Capture {
         self.traffic.collect(st.cap(&self.traffic));
     }
 
-    /// The connection ended.
+    /// The connection ended. One whose caller was not named yet goes without the name: the
+    /// caller has closed its socket by now (its FIN ended the splice), so no lookup could find
+    /// it, and its records are not kept waiting.
     fn end(&self, end: FlowEnd) {
         let now = now_ms();
         let mut st = self.state();
-        if st.looking {
-            st.held.push(Held::End(end, now));
-            return;
-        }
+        self.release(&mut st);
         st.close(&self.traffic, end, now);
     }
 
-    /// The caller's process lookup came back.
+    /// The caller's process lookup came back (on the lookup thread).
     fn named(&self, process: Option<Process>) {
         let mut st = self.state();
         if let Some(p) = process {
@@ -169,6 +185,22 @@ impl Capture {
         st.release(&self.traffic);
         if let Some(cap) = st.cap.as_mut() {
             self.traffic.collect(cap);
+        }
+    }
+}
+
+/// Where the lookup of a local caller's process answers: the connection's capture, while the
+/// connection lasts.
+struct Named(Weak<Capture>);
+
+impl owner::Answer for Named {
+    fn wanted(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+
+    fn answer(self: Box<Self>, process: Option<Process>) {
+        if let Some(c) = self.0.upgrade() {
+            c.named(process);
         }
     }
 }
@@ -198,9 +230,13 @@ impl State {
             .fetch_sub(self.held_bytes, Ordering::Relaxed);
         self.held_bytes = 0;
         for h in std::mem::take(&mut self.held) {
-            match h {
-                Held::Data(side, d, t) => self.feed(traffic, side, &d, None, t),
-                Held::End(end, t) => self.close(traffic, end, t),
+            let chunk = h.view.then_some(&h.data);
+            self.feed(traffic, h.side, &h.data, chunk, h.at_ms);
+            // Records that hold a view of it go into the ring before it is let go of.
+            if h.view {
+                if let Some(cap) = self.cap.as_mut() {
+                    traffic.collect(cap);
+                }
             }
         }
     }
@@ -486,12 +522,18 @@ mod tests {
         )
     }
 
-    /// A server answering every request on a connection with `201` and a body.
+    /// A server answering every request on a connection with `201` and `{"ok":true}`.
     async fn http_server() -> u16 {
+        body_server(b"{\"ok\":true}".to_vec()).await
+    }
+
+    /// A server answering every request on a connection with `201` and `body`.
+    async fn body_server(body: Vec<u8>) -> u16 {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
+                let body = body.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 1 << 16];
                     let mut seen = Vec::new();
@@ -502,13 +544,12 @@ mod tests {
                         seen.extend_from_slice(&buf[..n]);
                         // Answer once the whole test request (ending in "END") is in.
                         if seen.ends_with(b"END") {
-                            let body = b"{\"ok\":true}";
                             let head = format!(
                                 "HTTP/1.1 201 Created\r\nContent-Length: {}\r\n\r\n",
                                 body.len()
                             );
                             let _ = s.write_all(head.as_bytes()).await;
-                            let _ = s.write_all(body).await;
+                            let _ = s.write_all(&body).await;
                             seen.clear();
                         }
                     }
@@ -564,6 +605,63 @@ mod tests {
         assert!(s.truncated);
         // A loopback caller: its chunks were held while its process was looked up, then parsed
         // and let go of.
+        assert_eq!(t.in_flight.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    /// A response body big enough to be held as a view of the splice's read while the local
+    /// caller's process is looked up: the record has it whole, the caller is named, and
+    /// nothing stays counted as held.
+    #[tokio::test]
+    async fn a_body_held_as_a_view_while_the_caller_is_named_is_recorded_whole() {
+        let t = traffic(1 << 20);
+        let body: Vec<u8> = (0..16 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let port = body_server(body.clone()).await;
+        let l = Listener::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Some(port),
+            Some((t.clone(), "api".into())),
+        )
+        .await
+        .unwrap();
+        let mut c = TcpStream::connect(l.addr).await.unwrap();
+        c.write_all(b"POST /big HTTP/1.1\r\nContent-Length: 3\r\n\r\nEND")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while !answer.ends_with(&body) {
+            let n = c.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the answer ended early");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let mut got = None;
+        for _ in 0..100 {
+            got = t
+                .with_ring(|r| {
+                    r.list(&Filter::default(), 0, 10)
+                        .iter()
+                        .find(|r| r.summary().status == Some(201))
+                        .map(|r| r.id)
+                })
+                .and_then(|id| t.get(id));
+            if got
+                .as_ref()
+                .is_some_and(|r| r.summary().client_process.is_some())
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let r = got.expect("a captured exchange");
+        let held = r
+            .response()
+            .map(|m| (m.body.data.to_vec(), m.body.truncated));
+        assert_eq!(held, Some((body, false)));
+        assert!(
+            r.summary().client_process.is_some(),
+            "the caller (this test) is named"
+        );
+        drop(c);
         assert_eq!(t.in_flight.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }

@@ -69,6 +69,24 @@ impl Tap {
     }
 }
 
+/// Where the lookup of an outgoing connection's local process answers: the capture task.
+struct Named {
+    key: FlowKey,
+    tx: mpsc::Sender<(FlowKey, Process)>,
+}
+
+impl super::owner::Answer for Named {
+    fn wanted(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    fn answer(self: Box<Self>, process: Option<Process>) {
+        if let Some(p) = process {
+            let _ = self.tx.try_send((self.key, p));
+        }
+    }
+}
+
 /// Starts the capture task; returns the tap for the tunnel.
 pub fn start(traffic: Arc<Traffic>) -> Tap {
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -121,14 +139,11 @@ fn events(
     while let Some(ev) = tracker.poll() {
         match ev {
             TcpEvent::Open(k) => {
-                if let Some(h) = super::owner::spawn_lookup(k.client, k.server) {
-                    let tx = owner_tx.clone();
-                    tokio::spawn(async move {
-                        if let Ok(Some(p)) = h.await {
-                            let _ = tx.try_send((k, p));
-                        }
-                    });
-                }
+                let named = Named {
+                    key: k,
+                    tx: owner_tx.clone(),
+                };
+                super::owner::ask(k.client, k.server, Box::new(named));
                 let client = SocketAddr::V4(k.client);
                 let server = SocketAddr::V4(k.server);
                 let client_name: Option<Arc<str>> = traffic.name_of(client).map(Into::into);
