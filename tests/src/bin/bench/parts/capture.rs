@@ -95,6 +95,10 @@ struct InProcess {
     median_us: Option<f64>,
     /// The median as a share of the capture-off setup's CPU per HTTP/1.1 request in this run.
     percent_of_off_cpu: Option<f64>,
+    /// The same exchange on a connection of its own (a capture made, closed and dropped per
+    /// exchange), one per round.
+    us_per_connection: Vec<f64>,
+    median_us_per_connection: Option<f64>,
 }
 
 const NGINX: &str = "daemon off; worker_processes 1; pid DIR/nginx.pid; error_log DIR/nginx.err;
@@ -120,9 +124,16 @@ const IN_PROCESS_RING: usize = 64 << 20;
 /// size, filled first so that every record evicts one. The two daemons' CPU difference moves by
 /// a microsecond between runs on a shared host; this moves less. It leaves out what the capture
 /// costs the others (the cache its records take from nginx, h2load and the kernel).
-fn in_process(rounds: usize, exchanges: usize, ring_bytes: usize) -> (Vec<f64>, Ring) {
+/// `per_connection`: each exchange on a capture of its own, made (with its names, as the
+/// listener makes them), closed and dropped, as with a connection per request.
+fn in_process(
+    rounds: usize,
+    exchanges: usize,
+    ring_bytes: usize,
+    per_connection: bool,
+) -> (Vec<f64>, Ring) {
     use overlay_core::traffic::capture::conn::ConnMeta;
-    use overlay_core::traffic::capture::{ConnectionCapture, Direction};
+    use overlay_core::traffic::capture::{ConnectionCapture, Direction, FlowEnd};
     use overlay_core::traffic::http1::{Limits, Side};
     let request = b"GET /file HTTP/1.1\r\nHost: 100.64.4.66:8080\r\nUser-Agent: h2load nghttp2/1.52.0\r\n\r\n";
     let mut response =
@@ -146,11 +157,29 @@ fn in_process(rounds: usize, exchanges: usize, ring_bytes: usize) -> (Vec<f64>, 
         .collect();
     let mut ring = Ring::new(ring_bytes);
     let mut exchange = |i: usize, ring: &mut Ring| {
-        let Some(c) = conns.get_mut(i % 8) else {
-            return;
+        let mut fresh;
+        let c = if per_connection {
+            let client = format!("127.0.0.1:{}", 40000 + i % 20000);
+            fresh = ConnectionCapture::new(
+                ConnMeta {
+                    client: client.into(),
+                    ..meta()
+                },
+                Limits::default(),
+                0,
+            );
+            &mut fresh
+        } else {
+            let Some(c) = conns.get_mut(i % 8) else {
+                return;
+            };
+            c
         };
         c.data(Side::Client, request, 1);
         c.data_in(Side::Server, &response, Some(&response), 2);
+        if per_connection {
+            c.close(FlowEnd::Closed, 3);
+        }
         while let Some(r) = c.poll() {
             ring.push(r);
         }
@@ -354,7 +383,18 @@ pub fn run(ctx: &Ctx) {
         });
     }
     o.down_all(&w);
-    let (us, _) = in_process(IN_PROCESS_ROUNDS, IN_PROCESS_EXCHANGES, IN_PROCESS_RING);
+    let (us, _) = in_process(
+        IN_PROCESS_ROUNDS,
+        IN_PROCESS_EXCHANGES,
+        IN_PROCESS_RING,
+        false,
+    );
+    let (us_conn, _) = in_process(
+        IN_PROCESS_ROUNDS,
+        IN_PROCESS_EXCHANGES,
+        IN_PROCESS_RING,
+        true,
+    );
     let median_us = median(&us);
     let off_cpu = protos.first().and_then(|p| p.median_cpu_us_off);
     let in_process = InProcess {
@@ -364,6 +404,8 @@ pub fn run(ctx: &Ctx) {
             .map(|(u, off)| 100.0 * u / off),
         median_us,
         us_per_exchange: us,
+        median_us_per_connection: median(&us_conn),
+        us_per_connection: us_conn,
     };
     let (when, host) = (now_utc(), host_desc());
     let mut t = Table::new(&[
@@ -398,11 +440,13 @@ pub fn run(ctx: &Ctx) {
     );
     let own = format!(
         "the capture's own work, in-process: {} µs per HTTP/1.1 exchange (median of {IN_PROCESS_ROUNDS} rounds \
-         of {IN_PROCESS_EXCHANGES}, 64 MiB ring), {} of the capture-off setup's CPU per request",
+         of {IN_PROCESS_EXCHANGES}, 64 MiB ring), {} of the capture-off setup's CPU per request; \
+         {} µs with a capture made and closed per exchange",
         fmt(in_process.median_us, 2),
         in_process
             .percent_of_off_cpu
             .map_or("-".into(), |p| format!("{p:.1}%")),
+        fmt(in_process.median_us_per_connection, 2),
     );
     println!(
         "\ncapture: {host} ({status})\n\n{}\n{params}\n{own}",
@@ -446,19 +490,25 @@ mod tests {
 
     #[test]
     fn the_in_process_exchange_is_captured_whole_and_fills_the_ring() {
-        let (us, ring) = in_process(2, 50, 1 << 20);
-        assert!(
-            us.len() == 2 && us.iter().all(|u| u.is_finite() && *u > 0.0),
-            "{us:?}"
-        );
-        assert!(ring.evicted() > 0, "every record evicts one");
-        let filter = overlay_core::traffic::capture::Filter::default();
-        let newest = ring.list(&filter, 0, 1);
-        let r = newest.first().expect("a record");
-        let s = r.summary();
-        assert_eq!((s.method.as_deref(), s.status), (Some("GET"), Some(200)));
-        let body = r.response().map(|m| (m.body.data.len(), m.body.truncated));
-        assert_eq!(body, Some((16 * 1024, false)));
+        let mut pushed = Vec::new();
+        for per_connection in [false, true] {
+            let (us, ring) = in_process(2, 50, 1 << 20, per_connection);
+            assert!(
+                us.len() == 2 && us.iter().all(|u| u.is_finite() && *u > 0.0),
+                "{us:?}"
+            );
+            assert!(ring.evicted() > 0, "every record evicts one");
+            let filter = overlay_core::traffic::capture::Filter::default();
+            let newest = ring.list(&filter, 0, 1);
+            let r = newest.first().expect("a record");
+            let s = r.summary();
+            assert_eq!((s.method.as_deref(), s.status), (Some("GET"), Some(200)));
+            let body = r.response().map(|m| (m.body.data.len(), m.body.truncated));
+            assert_eq!(body, Some((16 * 1024, false)));
+            pushed.push(ring.next_id());
+        }
+        // One record per exchange either way: a closed HTTP connection adds no flow record.
+        assert_eq!(pushed[0], pushed[1]);
     }
 
     #[test]
