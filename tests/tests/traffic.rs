@@ -668,6 +668,18 @@ http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve
 /// The credential the captured request carries.
 const BEARER: &str = "secret-0123456789abcdef0123456789abcdef";
 
+/// `overlay ARGS` in `h`'s namespace as `uid`, with the node's directories in the environment.
+fn overlay_as(w: &World, h: &Host, uid: u32, args: &str) -> std::process::Output {
+    w.exec(
+        h,
+        &format!(
+            "setpriv --reuid {uid} --regid {uid} --clear-groups env {} {} {args}",
+            overlay_tests::overlay::node_env(h),
+            bin("overlay").display()
+        ),
+    )
+}
+
 /// `curl -sS -m 10 ARGS` in `n`'s namespace as `uid`, with `overlay`'s directories in the
 /// environment; returns (HTTP status, body) from `-w`.
 fn curl_as(w: &World, n: &Node, uid: u32, args: &str) -> (u16, String) {
@@ -763,14 +775,7 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
     let id = rec.id;
 
     // Another local user: 401 and no data, whatever it asks, and nothing changes.
-    let stranger_inspect = w.exec(
-        &h,
-        &format!(
-            "setpriv --reuid {STRANGER} --regid {STRANGER} --clear-groups env {} {} inspect",
-            overlay_tests::overlay::node_env(&h),
-            b.display()
-        ),
-    );
+    let stranger_inspect = overlay_as(&w, &h, STRANGER, "inspect");
     assert!(
         !stranger_inspect.status.success(),
         "another user got the inspector's URL"
@@ -837,14 +842,7 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
             .filter(|r| path_is(r, "/whoami"))
             .count()
     };
-    let stranger_pause = w.exec(
-        &h,
-        &format!(
-            "setpriv --reuid {STRANGER} --regid {STRANGER} --clear-groups env {} {} traffic --pause",
-            overlay_tests::overlay::node_env(&h),
-            b.display()
-        ),
-    );
+    let stranger_pause = overlay_as(&w, &h, STRANGER, "traffic --pause");
     assert!(
         !stranger_pause.status.success(),
         "another user paused the capture: {}",
@@ -857,14 +855,7 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
     );
 
     // The owner: the URL `overlay inspect` prints, exchanged for a cookie.
-    let printed = w.exec(
-        &h,
-        &format!(
-            "setpriv --reuid {OWNER} --regid {OWNER} --clear-groups env {} {} inspect",
-            overlay_tests::overlay::node_env(&h),
-            b.display()
-        ),
-    );
+    let printed = overlay_as(&w, &h, OWNER, "inspect");
     assert!(
         printed.status.success(),
         "the owner was refused: {}",
@@ -1014,14 +1005,7 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
     );
 
     // `overlay traffic` still works for the owner, and the owner can clear.
-    let lines = w.exec(
-        &h,
-        &format!(
-            "setpriv --reuid {OWNER} --regid {OWNER} --clear-groups env {} {} traffic api",
-            overlay_tests::overlay::node_env(&h),
-            b.display()
-        ),
-    );
+    let lines = overlay_as(&w, &h, OWNER, "traffic api");
     assert!(text(&lines).contains("GET /whoami 200"), "{}", text(&lines));
     let (code, _) = curl_as(
         &w,
@@ -1034,14 +1018,7 @@ fn inspector_is_private_to_its_owner_and_masks_credentials() {
 
     // The owner pauses the capture from the CLI: a call is not recorded (the stranger's pause
     // above changed nothing); resumed from the inspector, the next one is.
-    let paused = w.exec(
-        &h,
-        &format!(
-            "setpriv --reuid {OWNER} --regid {OWNER} --clear-groups env {} {} traffic --pause",
-            overlay_tests::overlay::node_env(&h),
-            b.display()
-        ),
-    );
+    let paused = overlay_as(&w, &h, OWNER, "traffic --pause");
     assert!(
         text(&paused).contains("capture paused"),
         "{}",

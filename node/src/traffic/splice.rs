@@ -522,6 +522,17 @@ mod tests {
         )
     }
 
+    /// A listener for service "api" forwarding to `port`, teeing into `t`.
+    async fn listen(t: &Arc<Traffic>, port: u16) -> Listener {
+        Listener::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Some(port),
+            Some((t.clone(), "api".into())),
+        )
+        .await
+        .unwrap()
+    }
+
     /// A server answering every request on a connection with `201` and `{"ok":true}`.
     async fn http_server() -> u16 {
         body_server(b"{\"ok\":true}".to_vec()).await
@@ -563,13 +574,7 @@ mod tests {
     async fn the_listener_tees_exchanges_into_the_capture_and_passes_bytes_intact() {
         let t = traffic(16);
         let port = http_server().await;
-        let l = Listener::start(
-            "127.0.0.1:0".parse().unwrap(),
-            Some(port),
-            Some((t.clone(), "api".into())),
-        )
-        .await
-        .unwrap();
+        let l = listen(&t, port).await;
         let mut c = TcpStream::connect(l.addr).await.unwrap();
         let body = vec![b'x'; 100_000];
         let mut req = format!(
@@ -616,13 +621,7 @@ mod tests {
         let t = traffic(1 << 20);
         let body: Vec<u8> = (0..16 * 1024u32).map(|i| (i % 251) as u8).collect();
         let port = body_server(body.clone()).await;
-        let l = Listener::start(
-            "127.0.0.1:0".parse().unwrap(),
-            Some(port),
-            Some((t.clone(), "api".into())),
-        )
-        .await
-        .unwrap();
+        let l = listen(&t, port).await;
         let mut c = TcpStream::connect(l.addr).await.unwrap();
         c.write_all(b"POST /big HTTP/1.1\r\nContent-Length: 3\r\n\r\nEND")
             .await
