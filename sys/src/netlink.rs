@@ -112,26 +112,31 @@ fn change(
     // A fresh socket per change: one request is in flight, so any sequence number will do.
     let seq = 1;
     send(&sock, &request(kind, flags, seq, index, addr))?;
-    // The acknowledgement echoes our request after its errno, and may carry the kernel's
-    // message: a page holds any of them.
+    match answer(&sock, |m| ack_errno(m, seq))? {
+        Some(0) => Ok(()),
+        Some(errno) => Err(NetlinkError::Refused {
+            what,
+            addr,
+            dev: dev.into(),
+            err: io::Error::from_raw_os_error(errno),
+        }),
+        None => Err(NetlinkError::Unexpected),
+    }
+}
+
+/// The first of the next few messages from the kernel that `read` makes sense of (a message
+/// answering an earlier request is passed over); `None` when none of them does. A page holds
+/// any answer ours get: an acknowledgement echoes the request after its errno and may carry
+/// the kernel's message, and a sock_diag answer is one socket's.
+fn answer<T>(sock: &OwnedFd, mut read: impl FnMut(&[u8]) -> Option<T>) -> io::Result<Option<T>> {
     let mut buf = [0u8; 4096];
-    // A few messages at most (the kernel sends only the ack to a unicast request).
+    // A few messages at most (the kernel sends one answer to a unicast request).
     for _ in 0..8 {
-        let answer = recv(&sock, &mut buf)?;
-        match ack_errno(answer, seq) {
-            Some(0) => return Ok(()),
-            Some(errno) => {
-                return Err(NetlinkError::Refused {
-                    what,
-                    addr,
-                    dev: dev.into(),
-                    err: io::Error::from_raw_os_error(errno),
-                })
-            }
-            None => continue,
+        if let Some(t) = read(recv(sock, &mut buf)?) {
+            return Ok(Some(t));
         }
     }
-    Err(NetlinkError::Unexpected)
+    Ok(None)
 }
 
 /// A netlink socket of `protocol`, talking to the kernel.
@@ -242,22 +247,17 @@ impl SockDiag {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         send(&self.sock, &diag_request(seq, local, remote))?;
-        let mut buf = [0u8; 4096];
         // The answer, or an error (ENOENT: no such socket). An answer to an earlier request
         // (its reader gave up on an error) is skipped by its sequence number.
-        for _ in 0..8 {
-            let answer = recv(&self.sock, &mut buf)?;
-            match diag_answer(answer, seq) {
-                Some(Ok(found)) => return Ok(Some(found)),
-                Some(Err(libc::ENOENT)) => return Ok(None),
-                Some(Err(errno)) => return Err(io::Error::from_raw_os_error(errno)),
-                None => continue,
-            }
+        match answer(&self.sock, |m| diag_answer(m, seq))? {
+            Some(Ok(found)) => Ok(Some(found)),
+            Some(Err(libc::ENOENT)) => Ok(None),
+            Some(Err(errno)) => Err(io::Error::from_raw_os_error(errno)),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "sock_diag: no answer to the lookup",
+            )),
         }
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "sock_diag: no answer to the lookup",
-        ))
     }
 }
 
