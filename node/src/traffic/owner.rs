@@ -180,39 +180,31 @@ fn resolve(mut diag: Option<&mut SockDiag>, round: Vec<Ask>) {
         .unwrap_or_default();
     let mut found = Vec::new();
     // The recent owners first, then every other process, until every socket has its owner.
-    for pid in recent.iter().copied() {
-        if want.is_empty() {
-            break;
+    claim_among(recent.iter().copied(), &mut want, &mut found);
+    // A socket closed since it was found (a connection per request closes within
+    // milliseconds) is in no process's fds: a walk through every process for it finds nothing,
+    // at the price of reading every fd of the machine. So is a connection that ended meanwhile.
+    want.retain(|inode, asks| {
+        asks.retain(|a| a.answer.wanted());
+        let Some(first) = asks.first() else {
+            return false;
+        };
+        // A lookup that failed cannot tell: that one is still looked for.
+        let open = match diag
+            .as_deref_mut()
+            .map(|d| d.tcp_socket(first.client, first.server))
+        {
+            Some(Ok(Some((i, _)))) => i == *inode,
+            Some(Ok(None)) => false,
+            Some(Err(_)) | None => true,
+        };
+        if !open {
+            for a in asks.drain(..) {
+                a.answer(None);
+            }
         }
-        claim(pid, &mut want, &mut found);
-    }
-    if !want.is_empty() {
-        // A socket closed since it was found (a connection per request closes within
-        // milliseconds) is in no process's fds: a walk through every process for it finds
-        // nothing, at the price of reading every fd of the machine. So is a connection that
-        // ended meanwhile.
-        want.retain(|_, asks| {
-            asks.retain(|a| a.answer.wanted());
-            !asks.is_empty()
-        });
-        if let Some(d) = diag {
-            want.retain(|inode, asks| {
-                let now = asks.first().map(|a| d.tcp_socket(a.client, a.server));
-                // A lookup that failed cannot tell: that one is still looked for.
-                let open = match now {
-                    Some(Ok(Some((i, _)))) => i == *inode,
-                    Some(Ok(None)) | None => false,
-                    Some(Err(_)) => true,
-                };
-                if !open {
-                    for a in asks.drain(..) {
-                        a.answer(None);
-                    }
-                }
-                open
-            });
-        }
-    }
+        open
+    });
     // Opening /proc reads its first entries already (a getdents that fills in every process):
     // not when nothing is left to look for.
     if !want.is_empty() {
@@ -221,12 +213,7 @@ fn resolve(mut diag: Option<&mut SockDiag>, round: Vec<Ask>) {
             .flatten()
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
-        for pid in rest.filter(|p| !recent.contains(p)) {
-            if want.is_empty() {
-                break;
-            }
-            claim(pid, &mut want, &mut found);
-        }
+        claim_among(rest.filter(|p| !recent.contains(p)), &mut want, &mut found);
     }
     for a in want.into_values().flatten() {
         a.answer(None);
@@ -237,6 +224,20 @@ fn resolve(mut diag: Option<&mut SockDiag>, round: Vec<Ask>) {
             r.push_front(pid);
         }
         r.truncate(RECENT_MAX);
+    }
+}
+
+/// Claims for each process of `pids` in turn, until every lookup has its owner.
+fn claim_among(
+    pids: impl Iterator<Item = u32>,
+    want: &mut HashMap<u64, Vec<Ask>>,
+    found: &mut Vec<u32>,
+) {
+    for pid in pids {
+        if want.is_empty() {
+            return;
+        }
+        claim(pid, want, found);
     }
 }
 
