@@ -26,7 +26,7 @@
 
 use super::replay::{self, Edits};
 use super::Traffic;
-use overlay_core::api::daemon::TrafficPage;
+use overlay_core::api::daemon::{self, Recording, TrafficPage};
 use overlay_core::traffic::capture::access::{self, Decision};
 use overlay_core::traffic::capture::filter::query_pairs;
 use overlay_core::traffic::capture::mask;
@@ -245,19 +245,15 @@ async fn route(method: &str, path: &str, query: &str, req: &Message, t: &Arc<Tra
                 Err(e) => error(502, e),
             }
         }
-        ("POST", ["api", "recording"]) => {
-            #[derive(serde::Deserialize)]
-            struct Switch {
-                on: bool,
+        // The control socket's request and answer (`overlay traffic --pause`), as JSON.
+        ("POST", ["api", "recording"]) => match serde_json::from_slice::<daemon::Record>(&req.body)
+        {
+            Ok(daemon::Record { on }) => {
+                let was = t.set_recording(on);
+                json_reply(200, json!(Recording { on, was }))
             }
-            match serde_json::from_slice::<Switch>(&req.body) {
-                Ok(s) => {
-                    let was = t.set_recording(s.on);
-                    json_reply(200, json!({"on": s.on, "was": was}))
-                }
-                Err(e) => error(400, format!("expected {{\"on\": true|false}}: {e}")),
-            }
-        }
+            Err(e) => error(400, format!("expected {{\"on\": true|false}}: {e}")),
+        },
         ("DELETE", ["api", "exchanges"]) => clear(t),
         ("POST", ["api", "clear"]) => clear(t),
         _ => error(404, format!("nothing at {method} {path}")),

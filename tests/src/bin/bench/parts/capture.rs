@@ -26,6 +26,7 @@ use crate::report::{
     write_json, Table,
 };
 use crate::stats::{fmt, median};
+use overlay_core::api::daemon::Recording;
 use overlay_core::traffic::capture::Ring;
 use overlay_tests::world::World;
 use serde::Serialize;
@@ -33,7 +34,7 @@ use serde::Serialize;
 /// Requests per h2load run: a few seconds each on a quiet host, so that CPU times (counted in
 /// 10 ms ticks) are read to well under 1%.
 const REQUESTS: u32 = 100_000;
-/// Rounds per protocol and node.
+/// Rounds per protocol (each runs h2load recording and paused).
 const ROUNDS: usize = 5;
 /// Requests per run when each comes on a connection of its own (h2load connects again after
 /// each `Connection: close`): what costs the capture per connection (its start, naming a local
@@ -121,8 +122,8 @@ const IN_PROCESS_RING: usize = 64 << 20;
 /// as the bench's (h2load's request, nginx's head and 16 KiB body, each arriving in one chunk,
 /// the response shared as the listener's splice shares its reads) fed to connection
 /// captures over 8 connections, records into a ring of the daemon's default
-/// size, filled first so that every record evicts one. The two daemons' CPU difference moves by
-/// a microsecond between runs on a shared host; this moves less. It leaves out what the capture
+/// size, filled first so that every record evicts one. The daemon's CPU difference between
+/// recording and paused moves by a microsecond between runs on a shared host; this moves less. It leaves out what the capture
 /// costs the others (the cache its records take from nginx, h2load and the kernel).
 /// `per_connection`: each exchange on a capture of its own, made (with its names, as the
 /// listener makes them), closed and dropped, as with a connection per request.
@@ -294,11 +295,9 @@ pub fn run(ctx: &Ctx) {
     // Pauses or resumes the capture; false (and the run is not counted) if that failed.
     let record = |on: bool| {
         let flag = if on { "--resume" } else { "--pause" };
-        match o.ovl_out(&w, NODE, &format!("traffic {flag} --json")) {
-            Some(r) => serde_json::from_str::<serde_json::Value>(&r)
-                .is_ok_and(|v| v["on"] == serde_json::Value::Bool(on)),
-            None => false,
-        }
+        o.ovl_out(&w, NODE, &format!("traffic {flag} --json"))
+            .and_then(|r| serde_json::from_str::<Recording>(&r).ok())
+            .is_some_and(|r| r.on == on)
     };
     let mut protos = Vec::new();
     for (name, k, port, flags, requests, target) in [
